@@ -1,0 +1,108 @@
+//! The HTTP layer's error type and the one place that turns errors into status codes and
+//! the spec's JSON error body `{"errors":[{"code","message","detail"}]}`.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use airdock_storage::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    RangeNotSatisfiable(String, u64),
+    #[error("{0}")]
+    Unsupported(String),
+    #[error("{0}")]
+    BadRequest(&'static str, String),
+    #[error("authentication required")]
+    Unauthorized,
+}
+
+/// The spec's error codes, kept as data.
+pub mod code {
+    pub const BLOB_UNKNOWN: &str = "BLOB_UNKNOWN";
+    pub const BLOB_UPLOAD_INVALID: &str = "BLOB_UPLOAD_INVALID";
+    pub const BLOB_UPLOAD_UNKNOWN: &str = "BLOB_UPLOAD_UNKNOWN";
+    pub const DIGEST_INVALID: &str = "DIGEST_INVALID";
+    pub const MANIFEST_BLOB_UNKNOWN: &str = "MANIFEST_BLOB_UNKNOWN";
+    pub const MANIFEST_INVALID: &str = "MANIFEST_INVALID";
+    pub const MANIFEST_UNKNOWN: &str = "MANIFEST_UNKNOWN";
+    pub const NAME_INVALID: &str = "NAME_INVALID";
+    pub const NAME_UNKNOWN: &str = "NAME_UNKNOWN";
+    pub const SIZE_INVALID: &str = "SIZE_INVALID";
+    pub const UNAUTHORIZED: &str = "UNAUTHORIZED";
+    pub const UNSUPPORTED: &str = "UNSUPPORTED";
+    pub const TAG_INVALID: &str = "TAG_INVALID";
+    pub const PAGINATION_NUMBER_INVALID: &str = "PAGINATION_NUMBER_INVALID";
+    pub const UNKNOWN: &str = "UNKNOWN";
+}
+
+impl RegistryError {
+    pub fn status_and_code(&self) -> (StatusCode, &'static str) {
+        use StoreError as S;
+        match self {
+            RegistryError::Store(e) => match e {
+                S::DigestInvalid(_) | S::DigestMismatch { .. } => {
+                    (StatusCode::BAD_REQUEST, code::DIGEST_INVALID)
+                }
+                S::NameInvalid(_) => (StatusCode::BAD_REQUEST, code::NAME_INVALID),
+                S::TagInvalid(_) => (StatusCode::BAD_REQUEST, code::TAG_INVALID),
+                S::NameUnknown(_) => (StatusCode::NOT_FOUND, code::NAME_UNKNOWN),
+                S::BlobUnknown(_) => (StatusCode::NOT_FOUND, code::BLOB_UNKNOWN),
+                S::ManifestUnknown(_) => (StatusCode::NOT_FOUND, code::MANIFEST_UNKNOWN),
+                S::ManifestBlobUnknown(_) => (StatusCode::BAD_REQUEST, code::MANIFEST_BLOB_UNKNOWN),
+                S::ManifestInvalid(_) => (StatusCode::BAD_REQUEST, code::MANIFEST_INVALID),
+                S::UploadUnknown => (StatusCode::NOT_FOUND, code::BLOB_UPLOAD_UNKNOWN),
+                S::UploadInvalid(_) => (StatusCode::BAD_REQUEST, code::BLOB_UPLOAD_INVALID),
+                S::UploadOutOfOrder { .. } => {
+                    (StatusCode::RANGE_NOT_SATISFIABLE, code::BLOB_UPLOAD_INVALID)
+                }
+                S::SizeInvalid(_) => (StatusCode::BAD_REQUEST, code::SIZE_INVALID),
+                S::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, code::SIZE_INVALID),
+                S::Io(_) | S::Corrupt(_) => (StatusCode::INTERNAL_SERVER_ERROR, code::UNKNOWN),
+            },
+            RegistryError::NotFound(_) => (StatusCode::NOT_FOUND, code::NAME_UNKNOWN),
+            RegistryError::RangeNotSatisfiable(..) => {
+                (StatusCode::RANGE_NOT_SATISFIABLE, code::BLOB_UNKNOWN)
+            }
+            RegistryError::Unsupported(_) => (StatusCode::METHOD_NOT_ALLOWED, code::UNSUPPORTED),
+            RegistryError::BadRequest(c, _) => (StatusCode::BAD_REQUEST, c),
+            RegistryError::Unauthorized => (StatusCode::UNAUTHORIZED, code::UNAUTHORIZED),
+        }
+    }
+}
+
+/// Build the spec's error body for `code` with a human `message`.
+pub fn error_body(code: &str, message: &str) -> String {
+    json!({"errors": [{"code": code, "message": message, "detail": null}]}).to_string()
+}
+
+impl IntoResponse for RegistryError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status_and_code();
+        let message = if status.is_server_error() {
+            // Internal details go to the log, not to the client.
+            tracing::error!(error = %self, "internal error");
+            "internal error".to_owned()
+        } else {
+            self.to_string()
+        };
+        let mut resp = (status, error_body(code, &message)).into_response();
+        let h = resp.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        if let RegistryError::RangeNotSatisfiable(_, size) = &self {
+            if let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}")) {
+                h.insert(header::CONTENT_RANGE, v);
+            }
+        }
+        resp
+    }
+}

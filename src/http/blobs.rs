@@ -1,0 +1,136 @@
+//! Blob pulls (`GET`/`HEAD /v2/<name>/blobs/<digest>`, single `Range`) and deletes.
+
+use axum::body::Body;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use tokio_util::io::ReaderStream;
+
+use airdock_storage::{Digest, RepoName};
+
+use super::{empty, set, Req, Result, CONTENT_DIGEST};
+use crate::error::RegistryError;
+use crate::AppState;
+
+/// Read size when streaming a blob out.
+const CHUNK: usize = 256 << 10;
+
+/// GET/HEAD → 200 with the bytes (or 206 for a satisfiable `Range`, 416 otherwise).
+pub async fn get(
+    state: &AppState,
+    repo: &RepoName,
+    digest: &Digest,
+    req: &Req,
+) -> Result<Response> {
+    let head = req.method == axum::http::Method::HEAD;
+    let (file, size) = state.store.open_blob(repo, digest)?;
+    let range = match req.header(header::RANGE) {
+        Some(r) => parse_range(r, size)?,
+        None => None,
+    };
+    let (status, start, len) = match range {
+        Some((s, e)) => (StatusCode::PARTIAL_CONTENT, s, e - s + 1),
+        None => (StatusCode::OK, 0, size),
+    };
+    let body = if head {
+        Body::empty()
+    } else {
+        let mut file = tokio::fs::File::from_std(file);
+        if start > 0 {
+            file.seek(std::io::SeekFrom::Start(start))
+                .await
+                .map_err(airdock_storage::StoreError::from)?;
+        }
+        Body::from_stream(ReaderStream::with_capacity(file.take(len), CHUNK))
+    };
+    let mut resp = (status, body).into_response();
+    set(&mut resp, header::CONTENT_LENGTH, len.to_string());
+    set(&mut resp, header::CONTENT_TYPE, "application/octet-stream");
+    set(&mut resp, CONTENT_DIGEST, digest.to_string());
+    set(&mut resp, header::ACCEPT_RANGES, "bytes");
+    set(&mut resp, header::ETAG, format!("\"{digest}\""));
+    if status == StatusCode::PARTIAL_CONTENT {
+        set(
+            &mut resp,
+            header::CONTENT_RANGE,
+            format!("bytes {}-{}/{size}", start, start + len - 1),
+        );
+    }
+    Ok(resp)
+}
+
+/// Parse one `bytes=` range against `size`. `Ok(None)` means "ignore it and send it all"
+/// (several ranges, or a unit we do not know), as RFC 9110 allows.
+fn parse_range(value: &str, size: u64) -> Result<Option<(u64, u64)>> {
+    let Some(spec) = value.trim().strip_prefix("bytes=") else {
+        return Ok(None);
+    };
+    if spec.contains(',') {
+        return Ok(None);
+    }
+    let unsatisfiable = || {
+        RegistryError::RangeNotSatisfiable(
+            format!("range {value:?} not satisfiable for {size} bytes"),
+            size,
+        )
+    };
+    let (a, b) = spec.trim().split_once('-').ok_or_else(unsatisfiable)?;
+    let (a, b) = (a.trim(), b.trim());
+    let (start, end) = if a.is_empty() {
+        // suffix: the last `b` bytes
+        let n: u64 = b.parse().map_err(|_| unsatisfiable())?;
+        if n == 0 || size == 0 {
+            return Err(unsatisfiable());
+        }
+        (size.saturating_sub(n), size - 1)
+    } else {
+        let start: u64 = a.parse().map_err(|_| unsatisfiable())?;
+        let end = if b.is_empty() {
+            size.saturating_sub(1)
+        } else {
+            b.parse::<u64>()
+                .map_err(|_| unsatisfiable())?
+                .min(size.saturating_sub(1))
+        };
+        (start, end)
+    };
+    if size == 0 || start >= size || start > end {
+        return Err(unsatisfiable());
+    }
+    Ok(Some((start, end)))
+}
+
+/// DELETE → 202; the blob leaves this repository.
+pub async fn delete(state: &AppState, repo: &RepoName, digest: &Digest) -> Result<Response> {
+    state.store.delete_blob(repo, digest).await?;
+    Ok(empty(StatusCode::ACCEPTED))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_range;
+
+    #[test]
+    fn ranges() {
+        assert_eq!(parse_range("bytes=0-9", 100).ok().flatten(), Some((0, 9)));
+        assert_eq!(parse_range("bytes=90-", 100).ok().flatten(), Some((90, 99)));
+        assert_eq!(parse_range("bytes=-10", 100).ok().flatten(), Some((90, 99)));
+        assert_eq!(
+            parse_range("bytes=50-500", 100).ok().flatten(),
+            Some((50, 99))
+        );
+        assert_eq!(parse_range("bytes=0-1,5-6", 100).ok().flatten(), None);
+        assert_eq!(parse_range("items=0-1", 100).ok().flatten(), None);
+        for bad in [
+            "bytes=100-",
+            "bytes=5-4",
+            "bytes=x-1",
+            "bytes=-0",
+            "bytes=",
+            "bytes=0-",
+        ] {
+            let size = if bad == "bytes=0-" { 0 } else { 100 };
+            assert!(parse_range(bad, size).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,99 @@
+//! Manifests: `GET`/`HEAD`/`PUT`/`DELETE /v2/<name>/manifests/<reference>`, stored and
+//! served byte for byte with the media type they were pushed as.
+
+use axum::body::Body;
+use axum::http::{header, HeaderName, StatusCode};
+use axum::response::{IntoResponse, Response};
+use http_body_util::BodyExt;
+
+use airdock_storage::{Reference, RepoName, StoreError, Tag, MAX_MANIFEST_BYTES};
+
+use super::{append, empty, set, Req, Result, CONTENT_DIGEST};
+use crate::AppState;
+
+const OCI_SUBJECT: HeaderName = HeaderName::from_static("oci-subject");
+const OCI_TAG: HeaderName = HeaderName::from_static("oci-tag");
+
+/// GET/HEAD → 200 with the stored bytes, `Content-Type` as pushed.
+pub async fn get(
+    state: &AppState,
+    repo: &RepoName,
+    reference: &Reference,
+    req: &Req,
+) -> Result<Response> {
+    let head = req.method == axum::http::Method::HEAD;
+    let (record, body) = if head {
+        (state.store.stat_manifest(repo, reference)?, Body::empty())
+    } else {
+        let m = state.store.get_manifest(repo, reference).await?;
+        (m.record, Body::from(m.bytes))
+    };
+    let mut resp = (StatusCode::OK, body).into_response();
+    set(&mut resp, header::CONTENT_TYPE, &record.media_type);
+    set(&mut resp, header::CONTENT_LENGTH, record.size.to_string());
+    set(&mut resp, CONTENT_DIGEST, record.digest.to_string());
+    set(&mut resp, header::ETAG, format!("\"{}\"", record.digest));
+    Ok(resp)
+}
+
+/// PUT [`?tag=a&tag=b`] → 201 + `Location`, `OCI-Subject` when the manifest has a subject,
+/// and one `OCI-Tag` per tag applied.
+pub async fn put(
+    state: &AppState,
+    repo: &RepoName,
+    reference: &Reference,
+    req: Req,
+) -> Result<Response> {
+    let media_type = req
+        .header(header::CONTENT_TYPE)
+        .map(|m| m.split(';').next().unwrap_or(m).trim().to_owned())
+        .unwrap_or_default();
+    let tags = req
+        .query
+        .all("tag")
+        .map(Tag::parse)
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    let too_large = || {
+        StoreError::TooLarge(format!(
+            "manifests are limited to {MAX_MANIFEST_BYTES} bytes"
+        ))
+    };
+    if let Some(len) = req
+        .header(header::CONTENT_LENGTH)
+        .and_then(|l| l.parse::<usize>().ok())
+    {
+        if len > MAX_MANIFEST_BYTES {
+            return Err(too_large().into());
+        }
+    }
+    let limited = http_body_util::Limited::new(req.take_body(), MAX_MANIFEST_BYTES);
+    let bytes = match limited.collect().await {
+        Ok(c) => c.to_bytes(),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => return Err(too_large().into()),
+        Err(e) => return Err(StoreError::ManifestInvalid(format!("reading the body: {e}")).into()),
+    };
+    let record = state
+        .store
+        .put_manifest(repo, reference, &media_type, &bytes, &tags, !state.sparse)
+        .await?;
+    let mut resp = empty(StatusCode::CREATED);
+    set(
+        &mut resp,
+        header::LOCATION,
+        format!("/v2/{repo}/manifests/{}", record.digest),
+    );
+    set(&mut resp, CONTENT_DIGEST, record.digest.to_string());
+    if let Some(subject) = &record.subject {
+        set(&mut resp, OCI_SUBJECT, subject.to_string());
+    }
+    for t in &tags {
+        append(&mut resp, OCI_TAG, t.as_str());
+    }
+    Ok(resp)
+}
+
+/// DELETE by digest removes the manifest and its tags; by tag, only the tag → 202.
+pub async fn delete(state: &AppState, repo: &RepoName, reference: &Reference) -> Result<Response> {
+    state.store.delete_manifest(repo, reference).await?;
+    Ok(empty(StatusCode::ACCEPTED))
+}

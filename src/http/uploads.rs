@@ -1,0 +1,201 @@
+//! Blob pushes: open a session (`POST .../blobs/uploads/`), monolithic `?digest=`, mounts,
+//! chunks (`PATCH` with `Content-Range`), status (`GET`), finish (`PUT ?digest=`), cancel.
+
+use axum::http::{header, StatusCode};
+use axum::response::Response;
+
+use airdock_storage::{Algorithm, Digest, RepoName, StoreError, UploadId};
+
+use super::{empty, set, Req, Result, CONTENT_DIGEST, UPLOAD_UUID};
+use crate::error::{code, RegistryError};
+use crate::AppState;
+
+fn upload_location(repo: &RepoName, id: &UploadId) -> String {
+    format!("/v2/{repo}/blobs/uploads/{id}")
+}
+
+fn blob_created(repo: &RepoName, digest: &Digest) -> Response {
+    let mut r = empty(StatusCode::CREATED);
+    set(
+        &mut r,
+        header::LOCATION,
+        format!("/v2/{repo}/blobs/{digest}"),
+    );
+    set(&mut r, CONTENT_DIGEST, digest.to_string());
+    r
+}
+
+/// 202 + `Location` + `Range: 0-<last byte>` for a session holding `size` bytes.
+fn session_response(status: StatusCode, repo: &RepoName, id: &UploadId, size: u64) -> Response {
+    let mut r = empty(status);
+    set(&mut r, header::LOCATION, upload_location(repo, id));
+    set(
+        &mut r,
+        header::RANGE,
+        format!("0-{}", size.saturating_sub(1)),
+    );
+    set(&mut r, UPLOAD_UUID, id.as_str());
+    r
+}
+
+fn digest_param(req: &Req) -> Result<Option<Digest>> {
+    match req.query.get("digest") {
+        None => Ok(None),
+        Some(d) => Ok(Some(Digest::parse(d)?)),
+    }
+}
+
+/// POST `?mount=<d>[&from=<repo>]` → 201 if mounted, else a new session (202).
+/// POST `?digest=<d>` with the body → 201 (monolithic).
+/// POST [`?digest-algorithm=<alg>`] → 202 + `Location` of a new session.
+pub async fn start(state: &AppState, repo: &RepoName, req: Req) -> Result<Response> {
+    if let Some(mount) = req.query.get("mount") {
+        let digest = Digest::parse(mount)?;
+        // A bad `from` means nothing to mount from; the client goes on with an upload.
+        let from = match req.query.get("from") {
+            Some(f) => RepoName::parse(f).ok().map(Some),
+            None => Some(None),
+        };
+        if let Some(from) = from {
+            if state.store.mount_blob(repo, &digest, from.as_ref()).await? {
+                return Ok(blob_created(repo, &digest));
+            }
+        }
+    }
+    if let Some(digest) = digest_param(&req)? {
+        let ingested = state
+            .store
+            .push_blob(repo, &digest, req.into_reader())
+            .await?;
+        return Ok(blob_created(repo, &ingested.digest));
+    }
+    let algorithm = match req.query.get("digest-algorithm") {
+        Some(a) => Some(Algorithm::parse(a)?),
+        None => None,
+    };
+    let id = state.store.start_upload(repo, algorithm).await?;
+    let mut resp = session_response(StatusCode::ACCEPTED, repo, &id, 0);
+    if let Some(min) = state.chunk_min {
+        set(
+            &mut resp,
+            super::HeaderName::from_static("oci-chunk-min-length"),
+            min.to_string(),
+        );
+    }
+    Ok(resp)
+}
+
+/// GET → 204 with `Range` of what the session holds, so a client can resume.
+pub fn status(state: &AppState, repo: &RepoName, id: &UploadId) -> Result<Response> {
+    let size = state.store.upload_status(repo, id)?;
+    Ok(session_response(StatusCode::NO_CONTENT, repo, id, size))
+}
+
+/// `Content-Range: <start>-<end>` (inclusive); also tolerates `bytes <start>-<end>/<total>`.
+fn parse_content_range(v: &str) -> Result<(u64, u64)> {
+    let bad = || {
+        RegistryError::BadRequest(
+            code::BLOB_UPLOAD_INVALID,
+            format!("malformed Content-Range {v:?}"),
+        )
+    };
+    let s = v.trim();
+    let s = s
+        .strip_prefix("bytes=")
+        .or_else(|| s.strip_prefix("bytes "))
+        .unwrap_or(s);
+    let s = s.split('/').next().unwrap_or(s);
+    let (a, b) = s.split_once('-').ok_or_else(bad)?;
+    let start: u64 = a.trim().parse().map_err(|_| bad())?;
+    let end: u64 = b.trim().parse().map_err(|_| bad())?;
+    Ok((start, end))
+}
+
+/// PATCH a chunk → 202 with the new `Range`; 416 if it does not start where the upload ends.
+pub async fn patch(state: &AppState, repo: &RepoName, id: &UploadId, req: Req) -> Result<Response> {
+    let (start, len) = match req.header(header::CONTENT_RANGE) {
+        Some(v) => {
+            let (start, end) = parse_content_range(v)?;
+            if end < start {
+                return Err(StoreError::UploadOutOfOrder {
+                    requested: start,
+                    current: state.store.upload_status(repo, id)?,
+                }
+                .into());
+            }
+            (Some(start), Some(end - start + 1))
+        }
+        None => (None, None),
+    };
+    match state
+        .store
+        .append_upload(repo, id, start, len, req.into_reader())
+        .await
+    {
+        Ok(size) => Ok(session_response(StatusCode::ACCEPTED, repo, id, size)),
+        Err(e @ StoreError::UploadOutOfOrder { .. }) => {
+            // Tell the client where the upload really stands so it can resume.
+            let size = state.store.upload_status(repo, id)?;
+            let mut resp = axum::response::IntoResponse::into_response(RegistryError::from(e));
+            set(&mut resp, header::LOCATION, upload_location(repo, id));
+            set(
+                &mut resp,
+                header::RANGE,
+                format!("0-{}", size.saturating_sub(1)),
+            );
+            Ok(resp)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// PUT `?digest=<d>` with an optional last chunk → 201.
+pub async fn finish(
+    state: &AppState,
+    repo: &RepoName,
+    id: &UploadId,
+    req: Req,
+) -> Result<Response> {
+    let digest = digest_param(&req)?.ok_or_else(|| {
+        RegistryError::BadRequest(
+            code::DIGEST_INVALID,
+            "PUT to an upload needs ?digest=".into(),
+        )
+    })?;
+    if let Some(v) = req.header(header::CONTENT_RANGE) {
+        let (start, _) = parse_content_range(v)?;
+        let size = state.store.upload_status(repo, id)?;
+        if start != size {
+            return Err(StoreError::UploadOutOfOrder {
+                requested: start,
+                current: size,
+            }
+            .into());
+        }
+    }
+    let ingested = state
+        .store
+        .finish_upload(repo, id, &digest, req.into_reader())
+        .await?;
+    Ok(blob_created(repo, &ingested.digest))
+}
+
+/// DELETE → 204; the session and its bytes are gone.
+pub async fn cancel(state: &AppState, repo: &RepoName, id: &UploadId) -> Result<Response> {
+    state.store.cancel_upload(repo, id).await?;
+    Ok(empty(StatusCode::NO_CONTENT))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_content_range;
+
+    #[test]
+    fn content_ranges() {
+        assert_eq!(parse_content_range("0-99").ok(), Some((0, 99)));
+        assert_eq!(parse_content_range("bytes 10-19/*").ok(), Some((10, 19)));
+        for bad in ["", "5", "a-b", "-5", "1-"] {
+            assert!(parse_content_range(bad).is_err(), "{bad}");
+        }
+    }
+}

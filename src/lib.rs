@@ -1,0 +1,72 @@
+//! airdock: an OCI Distribution registry on a local disk store, as a library so that the
+//! binary and the tests start exactly the same server.
+
+pub mod cli;
+pub mod error;
+pub mod http;
+
+use std::future::Future;
+use std::time::Duration;
+
+use axum::http::HeaderValue;
+use axum::routing::{any, get};
+use axum::Router;
+use tokio::net::TcpListener;
+
+pub use airdock_storage as storage;
+use airdock_storage::Store;
+
+/// Everything a request needs. Cheap to clone: the store is one `Arc`.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Store,
+    /// Accept manifests whose blobs or children are absent (platform-filtered mirrors).
+    pub sparse: bool,
+    /// Announced as `OCI-Chunk-Min-Length` when set.
+    pub chunk_min: Option<u64>,
+}
+
+/// The HTTP application: the `/v2/` API plus the common response headers.
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .route("/v2", get(http::base).head(http::base))
+        .route("/v2/", any(http::dispatch))
+        .route("/v2/{*rest}", any(http::dispatch))
+        .with_state(state)
+        .layer(axum::middleware::map_response(add_api_version))
+}
+
+async fn add_api_version(mut resp: axum::response::Response) -> axum::response::Response {
+    resp.headers_mut()
+        .insert(http::API_VERSION, HeaderValue::from_static("registry/2.0"));
+    resp
+}
+
+/// How long in-flight requests may run on after a shutdown signal.
+pub const DRAIN: Duration = Duration::from_secs(30);
+
+/// Serve `router` on `listener` until `shutdown` resolves, then stop accepting and let
+/// in-flight requests finish for at most [`DRAIN`].
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let server = axum::serve(listener, router).with_graceful_shutdown(async move {
+        shutdown.await;
+        let _ = tx.send(true);
+    });
+    let mut rx2 = rx.clone();
+    let deadline = async move {
+        let _ = rx2.wait_for(|v| *v).await;
+        tokio::time::sleep(DRAIN).await;
+    };
+    tokio::select! {
+        r = server => r,
+        _ = deadline => {
+            tracing::warn!("requests still running after {DRAIN:?}; exiting anyway");
+            Ok(())
+        }
+    }
+}

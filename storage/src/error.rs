@@ -1,0 +1,50 @@
+//! The storage layer's one error type. It names what went wrong in the store's terms;
+//! the HTTP layer alone maps it to status codes and the spec's error codes.
+
+use std::io;
+
+use crate::Digest;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("invalid digest: {0}")]
+    DigestInvalid(String),
+    #[error("content does not match digest: expected {expected}, got {actual}")]
+    DigestMismatch { expected: Digest, actual: Digest },
+    #[error("invalid repository name: {0:?}")]
+    NameInvalid(String),
+    #[error("invalid tag: {0:?}")]
+    TagInvalid(String),
+    #[error("repository {0} is not known")]
+    NameUnknown(String),
+    #[error("blob {0} is not known to this repository")]
+    BlobUnknown(Digest),
+    #[error("manifest {0} is not known to this repository")]
+    ManifestUnknown(String),
+    #[error("manifest references {0}, which this repository does not hold")]
+    ManifestBlobUnknown(Digest),
+    #[error("invalid manifest: {0}")]
+    ManifestInvalid(String),
+    #[error("upload session is not known")]
+    UploadUnknown,
+    #[error("invalid upload: {0}")]
+    UploadInvalid(String),
+    /// A chunk that does not start where the upload currently ends.
+    #[error("chunk starts at {requested}, but the upload holds {current} bytes")]
+    UploadOutOfOrder { requested: u64, current: u64 },
+    #[error("size invalid: {0}")]
+    SizeInvalid(String),
+    #[error("too large: {0}")]
+    TooLarge(String),
+    #[error("storage I/O error: {0}")]
+    Io(#[from] io::Error),
+    #[error("metadata journal corrupt: {0}")]
+    Corrupt(String),
+}
+
+impl StoreError {
+    /// True for errors caused by the caller rather than by the store or the machine.
+    pub fn is_client_error(&self) -> bool {
+        !matches!(self, StoreError::Io(_) | StoreError::Corrupt(_))
+    }
+}

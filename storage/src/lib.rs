@@ -1,0 +1,645 @@
+//! airdock's content store: validated names and digests, a content-addressed blob store,
+//! repository metadata (links, manifests, tags, referrers) and upload sessions.
+//! It knows nothing of HTTP; see `layout` for the on-disk tree.
+
+mod blobs;
+mod digest;
+mod error;
+pub mod layout;
+mod manifest;
+mod meta;
+mod names;
+mod uploads;
+
+use std::fs::{self, File};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tokio::io::AsyncRead;
+
+pub use blobs::Ingested;
+pub use digest::{Algorithm, Digest, Hasher};
+pub use error::StoreError;
+pub use manifest::{
+    Descriptor, ManifestRecord, DOCKER_LIST, DOCKER_MANIFEST, MAX_MANIFEST_BYTES, OCI_INDEX,
+    OCI_MANIFEST,
+};
+pub use meta::Txn;
+pub use names::{Reference, RepoName, Tag};
+pub use uploads::UploadId;
+
+use meta::{Meta, Op};
+use uploads::{Hot, Sessions, Taken};
+
+/// Compact the journal at start when it has grown past this.
+const COMPACT_AT: u64 = 64 << 20;
+
+/// The store. Cheap to clone: everything is behind one `Arc`.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    root: PathBuf,
+    meta: Meta,
+    sessions: Sessions,
+}
+
+/// One page of a sorted listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page {
+    pub items: Vec<String>,
+    /// More items follow the last one returned.
+    pub more: bool,
+}
+
+/// A manifest as served: its record and its exact bytes.
+#[derive(Clone, Debug)]
+pub struct Manifest {
+    pub record: Arc<ManifestRecord>,
+    pub bytes: bytes::Bytes,
+}
+
+impl Store {
+    /// Open (creating if needed) the store under `root`.
+    pub async fn open(root: impl AsRef<Path>) -> Result<Store, StoreError> {
+        let root = root.as_ref().to_owned();
+        let root2 = root.clone();
+        let meta = tokio::task::spawn_blocking(move || -> Result<Meta, StoreError> {
+            for d in [layout::BLOBS, layout::META, layout::UPLOADS, layout::TMP] {
+                fs::create_dir_all(root2.join(d))?;
+            }
+            // Leftovers of writes interrupted by a crash: never visible, safe to drop.
+            for entry in fs::read_dir(root2.join(layout::TMP))? {
+                let _ = fs::remove_file(entry?.path());
+            }
+            Meta::open(&root2)
+        })
+        .await
+        .map_err(io::Error::other)??;
+        let store = Store {
+            inner: Arc::new(Inner {
+                root,
+                meta,
+                sessions: Sessions::default(),
+            }),
+        };
+        let len = fs::metadata(layout::journal_path(&store.inner.root))?.len();
+        if len > COMPACT_AT {
+            store.inner.meta.compact(&store.inner.root).await?;
+        }
+        Ok(store)
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.inner.root
+    }
+
+    // ---- blobs -------------------------------------------------------------------------
+
+    /// Stream `reader` into the content store, verified against `expected` when given.
+    /// The blob is not linked into any repository.
+    pub async fn ingest_blob<R: AsyncRead + Unpin + Send>(
+        &self,
+        expected: Option<&Digest>,
+        alg: Algorithm,
+        reader: R,
+    ) -> Result<Ingested, StoreError> {
+        blobs::ingest(&self.inner.root, expected, alg, reader, None).await
+    }
+
+    pub fn blob_exists(&self, d: &Digest) -> bool {
+        layout::blob_path(&self.inner.root, d).exists()
+    }
+
+    /// Monolithic push: store and link into `repo`.
+    pub async fn push_blob<R: AsyncRead + Unpin + Send>(
+        &self,
+        repo: &RepoName,
+        expected: &Digest,
+        reader: R,
+    ) -> Result<Ingested, StoreError> {
+        let ingested = self
+            .ingest_blob(Some(expected), expected.algorithm(), reader)
+            .await?;
+        self.link(repo, &ingested.digest).await?;
+        Ok(ingested)
+    }
+
+    async fn link(&self, repo: &RepoName, d: &Digest) -> Result<(), StoreError> {
+        if self.repo_has_blob(repo, d) {
+            return Ok(());
+        }
+        let mut txn = Txn::new();
+        txn.link_blob(repo.clone(), d.clone());
+        self.commit(txn).await
+    }
+
+    pub fn repo_has_blob(&self, repo: &RepoName, d: &Digest) -> bool {
+        self.inner
+            .meta
+            .read()
+            .repos
+            .get(repo)
+            .is_some_and(|r| r.blobs.contains(d))
+    }
+
+    pub fn repo_has_manifest(&self, repo: &RepoName, d: &Digest) -> bool {
+        self.inner
+            .meta
+            .read()
+            .repos
+            .get(repo)
+            .is_some_and(|r| r.manifests.contains_key(d))
+    }
+
+    pub fn repo_exists(&self, repo: &RepoName) -> bool {
+        self.inner.meta.read().repos.contains_key(repo)
+    }
+
+    /// Link a blob held elsewhere into `repo`. With `from`, only a blob that repository
+    /// holds; without, any stored blob that some repository holds. `Ok(false)` when there is
+    /// nothing to mount (the caller then opens an upload instead).
+    pub async fn mount_blob(
+        &self,
+        repo: &RepoName,
+        d: &Digest,
+        from: Option<&RepoName>,
+    ) -> Result<bool, StoreError> {
+        let visible = {
+            let state = self.inner.meta.read();
+            match from {
+                Some(from) => state.repos.get(from).is_some_and(|r| r.blobs.contains(d)),
+                None => state.repos.values().any(|r| r.blobs.contains(d)),
+            }
+        };
+        if !visible || !self.blob_exists(d) {
+            return Ok(false);
+        }
+        self.link(repo, d).await?;
+        Ok(true)
+    }
+
+    /// Size of a blob `repo` may serve.
+    pub fn stat_blob(&self, repo: &RepoName, d: &Digest) -> Result<u64, StoreError> {
+        if !self.repo_has_blob(repo, d) {
+            return Err(StoreError::BlobUnknown(d.clone()));
+        }
+        match fs::metadata(layout::blob_path(&self.inner.root, d)) {
+            Ok(m) => Ok(m.len()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                Err(StoreError::BlobUnknown(d.clone()))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Open a blob `repo` may serve, with its size.
+    pub fn open_blob(&self, repo: &RepoName, d: &Digest) -> Result<(File, u64), StoreError> {
+        if !self.repo_has_blob(repo, d) {
+            return Err(StoreError::BlobUnknown(d.clone()));
+        }
+        match File::open(layout::blob_path(&self.inner.root, d)) {
+            Ok(f) => {
+                let len = f.metadata()?.len();
+                Ok((f, len))
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                Err(StoreError::BlobUnknown(d.clone()))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Remove a blob from `repo`. The bytes stay until no repository holds them (GC).
+    pub async fn delete_blob(&self, repo: &RepoName, d: &Digest) -> Result<(), StoreError> {
+        if !self.repo_has_blob(repo, d) {
+            return Err(StoreError::BlobUnknown(d.clone()));
+        }
+        let mut txn = Txn::new();
+        txn.push(Op::Unlink {
+            repo: repo.clone(),
+            digest: d.clone(),
+        });
+        self.commit(txn).await
+    }
+
+    // ---- uploads -----------------------------------------------------------------------
+
+    pub async fn start_upload(
+        &self,
+        repo: &RepoName,
+        algorithm: Option<Algorithm>,
+    ) -> Result<UploadId, StoreError> {
+        let id = UploadId::new();
+        let dir = layout::upload_dir(&self.inner.root, &id);
+        let info = uploads::Info {
+            repo: repo.clone(),
+            algorithm,
+        };
+        tokio::task::spawn_blocking(move || uploads::create(&dir, &info))
+            .await
+            .map_err(io::Error::other)??;
+        self.inner.sessions.insert(
+            &id,
+            Hot {
+                offset: 0,
+                hasher: algorithm.unwrap_or_default().hasher(),
+            },
+        );
+        Ok(id)
+    }
+
+    fn session(
+        &self,
+        repo: &RepoName,
+        id: &UploadId,
+    ) -> Result<(PathBuf, uploads::Info), StoreError> {
+        let dir = layout::upload_dir(&self.inner.root, id);
+        let info = uploads::read_info(&dir)?;
+        if info.repo != *repo {
+            return Err(StoreError::UploadUnknown);
+        }
+        Ok((dir, info))
+    }
+
+    /// Bytes received so far.
+    pub fn upload_status(&self, repo: &RepoName, id: &UploadId) -> Result<u64, StoreError> {
+        let (dir, _) = self.session(repo, id)?;
+        match fs::metadata(uploads::data_path(&dir)) {
+            Ok(m) => Ok(m.len()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(StoreError::UploadUnknown),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Append a chunk. `start` (from `Content-Range`) must equal the bytes held so far;
+    /// `len`, when known, must equal the bytes received. A failed chunk is rolled back.
+    pub async fn append_upload<R: AsyncRead + Unpin + Send>(
+        &self,
+        repo: &RepoName,
+        id: &UploadId,
+        start: Option<u64>,
+        len: Option<u64>,
+        reader: R,
+    ) -> Result<u64, StoreError> {
+        let (dir, _) = self.session(repo, id)?;
+        let hot = match self.inner.sessions.take(id) {
+            Taken::Free(hot) => hot,
+            Taken::Busy => {
+                return Err(StoreError::UploadInvalid(
+                    "another request is writing to this upload".into(),
+                ))
+            }
+        };
+        let result = self.append_claimed(&dir, hot, start, len, reader).await;
+        match result {
+            Ok((size, hot)) => {
+                self.inner.sessions.put_back(id, hot);
+                Ok(size)
+            }
+            Err((e, hot)) => {
+                self.inner.sessions.put_back(id, hot);
+                Err(e)
+            }
+        }
+    }
+
+    async fn append_claimed<R: AsyncRead + Unpin + Send>(
+        &self,
+        dir: &Path,
+        hot: Option<Hot>,
+        start: Option<u64>,
+        len: Option<u64>,
+        reader: R,
+    ) -> Result<(u64, Option<Hot>), (StoreError, Option<Hot>)> {
+        let file = match uploads::open_append(dir) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err((StoreError::UploadUnknown, hot))
+            }
+            Err(e) => return Err((e.into(), hot)),
+        };
+        let current = match file.metadata() {
+            Ok(m) => m.len(),
+            Err(e) => return Err((e.into(), hot)),
+        };
+        if let Some(start) = start {
+            if start != current {
+                return Err((
+                    StoreError::UploadOutOfOrder {
+                        requested: start,
+                        current,
+                    },
+                    hot,
+                ));
+            }
+        }
+        // The running hash only helps if it covers exactly the bytes on disk.
+        let (hasher, alg) = match hot {
+            Some(h) if h.offset == current => {
+                let alg = h.hasher.algorithm();
+                (Some(h.hasher), Some(alg))
+            }
+            _ => (None, None),
+        };
+        let rollback = |file: &File| {
+            let _ = file.set_len(current);
+        };
+        let probe = match file.try_clone() {
+            Ok(f) => f,
+            Err(e) => return Err((e.into(), None)),
+        };
+        match blobs::copy_hashing(reader, file, hasher, None).await {
+            Ok((_, hasher, n)) => {
+                if let Some(len) = len {
+                    if n != len {
+                        rollback(&probe);
+                        return Err((
+                            StoreError::UploadOutOfOrder {
+                                requested: current + len,
+                                current: current + n,
+                            },
+                            None,
+                        ));
+                    }
+                }
+                let hot = match (hasher, alg) {
+                    (Some(hasher), Some(_)) => Some(Hot {
+                        offset: current + n,
+                        hasher,
+                    }),
+                    _ => None,
+                };
+                Ok((current + n, hot))
+            }
+            Err(e) => {
+                rollback(&probe);
+                Err((e, None))
+            }
+        }
+    }
+
+    /// Close a session: append the optional last chunk, verify the whole upload against
+    /// `expected`, make it a blob and link it into `repo`.
+    pub async fn finish_upload<R: AsyncRead + Unpin + Send>(
+        &self,
+        repo: &RepoName,
+        id: &UploadId,
+        expected: &Digest,
+        reader: R,
+    ) -> Result<Ingested, StoreError> {
+        let (dir, info) = self.session(repo, id)?;
+        if let Some(alg) = info.algorithm {
+            if alg != expected.algorithm() {
+                return Err(StoreError::DigestInvalid(format!(
+                    "upload was opened for {alg}, digest is {}",
+                    expected.algorithm()
+                )));
+            }
+        }
+        let size = self.append_upload(repo, id, None, None, reader).await?;
+        let hot = match self.inner.sessions.take(id) {
+            Taken::Free(hot) => hot,
+            Taken::Busy => {
+                return Err(StoreError::UploadInvalid(
+                    "another request is writing to this upload".into(),
+                ))
+            }
+        };
+        let data = uploads::data_path(&dir);
+        let alg = expected.algorithm();
+        let known = match hot {
+            Some(h) if h.offset == size && h.hasher.algorithm() == alg => Some(h.hasher.finish()),
+            _ => None,
+        };
+        let data2 = data.clone();
+        let digest = match known {
+            Some(d) => d,
+            None => {
+                tokio::task::spawn_blocking(move || blobs::hash_file(&data2, alg))
+                    .await
+                    .map_err(io::Error::other)??
+                    .0
+            }
+        };
+        if digest != *expected {
+            self.inner.sessions.forget(id);
+            let _ = fs::remove_dir_all(&dir);
+            return Err(StoreError::DigestMismatch {
+                expected: expected.clone(),
+                actual: digest,
+            });
+        }
+        let dst = layout::blob_path(&self.inner.root, &digest);
+        let dir2 = dir.clone();
+        let existed = tokio::task::spawn_blocking(move || -> io::Result<bool> {
+            File::open(&data)?.sync_data()?;
+            let existed = blobs::persist(&data, &dst)?;
+            fs::remove_dir_all(&dir2)?;
+            Ok(existed)
+        })
+        .await
+        .map_err(io::Error::other)?;
+        self.inner.sessions.forget(id);
+        let existed = existed?;
+        self.link(repo, &digest).await?;
+        Ok(Ingested {
+            digest,
+            size,
+            existed,
+        })
+    }
+
+    pub async fn cancel_upload(&self, repo: &RepoName, id: &UploadId) -> Result<(), StoreError> {
+        let (dir, _) = self.session(repo, id)?;
+        self.inner.sessions.forget(id);
+        tokio::task::spawn_blocking(move || fs::remove_dir_all(dir))
+            .await
+            .map_err(io::Error::other)??;
+        Ok(())
+    }
+
+    // ---- manifests and tags ------------------------------------------------------------
+
+    /// Store a manifest pushed to `repo` under `reference`, plus any extra `tags`.
+    /// `check_refs` off accepts manifests whose blobs or children are absent (sparse).
+    pub async fn put_manifest(
+        &self,
+        repo: &RepoName,
+        reference: &Reference,
+        media_type: &str,
+        bytes: &[u8],
+        tags: &[Tag],
+        check_refs: bool,
+    ) -> Result<Arc<ManifestRecord>, StoreError> {
+        if bytes.len() > MAX_MANIFEST_BYTES {
+            return Err(StoreError::TooLarge(format!(
+                "manifest of {} bytes exceeds the {} byte limit",
+                bytes.len(),
+                MAX_MANIFEST_BYTES
+            )));
+        }
+        let alg = match reference {
+            Reference::Digest(d) => d.algorithm(),
+            Reference::Tag(_) => Algorithm::Sha256,
+        };
+        let digest = Digest::of(alg, bytes);
+        if let Reference::Digest(d) = reference {
+            if *d != digest {
+                return Err(StoreError::DigestMismatch {
+                    expected: d.clone(),
+                    actual: digest,
+                });
+            }
+        }
+        let record = ManifestRecord::parse(digest.clone(), media_type, bytes)?;
+        if !self.blob_exists(&digest) {
+            self.ingest_blob(Some(&digest), alg, bytes).await?;
+        }
+        let mut txn = if check_refs {
+            Txn::new()
+        } else {
+            Txn::new().sparse()
+        };
+        let shared = Arc::new(record.clone());
+        txn.put_manifest(repo.clone(), record);
+        if let Reference::Tag(t) = reference {
+            txn.tag(repo.clone(), t.clone(), digest.clone());
+        }
+        for t in tags {
+            txn.tag(repo.clone(), t.clone(), digest.clone());
+        }
+        self.commit(txn).await?;
+        Ok(shared)
+    }
+
+    /// Resolve a reference to a manifest record of `repo`.
+    pub fn stat_manifest(
+        &self,
+        repo: &RepoName,
+        reference: &Reference,
+    ) -> Result<Arc<ManifestRecord>, StoreError> {
+        let state = self.inner.meta.read();
+        let r = state
+            .repos
+            .get(repo)
+            .ok_or_else(|| StoreError::ManifestUnknown(reference.to_string()))?;
+        let digest = match reference {
+            Reference::Digest(d) => d,
+            Reference::Tag(t) => r
+                .tags
+                .get(t)
+                .ok_or_else(|| StoreError::ManifestUnknown(reference.to_string()))?,
+        };
+        r.manifests
+            .get(digest)
+            .cloned()
+            .ok_or_else(|| StoreError::ManifestUnknown(reference.to_string()))
+    }
+
+    pub async fn get_manifest(
+        &self,
+        repo: &RepoName,
+        reference: &Reference,
+    ) -> Result<Manifest, StoreError> {
+        let record = self.stat_manifest(repo, reference)?;
+        let path = layout::blob_path(&self.inner.root, &record.digest);
+        let bytes = tokio::fs::read(&path).await?;
+        Ok(Manifest {
+            record,
+            bytes: bytes.into(),
+        })
+    }
+
+    pub fn resolve_tag(&self, repo: &RepoName, tag: &Tag) -> Option<Digest> {
+        let state = self.inner.meta.read();
+        state.repos.get(repo)?.tags.get(tag).cloned()
+    }
+
+    /// Delete by digest removes the manifest and every tag on it; by tag, just the tag.
+    pub async fn delete_manifest(
+        &self,
+        repo: &RepoName,
+        reference: &Reference,
+    ) -> Result<(), StoreError> {
+        let record = self.stat_manifest(repo, reference)?;
+        let mut txn = Txn::new();
+        match reference {
+            Reference::Tag(t) => txn.push(Op::Untag {
+                repo: repo.clone(),
+                tag: t.clone(),
+            }),
+            Reference::Digest(_) => txn.push(Op::Unmanifest {
+                repo: repo.clone(),
+                digest: record.digest.clone(),
+            }),
+        }
+        self.commit(txn).await
+    }
+
+    /// Tags of `repo` in lexical order, after `last`, at most `n`.
+    pub fn tags(
+        &self,
+        repo: &RepoName,
+        last: Option<&str>,
+        n: Option<usize>,
+    ) -> Result<Page, StoreError> {
+        let state = self.inner.meta.read();
+        let r = state
+            .repos
+            .get(repo)
+            .ok_or_else(|| StoreError::NameUnknown(repo.to_string()))?;
+        let iter = r.tags.keys().map(Tag::as_str);
+        Ok(page(iter, last, n))
+    }
+
+    /// Repository names in lexical order, after `last`, at most `n`.
+    pub fn catalog(&self, last: Option<&str>, n: Option<usize>) -> Page {
+        let state = self.inner.meta.read();
+        page(state.repos.keys().map(RepoName::as_str), last, n)
+    }
+
+    /// Manifests of `repo` whose subject is `subject`, optionally of one artifact type.
+    pub fn referrers(
+        &self,
+        repo: &RepoName,
+        subject: &Digest,
+        artifact_type: Option<&str>,
+    ) -> Vec<Arc<ManifestRecord>> {
+        let state = self.inner.meta.read();
+        let Some(r) = state.repos.get(repo) else {
+            return Vec::new();
+        };
+        let Some(set) = r.referrers.get(subject) else {
+            return Vec::new();
+        };
+        set.iter()
+            .filter_map(|d| r.manifests.get(d))
+            .filter(|m| artifact_type.is_none() || m.artifact_type.as_deref() == artifact_type)
+            .cloned()
+            .collect()
+    }
+
+    /// Apply a metadata transaction atomically and durably.
+    pub async fn commit(&self, txn: Txn) -> Result<(), StoreError> {
+        let root = &self.inner.root;
+        self.inner
+            .meta
+            .commit(txn, |d| layout::blob_path(root, d).exists())
+            .await
+    }
+}
+
+/// Keys are already sorted. `n` of zero gives an empty page.
+fn page<'a>(keys: impl Iterator<Item = &'a str>, last: Option<&str>, n: Option<usize>) -> Page {
+    let mut iter = keys
+        .skip_while(|k| last.is_some_and(|l| *k <= l))
+        .peekable();
+    let limit = n.unwrap_or(usize::MAX);
+    let items: Vec<String> = iter.by_ref().take(limit).map(str::to_owned).collect();
+    let more = iter.peek().is_some();
+    Page { items, more }
+}

@@ -1,0 +1,397 @@
+//! Repository metadata: which blobs and manifests each repository holds, its tags and the
+//! referrers index. Kept in memory for speed, made durable by an append-only journal in
+//! which each line is one atomic transaction.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufRead, BufReader, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use serde::{Deserialize, Serialize};
+
+use crate::{layout, Algorithm, Digest, ManifestRecord, RepoName, StoreError, Tag};
+
+/// One change to repository metadata. Every op sets or clears one key, so replaying a
+/// journal on top of a state that already contains it changes nothing.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub(crate) enum Op {
+    Link {
+        repo: RepoName,
+        digest: Digest,
+    },
+    Unlink {
+        repo: RepoName,
+        digest: Digest,
+    },
+    Manifest {
+        repo: RepoName,
+        record: ManifestRecord,
+    },
+    Unmanifest {
+        repo: RepoName,
+        digest: Digest,
+    },
+    Tag {
+        repo: RepoName,
+        tag: Tag,
+        digest: Digest,
+    },
+    Untag {
+        repo: RepoName,
+        tag: Tag,
+    },
+}
+
+/// A set of metadata changes that become visible together, or not at all.
+#[derive(Clone, Debug, Default)]
+pub struct Txn {
+    pub(crate) ops: Vec<Op>,
+    pub(crate) check_refs: bool,
+}
+
+impl Txn {
+    /// A transaction whose manifests must have every reference present (the default).
+    pub fn new() -> Txn {
+        Txn {
+            ops: Vec::new(),
+            check_refs: true,
+        }
+    }
+
+    /// Accept manifests whose layers or children were deliberately left out.
+    pub fn sparse(mut self) -> Txn {
+        self.check_refs = false;
+        self
+    }
+
+    pub fn link_blob(&mut self, repo: RepoName, digest: Digest) -> &mut Txn {
+        self.ops.push(Op::Link { repo, digest });
+        self
+    }
+
+    pub fn put_manifest(&mut self, repo: RepoName, record: ManifestRecord) -> &mut Txn {
+        self.ops.push(Op::Manifest { repo, record });
+        self
+    }
+
+    pub fn tag(&mut self, repo: RepoName, tag: Tag, digest: Digest) -> &mut Txn {
+        self.ops.push(Op::Tag { repo, tag, digest });
+        self
+    }
+
+    pub(crate) fn push(&mut self, op: Op) {
+        self.ops.push(op);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+}
+
+#[derive(Default)]
+pub(crate) struct Repo {
+    pub blobs: HashSet<Digest>,
+    pub manifests: HashMap<Digest, Arc<ManifestRecord>>,
+    pub tags: BTreeMap<Tag, Digest>,
+    /// subject digest → manifests in this repository whose `subject` is it
+    pub referrers: HashMap<Digest, BTreeSet<Digest>>,
+}
+
+#[derive(Default)]
+pub(crate) struct State {
+    pub repos: BTreeMap<RepoName, Repo>,
+}
+
+impl State {
+    fn apply(&mut self, op: Op) {
+        match op {
+            Op::Link { repo, digest } => {
+                self.repos.entry(repo).or_default().blobs.insert(digest);
+            }
+            Op::Unlink { repo, digest } => {
+                if let Some(r) = self.repos.get_mut(&repo) {
+                    r.blobs.remove(&digest);
+                }
+            }
+            Op::Manifest { repo, record } => {
+                let r = self.repos.entry(repo).or_default();
+                if let Some(subject) = &record.subject {
+                    r.referrers
+                        .entry(subject.clone())
+                        .or_default()
+                        .insert(record.digest.clone());
+                }
+                r.manifests.insert(record.digest.clone(), Arc::new(record));
+            }
+            Op::Unmanifest { repo, digest } => {
+                if let Some(r) = self.repos.get_mut(&repo) {
+                    if let Some(rec) = r.manifests.remove(&digest) {
+                        if let Some(subject) = &rec.subject {
+                            if let Some(set) = r.referrers.get_mut(subject) {
+                                set.remove(&digest);
+                                if set.is_empty() {
+                                    r.referrers.remove(subject);
+                                }
+                            }
+                        }
+                    }
+                    // A tag never outlives its manifest.
+                    r.tags.retain(|_, d| *d != digest);
+                }
+            }
+            Op::Tag { repo, tag, digest } => {
+                self.repos.entry(repo).or_default().tags.insert(tag, digest);
+            }
+            Op::Untag { repo, tag } => {
+                if let Some(r) = self.repos.get_mut(&repo) {
+                    r.tags.remove(&tag);
+                }
+            }
+        }
+    }
+
+    /// Check that `txn` leaves no dangling reference, given what `blob_exists` says is stored.
+    fn check(&self, txn: &Txn, blob_exists: impl Fn(&Digest) -> bool) -> Result<(), StoreError> {
+        // What earlier ops of this transaction add, per repository.
+        let mut linked: HashSet<(&RepoName, &Digest)> = HashSet::new();
+        let mut manifests: HashSet<(&RepoName, &Digest)> = HashSet::new();
+        let repo_has_blob = |linked: &HashSet<(&RepoName, &Digest)>, r: &RepoName, d: &Digest| {
+            linked.contains(&(r, d)) || self.repos.get(r).is_some_and(|x| x.blobs.contains(d))
+        };
+        let repo_has_manifest =
+            |manifests: &HashSet<(&RepoName, &Digest)>, r: &RepoName, d: &Digest| {
+                manifests.contains(&(r, d))
+                    || self
+                        .repos
+                        .get(r)
+                        .is_some_and(|x| x.manifests.contains_key(d))
+            };
+        for op in &txn.ops {
+            match op {
+                Op::Link { repo, digest } => {
+                    if !blob_exists(digest) {
+                        return Err(StoreError::BlobUnknown(digest.clone()));
+                    }
+                    linked.insert((repo, digest));
+                }
+                Op::Manifest { repo, record } => {
+                    if !blob_exists(&record.digest) {
+                        return Err(StoreError::ManifestUnknown(record.digest.to_string()));
+                    }
+                    if txn.check_refs {
+                        for b in &record.blobs {
+                            if !b.is_non_distributable() && !repo_has_blob(&linked, repo, &b.digest)
+                            {
+                                return Err(StoreError::ManifestBlobUnknown(b.digest.clone()));
+                            }
+                        }
+                        for m in &record.manifests {
+                            if !repo_has_manifest(&manifests, repo, &m.digest) {
+                                return Err(StoreError::ManifestBlobUnknown(m.digest.clone()));
+                            }
+                        }
+                    }
+                    manifests.insert((repo, &record.digest));
+                }
+                Op::Tag { repo, digest, .. } => {
+                    if !repo_has_manifest(&manifests, repo, digest) {
+                        return Err(StoreError::ManifestUnknown(digest.to_string()));
+                    }
+                }
+                Op::Unlink { .. } | Op::Unmanifest { .. } | Op::Untag { .. } => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Start of every journal line: the first 16 hex digits of the sha256 of the JSON after it.
+const SUM_LEN: usize = 16;
+
+fn checksum(json: &[u8]) -> String {
+    let d = Digest::of(Algorithm::Sha256, json);
+    d.hex()[..SUM_LEN].to_owned()
+}
+
+#[derive(Serialize, Deserialize)]
+struct Record {
+    ops: Vec<Op>,
+}
+
+pub(crate) struct Meta {
+    /// std RwLock: held only for in-memory lookups and updates, never across an `.await`.
+    state: RwLock<State>,
+    /// tokio Mutex: serialises commits so the journal order is the order of in-memory
+    /// application; held across the journal write, which is the point.
+    journal: tokio::sync::Mutex<Arc<File>>,
+}
+
+impl Meta {
+    /// Replay the journal into memory. A torn last line (a crash mid-append) is cut off;
+    /// damage anywhere else is reported, never silently skipped.
+    pub(crate) fn open(root: &Path) -> Result<Meta, StoreError> {
+        let path = layout::journal_path(root);
+        let mut state = State::default();
+        let mut file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .open(&path)?;
+        let mut good_len = 0u64;
+        let mut bad_at: Option<u64> = None;
+        {
+            let mut reader = BufReader::new(&mut file);
+            let mut line = Vec::new();
+            let mut lineno = 0u64;
+            loop {
+                line.clear();
+                let n = reader.read_until(b'\n', &mut line)?;
+                if n == 0 {
+                    break;
+                }
+                lineno += 1;
+                match parse_line(&line) {
+                    Some(rec) if bad_at.is_none() => {
+                        for op in rec.ops {
+                            state.apply(op);
+                        }
+                        good_len += n as u64;
+                    }
+                    Some(_) => {
+                        return Err(StoreError::Corrupt(format!(
+                            "{}: line {} is damaged but later lines are intact",
+                            path.display(),
+                            bad_at.unwrap_or_default()
+                        )));
+                    }
+                    None => {
+                        if bad_at.is_none() {
+                            bad_at = Some(lineno);
+                        }
+                    }
+                }
+            }
+        }
+        if bad_at.is_some() {
+            tracing::warn!(journal = %path.display(), "cutting off a torn journal tail");
+            file.set_len(good_len)?;
+            file.sync_all()?;
+        }
+        file.seek(SeekFrom::End(0))?;
+        Ok(Meta {
+            state: RwLock::new(state),
+            journal: tokio::sync::Mutex::new(Arc::new(file)),
+        })
+    }
+
+    pub(crate) fn read(&self) -> RwLockReadGuard<'_, State> {
+        // A panic while holding the lock cannot leave State half-updated (apply is
+        // infallible), so a poisoned lock is still consistent.
+        self.state.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, State> {
+        self.state.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Check, journal durably, then apply `txn`.
+    pub(crate) async fn commit(
+        &self,
+        txn: Txn,
+        blob_exists: impl Fn(&Digest) -> bool,
+    ) -> Result<(), StoreError> {
+        if txn.ops.is_empty() {
+            return Ok(());
+        }
+        let journal = self.journal.lock().await;
+        self.read().check(&txn, blob_exists)?;
+        let record = Record { ops: txn.ops };
+        let json = serde_json::to_vec(&record).map_err(io::Error::other)?;
+        let mut line = Vec::with_capacity(json.len() + SUM_LEN + 2);
+        line.extend_from_slice(checksum(&json).as_bytes());
+        line.push(b' ');
+        line.extend_from_slice(&json);
+        line.push(b'\n');
+        let file = Arc::clone(&journal);
+        tokio::task::spawn_blocking(move || -> io::Result<()> {
+            (&*file).write_all(&line)?;
+            file.sync_data()
+        })
+        .await
+        .map_err(io::Error::other)??;
+        let mut state = self.write();
+        for op in record.ops {
+            state.apply(op);
+        }
+        drop(state);
+        drop(journal);
+        Ok(())
+    }
+
+    /// Rewrite the journal as the shortest list of ops that rebuilds the current state,
+    /// atomically (temp file, fsync, rename, fsync dir).
+    pub(crate) async fn compact(&self, root: &Path) -> Result<(), StoreError> {
+        let mut journal = self.journal.lock().await;
+        let mut out = Vec::new();
+        {
+            let state = self.read();
+            for (name, repo) in &state.repos {
+                let mut ops = Vec::new();
+                for d in &repo.blobs {
+                    ops.push(Op::Link {
+                        repo: name.clone(),
+                        digest: d.clone(),
+                    });
+                }
+                for rec in repo.manifests.values() {
+                    ops.push(Op::Manifest {
+                        repo: name.clone(),
+                        record: (**rec).clone(),
+                    });
+                }
+                for (t, d) in &repo.tags {
+                    ops.push(Op::Tag {
+                        repo: name.clone(),
+                        tag: t.clone(),
+                        digest: d.clone(),
+                    });
+                }
+                let json = serde_json::to_vec(&Record { ops }).map_err(io::Error::other)?;
+                out.extend_from_slice(checksum(&json).as_bytes());
+                out.push(b' ');
+                out.extend_from_slice(&json);
+                out.push(b'\n');
+            }
+        }
+        let root: PathBuf = root.to_owned();
+        let file = tokio::task::spawn_blocking(move || -> io::Result<File> {
+            let (guard, mut f) = crate::blobs::TempFile::create(&root.join(layout::TMP))?;
+            f.write_all(&out)?;
+            f.sync_all()?;
+            drop(f);
+            let path = layout::journal_path(&root);
+            fs::rename(guard.path(), &path)?;
+            guard.disarm();
+            crate::blobs::fsync_dir(&root.join(layout::META))?;
+            OpenOptions::new().read(true).append(true).open(&path)
+        })
+        .await
+        .map_err(io::Error::other)??;
+        *journal = Arc::new(file);
+        Ok(())
+    }
+}
+
+fn parse_line(line: &[u8]) -> Option<Record> {
+    let line = line.strip_suffix(b"\n")?;
+    if line.len() < SUM_LEN + 1 || line[SUM_LEN] != b' ' {
+        return None;
+    }
+    let (sum, json) = (&line[..SUM_LEN], &line[SUM_LEN + 1..]);
+    if sum != checksum(json).as_bytes() {
+        return None;
+    }
+    serde_json::from_slice(json).ok()
+}
