@@ -4,7 +4,7 @@
 use axum::body::Body;
 use axum::http::{header, HeaderName, StatusCode};
 use axum::response::{IntoResponse, Response};
-use http_body_util::BodyExt;
+use futures_util::StreamExt;
 
 use airdock_storage::{Reference, RepoName, StoreError, Tag, MAX_MANIFEST_BYTES};
 
@@ -58,19 +58,13 @@ pub async fn put(
             "manifests are limited to {MAX_MANIFEST_BYTES} bytes"
         ))
     };
-    if let Some(len) = req
-        .header(header::CONTENT_LENGTH)
-        .and_then(|l| l.parse::<usize>().ok())
-    {
-        if len > MAX_MANIFEST_BYTES {
-            return Err(too_large().into());
+    let body = req.take_body();
+    let bytes = match read_limited(body).await {
+        Ok(b) => b,
+        Err(None) => return Err(too_large().into()),
+        Err(Some(e)) => {
+            return Err(StoreError::ManifestInvalid(format!("reading the body: {e}")).into())
         }
-    }
-    let limited = http_body_util::Limited::new(req.take_body(), MAX_MANIFEST_BYTES);
-    let bytes = match limited.collect().await {
-        Ok(c) => c.to_bytes(),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => return Err(too_large().into()),
-        Err(e) => return Err(StoreError::ManifestInvalid(format!("reading the body: {e}")).into()),
     };
     let record = state
         .store
@@ -90,6 +84,31 @@ pub async fn put(
         append(&mut resp, OCI_TAG, t.as_str());
     }
     Ok(resp)
+}
+
+/// How much of an oversized body is read and dropped so the client gets to see the 413
+/// rather than a reset connection; past this the connection is simply closed.
+const DRAIN_LIMIT: usize = 64 << 20;
+
+/// Read a manifest body of at most [`MAX_MANIFEST_BYTES`]; `Err(None)` when it is larger.
+async fn read_limited(body: Body) -> std::result::Result<bytes::Bytes, Option<axum::Error>> {
+    let mut stream = body.into_data_stream();
+    let mut buf = bytes::BytesMut::new();
+    let mut seen = 0usize;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(Some)?;
+        seen += chunk.len();
+        if seen > DRAIN_LIMIT {
+            return Err(None);
+        }
+        if seen <= MAX_MANIFEST_BYTES {
+            buf.extend_from_slice(&chunk);
+        }
+    }
+    if seen > MAX_MANIFEST_BYTES {
+        return Err(None);
+    }
+    Ok(buf.freeze())
 }
 
 /// DELETE by digest removes the manifest and its tags; by tag, only the tag → 202.

@@ -643,3 +643,240 @@ fn page<'a>(keys: impl Iterator<Item = &'a str>, last: Option<&str>, n: Option<u
     let more = iter.peek().is_some();
     Page { items, more }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn name(s: &str) -> RepoName {
+        RepoName::parse(s).expect("name")
+    }
+
+    async fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = Store::open(dir.path()).await.expect("open");
+        (dir, s)
+    }
+
+    fn files_under(p: &Path) -> usize {
+        fs::read_dir(p).map(|r| r.count()).unwrap_or(0)
+    }
+
+    #[tokio::test]
+    async fn wrong_digest_stores_nothing() {
+        let (dir, s) = store().await;
+        let wrong = Digest::of(Algorithm::Sha256, b"other");
+        let err = s.push_blob(&name("a"), &wrong, &b"bytes"[..]).await;
+        assert!(matches!(err, Err(StoreError::DigestMismatch { .. })));
+        assert!(!s.blob_exists(&Digest::of(Algorithm::Sha256, b"bytes")));
+        assert!(!s.repo_exists(&name("a")));
+        assert_eq!(files_under(&dir.path().join(layout::TMP)), 0);
+    }
+
+    #[tokio::test]
+    async fn blob_is_per_repository_but_stored_once() {
+        let (_dir, s) = store().await;
+        let d = Digest::of(Algorithm::Sha256, b"layer");
+        let first = s
+            .push_blob(&name("a"), &d, &b"layer"[..])
+            .await
+            .expect("push");
+        assert!(!first.existed);
+        assert!(s.stat_blob(&name("b"), &d).is_err());
+        let again = s
+            .push_blob(&name("b"), &d, &b"layer"[..])
+            .await
+            .expect("push");
+        assert!(again.existed);
+        assert_eq!(s.stat_blob(&name("b"), &d).expect("stat"), 5);
+        assert!(s
+            .mount_blob(&name("c"), &d, Some(&name("a")))
+            .await
+            .expect("mount"));
+        assert!(!s
+            .mount_blob(&name("c2"), &d, Some(&name("nothere")))
+            .await
+            .expect("mount"));
+        assert!(s.mount_blob(&name("c3"), &d, None).await.expect("mount"));
+    }
+
+    #[tokio::test]
+    async fn concurrent_pushes_of_one_blob_both_succeed() {
+        let (_dir, s) = store().await;
+        let body = vec![7u8; 3 << 20];
+        let d = Digest::of(Algorithm::Sha256, &body);
+        let (ra, rb) = (name("a"), name("b"));
+        let (a, b) = tokio::join!(
+            s.push_blob(&ra, &d, &body[..]),
+            s.push_blob(&rb, &d, &body[..])
+        );
+        assert_eq!(a.expect("a").digest, d);
+        assert_eq!(b.expect("b").digest, d);
+        assert_eq!(s.stat_blob(&name("a"), &d).expect("a"), 3 << 20);
+    }
+
+    #[tokio::test]
+    async fn upload_survives_reopen_and_rehashes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let repo = name("r");
+        let body = b"0123456789".repeat(1000);
+        let id = {
+            let s = Store::open(dir.path()).await.expect("open");
+            let id = s.start_upload(&repo, None).await.expect("start");
+            s.append_upload(&repo, &id, Some(0), Some(4000), &body[..4000])
+                .await
+                .expect("chunk");
+            id
+        };
+        // A new Store is a restarted server: the running hash is gone.
+        let s = Store::open(dir.path()).await.expect("reopen");
+        assert_eq!(s.upload_status(&repo, &id).expect("status"), 4000);
+        let gap = s
+            .append_upload(&repo, &id, Some(5000), None, &body[5000..])
+            .await;
+        assert!(matches!(gap, Err(StoreError::UploadOutOfOrder { .. })));
+        let overlap = s
+            .append_upload(&repo, &id, Some(3000), None, &body[3000..])
+            .await;
+        assert!(matches!(overlap, Err(StoreError::UploadOutOfOrder { .. })));
+        s.append_upload(&repo, &id, Some(4000), None, &body[4000..])
+            .await
+            .expect("resume");
+        let d = Digest::of(Algorithm::Sha256, &body);
+        let got = s
+            .finish_upload(&repo, &id, &d, &b""[..])
+            .await
+            .expect("finish");
+        assert_eq!(got.size, 10_000);
+        assert!(s.upload_status(&repo, &id).is_err(), "session is gone");
+    }
+
+    #[tokio::test]
+    async fn sha512_upload() {
+        let (_dir, s) = store().await;
+        let repo = name("r");
+        let id = s
+            .start_upload(&repo, Some(Algorithm::Sha512))
+            .await
+            .expect("start");
+        s.append_upload(&repo, &id, None, None, &b"abc"[..])
+            .await
+            .expect("append");
+        let d = Digest::of(Algorithm::Sha512, b"abc");
+        let wrong_alg = s
+            .finish_upload(&repo, &id, &Digest::of(Algorithm::Sha256, b"abc"), &b""[..])
+            .await;
+        assert!(wrong_alg.is_err());
+        s.finish_upload(&repo, &id, &d, &b""[..])
+            .await
+            .expect("finish");
+        assert!(s.repo_has_blob(&repo, &d));
+    }
+
+    fn manifest_json(config: &Digest, layer: &Digest) -> Vec<u8> {
+        format!(
+            r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config}","size":2}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"{layer}","size":5}}]}}"#
+        )
+        .into_bytes()
+    }
+
+    #[tokio::test]
+    async fn manifests_need_their_blobs_and_failed_txns_change_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = Store::open(dir.path()).await.expect("open");
+        let repo = name("r");
+        let cfg = Digest::of(Algorithm::Sha256, b"{}");
+        let layer = Digest::of(Algorithm::Sha256, b"layer");
+        let body = manifest_json(&cfg, &layer);
+        let tag = Reference::parse("v1").expect("tag");
+        s.push_blob(&repo, &cfg, &b"{}"[..]).await.expect("cfg");
+        let missing = s
+            .put_manifest(&repo, &tag, OCI_MANIFEST, &body, &[], true)
+            .await;
+        assert!(matches!(missing, Err(StoreError::ManifestBlobUnknown(d)) if d == layer));
+        assert!(s
+            .resolve_tag(&repo, &Tag::parse("v1").expect("t"))
+            .is_none());
+        // sparse accepts it
+        let sparse = s
+            .put_manifest(&repo, &tag, OCI_MANIFEST, &body, &[], false)
+            .await;
+        assert!(sparse.is_ok());
+        drop(s);
+        let s = Store::open(dir.path()).await.expect("reopen");
+        let m = s.get_manifest(&repo, &tag).await.expect("get");
+        assert_eq!(&m.bytes[..], &body[..]);
+        s.delete_manifest(&repo, &Reference::Digest(m.record.digest.clone()))
+            .await
+            .expect("delete");
+        assert!(
+            s.resolve_tag(&repo, &Tag::parse("v1").expect("t"))
+                .is_none(),
+            "no dangling tag"
+        );
+    }
+
+    #[tokio::test]
+    async fn torn_journal_tail_is_cut_and_the_rest_kept() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let d = Digest::of(Algorithm::Sha256, b"x");
+        {
+            let s = Store::open(dir.path()).await.expect("open");
+            s.push_blob(&name("a"), &d, &b"x"[..]).await.expect("push");
+        }
+        let journal = layout::journal_path(dir.path());
+        let mut bytes = fs::read(&journal).expect("journal");
+        let good = bytes.len();
+        bytes.extend_from_slice(b"0123456789abcdef {\"ops\":[{\"op\":\"li");
+        fs::write(&journal, &bytes).expect("write");
+        let s = Store::open(dir.path())
+            .await
+            .expect("reopen after torn write");
+        assert!(s.repo_has_blob(&name("a"), &d));
+        assert_eq!(fs::metadata(&journal).expect("meta").len() as usize, good);
+        // Damage before intact lines is not a torn tail: refuse to guess.
+        drop(s);
+        let good_line = fs::read(&journal).expect("journal");
+        let mut bytes = good_line.clone();
+        bytes[0] ^= 1;
+        bytes.extend_from_slice(&good_line);
+        fs::write(&journal, &bytes).expect("write");
+        assert!(matches!(
+            Store::open(dir.path()).await,
+            Err(StoreError::Corrupt(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn pagination() {
+        let keys = ["a", "b", "c", "d"];
+        assert_eq!(
+            page(keys.into_iter(), None, Some(2)),
+            Page {
+                items: vec!["a".into(), "b".into()],
+                more: true
+            }
+        );
+        assert_eq!(
+            page(keys.into_iter(), Some("b"), Some(2)),
+            Page {
+                items: vec!["c".into(), "d".into()],
+                more: false
+            }
+        );
+        assert_eq!(
+            page(keys.into_iter(), None, Some(0)),
+            Page {
+                items: vec![],
+                more: true
+            }
+        );
+        assert_eq!(
+            page(keys.into_iter(), Some("zz"), None),
+            Page {
+                items: vec![],
+                more: false
+            }
+        );
+    }
+}
