@@ -19,6 +19,8 @@ use axum::response::{IntoResponse, Response};
 use futures_util::TryStreamExt;
 use tokio_util::io::StreamReader;
 
+use airdock_storage::StoreError;
+
 use crate::error::{code, RegistryError};
 use crate::AppState;
 use route::{Endpoint, RouteError};
@@ -150,6 +152,11 @@ pub async fn dispatch(State(state): State<AppState>, req: Request) -> Response {
         Ok(e) => e,
         Err(RouteError::NotFound) => {
             return RegistryError::NotFound(format!("no such endpoint: {path}")).into_response()
+        }
+        // A reference that cannot be a tag names no manifest: pulls get the 404 that
+        // clients (and the conformance suite) expect; pushes get TAG_INVALID.
+        Err(RouteError::Invalid(StoreError::TagInvalid(t))) if parts.method != Method::PUT => {
+            return RegistryError::Store(StoreError::ManifestUnknown(t)).into_response()
         }
         Err(RouteError::Invalid(e)) => return RegistryError::Store(e).into_response(),
     };

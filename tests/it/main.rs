@@ -1,0 +1,5 @@
+//! The one integration-test binary: real servers on free loopback ports, real clients.
+
+mod api;
+mod skopeo;
+mod support;
