@@ -1,0 +1,246 @@
+#!/usr/bin/env bash
+# Runs the OCI distribution-spec conformance suites against airdock.
+#
+#   conformance/run.sh [path-to-airdock-binary]      (default: ./target/release/airdock)
+#
+# Each suite gets a fresh server on a free loopback port with its own temp
+# data dir; the server is stopped by PID afterwards (also on error / Ctrl-C).
+# See conformance/README.md for the suites, the switches and the env knobs.
+# shellcheck disable=SC2317  # cleanup/suite functions are invoked indirectly (trap, run_bg)
+set -uo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+root=$(cd "$here/.." && pwd)
+
+# Knobs (all optional).
+suites=${CONFORMANCE_SUITES:-main sparse legacy}   # subset/order of: main sparse legacy
+results_root=${CONFORMANCE_RESULTS_DIR:-$here/results}
+bin_dir=${CONFORMANCE_BIN_DIR:-$here/bin}
+suite_timeout=${CONFORMANCE_TIMEOUT:-900}          # seconds per suite run
+log_level=${CONFORMANCE_LOG:-warn}                 # OCI_LOG for the main suite
+filter=${CONFORMANCE_FILTER:-}                     # OCI_FILTER_TEST for the main suite
+auto_crossmount=${CONFORMANCE_AUTOMATIC_CROSSMOUNT:-1}  # legacy OCI_AUTOMATIC_CROSSMOUNT
+registry_cmd=${REGISTRY_CMD:-}                     # test-only: run this instead of airdock
+
+die() { echo "run.sh: $*" >&2; exit 2; }
+
+# Never let a caller's OCI_* settings leak into a run: every switch is set below.
+while IFS= read -r v; do unset "$v"; done < <(compgen -e | grep '^OCI_' || true)
+
+for tool in go python3 curl timeout; do
+  command -v "$tool" >/dev/null 2>&1 || die "$tool is required"
+done
+
+airdock=
+if [[ -z $registry_cmd ]]; then
+  airdock=${1:-$root/target/release/airdock}
+  [[ $airdock == /* ]] || airdock=$PWD/$airdock
+  [[ -x $airdock ]] || die "airdock binary not found at $airdock (cargo build --release, or pass a path)"
+fi
+
+mkdir -p "$results_root" "$bin_dir" || die "cannot create $results_root / $bin_dir"
+results_root=$(cd "$results_root" && pwd)
+bin_dir=$(cd "$bin_dir" && pwd)
+
+# --- build the pinned suites (module proxy only, go.sum must be complete) ---
+export GOFLAGS="-mod=readonly -buildvcs=false" GOTOOLCHAIN=local
+suite_pkg=github.com/opencontainers/distribution-spec/conformance
+
+pinned_commit() { # short commit of the pinned pseudo-version in module dir $1
+  local v
+  v=$(cd "$1" && go list -m -f '{{.Version}}' "$suite_pkg") || return 1
+  echo "${v##*-}"
+}
+
+echo "== building conformance suites into $bin_dir"
+main_commit=$(pinned_commit "$here/main") || die "cannot resolve pinned main suite"
+legacy_commit=$(pinned_commit "$here/legacy") || die "cannot resolve pinned legacy suite"
+(cd "$here/main" && go build -trimpath -ldflags "-X main.Version=$main_commit" \
+  -o "$bin_dir/oci-conformance-main" "$suite_pkg") || die "building main suite failed"
+(cd "$here/legacy" && go test -c -trimpath \
+  -o "$bin_dir/oci-conformance-legacy.test" "$suite_pkg") || die "building legacy suite failed"
+echo "   main suite @ $main_commit, legacy (Ginkgo) suite @ $legacy_commit"
+
+# --- server lifecycle ---
+server_pid=
+server_data=
+server_port=
+
+stop_server() {
+  [[ -n $server_pid ]] || return 0
+  if kill -0 "$server_pid" 2>/dev/null; then
+    kill -TERM "$server_pid" 2>/dev/null
+    for _ in $(seq 1 50); do
+      kill -0 "$server_pid" 2>/dev/null || break
+      sleep 0.1
+    done
+    if kill -0 "$server_pid" 2>/dev/null; then
+      echo "   server $server_pid ignored SIGTERM for 5s, sending SIGKILL" >&2
+      kill -KILL "$server_pid" 2>/dev/null
+    fi
+  fi
+  wait "$server_pid" 2>/dev/null
+  server_pid=
+  if [[ -n $server_data && ${CONFORMANCE_KEEP_DATA:-0} != 1 ]]; then
+    rm -rf "$server_data"
+  fi
+  server_data=
+}
+suite_pid=
+cleanup() {
+  if [[ -n $suite_pid ]]; then
+    kill -TERM "$suite_pid" 2>/dev/null
+    wait "$suite_pid" 2>/dev/null
+    suite_pid=
+  fi
+  stop_server
+}
+trap cleanup EXIT
+trap 'echo "run.sh: interrupted" >&2; exit 130' INT TERM
+
+# run_bg LOGFILE CMD...: runs CMD in the background (so signals reach our trap
+# at once) and waits for it; returns its exit status.
+run_bg() {
+  local log=$1 rc
+  shift
+  "$@" >"$log" 2>&1 &
+  suite_pid=$!
+  wait "$suite_pid"
+  rc=$?
+  suite_pid=
+  return "$rc"
+}
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+}
+
+# start_server LOGFILE SPARSE(0|1): sets server_pid / server_port / server_data
+start_server() {
+  local log=$1 sparse=$2 attempt code
+  for attempt in 1 2 3; do
+    server_port=$(free_port) || return 1
+    server_data=$(mktemp -d "${TMPDIR:-/tmp}/airdock-conformance.XXXXXX") || return 1
+    if [[ -n $registry_cmd ]]; then
+      CONF_ADDR=127.0.0.1:$server_port CONF_DATA_DIR=$server_data CONF_SPARSE=$sparse \
+        $registry_cmd >>"$log" 2>&1 &
+    else
+      local args=(serve --addr "127.0.0.1:$server_port" --data-dir "$server_data")
+      [[ $sparse == 1 ]] && args+=(--sparse)
+      echo "+ $airdock ${args[*]}" >>"$log"
+      "$airdock" "${args[@]}" >>"$log" 2>&1 &
+    fi
+    server_pid=$!
+    for _ in $(seq 1 300); do  # up to 30s
+      if ! kill -0 "$server_pid" 2>/dev/null; then
+        break
+      fi
+      code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "http://127.0.0.1:$server_port/v2/" || true)
+      if [[ $code != 000 ]]; then
+        echo "   server pid $server_pid on 127.0.0.1:$server_port (GET /v2/ -> $code), data $server_data"
+        return 0
+      fi
+      sleep 0.1
+    done
+    echo "   server did not come up (attempt $attempt); log tail:" >&2
+    tail -n 20 "$log" | sed 's/^/     | /' >&2
+    stop_server
+  done
+  return 1
+}
+
+# --- suite runs ---
+overall_rc=0
+tot_pass=0 tot_fail=0 tot_skip=0
+
+# record RESULTS_DIR: adds the "P F S" that summarize.py wrote to RESULTS_DIR/counts
+record() {
+  local p f s
+  if read -r p f s <"$1/counts" 2>/dev/null; then
+    tot_pass=$((tot_pass + p)) tot_fail=$((tot_fail + f)) tot_skip=$((tot_skip + s))
+  else
+    tot_fail=$((tot_fail + 1))
+  fi
+}
+
+run_main() { # LABEL SPARSE
+  local label=$1 sparse=$2 dir="$results_root/$1" rc sparse_bool=false
+  [[ $sparse == 1 ]] && sparse_bool=true
+  rm -rf "$dir" && mkdir -p "$dir"
+  echo "== $label: main suite @ $main_commit (OCI_VERSION=dev, every API/data switch on, sparse=$sparse_bool)"
+  if ! start_server "$dir/server.log" "$sparse"; then
+    echo "$label: 0 passed, 1 failed, 0 skipped"
+    echo "0 1 0" >"$dir/counts"
+    return 1
+  fi
+  main_suite() {
+    cd "$dir" || exit 2
+    export OCI_CONFIGURATION=/dev/null OCI_RESULTS_DIR="$dir" OCI_LOG="$log_level"
+    export OCI_VERSION=dev OCI_REGISTRY="127.0.0.1:$server_port" OCI_TLS=disabled
+    export OCI_REPO1=conformance/repo1 OCI_REPO2=conformance/repo2
+    export OCI_FILTER_TEST="$filter"
+    for s in PING PULL PUSH REFERRER \
+      BLOBS_ATOMIC BLOBS_DELETE BLOBS_DIGEST_HEADER BLOBS_MOUNT_ANONYMOUS BLOBS_UPLOAD_CANCEL \
+      MANIFESTS_ATOMIC MANIFESTS_DELETE MANIFESTS_DIGEST_HEADER MANIFESTS_TAG_PARAM \
+      TAGS_ATOMIC TAGS_DELETE TAGS_LIST; do
+      export "OCI_API_$s=true"
+    done
+    for s in IMAGE INDEX INDEX_LIST ARTIFACT SUBJECT SUBJECT_MISSING ARTIFACT_LIST SUBJECT_LIST \
+      DATA_FIELD NONDISTRIBUTABLE CUSTOM_FIELDS NO_LAYERS EMPTY_BLOB SHA512; do
+      export "OCI_DATA_$s=true"
+    done
+    export OCI_DATA_SPARSE=$sparse_bool
+    exec timeout -k 10 "$suite_timeout" "$bin_dir/oci-conformance-main"
+  }
+  run_bg "$dir/suite.log" main_suite
+  rc=$?
+  [[ $rc == 124 || $rc == 137 ]] && echo "   suite timed out after ${suite_timeout}s" | tee -a "$dir/suite.log"
+  stop_server
+  python3 "$here/summarize.py" main "$label" "$dir" "$rc" "$here/expected-skips.txt"
+}
+
+run_legacy() { # LABEL
+  local label=$1 dir="$results_root/$1" rc
+  rm -rf "$dir" && mkdir -p "$dir"
+  echo "== $label: Ginkgo suite @ $legacy_commit (pull, push, content discovery, content management, cross-mount)"
+  if ! start_server "$dir/server.log" 0; then
+    echo "$label: 0 passed, 1 failed, 0 skipped"
+    echo "0 1 0" >"$dir/counts"
+    return 1
+  fi
+  legacy_suite() {
+    cd "$dir" || exit 2
+    export OCI_ROOT_URL="http://127.0.0.1:$server_port"
+    export OCI_NAMESPACE=conformance/legacy OCI_CROSSMOUNT_NAMESPACE=conformance/legacy-mount
+    export OCI_TEST_PULL=1 OCI_TEST_PUSH=1 OCI_TEST_CONTENT_DISCOVERY=1 OCI_TEST_CONTENT_MANAGEMENT=1
+    export OCI_AUTOMATIC_CROSSMOUNT="$auto_crossmount"
+    export OCI_HIDE_SKIPPED_WORKFLOWS=0 OCI_DEBUG=1 OCI_REPORT_DIR="$dir"
+    exec timeout -k 10 "$suite_timeout" "$bin_dir/oci-conformance-legacy.test" \
+      -ginkgo.v -ginkgo.no-color -test.timeout "${suite_timeout}s"
+  }
+  run_bg "$dir/suite.log" legacy_suite
+  rc=$?
+  [[ $rc == 124 || $rc == 137 ]] && echo "   suite timed out after ${suite_timeout}s" | tee -a "$dir/suite.log"
+  stop_server
+  python3 "$here/summarize.py" legacy "$label" "$dir" "$rc" "$here/expected-skips.txt"
+}
+
+for suite in $suites; do
+  case $suite in
+    main) run_main conformance-main 0 ;;
+    sparse) run_main conformance-main-sparse 1 ;;
+    legacy) run_legacy conformance-legacy ;;
+    *) die "unknown suite '$suite' (expected main, sparse, legacy)" ;;
+  esac
+  rc=$?
+  [[ $rc == 0 ]] || overall_rc=1
+  case $suite in
+    main) record "$results_root/conformance-main" ;;
+    sparse) record "$results_root/conformance-main-sparse" ;;
+    legacy) record "$results_root/conformance-legacy" ;;
+  esac
+done
+
+echo "== results and reports: $results_root"
+echo "conformance: $tot_pass passed, $tot_fail failed, $tot_skip skipped"
+exit "$overall_rc"
