@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Install everything airdock's tests need on Debian (bookworm), as root.
+#
+#   scripts/install-deps.sh
+#
+# Idempotent: when every tool is already present, apt is not touched.
+# Rust (cargo, rustfmt, clippy) is expected to be installed already.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+# Debian package that provides each command the tests run.
+declare -A PACKAGE_FOR=(
+    [skopeo]=skopeo   # tests/it/skopeo.rs: push/pull multi-platform images
+    [gzip]=gzip       # tests/it/skopeo.rs: compresses the test layers
+    [tar]=tar         # tests/it/skopeo.rs: checks the test layers
+    [curl]=curl       # conformance/run.sh: readiness probes
+    [python3]=python3 # conformance/run.sh: free ports, summaries
+)
+
+missing=()
+for cmd in "${!PACKAGE_FOR[@]}"; do
+    if ! command -v "$cmd" >/dev/null 2>&1; then
+        missing+=("${PACKAGE_FOR[$cmd]}")
+    fi
+done
+
+if ((${#missing[@]} == 0)); then
+    echo "install-deps: all test dependencies present (${!PACKAGE_FOR[*]})"
+else
+    echo "install-deps: installing ${missing[*]}"
+    if [[ $(id -u) -ne 0 ]]; then
+        if command -v sudo >/dev/null 2>&1; then
+            SUDO=(sudo)
+        else
+            echo "install-deps: need root to install: ${missing[*]}" >&2
+            exit 1
+        fi
+    else
+        SUDO=()
+    fi
+    export DEBIAN_FRONTEND=noninteractive
+    "${SUDO[@]}" apt-get update -q
+    "${SUDO[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+# The Rust toolchain cannot be fetched here (only package registries are
+# reachable), so just check it is complete.
+for tool in cargo rustfmt cargo-clippy; do
+    if ! command -v "$tool" >/dev/null 2>&1; then
+        echo "install-deps: \`$tool\` is missing; install the Rust toolchain with rustfmt and clippy" >&2
+        exit 1
+    fi
+done
+
+# The real-client tests (tests/it/clients/) have their own installer:
+# docker, containerd, podman via apt; crane, oras, crictl via `go install`.
+if [[ -f scripts/install-clients.sh ]]; then
+    bash scripts/install-clients.sh
+fi
+
+# The conformance suite (owned by conformance/) may bring its own installer.
+if [[ -f conformance/install-deps.sh ]]; then
+    bash conformance/install-deps.sh
+fi
+
+skopeo --version

@@ -1,0 +1,395 @@
+//! Shared helpers for the integration tests: start the real `airdock`
+//! binary on a free loopback port with a throw-away data directory.
+//!
+//! Every wait is bounded, so a broken server makes a test fail with the
+//! server's own output instead of hanging the suite.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+/// Path of the binary under test, built by cargo for integration tests.
+pub const AIRDOCK_BIN: &str = env!("CARGO_BIN_EXE_airdock");
+
+/// How long the server may take to print its `listening on` line.
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long a graceful stop may take before we fall back to SIGKILL.
+const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// At most this many bytes of server output are kept (the tail wins).
+const LOG_LIMIT: usize = 1 << 20;
+
+/// Server output (stdout and stderr interleaved by arrival), shared with
+/// the reader threads.
+type Log = Arc<Mutex<String>>;
+
+/// A running `airdock serve` process with its own temporary data directory.
+///
+/// Dropping it kills the process (SIGKILL), waits for it, and then removes
+/// the data directory.
+pub struct Server {
+    child: Option<Child>,
+    addr: SocketAddr,
+    extra_args: Vec<String>,
+    log: Log,
+    // Declared last so the directory outlives the process on drop.
+    data_dir: TempDir,
+}
+
+impl Server {
+    /// `airdock serve --addr 127.0.0.1:0 --data-dir <fresh temp dir>`.
+    pub fn start() -> Server {
+        Server::start_with_args(&[])
+    }
+
+    /// Like [`Server::start`], with extra command-line arguments appended
+    /// after `serve --addr .. --data-dir ..` (e.g. `&["--sparse"]`).
+    /// Do not pass `--addr` or `--data-dir` here.
+    pub fn start_with_args(args: &[&str]) -> Server {
+        let data_dir = tempfile::Builder::new()
+            .prefix("airdock-it-")
+            .tempdir()
+            .expect("create temporary data dir");
+        Server::start_in(data_dir, args)
+    }
+
+    /// Start on an existing (possibly pre-populated) data directory.
+    pub fn start_in(data_dir: TempDir, args: &[&str]) -> Server {
+        let extra_args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        let log: Log = Arc::new(Mutex::new(String::new()));
+        let bind: SocketAddr = "127.0.0.1:0".parse().expect("valid socket address");
+        match spawn(bind, data_dir.path(), &extra_args, &log) {
+            Ok((child, addr)) => Server {
+                child: Some(child),
+                addr,
+                extra_args,
+                log,
+                data_dir,
+            },
+            Err(msg) => panic!("{msg}\n--- airdock output ---\n{}", snapshot(&log)),
+        }
+    }
+
+    /// The address the server listens on, e.g. `127.0.0.1:41234`.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `host:port` as used in image references (`HOST/repo:tag`).
+    pub fn host(&self) -> String {
+        self.addr.to_string()
+    }
+
+    /// `http://127.0.0.1:PORT` (no trailing slash).
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// `base_url()` joined with `path` (which should start with `/`).
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base_url(), path)
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        self.data_dir.path()
+    }
+
+    /// Process id of the running server, if it is running.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    /// Everything the server has printed so far (stdout and stderr).
+    pub fn logs(&self) -> String {
+        snapshot(&self.log)
+    }
+
+    /// Kill the server with SIGKILL (no chance to clean up) and wait for it.
+    /// The data directory is kept; call [`Server::restart`] to start again.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Ask the server to shut down with SIGTERM and wait for it to exit
+    /// (SIGKILL after a timeout). Returns whether it exited on its own.
+    pub fn terminate(&mut self) -> bool {
+        let Some(mut child) = self.child.take() else {
+            return true;
+        };
+        let sent = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        if sent {
+            let deadline = Instant::now() + STOP_TIMEOUT;
+            while Instant::now() < deadline {
+                match child.try_wait() {
+                    Ok(Some(_)) => return true,
+                    Ok(None) => thread::sleep(Duration::from_millis(20)),
+                    Err(_) => break,
+                }
+            }
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        false
+    }
+
+    /// Kill the server (SIGKILL) and start it again on the same data
+    /// directory with the same arguments. The same port is reused when it
+    /// can be bound again; otherwise a new free port is picked, so always
+    /// read [`Server::base_url`] again afterwards.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.start_again();
+    }
+
+    /// Like [`Server::restart`] but stops the server with SIGTERM first.
+    pub fn restart_graceful(&mut self) {
+        self.terminate();
+        self.start_again();
+    }
+
+    fn start_again(&mut self) {
+        append(&self.log, "--- restart ---\n");
+        let mut last_err = String::new();
+        let candidates = [
+            self.addr,
+            self.addr,
+            "127.0.0.1:0".parse().expect("valid socket address"),
+        ];
+        for (i, bind) in candidates.into_iter().enumerate() {
+            if i > 0 {
+                thread::sleep(Duration::from_millis(200));
+            }
+            match spawn(bind, self.data_dir.path(), &self.extra_args, &self.log) {
+                Ok((child, addr)) => {
+                    self.child = Some(child);
+                    self.addr = addr;
+                    return;
+                }
+                Err(msg) => last_err = msg,
+            }
+        }
+        panic!(
+            "restart failed: {last_err}\n--- airdock output ---\n{}",
+            self.logs()
+        );
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+        if thread::panicking() {
+            eprintln!(
+                "--- airdock output ({}) ---\n{}\n--- end of airdock output ---",
+                self.data_dir.path().display(),
+                tail(&self.logs(), 200)
+            );
+        }
+    }
+}
+
+/// Start one process and wait for its `listening on` line.
+fn spawn(
+    bind: SocketAddr,
+    data_dir: &Path,
+    extra_args: &[String],
+    log: &Log,
+) -> Result<(Child, SocketAddr), String> {
+    let mut cmd = Command::new(AIRDOCK_BIN);
+    // Only the arguments below configure the server: drop AIRDOCK_* settings
+    // (e.g. AIRDOCK_SPARSE) inherited from the caller's environment.
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("AIRDOCK_") {
+            cmd.env_remove(&key);
+        }
+    }
+    // Plain log lines in failure output.
+    cmd.env("NO_COLOR", "1");
+    cmd.arg("serve")
+        .arg("--addr")
+        .arg(bind.to_string())
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(extra_args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| format!("cannot start {AIRDOCK_BIN}: {e}"))?;
+
+    let stdout = child.stdout.take().expect("piped stdout");
+    let stderr = child.stderr.take().expect("piped stderr");
+
+    // Both streams are drained into the log for the life of the process
+    // (so the server never blocks on a full pipe); the first `listening on`
+    // line is reported. The contract says stdout, stderr is accepted too.
+    let (tx, rx) = mpsc::channel::<SocketAddr>();
+    watch(stdout, tx.clone(), log);
+    watch(stderr, tx, log);
+
+    let deadline = Instant::now() + STARTUP_TIMEOUT;
+    loop {
+        match rx.recv_timeout(Duration::from_millis(50)) {
+            Ok(addr) => return Ok((child, addr)),
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                // Both streams closed without the line: the process is exiting.
+                let status = wait_briefly(&mut child);
+                return Err(format!(
+                    "airdock exited ({status}) before printing `listening on ADDR`"
+                ));
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!(
+                "airdock did not print `listening on ADDR` within {STARTUP_TIMEOUT:?}"
+            ));
+        }
+    }
+}
+
+/// Wait a little for an exiting child; kill it if it lingers.
+fn wait_briefly(child: &mut Child) -> String {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        if let Ok(Some(status)) = child.try_wait() {
+            return status.to_string();
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    "killed after closing stdout".to_string()
+}
+
+/// Parse `... listening on 127.0.0.1:PORT ...` (an `http://` prefix and
+/// trailing text or terminal colour codes are tolerated).
+fn parse_listening(line: &str) -> Option<SocketAddr> {
+    let rest = &line[line.find("listening on ")? + "listening on ".len()..];
+    let rest = rest.trim_start();
+    let rest = rest.strip_prefix("http://").unwrap_or(rest);
+    let end = rest
+        .find(|c: char| !(c.is_ascii_hexdigit() || matches!(c, '.' | ':' | '[' | ']')))
+        .unwrap_or(rest.len());
+    rest[..end].parse().ok()
+}
+
+/// Copy `from` line by line into the log; send the first listening address.
+fn watch(from: impl Read + Send + 'static, tx: mpsc::Sender<SocketAddr>, log: &Log) {
+    let log = Arc::clone(log);
+    thread::spawn(move || {
+        let mut reader = BufReader::new(from);
+        let mut tx = Some(tx);
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            match reader.read_until(b'\n', &mut line) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {
+                    let text = String::from_utf8_lossy(&line);
+                    append(&log, &text);
+                    if let Some(addr) = parse_listening(&text) {
+                        if let Some(tx) = tx.take() {
+                            let _ = tx.send(addr);
+                        }
+                    }
+                }
+            }
+        }
+    });
+}
+
+fn append(log: &Log, text: &str) {
+    let mut guard = log.lock().unwrap_or_else(|p| p.into_inner());
+    guard.push_str(text);
+    if guard.len() > LOG_LIMIT {
+        let mut cut = guard.len() - LOG_LIMIT / 2;
+        while !guard.is_char_boundary(cut) {
+            cut += 1;
+        }
+        guard.replace_range(..cut, "[... earlier output dropped ...]\n");
+    }
+}
+
+fn snapshot(log: &Log) -> String {
+    log.lock().unwrap_or_else(|p| p.into_inner()).clone()
+}
+
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// A scratch directory for test files (not the server's data dir).
+pub fn scratch_dir(prefix: &str) -> TempDir {
+    tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir()
+        .expect("create scratch dir")
+}
+
+/// Path of a required external tool, or a panic that says how to get it.
+pub fn require_tool(name: &str) -> PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    for dir in std::env::split_paths(&path) {
+        let candidate = dir.join(name);
+        if candidate.is_file() {
+            return candidate;
+        }
+    }
+    panic!(
+        "`{name}` is not installed (not found on PATH); \
+         run `scripts/install-deps.sh` (as root) to install the test dependencies"
+    );
+}
+
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_listening_line() {
+        assert_eq!(
+            parse_listening("listening on 127.0.0.1:5000\n"),
+            Some("127.0.0.1:5000".parse().expect("addr"))
+        );
+        assert_eq!(
+            parse_listening("INFO airdock: listening on http://127.0.0.1:80/"),
+            Some("127.0.0.1:80".parse().expect("addr"))
+        );
+        assert_eq!(
+            parse_listening("\x1b[2mINFO\x1b[0m listening on 127.0.0.1:9\x1b[0m"),
+            Some("127.0.0.1:9".parse().expect("addr"))
+        );
+        assert_eq!(parse_listening("starting up"), None);
+    }
+
+    #[test]
+    fn tail_keeps_last_lines() {
+        assert_eq!(tail("a\nb\nc\n", 1), "c");
+        assert_eq!(tail("a\nb\nc", 2), "b\nc");
+        assert_eq!(tail("a", 5), "a");
+    }
+}
