@@ -34,6 +34,8 @@ pub fn app(state: AppState) -> Router {
         .route("/v2/{*rest}", any(http::dispatch))
         .with_state(state)
         .layer(axum::middleware::map_response(add_api_version))
+        // One span and one response line per request at debug level (RUST_LOG=debug).
+        .layer(tower_http::trace::TraceLayer::new_for_http())
 }
 
 async fn add_api_version(mut resp: axum::response::Response) -> axum::response::Response {

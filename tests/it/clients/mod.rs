@@ -1,0 +1,24 @@
+//! The real-client interop matrix (issue 4): each module drives one client
+//! against a real `airdock serve` on loopback, with images the test builds
+//! itself (no network). Clients are installed by
+//! `scripts/install-clients.sh`; a missing client fails its test with a
+//! message pointing there.
+//!
+//! | client | module |
+//! |---|---|
+//! | docker (Debian `docker.io`, own `dockerd`) | `docker` |
+//! | containerd `ctr` and crictl through the CRI plugin (Debian `containerd`) | `containerd` |
+//! | podman (Debian) | `podman` |
+//! | skopeo copy `--all` and sync (Debian) | `skopeo_sync` |
+//! | crane (go-containerregistry) | `crane` |
+//! | oras | `oras` |
+
+mod harness;
+mod image;
+
+mod containerd;
+mod crane;
+mod docker;
+mod oras;
+mod podman;
+mod skopeo_sync;
