@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use tokio::io::AsyncRead;
 
-pub use blobs::Ingested;
+pub use blobs::{read_range, Ingested};
 pub use digest::{Algorithm, Digest, Hasher};
 pub use error::StoreError;
 pub use manifest::{
