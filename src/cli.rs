@@ -20,6 +20,8 @@ pub struct Cli {
 pub enum Command {
     /// Run the registry.
     Serve(ServeArgs),
+    /// Import an `imgpkg copy --to-tar` tarball into a repository.
+    Import(crate::import_cli::ImportArgs),
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -33,4 +35,8 @@ pub struct ServeArgs {
     /// Accept manifests whose layers or child manifests were deliberately left out.
     #[arg(long, env = "AIRDOCK_SPARSE")]
     pub sparse: bool,
+    /// Bearer token for the admin API (`/admin/v1/...`). When unset, one is generated
+    /// into `<data-dir>/admin-token` (mode 0600) on first start and reused after.
+    #[arg(long, env = "AIRDOCK_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
 }

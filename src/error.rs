@@ -64,7 +64,9 @@ impl RegistryError {
                 }
                 S::SizeInvalid(_) => (StatusCode::BAD_REQUEST, code::SIZE_INVALID),
                 S::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, code::SIZE_INVALID),
-                S::Io(_) | S::Corrupt(_) => (StatusCode::INTERNAL_SERVER_ERROR, code::UNKNOWN),
+                S::Io(_) | S::Corrupt(_) | S::Locked(_) => {
+                    (StatusCode::INTERNAL_SERVER_ERROR, code::UNKNOWN)
+                }
             },
             RegistryError::NotFound(_) => (StatusCode::NOT_FOUND, code::NAME_UNKNOWN),
             RegistryError::RangeNotSatisfiable(..) => {

@@ -1,9 +1,12 @@
 //! airdock: an OCI Distribution registry on a local disk store, as a library so that the
 //! binary and the tests start exactly the same server.
 
+pub mod admin;
 pub mod cli;
 pub mod error;
 pub mod http;
+pub mod imgpkg;
+pub mod import_cli;
 
 use std::future::Future;
 use std::time::Duration;

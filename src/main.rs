@@ -23,6 +23,7 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     match cli.command {
         Command::Serve(args) => rt.block_on(run_serve(args)),
+        Command::Import(args) => rt.block_on(airdock::import_cli::run(args)),
     }
 }
 
@@ -30,6 +31,12 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
     let store = airdock::storage::Store::open(&args.data_dir)
         .await
         .with_context(|| format!("opening data dir {}", args.data_dir.display()))?;
+    let (token, _) =
+        airdock::admin::AdminToken::resolve(args.admin_token.as_deref(), &args.data_dir)
+            .with_context(|| {
+                format!("setting up the admin token in {}", args.data_dir.display())
+            })?;
+    let admin = airdock::admin::router(store.clone(), token);
     let state = AppState {
         store,
         sparse: args.sparse,
@@ -43,7 +50,7 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
     println!("listening on {addr}");
     std::io::stdout().flush()?;
     tracing::info!(%addr, data_dir = %args.data_dir.display(), sparse = args.sparse, "airdock serving");
-    serve(listener, app(state), shutdown_signal()).await?;
+    serve(listener, app(state).merge(admin), shutdown_signal()).await?;
     tracing::info!("stopped");
     Ok(())
 }

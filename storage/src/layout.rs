@@ -11,7 +11,8 @@
 //! ├── uploads/<upload-id>/        one directory per open upload session
 //! │   ├── info.json               repository and digest algorithm of the session
 //! │   └── data                    the bytes received so far
-//! └── tmp/                        files being written; anything here at start is garbage
+//! ├── tmp/                        files being written; anything here at start is garbage
+//! └── lock                        empty; exclusively locked by the process using the store
 //! ```
 //!
 //! Every path is built from a [`Digest`], an [`UploadId`] or a constant, never from a
@@ -26,6 +27,7 @@ pub(crate) const META: &str = "meta";
 pub(crate) const JOURNAL: &str = "journal";
 pub(crate) const UPLOADS: &str = "uploads";
 pub(crate) const TMP: &str = "tmp";
+pub(crate) const LOCK: &str = "lock";
 
 pub(crate) fn blob_path(root: &Path, d: &Digest) -> PathBuf {
     let hex = d.hex();

@@ -2,5 +2,8 @@
 
 mod api;
 mod clients;
+mod imgpkg;
+mod imgpkg_clients;
+mod imgpkg_tools;
 mod skopeo;
 mod support;
