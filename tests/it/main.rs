@@ -2,5 +2,6 @@
 
 mod api;
 mod clients;
+mod security;
 mod skopeo;
 mod support;
