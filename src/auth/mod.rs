@@ -161,7 +161,8 @@ impl Auth {
         if let Some(r) = &self.realm {
             return r.clone();
         }
-        // The Host header is client input: only a plain host[:port] is echoed back.
+        // Host is client input: only a plain host[:port] is echoed back. HTTP/2 requests
+        // carry it as `:authority`, which the middleware copies into a Host header.
         let host = headers
             .get(header::HOST)
             .and_then(|h| h.to_str().ok())
@@ -436,6 +437,21 @@ fn parse_basic(value: &str) -> Option<(String, String)> {
     Some((u.to_owned(), p.to_owned()))
 }
 
+/// HTTP/2 has no Host header; its `:authority` arrives in the URI. Challenges name the
+/// host the client used, so give them one place to read it from.
+fn authority_as_host(req: &mut Request) {
+    if req.headers().contains_key(header::HOST) {
+        return;
+    }
+    let value = req
+        .uri()
+        .authority()
+        .and_then(|a| axum::http::HeaderValue::from_str(a.as_str()).ok());
+    if let Some(v) = value {
+        req.headers_mut().insert(header::HOST, v);
+    }
+}
+
 fn peer_ip(req: &Request) -> Option<IpAddr> {
     req.extensions()
         .get::<ConnectInfo<SocketAddr>>()
@@ -443,7 +459,11 @@ fn peer_ip(req: &Request) -> Option<IpAddr> {
 }
 
 /// The middleware. `auth` is `None` when authentication is off.
-pub async fn layer(State(auth): State<Option<Arc<Auth>>>, req: Request, next: Next) -> Response {
+pub async fn layer(
+    State(auth): State<Option<Arc<Auth>>>,
+    mut req: Request,
+    next: Next,
+) -> Response {
     let Some(auth) = auth else {
         return next.run(req).await;
     };
@@ -451,6 +471,7 @@ pub async fn layer(State(auth): State<Option<Arc<Auth>>>, req: Request, next: Ne
         return next.run(req).await;
     };
     let ip = peer_ip(&req);
+    authority_as_host(&mut req);
     let caller = match auth.identify(req.headers(), ip, &need).await {
         Ok(c) => c,
         Err(e) => return RegistryError::from(e).into_response(),
@@ -493,6 +514,8 @@ pub async fn token_endpoint(State(auth): State<Option<Arc<Auth>>>, req: Request)
     let Some(auth) = auth else {
         return StatusCode::NOT_FOUND.into_response();
     };
+    let mut req = req;
+    authority_as_host(&mut req);
     let ip = peer_ip(&req);
     let q = Query::parse(req.uri().query());
     let subject = match req
