@@ -126,6 +126,21 @@ for bin in "${!GO_TOOL[@]}"; do
         "$GO" install "$spec"
 done
 
+# imgpkg (tests/it/clients/secure.rs): the proxy serves the module's zip but not its version
+# list, which `go install pkg@version` asks for; so download the pinned version and build it
+# from the module cache.
+IMGPKG_VERSION=v0.43.1
+if ! "$TOOLS_BIN/imgpkg" version 2>/dev/null | grep -q . || [[ ! -f $TOOLS_BIN/.imgpkg-$IMGPKG_VERSION ]]; then
+    echo "install-clients: building imgpkg $IMGPKG_VERSION"
+    modcache=$("$GO" env GOMODCACHE)
+    (cd "$ROOT/conformance/main" && GOFLAGS=-mod=mod GONOSUMDB=carvel.dev GOTOOLCHAIN=local \
+        "$GO" mod download "carvel.dev/imgpkg@$IMGPKG_VERSION")
+    (cd "$modcache/carvel.dev/imgpkg@$IMGPKG_VERSION" &&
+        CGO_ENABLED=0 GOFLAGS=-mod=mod GOTOOLCHAIN=local \
+            "$GO" build -o "$TOOLS_BIN/imgpkg" ./cmd/imgpkg)
+    touch "$TOOLS_BIN/.imgpkg-$IMGPKG_VERSION"
+fi
+
 echo "install-clients: versions"
 # tests/it/clients/docker.rs prefers Debian's CLI, the one paired with dockerd.
 if [[ -x /usr/bin/docker ]]; then /usr/bin/docker --version; else docker --version; fi
@@ -134,6 +149,7 @@ containerd --version
 ctr --version
 podman --version
 skopeo --version
+echo "imgpkg $IMGPKG_VERSION"
 for bin in crane oras crictl; do
     # The module version `go install` embedded (crictl prints none itself).
     echo "$bin $("$GO" version -m "$TOOLS_BIN/$bin" | awk '$1 == "mod" { print $2 "@" $3; exit }')"

@@ -125,9 +125,6 @@ pub struct ServeArgs {
     /// Blob upload requests at once. [key: limits.max_concurrent_uploads]
     #[arg(long, env = "AIRDOCK_MAX_CONCURRENT_UPLOADS")]
     pub max_concurrent_uploads: Option<usize>,
-    /// Open upload sessions. [key: limits.max_upload_sessions]
-    #[arg(long, env = "AIRDOCK_MAX_UPLOAD_SESSIONS")]
-    pub max_upload_sessions: Option<usize>,
 }
 
 impl ServeArgs {
@@ -158,7 +155,6 @@ impl ServeArgs {
                 body_timeout_secs: self.body_timeout_secs,
                 max_header_bytes: self.max_header_bytes,
                 max_concurrent_uploads: self.max_concurrent_uploads,
-                max_upload_sessions: self.max_upload_sessions,
             },
         }
     }

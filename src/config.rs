@@ -93,8 +93,6 @@ pub struct LimitsConfig {
     pub max_header_bytes: Option<usize>,
     /// Upload requests (POST/PATCH/PUT of blob data) running at once.
     pub max_concurrent_uploads: Option<usize>,
-    /// Upload sessions open at once.
-    pub max_upload_sessions: Option<usize>,
 }
 
 /// A configuration error, with the key and (when known) the line it is on.
@@ -188,7 +186,6 @@ pub struct Limits {
     pub body_timeout: Duration,
     pub max_header_bytes: usize,
     pub max_concurrent_uploads: usize,
-    pub max_upload_sessions: usize,
 }
 
 impl Default for Limits {
@@ -205,7 +202,6 @@ impl LimitsConfig {
             // hyper refuses a read buffer under 8 KiB.
             max_header_bytes: self.max_header_bytes.unwrap_or(64 * 1024).max(8192),
             max_concurrent_uploads: self.max_concurrent_uploads.unwrap_or(256),
-            max_upload_sessions: self.max_upload_sessions.unwrap_or(4096),
         }
     }
 }
@@ -239,7 +235,6 @@ impl Config {
         pick(&mut l.body_timeout_secs, m.body_timeout_secs);
         pick(&mut l.max_header_bytes, m.max_header_bytes);
         pick(&mut l.max_concurrent_uploads, m.max_concurrent_uploads);
-        pick(&mut l.max_upload_sessions, m.max_upload_sessions);
         self
     }
 

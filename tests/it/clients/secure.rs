@@ -110,9 +110,17 @@ fn crane_oras_skopeo_over_tls_with_credentials() {
 
     // crane: login as alice, push, read back the digest as bob.
     let (alice_cfg, bob_cfg) = (w.join("crane-alice"), w.join("crane-bob"));
-    for (cfg, user, pw) in [(&alice_cfg, "alice", "alice-pw"), (&bob_cfg, "bob", "bob-pw")] {
+    for (cfg, user, pw) in [
+        (&alice_cfg, "alice", "alice-pw"),
+        (&bob_cfg, "bob", "bob-pw"),
+    ] {
         fs::create_dir_all(cfg).expect("config dir");
-        crane(&lab, cfg, &["auth", "login", &lab.host, "-u", user, "-p", pw]).run();
+        crane(
+            &lab,
+            cfg,
+            &["auth", "login", &lab.host, "-u", user, "-p", pw],
+        )
+        .run();
     }
     let reference = format!("{}/secure/crane:v1", lab.host);
     let pushed = crane(&lab, &alice_cfg, &["push", &tar, &reference])
@@ -124,8 +132,12 @@ fn crane_oras_skopeo_over_tls_with_credentials() {
         .trim()
         .to_string();
     assert_eq!(pushed.trim(), format!("{}/secure/crane@{digest}", lab.host));
-    let denied = crane(&lab, &bob_cfg, &["push", &tar, &format!("{}/secure/bob:v1", lab.host)])
-        .run_unchecked();
+    let denied = crane(
+        &lab,
+        &bob_cfg,
+        &["push", &tar, &format!("{}/secure/bob:v1", lab.host)],
+    )
+    .run_unchecked();
     assert!(!denied.status.success(), "bob pushed");
     assert!(
         denied.all_text().contains("DENIED"),
@@ -153,37 +165,86 @@ fn crane_oras_skopeo_over_tls_with_credentials() {
     };
     fs::write(w.join("note.txt"), b"signed and sealed").expect("write note");
     let oref = format!("{}/secure/oras:v1", lab.host);
-    oras(&["push", "-u", "alice", "-p", "alice-pw", &oref, "note.txt:text/plain"]).run();
+    oras(&[
+        "push",
+        "-u",
+        "alice",
+        "-p",
+        "alice-pw",
+        &oref,
+        "note.txt:text/plain",
+    ])
+    .run();
     fs::create_dir_all(w.join("oras-out")).expect("out dir");
     oras(&["pull", "-u", "bob", "-p", "bob-pw", "-o", "oras-out", &oref]).run();
     assert_eq!(
         fs::read(w.join("oras-out/note.txt")).expect("pulled note"),
         b"signed and sealed"
     );
-    let denied = oras(&["push", "-u", "bob", "-p", "bob-pw", &oref, "note.txt:text/plain"])
-        .run_unchecked();
+    let denied = oras(&[
+        "push",
+        "-u",
+        "bob",
+        "-p",
+        "bob-pw",
+        &oref,
+        "note.txt:text/plain",
+    ])
+    .run_unchecked();
     assert!(!denied.status.success(), "bob pushed with oras");
 
     // skopeo: copy in as alice with --dest-cert-dir, out as bob with --src-cert-dir.
     let ca_dir = lab.ca_dir.display().to_string();
     let sref = format!("docker://{}/secure/skopeo:v1", lab.host);
     Cmd::new(tool("skopeo"))
-        .args(["copy", "--dest-cert-dir", &ca_dir, "--dest-creds", "alice:alice-pw"])
+        .args([
+            "copy",
+            "--dest-cert-dir",
+            &ca_dir,
+            "--dest-creds",
+            "alice:alice-pw",
+        ])
         .arg(format!("docker-archive:{tar}"))
         .arg(&sref)
         .run();
     let raw = Cmd::new(tool("skopeo"))
-        .args(["inspect", "--raw", "--cert-dir", &ca_dir, "--creds", "bob:bob-pw", &sref])
+        .args([
+            "inspect",
+            "--raw",
+            "--cert-dir",
+            &ca_dir,
+            "--creds",
+            "bob:bob-pw",
+            &sref,
+        ])
         .run();
-    assert!(raw.stdout_text().contains("schemaVersion"), "{}", raw.stdout_text());
+    assert!(
+        raw.stdout_text().contains("schemaVersion"),
+        "{}",
+        raw.stdout_text()
+    );
     let denied = Cmd::new(tool("skopeo"))
-        .args(["copy", "--dest-cert-dir", &ca_dir, "--dest-creds", "bob:bob-pw"])
+        .args([
+            "copy",
+            "--dest-cert-dir",
+            &ca_dir,
+            "--dest-creds",
+            "bob:bob-pw",
+        ])
         .arg(format!("docker-archive:{tar}"))
         .arg(format!("docker://{}/secure/skopeo-bob:v1", lab.host))
         .run_unchecked();
     assert!(!denied.status.success(), "bob pushed with skopeo");
     let wrong = Cmd::new(tool("skopeo"))
-        .args(["inspect", "--raw", "--cert-dir", &ca_dir, "--creds", "bob:wrong", &sref])
+        .args([
+            "inspect",
+            "--raw",
+            "--cert-dir",
+            &ca_dir,
+            "--creds",
+            "bob:wrong",
+            &sref,
+        ])
         .run_unchecked();
     assert!(!wrong.status.success(), "a wrong password was accepted");
 }
@@ -255,9 +316,19 @@ fn ctr_and_crictl_pull_over_tls_with_hosts_toml_ca() {
     image.write_docker_archive(&tarball, "airdock-test/ctr-tls:local");
     let cfg = lab.dir.path().join("crane-alice");
     fs::create_dir_all(&cfg).expect("config dir");
-    crane(&lab, &cfg, &["auth", "login", &lab.host, "-u", "alice", "-p", "alice-pw"]).run();
+    crane(
+        &lab,
+        &cfg,
+        &["auth", "login", &lab.host, "-u", "alice", "-p", "alice-pw"],
+    )
+    .run();
     let reference = format!("{}/secure/ctr:v1", lab.host);
-    crane(&lab, &cfg, &["push", &tarball.display().to_string(), &reference]).run();
+    crane(
+        &lab,
+        &cfg,
+        &["push", &tarball.display().to_string(), &reference],
+    )
+    .run();
 
     c.hosts_toml(
         &lab.host,
@@ -290,4 +361,75 @@ fn ctr_and_crictl_pull_over_tls_with_hosts_toml_ca() {
         "{}",
         out.all_text()
     );
+}
+
+/// The seed's own commands: `imgpkg copy --to-tar` out of airdock as a pull-only user,
+/// `imgpkg copy --tar … --to-repo` into it as a pushing user, and `imgpkg pull`, every call
+/// with `--registry-ca-cert-path` and nothing else to make TLS work.
+#[test]
+fn imgpkg_copy_and_pull_with_registry_ca_cert_path() {
+    let lab = SecureLab::start();
+    let w = lab.dir.path();
+    let image = Image::build(Flavor::Docker, host_arch(), "imgpkg-tls");
+    let tarball = w.join("image.tar");
+    image.write_docker_archive(&tarball, "airdock-test/imgpkg-tls:local");
+    let cfg = w.join("crane-alice");
+    fs::create_dir_all(&cfg).expect("config dir");
+    crane(
+        &lab,
+        &cfg,
+        &["auth", "login", &lab.host, "-u", "alice", "-p", "alice-pw"],
+    )
+    .run();
+    let source = format!("{}/secure/imgpkg-src:v1", lab.host);
+    crane(
+        &lab,
+        &cfg,
+        &["push", &tarball.display().to_string(), &source],
+    )
+    .run();
+
+    let ca = lab.ca.display().to_string();
+    let imgpkg = |user: &str, pw: &str, args: &[&str]| {
+        Cmd::new(tool("imgpkg"))
+            .env("HOME", w)
+            .env("IMGPKG_USERNAME", user)
+            .env("IMGPKG_PASSWORD", pw)
+            .args(args)
+            .args(["--registry-ca-cert-path", &ca])
+    };
+    let tar = w.join("transfer.tar").display().to_string();
+    imgpkg("bob", "bob-pw", &["copy", "-i", &source, "--to-tar", &tar]).run();
+    let dest = format!("{}/secure/imgpkg", lab.host);
+    imgpkg(
+        "alice",
+        "alice-pw",
+        &["copy", "--tar", &tar, "--to-repo", &dest],
+    )
+    .run();
+    let out = w.join("pulled").display().to_string();
+    let tagged = format!("{dest}:v1");
+    let pulled = imgpkg("bob", "bob-pw", &["tag", "list", "-i", &dest])
+        .run()
+        .stdout_text();
+    assert!(pulled.contains("v1"), "imgpkg copy kept the tag: {pulled}");
+    imgpkg("bob", "bob-pw", &["pull", "-i", &tagged, "-o", &out]).run();
+    assert_eq!(
+        fs::read(w.join("pulled/airdock/hello.txt")).expect("pulled file"),
+        image.file("airdock/hello.txt")
+    );
+    // A pull-only user cannot import.
+    let denied = imgpkg(
+        "bob",
+        "bob-pw",
+        &[
+            "copy",
+            "--tar",
+            &tar,
+            "--to-repo",
+            &format!("{}/secure/imgpkg-bob", lab.host),
+        ],
+    )
+    .run_unchecked();
+    assert!(!denied.status.success(), "bob pushed with imgpkg");
 }
