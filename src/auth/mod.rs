@@ -488,24 +488,46 @@ pub async fn layer(
             return RegistryError::from(e).into_response();
         }
     };
-    if let Need::Repo(_, Right::Push) = need {
-        drop_unreadable_mount(&auth, &caller, &mut req);
+    if let Need::Repo(repo, Right::Push) = &need {
+        if let Err(e) = check_mount(&auth, &caller, repo, &mut req) {
+            return RegistryError::from(e).into_response();
+        }
     }
     next.run(req).await
 }
 
-/// A cross-repository mount from a repository the caller may not pull becomes a plain
-/// upload (as Distribution does): a mount must not reveal or copy what one cannot read.
-fn drop_unreadable_mount(auth: &Auth, caller: &Caller, req: &mut Request) {
+/// A cross-repository mount needs pull on `from` too. A token that lacks it although the
+/// rules allow it sends the client back for both scopes (as Distribution's challenge does);
+/// a caller the rules do not allow gets a plain upload instead (a mount must not reveal or
+/// copy what one cannot read).
+fn check_mount(
+    auth: &Auth,
+    caller: &Caller,
+    repo: &str,
+    req: &mut Request,
+) -> Result<(), AuthError> {
     let q = Query::parse(req.uri().query());
-    let Some(from) = q.get("from") else { return };
-    if q.get("mount").is_none() || auth.rights(caller, from).pull {
-        return;
+    let (Some(from), Some(_)) = (q.get("from"), q.get("mount")) else {
+        return Ok(());
+    };
+    if auth.rights(caller, from).pull {
+        return Ok(());
+    }
+    if matches!(caller, Caller::Token(_))
+        && auth.policy.rights(&Auth::subject(caller), from).pull
+        && airdock_storage::RepoName::parse(from).is_ok()
+    {
+        let scope = format!("repository:{repo}:pull,push repository:{from}:pull");
+        return Err(AuthError::Unauthorized {
+            challenge: auth.challenge(req.headers(), Some(&scope), Some("insufficient_scope")),
+            message: "token does not cover the mount source",
+        });
     }
     let path = req.uri().path().to_owned();
     if let Ok(uri) = path.parse() {
         *req.uri_mut() = uri;
     }
+    Ok(())
 }
 
 /// `GET /token?service=…&scope=…`: check Basic credentials (or none, for an anonymous

@@ -319,6 +319,26 @@ async fn token_flow_rights_and_refusals() {
         .expect("challenge");
     assert!(ch.contains("scope=\"repository:team/app:pull\""), "{ch}");
 
+    // A mount needs pull on its source too: a token without it is sent back for both scopes.
+    let r = lab
+        .send(
+            reqwest::Method::POST,
+            &format!(
+                "/v2/team/app/blobs/uploads/?mount={}&from=team/lib",
+                sha256(b"x")
+            ),
+            Some(&alice),
+            vec![],
+        )
+        .await;
+    let ch = expect_code(r, StatusCode::UNAUTHORIZED, "UNAUTHORIZED")
+        .await
+        .expect("challenge");
+    assert!(
+        ch.contains("scope=\"repository:team/app:pull,push repository:team/lib:pull\""),
+        "{ch}"
+    );
+
     // A forged token (claims edited, signature kept) and an expired one.
     let forged = forge(&alice, "team/*");
     let r = lab
@@ -891,4 +911,78 @@ fn slow_loris_is_cut_off() {
     let mut got = String::new();
     ok.read_to_string(&mut got).expect("read");
     assert!(got.starts_with("HTTP/1.1 200"), "{got}");
+}
+
+#[test]
+fn oversized_request_head_is_refused() {
+    let s = Server::start_with_args(&["--max-header-bytes", "16384"]);
+    let mut tcp = TcpStream::connect(s.addr()).expect("connect");
+    tcp.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let big = "a".repeat(64 * 1024);
+    // The server may close while we still write: only what it answers matters.
+    let _ =
+        tcp.write_all(format!("GET /v2/ HTTP/1.1\r\nHost: x\r\nX-Big: {big}\r\n\r\n").as_bytes());
+    let mut got = String::new();
+    let _ = tcp.read_to_string(&mut got);
+    assert!(
+        got.is_empty() || got.starts_with("HTTP/1.1 431"),
+        "an oversized head was served: {got:.200}"
+    );
+}
+
+#[tokio::test]
+async fn stalled_body_is_cut_off_without_a_trace() {
+    let s = Server::start_with_args(&["--body-timeout-secs", "1"]);
+    let c = client();
+    let r = c
+        .post(s.url("/v2/slow/app/blobs/uploads/"))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let location = r.headers()["location"].to_str().expect("ascii").to_owned();
+    let path = location
+        .strip_prefix(&s.base_url())
+        .unwrap_or(&location)
+        .to_owned();
+    let addr = s.addr();
+    let start = Instant::now();
+    let answer = tokio::task::spawn_blocking(move || {
+        let mut tcp = TcpStream::connect(addr).expect("connect");
+        tcp.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        let head = format!(
+            "PATCH {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\n\
+             Content-Range: 0-999\r\nContent-Length: 1000\r\n\r\n"
+        );
+        tcp.write_all(head.as_bytes()).expect("head");
+        tcp.write_all(&[7u8; 10]).expect("some bytes");
+        // ...and nothing more.
+        let mut got = Vec::new();
+        let _ = tcp.read_to_end(&mut got);
+        String::from_utf8_lossy(&got).into_owned()
+    })
+    .await
+    .expect("join");
+    assert!(
+        start.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        start.elapsed()
+    );
+    assert!(
+        !answer.contains("/tmp/") && !answer.contains("panicked"),
+        "internals in the answer: {answer}"
+    );
+    // The partial chunk left nothing behind.
+    let r = c.get(s.url(&location)).send().await.expect("status");
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    let range = r
+        .headers()
+        .get("range")
+        .map(|v| v.to_str().expect("ascii").to_owned());
+    assert!(
+        range.is_none() || range.as_deref() == Some("0-0") || range.as_deref() == Some("bytes=0-0"),
+        "offset after a stalled chunk: {range:?}"
+    );
 }
