@@ -115,6 +115,15 @@ enum Caller {
     Machine,
 }
 
+/// Left in the request extensions of an `/admin/*` request the layer let through: admin
+/// handlers that check the admin token themselves should accept a request carrying this
+/// (it may come from a user with the admin right, not the token). `user` is `None` for the
+/// admin token.
+#[derive(Clone, Debug)]
+pub struct Admitted {
+    pub user: Option<String>,
+}
+
 /// The repositories the caller may pull; `_catalog` lists only these.
 #[derive(Clone)]
 pub struct Visible(pub Arc<dyn Fn(&str) -> bool + Send + Sync>);
@@ -488,6 +497,14 @@ pub async fn layer(
             return RegistryError::from(e).into_response();
         }
     };
+    if need == Need::Admin {
+        let user = match &caller {
+            Caller::User(u) => Some(u.clone()),
+            Caller::Token(c) => Some(c.sub.clone()),
+            _ => None,
+        };
+        req.extensions_mut().insert(Admitted { user });
+    }
     if let Need::Repo(repo, Right::Push) = &need {
         if let Err(e) = check_mount(&auth, &caller, repo, &mut req) {
             return RegistryError::from(e).into_response();
