@@ -5,5 +5,6 @@ mod clients;
 mod imgpkg;
 mod imgpkg_clients;
 mod imgpkg_tools;
+mod security;
 mod skopeo;
 mod support;
