@@ -587,6 +587,21 @@ async fn catalog_anonymous_and_admin() {
             r.status()
         );
     }
+    // A user with the admin right imports with their own credentials, no admin token.
+    let tar = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/imgpkg/tars/guestbook-bundle.tar"
+    ))
+    .expect("fixture tar");
+    let r = lab
+        .send(
+            reqwest::Method::POST,
+            "/admin/v1/import?repository=team/imported",
+            Some(&root),
+            tar,
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED, "admin user's import");
 }
 
 #[tokio::test]
