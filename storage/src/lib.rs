@@ -344,7 +344,7 @@ impl Store {
         len: Option<u64>,
         reader: R,
     ) -> Result<(u64, Option<Hot>), (StoreError, Option<Hot>)> {
-        let file = match uploads::open_append(dir) {
+        let file = match uploads::open_write(dir) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 return Err((StoreError::UploadUnknown, hot))
@@ -381,7 +381,8 @@ impl Store {
             Ok(f) => f,
             Err(e) => return Err((e.into(), None)),
         };
-        match blobs::copy_hashing(reader, file, hasher, None).await {
+        let sink = blobs::Sink::new(file, current);
+        match blobs::copy_hashing(reader, sink, hasher, None).await {
             Ok((_, hasher, n)) => {
                 if let Some(len) = len {
                     if n != len {

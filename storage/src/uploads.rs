@@ -134,6 +134,7 @@ pub(crate) fn read_info(dir: &Path) -> Result<Info, StoreError> {
     }
 }
 
-pub(crate) fn open_append(dir: &Path) -> io::Result<File> {
-    OpenOptions::new().append(true).open(data_path(dir))
+/// Writes go to explicit offsets (the session's current length), not `O_APPEND`.
+pub(crate) fn open_write(dir: &Path) -> io::Result<File> {
+    OpenOptions::new().write(true).open(data_path(dir))
 }
