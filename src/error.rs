@@ -21,6 +21,8 @@ pub enum RegistryError {
     BadRequest(&'static str, String),
     #[error("authentication required")]
     Unauthorized,
+    #[error("{0}")]
+    Forbidden(String),
 }
 
 /// The spec's error codes, kept as data.
@@ -28,6 +30,7 @@ pub mod code {
     pub const BLOB_UNKNOWN: &str = "BLOB_UNKNOWN";
     pub const BLOB_UPLOAD_INVALID: &str = "BLOB_UPLOAD_INVALID";
     pub const BLOB_UPLOAD_UNKNOWN: &str = "BLOB_UPLOAD_UNKNOWN";
+    pub const DENIED: &str = "DENIED";
     pub const DIGEST_INVALID: &str = "DIGEST_INVALID";
     pub const MANIFEST_BLOB_UNKNOWN: &str = "MANIFEST_BLOB_UNKNOWN";
     pub const MANIFEST_INVALID: &str = "MANIFEST_INVALID";
@@ -64,6 +67,13 @@ impl RegistryError {
                 }
                 S::SizeInvalid(_) => (StatusCode::BAD_REQUEST, code::SIZE_INVALID),
                 S::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, code::SIZE_INVALID),
+                // 405 is what the spec lets a registry answer to a delete it will not do,
+                // so clients already treat it as "not possible"; DENIED says why (zot
+                // answers a delete of a blob in use the same way).
+                S::Denied(_) => (StatusCode::METHOD_NOT_ALLOWED, code::DENIED),
+                S::Io(e) if e.kind() == std::io::ErrorKind::StorageFull => {
+                    (StatusCode::INSUFFICIENT_STORAGE, code::UNKNOWN)
+                }
                 S::Io(_) | S::Corrupt(_) => (StatusCode::INTERNAL_SERVER_ERROR, code::UNKNOWN),
             },
             RegistryError::NotFound(_) => (StatusCode::NOT_FOUND, code::NAME_UNKNOWN),
@@ -73,6 +83,7 @@ impl RegistryError {
             RegistryError::Unsupported(_) => (StatusCode::METHOD_NOT_ALLOWED, code::UNSUPPORTED),
             RegistryError::BadRequest(c, _) => (StatusCode::BAD_REQUEST, c),
             RegistryError::Unauthorized => (StatusCode::UNAUTHORIZED, code::UNAUTHORIZED),
+            RegistryError::Forbidden(_) => (StatusCode::FORBIDDEN, code::DENIED),
         }
     }
 }
@@ -85,7 +96,11 @@ pub fn error_body(code: &str, message: &str) -> String {
 impl IntoResponse for RegistryError {
     fn into_response(self) -> Response {
         let (status, code) = self.status_and_code();
-        let message = if status.is_server_error() {
+        let message = if status == StatusCode::INSUFFICIENT_STORAGE {
+            // Not an internal detail: the operator needs to know, and the client may retry.
+            tracing::error!(error = %self, "storage full");
+            "storage full".to_owned()
+        } else if status.is_server_error() {
             // Internal details go to the log, not to the client.
             tracing::error!(error = %self, "internal error");
             "internal error".to_owned()
@@ -98,6 +113,12 @@ impl IntoResponse for RegistryError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
+        if let RegistryError::Unauthorized = &self {
+            h.insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"airdock-admin\""),
+            );
+        }
         if let RegistryError::RangeNotSatisfiable(_, size) = &self {
             if let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}")) {
                 h.insert(header::CONTENT_RANGE, v);

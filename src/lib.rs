@@ -1,6 +1,7 @@
 //! airdock: an OCI Distribution registry on a local disk store, as a library so that the
 //! binary and the tests start exactly the same server.
 
+pub mod admin_gc;
 pub mod cli;
 pub mod error;
 pub mod http;
@@ -9,12 +10,12 @@ use std::future::Future;
 use std::time::Duration;
 
 use axum::http::HeaderValue;
-use axum::routing::{any, get};
+use axum::routing::{any, delete, get, post};
 use axum::Router;
 use tokio::net::TcpListener;
 
 pub use airdock_storage as storage;
-use airdock_storage::Store;
+use airdock_storage::{GcOptions, Store};
 
 /// Everything a request needs. Cheap to clone: the store is one `Arc`.
 #[derive(Clone)]
@@ -24,6 +25,10 @@ pub struct AppState {
     pub sparse: bool,
     /// Announced as `OCI-Chunk-Min-Length` when set.
     pub chunk_min: Option<u64>,
+    /// Bearer token of `/admin/v1/*`; `None` disables the admin API.
+    pub admin_token: Option<String>,
+    /// Defaults of an online GC (`POST /admin/v1/gc` and the interval task).
+    pub gc: GcOptions,
 }
 
 /// The HTTP application: the `/v2/` API plus the common response headers.
@@ -32,6 +37,11 @@ pub fn app(state: AppState) -> Router {
         .route("/v2", get(http::base).head(http::base))
         .route("/v2/", any(http::dispatch))
         .route("/v2/{*rest}", any(http::dispatch))
+        .route("/admin/v1/gc", post(admin_gc::gc))
+        .route(
+            "/admin/v1/repositories/{*name}",
+            delete(admin_gc::delete_repo),
+        )
         .with_state(state)
         .layer(axum::middleware::map_response(add_api_version))
         // One span and one response line per request at debug level (RUST_LOG=debug).

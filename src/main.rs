@@ -7,7 +7,7 @@ use clap::Parser;
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
-use airdock::cli::{Cli, Command, ServeArgs};
+use airdock::cli::{Cli, Command, FsckArgs, GcArgs, ServeArgs};
 use airdock::{app, serve, AppState};
 
 fn main() -> anyhow::Result<()> {
@@ -23,17 +23,54 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     match cli.command {
         Command::Serve(args) => rt.block_on(run_serve(args)),
+        Command::Gc(args) => rt.block_on(run_gc(args)),
+        Command::Fsck(args) => {
+            let clean = rt.block_on(run_fsck(args))?;
+            // Scripts (and the crash tests) read the exit status: 1 = problems remain.
+            std::process::exit(if clean { 0 } else { 1 });
+        }
     }
 }
 
-async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
-    let store = airdock::storage::Store::open(&args.data_dir)
+async fn open_store(dir: &std::path::Path) -> anyhow::Result<airdock::storage::Store> {
+    airdock::storage::Store::open(dir)
         .await
-        .with_context(|| format!("opening data dir {}", args.data_dir.display()))?;
+        .with_context(|| format!("opening data dir {}", dir.display()))
+}
+
+/// Print `value` as pretty JSON on stdout.
+fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer_pretty(&mut out, value)?;
+    writeln!(out)?;
+    Ok(())
+}
+
+async fn run_gc(args: GcArgs) -> anyhow::Result<()> {
+    let store = open_store(&args.data_dir).await?;
+    let mut opts = args.gc.options(args.upload_ttl);
+    opts.dry_run = args.dry_run;
+    let report = store.gc(&opts).await.context("gc")?;
+    print_json(&report)
+}
+
+async fn run_fsck(args: FsckArgs) -> anyhow::Result<bool> {
+    let store = open_store(&args.data_dir).await?;
+    let report = store.fsck(args.repair).await.context("fsck")?;
+    print_json(&report)?;
+    Ok(report.clean)
+}
+
+async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
+    let store = open_store(&args.data_dir).await?;
+    let gc = args.gc.options(args.upload_ttl);
+    airdock::admin_gc::spawn_background(store.clone(), gc.clone(), args.gc_interval);
     let state = AppState {
         store,
         sparse: args.sparse,
         chunk_min: None,
+        admin_token: args.admin_token.clone(),
+        gc,
     };
     let listener = TcpListener::bind(args.addr)
         .await

@@ -5,10 +5,13 @@
 mod blobs;
 mod digest;
 mod error;
+mod fsck;
+mod gc;
 pub mod layout;
 mod manifest;
 mod meta;
 mod names;
+mod pins;
 mod uploads;
 
 use std::fs::{self, File};
@@ -21,12 +24,15 @@ use tokio::io::AsyncRead;
 pub use blobs::Ingested;
 pub use digest::{Algorithm, Digest, Hasher};
 pub use error::StoreError;
+pub use fsck::{FsckProblem, FsckReport};
+pub use gc::{GcOptions, GcReport, RepoDigest};
 pub use manifest::{
     Descriptor, ManifestRecord, DOCKER_LIST, DOCKER_MANIFEST, MAX_MANIFEST_BYTES, OCI_INDEX,
     OCI_MANIFEST,
 };
 pub use meta::Txn;
 pub use names::{Reference, RepoName, Tag};
+pub use pins::Pin;
 pub use uploads::UploadId;
 
 use meta::{Meta, Op};
@@ -45,6 +51,10 @@ struct Inner {
     root: PathBuf,
     meta: Meta,
     sessions: Sessions,
+    /// Digests writers are relying on right now; GC leaves them alone.
+    pins: pins::Pins,
+    /// One GC at a time (the interval task and the admin endpoint may both ask).
+    gc: tokio::sync::Mutex<()>,
 }
 
 /// One page of a sorted listing.
@@ -84,6 +94,8 @@ impl Store {
                 root,
                 meta,
                 sessions: Sessions::default(),
+                pins: pins::Pins::default(),
+                gc: tokio::sync::Mutex::new(()),
             }),
         };
         let len = fs::metadata(layout::journal_path(&store.inner.root))?.len();
@@ -100,14 +112,40 @@ impl Store {
     // ---- blobs -------------------------------------------------------------------------
 
     /// Stream `reader` into the content store, verified against `expected` when given.
-    /// The blob is not linked into any repository.
+    /// The blob is not linked into any repository. Its mtime is now, so GC leaves it alone
+    /// for the grace window; a caller that links it later (an import) either commits within
+    /// that window or holds a [`Store::pin_blob`] until it has committed.
     pub async fn ingest_blob<R: AsyncRead + Unpin + Send>(
         &self,
         expected: Option<&Digest>,
         alg: Algorithm,
         reader: R,
     ) -> Result<Ingested, StoreError> {
-        blobs::ingest(&self.inner.root, expected, alg, reader, None).await
+        let (ingested, _pin) = self.ingest_pinned(expected, alg, reader).await?;
+        Ok(ingested)
+    }
+
+    async fn ingest_pinned<R: AsyncRead + Unpin + Send>(
+        &self,
+        expected: Option<&Digest>,
+        alg: Algorithm,
+        reader: R,
+    ) -> Result<(Ingested, Pin), StoreError> {
+        blobs::ingest(
+            &self.inner.root,
+            &self.inner.pins,
+            expected,
+            alg,
+            reader,
+            None,
+        )
+        .await
+    }
+
+    /// Keep GC away from `d` (file and links) until the returned pin is dropped, whatever
+    /// the grace window. For writers that link blobs long after storing them.
+    pub fn pin_blob(&self, d: &Digest) -> Pin {
+        self.inner.pins.pin(d)
     }
 
     pub fn blob_exists(&self, d: &Digest) -> bool {
@@ -121,20 +159,32 @@ impl Store {
         expected: &Digest,
         reader: R,
     ) -> Result<Ingested, StoreError> {
-        let ingested = self
-            .ingest_blob(Some(expected), expected.algorithm(), reader)
+        let (ingested, _pin) = self
+            .ingest_pinned(Some(expected), expected.algorithm(), reader)
             .await?;
         self.link(repo, &ingested.digest).await?;
         Ok(ingested)
     }
 
+    /// Link `d` into `repo` unless it already is. The "already linked" check happens under
+    /// the journal lock: checked outside it, a GC could drop the link right after the check
+    /// and the push would be acknowledged without it.
     async fn link(&self, repo: &RepoName, d: &Digest) -> Result<(), StoreError> {
-        if self.repo_has_blob(repo, d) {
+        let root = &self.inner.root;
+        let mut locked = self.inner.meta.lock().await;
+        let linked = locked
+            .state()
+            .repos
+            .get(repo)
+            .is_some_and(|r| r.blobs.contains(d));
+        if linked {
             return Ok(());
         }
         let mut txn = Txn::new();
         txn.link_blob(repo.clone(), d.clone());
-        self.commit(txn).await
+        locked
+            .commit(txn, |d| layout::blob_path(root, d).exists())
+            .await
     }
 
     pub fn repo_has_blob(&self, repo: &RepoName, d: &Digest) -> bool {
@@ -175,8 +225,17 @@ impl Store {
                 None => state.repos.values().any(|r| r.blobs.contains(d)),
             }
         };
-        if !visible || !self.blob_exists(d) {
+        if !visible {
             return Ok(false);
+        }
+        // Pinned before looking at the file: from here GC cannot delete it, and the touch
+        // gives the new link a fresh grace window before GC may drop it as unreferenced.
+        let _pin = self.inner.pins.pin(d);
+        let path = layout::blob_path(&self.inner.root, d);
+        match blobs::touch(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(e.into()),
         }
         self.link(repo, d).await?;
         Ok(true)
@@ -187,8 +246,14 @@ impl Store {
         if !self.repo_has_blob(repo, d) {
             return Err(StoreError::BlobUnknown(d.clone()));
         }
-        match fs::metadata(layout::blob_path(&self.inner.root, d)) {
-            Ok(m) => Ok(m.len()),
+        let path = layout::blob_path(&self.inner.root, d);
+        match fs::metadata(&path) {
+            Ok(m) => {
+                // A client that HEADs a blob and skips its upload will reference it in a
+                // manifest soon: restart its grace window. Best effort (read-only disks).
+                let _ = blobs::touch(&path);
+                Ok(m.len())
+            }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 Err(StoreError::BlobUnknown(d.clone()))
             }
@@ -214,16 +279,33 @@ impl Store {
     }
 
     /// Remove a blob from `repo`. The bytes stay until no repository holds them (GC).
+    /// Refused while a manifest of `repo` references it: removing it would leave that
+    /// manifest unpullable. Checked under the journal lock, so a manifest committed
+    /// concurrently is either seen here or refused for the missing link.
     pub async fn delete_blob(&self, repo: &RepoName, d: &Digest) -> Result<(), StoreError> {
-        if !self.repo_has_blob(repo, d) {
-            return Err(StoreError::BlobUnknown(d.clone()));
+        let mut locked = self.inner.meta.lock().await;
+        {
+            let state = locked.state();
+            let Some(r) = state.repos.get(repo).filter(|r| r.blobs.contains(d)) else {
+                return Err(StoreError::BlobUnknown(d.clone()));
+            };
+            if let Some(m) = r
+                .manifests
+                .values()
+                .find(|m| m.blobs.iter().any(|b| b.digest == *d))
+            {
+                return Err(StoreError::Denied(format!(
+                    "blob {d} is referenced by manifest {} in {repo}; delete the manifest first",
+                    m.digest
+                )));
+            }
         }
         let mut txn = Txn::new();
         txn.push(Op::Unlink {
             repo: repo.clone(),
             digest: d.clone(),
         });
-        self.commit(txn).await
+        locked.commit(txn, |_| true).await
     }
 
     // ---- uploads -----------------------------------------------------------------------
@@ -433,6 +515,7 @@ impl Store {
                 actual: digest,
             });
         }
+        let _pin = self.inner.pins.pin(&digest);
         let dst = layout::blob_path(&self.inner.root, &digest);
         let dir2 = dir.clone();
         let existed = tokio::task::spawn_blocking(move || -> io::Result<bool> {
@@ -496,8 +579,15 @@ impl Store {
             }
         }
         let record = ManifestRecord::parse(digest.clone(), media_type, bytes)?;
-        if !self.blob_exists(&digest) {
-            self.ingest_blob(Some(&digest), alg, bytes).await?;
+        // Pinned until committed: GC must not delete the manifest's bytes in between.
+        let _pin = self.inner.pins.pin(&digest);
+        let path = layout::blob_path(&self.inner.root, &digest);
+        match blobs::touch(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                self.ingest_pinned(Some(&digest), alg, bytes).await?;
+            }
+            Err(e) => return Err(e.into()),
         }
         let mut txn = if check_refs {
             Txn::new()
@@ -559,25 +649,79 @@ impl Store {
         state.repos.get(repo)?.tags.get(tag).cloned()
     }
 
-    /// Delete by digest removes the manifest and every tag on it; by tag, just the tag.
+    /// Delete by digest removes the manifest, every tag on it, and the children (of an
+    /// index) that nothing else in `repo` keeps: no tag, no other parent. By tag, just the
+    /// tag. Decided under the journal lock so a concurrent tag or parent is seen.
     pub async fn delete_manifest(
         &self,
         repo: &RepoName,
         reference: &Reference,
     ) -> Result<(), StoreError> {
-        let record = self.stat_manifest(repo, reference)?;
+        let mut locked = self.inner.meta.lock().await;
         let mut txn = Txn::new();
-        match reference {
-            Reference::Tag(t) => txn.push(Op::Untag {
-                repo: repo.clone(),
-                tag: t.clone(),
-            }),
-            Reference::Digest(_) => txn.push(Op::Unmanifest {
-                repo: repo.clone(),
-                digest: record.digest.clone(),
-            }),
+        {
+            let state = locked.state();
+            let r = state
+                .repos
+                .get(repo)
+                .ok_or_else(|| StoreError::ManifestUnknown(reference.to_string()))?;
+            match reference {
+                Reference::Tag(t) => {
+                    if !r.tags.contains_key(t) {
+                        return Err(StoreError::ManifestUnknown(reference.to_string()));
+                    }
+                    txn.push(Op::Untag {
+                        repo: repo.clone(),
+                        tag: t.clone(),
+                    });
+                }
+                Reference::Digest(d) => {
+                    if !r.manifests.contains_key(d) {
+                        return Err(StoreError::ManifestUnknown(reference.to_string()));
+                    }
+                    for digest in gc::with_orphaned_children(r, d) {
+                        txn.push(Op::Unmanifest {
+                            repo: repo.clone(),
+                            digest,
+                        });
+                    }
+                }
+            }
         }
-        self.commit(txn).await
+        locked.commit(txn, |_| true).await
+    }
+
+    /// Remove a whole repository: its tags, manifests and blob links, in one transaction.
+    /// The bytes stay until GC finds nothing else uses them.
+    pub async fn delete_repo(&self, repo: &RepoName) -> Result<(), StoreError> {
+        let mut locked = self.inner.meta.lock().await;
+        let mut txn = Txn::new();
+        {
+            let state = locked.state();
+            let r = state
+                .repos
+                .get(repo)
+                .ok_or_else(|| StoreError::NameUnknown(repo.to_string()))?;
+            for tag in r.tags.keys() {
+                txn.push(Op::Untag {
+                    repo: repo.clone(),
+                    tag: tag.clone(),
+                });
+            }
+            for digest in r.manifests.keys() {
+                txn.push(Op::Unmanifest {
+                    repo: repo.clone(),
+                    digest: digest.clone(),
+                });
+            }
+            for digest in &r.blobs {
+                txn.push(Op::Unlink {
+                    repo: repo.clone(),
+                    digest: digest.clone(),
+                });
+            }
+        }
+        locked.commit(txn, |_| true).await
     }
 
     /// Tags of `repo` in lexical order, after `last`, at most `n`.
