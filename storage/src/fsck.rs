@@ -182,3 +182,52 @@ impl Store {
         Ok(report)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Algorithm, Reference, OCI_MANIFEST};
+
+    #[tokio::test]
+    async fn corrupt_blob_is_found_quarantined_and_unreferenced() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = Store::open(dir.path()).await.expect("open");
+        let repo = RepoName::parse("r").expect("name");
+        let cfg = Digest::of(Algorithm::Sha256, b"{}");
+        let layer = Digest::of(Algorithm::Sha256, b"layer");
+        s.push_blob(&repo, &cfg, &b"{}"[..]).await.expect("cfg");
+        s.push_blob(&repo, &layer, &b"layer"[..]).await.expect("l");
+        let body = format!(
+            r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","config":{{"mediaType":"c","digest":"{cfg}","size":2}},"layers":[{{"mediaType":"l","digest":"{layer}","size":5}}]}}"#
+        );
+        let tag = Reference::parse("v1").expect("tag");
+        s.put_manifest(&repo, &tag, OCI_MANIFEST, body.as_bytes(), &[], true)
+            .await
+            .expect("manifest");
+        assert!(s.fsck(false).await.expect("fsck").clean);
+        // Bit rot in the layer, and a stray file.
+        fs::write(layout::blob_path(dir.path(), &layer), b"lay3r").expect("rot");
+        fs::write(dir.path().join("blobs/sha256/README"), b"hi").expect("stray");
+        let r = s.fsck(false).await.expect("fsck");
+        assert!(!r.clean);
+        assert_eq!(r.corrupt_blobs, [layer.clone()]);
+        assert_eq!(r.stray_files.len(), 1);
+        assert_eq!(r.problems.len(), 1, "{r:?}");
+        assert_eq!(r.problems[0].what, "link");
+        assert!(s.repo_has_blob(&repo, &layer), "checking changes nothing");
+        let r = s.fsck(true).await.expect("repair");
+        assert!(r.clean && r.quarantined.len() == 1, "{r:?}");
+        assert!(!s.repo_has_blob(&repo, &layer));
+        // The manifest itself is good data and stays; the layer can be pushed again.
+        assert!(s.get_manifest(&repo, &tag).await.is_ok());
+        assert_eq!(
+            fs::read(&r.quarantined[0]).expect("quarantined bytes"),
+            b"lay3r"
+        );
+        s.push_blob(&repo, &layer, &b"layer"[..])
+            .await
+            .expect("re-push");
+        let r = s.fsck(false).await.expect("fsck");
+        assert!(r.clean, "{r:?}");
+    }
+}

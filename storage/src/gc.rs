@@ -437,3 +437,354 @@ fn sweep(
     }
     Ok((n, bytes))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Algorithm, Reference, Tag, OCI_INDEX, OCI_MANIFEST};
+
+    fn name(s: &str) -> RepoName {
+        RepoName::parse(s).expect("name")
+    }
+
+    fn sha(b: &[u8]) -> Digest {
+        Digest::of(Algorithm::Sha256, b)
+    }
+
+    /// Make every blob file look written two hours ago.
+    fn age_everything(root: &std::path::Path) {
+        let old = SystemTime::now() - Duration::from_secs(7200);
+        let (found, _) = layout::walk_blobs(root).expect("walk");
+        for (_, p) in found {
+            fs::File::open(&p)
+                .and_then(|f| f.set_modified(old))
+                .expect("age");
+        }
+    }
+
+    fn opts(delete_untagged: bool) -> GcOptions {
+        GcOptions {
+            delete_untagged,
+            ..GcOptions::default()
+        }
+    }
+
+    fn image(cfg: &Digest, layer: &Digest) -> Vec<u8> {
+        format!(
+            r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{cfg}","size":2}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"{layer}","size":5}}]}}"#
+        )
+        .into_bytes()
+    }
+
+    fn index(children: &[(&Digest, usize)]) -> Vec<u8> {
+        let list: Vec<String> = children
+            .iter()
+            .map(|(d, n)| format!(r#"{{"mediaType":"{OCI_MANIFEST}","digest":"{d}","size":{n}}}"#))
+            .collect();
+        format!(
+            r#"{{"schemaVersion":2,"mediaType":"{OCI_INDEX}","manifests":[{}]}}"#,
+            list.join(",")
+        )
+        .into_bytes()
+    }
+
+    /// Push config + layer `seed` and an image manifest over them; returns its digest.
+    async fn push_image(s: &Store, repo: &RepoName, seed: &str, tag: Option<&str>) -> Digest {
+        let cfg = format!("{{\"{seed}\":1}}");
+        let layer = format!("layer {seed}");
+        let (c, l) = (sha(cfg.as_bytes()), sha(layer.as_bytes()));
+        s.push_blob(repo, &c, cfg.as_bytes()).await.expect("cfg");
+        s.push_blob(repo, &l, layer.as_bytes())
+            .await
+            .expect("layer");
+        let body = image(&c, &l);
+        let d = sha(&body);
+        let reference = match tag {
+            Some(t) => Reference::parse(t).expect("tag"),
+            None => Reference::Digest(d.clone()),
+        };
+        s.put_manifest(repo, &reference, OCI_MANIFEST, &body, &[], true)
+            .await
+            .expect("manifest");
+        d
+    }
+
+    #[tokio::test]
+    async fn sweeps_only_old_unreferenced_unpinned_blobs() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = Store::open(dir.path()).await.expect("open");
+        let repo = name("app");
+        let m = push_image(&s, &repo, "a", Some("v1")).await;
+        let stray = sha(b"linked but unused");
+        s.push_blob(&repo, &stray, &b"linked but unused"[..])
+            .await
+            .expect("push");
+        let unlinked = s
+            .ingest_blob(None, Algorithm::Sha256, &b"imported, not yet committed"[..])
+            .await
+            .expect("ingest")
+            .digest;
+        // Young: nothing goes.
+        let r = s.gc(&opts(true)).await.expect("gc");
+        assert_eq!((r.blobs_deleted, r.links_dropped), (0, 0), "{r:?}");
+        age_everything(dir.path());
+        let pin = s.pin_blob(&unlinked);
+        let dry = s
+            .gc(&GcOptions {
+                dry_run: true,
+                ..opts(true)
+            })
+            .await
+            .expect("dry");
+        assert_eq!((dry.blobs_deleted, dry.links_dropped), (1, 1), "{dry:?}");
+        assert!(s.blob_exists(&stray) && s.repo_has_blob(&repo, &stray));
+        let r = s.gc(&opts(true)).await.expect("gc");
+        assert_eq!((r.blobs_deleted, r.links_dropped), (1, 1), "{r:?}");
+        assert!(!s.blob_exists(&stray) && !s.repo_has_blob(&repo, &stray));
+        assert!(s.blob_exists(&unlinked), "pinned");
+        drop(pin);
+        let r = s.gc(&opts(true)).await.expect("gc");
+        assert_eq!(r.blobs_deleted, 1);
+        assert!(!s.blob_exists(&unlinked));
+        // The tagged image is whole.
+        let got = s
+            .get_manifest(&repo, &Reference::parse("v1").expect("t"))
+            .await
+            .expect("get");
+        assert_eq!(got.record.digest, m);
+        for b in &got.record.blobs {
+            assert!(s.stat_blob(&repo, &b.digest).is_ok());
+        }
+        assert!(s.fsck(false).await.expect("fsck").clean);
+    }
+
+    #[tokio::test]
+    async fn rewriting_an_old_blob_protects_it_again() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = Store::open(dir.path()).await.expect("open");
+        let d = s
+            .ingest_blob(None, Algorithm::Sha256, &b"x"[..])
+            .await
+            .expect("ingest")
+            .digest;
+        age_everything(dir.path());
+        let again = s
+            .ingest_blob(None, Algorithm::Sha256, &b"x"[..])
+            .await
+            .expect("ingest");
+        assert!(again.existed);
+        let r = s.gc(&opts(false)).await.expect("gc");
+        assert_eq!(r.blobs_deleted, 0);
+        assert!(s.blob_exists(&d));
+    }
+
+    #[tokio::test]
+    async fn untagged_policy_keeps_children_and_referrers_of_kept() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = Store::open(dir.path()).await.expect("open");
+        let repo = name("app");
+        let a = push_image(&s, &repo, "a", None).await;
+        let b = push_image(&s, &repo, "b", None).await;
+        let lone = push_image(&s, &repo, "lone", None).await;
+        let size = |d: &Digest| {
+            s.stat_manifest(&repo, &Reference::Digest(d.clone()))
+                .expect("m")
+                .size as usize
+        };
+        let idx = index(&[(&a, size(&a)), (&b, size(&b))]);
+        s.put_manifest(
+            &repo,
+            &Reference::parse("multi").expect("t"),
+            OCI_INDEX,
+            &idx,
+            &[],
+            true,
+        )
+        .await
+        .expect("index");
+        // A referrer (signature) of the tagged index, itself untagged.
+        let cfg = sha(b"{}");
+        s.push_blob(&repo, &cfg, &b"{}"[..]).await.expect("cfg");
+        let sig = format!(
+            r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","artifactType":"application/x-sig","config":{{"mediaType":"application/vnd.oci.empty.v1+json","digest":"{cfg}","size":2}},"layers":[],"subject":{{"mediaType":"{OCI_INDEX}","digest":"{}","size":{}}}}}"#,
+            sha(&idx),
+            idx.len()
+        );
+        let sig_d = sha(sig.as_bytes());
+        s.put_manifest(
+            &repo,
+            &Reference::Digest(sig_d.clone()),
+            OCI_MANIFEST,
+            sig.as_bytes(),
+            &[],
+            true,
+        )
+        .await
+        .expect("sig");
+        age_everything(dir.path());
+        let kept_all = s.gc(&opts(false)).await.expect("gc");
+        assert!(kept_all.manifests_deleted.is_empty());
+        let r = s.gc(&opts(true)).await.expect("gc");
+        let gone: Vec<&Digest> = r.manifests_deleted.iter().map(|x| &x.digest).collect();
+        assert_eq!(gone, [&lone], "{r:?}");
+        for d in [&a, &b, &sig_d] {
+            assert!(s.repo_has_manifest(&repo, d));
+        }
+        // lone's config and layer went with it; its bytes too.
+        assert_eq!(r.links_dropped, 2);
+        assert_eq!(r.blobs_deleted, 3);
+        assert!(s.fsck(false).await.expect("fsck").clean);
+    }
+
+    #[tokio::test]
+    async fn deleting_an_index_takes_its_orphaned_children_only() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = Store::open(dir.path()).await.expect("open");
+        let repo = name("app");
+        let a = push_image(&s, &repo, "a", None).await;
+        let b = push_image(&s, &repo, "b", Some("b-tag")).await;
+        let c = push_image(&s, &repo, "c", None).await;
+        let size = |d: &Digest| {
+            s.stat_manifest(&repo, &Reference::Digest(d.clone()))
+                .expect("m")
+                .size as usize
+        };
+        let i1 = index(&[(&a, size(&a)), (&b, size(&b)), (&c, size(&c))]);
+        let i2 = index(&[(&c, size(&c))]);
+        for (t, body) in [("one", &i1), ("two", &i2)] {
+            s.put_manifest(
+                &repo,
+                &Reference::parse(t).expect("t"),
+                OCI_INDEX,
+                body,
+                &[],
+                true,
+            )
+            .await
+            .expect("index");
+        }
+        // Its blobs are referenced: deleting one is refused.
+        let layer = sha(b"layer a");
+        assert!(matches!(
+            s.delete_blob(&repo, &layer).await,
+            Err(StoreError::Denied(_))
+        ));
+        s.delete_manifest(&repo, &Reference::Digest(sha(&i1)))
+            .await
+            .expect("delete");
+        assert!(!s.repo_has_manifest(&repo, &a), "orphaned child goes");
+        assert!(s.repo_has_manifest(&repo, &b), "tagged child stays");
+        assert!(
+            s.repo_has_manifest(&repo, &c),
+            "child of another index stays"
+        );
+        s.delete_blob(&repo, &layer)
+            .await
+            .expect("now unreferenced");
+        // Deleting everything empties the repository out of the catalog.
+        s.delete_repo(&repo).await.expect("delete repo");
+        assert!(s.catalog(None, None).items.is_empty());
+        assert!(matches!(
+            s.delete_repo(&repo).await,
+            Err(StoreError::NameUnknown(_))
+        ));
+        let tag = Tag::parse("b-tag").expect("t");
+        assert!(s.resolve_tag(&repo, &tag).is_none());
+    }
+
+    #[tokio::test]
+    async fn idle_uploads_expire_and_fresh_ones_stay() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = Store::open(dir.path()).await.expect("open");
+        let repo = name("r");
+        let old = s.start_upload(&repo, None).await.expect("start");
+        let fresh = s.start_upload(&repo, None).await.expect("start");
+        let two_hours_ago = SystemTime::now() - Duration::from_secs(7200);
+        let dir_of = |id: &UploadId| layout::upload_dir(dir.path(), id);
+        for p in [uploads::data_path(&dir_of(&old)), dir_of(&old)] {
+            fs::File::open(&p)
+                .and_then(|f| f.set_modified(two_hours_ago))
+                .expect("age");
+        }
+        assert_eq!(
+            s.expire_uploads(Duration::from_secs(3600))
+                .await
+                .expect("expire"),
+            1
+        );
+        assert!(s.upload_status(&repo, &old).is_err());
+        assert_eq!(s.upload_status(&repo, &fresh).expect("fresh"), 0);
+    }
+
+    /// Pushes of images (blobs, then manifest) race GCs with no grace at all. Pushes may be
+    /// refused (GC dropped a blob link the manifest needed) but the store must never be left
+    /// with a reference to a missing file, and every acknowledged manifest stays whole.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn gc_racing_pushes_never_leaves_a_dangling_reference() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = Store::open(dir.path()).await.expect("open");
+        let zero = GcOptions {
+            grace: Duration::ZERO,
+            delete_untagged: false,
+            ..GcOptions::default()
+        };
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let gcs = {
+            let (s, stop, zero) = (s.clone(), Arc::clone(&stop), zero.clone());
+            tokio::spawn(async move {
+                let mut runs = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    s.gc(&zero).await.expect("gc");
+                    runs += 1;
+                }
+                runs
+            })
+        };
+        let mut tasks = Vec::new();
+        for w in 0..4 {
+            let s = s.clone();
+            tasks.push(tokio::spawn(async move {
+                let repo = name(&format!("r{w}"));
+                let mut acked = Vec::new();
+                for i in 0..40 {
+                    // Shared blobs across workers make "already present" common.
+                    let cfg = format!("{{\"i\":{}}}", i % 5);
+                    let layer = format!("layer {}", i % 7);
+                    let (c, l) = (sha(cfg.as_bytes()), sha(layer.as_bytes()));
+                    s.push_blob(&repo, &c, cfg.as_bytes()).await.expect("cfg");
+                    s.push_blob(&repo, &l, layer.as_bytes()).await.expect("l");
+                    let body = image(&c, &l);
+                    let tag = Reference::parse(&format!("t{i}")).expect("t");
+                    match s
+                        .put_manifest(&repo, &tag, OCI_MANIFEST, &body, &[], true)
+                        .await
+                    {
+                        Ok(_) => acked.push((repo.clone(), tag, body)),
+                        Err(StoreError::ManifestBlobUnknown(_)) => {}
+                        Err(e) => panic!("unexpected: {e}"),
+                    }
+                }
+                acked
+            }));
+        }
+        let mut acked = Vec::new();
+        for t in tasks {
+            acked.extend(t.await.expect("join"));
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let runs = gcs.await.expect("gc task");
+        assert!(runs > 0);
+        assert!(!acked.is_empty());
+        s.gc(&zero).await.expect("final gc");
+        for (repo, tag, body) in &acked {
+            let m = s.get_manifest(repo, tag).await.expect("acked manifest");
+            assert_eq!(&m.bytes[..], &body[..]);
+            for b in &m.record.blobs {
+                let (_, n) = s.open_blob(repo, &b.digest).expect("acked blob");
+                assert!(n > 0);
+            }
+        }
+        let report = s.fsck(false).await.expect("fsck");
+        assert!(report.clean, "{report:?}");
+    }
+}

@@ -56,9 +56,12 @@ pub(crate) fn quarantine_path(root: &Path, d: &Digest, unix_time: u64) -> PathBu
     ))
 }
 
+/// What [`walk_blobs`] finds: blob files by digest, and stray paths.
+pub(crate) type Walked = (Vec<(Digest, PathBuf)>, Vec<PathBuf>);
+
 /// Every file under `blobs/`: those whose path is exactly what [`blob_path`] builds for a
 /// valid digest, and the rest ("strays", which nothing reads).
-pub(crate) fn walk_blobs(root: &Path) -> io::Result<(Vec<(Digest, PathBuf)>, Vec<PathBuf>)> {
+pub(crate) fn walk_blobs(root: &Path) -> io::Result<Walked> {
     let mut found = Vec::new();
     let mut strays = Vec::new();
     let read = |p: &Path| -> io::Result<Vec<fs::DirEntry>> {
