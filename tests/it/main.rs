@@ -2,5 +2,10 @@
 
 mod api;
 mod clients;
+mod crash;
+mod diskfull;
+mod gc;
+mod images;
 mod skopeo;
+mod stress;
 mod support;
