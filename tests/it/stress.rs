@@ -29,7 +29,8 @@ async fn sixty_four_clients_while_gc_runs_every_second() {
         "10s",
         "--gc-delete-untagged",
     ]);
-    let deadline = Instant::now() + Duration::from_secs(secs);
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(secs);
     let base = s.base_url();
     let c = client(Duration::from_secs(60));
     let failures: Arc<Mutex<Vec<String>>> = Arc::default();
@@ -140,7 +141,8 @@ async fn sixty_four_clients_while_gc_runs_every_second() {
         );
     }
     eprintln!(
-        "{CLIENTS} clients, {secs}s: {requests} requests, {} images kept, {} deleted and collected",
+        "{CLIENTS} clients, {secs}s (done in {:?}): {requests} requests, {} images kept, {} deleted and collected",
+        started.elapsed(),
         kept.len(),
         deleted.len()
     );
