@@ -23,7 +23,14 @@ pub async fn get(
     req: &Req,
 ) -> Result<Response> {
     let head = req.method == axum::http::Method::HEAD;
-    let (file, size) = state.store.open_blob(repo, digest)?;
+    // HEAD goes through `stat_blob`, which also restarts the blob's GC grace window: a
+    // client that HEADs a blob and skips its upload is about to reference it.
+    let (file, size) = if head {
+        (None, state.store.stat_blob(repo, digest)?)
+    } else {
+        let (f, n) = state.store.open_blob(repo, digest)?;
+        (Some(f), n)
+    };
     let range = match req.header(header::RANGE) {
         Some(r) => parse_range(r, size)?,
         None => None,
@@ -32,9 +39,7 @@ pub async fn get(
         Some((s, e)) => (StatusCode::PARTIAL_CONTENT, s, e - s + 1),
         None => (StatusCode::OK, 0, size),
     };
-    let body = if head {
-        Body::empty()
-    } else {
+    let body = if let Some(file) = file {
         let mut file = tokio::fs::File::from_std(file);
         if start > 0 {
             file.seek(std::io::SeekFrom::Start(start))
@@ -42,6 +47,8 @@ pub async fn get(
                 .map_err(airdock_storage::StoreError::from)?;
         }
         Body::from_stream(ReaderStream::with_capacity(file.take(len), CHUNK))
+    } else {
+        Body::empty()
     };
     let mut resp = (status, body).into_response();
     set(&mut resp, header::CONTENT_LENGTH, len.to_string());

@@ -55,6 +55,10 @@ struct Inner {
     pins: pins::Pins,
     /// One GC at a time (the interval task and the admin endpoint may both ask).
     gc: tokio::sync::Mutex<()>,
+    /// Holds an exclusive flock on `meta/lock` for the life of the store: two processes on
+    /// one data dir would each trust their own in-memory state (an offline GC would delete
+    /// what the server just linked). The kernel drops it when the process dies.
+    _lock: File,
 }
 
 /// One page of a sorted listing.
@@ -77,15 +81,17 @@ impl Store {
     pub async fn open(root: impl AsRef<Path>) -> Result<Store, StoreError> {
         let root = root.as_ref().to_owned();
         let root2 = root.clone();
-        let meta = tokio::task::spawn_blocking(move || -> Result<Meta, StoreError> {
+        let (meta, lock) = tokio::task::spawn_blocking(move || -> Result<_, StoreError> {
             for d in [layout::BLOBS, layout::META, layout::UPLOADS, layout::TMP] {
                 fs::create_dir_all(root2.join(d))?;
             }
+            // Before anything is cleaned up: tmp/ may hold another process's writes.
+            let lock = layout::lock_data_dir(&root2)?;
             // Leftovers of writes interrupted by a crash: never visible, safe to drop.
             for entry in fs::read_dir(root2.join(layout::TMP))? {
                 let _ = fs::remove_file(entry?.path());
             }
-            Meta::open(&root2)
+            Ok((Meta::open(&root2)?, lock))
         })
         .await
         .map_err(io::Error::other)??;
@@ -96,6 +102,7 @@ impl Store {
                 sessions: Sessions::default(),
                 pins: pins::Pins::default(),
                 gc: tokio::sync::Mutex::new(()),
+                _lock: lock,
             }),
         };
         let len = fs::metadata(layout::journal_path(&store.inner.root))?.len();

@@ -285,6 +285,14 @@ async fn offline_gc_and_fsck_repair() {
         .await
         .expect("d");
     assert_eq!(r.status(), StatusCode::ACCEPTED);
+    // Not while a server uses the data dir.
+    let busy = Command::new(AIRDOCK_BIN)
+        .args(["gc", "--gc-grace", "0s", "--data-dir"])
+        .arg(s.data_dir())
+        .output()
+        .expect("run airdock gc");
+    assert!(!busy.status.success());
+    assert!(String::from_utf8_lossy(&busy.stderr).contains("in use by another airdock process"));
     s.terminate();
     let dir = s.data_dir().to_owned();
 
