@@ -232,17 +232,26 @@ impl Store {
             let Ok(id) = UploadId::parse(&name) else {
                 continue;
             };
+            let dir = layout::upload_dir(&self.inner.root, &id);
+            // Idle since the last write to `data` (or creation, for an empty session).
+            let idle = || {
+                let last = [uploads::data_path(&dir), dir.clone()]
+                    .iter()
+                    .filter_map(|p| mtime(p))
+                    .max();
+                !last.is_some_and(|t| t > cutoff)
+            };
+            // Look before claiming: a claim makes a concurrent PATCH of a live session fail
+            // as busy, so only sessions that already look expired are claimed.
+            if !idle() {
+                continue;
+            }
             let hot = match self.inner.sessions.take(&id) {
                 Taken::Free(hot) => hot,
                 Taken::Busy => continue,
             };
-            let dir = layout::upload_dir(&self.inner.root, &id);
-            // Idle since the last write to `data` (or creation, for an empty session).
-            let last = [uploads::data_path(&dir), dir.clone()]
-                .iter()
-                .filter_map(|p| mtime(p))
-                .max();
-            if last.is_some_and(|t| t > cutoff) {
+            // Again under the claim: a write may have landed between the look and the claim.
+            if !idle() {
                 self.inner.sessions.put_back(&id, hot);
                 continue;
             }
