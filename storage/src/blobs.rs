@@ -192,6 +192,9 @@ pub(crate) fn persist(src: &Path, dst: &Path) -> io::Result<bool> {
     }
     fs::rename(src, dst)?;
     fsync_dir(parent)?;
+    // The source keeps its mtime through the rename; for a chunked upload that is the last
+    // PATCH, possibly long ago. The grace window must start now, when the blob appears.
+    touch(dst)?;
     Ok(false)
 }
 

@@ -702,6 +702,29 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_slow_chunked_upload_gets_a_fresh_grace_window_when_it_finishes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = Store::open(dir.path()).await.expect("open");
+        let repo = name("r");
+        let id = s.start_upload(&repo, None).await.expect("start");
+        s.append_upload(&repo, &id, Some(0), None, &b"slow bytes"[..])
+            .await
+            .expect("chunk");
+        // The last chunk arrived two hours ago.
+        let data = uploads::data_path(&layout::upload_dir(dir.path(), &id));
+        fs::File::open(&data)
+            .and_then(|f| f.set_modified(SystemTime::now() - Duration::from_secs(7200)))
+            .expect("age");
+        let d = sha(b"slow bytes");
+        s.finish_upload(&repo, &id, &d, &b""[..])
+            .await
+            .expect("finish");
+        let r = s.gc(&opts(false)).await.expect("gc");
+        assert_eq!((r.links_dropped, r.blobs_deleted), (0, 0), "{r:?}");
+        assert!(s.repo_has_blob(&repo, &d));
+    }
+
+    #[tokio::test]
     async fn idle_uploads_expire_and_fresh_ones_stay() {
         let dir = tempfile::tempdir().expect("tempdir");
         let s = Store::open(dir.path()).await.expect("open");
