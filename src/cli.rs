@@ -39,6 +39,11 @@ pub struct ServeArgs {
     /// Accept manifests whose layers or child manifests were deliberately left out.
     #[arg(long, env = "AIRDOCK_SPARSE")]
     pub sparse: bool,
+    /// Let `DELETE /v2/<name>/blobs/<digest>` remove a blob that manifests of the
+    /// repository still reference (CNCF Distribution's behaviour; those images stop
+    /// pulling). By default such a delete is refused with 405 DENIED.
+    #[arg(long, env = "AIRDOCK_ALLOW_REFERENCED_BLOB_DELETE")]
+    pub allow_referenced_blob_delete: bool,
     /// Bearer token for `/admin/v1/*`; without it the admin API is disabled.
     #[arg(long, env = "AIRDOCK_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,

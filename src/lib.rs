@@ -25,6 +25,8 @@ pub struct AppState {
     pub sparse: bool,
     /// Announced as `OCI-Chunk-Min-Length` when set.
     pub chunk_min: Option<u64>,
+    /// Blob DELETE removes blobs manifests still reference (else 405 DENIED).
+    pub allow_referenced_blob_delete: bool,
     /// Bearer token of `/admin/v1/*`; `None` disables the admin API.
     pub admin_token: Option<String>,
     /// Defaults of an online GC (`POST /admin/v1/gc` and the interval task).

@@ -69,6 +69,7 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
         store,
         sparse: args.sparse,
         chunk_min: None,
+        allow_referenced_blob_delete: args.allow_referenced_blob_delete,
         admin_token: args.admin_token.clone(),
         gc,
     };

@@ -107,9 +107,17 @@ fn parse_range(value: &str, size: u64) -> Result<Option<(u64, u64)>> {
     Ok(Some((start, end)))
 }
 
-/// DELETE → 202; the blob leaves this repository.
+/// DELETE → 202; the blob leaves this repository. 405 DENIED while a manifest of the
+/// repository references it (as zot answers), unless `--allow-referenced-blob-delete`.
 pub async fn delete(state: &AppState, repo: &RepoName, digest: &Digest) -> Result<Response> {
-    state.store.delete_blob(repo, digest).await?;
+    if state.allow_referenced_blob_delete {
+        state
+            .store
+            .delete_blob_even_if_referenced(repo, digest)
+            .await?;
+    } else {
+        state.store.delete_blob(repo, digest).await?;
+    }
     Ok(empty(StatusCode::ACCEPTED))
 }
 

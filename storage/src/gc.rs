@@ -239,7 +239,7 @@ impl Store {
                     .iter()
                     .filter_map(|p| mtime(p))
                     .max();
-                !last.is_some_and(|t| t > cutoff)
+                last.is_none_or(|t| t <= cutoff)
             };
             // Look before claiming: a claim makes a concurrent PATCH of a live session fail
             // as busy, so only sessions that already look expired are claimed.
@@ -678,7 +678,7 @@ mod tests {
             s.delete_blob(&repo, &layer).await,
             Err(StoreError::Denied(_))
         ));
-        s.delete_manifest(&repo, &Reference::Digest(sha(&i1)))
+        s.delete_manifest_and_orphans(&repo, &Reference::Digest(sha(&i1)))
             .await
             .expect("delete");
         assert!(!s.repo_has_manifest(&repo, &a), "orphaned child goes");

@@ -290,6 +290,26 @@ impl Store {
     /// manifest unpullable. Checked under the journal lock, so a manifest committed
     /// concurrently is either seen here or refused for the missing link.
     pub async fn delete_blob(&self, repo: &RepoName, d: &Digest) -> Result<(), StoreError> {
+        self.remove_blob_link(repo, d, true).await
+    }
+
+    /// Remove a blob from `repo` even while manifests reference it (CNCF Distribution's
+    /// behaviour): those manifests stay, but pulls of them from `repo` fail until the blob
+    /// is pushed again. The bytes stay while any manifest names them.
+    pub async fn delete_blob_even_if_referenced(
+        &self,
+        repo: &RepoName,
+        d: &Digest,
+    ) -> Result<(), StoreError> {
+        self.remove_blob_link(repo, d, false).await
+    }
+
+    async fn remove_blob_link(
+        &self,
+        repo: &RepoName,
+        d: &Digest,
+        refuse_referenced: bool,
+    ) -> Result<(), StoreError> {
         let mut locked = self.inner.meta.lock().await;
         {
             let state = locked.state();
@@ -299,7 +319,7 @@ impl Store {
             if let Some(m) = r
                 .manifests
                 .values()
-                .find(|m| m.blobs.iter().any(|b| b.digest == *d))
+                .find(|m| refuse_referenced && m.blobs.iter().any(|b| b.digest == *d))
             {
                 return Err(StoreError::Denied(format!(
                     "blob {d} is referenced by manifest {} in {repo}; delete the manifest first",
@@ -656,13 +676,33 @@ impl Store {
         state.repos.get(repo)?.tags.get(tag).cloned()
     }
 
-    /// Delete by digest removes the manifest, every tag on it, and the children (of an
-    /// index) that nothing else in `repo` keeps: no tag, no other parent. By tag, just the
-    /// tag. Decided under the journal lock so a concurrent tag or parent is seen.
+    /// Delete by digest removes the manifest and every tag on it; by tag, just the tag.
     pub async fn delete_manifest(
         &self,
         repo: &RepoName,
         reference: &Reference,
+    ) -> Result<(), StoreError> {
+        self.delete_manifest_inner(repo, reference, false).await
+    }
+
+    /// Like [`Store::delete_manifest`], and by digest also the children (of an index) that
+    /// nothing else in `repo` keeps: no tag, no other parent, transitively. Not the default
+    /// of the HTTP DELETE: clients (and the conformance suites) delete an index and then each
+    /// child, and expect 202 for the children.
+    pub async fn delete_manifest_and_orphans(
+        &self,
+        repo: &RepoName,
+        reference: &Reference,
+    ) -> Result<(), StoreError> {
+        self.delete_manifest_inner(repo, reference, true).await
+    }
+
+    /// Decided under the journal lock, so a concurrent tag or parent is seen.
+    async fn delete_manifest_inner(
+        &self,
+        repo: &RepoName,
+        reference: &Reference,
+        orphans: bool,
     ) -> Result<(), StoreError> {
         let mut locked = self.inner.meta.lock().await;
         let mut txn = Txn::new();
@@ -686,7 +726,12 @@ impl Store {
                     if !r.manifests.contains_key(d) {
                         return Err(StoreError::ManifestUnknown(reference.to_string()));
                     }
-                    for digest in gc::with_orphaned_children(r, d) {
+                    let doomed = if orphans {
+                        gc::with_orphaned_children(r, d)
+                    } else {
+                        vec![d.clone()]
+                    };
+                    for digest in doomed {
                         txn.push(Op::Unmanifest {
                             repo: repo.clone(),
                             digest,

@@ -341,3 +341,95 @@ async fn offline_gc_and_fsck_repair() {
         .expect("heal");
     verify_image(&c, &base, &keep).await.expect("healed image");
 }
+
+const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+
+fn index_of(children: &[&crate::images::Image]) -> Vec<u8> {
+    let list: Vec<String> = children
+        .iter()
+        .map(|i| {
+            format!(
+                r#"{{"mediaType":"{}","digest":"{}","size":{}}}"#,
+                crate::images::OCI_MANIFEST,
+                i.digest,
+                i.manifest.len()
+            )
+        })
+        .collect();
+    format!(
+        r#"{{"schemaVersion":2,"mediaType":"{OCI_INDEX}","manifests":[{}]}}"#,
+        list.join(",")
+    )
+    .into_bytes()
+}
+
+#[tokio::test]
+async fn index_delete_cascades_only_when_asked_and_blob_delete_policy() {
+    let s = Server::start_with_args(&["--allow-referenced-blob-delete"]);
+    let c = client(Duration::from_secs(30));
+    let base = s.base_url();
+    let a = make_image("idx", "a", 11, 100);
+    let b = make_image("idx", "b", 12, 100);
+    for img in [&a, &b] {
+        push_image(&c, &base, img, false).await.expect("push");
+        // Untag: the children are kept only by the indexes below.
+        let r = c
+            .delete(s.url(&format!("/v2/idx/manifests/{}", img.tag)))
+            .send()
+            .await
+            .expect("untag");
+        assert_eq!(r.status(), StatusCode::ACCEPTED);
+    }
+    let plain = index_of(&[&a]);
+    let tree = index_of(&[&b]);
+    for (tag, body) in [("plain", &plain), ("tree", &tree)] {
+        let r = c
+            .put(s.url(&format!("/v2/idx/manifests/{tag}")))
+            .header("Content-Type", OCI_INDEX)
+            .body(body.clone())
+            .send()
+            .await
+            .expect("put index");
+        assert_eq!(r.status(), StatusCode::CREATED);
+    }
+    let status = |d: String| {
+        let c = c.clone();
+        let url = s.url(&format!("/v2/idx/manifests/{d}"));
+        async move { c.get(url).send().await.expect("get").status() }
+    };
+    let r = c
+        .delete(s.url(&format!(
+            "/v2/idx/manifests/{}",
+            crate::images::sha256(&plain)
+        )))
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    assert_eq!(
+        status(a.digest.clone()).await,
+        StatusCode::OK,
+        "no cascade by default"
+    );
+    let r = c
+        .delete(s.url(&format!(
+            "/v2/idx/manifests/{}?cascade=true",
+            crate::images::sha256(&tree)
+        )))
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    assert_eq!(
+        status(b.digest.clone()).await,
+        StatusCode::NOT_FOUND,
+        "orphaned child went"
+    );
+    // With --allow-referenced-blob-delete a referenced blob goes (Distribution's way).
+    let r = c
+        .delete(s.url(&format!("/v2/idx/blobs/{}", a.blobs[1].0)))
+        .send()
+        .await
+        .expect("delete blob");
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+}
