@@ -15,28 +15,20 @@ use crate::error::{code, RegistryError};
 use crate::http::{empty, Query};
 use crate::AppState;
 
-/// `Authorization: Bearer <token>` must match `--admin-token`; with no token configured
-/// the admin API is off (403), so a forgotten flag never leaves it open.
+/// `Authorization: Bearer <token>` must carry the admin token (`--admin-token`, or the one
+/// in `<data-dir>/admin-token`), checked as the import endpoint checks it. Without a token in
+/// the state these routes are off (403), so an in-process setup never leaves them open.
 pub fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), RegistryError> {
-    let Some(expected) = state.admin_token.as_deref() else {
+    let Some(token) = state.admin_token.as_ref() else {
         return Err(RegistryError::Forbidden(
-            "the admin API is disabled; start airdock with --admin-token".into(),
+            "the storage admin API is disabled in this server".into(),
         ));
     };
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    match given {
-        Some(t) if constant_time_eq(t.as_bytes(), expected.as_bytes()) => Ok(()),
-        _ => Err(RegistryError::Unauthorized),
+    if token.verify(headers.get(header::AUTHORIZATION).map(|v| v.as_bytes())) {
+        Ok(())
+    } else {
+        Err(RegistryError::Unauthorized)
     }
-}
-
-/// Compare without an early exit, so response time does not reveal a matching prefix.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// `POST /admin/v1/gc[?dry_run=true][&delete_untagged=true][&grace=10m]` → 200 with the
@@ -116,18 +108,5 @@ pub fn spawn_background(store: Store, gc: GcOptions, gc_interval: Duration) {
                 }
             }
         });
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::constant_time_eq;
-
-    #[test]
-    fn token_compare() {
-        assert!(constant_time_eq(b"secret", b"secret"));
-        assert!(!constant_time_eq(b"secret", b"secreT"));
-        assert!(!constant_time_eq(b"secret", b"secret2"));
-        assert!(!constant_time_eq(b"", b"x"));
     }
 }

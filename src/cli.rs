@@ -26,6 +26,8 @@ pub enum Command {
     /// Check (and with --repair, fix) a data dir no server is using; prints a JSON report
     /// and exits 1 when problems remain.
     Fsck(FsckArgs),
+    /// Import an `imgpkg copy --to-tar` tarball into a repository.
+    Import(crate::import_cli::ImportArgs),
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -44,7 +46,8 @@ pub struct ServeArgs {
     /// pulling). By default such a delete is refused with 405 DENIED.
     #[arg(long, env = "AIRDOCK_ALLOW_REFERENCED_BLOB_DELETE")]
     pub allow_referenced_blob_delete: bool,
-    /// Bearer token for `/admin/v1/*`; without it the admin API is disabled.
+    /// Bearer token for the admin API (`/admin/v1/...`). When unset, one is generated
+    /// into `<data-dir>/admin-token` (mode 0600) on first start and reused after.
     #[arg(long, env = "AIRDOCK_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
     /// Run GC this often while serving (e.g. `30m`; `0` = never).

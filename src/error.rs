@@ -74,7 +74,9 @@ impl RegistryError {
                 S::Io(e) if e.kind() == std::io::ErrorKind::StorageFull => {
                     (StatusCode::INSUFFICIENT_STORAGE, code::UNKNOWN)
                 }
-                S::Io(_) | S::Corrupt(_) => (StatusCode::INTERNAL_SERVER_ERROR, code::UNKNOWN),
+                S::Io(_) | S::Corrupt(_) | S::Locked(_) => {
+                    (StatusCode::INTERNAL_SERVER_ERROR, code::UNKNOWN)
+                }
             },
             RegistryError::NotFound(_) => (StatusCode::NOT_FOUND, code::NAME_UNKNOWN),
             RegistryError::RangeNotSatisfiable(..) => {

@@ -1,10 +1,13 @@
 //! airdock: an OCI Distribution registry on a local disk store, as a library so that the
 //! binary and the tests start exactly the same server.
 
+pub mod admin;
 pub mod admin_gc;
 pub mod cli;
 pub mod error;
 pub mod http;
+pub mod imgpkg;
+pub mod import_cli;
 
 use std::future::Future;
 use std::time::Duration;
@@ -27,8 +30,9 @@ pub struct AppState {
     pub chunk_min: Option<u64>,
     /// Blob DELETE removes blobs manifests still reference (else 405 DENIED).
     pub allow_referenced_blob_delete: bool,
-    /// Bearer token of `/admin/v1/*`; `None` disables the admin API.
-    pub admin_token: Option<String>,
+    /// The admin bearer token, as `/admin/v1/import` checks it; `None` disables the GC and
+    /// repository-delete admin routes (the binary always sets it).
+    pub admin_token: Option<admin::AdminToken>,
     /// Defaults of an online GC (`POST /admin/v1/gc` and the interval task).
     pub gc: GcOptions,
 }

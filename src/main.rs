@@ -1,6 +1,6 @@
 //! The `airdock` binary: parse flags, set up logging, run the chosen command.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 
 use anyhow::Context;
 use clap::Parser;
@@ -17,6 +17,7 @@ fn main() -> anyhow::Result<()> {
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -29,6 +30,7 @@ fn main() -> anyhow::Result<()> {
             // Scripts (and the crash tests) read the exit status: 1 = problems remain.
             std::process::exit(if clean { 0 } else { 1 });
         }
+        Command::Import(args) => rt.block_on(airdock::import_cli::run(args)),
     }
 }
 
@@ -63,6 +65,12 @@ async fn run_fsck(args: FsckArgs) -> anyhow::Result<bool> {
 
 async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
     let store = open_store(&args.data_dir).await?;
+    let (token, _) =
+        airdock::admin::AdminToken::resolve(args.admin_token.as_deref(), &args.data_dir)
+            .with_context(|| {
+                format!("setting up the admin token in {}", args.data_dir.display())
+            })?;
+    let admin = airdock::admin::router(store.clone(), token.clone());
     let gc = args.gc.options(args.upload_ttl);
     airdock::admin_gc::spawn_background(store.clone(), gc.clone(), args.gc_interval);
     let state = AppState {
@@ -70,7 +78,7 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
         sparse: args.sparse,
         chunk_min: None,
         allow_referenced_blob_delete: args.allow_referenced_blob_delete,
-        admin_token: args.admin_token.clone(),
+        admin_token: Some(token),
         gc,
     };
     let listener = TcpListener::bind(args.addr)
@@ -81,7 +89,7 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
     println!("listening on {addr}");
     std::io::stdout().flush()?;
     tracing::info!(%addr, data_dir = %args.data_dir.display(), sparse = args.sparse, "airdock serving");
-    serve(listener, app(state), shutdown_signal()).await?;
+    serve(listener, app(state).merge(admin), shutdown_signal()).await?;
     tracing::info!("stopped");
     Ok(())
 }

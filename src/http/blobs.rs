@@ -3,17 +3,12 @@
 use axum::body::Body;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
-use tokio_util::io::ReaderStream;
 
 use airdock_storage::{Digest, RepoName};
 
 use super::{empty, set, Req, Result, CONTENT_DIGEST};
 use crate::error::RegistryError;
 use crate::AppState;
-
-/// Read size when streaming a blob out.
-const CHUNK: usize = 256 << 10;
 
 /// GET/HEAD → 200 with the bytes (or 206 for a satisfiable `Range`, 416 otherwise).
 pub async fn get(
@@ -39,16 +34,9 @@ pub async fn get(
         Some((s, e)) => (StatusCode::PARTIAL_CONTENT, s, e - s + 1),
         None => (StatusCode::OK, 0, size),
     };
-    let body = if let Some(file) = file {
-        let mut file = tokio::fs::File::from_std(file);
-        if start > 0 {
-            file.seek(std::io::SeekFrom::Start(start))
-                .await
-                .map_err(airdock_storage::StoreError::from)?;
-        }
-        Body::from_stream(ReaderStream::with_capacity(file.take(len), CHUNK))
-    } else {
-        Body::empty()
+    let body = match file {
+        Some(file) => Body::from_stream(airdock_storage::read_range(file, start, len)),
+        None => Body::empty(),
     };
     let mut resp = (status, body).into_response();
     set(&mut resp, header::CONTENT_LENGTH, len.to_string());

@@ -218,8 +218,35 @@ pub fn empty(status: StatusCode) -> Response {
     r
 }
 
+/// A 200 JSON page of a sorted listing: `{<key>: [...], ...extra}`, plus
+/// `Link: <path?n=&last=>; rel="next"` when more items follow.
+pub fn paged(
+    path: &str,
+    mut body: serde_json::Map<String, serde_json::Value>,
+    key: &str,
+    page: airdock_storage::Page,
+    n: Option<usize>,
+) -> Response {
+    let link = match (page.more, page.items.last()) {
+        (true, Some(last)) => Some(next_link(path, n, last)),
+        _ => None,
+    };
+    body.insert(key.into(), page.items.into());
+    let body = serde_json::Value::Object(body).to_string();
+    let mut resp = (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response();
+    if let Some(link) = link {
+        set(&mut resp, header::LINK, link);
+    }
+    resp
+}
+
 /// `<url-path>?n=<n>&last=<last>`, for `Link: <...>; rel="next"`.
-pub fn next_link(path: &str, n: Option<usize>, last: &str) -> String {
+fn next_link(path: &str, n: Option<usize>, last: &str) -> String {
     let mut q = String::new();
     if let Some(n) = n {
         q.push_str(&format!("n={n}&"));

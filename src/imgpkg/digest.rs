@@ -64,7 +64,9 @@ impl Dgst {
     pub fn from_parts(alg: &str, hex: &str) -> Option<Dgst> {
         let alg = Alg::from_name(alg)?;
         let ok = hex.len() == alg.hex_len()
-            && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+            && hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
         ok.then(|| Dgst {
             alg,
             hex: hex.to_owned(),

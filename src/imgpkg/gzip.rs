@@ -166,6 +166,9 @@ fn header_len(h: &[u8]) -> io::Result<Option<usize>> {
     Ok(Some(pos))
 }
 
+/// Most output produced per `poll_read` call.
+const OUT_WINDOW: usize = 128 << 10;
+
 /// Longest gzip header we accept (file names and comments are attacker-sized).
 const MAX_HEADER: usize = 64 << 10;
 
@@ -215,7 +218,9 @@ impl<R: AsyncBufRead + Unpin> AsyncRead for GzipDecoder<R> {
                     let eof = input.is_empty();
                     let before_in = this.inflate.total_in();
                     let before_out = this.inflate.total_out();
-                    let out = buf.initialize_unfilled();
+                    // Initialise (zero) only a bounded window per call: callers often hand
+                    // in large fresh buffers, and zeroing all of each would dominate.
+                    let out = buf.initialize_unfilled_to(buf.remaining().min(OUT_WINDOW));
                     let status = this
                         .inflate
                         .decompress(input, out, FlushDecompress::None)
@@ -224,12 +229,14 @@ impl<R: AsyncBufRead + Unpin> AsyncRead for GzipDecoder<R> {
                         .map_err(|_| invalid("counter overflow"))?;
                     let produced = usize::try_from(this.inflate.total_out() - before_out)
                         .map_err(|_| invalid("counter overflow"))?;
-                    this.crc.update(&out[..produced]);
-                    buf.advance(produced);
                     Pin::new(&mut this.inner).consume(used);
                     this.total_in += used as u64;
                     this.total_out += produced as u64;
+                    // Checked before handing the bytes out: a reader must not both fill the
+                    // buffer and fail.
                     this.check_limits()?;
+                    this.crc.update(&out[..produced]);
+                    buf.advance(produced);
                     if status == Status::StreamEnd {
                         this.state = State::Trailer;
                         if produced > 0 {
@@ -366,18 +373,37 @@ mod tests {
     #[tokio::test]
     async fn round_trips_and_multi_member() {
         let data: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
-        assert_eq!(inflate(&gz(&data), InflateLimits::default()).await.expect("ok"), data);
+        assert_eq!(
+            inflate(&gz(&data), InflateLimits::default())
+                .await
+                .expect("ok"),
+            data
+        );
         let mut two = gz(b"hello ");
         two.extend(gz(b"world"));
-        assert_eq!(inflate(&two, InflateLimits::default()).await.expect("ok"), b"hello world");
-        assert_eq!(inflate(&stored_gzip(&data), InflateLimits::default()).await.expect("ok"), data);
-        assert_eq!(inflate(&stored_gzip(b""), InflateLimits::default()).await.expect("ok"), b"");
+        assert_eq!(
+            inflate(&two, InflateLimits::default()).await.expect("ok"),
+            b"hello world"
+        );
+        assert_eq!(
+            inflate(&stored_gzip(&data), InflateLimits::default())
+                .await
+                .expect("ok"),
+            data
+        );
+        assert_eq!(
+            inflate(&stored_gzip(b""), InflateLimits::default())
+                .await
+                .expect("ok"),
+            b""
+        );
     }
 
     #[tokio::test]
     async fn stored_gzip_is_valid_for_flate2_too() {
         let data = vec![7u8; 200_000];
-        let mut d = flate2::read::GzDecoder::new(&stored_gzip(&data)[..]);
+        let gz = stored_gzip(&data);
+        let mut d = flate2::read::GzDecoder::new(&gz[..]);
         let mut out = Vec::new();
         std::io::Read::read_to_end(&mut d, &mut out).expect("valid gzip");
         assert_eq!(out, data);
@@ -390,7 +416,10 @@ mod tests {
             if cut < 2 {
                 continue;
             }
-            assert!(inflate(&g[..cut], InflateLimits::default()).await.is_err(), "cut {cut}");
+            assert!(
+                inflate(&g[..cut], InflateLimits::default()).await.is_err(),
+                "cut {cut}"
+            );
         }
         let mut bad = g.clone();
         let n = bad.len();
@@ -410,7 +439,11 @@ mod tests {
             max_output: None,
         };
         let err = inflate(&bomb, limits).await.expect_err("bomb");
-        assert!(err.get_ref().is_some_and(|e| e.is::<InflateLimitExceeded>()), "{err}");
+        assert!(
+            err.get_ref()
+                .is_some_and(|e| e.is::<InflateLimitExceeded>()),
+            "{err}"
+        );
     }
 
     #[test]

@@ -112,7 +112,9 @@ fn valid_registry(reg: &str) -> bool {
     }
     let (host, port) = if let Some(rest) = reg.strip_prefix('[') {
         match rest.split_once(']') {
-            Some((h, p)) if !h.is_empty() && h.bytes().all(|b| b.is_ascii_hexdigit() || b == b':') => {
+            Some((h, p))
+                if !h.is_empty() && h.bytes().all(|b| b.is_ascii_hexdigit() || b == b':') =>
+            {
                 (h, p.strip_prefix(':'))
             }
             _ => return false,
@@ -152,7 +154,10 @@ mod tests {
             norm(&format!("docker.io/dkalinin/app@{D}")),
             format!("index.docker.io/dkalinin/app@{D}")
         );
-        assert_eq!(norm(&format!("nginx@{D}")), format!("index.docker.io/library/nginx@{D}"));
+        assert_eq!(
+            norm(&format!("nginx@{D}")),
+            format!("index.docker.io/library/nginx@{D}")
+        );
         assert_eq!(
             norm(&format!("docker.io/nginx:1.2@{D}")),
             format!("index.docker.io/library/nginx@{D}")
@@ -161,7 +166,10 @@ mod tests {
             norm(&format!("localhost:5000/a/b:v1@{D}")),
             format!("localhost:5000/a/b@{D}")
         );
-        assert_eq!(norm(&format!("ghcr.io/org/x@{D}")), format!("ghcr.io/org/x@{D}"));
+        assert_eq!(
+            norm(&format!("ghcr.io/org/x@{D}")),
+            format!("ghcr.io/org/x@{D}")
+        );
         // No dot or colon: the first segment is part of the repository on Docker Hub.
         assert_eq!(
             norm(&format!("localhost/app@{D}")),

@@ -410,13 +410,24 @@ mod tests {
 
     #[test]
     fn pax_records() {
-        let data = record("path", "sha256-abc.tar.gz") + &record("size", "8589934592")
+        let data = record("path", "sha256-abc.tar.gz")
+            + &record("size", "8589934592")
             + &record("mtime", "1.5");
         let p = parse_pax(data.as_bytes()).expect("valid");
         assert_eq!(p.path.as_deref(), Some(&b"sha256-abc.tar.gz"[..]));
         assert_eq!(p.size, Some(8589934592));
-        for bad in [&b"5 a=b"[..], b"x a=b\n", b"100 a=b\n", b"6 ab\n\n", b"9 size=x\n"] {
-            assert!(parse_pax(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
+        for bad in [
+            &b"5 a=b"[..],
+            b"x a=b\n",
+            b"100 a=b\n",
+            b"6 ab\n\n",
+            b"9 size=x\n",
+        ] {
+            assert!(
+                parse_pax(bad).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
         }
     }
 

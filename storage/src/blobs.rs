@@ -143,6 +143,65 @@ async fn join<T>(h: tokio::task::JoinHandle<io::Result<T>>) -> Result<T, StoreEr
     }
 }
 
+/// Read size when streaming a blob out: one `pread` per MiB, one chunk read ahead.
+const READ_CHUNK: usize = 1 << 20;
+
+/// Stream `len` bytes of `file` from `start` as `Bytes` chunks. Each chunk is read with one
+/// `pread` on a blocking thread straight into the buffer that is handed on, and the next
+/// read starts as soon as a chunk is handed on, so disk and socket overlap.
+pub fn read_range(
+    file: File,
+    start: u64,
+    len: u64,
+) -> impl futures_util::Stream<Item = io::Result<bytes::Bytes>> + Send + 'static {
+    use std::os::unix::fs::FileExt;
+    use std::sync::Arc;
+    type Pending = tokio::task::JoinHandle<io::Result<bytes::Bytes>>;
+    let file = Arc::new(file);
+    let spawn = move |file: Arc<File>, pos: u64, n: usize| -> Pending {
+        tokio::task::spawn_blocking(move || {
+            let mut buf = bytes::BytesMut::zeroed(n);
+            let mut filled = 0;
+            while filled < n {
+                let got = file.read_at(&mut buf[filled..], pos + filled as u64)?;
+                if got == 0 {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "blob shorter than its size",
+                    ));
+                }
+                filled += got;
+            }
+            Ok(buf.freeze())
+        })
+    };
+    let end = start + len;
+    let first = (len > 0).then(|| {
+        spawn(
+            Arc::clone(&file),
+            start,
+            len.min(READ_CHUNK as u64) as usize,
+        )
+    });
+    let state = (file, first, start + len.min(READ_CHUNK as u64));
+    futures_util::stream::unfold(state, move |(file, pending, next)| async move {
+        let pending = pending?;
+        let chunk = match pending.await {
+            Ok(r) => r,
+            Err(e) => Err(io::Error::other(e)),
+        };
+        let ahead = (chunk.is_ok() && next < end).then(|| {
+            let n = (end - next).min(READ_CHUNK as u64) as usize;
+            spawn(Arc::clone(&file), next, n)
+        });
+        let advanced = next
+            + ahead
+                .as_ref()
+                .map_or(0, |_| (end - next).min(READ_CHUNK as u64));
+        Some((chunk, (file, ahead, advanced)))
+    })
+}
+
 /// Hash a whole file from disk (used when an upload's running hash was lost to a restart).
 pub(crate) fn hash_file(path: &Path, alg: Algorithm) -> io::Result<(Digest, u64)> {
     use std::io::Read;

@@ -41,6 +41,8 @@ pub enum StoreError {
     Denied(String),
     #[error("storage I/O error: {0}")]
     Io(#[from] io::Error),
+    #[error("data directory {0} is in use by another airdock process")]
+    Locked(String),
     #[error("metadata journal corrupt: {0}")]
     Corrupt(String),
 }
@@ -48,6 +50,9 @@ pub enum StoreError {
 impl StoreError {
     /// True for errors caused by the caller rather than by the store or the machine.
     pub fn is_client_error(&self) -> bool {
-        !matches!(self, StoreError::Io(_) | StoreError::Corrupt(_))
+        !matches!(
+            self,
+            StoreError::Io(_) | StoreError::Corrupt(_) | StoreError::Locked(_)
+        )
     }
 }

@@ -6,15 +6,15 @@
 //! │   ├── sha256/<hex[0..2]>/<hex>    layers, configs and manifests alike
 //! │   └── sha512/<hex[0..2]>/<hex>
 //! ├── meta/
-//! │   ├── journal                 append-only log of metadata transactions (one line each:
-//! │   │                           `<checksum> <json>`); replayed into memory at start
-//! │   └── lock                    empty; flock'ed by the one process using the data dir
+//! │   └── journal                 append-only log of metadata transactions (one line each:
+//! │                               `<checksum> <json>`); replayed into memory at start
 //! ├── uploads/<upload-id>/        one directory per open upload session
 //! │   ├── info.json               repository and digest algorithm of the session
 //! │   └── data                    the bytes received so far
 //! ├── tmp/                        files being written; anything here at start is garbage
-//! └── quarantine/                 blobs `fsck --repair` found corrupt, moved aside, never read
-//!     └── <alg>-<hex>.<unix-time>
+//! ├── quarantine/                 blobs `fsck --repair` found corrupt, moved aside, never read
+//! │   └── <alg>-<hex>.<unix-time>
+//! └── lock                        empty; exclusively locked by the process using the store
 //! ```
 //!
 //! Every path is built from a [`Digest`], an [`UploadId`] or a constant, never from a
@@ -29,10 +29,10 @@ use crate::{Digest, UploadId};
 pub(crate) const BLOBS: &str = "blobs";
 pub(crate) const META: &str = "meta";
 pub(crate) const JOURNAL: &str = "journal";
-pub(crate) const LOCK: &str = "lock";
 pub(crate) const UPLOADS: &str = "uploads";
 pub(crate) const TMP: &str = "tmp";
 pub(crate) const QUARANTINE: &str = "quarantine";
+pub(crate) const LOCK: &str = "lock";
 
 pub(crate) fn blob_path(root: &Path, d: &Digest) -> PathBuf {
     let hex = d.hex();
@@ -40,28 +40,6 @@ pub(crate) fn blob_path(root: &Path, d: &Digest) -> PathBuf {
         .join(d.algorithm().as_str())
         .join(&hex[..2])
         .join(hex)
-}
-
-/// Take the data dir for this process: an exclusive, non-blocking flock on `meta/lock`,
-/// held as long as the returned file is open.
-pub(crate) fn lock_data_dir(root: &Path) -> io::Result<fs::File> {
-    let file = fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(root.join(META).join(LOCK))?;
-    match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
-        Ok(()) => Ok(file),
-        Err(e) if e == rustix::io::Errno::WOULDBLOCK => Err(io::Error::new(
-            io::ErrorKind::WouldBlock,
-            format!(
-                "{} is in use by another airdock process (stop the server first)",
-                root.display()
-            ),
-        )),
-        Err(e) => Err(e.into()),
-    }
 }
 
 pub(crate) fn journal_path(root: &Path) -> PathBuf {
@@ -122,19 +100,4 @@ pub(crate) fn walk_blobs(root: &Path) -> io::Result<Walked> {
         }
     }
     Ok((found, strays))
-}
-
-#[cfg(test)]
-mod tests {
-    #[tokio::test]
-    async fn one_process_per_data_dir() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let s = crate::Store::open(dir.path()).await.expect("open");
-        let second = crate::Store::open(dir.path()).await;
-        assert!(
-            matches!(&second, Err(crate::StoreError::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock)
-        );
-        drop(s);
-        crate::Store::open(dir.path()).await.expect("free again");
-    }
 }

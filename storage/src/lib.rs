@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 use tokio::io::AsyncRead;
 
-pub use blobs::Ingested;
+pub use blobs::{read_range, Ingested};
 pub use digest::{Algorithm, Digest, Hasher};
 pub use error::StoreError;
 pub use fsck::{FsckProblem, FsckReport};
@@ -49,16 +49,15 @@ pub struct Store {
 
 struct Inner {
     root: PathBuf,
+    /// Held open for the store's lifetime: its exclusive lock keeps a second process (a
+    /// server, or `airdock import --data-dir`) from replaying and appending the same journal.
+    _lock: File,
     meta: Meta,
     sessions: Sessions,
     /// Digests writers are relying on right now; GC leaves them alone.
     pins: pins::Pins,
     /// One GC at a time (the interval task and the admin endpoint may both ask).
     gc: tokio::sync::Mutex<()>,
-    /// Holds an exclusive flock on `meta/lock` for the life of the store: two processes on
-    /// one data dir would each trust their own in-memory state (an offline GC would delete
-    /// what the server just linked). The kernel drops it when the process dies.
-    _lock: File,
 }
 
 /// One page of a sorted listing.
@@ -81,28 +80,39 @@ impl Store {
     pub async fn open(root: impl AsRef<Path>) -> Result<Store, StoreError> {
         let root = root.as_ref().to_owned();
         let root2 = root.clone();
-        let (meta, lock) = tokio::task::spawn_blocking(move || -> Result<_, StoreError> {
-            for d in [layout::BLOBS, layout::META, layout::UPLOADS, layout::TMP] {
-                fs::create_dir_all(root2.join(d))?;
-            }
-            // Before anything is cleaned up: tmp/ may hold another process's writes.
-            let lock = layout::lock_data_dir(&root2)?;
-            // Leftovers of writes interrupted by a crash: never visible, safe to drop.
-            for entry in fs::read_dir(root2.join(layout::TMP))? {
-                let _ = fs::remove_file(entry?.path());
-            }
-            Ok((Meta::open(&root2)?, lock))
-        })
-        .await
-        .map_err(io::Error::other)??;
+        let (lock, meta) =
+            tokio::task::spawn_blocking(move || -> Result<(File, Meta), StoreError> {
+                for d in [layout::BLOBS, layout::META, layout::UPLOADS, layout::TMP] {
+                    fs::create_dir_all(root2.join(d))?;
+                }
+                let lock = fs::OpenOptions::new()
+                    .create(true)
+                    .truncate(false)
+                    .write(true)
+                    .open(root2.join(layout::LOCK))?;
+                match lock.try_lock() {
+                    Ok(()) => {}
+                    Err(fs::TryLockError::WouldBlock) => {
+                        return Err(StoreError::Locked(root2.display().to_string()))
+                    }
+                    Err(fs::TryLockError::Error(e)) => return Err(e.into()),
+                }
+                // Leftovers of writes interrupted by a crash: never visible, safe to drop.
+                for entry in fs::read_dir(root2.join(layout::TMP))? {
+                    let _ = fs::remove_file(entry?.path());
+                }
+                Ok((lock, Meta::open(&root2)?))
+            })
+            .await
+            .map_err(io::Error::other)??;
         let store = Store {
             inner: Arc::new(Inner {
                 root,
+                _lock: lock,
                 meta,
                 sessions: Sessions::default(),
                 pins: pins::Pins::default(),
                 gc: tokio::sync::Mutex::new(()),
-                _lock: lock,
             }),
         };
         let len = fs::metadata(layout::journal_path(&store.inner.root))?.len();
@@ -278,6 +288,18 @@ impl Store {
                 let len = f.metadata()?.len();
                 Ok((f, len))
             }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                Err(StoreError::BlobUnknown(d.clone()))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Open a stored blob whatever repository holds it (or none yet): for the importer,
+    /// which reads a bundle's layer back before its transaction links it.
+    pub async fn open_stored_blob(&self, d: &Digest) -> Result<tokio::fs::File, StoreError> {
+        match tokio::fs::File::open(layout::blob_path(&self.inner.root, d)).await {
+            Ok(f) => Ok(f),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 Err(StoreError::BlobUnknown(d.clone()))
             }
@@ -1041,6 +1063,19 @@ mod tests {
             Store::open(dir.path()).await,
             Err(StoreError::Corrupt(_))
         ));
+    }
+
+    #[tokio::test]
+    async fn a_data_dir_is_opened_by_one_store_at_a_time() {
+        let (dir, s) = store().await;
+        assert!(matches!(
+            Store::open(dir.path()).await,
+            Err(StoreError::Locked(_))
+        ));
+        drop(s);
+        Store::open(dir.path())
+            .await
+            .expect("free again once the first is gone");
     }
 
     #[tokio::test]

@@ -194,7 +194,7 @@ async fn deleting_every_tag_and_manifest_empties_the_catalog() {
 }
 
 #[tokio::test]
-async fn admin_api_is_off_without_a_token() {
+async fn without_a_configured_token_the_generated_one_guards_gc() {
     let s = Server::start();
     let c = client(Duration::from_secs(30));
     let r = c
@@ -203,8 +203,16 @@ async fn admin_api_is_off_without_a_token() {
         .send()
         .await
         .expect("gc");
-    assert_eq!(r.status(), StatusCode::FORBIDDEN);
-    assert_eq!(error_code(r).await, "DENIED");
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(error_code(r).await, "UNAUTHORIZED");
+    let token = std::fs::read_to_string(s.data_dir().join("admin-token")).expect("token file");
+    let r = c
+        .post(s.url("/admin/v1/gc?dry_run=true"))
+        .bearer_auth(token.trim())
+        .send()
+        .await
+        .expect("gc");
+    assert_eq!(r.status(), StatusCode::OK);
 }
 
 #[tokio::test]

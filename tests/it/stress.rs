@@ -45,7 +45,7 @@ async fn sixty_four_clients_while_gc_runs_every_second() {
             while Instant::now() < deadline {
                 i += 1;
                 // Every fourth image shares its blobs with other clients' (other repos).
-                let shared = i % 4 == 0;
+                let shared = i.is_multiple_of(4);
                 let seed = if shared {
                     (i / 4) % 8
                 } else {
@@ -77,7 +77,7 @@ async fn sixty_four_clients_while_gc_runs_every_second() {
                 }
                 // Delete a third of the unshared images (a shared one may have the same
                 // manifest digest as another of this client's tags).
-                if !shared && i % 3 == 0 {
+                if !shared && i.is_multiple_of(3) {
                     requests += 1;
                     let r = c
                         .delete(format!("{base}/v2/{repo}/manifests/{}", img.digest))

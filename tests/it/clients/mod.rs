@@ -16,9 +16,9 @@
 mod harness;
 mod image;
 
-mod containerd;
+pub(crate) mod containerd;
 mod crane;
-mod docker;
+pub(crate) mod docker;
 mod oras;
 mod podman;
 mod skopeo_sync;

@@ -1,0 +1,1028 @@
+//! The import itself: stream an imgpkg tar into the store and commit, in one metadata
+//! transaction, the registry state `imgpkg copy --tar X --to-repo HOST/REPO` would leave.
+//!
+//! Data flow: body → (gzip sniffed and inflated) → tar headers parsed one by one → each
+//! blob entry streamed into the content store, hashed and verified on the way (order does
+//! not matter; `manifest.json` may come first or last) → after the end-of-archive marker:
+//! closure checked (every layer in the tar, already in the repository, or non-distributable),
+//! configs and manifests stored from their verified inline bytes, bundles walked and
+//! ImageLocations images built → one `Txn` with every link, manifest and tag → commit.
+//!
+//! All or nothing: blobs written before a failure sit in the content store unlinked and
+//! invisible; no repository link, manifest or tag exists until the single commit, which the
+//! store applies atomically. This is the only file of the importer that touches storage.
+
+use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use serde::Serialize;
+use tokio::io::{AsyncRead, AsyncReadExt, BufReader, ReadBuf};
+
+use airdock_storage::{Digest, Ingested, ManifestRecord, RepoName, Store, StoreError, Tag, Txn};
+
+use super::digest::{truncate, Dgst};
+use super::gzip::{self, Compression, GzipDecoder, InflateLimitExceeded, InflateLimits};
+use super::locations::{self, LocationsImage};
+use super::lock::{ImagesLock, MAX_IMAGES_LOCK};
+use super::manifest::{self, ImageSet, Item, DOCKER_LAYER};
+use super::stream::{ReadError, ReadErrorKind, TarReader};
+use super::tarfmt::Kind;
+
+/// Tunables of one import.
+#[derive(Clone, Debug)]
+pub struct ImportOptions {
+    /// Largest `manifest.json` read into memory.
+    pub max_manifest_json: u64,
+    /// Bounds on a gzip upload's expansion.
+    pub inflate: InflateLimits,
+    /// `host[:port]` clients use to reach this registry; when known, the report carries the
+    /// root bundle's `images.yml` as `imgpkg pull` will rewrite it.
+    pub registry_host: Option<String>,
+}
+
+impl Default for ImportOptions {
+    fn default() -> Self {
+        ImportOptions {
+            max_manifest_json: 64 << 20,
+            inflate: InflateLimits::default(),
+            registry_host: None,
+        }
+    }
+}
+
+/// What went wrong, in categories the HTTP layer maps to status codes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// Broken tar structure: truncation, bad headers, trailing garbage, corrupt gzip.
+    Tar,
+    /// A tar entry imgpkg never writes: links, devices, odd or duplicate names.
+    Entry,
+    /// Bytes that do not hash to their stated digest.
+    Digest,
+    /// A size that disagrees with the descriptor.
+    Size,
+    /// `manifest.json` or a bundle's `images.yml` missing or malformed.
+    Manifest,
+    /// A referenced blob is neither in the tar nor in the repository.
+    MissingBlob,
+    /// A size limit was hit (huge manifest.json, gzip bomb).
+    TooLarge,
+    /// A compression format we do not read.
+    Unsupported,
+    /// Reading the upload failed (client went away).
+    Interrupted,
+    /// The store failed; not the client's fault.
+    Storage,
+}
+
+/// A failed import: kind, the tar entry concerned (if any) and a message for humans.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{}{message}", entry.as_ref().map(|e| format!("{e}: ")).unwrap_or_default())]
+pub struct ImportError {
+    pub kind: ErrorKind,
+    pub entry: Option<String>,
+    pub message: String,
+}
+
+impl ImportError {
+    fn new(kind: ErrorKind, entry: Option<&str>, message: impl Into<String>) -> ImportError {
+        ImportError {
+            kind,
+            entry: entry.map(str::to_owned),
+            message: message.into(),
+        }
+    }
+
+    /// The OCI-style error code for the JSON body.
+    pub fn code(&self) -> &'static str {
+        match self.kind {
+            ErrorKind::Tar | ErrorKind::Entry => "TAR_INVALID",
+            ErrorKind::Digest => "DIGEST_INVALID",
+            ErrorKind::Size => "SIZE_INVALID",
+            ErrorKind::Manifest => "MANIFEST_INVALID",
+            ErrorKind::MissingBlob => "MANIFEST_BLOB_UNKNOWN",
+            ErrorKind::TooLarge => "SIZE_INVALID",
+            ErrorKind::Unsupported => "UNSUPPORTED",
+            ErrorKind::Interrupted => "BLOB_UPLOAD_INVALID",
+            ErrorKind::Storage => "UNKNOWN",
+        }
+    }
+
+    /// The HTTP status this error deserves.
+    pub fn http_status(&self) -> u16 {
+        match self.kind {
+            ErrorKind::TooLarge => 413,
+            ErrorKind::Unsupported => 415,
+            ErrorKind::Storage => 500,
+            _ => 400,
+        }
+    }
+}
+
+/// The root bundle of a bundle tar.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct RootBundle {
+    pub original_ref: String,
+    pub digest: String,
+    pub tag: Option<String>,
+}
+
+/// One manifest the import stored.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct ImageReport {
+    /// Where the image came from (`OrigRef`/`Refs[0]`); none for ImageLocations images.
+    pub original_ref: Option<String>,
+    pub digest: String,
+    pub media_type: String,
+    /// `bundle`, `image`, `index`, `index-child` or `image-locations`.
+    pub kind: &'static str,
+    /// Tags pointing at it after the import (index children have none).
+    pub tags: Vec<String>,
+}
+
+/// Blob accounting.
+#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct BlobReport {
+    /// Blobs the content store did not have before.
+    pub new: u64,
+    /// Blobs already stored (in the content store or in this repository).
+    pub present: u64,
+    /// Bytes of the new blobs.
+    pub new_bytes: u64,
+    /// Non-distributable layers neither in the tar nor in the repository (left out, as
+    /// imgpkg does).
+    pub skipped_non_distributable: u64,
+}
+
+/// The import's JSON report.
+#[derive(Clone, Debug, Serialize)]
+pub struct ImportReport {
+    pub repository: String,
+    pub root_bundle: Option<RootBundle>,
+    pub images: Vec<ImageReport>,
+    pub blobs: BlobReport,
+    /// Bytes of the tar stream (after gzip decoding).
+    pub tar_bytes: u64,
+    /// Bytes of the upload as received.
+    pub upload_bytes: u64,
+    pub seconds: f64,
+    /// The root bundle's `.imgpkg/images.yml` as `imgpkg pull` rewrites it, when a bundle
+    /// was imported and the registry host is known.
+    pub images_yml: Option<String>,
+}
+
+/// Imports one imgpkg tar (plain or gzip) read from `body` into `repo`.
+pub async fn import<R: AsyncRead + Unpin + Send>(
+    store: &Store,
+    repo: &RepoName,
+    body: R,
+    opts: &ImportOptions,
+) -> Result<ImportReport, ImportError> {
+    let started = Instant::now();
+    let received = Arc::new(AtomicU64::new(0));
+    let mut body = Counting {
+        inner: body,
+        count: received.clone(),
+    };
+    // Sniff the first bytes (they may arrive in several chunks) and put them back in front.
+    let mut prefix = Vec::with_capacity(6);
+    while prefix.len() < 6 {
+        let mut b = [0u8; 6];
+        let n = body.read(&mut b[..6 - prefix.len()]).await.map_err(|e| {
+            ImportError::new(
+                ErrorKind::Interrupted,
+                None,
+                format!("reading the upload: {e}"),
+            )
+        })?;
+        if n == 0 {
+            break;
+        }
+        prefix.extend_from_slice(&b[..n]);
+    }
+    if prefix.is_empty() {
+        return Err(ImportError::new(
+            ErrorKind::Tar,
+            None,
+            "the upload is empty",
+        ));
+    }
+    let stream = io::Cursor::new(prefix.clone()).chain(body);
+    let mut outcome = match gzip::sniff(&prefix) {
+        Compression::None => run(store, repo, stream, opts).await?,
+        Compression::Gzip => {
+            let gz = GzipDecoder::new(BufReader::with_capacity(256 << 10, stream), opts.inflate);
+            run(store, repo, gz, opts).await?
+        }
+        other => {
+            return Err(ImportError::new(
+                ErrorKind::Unsupported,
+                None,
+                format!("the upload is {other:?}-compressed; send a plain tar or a .tar.gz"),
+            ))
+        }
+    };
+    outcome.upload_bytes = received.load(Ordering::Relaxed);
+    outcome.seconds = started.elapsed().as_secs_f64();
+    Ok(outcome)
+}
+
+/// Counts bytes read through it.
+struct Counting<R> {
+    inner: R,
+    count: Arc<AtomicU64>,
+}
+
+impl<R: AsyncRead + Unpin> AsyncRead for Counting<R> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let r = Pin::new(&mut this.inner).poll_read(cx, buf);
+        let n = buf.filled().len() - before;
+        this.count.fetch_add(n as u64, Ordering::Relaxed);
+        r
+    }
+}
+
+/// Blob writes allowed to overlap: while the store makes blob N durable (fsync), the tar
+/// reader already streams blob N+1. Each in-flight blob holds at most `CHANNEL_CHUNKS`
+/// chunks in memory.
+const MAX_IN_FLIGHT: usize = 3;
+const CHUNK: usize = 256 << 10;
+const CHANNEL_CHUNKS: usize = 4;
+
+/// A blob entry being written by a store task.
+struct InFlight {
+    digest: Dgst,
+    entry: String,
+    all_zero: bool,
+    seen: u64,
+    task: tokio::task::JoinHandle<Result<Ingested, StoreError>>,
+}
+
+/// The blob writes in flight, oldest first. Dropping it (an import failing early) aborts
+/// them; their temporary files are removed by the store.
+#[derive(Default)]
+struct Pipeline {
+    inflight: VecDeque<InFlight>,
+}
+
+impl Drop for Pipeline {
+    fn drop(&mut self) {
+        for f in &self.inflight {
+            f.task.abort();
+        }
+    }
+}
+
+impl Pipeline {
+    async fn finish_one(
+        &mut self,
+        received: &mut BTreeMap<Dgst, Received>,
+    ) -> Result<(), ImportError> {
+        let Some(f) = self.inflight.pop_front() else {
+            return Ok(());
+        };
+        let at = Some(f.entry.as_str());
+        let result = f.task.await.map_err(|e| {
+            ImportError::new(ErrorKind::Storage, at, format!("blob writer failed: {e}"))
+        })?;
+        let ingested = result.map_err(|e| blob_store_err(&f.entry, f.all_zero && f.seen > 0, e))?;
+        received.insert(
+            f.digest,
+            Received {
+                size: ingested.size,
+                existed: ingested.existed,
+                entry: f.entry,
+            },
+        );
+        Ok(())
+    }
+
+    /// Waits for every writer, ignoring results (used on the failure path).
+    async fn settle(&mut self) {
+        while let Some(f) = self.inflight.pop_front() {
+            let _ = f.task.await;
+        }
+    }
+
+    async fn drain(&mut self, received: &mut BTreeMap<Dgst, Received>) -> Result<(), ImportError> {
+        while !self.inflight.is_empty() {
+            self.finish_one(received).await?;
+        }
+        Ok(())
+    }
+}
+
+fn blob_store_err(entry: &str, all_zero: bool, e: StoreError) -> ImportError {
+    match e {
+        StoreError::DigestMismatch { actual, .. } => {
+            digest_mismatch(entry, all_zero, &actual.to_string())
+        }
+        e => storage_err(&format!("storing {entry}"), e),
+    }
+}
+
+fn digest_mismatch(entry: &str, all_zero: bool, actual: &str) -> ImportError {
+    let why = if all_zero {
+        "its content is all zero bytes (an interrupted `imgpkg copy --to-tar` leaves such blobs; re-create the tar)".to_owned()
+    } else {
+        format!("content hashes to {actual}, not to the digest in its name")
+    };
+    ImportError::new(ErrorKind::Digest, Some(entry), why)
+}
+
+/// How a blob entry was taken in.
+enum Started {
+    /// Already in the content store: verified by hashing, nothing written.
+    Present(Dgst, Received),
+    /// Being written by a store task.
+    Flight(InFlight),
+}
+
+/// Takes in the current tar entry, a blob named `d`: verifies it in place when the store
+/// already has it (a re-import then writes nothing), else streams it to a store task.
+async fn start_blob<R: AsyncRead + Unpin>(
+    store: &Store,
+    tar: &mut TarReader<R>,
+    d: Dgst,
+    entry: String,
+) -> Result<Started, ImportError> {
+    let digest = to_store_digest(&d)?;
+    let at = Some(entry.as_str());
+    let tar_failed = |tar: &mut TarReader<R>, e: io::Error| match tar.take_data_error() {
+        Some(re) => read_err(at, re),
+        None => ImportError::new(
+            ErrorKind::Interrupted,
+            at,
+            format!("reading the upload: {e}"),
+        ),
+    };
+    let mut all_zero = true;
+    let mut seen = 0u64;
+    if store.blob_exists(&digest) {
+        let mut hasher = digest.algorithm().hasher();
+        let mut buf = vec![0u8; CHUNK];
+        loop {
+            let n = match tar.data().read(&mut buf).await {
+                Ok(n) => n,
+                Err(e) => return Err(tar_failed(tar, e)),
+            };
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+            all_zero &= buf[..n].iter().all(|&b| b == 0);
+            seen += n as u64;
+        }
+        let actual = hasher.finish();
+        if actual != digest {
+            return Err(digest_mismatch(
+                &entry,
+                all_zero && seen > 0,
+                &actual.to_string(),
+            ));
+        }
+        return Ok(Started::Present(
+            d,
+            Received {
+                size: seen,
+                existed: true,
+                entry,
+            },
+        ));
+    }
+
+    let (tx, rx) = tokio::sync::mpsc::channel::<io::Result<bytes::Bytes>>(CHANNEL_CHUNKS);
+    let chunks =
+        futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) });
+    let writer = store.clone();
+    let expected = digest.clone();
+    let task = tokio::spawn(async move {
+        let body = tokio_util::io::StreamReader::new(Box::pin(chunks));
+        writer
+            .ingest_blob(Some(&expected), expected.algorithm(), body)
+            .await
+    });
+    loop {
+        let mut chunk = bytes::BytesMut::with_capacity(CHUNK);
+        while chunk.len() < CHUNK {
+            match tar.data().read_buf(&mut chunk).await {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) => {
+                    // Closing the channel ends the writer with a digest mismatch; waiting for
+                    // it means its temporary file is gone before we report.
+                    drop(tx);
+                    let _ = task.await;
+                    return Err(tar_failed(tar, e));
+                }
+            }
+        }
+        if chunk.is_empty() {
+            break;
+        }
+        all_zero &= chunk.iter().all(|&b| b == 0);
+        seen += chunk.len() as u64;
+        if tx.send(Ok(chunk.freeze())).await.is_err() {
+            // The writer stopped early; its result says why.
+            let err = match task.await {
+                Ok(Err(e)) => blob_store_err(&entry, false, e),
+                Ok(Ok(_)) => ImportError::new(ErrorKind::Storage, at, "blob writer stopped early"),
+                Err(e) => {
+                    ImportError::new(ErrorKind::Storage, at, format!("blob writer failed: {e}"))
+                }
+            };
+            return Err(err);
+        }
+    }
+    drop(tx);
+    Ok(Started::Flight(InFlight {
+        digest: d,
+        entry,
+        all_zero,
+        seen,
+        task,
+    }))
+}
+
+/// What a tar member name means.
+enum Member {
+    ManifestJson,
+    Blob(Dgst),
+}
+
+fn classify(name: &[u8]) -> Result<Member, &'static str> {
+    if name.first() == Some(&b'/') {
+        return Err("absolute path");
+    }
+    if name
+        .split(|&c| c == b'/' || c == b'\\')
+        .any(|part| part == b"..")
+    {
+        return Err("path traversal ('..')");
+    }
+    if name == b"manifest.json" {
+        return Ok(Member::ManifestJson);
+    }
+    let blob = std::str::from_utf8(name)
+        .ok()
+        .and_then(|n| n.strip_suffix(".tar.gz"))
+        .and_then(|n| n.split_once('-'))
+        .and_then(|(alg, hex)| Dgst::from_parts(alg, hex));
+    blob.map(Member::Blob).ok_or(
+        "unexpected entry: an imgpkg tar holds only manifest.json and <algorithm>-<hex>.tar.gz files",
+    )
+}
+
+fn to_store_digest(d: &Dgst) -> Result<Digest, ImportError> {
+    Digest::parse(&d.to_string())
+        .map_err(|e| ImportError::new(ErrorKind::Digest, None, e.to_string()))
+}
+
+fn storage_err(what: &str, e: StoreError) -> ImportError {
+    let kind = if e.is_client_error() {
+        match e {
+            StoreError::DigestMismatch { .. } | StoreError::DigestInvalid(_) => ErrorKind::Digest,
+            StoreError::ManifestBlobUnknown(_) | StoreError::BlobUnknown(_) => {
+                ErrorKind::MissingBlob
+            }
+            StoreError::TooLarge(_) => ErrorKind::TooLarge,
+            _ => ErrorKind::Manifest,
+        }
+    } else {
+        ErrorKind::Storage
+    };
+    ImportError::new(kind, None, format!("{what}: {e}"))
+}
+
+fn read_err(entry: Option<&str>, e: ReadError) -> ImportError {
+    let kind = match &e.kind {
+        ReadErrorKind::Source(io) => {
+            if io
+                .get_ref()
+                .is_some_and(|inner| inner.is::<InflateLimitExceeded>())
+            {
+                ErrorKind::TooLarge
+            } else if io.kind() == io::ErrorKind::InvalidData
+                || io.kind() == io::ErrorKind::UnexpectedEof
+            {
+                // The gzip layer reports corruption and truncation this way.
+                ErrorKind::Tar
+            } else {
+                ErrorKind::Interrupted
+            }
+        }
+        ReadErrorKind::MetaTooLarge(..) => ErrorKind::TooLarge,
+        _ => ErrorKind::Tar,
+    };
+    ImportError::new(kind, entry, e.to_string())
+}
+
+/// A blob entry that went into the content store.
+struct Received {
+    size: u64,
+    existed: bool,
+    entry: String,
+}
+
+/// Everything after the stream: what the transaction will contain.
+#[derive(Default)]
+struct Staged {
+    txn_links: Vec<Digest>,
+    blobs: BlobReport,
+    locations: Vec<(Dgst, LocationsImage)>,
+    root_lock: Option<ImagesLock>,
+}
+
+async fn run<T: AsyncRead + Unpin + Send>(
+    store: &Store,
+    repo: &RepoName,
+    stream: T,
+    opts: &ImportOptions,
+) -> Result<ImportReport, ImportError> {
+    let mut tar = TarReader::new(stream);
+    let mut pipeline = Pipeline::default();
+    let mut received: BTreeMap<Dgst, Received> = BTreeMap::new();
+    let read = read_entries(store, &mut tar, &mut pipeline, &mut received, opts).await;
+    let set = match read {
+        Ok(set) => set,
+        Err(e) => {
+            // Let blob writers finish (or fail) before answering, so nothing of this
+            // import is still being written when the client hears about the failure.
+            pipeline.settle().await;
+            return Err(e);
+        }
+    };
+    let tar_bytes = tar.offset();
+    drop(tar);
+    let staged = stage(store, repo, &set, &received).await?;
+    commit(store, repo, &set, staged, tar_bytes, opts).await
+}
+
+/// Reads the whole tar: blobs into the store (verified), `manifest.json` parsed and checked
+/// against them. Returns the image set once the end-of-archive marker has been read.
+async fn read_entries<T: AsyncRead + Unpin + Send>(
+    store: &Store,
+    tar: &mut TarReader<T>,
+    pipeline: &mut Pipeline,
+    received: &mut BTreeMap<Dgst, Received>,
+    opts: &ImportOptions,
+) -> Result<ImageSet, ImportError> {
+    let mut names: HashSet<Vec<u8>> = HashSet::new();
+    let mut set: Option<ImageSet> = None;
+    // digest → size of every blob manifest.json references (layers and configs).
+    let mut wanted: BTreeMap<Dgst, u64> = BTreeMap::new();
+    let mut current: Option<String> = None;
+
+    loop {
+        let entry = match tar.next_entry().await {
+            Ok(Some(e)) => e,
+            Ok(None) => break,
+            Err(e) => return Err(read_err(current.as_deref(), e)),
+        };
+        let name = entry.display_name();
+        current = Some(name.clone());
+        let at = Some(name.as_str());
+        if entry.kind != Kind::Regular {
+            return Err(ImportError::new(
+                ErrorKind::Entry,
+                at,
+                format!(
+                    "{} not allowed: an imgpkg tar holds only regular files",
+                    entry.kind
+                ),
+            ));
+        }
+        let member =
+            classify(&entry.name).map_err(|why| ImportError::new(ErrorKind::Entry, at, why))?;
+        if !names.insert(entry.name.clone()) {
+            return Err(ImportError::new(ErrorKind::Entry, at, "duplicate entry"));
+        }
+        match member {
+            Member::ManifestJson => {
+                if entry.size > opts.max_manifest_json {
+                    return Err(ImportError::new(
+                        ErrorKind::TooLarge,
+                        at,
+                        format!(
+                            "{} bytes exceeds the {}-byte limit for manifest.json",
+                            entry.size, opts.max_manifest_json
+                        ),
+                    ));
+                }
+                let bytes = tar.read_entry_to_vec().await.map_err(|e| read_err(at, e))?;
+                // Blobs still being written must be accounted for before the check below.
+                pipeline.drain(received).await?;
+                let parsed = manifest::parse(&bytes)
+                    .map_err(|e| ImportError::new(ErrorKind::Manifest, at, e.to_string()))?;
+                drop(bytes);
+                wanted = wanted_blobs(&parsed);
+                // Blobs that came before manifest.json are checked now.
+                for (d, r) in received.iter() {
+                    check_wanted(&wanted, d, r.size, &r.entry)?;
+                }
+                set = Some(parsed);
+            }
+            Member::Blob(d) => {
+                if set.is_some() {
+                    // With manifest.json known, refuse before reading: a wrong size field
+                    // cannot make us write gigabytes (gzip bombs included).
+                    check_wanted(&wanted, &d, entry.size, &name)?;
+                }
+                let started = start_blob(store, tar, d, name).await?;
+                match started {
+                    Started::Present(d, r) => {
+                        received.insert(d, r);
+                    }
+                    Started::Flight(f) => {
+                        pipeline.inflight.push_back(f);
+                        while pipeline.inflight.len() > MAX_IN_FLIGHT {
+                            pipeline.finish_one(received).await?;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    pipeline.drain(received).await?;
+    set.ok_or_else(|| {
+        ImportError::new(
+            ErrorKind::Manifest,
+            Some("manifest.json"),
+            "missing: this is not an imgpkg tar (`imgpkg copy --to-tar` writes manifest.json first)",
+        )
+    })
+}
+
+/// Every blob `manifest.json` references that may appear as a tar entry, with its size.
+fn wanted_blobs(set: &ImageSet) -> BTreeMap<Dgst, u64> {
+    let mut out: BTreeMap<Dgst, u64> = set
+        .layers()
+        .into_iter()
+        .map(|(d, l)| (d.clone(), l.size))
+        .collect();
+    // Some re-packers add config blobs as files too; accept them if they match.
+    for (d, raw) in set.configs() {
+        out.entry(d.clone()).or_insert(raw.len() as u64);
+    }
+    out
+}
+
+fn check_wanted(
+    wanted: &BTreeMap<Dgst, u64>,
+    d: &Dgst,
+    size: u64,
+    entry: &str,
+) -> Result<(), ImportError> {
+    match wanted.get(d) {
+        None => Err(ImportError::new(
+            ErrorKind::Entry,
+            Some(entry),
+            "blob not referenced by manifest.json",
+        )),
+        Some(&want) if want != size => Err(ImportError::new(
+            ErrorKind::Size,
+            Some(entry),
+            format!("{size} bytes, but manifest.json says the blob has {want}"),
+        )),
+        Some(_) => Ok(()),
+    }
+}
+
+/// Checks closure, stores configs, manifests and ImageLocations images (all unlinked until
+/// the commit) and gathers what the transaction links.
+async fn stage(
+    store: &Store,
+    repo: &RepoName,
+    set: &ImageSet,
+    received: &BTreeMap<Dgst, Received>,
+) -> Result<Staged, ImportError> {
+    let mut staged = Staged::default();
+    for (d, need) in set.layers() {
+        let digest = to_store_digest(d)?;
+        if received.contains_key(d) {
+            // Counted below with every other tar entry.
+        } else if store.repo_has_blob(repo, &digest) {
+            staged.blobs.present += 1;
+        } else if !manifest::is_distributable(need.media_type) {
+            staged.blobs.skipped_non_distributable += 1;
+            continue;
+        } else {
+            return Err(ImportError::new(
+                ErrorKind::MissingBlob,
+                Some(&d.tar_member_name()),
+                format!(
+                    "not found in tar, nor in repository {repo} (layer of {}; hint: a non-distributable layer needs --include-non-distributable-layers on `imgpkg copy --to-tar`)",
+                    need.used_by
+                ),
+            ));
+        }
+        staged.txn_links.push(digest);
+    }
+    for r in received.values() {
+        count(&mut staged.blobs, r.existed, r.size);
+    }
+    for (d, raw) in set.configs() {
+        let digest = to_store_digest(d)?;
+        let ing = store
+            .ingest_blob(Some(&digest), digest.algorithm(), raw.as_bytes())
+            .await
+            .map_err(|e| storage_err(&format!("storing config {d}"), e))?;
+        if !received.contains_key(d) {
+            count(&mut staged.blobs, ing.existed, ing.size);
+        }
+        staged.txn_links.push(digest);
+    }
+    for m in set.manifests() {
+        let digest = to_store_digest(m.digest)?;
+        store
+            .ingest_blob(Some(&digest), digest.algorithm(), m.bytes)
+            .await
+            .map_err(|e| storage_err(&format!("storing manifest {}", m.digest), e))?;
+    }
+
+    if let Some((_, root)) = set.root_bundle() {
+        if !root.is_bundle {
+            return Err(ImportError::new(
+                ErrorKind::Manifest,
+                Some("manifest.json"),
+                format!(
+                    "{} carries the root-bundle label but its config lacks the {} label",
+                    root.digest,
+                    manifest::BUNDLE_CONFIG_LABEL
+                ),
+            ));
+        }
+        let mut queue = VecDeque::from([root.digest.clone()]);
+        let mut visited: HashSet<Dgst> = HashSet::new();
+        while let Some(bundle) = queue.pop_front() {
+            if !visited.insert(bundle.clone()) {
+                continue;
+            }
+            let lock = read_images_lock(store, set, &bundle).await?;
+            let walk = locations::walk_bundle(set, &bundle, &lock)
+                .map_err(|e| ImportError::new(ErrorKind::Manifest, Some("manifest.json"), e.0))?;
+            queue.extend(walk.nested_bundles.iter().cloned());
+            let image = LocationsImage::build(&walk.locations);
+            for (d, bytes) in [
+                (&image.layer_digest, &image.layer),
+                (&image.config_digest, &image.config),
+            ] {
+                let digest = to_store_digest(d)?;
+                let ing = store
+                    .ingest_blob(Some(&digest), digest.algorithm(), &bytes[..])
+                    .await
+                    .map_err(|e| storage_err("storing an ImageLocations blob", e))?;
+                count(&mut staged.blobs, ing.existed, ing.size);
+                staged.txn_links.push(digest);
+            }
+            let digest = to_store_digest(&image.manifest_digest)?;
+            store
+                .ingest_blob(Some(&digest), digest.algorithm(), &image.manifest[..])
+                .await
+                .map_err(|e| storage_err("storing an ImageLocations manifest", e))?;
+            if bundle == root.digest {
+                staged.root_lock = Some(lock);
+            }
+            staged.locations.push((bundle, image));
+        }
+    }
+    Ok(staged)
+}
+
+fn count(b: &mut BlobReport, existed: bool, size: u64) {
+    if existed {
+        b.present += 1;
+    } else {
+        b.new += 1;
+        b.new_bytes += size;
+    }
+}
+
+/// Reads `.imgpkg/images.yml` out of a bundle's single layer, now in the content store.
+async fn read_images_lock(
+    store: &Store,
+    set: &ImageSet,
+    bundle: &Dgst,
+) -> Result<ImagesLock, ImportError> {
+    let at = Some("manifest.json");
+    let Some(Item::Image(img)) = set.top_level(bundle).map(|t| &t.item) else {
+        return Err(ImportError::new(
+            ErrorKind::Manifest,
+            at,
+            format!("bundle {bundle} is not a top-level image of the tar"),
+        ));
+    };
+    // imgpkg's bundle reader insists on exactly one Docker-typed layer.
+    let [layer] = img.layers.as_slice() else {
+        return Err(ImportError::new(
+            ErrorKind::Manifest,
+            at,
+            format!(
+                "bundle {bundle} has {} layers; a bundle has exactly one",
+                img.layers.len()
+            ),
+        ));
+    };
+    if layer.media_type != DOCKER_LAYER {
+        return Err(ImportError::new(
+            ErrorKind::Manifest,
+            at,
+            format!(
+                "bundle {bundle}'s layer has media type {}; imgpkg requires {DOCKER_LAYER}",
+                layer.media_type
+            ),
+        ));
+    }
+    let entry = layer.digest.tar_member_name();
+    let bad = |msg: String| {
+        ImportError::new(
+            ErrorKind::Manifest,
+            Some(&entry),
+            format!("bundle {bundle}: {msg}"),
+        )
+    };
+    let file = store
+        .open_stored_blob(&to_store_digest(&layer.digest)?)
+        .await
+        .map_err(|e| storage_err(&format!("reading bundle layer {}", layer.digest), e))?;
+    let gz = GzipDecoder::new(BufReader::new(file), InflateLimits::default());
+    let mut tar = TarReader::new(gz);
+    loop {
+        let e = match tar.next_entry().await {
+            Ok(Some(e)) => e,
+            Ok(None) => return Err(bad("the bundle layer has no .imgpkg/images.yml".into())),
+            Err(e) => return Err(bad(format!("reading the bundle layer: {e}"))),
+        };
+        if e.kind != Kind::Regular || clean_path(&e.name) != b".imgpkg/images.yml" {
+            continue;
+        }
+        if e.size > MAX_IMAGES_LOCK {
+            return Err(bad(format!(
+                ".imgpkg/images.yml of {} bytes is too large",
+                e.size
+            )));
+        }
+        let bytes = tar
+            .read_entry_to_vec()
+            .await
+            .map_err(|e| bad(format!("reading .imgpkg/images.yml: {e}")))?;
+        // Stop here: nothing after images.yml matters, and bundle layers from other tar
+        // writers need not end the way ours must.
+        return ImagesLock::parse(&bytes).map_err(|e| bad(format!(".imgpkg/images.yml: {}", e.0)));
+    }
+}
+
+/// `./a//b` → `a/b`, as Go's `filepath.Clean` would see the path for our comparison.
+fn clean_path(name: &[u8]) -> Vec<u8> {
+    let parts: Vec<&[u8]> = name
+        .split(|&c| c == b'/')
+        .filter(|p| !p.is_empty() && *p != b".")
+        .collect();
+    parts.join(&b'/')
+}
+
+fn tag(s: &str) -> Result<Tag, ImportError> {
+    Tag::parse(s).map_err(|e| {
+        ImportError::new(
+            ErrorKind::Manifest,
+            Some("manifest.json"),
+            format!("tag {:?}: {e}", truncate(s, 200)),
+        )
+    })
+}
+
+fn item_kind(item: &Item) -> &'static str {
+    match item {
+        Item::Image(i) if i.is_bundle => "bundle",
+        Item::Image(_) => "image",
+        Item::Index(_) => "index",
+    }
+}
+
+/// Builds the one transaction, in imgpkg's order (manifests children-first; `.imgpkg`
+/// tags, then per bundle its locations tags, then the original tags), and commits it.
+async fn commit(
+    store: &Store,
+    repo: &RepoName,
+    set: &ImageSet,
+    staged: Staged,
+    tar_bytes: u64,
+    opts: &ImportOptions,
+) -> Result<ImportReport, ImportError> {
+    let mut txn = Txn::new();
+    let mut linked = HashSet::new();
+    for d in &staged.txn_links {
+        if linked.insert(d.clone()) {
+            txn.link_blob(repo.clone(), d.clone());
+        }
+    }
+    let mut images: Vec<ImageReport> = Vec::new();
+    let top_digests: HashSet<&Dgst> = set.items.iter().map(|t| t.item.digest()).collect();
+    for m in set.manifests() {
+        let digest = to_store_digest(m.digest)?;
+        let record = ManifestRecord::parse(digest, m.media_type, m.bytes).map_err(|e| {
+            ImportError::new(
+                ErrorKind::Manifest,
+                Some("manifest.json"),
+                format!("manifest {}: {e}", m.digest),
+            )
+        })?;
+        txn.put_manifest(repo.clone(), record);
+        if !top_digests.contains(m.digest) {
+            images.push(ImageReport {
+                original_ref: None,
+                digest: m.digest.to_string(),
+                media_type: m.media_type.to_owned(),
+                kind: "index-child",
+                tags: Vec::new(),
+            });
+        }
+    }
+    // Top-level items: their `.imgpkg` tag (one per digest even if listed twice).
+    let mut top_reports: BTreeMap<Dgst, usize> = BTreeMap::new();
+    for top in &set.items {
+        let d = top.item.digest();
+        if top_reports.contains_key(d) {
+            continue;
+        }
+        let t = d.imgpkg_tag();
+        txn.tag(repo.clone(), tag(&t)?, to_store_digest(d)?);
+        top_reports.insert(d.clone(), images.len());
+        images.push(ImageReport {
+            original_ref: Some(top.orig_ref.clone()),
+            digest: d.to_string(),
+            media_type: top.item.media_type().to_owned(),
+            kind: item_kind(&top.item),
+            tags: vec![t],
+        });
+    }
+    for (bundle, loc) in &staged.locations {
+        let digest = to_store_digest(&loc.manifest_digest)?;
+        let record =
+            ManifestRecord::parse(digest.clone(), manifest::DOCKER_MANIFEST, &loc.manifest)
+                .map_err(|e| storage_err("ImageLocations manifest", e))?;
+        txn.put_manifest(repo.clone(), record);
+        let tags = vec![bundle.locations_tag(), loc.manifest_digest.imgpkg_tag()];
+        for t in &tags {
+            txn.tag(repo.clone(), tag(t)?, digest.clone());
+        }
+        images.push(ImageReport {
+            original_ref: None,
+            digest: loc.manifest_digest.to_string(),
+            media_type: manifest::DOCKER_MANIFEST.to_owned(),
+            kind: "image-locations",
+            tags,
+        });
+    }
+    for top in &set.items {
+        if let Some(t) = &top.tag {
+            let d = top.item.digest();
+            txn.tag(repo.clone(), tag(t)?, to_store_digest(d)?);
+            if let Some(&i) = top_reports.get(d) {
+                if !images[i].tags.contains(t) {
+                    images[i].tags.push(t.clone());
+                }
+            }
+        }
+    }
+
+    store
+        .commit(txn)
+        .await
+        .map_err(|e| storage_err("committing the import", e))?;
+
+    let root_bundle = set.root_bundle().map(|(top, img)| RootBundle {
+        original_ref: top.orig_ref.clone(),
+        digest: img.digest.to_string(),
+        tag: top.tag.clone(),
+    });
+    let images_yml = match (&staged.root_lock, &opts.registry_host) {
+        (Some(lock), Some(host)) => Some(lock.relocated_yaml(&format!("{host}/{repo}"))),
+        _ => None,
+    };
+    Ok(ImportReport {
+        repository: repo.to_string(),
+        root_bundle,
+        images,
+        blobs: staged.blobs,
+        tar_bytes,
+        upload_bytes: 0,
+        seconds: 0.0,
+        images_yml,
+    })
+}
+
+#[cfg(test)]
+#[path = "import_tests.rs"]
+mod tests;
