@@ -568,6 +568,27 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_claimed_blob_survives_until_released() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = Store::open(dir.path()).await.expect("open");
+        let d = s
+            .ingest_blob(None, Algorithm::Sha256, &b"for the import"[..])
+            .await
+            .expect("ingest")
+            .digest;
+        assert!(s.claim_blob(&sha(b"absent")).is_none());
+        age_everything(dir.path());
+        let claim = s.claim_blob(&d).expect("present");
+        let zero = GcOptions {
+            grace: Duration::ZERO,
+            ..GcOptions::default()
+        };
+        assert_eq!(s.gc(&zero).await.expect("gc").blobs_deleted, 0);
+        drop(claim);
+        assert_eq!(s.gc(&zero).await.expect("gc").blobs_deleted, 1);
+    }
+
+    #[tokio::test]
     async fn rewriting_an_old_blob_protects_it_again() {
         let dir = tempfile::tempdir().expect("tempdir");
         let s = Store::open(dir.path()).await.expect("open");

@@ -165,6 +165,27 @@ impl Store {
         self.inner.pins.pin(d)
     }
 
+    /// [`Store::ingest_blob`], keeping the blob pinned until the returned pin is dropped:
+    /// for an import that commits its links long after writing.
+    pub async fn ingest_blob_pinned<R: AsyncRead + Unpin + Send>(
+        &self,
+        expected: Option<&Digest>,
+        alg: Algorithm,
+        reader: R,
+    ) -> Result<(Ingested, Pin), StoreError> {
+        self.ingest_pinned(expected, alg, reader).await
+    }
+
+    /// If `d` is stored, pin it (and restart its grace window) and return the pin; else
+    /// `None`. The race-free form of "`blob_exists`, so skip writing it": pinned before
+    /// looking, the file cannot be collected between the look and the writer's commit.
+    pub fn claim_blob(&self, d: &Digest) -> Option<Pin> {
+        let pin = self.inner.pins.pin(d);
+        blobs::touch(&layout::blob_path(&self.inner.root, d))
+            .ok()
+            .map(|()| pin)
+    }
+
     pub fn blob_exists(&self, d: &Digest) -> bool {
         layout::blob_path(&self.inner.root, d).exists()
     }
