@@ -13,7 +13,7 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/.." && pwd)
 
 # Knobs (all optional).
-suites=${CONFORMANCE_SUITES:-main sparse legacy}   # subset/order of: main sparse legacy
+suites=${CONFORMANCE_SUITES:-main sparse legacy auth-tls}  # subset/order of: main sparse legacy auth-tls
 results_root=${CONFORMANCE_RESULTS_DIR:-$here/results}
 bin_dir=${CONFORMANCE_BIN_DIR:-$here/bin}
 suite_timeout=${CONFORMANCE_TIMEOUT:-900}          # seconds per suite run
@@ -115,6 +115,11 @@ free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
 }
 
+# Extra `airdock serve` arguments and the probe's scheme/curl flags, set by the auth-tls run.
+server_extra=()
+probe_scheme=http
+probe_flags=()
+
 # start_server LOGFILE SPARSE(0|1) [EXTRA-ARG...]: sets server_pid / server_port / server_data
 start_server() {
   local log=$1 sparse=$2 attempt code
@@ -129,6 +134,7 @@ start_server() {
       local args=(serve --addr "127.0.0.1:$server_port" --data-dir "$server_data")
       [[ $sparse == 1 ]] && args+=(--sparse)
       args+=("${extra[@]}")
+      args+=("${server_extra[@]}")
       echo "+ $airdock ${args[*]}" >>"$log"
       "$airdock" "${args[@]}" >>"$log" 2>&1 &
     fi
@@ -137,7 +143,8 @@ start_server() {
       if ! kill -0 "$server_pid" 2>/dev/null; then
         break
       fi
-      code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "http://127.0.0.1:$server_port/v2/" || true)
+      code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "${probe_flags[@]}" \
+        "$probe_scheme://localhost:$server_port/v2/" || true)
       if [[ $code != 000 ]]; then
         echo "   server pid $server_pid on 127.0.0.1:$server_port (GET /v2/ -> $code), data $server_data"
         return 0
@@ -165,8 +172,8 @@ record() {
   fi
 }
 
-run_main() { # LABEL SPARSE
-  local label=$1 sparse=$2 dir="$results_root/$1" rc sparse_bool=false
+run_main() { # LABEL SPARSE [AUTH_TLS_DIR]
+  local label=$1 sparse=$2 auth_dir=${3:-} dir="$results_root/$1" rc sparse_bool=false
   [[ $sparse == 1 ]] && sparse_bool=true
   rm -rf "$dir" && mkdir -p "$dir"
   echo "== $label: main suite @ $main_commit (OCI_VERSION=dev, every API/data switch on, sparse=$sparse_bool)"
@@ -179,6 +186,12 @@ run_main() { # LABEL SPARSE
     cd "$dir" || exit 2
     export OCI_CONFIGURATION=/dev/null OCI_RESULTS_DIR="$dir" OCI_LOG="$log_level"
     export OCI_VERSION=dev OCI_REGISTRY="127.0.0.1:$server_port" OCI_TLS=disabled
+    if [[ -n $auth_dir ]]; then
+      # Over TLS with the lab CA (Go reads SSL_CERT_FILE) and with credentials: the suite
+      # follows the Bearer challenge to airdock's token endpoint.
+      export OCI_REGISTRY="localhost:$server_port" OCI_TLS=enabled SSL_CERT_FILE="$auth_dir/ca.crt"
+      export OCI_USERNAME=conformance OCI_PASSWORD=conformance-pw
+    fi
     export OCI_REPO1=conformance/repo1 OCI_REPO2=conformance/repo2
     export OCI_FILTER_TEST="$filter"
     for s in PING PULL PUSH REFERRER \
@@ -230,12 +243,33 @@ run_legacy() { # LABEL
   python3 "$here/summarize.py" legacy "$label" "$dir" "$rc" "$here/expected-skips.txt"
 }
 
+# run_auth_tls: the main suite over TLS (CA from `airdock cert init`) with an htpasswd user.
+run_auth_tls() {
+  local label=conformance-main-auth-tls auth_dir rc
+  auth_dir=$(mktemp -d "${TMPDIR:-/tmp}/airdock-conformance-auth.XXXXXX") || return 1
+  if ! "$airdock" cert init --dir "$auth_dir" --host localhost --host 127.0.0.1 >"$auth_dir/cert-init.log" 2>&1 ||
+    ! printf 'conformance-pw\n' | "$airdock" user add conformance --htpasswd "$auth_dir/htpasswd" >/dev/null; then
+    echo "$label: 0 passed, 1 failed, 0 skipped"
+    mkdir -p "$results_root/$label" && echo "0 1 0" >"$results_root/$label/counts"
+    rm -rf "$auth_dir"
+    return 1
+  fi
+  server_extra=(--tls-cert "$auth_dir/tls.crt" --tls-key "$auth_dir/tls.key" --htpasswd "$auth_dir/htpasswd")
+  probe_scheme=https probe_flags=(--cacert "$auth_dir/ca.crt")
+  run_main "$label" 0 "$auth_dir"
+  rc=$?
+  server_extra=() probe_scheme=http probe_flags=()
+  rm -rf "$auth_dir"
+  return "$rc"
+}
+
 for suite in $suites; do
   case $suite in
     main) run_main conformance-main 0 ;;
+    auth-tls) run_auth_tls ;;
     sparse) run_main conformance-main-sparse 1 ;;
     legacy) run_legacy conformance-legacy ;;
-    *) die "unknown suite '$suite' (expected main, sparse, legacy)" ;;
+    *) die "unknown suite '$suite' (expected main, sparse, legacy, auth-tls)" ;;
   esac
   rc=$?
   [[ $rc == 0 ]] || overall_rc=1
@@ -243,6 +277,7 @@ for suite in $suites; do
     main) record "$results_root/conformance-main" ;;
     sparse) record "$results_root/conformance-main-sparse" ;;
     legacy) record "$results_root/conformance-legacy" ;;
+    auth-tls) record "$results_root/conformance-main-auth-tls" ;;
   esac
 done
 

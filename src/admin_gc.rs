@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
-use axum::extract::{Path, State};
-use axum::http::{header, HeaderMap, StatusCode, Uri};
+use axum::extract::{Path, Request, State};
+use axum::http::{header, Extensions, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use airdock_storage::{GcOptions, RepoName, Store};
@@ -15,16 +15,23 @@ use crate::error::{code, RegistryError};
 use crate::http::{empty, Query};
 use crate::AppState;
 
-/// `Authorization: Bearer <token>` must carry the admin token (`--admin-token`, or the one
-/// in `<data-dir>/admin-token`), checked as the import endpoint checks it. Without a token in
-/// the state these routes are off (403), so an in-process setup never leaves them open.
-pub fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), RegistryError> {
+/// Admitted by the auth layer (a user with the admin right), or `Authorization: Bearer
+/// <token>` with the admin token (`--admin-token`, or the one in `<data-dir>/admin-token`):
+/// the same rule as `/admin/v1/import`. Without a token in the state these routes are off
+/// (403), so an in-process setup never leaves them open.
+pub fn authorize(
+    state: &AppState,
+    headers: &HeaderMap,
+    extensions: &Extensions,
+) -> Result<(), RegistryError> {
     let Some(token) = state.admin_token.as_ref() else {
         return Err(RegistryError::Forbidden(
             "the storage admin API is disabled in this server".into(),
         ));
     };
-    if token.verify(headers.get(header::AUTHORIZATION).map(|v| v.as_bytes())) {
+    if extensions.get::<crate::auth::Admitted>().is_some()
+        || token.verify(headers.get(header::AUTHORIZATION).map(|v| v.as_bytes()))
+    {
         Ok(())
     } else {
         Err(RegistryError::Unauthorized)
@@ -33,13 +40,9 @@ pub fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), RegistryEr
 
 /// `POST /admin/v1/gc[?dry_run=true][&delete_untagged=true][&grace=10m]` → 200 with the
 /// JSON report of what was freed. Defaults come from the server's flags.
-pub async fn gc(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    uri: Uri,
-) -> Result<Response, RegistryError> {
-    authorize(&state, &headers)?;
-    let q = Query::parse(uri.query());
+pub async fn gc(State(state): State<AppState>, req: Request) -> Result<Response, RegistryError> {
+    authorize(&state, req.headers(), req.extensions())?;
+    let q = Query::parse(req.uri().query());
     let flag = |k: &str| q.get(k).map(|v| matches!(v, "" | "1" | "true" | "yes"));
     let mut opts = state.gc.clone();
     if let Some(v) = flag("dry_run") {
@@ -68,10 +71,10 @@ pub async fn gc(
 /// transaction, the repository leaves `_catalog`, GC frees the bytes later.
 pub async fn delete_repo(
     State(state): State<AppState>,
-    headers: HeaderMap,
     Path(name): Path<String>,
+    req: Request,
 ) -> Result<Response, RegistryError> {
-    authorize(&state, &headers)?;
+    authorize(&state, req.headers(), req.extensions())?;
     let repo = RepoName::parse(&name)?;
     state.store.delete_repo(&repo).await?;
     Ok(empty(StatusCode::ACCEPTED))

@@ -1,10 +1,13 @@
-//! The command line: `airdock serve` and friends. Flags and environment mean the same.
+//! The command line: `airdock serve`, `config check`, `cert init`, `user add`. Every scalar
+//! configuration key has a flag here and an `AIRDOCK_*` environment twin; see README.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+
+use crate::config::{AuthConfig, AuthMode, Config, LimitsConfig, TlsConfig};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -20,7 +23,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run the registry.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Collect garbage in a data dir no server is using; prints a JSON report.
     Gc(GcArgs),
     /// Check (and with --repair, fix) a data dir no server is using; prints a JSON report
@@ -28,17 +31,67 @@ pub enum Command {
     Fsck(FsckArgs),
     /// Import an `imgpkg copy --to-tar` tarball into a repository.
     Import(crate::import_cli::ImportArgs),
+    /// Configuration file tools.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Certificates for a lab.
+    #[command(subcommand)]
+    Cert(CertCommand),
+    /// Users in an htpasswd file.
+    #[command(subcommand)]
+    User(UserCommand),
 }
 
-#[derive(clap::Args, Debug, Clone)]
+#[derive(Subcommand, Debug)]
+pub enum ConfigCommand {
+    /// Parse and validate FILE; name the bad key and its line.
+    Check { file: PathBuf },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum CertCommand {
+    /// Create a lab CA (ca.crt, ca.key) and a server certificate (tls.crt, tls.key).
+    Init {
+        /// Where the four files go (created if missing).
+        #[arg(long)]
+        dir: PathBuf,
+        /// A DNS name or IP address the server is reached by (repeatable).
+        #[arg(long = "host", required = true)]
+        hosts: Vec<String>,
+        /// Replace existing files (the CA is kept unless this is given).
+        #[arg(long)]
+        force: bool,
+        /// The port shown in the trust instructions.
+        #[arg(long, default_value_t = 5000)]
+        port: u16,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum UserCommand {
+    /// Add NAME (or replace its password); the password is read from stdin.
+    Add {
+        name: String,
+        #[arg(long)]
+        htpasswd: PathBuf,
+        /// bcrypt cost.
+        #[arg(long, default_value_t = 10)]
+        cost: u32,
+    },
+}
+
+#[derive(clap::Args, Debug, Clone, Default)]
 pub struct ServeArgs {
-    /// Address to listen on (port 0 picks a free port).
-    #[arg(long, env = "AIRDOCK_ADDR", default_value = "127.0.0.1:5000")]
-    pub addr: SocketAddr,
-    /// Where blobs and metadata live.
-    #[arg(long, env = "AIRDOCK_DATA_DIR", default_value = "./airdock-data")]
-    pub data_dir: PathBuf,
-    /// Accept manifests whose layers or child manifests were deliberately left out.
+    /// A YAML configuration file; flags and environment override its keys.
+    #[arg(long, env = "AIRDOCK_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on (port 0 picks a free port). [key: addr; default 127.0.0.1:5000]
+    #[arg(long, env = "AIRDOCK_ADDR")]
+    pub addr: Option<SocketAddr>,
+    /// Where blobs and metadata live. [key: data_dir; default ./airdock-data]
+    #[arg(long, env = "AIRDOCK_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Accept manifests whose layers or child manifests were deliberately left out. [key: sparse]
     #[arg(long, env = "AIRDOCK_SPARSE")]
     pub sparse: bool,
     /// Let `DELETE /v2/<name>/blobs/<digest>` remove a blob that manifests of the
@@ -50,22 +103,96 @@ pub struct ServeArgs {
     /// into `<data-dir>/admin-token` (mode 0600) on first start and reused after.
     #[arg(long, env = "AIRDOCK_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
-    /// Run GC this often while serving (e.g. `30m`; `0` = never).
-    #[arg(long, env = "AIRDOCK_GC_INTERVAL", default_value = "0", value_parser = parse_duration)]
-    pub gc_interval: Duration,
+    /// PEM certificate chain; serve HTTPS. [key: tls.cert]
+    #[arg(long, env = "AIRDOCK_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert. [key: tls.key]
+    #[arg(long, env = "AIRDOCK_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// htpasswd file (bcrypt); turns authentication on. [key: auth.htpasswd]
+    #[arg(long, env = "AIRDOCK_HTPASSWD")]
+    pub htpasswd: Option<PathBuf>,
+    /// `token` (Bearer challenges, built-in token endpoint) or `basic`. [key: auth.mode]
+    #[arg(long, env = "AIRDOCK_AUTH_MODE")]
+    pub auth_mode: Option<AuthMode>,
+    /// Token endpoint URL announced to clients. [key: auth.realm]
+    #[arg(long, env = "AIRDOCK_AUTH_REALM")]
+    pub auth_realm: Option<String>,
+    /// Service name in challenges and tokens. [key: auth.service]
+    #[arg(long, env = "AIRDOCK_AUTH_SERVICE")]
+    pub auth_service: Option<String>,
+    /// Token lifetime in seconds. [key: auth.token_ttl_secs]
+    #[arg(long, env = "AIRDOCK_TOKEN_TTL_SECS")]
+    pub token_ttl_secs: Option<u64>,
+    /// Failed logins from one address before 429. [key: auth.max_failures]
+    #[arg(long, env = "AIRDOCK_MAX_FAILURES")]
+    pub max_failures: Option<u32>,
+    /// Seconds an address stays refused. [key: auth.lockout_secs]
+    #[arg(long, env = "AIRDOCK_LOCKOUT_SECS")]
+    pub lockout_secs: Option<u64>,
+    /// Seconds a client has to send a request head. [key: limits.header_timeout_secs]
+    #[arg(long, env = "AIRDOCK_HEADER_TIMEOUT_SECS")]
+    pub header_timeout_secs: Option<u64>,
+    /// Seconds a request body may stall. [key: limits.body_timeout_secs]
+    #[arg(long, env = "AIRDOCK_BODY_TIMEOUT_SECS")]
+    pub body_timeout_secs: Option<u64>,
+    /// Largest request head in bytes. [key: limits.max_header_bytes]
+    #[arg(long, env = "AIRDOCK_MAX_HEADER_BYTES")]
+    pub max_header_bytes: Option<usize>,
+    /// Blob upload requests at once. [key: limits.max_concurrent_uploads]
+    #[arg(long, env = "AIRDOCK_MAX_CONCURRENT_UPLOADS")]
+    pub max_concurrent_uploads: Option<usize>,
+    /// Run GC this often while serving, e.g. `30m` (default: never). [flag/env only]
+    #[arg(long, env = "AIRDOCK_GC_INTERVAL", value_parser = parse_duration)]
+    pub gc_interval: Option<Duration>,
     #[command(flatten)]
     pub gc: GcPolicy,
-    /// Expire upload sessions not written to for this long (`0` = never).
-    #[arg(long, env = "AIRDOCK_UPLOAD_TTL", default_value = "24h", value_parser = parse_duration)]
-    pub upload_ttl: Duration,
+    /// Expire upload sessions not written to for this long (default 24h; `0` = never).
+    /// [flag/env only]
+    #[arg(long, env = "AIRDOCK_UPLOAD_TTL", value_parser = parse_duration)]
+    pub upload_ttl: Option<Duration>,
+}
+
+impl ServeArgs {
+    /// The flags (and their environment twins) as a [`Config`] to overlay on the file.
+    pub fn to_config(&self) -> Config {
+        Config {
+            addr: self.addr,
+            data_dir: self.data_dir.clone(),
+            // A flag cannot say "false": only a set flag overrides the file.
+            sparse: self.sparse.then_some(true),
+            tls: TlsConfig {
+                cert: self.tls_cert.clone(),
+                key: self.tls_key.clone(),
+            },
+            auth: AuthConfig {
+                htpasswd: self.htpasswd.clone(),
+                mode: self.auth_mode,
+                realm: self.auth_realm.clone(),
+                service: self.auth_service.clone(),
+                token_ttl_secs: self.token_ttl_secs,
+                admins: Vec::new(),
+                max_failures: self.max_failures,
+                lockout_secs: self.lockout_secs,
+            },
+            access: Vec::new(),
+            limits: LimitsConfig {
+                header_timeout_secs: self.header_timeout_secs,
+                body_timeout_secs: self.body_timeout_secs,
+                max_header_bytes: self.max_header_bytes,
+                max_concurrent_uploads: self.max_concurrent_uploads,
+            },
+        }
+    }
 }
 
 /// What GC may remove; shared by `serve` and `gc`.
-#[derive(clap::Args, Debug, Clone)]
+#[derive(clap::Args, Debug, Clone, Default)]
 pub struct GcPolicy {
-    /// Never remove anything written, touched or linked more recently than this.
-    #[arg(long, env = "AIRDOCK_GC_GRACE", default_value = "1h", value_parser = parse_duration)]
-    pub gc_grace: Duration,
+    /// Never remove anything written, touched or linked more recently than this
+    /// (default 1h). [flag/env only]
+    #[arg(long, env = "AIRDOCK_GC_GRACE", value_parser = parse_duration)]
+    pub gc_grace: Option<Duration>,
     /// Let GC delete manifests no tag keeps (directly, as an index child or a referrer).
     #[arg(long, env = "AIRDOCK_GC_DELETE_UNTAGGED")]
     pub gc_delete_untagged: bool,
@@ -81,9 +208,9 @@ pub struct GcArgs {
     pub dry_run: bool,
     #[command(flatten)]
     pub gc: GcPolicy,
-    /// Also expire upload sessions idle this long (`0` = keep them).
-    #[arg(long, env = "AIRDOCK_UPLOAD_TTL", default_value = "24h", value_parser = parse_duration)]
-    pub upload_ttl: Duration,
+    /// Also expire upload sessions idle this long (default 24h; `0` = keep them).
+    #[arg(long, env = "AIRDOCK_UPLOAD_TTL", value_parser = parse_duration)]
+    pub upload_ttl: Option<Duration>,
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -97,13 +224,20 @@ pub struct FsckArgs {
     pub repair: bool,
 }
 
+/// GC leaves anything younger than this alone unless told otherwise.
+pub const DEFAULT_GC_GRACE: Duration = Duration::from_secs(3600);
+/// Upload sessions idle this long expire unless told otherwise.
+pub const DEFAULT_UPLOAD_TTL: Duration = Duration::from_secs(24 * 3600);
+
 impl GcPolicy {
-    pub fn options(&self, upload_ttl: Duration) -> airdock_storage::GcOptions {
+    /// The storage options these flags (and an upload TTL flag) ask for, defaults filled in.
+    pub fn options(&self, upload_ttl: Option<Duration>) -> airdock_storage::GcOptions {
+        let ttl = upload_ttl.unwrap_or(DEFAULT_UPLOAD_TTL);
         airdock_storage::GcOptions {
-            grace: self.gc_grace,
+            grace: self.gc_grace.unwrap_or(DEFAULT_GC_GRACE),
             delete_untagged: self.gc_delete_untagged,
             dry_run: false,
-            upload_ttl: (!upload_ttl.is_zero()).then_some(upload_ttl),
+            upload_ttl: (!ttl.is_zero()).then_some(ttl),
         }
     }
 }

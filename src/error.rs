@@ -7,6 +7,8 @@ use serde_json::json;
 
 use airdock_storage::StoreError;
 
+use crate::auth::AuthError;
+
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
     #[error(transparent)]
@@ -23,6 +25,11 @@ pub enum RegistryError {
     Unauthorized,
     #[error("{0}")]
     Forbidden(String),
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    /// Too many requests of a limited kind at once (upload slots).
+    #[error("{0}")]
+    Busy(String),
 }
 
 /// The spec's error codes, kept as data.
@@ -30,7 +37,6 @@ pub mod code {
     pub const BLOB_UNKNOWN: &str = "BLOB_UNKNOWN";
     pub const BLOB_UPLOAD_INVALID: &str = "BLOB_UPLOAD_INVALID";
     pub const BLOB_UPLOAD_UNKNOWN: &str = "BLOB_UPLOAD_UNKNOWN";
-    pub const DENIED: &str = "DENIED";
     pub const DIGEST_INVALID: &str = "DIGEST_INVALID";
     pub const MANIFEST_BLOB_UNKNOWN: &str = "MANIFEST_BLOB_UNKNOWN";
     pub const MANIFEST_INVALID: &str = "MANIFEST_INVALID";
@@ -39,6 +45,8 @@ pub mod code {
     pub const NAME_UNKNOWN: &str = "NAME_UNKNOWN";
     pub const SIZE_INVALID: &str = "SIZE_INVALID";
     pub const UNAUTHORIZED: &str = "UNAUTHORIZED";
+    pub const DENIED: &str = "DENIED";
+    pub const TOOMANYREQUESTS: &str = "TOOMANYREQUESTS";
     pub const UNSUPPORTED: &str = "UNSUPPORTED";
     pub const TAG_INVALID: &str = "TAG_INVALID";
     pub const PAGINATION_NUMBER_INVALID: &str = "PAGINATION_NUMBER_INVALID";
@@ -86,6 +94,13 @@ impl RegistryError {
             RegistryError::BadRequest(c, _) => (StatusCode::BAD_REQUEST, c),
             RegistryError::Unauthorized => (StatusCode::UNAUTHORIZED, code::UNAUTHORIZED),
             RegistryError::Forbidden(_) => (StatusCode::FORBIDDEN, code::DENIED),
+            RegistryError::Auth(AuthError::Unauthorized { .. }) => {
+                (StatusCode::UNAUTHORIZED, code::UNAUTHORIZED)
+            }
+            RegistryError::Auth(AuthError::Denied(_)) => (StatusCode::FORBIDDEN, code::DENIED),
+            RegistryError::Auth(AuthError::TooManyRequests { .. }) | RegistryError::Busy(_) => {
+                (StatusCode::TOO_MANY_REQUESTS, code::TOOMANYREQUESTS)
+            }
         }
     }
 }
@@ -115,16 +130,30 @@ impl IntoResponse for RegistryError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
-        if let RegistryError::Unauthorized = &self {
-            h.insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Bearer realm=\"airdock-admin\""),
-            );
-        }
-        if let RegistryError::RangeNotSatisfiable(_, size) = &self {
-            if let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}")) {
-                h.insert(header::CONTENT_RANGE, v);
+        match &self {
+            RegistryError::RangeNotSatisfiable(_, size) => {
+                if let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}")) {
+                    h.insert(header::CONTENT_RANGE, v);
+                }
             }
+            RegistryError::Auth(AuthError::Unauthorized { challenge, .. }) => {
+                if let Ok(v) = HeaderValue::from_str(challenge) {
+                    h.insert(header::WWW_AUTHENTICATE, v);
+                }
+            }
+            RegistryError::Auth(AuthError::TooManyRequests { retry_after }) => {
+                h.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
+            }
+            RegistryError::Busy(_) => {
+                h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            RegistryError::Unauthorized => {
+                h.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"airdock-admin\""),
+                );
+            }
+            _ => {}
         }
         resp
     }

@@ -3,13 +3,19 @@
 
 pub mod admin;
 pub mod admin_gc;
+pub mod auth;
 pub mod cli;
+pub mod config;
 pub mod error;
 pub mod http;
 pub mod imgpkg;
 pub mod import_cli;
+pub mod limits;
+pub mod server;
+pub mod tls;
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::HeaderValue;
@@ -28,27 +34,77 @@ pub struct AppState {
     pub sparse: bool,
     /// Announced as `OCI-Chunk-Min-Length` when set.
     pub chunk_min: Option<u64>,
+    /// Authentication and rights; `None` is anonymous full access.
+    pub auth: Option<Arc<auth::Auth>>,
+    /// Body stall timeout and upload concurrency.
+    pub limiter: limits::Limiter,
+    /// Guards `/admin/*`; without it the admin API is not served.
+    pub admin_token: Option<admin::AdminToken>,
     /// Blob DELETE removes blobs manifests still reference (else 405 DENIED).
     pub allow_referenced_blob_delete: bool,
-    /// The admin bearer token, as `/admin/v1/import` checks it; `None` disables the GC and
-    /// repository-delete admin routes (the binary always sets it).
-    pub admin_token: Option<admin::AdminToken>,
     /// Defaults of an online GC (`POST /admin/v1/gc` and the interval task).
     pub gc: GcOptions,
 }
 
-/// The HTTP application: the `/v2/` API plus the common response headers.
+impl AppState {
+    /// A state with no authentication and default limits.
+    pub fn new(store: Store, sparse: bool) -> AppState {
+        AppState {
+            store,
+            sparse,
+            chunk_min: None,
+            auth: None,
+            limiter: limits::Limiter::default(),
+            admin_token: None,
+            allow_referenced_blob_delete: false,
+            gc: GcOptions::default(),
+        }
+    }
+}
+
+/// The token endpoint and the auth layer see only the auth part of the state.
+impl axum::extract::FromRef<AppState> for Option<Arc<auth::Auth>> {
+    fn from_ref(state: &AppState) -> Self {
+        state.auth.clone()
+    }
+}
+
+/// The HTTP application: the `/v2/` API, the token endpoint, the auth layer in front of
+/// `/v2/*` and `/admin/*`, and the common response headers.
 pub fn app(state: AppState) -> Router {
-    Router::new()
+    let auth = state.auth.clone();
+    let limiter = state.limiter.clone();
+    let admin = state
+        .admin_token
+        .clone()
+        .map(|token| admin::router(state.store.clone(), token));
+    let router = Router::new()
         .route("/v2", get(http::base).head(http::base))
         .route("/v2/", any(http::dispatch))
         .route("/v2/{*rest}", any(http::dispatch))
+        // Registered even with auth off (it then answers 404): the router stays one shape.
+        // POST answers 404 so that clients trying OAuth2 first fall back to GET.
         .route("/admin/v1/gc", post(admin_gc::gc))
         .route(
             "/admin/v1/repositories/{*name}",
             delete(admin_gc::delete_repo),
         )
-        .with_state(state)
+        .route(
+            "/token",
+            get(auth::token_endpoint).post(|| async { axum::http::StatusCode::NOT_FOUND }),
+        )
+        // An explicit fallback so that the layers below also guard paths with no route
+        // (the auth layer must refuse `/admin/*` before routing says 404).
+        .fallback(|| async { axum::http::StatusCode::NOT_FOUND })
+        .with_state(state);
+    // Merged before the layers, so the auth layer guards the admin API too.
+    let router = match admin {
+        Some(admin) => router.merge(admin),
+        None => router,
+    };
+    router
+        .layer(axum::middleware::from_fn_with_state(limiter, limits::layer))
+        .layer(axum::middleware::from_fn_with_state(auth, auth::layer))
         .layer(axum::middleware::map_response(add_api_version))
         // One span and one response line per request at debug level (RUST_LOG=debug).
         .layer(tower_http::trace::TraceLayer::new_for_http())
@@ -70,28 +126,5 @@ pub async fn serve(
     router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let (tx, rx) = tokio::sync::watch::channel(false);
-    // No Nagle: a response is written as headers, then body chunks. With Nagle on, a second
-    // small write waits for the client's delayed ACK, adding ~40 ms to small pulls.
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "could not set TCP_NODELAY");
-        }
-    });
-    let server = axum::serve(listener, router).with_graceful_shutdown(async move {
-        shutdown.await;
-        let _ = tx.send(true);
-    });
-    let mut rx2 = rx.clone();
-    let deadline = async move {
-        let _ = rx2.wait_for(|v| *v).await;
-        tokio::time::sleep(DRAIN).await;
-    };
-    tokio::select! {
-        r = server => r,
-        _ = deadline => {
-            tracing::warn!("requests still running after {DRAIN:?}; exiting anyway");
-            Ok(())
-        }
-    }
+    server::serve_with(listener, router, shutdown, server::ServeOptions::default()).await
 }

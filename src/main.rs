@@ -1,14 +1,18 @@
 //! The `airdock` binary: parse flags, set up logging, run the chosen command.
 
-use std::io::{IsTerminal, Write};
+use std::io::{BufRead, IsTerminal, Write};
 
 use anyhow::Context;
 use clap::Parser;
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
-use airdock::cli::{Cli, Command, FsckArgs, GcArgs, ServeArgs};
-use airdock::{app, serve, AppState};
+use airdock::cli::{
+    CertCommand, Cli, Command, ConfigCommand, FsckArgs, GcArgs, ServeArgs, UserCommand,
+};
+use airdock::config::Config;
+use airdock::server::{serve_with, ServeOptions};
+use airdock::{app, AppState};
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
@@ -19,18 +23,85 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
     match cli.command {
-        Command::Serve(args) => rt.block_on(run_serve(args)),
-        Command::Gc(args) => rt.block_on(run_gc(args)),
+        Command::Serve(args) => {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(run_serve(*args))
+        }
+        Command::Import(args) => {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(airdock::import_cli::run(args))
+        }
+        Command::Gc(args) => {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(run_gc(args))
+        }
         Command::Fsck(args) => {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
             let clean = rt.block_on(run_fsck(args))?;
             // Scripts (and the crash tests) read the exit status: 1 = problems remain.
             std::process::exit(if clean { 0 } else { 1 });
         }
-        Command::Import(args) => rt.block_on(airdock::import_cli::run(args)),
+        Command::Config(ConfigCommand::Check { file }) => {
+            let cfg =
+                Config::load(&file).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+            let settings = cfg
+                .settings()
+                .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+            if let Some((cert, key)) = &settings.tls {
+                airdock::tls::load_certified_key(cert, key)?;
+            }
+            if let Some(h) = &settings.auth.htpasswd {
+                airdock::auth::htpasswd::Htpasswd::load(h)
+                    .with_context(|| format!("auth.htpasswd {}", h.display()))?;
+            }
+            println!("{}: ok", file.display());
+            Ok(())
+        }
+        Command::Cert(CertCommand::Init {
+            dir,
+            hosts,
+            force,
+            port,
+        }) => {
+            let done = airdock::tls::cert_init(&dir, &hosts, force)?;
+            for f in &done.files {
+                println!("wrote {}", f.display());
+            }
+            if done.ca_reused {
+                println!(
+                    "(kept the existing CA in {}; --force makes a new one)",
+                    dir.display()
+                );
+            }
+            println!();
+            print!("{}", airdock::tls::trust_instructions(&dir, &hosts, port));
+            Ok(())
+        }
+        Command::User(UserCommand::Add {
+            name,
+            htpasswd,
+            cost,
+        }) => {
+            let mut password = String::new();
+            std::io::stdin()
+                .lock()
+                .read_line(&mut password)
+                .context("reading the password from stdin")?;
+            let password = password.trim_end_matches(['\r', '\n']);
+            let replaced = airdock::auth::htpasswd::add_user(&htpasswd, &name, password, cost)?;
+            let verb = if replaced { "updated" } else { "added" };
+            println!("{verb} {name} in {}", htpasswd.display());
+            Ok(())
+        }
     }
 }
 
@@ -64,36 +135,70 @@ async fn run_fsck(args: FsckArgs) -> anyhow::Result<bool> {
 }
 
 async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
-    let store = open_store(&args.data_dir).await?;
-    let (token, _) =
-        airdock::admin::AdminToken::resolve(args.admin_token.as_deref(), &args.data_dir)
-            .with_context(|| {
-                format!("setting up the admin token in {}", args.data_dir.display())
-            })?;
-    let admin = airdock::admin::router(store.clone(), token.clone());
-    let gc = args.gc.options(args.upload_ttl);
-    airdock::admin_gc::spawn_background(store.clone(), gc.clone(), args.gc_interval);
-    let state = AppState {
-        store,
-        sparse: args.sparse,
-        chunk_min: None,
-        allow_referenced_blob_delete: args.allow_referenced_blob_delete,
-        admin_token: Some(token),
-        gc,
+    let file = match &args.config {
+        Some(path) => Config::load(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?,
+        None => Config::default(),
     };
-    let listener = TcpListener::bind(args.addr)
+    let settings = file.overlay(args.to_config()).settings()?;
+    let store = airdock::storage::Store::open(&settings.data_dir)
         .await
-        .with_context(|| format!("binding {}", args.addr))?;
+        .with_context(|| format!("opening data dir {}", settings.data_dir.display()))?;
+    let tls = match &settings.tls {
+        Some((cert, key)) => Some(airdock::tls::server_config(cert, key)?),
+        None => None,
+    };
+    let (admin_token, _) =
+        airdock::admin::AdminToken::resolve(args.admin_token.as_deref(), &settings.data_dir)
+            .with_context(|| {
+                format!(
+                    "setting up the admin token in {}",
+                    settings.data_dir.display()
+                )
+            })?;
+    let auth = airdock::auth::Auth::new(
+        &settings.auth,
+        settings.access.clone(),
+        &settings.data_dir,
+        Some(admin_token.secret().to_owned()),
+        tls.is_some(),
+    )?;
+    let mut state = AppState::new(store, settings.sparse);
+    state.auth = auth;
+    state.admin_token = Some(admin_token);
+    state.limiter = airdock::limits::Limiter::new(&settings.limits);
+    state.allow_referenced_blob_delete = args.allow_referenced_blob_delete;
+    state.gc = args.gc.options(args.upload_ttl);
+    airdock::admin_gc::spawn_background(
+        state.store.clone(),
+        state.gc.clone(),
+        args.gc_interval.unwrap_or_default(),
+    );
+    let listener = TcpListener::bind(settings.addr)
+        .await
+        .with_context(|| format!("binding {}", settings.addr))?;
     let addr = listener.local_addr()?;
     // Tests and scripts read this line to learn the port when started with port 0.
     println!("listening on {addr}");
     std::io::stdout().flush()?;
-    tracing::info!(%addr, data_dir = %args.data_dir.display(), sparse = args.sparse, "airdock serving");
-    serve(listener, app(state).merge(admin), shutdown_signal()).await?;
+    tracing::info!(
+        %addr,
+        data_dir = %settings.data_dir.display(),
+        sparse = settings.sparse,
+        tls = tls.is_some(),
+        auth = state.auth.is_some(),
+        "airdock serving"
+    );
+    let opts = ServeOptions {
+        tls,
+        limits: settings.limits,
+    };
+    serve_with(listener, app(state), shutdown_signal(), opts).await?;
     tracing::info!("stopped");
     Ok(())
 }
 
+/// The admin token of the import endpoint, accepted by the auth layer as a machine
+/// credential for `/admin/*`: `AIRDOCK_ADMIN_TOKEN`, else `<data-dir>/admin-token`.
 async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = match signal(SignalKind::terminate()) {

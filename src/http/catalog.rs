@@ -1,4 +1,5 @@
-//! `GET /v2/_catalog[?n=&last=]`: repository names in lexical order, paginated with `Link`.
+//! `GET /v2/_catalog[?n=&last=]`: repository names in lexical order, paginated with `Link`;
+//! with authentication on, only the names the caller may pull.
 
 use axum::response::Response;
 
@@ -11,7 +12,18 @@ const DEFAULT_PAGE: usize = 1000;
 
 pub fn list(state: &AppState, req: &Req) -> Result<Response> {
     let n = req.query.page_size()?.unwrap_or(DEFAULT_PAGE);
-    let page = state.store.catalog(req.query.get("last"), Some(n));
+    let page = match req.extensions.get::<crate::auth::Visible>() {
+        None => state.store.catalog(req.query.get("last"), Some(n)),
+        // Filter the whole list, then cut the page, so that pages stay full and `Link`
+        // never points past a hidden name.
+        Some(visible) => {
+            let all = state.store.catalog(req.query.get("last"), None);
+            let mut items: Vec<String> = all.items.into_iter().filter(|r| (visible.0)(r)).collect();
+            let more = items.len() > n;
+            items.truncate(n);
+            airdock_storage::Page { items, more }
+        }
+    };
     Ok(paged(
         "/v2/_catalog",
         serde_json::Map::new(),

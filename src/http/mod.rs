@@ -108,6 +108,8 @@ pub struct Req {
     pub method: Method,
     pub headers: HeaderMap,
     pub query: Query,
+    /// What layers in front left for handlers (the auth layer's catalog filter).
+    pub extensions: axum::http::Extensions,
     /// In a Mutex only to make `Req` `Sync`, so handlers may hold `&Req` across `.await`.
     body: std::sync::Mutex<Option<Body>>,
 }
@@ -164,6 +166,7 @@ pub async fn dispatch(State(state): State<AppState>, req: Request) -> Response {
         method: parts.method,
         headers: parts.headers,
         query: Query::parse(parts.uri.query()),
+        extensions: parts.extensions,
         body: std::sync::Mutex::new(Some(body)),
     };
     let result = match (&req.method, endpoint) {

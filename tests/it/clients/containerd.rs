@@ -149,6 +149,11 @@ disabled_plugins = [
             .run()
     }
 
+    /// The `hosts.toml` tree (`ctr --hosts-dir`, the CRI's `config_path`).
+    pub fn certs_d(&self) -> &Path {
+        &self.certs_d
+    }
+
     /// Write `certs.d/<host>/hosts.toml`.
     pub fn hosts_toml(&self, host: &str, content: &str) {
         let dir = self.certs_d.join(host);

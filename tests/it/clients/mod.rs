@@ -12,6 +12,7 @@
 //! | skopeo copy `--all` and sync (Debian) | `skopeo_sync` |
 //! | crane (go-containerregistry) | `crane` |
 //! | oras | `oras` |
+//! | crane, oras, skopeo, docker, ctr, crictl over TLS with users (issue 5) | `secure` |
 
 mod harness;
 mod image;
@@ -21,4 +22,5 @@ mod crane;
 pub(crate) mod docker;
 mod oras;
 mod podman;
+mod secure;
 mod skopeo_sync;

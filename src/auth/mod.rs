@@ -1,0 +1,664 @@
+//! Authentication and rights, as one middleware in front of `/v2/*` and `/admin/*` plus the
+//! token endpoint. Handlers behind it need no change: a request that reaches them was
+//! allowed. With no htpasswd configured the middleware lets everything through (anonymous
+//! full access, as before).
+//!
+//! The exchange clients expect (Distribution's token mode):
+//! 1. `GET /v2/` without credentials → `401`, `WWW-Authenticate: Bearer realm=…,service=…`.
+//! 2. `GET <realm>?service=…&scope=repository:team/app:pull,push` with Basic credentials (or
+//!    none, for anonymous access) → `{"token": …}`, a JWT granting what the rules allow.
+//! 3. The request again with `Authorization: Bearer <token>`.
+//!
+//! Basic credentials are accepted on every request too (Distribution's htpasswd mode, and
+//! what `auth.mode: basic` announces); the admin token is accepted as a machine credential
+//! for `/admin/*`.
+
+pub mod htpasswd;
+pub mod policy;
+pub mod throttle;
+pub mod token;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{header, HeaderMap, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use subtle::ConstantTimeEq;
+
+use crate::config::{AccessRule, AuthConfig, AuthMode};
+use crate::error::RegistryError;
+use crate::http::route::{self, Endpoint};
+use crate::http::Query;
+use htpasswd::Htpasswd;
+use policy::{Policy, Right, Rights, Subject};
+use throttle::Throttle;
+use token::{Claims, Scope, TokenKey};
+
+/// The auth layer's errors; `crate::error` maps them to status, spec code and headers.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// 401 with a `WWW-Authenticate` challenge.
+    #[error("{message}")]
+    Unauthorized {
+        challenge: String,
+        message: &'static str,
+    },
+    /// 403: authenticated, but the rules do not grant this.
+    #[error("{0}")]
+    Denied(String),
+    /// 429: too many failed logins from this address.
+    #[error("too many failed logins; retry later")]
+    TooManyRequests { retry_after: u64 },
+}
+
+/// How long a checked user/password pair is remembered, so that clients that send Basic
+/// credentials on every request do not pay for a bcrypt check on each one.
+const VERIFIED_TTL: Duration = Duration::from_secs(60);
+const VERIFIED_MAX: usize = 4096;
+
+/// The auth configuration in force. Shared behind an `Arc` by every request.
+pub struct Auth {
+    users: Htpasswd,
+    policy: Policy,
+    mode: AuthMode,
+    realm: Option<String>,
+    service: String,
+    ttl: u64,
+    key: TokenKey,
+    throttle: Throttle,
+    admin_token: Option<String>,
+    /// Whether the server speaks TLS (the scheme of the default realm).
+    tls: bool,
+    /// Recently verified credentials, keyed by an HMAC of `user:password` under a per-process
+    /// key (no password or plain hash kept). std Mutex: map operations only, no await.
+    verified: Mutex<HashMap<[u8; 32], (String, Instant)>>,
+    /// Random per process: the HMAC key of `verified`.
+    cache_key: [u8; 32],
+}
+
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Auth")
+            .field("mode", &self.mode)
+            .field("service", &self.service)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a request needs before it may reach its handler.
+#[derive(Debug, PartialEq)]
+enum Need {
+    /// Any successful authentication (`/v2/` and paths that are no endpoint).
+    Login,
+    Catalog,
+    Repo(String, Right),
+    Admin,
+}
+
+/// Who the caller turned out to be, and where their rights come from.
+enum Caller {
+    Anonymous,
+    /// Basic credentials checked against htpasswd: rights from the rules.
+    User(String),
+    /// A bearer token: rights from its claims.
+    Token(Claims),
+    /// The admin token.
+    Machine,
+}
+
+/// Left in the request extensions of an `/admin/*` request the layer let through: admin
+/// handlers that check the admin token themselves should accept a request carrying this
+/// (it may come from a user with the admin right, not the token). `user` is `None` for the
+/// admin token.
+#[derive(Clone, Debug)]
+pub struct Admitted {
+    pub user: Option<String>,
+}
+
+/// The repositories the caller may pull; `_catalog` lists only these.
+#[derive(Clone)]
+pub struct Visible(pub Arc<dyn Fn(&str) -> bool + Send + Sync>);
+
+impl Auth {
+    /// Build from configuration; `data_dir` holds the token signing key.
+    pub fn new(
+        cfg: &AuthConfig,
+        rules: Vec<AccessRule>,
+        data_dir: &Path,
+        admin_token: Option<String>,
+        tls: bool,
+    ) -> anyhow::Result<Option<Arc<Auth>>> {
+        let Some(path) = &cfg.htpasswd else {
+            return Ok(None);
+        };
+        let users = Htpasswd::load(path)
+            .map_err(|e| anyhow::anyhow!("htpasswd file {}: {e}", path.display()))?;
+        let key = TokenKey::load_or_create(&data_dir.join("token.key"))?;
+        Ok(Some(Arc::new(Auth {
+            users,
+            policy: Policy::new(rules, cfg.admins.clone()),
+            mode: cfg.mode.unwrap_or_default(),
+            realm: cfg.realm.clone(),
+            service: cfg.service.clone().unwrap_or_else(|| "airdock".to_owned()),
+            ttl: cfg.token_ttl_secs.unwrap_or(300),
+            key,
+            throttle: Throttle::new(
+                cfg.max_failures.unwrap_or(10),
+                Duration::from_secs(cfg.lockout_secs.unwrap_or(60)),
+            ),
+            admin_token: admin_token.filter(|t| !t.is_empty()),
+            tls,
+            verified: Mutex::new(HashMap::new()),
+            cache_key: {
+                let mut k = [0u8; 32];
+                token::fill_random(&mut k)?;
+                k
+            },
+        })))
+    }
+
+    fn realm(&self, headers: &HeaderMap) -> String {
+        if let Some(r) = &self.realm {
+            return r.clone();
+        }
+        // Host is client input: only a plain host[:port] is echoed back. HTTP/2 requests
+        // carry it as `:authority`, which the middleware copies into a Host header.
+        let host = headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .filter(|h| {
+                !h.is_empty()
+                    && h.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
+            })
+            .unwrap_or("localhost");
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{host}/token")
+    }
+
+    fn challenge(&self, headers: &HeaderMap, scope: Option<&str>, error: Option<&str>) -> String {
+        match self.mode {
+            AuthMode::Basic => "Basic realm=\"airdock\", charset=\"UTF-8\"".to_owned(),
+            AuthMode::Token => {
+                let mut c = format!(
+                    "Bearer realm=\"{}\",service=\"{}\"",
+                    self.realm(headers),
+                    self.service
+                );
+                if let Some(s) = scope {
+                    c.push_str(&format!(",scope=\"{s}\""));
+                }
+                if let Some(e) = error {
+                    c.push_str(&format!(",error=\"{e}\""));
+                }
+                c
+            }
+        }
+    }
+
+    fn unauthorized(&self, headers: &HeaderMap, need: &Need, message: &'static str) -> AuthError {
+        let scope = match need {
+            Need::Repo(name, Right::Pull) => Some(format!("repository:{name}:pull")),
+            Need::Repo(name, Right::Push) => Some(format!("repository:{name}:pull,push")),
+            Need::Repo(name, Right::Delete) => Some(format!("repository:{name}:delete")),
+            Need::Catalog => Some("registry:catalog:*".to_owned()),
+            Need::Login | Need::Admin => None,
+        };
+        let challenge = if *need == Need::Admin {
+            // Admin callers are scripts with a user or the admin token, not token clients.
+            "Basic realm=\"airdock admin\", charset=\"UTF-8\"".to_owned()
+        } else {
+            self.challenge(headers, scope.as_deref(), None)
+        };
+        AuthError::Unauthorized { challenge, message }
+    }
+
+    fn cache_id(&self, user: &str, password: &str) -> [u8; 32] {
+        // HMAC takes keys of any length; 32 bytes never fails.
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.cache_key)
+            .unwrap_or_else(|_| unreachable!());
+        mac.update(user.as_bytes());
+        mac.update(&[0]);
+        mac.update(password.as_bytes());
+        mac.finalize().into_bytes().into()
+    }
+
+    /// Check Basic credentials: throttle first, then the cache, then bcrypt off the runtime.
+    async fn check_password(
+        self: &Arc<Self>,
+        ip: Option<IpAddr>,
+        user: &str,
+        password: &str,
+    ) -> Result<bool, AuthError> {
+        self.throttle
+            .check(ip)
+            .map_err(|retry_after| AuthError::TooManyRequests { retry_after })?;
+        let id = self.cache_id(user, password);
+        {
+            let cache = self.verified.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some((u, at)) = cache.get(&id) {
+                if u == user && at.elapsed() < VERIFIED_TTL {
+                    return Ok(true);
+                }
+            }
+        }
+        let (me, u, p) = (Arc::clone(self), user.to_owned(), password.to_owned());
+        let ok = tokio::task::spawn_blocking(move || me.users.verify(&u, &p))
+            .await
+            .unwrap_or(false);
+        if ok {
+            self.throttle.succeeded(ip);
+            let mut cache = self.verified.lock().unwrap_or_else(|e| e.into_inner());
+            if cache.len() >= VERIFIED_MAX {
+                cache.clear();
+            }
+            cache.insert(id, (user.to_owned(), Instant::now()));
+        } else {
+            tracing::warn!(user, ip = ?ip, "failed login");
+            self.throttle.failed(ip);
+        }
+        Ok(ok)
+    }
+
+    /// Identify the caller from the `Authorization` header.
+    async fn identify(
+        self: &Arc<Self>,
+        headers: &HeaderMap,
+        ip: Option<IpAddr>,
+        need: &Need,
+    ) -> Result<Caller, AuthError> {
+        let Some(value) = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+        else {
+            return Ok(Caller::Anonymous);
+        };
+        if let Some((user, password)) = parse_basic(value) {
+            return if self.check_password(ip, &user, &password).await? {
+                Ok(Caller::User(user))
+            } else {
+                Err(self.unauthorized(headers, need, "invalid username or password"))
+            };
+        }
+        if let Some(tok) = strip_scheme(value, "Bearer") {
+            if let Some(admin) = &self.admin_token {
+                if bool::from(admin.as_bytes().ct_eq(tok.as_bytes())) {
+                    return Ok(Caller::Machine);
+                }
+            }
+            self.throttle
+                .check(ip)
+                .map_err(|retry_after| AuthError::TooManyRequests { retry_after })?;
+            return match self.key.verify(tok, &self.service) {
+                Ok(claims) => Ok(Caller::Token(claims)),
+                Err(e) => {
+                    tracing::warn!(error = %e, ip = ?ip, "bearer token refused");
+                    self.throttle.failed(ip);
+                    Err(AuthError::Unauthorized {
+                        challenge: self.challenge(headers, None, Some("invalid_token")),
+                        message: "invalid or expired token",
+                    })
+                }
+            };
+        }
+        Err(self.unauthorized(headers, need, "unsupported authorization scheme"))
+    }
+
+    fn subject(caller: &Caller) -> Subject {
+        match caller {
+            Caller::User(u) => Subject::User(u.clone()),
+            Caller::Token(c) if !c.sub.is_empty() => Subject::User(c.sub.clone()),
+            _ => Subject::Anonymous,
+        }
+    }
+
+    /// Rights the caller holds on `repo` for this request.
+    fn rights(&self, caller: &Caller, repo: &str) -> Rights {
+        match caller {
+            Caller::Anonymous => self.policy.rights(&Subject::Anonymous, repo),
+            Caller::User(u) => self.policy.rights(&Subject::User(u.clone()), repo),
+            Caller::Token(c) => c.rights(repo),
+            Caller::Machine => Rights::default(),
+        }
+    }
+
+    /// Decide; `Ok` carries what the handler may need (the catalog filter).
+    fn decide(
+        self: &Arc<Self>,
+        caller: &Caller,
+        need: &Need,
+        headers: &HeaderMap,
+    ) -> Result<Option<Visible>, AuthError> {
+        let anonymous = matches!(caller, Caller::Anonymous);
+        match need {
+            Need::Login => {
+                if anonymous
+                    && !(self.mode == AuthMode::Basic && self.policy.anonymous_has_rights())
+                {
+                    return Err(self.unauthorized(headers, need, "authentication required"));
+                }
+                Ok(None)
+            }
+            Need::Catalog => {
+                if anonymous
+                    && (self.mode == AuthMode::Token || !self.policy.anonymous_has_rights())
+                {
+                    return Err(self.unauthorized(headers, need, "authentication required"));
+                }
+                let who = Self::subject(caller);
+                let me = Arc::clone(self);
+                Ok(Some(Visible(Arc::new(move |repo: &str| {
+                    me.policy.rights(&who, repo).pull
+                }))))
+            }
+            Need::Admin => {
+                let ok = match caller {
+                    Caller::Machine => true,
+                    Caller::Anonymous => false,
+                    c => self.policy.is_admin(&Self::subject(c)),
+                };
+                if ok {
+                    Ok(None)
+                } else if anonymous {
+                    Err(self.unauthorized(headers, need, "authentication required"))
+                } else {
+                    Err(AuthError::Denied("the admin right is required".into()))
+                }
+            }
+            Need::Repo(repo, right) => {
+                if self.rights(caller, repo).has(*right) {
+                    return Ok(None);
+                }
+                let deserved = self.policy.rights(&Self::subject(caller), repo).has(*right);
+                match caller {
+                    Caller::Anonymous => {
+                        Err(self.unauthorized(headers, need, "authentication required"))
+                    }
+                    // The rules would allow it: the token was just not asked for this
+                    // scope, so send the client back for one (as Distribution does).
+                    Caller::Token(_) if deserved => {
+                        Err(self.unauthorized(headers, need, "token does not cover this scope"))
+                    }
+                    Caller::Token(c) if c.sub.is_empty() => {
+                        Err(self.unauthorized(headers, need, "authentication required"))
+                    }
+                    _ => Err(AuthError::Denied(format!(
+                        "{} access to {repo} is not allowed",
+                        right.as_str()
+                    ))),
+                }
+            }
+        }
+    }
+}
+
+/// What `method path` needs. `None` for paths outside `/v2` and `/admin`.
+fn classify(method: &Method, path: &str) -> Option<Need> {
+    if path == "/admin" || path.starts_with("/admin/") {
+        return Some(Need::Admin);
+    }
+    if path == "/v2" {
+        return Some(Need::Login);
+    }
+    let rest = path.strip_prefix("/v2/")?;
+    let right = match *method {
+        Method::GET | Method::HEAD => Right::Pull,
+        Method::DELETE => Right::Delete,
+        _ => Right::Push,
+    };
+    let repo = |r: &airdock_storage::RepoName| Need::Repo(r.as_str().to_owned(), right);
+    Some(match route::parse(rest) {
+        Ok(Endpoint::Base) => Need::Login,
+        Ok(Endpoint::Catalog) => Need::Catalog,
+        // Deleting an upload session is cancelling one's own push.
+        Ok(Endpoint::Upload(r, _)) if *method == Method::DELETE => {
+            Need::Repo(r.as_str().to_owned(), Right::Push)
+        }
+        Ok(Endpoint::Tags(r))
+        | Ok(Endpoint::Manifest(r, _))
+        | Ok(Endpoint::Blob(r, _))
+        | Ok(Endpoint::Uploads(r))
+        | Ok(Endpoint::Upload(r, _))
+        | Ok(Endpoint::Referrers(r, _)) => repo(&r),
+        // Not an endpoint: the caller learns that only after logging in.
+        Err(_) => Need::Login,
+    })
+}
+
+fn strip_scheme<'a>(value: &'a str, scheme: &str) -> Option<&'a str> {
+    let (s, rest) = value.split_once(' ')?;
+    s.eq_ignore_ascii_case(scheme).then(|| rest.trim())
+}
+
+fn parse_basic(value: &str) -> Option<(String, String)> {
+    let raw = B64.decode(strip_scheme(value, "Basic")?).ok()?;
+    let text = String::from_utf8(raw).ok()?;
+    let (u, p) = text.split_once(':')?;
+    Some((u.to_owned(), p.to_owned()))
+}
+
+/// HTTP/2 has no Host header; its `:authority` arrives in the URI. Challenges name the
+/// host the client used, so give them one place to read it from.
+fn authority_as_host(req: &mut Request) {
+    if req.headers().contains_key(header::HOST) {
+        return;
+    }
+    let value = req
+        .uri()
+        .authority()
+        .and_then(|a| axum::http::HeaderValue::from_str(a.as_str()).ok());
+    if let Some(v) = value {
+        req.headers_mut().insert(header::HOST, v);
+    }
+}
+
+fn peer_ip(req: &Request) -> Option<IpAddr> {
+    req.extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip())
+}
+
+/// The middleware. `auth` is `None` when authentication is off.
+pub async fn layer(
+    State(auth): State<Option<Arc<Auth>>>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let Some(auth) = auth else {
+        return next.run(req).await;
+    };
+    let Some(need) = classify(req.method(), req.uri().path()) else {
+        return next.run(req).await;
+    };
+    let ip = peer_ip(&req);
+    authority_as_host(&mut req);
+    let caller = match auth.identify(req.headers(), ip, &need).await {
+        Ok(c) => c,
+        Err(e) => return RegistryError::from(e).into_response(),
+    };
+    let mut req = match auth.decide(&caller, &need, req.headers()) {
+        Ok(Some(visible)) => {
+            let mut req = req;
+            req.extensions_mut().insert(visible);
+            req
+        }
+        Ok(None) => req,
+        Err(e) => {
+            tracing::info!(path = %req.uri().path(), error = %e, "refused");
+            return RegistryError::from(e).into_response();
+        }
+    };
+    if need == Need::Admin {
+        let user = match &caller {
+            Caller::User(u) => Some(u.clone()),
+            Caller::Token(c) => Some(c.sub.clone()),
+            _ => None,
+        };
+        req.extensions_mut().insert(Admitted { user });
+    }
+    if let Need::Repo(repo, Right::Push) = &need {
+        if let Err(e) = check_mount(&auth, &caller, repo, &mut req) {
+            return RegistryError::from(e).into_response();
+        }
+    }
+    next.run(req).await
+}
+
+/// A cross-repository mount needs pull on `from` too. A token that lacks it although the
+/// rules allow it sends the client back for both scopes (as Distribution's challenge does);
+/// a caller the rules do not allow gets a plain upload instead (a mount must not reveal or
+/// copy what one cannot read).
+fn check_mount(
+    auth: &Auth,
+    caller: &Caller,
+    repo: &str,
+    req: &mut Request,
+) -> Result<(), AuthError> {
+    let q = Query::parse(req.uri().query());
+    let (Some(from), Some(_)) = (q.get("from"), q.get("mount")) else {
+        return Ok(());
+    };
+    if auth.rights(caller, from).pull {
+        return Ok(());
+    }
+    if matches!(caller, Caller::Token(_))
+        && auth.policy.rights(&Auth::subject(caller), from).pull
+        && airdock_storage::RepoName::parse(from).is_ok()
+    {
+        let scope = format!("repository:{repo}:pull,push repository:{from}:pull");
+        return Err(AuthError::Unauthorized {
+            challenge: auth.challenge(req.headers(), Some(&scope), Some("insufficient_scope")),
+            message: "token does not cover the mount source",
+        });
+    }
+    let path = req.uri().path().to_owned();
+    if let Ok(uri) = path.parse() {
+        *req.uri_mut() = uri;
+    }
+    Ok(())
+}
+
+/// `GET /token?service=…&scope=…`: check Basic credentials (or none, for an anonymous
+/// token), grant the intersection of what was asked and what the rules allow.
+pub async fn token_endpoint(State(auth): State<Option<Arc<Auth>>>, req: Request) -> Response {
+    let Some(auth) = auth else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let mut req = req;
+    authority_as_host(&mut req);
+    let ip = peer_ip(&req);
+    let q = Query::parse(req.uri().query());
+    let subject = match req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_basic)
+    {
+        None => Subject::Anonymous,
+        Some((user, password)) => match auth.check_password(ip, &user, &password).await {
+            Ok(true) => Subject::User(user),
+            Ok(false) => {
+                return RegistryError::from(AuthError::Unauthorized {
+                    challenge: "Basic realm=\"airdock\", charset=\"UTF-8\"".to_owned(),
+                    message: "invalid username or password",
+                })
+                .into_response()
+            }
+            Err(e) => return RegistryError::from(e).into_response(),
+        },
+    };
+    let mut access = Vec::new();
+    for scope in Scope::parse_all(q.all("scope")) {
+        match scope.kind.as_str() {
+            "repository" if airdock_storage::RepoName::parse(&scope.name).is_ok() => {
+                let allowed = auth.policy.rights(&subject, &scope.name);
+                let mut granted: Vec<String> = Vec::new();
+                for a in &scope.actions {
+                    for r in Right::parse_action(a) {
+                        if allowed.has(r) && !granted.iter().any(|g| g == r.as_str()) {
+                            granted.push(r.as_str().to_owned());
+                        }
+                    }
+                }
+                if !granted.is_empty() {
+                    access.push(token::Access {
+                        kind: scope.kind,
+                        name: scope.name,
+                        actions: granted,
+                    });
+                }
+            }
+            "registry" if scope.name == "catalog" => access.push(token::Access {
+                kind: scope.kind,
+                name: scope.name,
+                actions: vec!["*".to_owned()],
+            }),
+            _ => {}
+        }
+    }
+    let claims = token::claims(subject.name(), &auth.service, auth.ttl, access);
+    let jwt = auth.key.sign(&claims);
+    let body = serde_json::json!({
+        "token": jwt,
+        "access_token": jwt,
+        "expires_in": auth.ttl,
+        "issued_at": token::rfc3339(claims.iat),
+    });
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classify_paths() {
+        let n = |m: Method, p: &str| classify(&m, p);
+        assert_eq!(n(Method::GET, "/v2/"), Some(Need::Login));
+        assert_eq!(n(Method::GET, "/v2"), Some(Need::Login));
+        assert_eq!(n(Method::GET, "/v2/_catalog"), Some(Need::Catalog));
+        assert_eq!(
+            n(Method::PUT, "/v2/a/b/manifests/v1"),
+            Some(Need::Repo("a/b".into(), Right::Push))
+        );
+        assert_eq!(
+            n(Method::HEAD, "/v2/a/blobs/sha256:".to_owned().as_str()),
+            Some(Need::Login)
+        );
+        assert_eq!(
+            n(Method::DELETE, "/v2/a/manifests/v1"),
+            Some(Need::Repo("a".into(), Right::Delete))
+        );
+        assert_eq!(
+            n(Method::POST, "/v2/a/blobs/uploads/"),
+            Some(Need::Repo("a".into(), Right::Push))
+        );
+        assert_eq!(n(Method::POST, "/admin/v1/import"), Some(Need::Admin));
+        assert_eq!(n(Method::GET, "/token"), None);
+        assert_eq!(n(Method::GET, "/v2/nothing"), Some(Need::Login));
+    }
+
+    #[test]
+    fn basic_header() {
+        assert_eq!(
+            parse_basic("Basic YWxpY2U6cDpx"),
+            Some(("alice".into(), "p:q".into()))
+        );
+        assert_eq!(parse_basic("Bearer x"), None);
+        assert_eq!(parse_basic("Basic !!"), None);
+    }
+}

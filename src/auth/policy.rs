@@ -1,0 +1,269 @@
+//! Who may do what: rights rules (repository globs → users → pull/push/delete) and the admin
+//! right. Pure data and matching; no HTTP here.
+
+use std::collections::HashSet;
+
+use serde::Deserialize;
+
+use crate::config::AccessRule;
+
+/// One right on a repository.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Right {
+    Pull,
+    Push,
+    Delete,
+}
+
+impl Right {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Right::Pull => "pull",
+            Right::Push => "push",
+            Right::Delete => "delete",
+        }
+    }
+
+    /// Token scope action names; `*` means every right, as Distribution's clients use it.
+    pub fn parse_action(s: &str) -> Vec<Right> {
+        match s {
+            "pull" => vec![Right::Pull],
+            "push" => vec![Right::Push],
+            "delete" => vec![Right::Delete],
+            "*" => vec![Right::Pull, Right::Push, Right::Delete],
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// A set of rights, small enough to copy.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Rights {
+    pub pull: bool,
+    pub push: bool,
+    pub delete: bool,
+}
+
+impl Rights {
+    pub const ALL: Rights = Rights {
+        pull: true,
+        push: true,
+        delete: true,
+    };
+
+    pub fn has(self, r: Right) -> bool {
+        match r {
+            Right::Pull => self.pull,
+            Right::Push => self.push,
+            Right::Delete => self.delete,
+        }
+    }
+
+    pub fn add(&mut self, r: Right) {
+        match r {
+            Right::Pull => self.pull = true,
+            Right::Push => self.push = true,
+            Right::Delete => self.delete = true,
+        }
+    }
+
+    pub fn union(mut self, other: Rights) -> Rights {
+        self.pull |= other.pull;
+        self.push |= other.push;
+        self.delete |= other.delete;
+        self
+    }
+
+    pub fn iter(self) -> impl Iterator<Item = Right> {
+        [Right::Pull, Right::Push, Right::Delete]
+            .into_iter()
+            .filter(move |r| self.has(*r))
+    }
+}
+
+/// A repository glob: `*` matches within one path component, `**` across components,
+/// `?` one character other than `/`; anything else matches itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Glob(String);
+
+impl<'de> Deserialize<'de> for Glob {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Glob, D::Error> {
+        let s = String::deserialize(d)?;
+        Glob::new(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+impl Glob {
+    pub fn new(s: &str) -> Result<Glob, String> {
+        if s.is_empty() {
+            return Err("an empty repository glob matches nothing".into());
+        }
+        if s.contains("***") {
+            return Err(format!("`{s}`: use `**` to match across components"));
+        }
+        Ok(Glob(s.to_owned()))
+    }
+
+    pub fn matches(&self, name: &str) -> bool {
+        glob_match(self.0.as_bytes(), name.as_bytes())
+    }
+}
+
+fn glob_match(p: &[u8], s: &[u8]) -> bool {
+    match p.first() {
+        None => s.is_empty(),
+        Some(b'*') if p.get(1) == Some(&b'*') => {
+            // `**/` may also match nothing, so `a/**/b` matches `a/b`.
+            let rest = &p[2..];
+            if rest.first() == Some(&b'/') && glob_match(&rest[1..], s) {
+                return true;
+            }
+            (0..=s.len()).any(|i| glob_match(rest, &s[i..]))
+        }
+        Some(b'*') => {
+            let rest = &p[1..];
+            let mut i = 0;
+            loop {
+                if glob_match(rest, &s[i..]) {
+                    return true;
+                }
+                if i == s.len() || s[i] == b'/' {
+                    return false;
+                }
+                i += 1;
+            }
+        }
+        Some(b'?') => matches!(s.first(), Some(c) if *c != b'/') && glob_match(&p[1..], &s[1..]),
+        Some(c) => s.first() == Some(c) && glob_match(&p[1..], &s[1..]),
+    }
+}
+
+/// The caller as the policy sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Subject {
+    Anonymous,
+    User(String),
+}
+
+impl Subject {
+    pub fn name(&self) -> &str {
+        match self {
+            Subject::Anonymous => "",
+            Subject::User(u) => u,
+        }
+    }
+}
+
+/// The rules in force.
+#[derive(Debug, Clone, Default)]
+pub struct Policy {
+    rules: Vec<AccessRule>,
+    admins: HashSet<String>,
+}
+
+impl Policy {
+    pub fn new(rules: Vec<AccessRule>, admins: Vec<String>) -> Policy {
+        Policy {
+            rules,
+            admins: admins.into_iter().collect(),
+        }
+    }
+
+    /// Rights of `who` on `repo`. With no rules, every authenticated user may do everything
+    /// and anonymous callers nothing (Distribution's htpasswd mode). Users also get what
+    /// anonymous callers get.
+    pub fn rights(&self, who: &Subject, repo: &str) -> Rights {
+        if self.rules.is_empty() {
+            return match who {
+                Subject::Anonymous => Rights::default(),
+                Subject::User(_) => Rights::ALL,
+            };
+        }
+        let mut out = Rights::default();
+        for rule in &self.rules {
+            if !rule.repos.iter().any(|g| g.matches(repo)) {
+                continue;
+            }
+            let applies = rule.users.iter().any(|u| match (u.as_str(), who) {
+                ("anonymous", _) => true,
+                ("*", Subject::User(_)) => true,
+                (name, Subject::User(me)) => name == me,
+                _ => false,
+            });
+            if applies {
+                for r in &rule.allow {
+                    out.add(*r);
+                }
+            }
+        }
+        out
+    }
+
+    /// Whether anonymous callers may do anything at all (then `/v2/` does not demand a login).
+    pub fn anonymous_has_rights(&self) -> bool {
+        self.rules
+            .iter()
+            .any(|r| r.users.iter().any(|u| u == "anonymous") && !r.allow.is_empty())
+    }
+
+    pub fn is_admin(&self, who: &Subject) -> bool {
+        matches!(who, Subject::User(u) if self.admins.contains(u))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn g(s: &str) -> Glob {
+        Glob::new(s).expect("glob")
+    }
+
+    #[test]
+    fn globs() {
+        assert!(g("team/*").matches("team/app"));
+        assert!(!g("team/*").matches("team/a/b"));
+        assert!(g("team/**").matches("team/a/b"));
+        assert!(g("**").matches("x/y/z"));
+        assert!(g("a/**/b").matches("a/b"));
+        assert!(g("a/**/b").matches("a/x/y/b"));
+        assert!(g("lib?").matches("lib1"));
+        assert!(!g("lib?").matches("lib/"));
+        assert!(g("exact/name").matches("exact/name"));
+        assert!(!g("exact/name").matches("exact/names"));
+        assert!(Glob::new("").is_err());
+    }
+
+    #[test]
+    fn rules_add_up_and_anonymous_counts_for_users() {
+        let rule = |repos: &[&str], users: &[&str], allow: &[Right]| AccessRule {
+            repos: repos.iter().map(|r| g(r)).collect(),
+            users: users.iter().map(|u| u.to_string()).collect(),
+            allow: allow.to_vec(),
+        };
+        let p = Policy::new(
+            vec![
+                rule(&["public/**"], &["anonymous"], &[Right::Pull]),
+                rule(&["team/*"], &["alice"], &[Right::Pull, Right::Push]),
+                rule(&["team/*"], &["*"], &[Right::Pull]),
+            ],
+            vec!["root".into()],
+        );
+        let alice = Subject::User("alice".into());
+        let bob = Subject::User("bob".into());
+        assert!(p.rights(&Subject::Anonymous, "public/x").pull);
+        assert_eq!(p.rights(&Subject::Anonymous, "team/x"), Rights::default());
+        assert!(p.rights(&bob, "public/a/b").pull);
+        assert!(p.rights(&alice, "team/x").push);
+        assert!(!p.rights(&bob, "team/x").push);
+        assert!(p.rights(&bob, "team/x").pull);
+        assert!(!p.rights(&alice, "team/x").delete);
+        assert!(p.is_admin(&Subject::User("root".into())));
+        assert!(!p.is_admin(&alice));
+        assert!(p.anonymous_has_rights());
+        let open = Policy::default();
+        assert_eq!(open.rights(&bob, "any"), Rights::ALL);
+        assert_eq!(open.rights(&Subject::Anonymous, "any"), Rights::default());
+    }
+}

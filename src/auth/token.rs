@@ -1,0 +1,319 @@
+//! Bearer tokens: compact JWTs signed with HMAC-SHA256 under a key kept in the data dir,
+//! carrying the Distribution `access` claim (repository, name, granted actions), and the
+//! `scope` strings clients ask for (`repository:team/app:pull,push`, `registry:catalog:*`).
+
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+
+use super::policy::{Right, Rights};
+
+const ISSUER: &str = "airdock";
+/// Clock skew tolerated between issuing and checking (one process, but be kind to `nbf`).
+const LEEWAY: u64 = 5;
+
+/// One `access` entry of a token, as Distribution's token spec writes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Access {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub name: String,
+    pub actions: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Claims {
+    pub iss: String,
+    /// The user name; empty for an anonymous token.
+    pub sub: String,
+    pub aud: String,
+    pub exp: u64,
+    pub nbf: u64,
+    pub iat: u64,
+    pub jti: String,
+    #[serde(default)]
+    pub access: Vec<Access>,
+}
+
+impl Claims {
+    /// Rights this token grants on repository `name`.
+    pub fn rights(&self, name: &str) -> Rights {
+        let mut r = Rights::default();
+        for a in self
+            .access
+            .iter()
+            .filter(|a| a.kind == "repository" && a.name == name)
+        {
+            for act in &a.actions {
+                for right in Right::parse_action(act) {
+                    r.add(right);
+                }
+            }
+        }
+        r
+    }
+}
+
+/// A requested scope. Only `repository` and `registry:catalog` mean anything here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scope {
+    pub kind: String,
+    pub name: String,
+    pub actions: Vec<String>,
+}
+
+impl Scope {
+    /// `type:name:actions`; the name sits between the first and the last colon.
+    pub fn parse(s: &str) -> Option<Scope> {
+        let (kind, rest) = s.split_once(':')?;
+        let (name, actions) = rest.rsplit_once(':')?;
+        // `repository(plugin)` types are Distribution's old classes; the class is ignored.
+        let kind = kind.split('(').next().unwrap_or(kind);
+        Some(Scope {
+            kind: kind.to_owned(),
+            name: name.to_owned(),
+            actions: actions
+                .split(',')
+                .filter(|a| !a.is_empty())
+                .map(str::to_owned)
+                .collect(),
+        })
+    }
+
+    /// Every space-separated scope in every `scope` parameter.
+    pub fn parse_all<'a>(params: impl Iterator<Item = &'a str>) -> Vec<Scope> {
+        params
+            .flat_map(|p| p.split(' '))
+            .filter_map(Scope::parse)
+            .collect()
+    }
+}
+
+pub fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Why a token was refused (logged, never told to the client in detail).
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    #[error("malformed token")]
+    Malformed,
+    #[error("bad signature")]
+    Signature,
+    #[error("token expired or not yet valid")]
+    Expired,
+    #[error("token for another issuer or service")]
+    Audience,
+}
+
+/// The signing key. Cloned into each request's checks; 32 random bytes.
+#[derive(Clone)]
+pub struct TokenKey([u8; 32]);
+
+impl std::fmt::Debug for TokenKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TokenKey(..)")
+    }
+}
+
+impl TokenKey {
+    pub fn random() -> std::io::Result<TokenKey> {
+        let mut k = [0u8; 32];
+        fill_random(&mut k)?;
+        Ok(TokenKey(k))
+    }
+
+    /// The key in `path`, or a new one written there (0600): tokens survive a restart.
+    pub fn load_or_create(path: &Path) -> std::io::Result<TokenKey> {
+        match std::fs::read(path) {
+            Ok(bytes) if bytes.len() == 32 => {
+                let mut k = [0u8; 32];
+                k.copy_from_slice(&bytes);
+                Ok(TokenKey(k))
+            }
+            Ok(_) => Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("{} is not a 32-byte key", path.display()),
+            )),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let key = TokenKey::random()?;
+                super::htpasswd::write_private(path, &key.0)?;
+                Ok(key)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn mac(&self) -> Hmac<Sha256> {
+        // HMAC takes keys of any length; 32 bytes never fails.
+        <Hmac<Sha256> as Mac>::new_from_slice(&self.0).unwrap_or_else(|_| unreachable!())
+    }
+
+    pub fn sign(&self, claims: &Claims) -> String {
+        let header = B64.encode(br#"{"alg":"HS256","typ":"JWT"}"#);
+        let body = B64.encode(serde_json::to_vec(claims).unwrap_or_default());
+        let signing_input = format!("{header}.{body}");
+        let mut mac = self.mac();
+        mac.update(signing_input.as_bytes());
+        let sig = B64.encode(mac.finalize().into_bytes());
+        format!("{signing_input}.{sig}")
+    }
+
+    /// Check signature, algorithm, issuer, audience and validity period.
+    pub fn verify(&self, token: &str, service: &str) -> Result<Claims, TokenError> {
+        let mut parts = token.split('.');
+        let (Some(h), Some(b), Some(s), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(TokenError::Malformed);
+        };
+        let sig = B64.decode(s).map_err(|_| TokenError::Malformed)?;
+        let mut mac = self.mac();
+        mac.update(h.as_bytes());
+        mac.update(b".");
+        mac.update(b.as_bytes());
+        // verify_slice compares in constant time.
+        mac.verify_slice(&sig).map_err(|_| TokenError::Signature)?;
+        // Only after the signature holds: the header must say what we sign with, so a
+        // token claiming `alg: none` never passes even if someone signed it.
+        let header: serde_json::Value =
+            serde_json::from_slice(&B64.decode(h).map_err(|_| TokenError::Malformed)?)
+                .map_err(|_| TokenError::Malformed)?;
+        if header.get("alg").and_then(|v| v.as_str()) != Some("HS256") {
+            return Err(TokenError::Malformed);
+        }
+        let claims: Claims =
+            serde_json::from_slice(&B64.decode(b).map_err(|_| TokenError::Malformed)?)
+                .map_err(|_| TokenError::Malformed)?;
+        let t = now();
+        if claims.exp <= t || claims.nbf > t + LEEWAY {
+            return Err(TokenError::Expired);
+        }
+        if claims.iss != ISSUER || claims.aud != service {
+            return Err(TokenError::Audience);
+        }
+        Ok(claims)
+    }
+}
+
+/// Claims for `sub` valid from now for `ttl` seconds.
+pub fn claims(sub: &str, service: &str, ttl: u64, access: Vec<Access>) -> Claims {
+    let t = now();
+    let mut jti = [0u8; 12];
+    let _ = fill_random(&mut jti);
+    Claims {
+        iss: ISSUER.to_owned(),
+        sub: sub.to_owned(),
+        aud: service.to_owned(),
+        exp: t + ttl,
+        nbf: t.saturating_sub(LEEWAY),
+        iat: t,
+        jti: B64.encode(jti),
+        access,
+    }
+}
+
+/// Random bytes from the operating system, through the TLS stack's generator.
+pub fn fill_random(buf: &mut [u8]) -> std::io::Result<()> {
+    rustls::crypto::ring::default_provider()
+        .secure_random
+        .fill(buf)
+        .map_err(|_| std::io::Error::other("no system randomness"))
+}
+
+/// `YYYY-MM-DDTHH:MM:SSZ` for a Unix time.
+pub fn rfc3339(secs: u64) -> String {
+    let (y, m, d) = civil_from_days((secs / 86400) as i64);
+    let s = secs % 86400;
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        s / 3600,
+        s / 60 % 60,
+        s % 60
+    )
+}
+
+/// Days since 1970-01-01 → (year, month, day), Howard Hinnant's algorithm.
+pub fn civil_from_days(z: i64) -> (i32, u8, u8) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u8;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u8;
+    ((if m <= 2 { y + 1 } else { y }) as i32, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn access(name: &str, actions: &[&str]) -> Access {
+        Access {
+            kind: "repository".into(),
+            name: name.into(),
+            actions: actions.iter().map(|a| a.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn sign_verify_and_refusals() {
+        let key = TokenKey::random().expect("key");
+        let c = claims("alice", "svc", 60, vec![access("a/b", &["pull", "push"])]);
+        let t = key.sign(&c);
+        let back = key.verify(&t, "svc").expect("valid");
+        assert!(back.rights("a/b").push);
+        assert!(!back.rights("a/c").pull);
+        assert!(matches!(key.verify(&t, "other"), Err(TokenError::Audience)));
+        let other = TokenKey::random().expect("key");
+        assert!(matches!(
+            other.verify(&t, "svc"),
+            Err(TokenError::Signature)
+        ));
+        // Tampered claims with the old signature.
+        let mut parts: Vec<&str> = t.split('.').collect();
+        let forged =
+            B64.encode(serde_json::to_vec(&claims("root", "svc", 60, vec![])).expect("json"));
+        parts[1] = &forged;
+        assert!(key.verify(&parts.join("."), "svc").is_err());
+        // Expired.
+        let mut old = claims("alice", "svc", 60, vec![]);
+        old.exp = now() - 1;
+        assert!(matches!(
+            key.verify(&key.sign(&old), "svc"),
+            Err(TokenError::Expired)
+        ));
+        assert!(key.verify("a.b", "svc").is_err());
+    }
+
+    #[test]
+    fn scopes() {
+        let s = Scope::parse("repository:team/app:pull,push").expect("scope");
+        assert_eq!(
+            (s.kind.as_str(), s.name.as_str()),
+            ("repository", "team/app")
+        );
+        assert_eq!(s.actions, ["pull", "push"]);
+        let all = Scope::parse_all(["repository:a:pull registry:catalog:*", "bad"].into_iter());
+        assert_eq!(all.len(), 2);
+        assert_eq!(all[1].name, "catalog");
+    }
+
+    #[test]
+    fn dates() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
+    }
+}

@@ -1,0 +1,435 @@
+//! Real clients against airdock over TLS with a CA from `airdock cert init` and with
+//! htpasswd users behind the token flow (issue 5): crane, oras and skopeo with credentials
+//! and the CA; docker login + push + pull with the CA in `certs.d`; containerd `ctr` and
+//! crictl (CRI) pulling with `hosts.toml` naming the CA. alice may push, bob may only pull:
+//! each client must also fail to push as bob.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use super::harness::{state_dir, tool, Cmd};
+use super::image::{host_arch, Flavor, Image};
+use crate::support::{Server, AIRDOCK_BIN};
+
+/// A TLS + auth airdock and the lab CA that signs its certificate.
+pub struct SecureLab {
+    pub _server: Server,
+    /// `localhost:PORT`, the name the certificate is for.
+    pub host: String,
+    pub ca: PathBuf,
+    /// A directory holding only `ca.crt` (skopeo's `--cert-dir` reads every file in it).
+    pub ca_dir: PathBuf,
+    pub dir: tempfile::TempDir,
+}
+
+fn airdock(args: &[&str], stdin: &str) -> String {
+    Cmd::new(AIRDOCK_BIN)
+        .args(args)
+        .stdin(stdin.as_bytes().to_vec())
+        .run()
+        .stdout_text()
+}
+
+impl SecureLab {
+    pub fn start() -> SecureLab {
+        let dir = state_dir("airdock-secure-");
+        let d = dir.path();
+        let certs = d.join("certs");
+        let out = airdock(
+            &[
+                "cert",
+                "init",
+                "--dir",
+                &certs.display().to_string(),
+                "--host",
+                "localhost",
+                "--host",
+                "127.0.0.1",
+            ],
+            "",
+        );
+        assert!(out.contains("certs.d"), "{out}");
+        let ca_dir = d.join("ca");
+        fs::create_dir_all(&ca_dir).expect("ca dir");
+        fs::copy(certs.join("ca.crt"), ca_dir.join("ca.crt")).expect("copy ca");
+        let htpasswd = d.join("htpasswd");
+        for (user, pw) in [("alice", "alice-pw"), ("bob", "bob-pw")] {
+            airdock(
+                &[
+                    "user",
+                    "add",
+                    user,
+                    "--htpasswd",
+                    &htpasswd.display().to_string(),
+                    "--cost",
+                    "4",
+                ],
+                &format!("{pw}\n"),
+            );
+        }
+        let config = d.join("airdock.yaml");
+        fs::write(
+            &config,
+            format!(
+                "tls:\n  cert: {crt}\n  key: {key}\nauth:\n  htpasswd: {hp}\naccess:\n  \
+                 - repos: [\"**\"]\n    users: [alice]\n    allow: [pull, push, delete]\n  \
+                 - repos: [\"**\"]\n    users: [bob]\n    allow: [pull]\n",
+                crt = certs.join("tls.crt").display(),
+                key = certs.join("tls.key").display(),
+                hp = htpasswd.display(),
+            ),
+        )
+        .expect("write config");
+        let server = Server::start_with_args(&["--config", &config.display().to_string()]);
+        SecureLab {
+            host: format!("localhost:{}", server.addr().port()),
+            _server: server,
+            ca: certs.join("ca.crt"),
+            ca_dir,
+            dir,
+        }
+    }
+}
+
+fn crane(lab: &SecureLab, config: &Path, args: &[&str]) -> Cmd {
+    Cmd::new(tool("crane"))
+        .env("DOCKER_CONFIG", config)
+        // Go clients read extra roots from SSL_CERT_FILE.
+        .env("SSL_CERT_FILE", &lab.ca)
+        .args(args)
+}
+
+#[test]
+fn crane_oras_skopeo_over_tls_with_credentials() {
+    let lab = SecureLab::start();
+    let w = lab.dir.path();
+    let image = Image::build(Flavor::Docker, host_arch(), "secure");
+    let tarball = w.join("image.tar");
+    image.write_docker_archive(&tarball, "airdock-test/secure:local");
+    let tar = tarball.display().to_string();
+
+    // crane: login as alice, push, read back the digest as bob.
+    let (alice_cfg, bob_cfg) = (w.join("crane-alice"), w.join("crane-bob"));
+    for (cfg, user, pw) in [
+        (&alice_cfg, "alice", "alice-pw"),
+        (&bob_cfg, "bob", "bob-pw"),
+    ] {
+        fs::create_dir_all(cfg).expect("config dir");
+        crane(
+            &lab,
+            cfg,
+            &["auth", "login", &lab.host, "-u", user, "-p", pw],
+        )
+        .run();
+    }
+    let reference = format!("{}/secure/crane:v1", lab.host);
+    let pushed = crane(&lab, &alice_cfg, &["push", &tar, &reference])
+        .run()
+        .stdout_text();
+    let digest = crane(&lab, &bob_cfg, &["digest", &reference])
+        .run()
+        .stdout_text()
+        .trim()
+        .to_string();
+    assert_eq!(pushed.trim(), format!("{}/secure/crane@{digest}", lab.host));
+    let denied = crane(
+        &lab,
+        &bob_cfg,
+        &["push", &tar, &format!("{}/secure/bob:v1", lab.host)],
+    )
+    .run_unchecked();
+    assert!(!denied.status.success(), "bob pushed");
+    assert!(
+        denied.all_text().contains("DENIED"),
+        "bob's push must be DENIED: {}",
+        denied.all_text()
+    );
+    // Without the lab CA, no TLS session is possible.
+    let untrusted = Cmd::new(tool("crane"))
+        .env("DOCKER_CONFIG", &alice_cfg)
+        .args(["digest", &reference])
+        .run_unchecked();
+    assert!(!untrusted.status.success(), "crane trusted an unknown CA");
+
+    // oras: push a file as alice with --ca-file, pull it as bob.
+    let oras = |args: &[&str]| {
+        Cmd::new(tool("oras"))
+            .current_dir(w)
+            .args(args)
+            .arg("--ca-file")
+            .arg(&lab.ca)
+            // oras speaks plain HTTP to `localhost` unless told otherwise.
+            .arg("--plain-http=false")
+            .arg("--registry-config")
+            .arg(w.join("oras-auth.json"))
+    };
+    fs::write(w.join("note.txt"), b"signed and sealed").expect("write note");
+    let oref = format!("{}/secure/oras:v1", lab.host);
+    oras(&[
+        "push",
+        "-u",
+        "alice",
+        "-p",
+        "alice-pw",
+        &oref,
+        "note.txt:text/plain",
+    ])
+    .run();
+    fs::create_dir_all(w.join("oras-out")).expect("out dir");
+    oras(&["pull", "-u", "bob", "-p", "bob-pw", "-o", "oras-out", &oref]).run();
+    assert_eq!(
+        fs::read(w.join("oras-out/note.txt")).expect("pulled note"),
+        b"signed and sealed"
+    );
+    let denied = oras(&[
+        "push",
+        "-u",
+        "bob",
+        "-p",
+        "bob-pw",
+        &oref,
+        "note.txt:text/plain",
+    ])
+    .run_unchecked();
+    assert!(!denied.status.success(), "bob pushed with oras");
+
+    // skopeo: copy in as alice with --dest-cert-dir, out as bob with --src-cert-dir.
+    let ca_dir = lab.ca_dir.display().to_string();
+    let sref = format!("docker://{}/secure/skopeo:v1", lab.host);
+    Cmd::new(tool("skopeo"))
+        .args([
+            "copy",
+            "--dest-cert-dir",
+            &ca_dir,
+            "--dest-creds",
+            "alice:alice-pw",
+        ])
+        .arg(format!("docker-archive:{tar}"))
+        .arg(&sref)
+        .run();
+    let raw = Cmd::new(tool("skopeo"))
+        .args([
+            "inspect",
+            "--raw",
+            "--cert-dir",
+            &ca_dir,
+            "--creds",
+            "bob:bob-pw",
+            &sref,
+        ])
+        .run();
+    assert!(
+        raw.stdout_text().contains("schemaVersion"),
+        "{}",
+        raw.stdout_text()
+    );
+    let denied = Cmd::new(tool("skopeo"))
+        .args([
+            "copy",
+            "--dest-cert-dir",
+            &ca_dir,
+            "--dest-creds",
+            "bob:bob-pw",
+        ])
+        .arg(format!("docker-archive:{tar}"))
+        .arg(format!("docker://{}/secure/skopeo-bob:v1", lab.host))
+        .run_unchecked();
+    assert!(!denied.status.success(), "bob pushed with skopeo");
+    let wrong = Cmd::new(tool("skopeo"))
+        .args([
+            "inspect",
+            "--raw",
+            "--cert-dir",
+            &ca_dir,
+            "--creds",
+            "bob:wrong",
+            &sref,
+        ])
+        .run_unchecked();
+    assert!(!wrong.status.success(), "a wrong password was accepted");
+}
+
+/// `/etc/docker/certs.d/<host>/ca.crt`, removed on drop: dockerd has no flag to move it.
+struct CertsD(PathBuf);
+
+impl Drop for CertsD {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn docker_login_push_pull_over_tls() {
+    let docker = super::docker::Docker::start();
+    let lab = SecureLab::start();
+    let certs_d = CertsD(PathBuf::from("/etc/docker/certs.d").join(&lab.host));
+    fs::create_dir_all(&certs_d.0).expect("certs.d");
+    fs::copy(&lab.ca, certs_d.0.join("ca.crt")).expect("install CA");
+
+    let image = Image::build(Flavor::Docker, host_arch(), "docker-tls");
+    let archive = lab.dir.path().join("image.tar");
+    image.write_docker_archive(&archive, "airdock-test/docker-tls:local");
+    docker.run(&["load", "-i", &archive.display().to_string()]);
+    let remote = format!("{}/secure/docker:v1", lab.host);
+    docker.run(&["tag", "airdock-test/docker-tls:local", &remote]);
+
+    // Not logged in: refused.
+    let out = docker.cmd().args(["push", &remote]).run_unchecked();
+    assert!(!out.status.success(), "anonymous push worked");
+
+    docker
+        .cmd()
+        .args(["login", &lab.host, "-u", "alice", "--password-stdin"])
+        .stdin(b"alice-pw\n".to_vec())
+        .run();
+    docker.run(&["push", &remote]);
+    docker.run(&["rmi", "airdock-test/docker-tls:local", &remote]);
+    let pulled = docker.run(&["pull", &remote]).stdout_text();
+    assert!(pulled.contains("Digest: sha256:"), "{pulled}");
+    assert_eq!(docker.image_id(&remote), image.config.digest);
+
+    // bob logs in, may pull, may not push.
+    docker
+        .cmd()
+        .args(["login", &lab.host, "-u", "bob", "--password-stdin"])
+        .stdin(b"bob-pw\n".to_vec())
+        .run();
+    let bobs = format!("{}/secure/docker-bob:v1", lab.host);
+    docker.run(&["tag", &remote, &bobs]);
+    let out = docker.cmd().args(["push", &bobs]).run_unchecked();
+    assert!(!out.status.success(), "bob pushed");
+    assert!(out.all_text().contains("denied"), "{}", out.all_text());
+    let out = docker
+        .cmd()
+        .args(["login", &lab.host, "-u", "bob", "--password-stdin"])
+        .stdin(b"wrong\n".to_vec())
+        .run_unchecked();
+    assert!(!out.status.success(), "a wrong password logged in");
+}
+
+#[test]
+fn ctr_and_crictl_pull_over_tls_with_hosts_toml_ca() {
+    let c = super::containerd::Containerd::start();
+    let lab = SecureLab::start();
+    let image = Image::build(Flavor::Docker, host_arch(), "ctr-tls");
+    let tarball = lab.dir.path().join("image.tar");
+    image.write_docker_archive(&tarball, "airdock-test/ctr-tls:local");
+    let cfg = lab.dir.path().join("crane-alice");
+    fs::create_dir_all(&cfg).expect("config dir");
+    crane(
+        &lab,
+        &cfg,
+        &["auth", "login", &lab.host, "-u", "alice", "-p", "alice-pw"],
+    )
+    .run();
+    let reference = format!("{}/secure/ctr:v1", lab.host);
+    crane(
+        &lab,
+        &cfg,
+        &["push", &tarball.display().to_string(), &reference],
+    )
+    .run();
+
+    c.hosts_toml(
+        &lab.host,
+        &format!(
+            "server = \"https://{h}\"\n\n[host.\"https://{h}\"]\n  capabilities = [\"pull\", \"resolve\", \"push\"]\n  ca = \"{ca}\"\n",
+            h = lab.host,
+            ca = lab.ca.display()
+        ),
+    );
+    let hosts_dir = c.certs_d().display().to_string();
+    c.ctr(
+        "default",
+        &[
+            "images",
+            "pull",
+            "--hosts-dir",
+            &hosts_dir,
+            "--user",
+            "bob:bob-pw",
+            &reference,
+        ],
+    );
+    let files = c.read_files("default", &reference, &["airdock/hello.txt"]);
+    assert_eq!(files[0], image.file("airdock/hello.txt"));
+
+    // The kubelet's path: CRI with credentials, the CA from hosts.toml.
+    let out = c.crictl(&["pull", "--creds", "bob:bob-pw", &reference]);
+    assert!(
+        out.stdout_text().contains(&image.config.digest),
+        "{}",
+        out.all_text()
+    );
+}
+
+/// The seed's own commands: `imgpkg copy --to-tar` out of airdock as a pull-only user,
+/// `imgpkg copy --tar … --to-repo` into it as a pushing user, and `imgpkg pull`, every call
+/// with `--registry-ca-cert-path` and nothing else to make TLS work.
+#[test]
+fn imgpkg_copy_and_pull_with_registry_ca_cert_path() {
+    let lab = SecureLab::start();
+    let w = lab.dir.path();
+    let image = Image::build(Flavor::Docker, host_arch(), "imgpkg-tls");
+    let tarball = w.join("image.tar");
+    image.write_docker_archive(&tarball, "airdock-test/imgpkg-tls:local");
+    let cfg = w.join("crane-alice");
+    fs::create_dir_all(&cfg).expect("config dir");
+    crane(
+        &lab,
+        &cfg,
+        &["auth", "login", &lab.host, "-u", "alice", "-p", "alice-pw"],
+    )
+    .run();
+    let source = format!("{}/secure/imgpkg-src:v1", lab.host);
+    crane(
+        &lab,
+        &cfg,
+        &["push", &tarball.display().to_string(), &source],
+    )
+    .run();
+
+    let ca = lab.ca.display().to_string();
+    let imgpkg = |user: &str, pw: &str, args: &[&str]| {
+        Cmd::new(tool("imgpkg"))
+            .env("HOME", w)
+            .env("IMGPKG_USERNAME", user)
+            .env("IMGPKG_PASSWORD", pw)
+            .args(args)
+            .args(["--registry-ca-cert-path", &ca])
+    };
+    let tar = w.join("transfer.tar").display().to_string();
+    imgpkg("bob", "bob-pw", &["copy", "-i", &source, "--to-tar", &tar]).run();
+    let dest = format!("{}/secure/imgpkg", lab.host);
+    imgpkg(
+        "alice",
+        "alice-pw",
+        &["copy", "--tar", &tar, "--to-repo", &dest],
+    )
+    .run();
+    let out = w.join("pulled").display().to_string();
+    let tagged = format!("{dest}:v1");
+    let pulled = imgpkg("bob", "bob-pw", &["tag", "list", "-i", &dest])
+        .run()
+        .stdout_text();
+    assert!(pulled.contains("v1"), "imgpkg copy kept the tag: {pulled}");
+    imgpkg("bob", "bob-pw", &["pull", "-i", &tagged, "-o", &out]).run();
+    assert_eq!(
+        fs::read(w.join("pulled/airdock/hello.txt")).expect("pulled file"),
+        image.file("airdock/hello.txt")
+    );
+    // A pull-only user cannot import.
+    let denied = imgpkg(
+        "bob",
+        "bob-pw",
+        &[
+            "copy",
+            "--tar",
+            &tar,
+            "--to-repo",
+            &format!("{}/secure/imgpkg-bob", lab.host),
+        ],
+    )
+    .run_unchecked();
+    assert!(!denied.status.success(), "bob pushed with imgpkg");
+}
