@@ -5,19 +5,18 @@
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context as _};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
 use airdock_storage::{RepoName, Store};
 
 use crate::admin::{AdminToken, IMPORT_PATH};
+use crate::imgpkg::import::Counting;
 use crate::imgpkg::{self, ImportOptions, ImportReport};
 
 /// Flags of `airdock import`.
@@ -144,7 +143,7 @@ async fn to_data_dir(
         registry_host: args.registry_host.clone(),
         ..ImportOptions::default()
     };
-    let reader = Counted {
+    let reader = Counting {
         inner: input,
         count: counter,
     };
@@ -318,27 +317,6 @@ fn dechunk(mut b: &[u8]) -> anyhow::Result<Vec<u8>> {
             .ok_or_else(|| anyhow!("truncated chunked body"))?;
         out.extend_from_slice(chunk);
         b = b.get(size + 2..).unwrap_or_default();
-    }
-}
-
-/// Counts bytes read through it, for the progress line.
-struct Counted<R> {
-    inner: R,
-    count: Arc<AtomicU64>,
-}
-
-impl<R: AsyncRead + Unpin> AsyncRead for Counted<R> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let this = self.get_mut();
-        let before = buf.filled().len();
-        let r = Pin::new(&mut this.inner).poll_read(cx, buf);
-        this.count
-            .fetch_add((buf.filled().len() - before) as u64, Ordering::Relaxed);
-        r
     }
 }
 

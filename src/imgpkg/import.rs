@@ -27,11 +27,11 @@ use airdock_storage::{
     Digest, Ingested, ManifestRecord, Pin as BlobPin, RepoName, Store, StoreError, Tag, Txn,
 };
 
-use super::digest::{truncate, Dgst};
 use super::gzip::{self, Compression, GzipDecoder, InflateLimitExceeded, InflateLimits};
 use super::locations::{self, LocationsImage};
 use super::lock::{ImagesLock, MAX_IMAGES_LOCK};
 use super::manifest::{self, ImageSet, Item, DOCKER_LAYER};
+use super::names::{self, truncate};
 use super::stream::{ReadError, ReadErrorKind, TarReader};
 use super::tarfmt::Kind;
 
@@ -234,10 +234,11 @@ pub async fn import<R: AsyncRead + Unpin + Send>(
     Ok(outcome)
 }
 
-/// Counts bytes read through it.
-struct Counting<R> {
-    inner: R,
-    count: Arc<AtomicU64>,
+/// Counts bytes read through it into a shared counter (the report's upload size, the
+/// CLI's progress line).
+pub struct Counting<R> {
+    pub inner: R,
+    pub count: Arc<AtomicU64>,
 }
 
 impl<R: AsyncRead + Unpin> AsyncRead for Counting<R> {
@@ -264,7 +265,7 @@ const CHANNEL_CHUNKS: usize = 4;
 
 /// A blob entry being written by a store task.
 struct InFlight {
-    digest: Dgst,
+    digest: Digest,
     entry: String,
     all_zero: bool,
     seen: u64,
@@ -289,7 +290,7 @@ impl Drop for Pipeline {
 impl Pipeline {
     async fn finish_one(
         &mut self,
-        received: &mut BTreeMap<Dgst, Received>,
+        received: &mut BTreeMap<Digest, Received>,
     ) -> Result<(), ImportError> {
         let Some(f) = self.inflight.pop_front() else {
             return Ok(());
@@ -319,7 +320,10 @@ impl Pipeline {
         }
     }
 
-    async fn drain(&mut self, received: &mut BTreeMap<Dgst, Received>) -> Result<(), ImportError> {
+    async fn drain(
+        &mut self,
+        received: &mut BTreeMap<Digest, Received>,
+    ) -> Result<(), ImportError> {
         while !self.inflight.is_empty() {
             self.finish_one(received).await?;
         }
@@ -348,20 +352,19 @@ fn digest_mismatch(entry: &str, all_zero: bool, actual: &str) -> ImportError {
 /// How a blob entry was taken in.
 enum Started {
     /// Already in the content store: verified by hashing, nothing written.
-    Present(Dgst, Received),
+    Present(Digest, Received),
     /// Being written by a store task.
     Flight(InFlight),
 }
 
-/// Takes in the current tar entry, a blob named `d`: verifies it in place when the store
+/// Takes in the current tar entry, a blob named `digest`: verifies it in place when the store
 /// already has it (a re-import then writes nothing), else streams it to a store task.
 async fn start_blob<R: AsyncRead + Unpin>(
     store: &Store,
     tar: &mut TarReader<R>,
-    d: Dgst,
+    digest: Digest,
     entry: String,
 ) -> Result<Started, ImportError> {
-    let digest = to_store_digest(&d)?;
     let at = Some(entry.as_str());
     let tar_failed = |tar: &mut TarReader<R>, e: io::Error| match tar.take_data_error() {
         Some(re) => read_err(at, re),
@@ -398,7 +401,7 @@ async fn start_blob<R: AsyncRead + Unpin>(
             ));
         }
         return Ok(Started::Present(
-            d,
+            digest,
             Received {
                 size: seen,
                 existed: true,
@@ -453,7 +456,7 @@ async fn start_blob<R: AsyncRead + Unpin>(
     }
     drop(tx);
     Ok(Started::Flight(InFlight {
-        digest: d,
+        digest,
         entry,
         all_zero,
         seen,
@@ -464,7 +467,7 @@ async fn start_blob<R: AsyncRead + Unpin>(
 /// What a tar member name means.
 enum Member {
     ManifestJson,
-    Blob(Dgst),
+    Blob(Digest),
 }
 
 fn classify(name: &[u8]) -> Result<Member, &'static str> {
@@ -482,17 +485,10 @@ fn classify(name: &[u8]) -> Result<Member, &'static str> {
     }
     let blob = std::str::from_utf8(name)
         .ok()
-        .and_then(|n| n.strip_suffix(".tar.gz"))
-        .and_then(|n| n.split_once('-'))
-        .and_then(|(alg, hex)| Dgst::from_parts(alg, hex));
+        .and_then(names::parse_tar_member_name);
     blob.map(Member::Blob).ok_or(
         "unexpected entry: an imgpkg tar holds only manifest.json and <algorithm>-<hex>.tar.gz files",
     )
-}
-
-fn to_store_digest(d: &Dgst) -> Result<Digest, ImportError> {
-    Digest::parse(&d.to_string())
-        .map_err(|e| ImportError::new(ErrorKind::Digest, None, e.to_string()))
 }
 
 fn storage_err(what: &str, e: StoreError) -> ImportError {
@@ -550,7 +546,7 @@ struct Staged {
     /// Blobs written while staging, kept safe from GC until the commit.
     pins: Vec<BlobPin>,
     blobs: BlobReport,
-    locations: Vec<(Dgst, LocationsImage)>,
+    locations: Vec<(Digest, LocationsImage)>,
     root_lock: Option<ImagesLock>,
 }
 
@@ -562,7 +558,7 @@ async fn run<T: AsyncRead + Unpin + Send>(
 ) -> Result<ImportReport, ImportError> {
     let mut tar = TarReader::new(stream);
     let mut pipeline = Pipeline::default();
-    let mut received: BTreeMap<Dgst, Received> = BTreeMap::new();
+    let mut received: BTreeMap<Digest, Received> = BTreeMap::new();
     let read = read_entries(store, &mut tar, &mut pipeline, &mut received, opts).await;
     let set = match read {
         Ok(set) => set,
@@ -585,13 +581,13 @@ async fn read_entries<T: AsyncRead + Unpin + Send>(
     store: &Store,
     tar: &mut TarReader<T>,
     pipeline: &mut Pipeline,
-    received: &mut BTreeMap<Dgst, Received>,
+    received: &mut BTreeMap<Digest, Received>,
     opts: &ImportOptions,
 ) -> Result<ImageSet, ImportError> {
     let mut names: HashSet<Vec<u8>> = HashSet::new();
     let mut set: Option<ImageSet> = None;
     // digest → size of every blob manifest.json references (layers and configs).
-    let mut wanted: BTreeMap<Dgst, u64> = BTreeMap::new();
+    let mut wanted: BTreeMap<Digest, u64> = BTreeMap::new();
     let mut current: Option<String> = None;
 
     loop {
@@ -675,8 +671,8 @@ async fn read_entries<T: AsyncRead + Unpin + Send>(
 }
 
 /// Every blob `manifest.json` references that may appear as a tar entry, with its size.
-fn wanted_blobs(set: &ImageSet) -> BTreeMap<Dgst, u64> {
-    let mut out: BTreeMap<Dgst, u64> = set
+fn wanted_blobs(set: &ImageSet) -> BTreeMap<Digest, u64> {
+    let mut out: BTreeMap<Digest, u64> = set
         .layers()
         .into_iter()
         .map(|(d, l)| (d.clone(), l.size))
@@ -689,8 +685,8 @@ fn wanted_blobs(set: &ImageSet) -> BTreeMap<Dgst, u64> {
 }
 
 fn check_wanted(
-    wanted: &BTreeMap<Dgst, u64>,
-    d: &Dgst,
+    wanted: &BTreeMap<Digest, u64>,
+    d: &Digest,
     size: u64,
     entry: &str,
 ) -> Result<(), ImportError> {
@@ -715,14 +711,13 @@ async fn stage(
     store: &Store,
     repo: &RepoName,
     set: &ImageSet,
-    received: &BTreeMap<Dgst, Received>,
+    received: &BTreeMap<Digest, Received>,
 ) -> Result<Staged, ImportError> {
     let mut staged = Staged::default();
     for (d, need) in set.layers() {
-        let digest = to_store_digest(d)?;
         if received.contains_key(d) {
             // Counted below with every other tar entry.
-        } else if store.repo_has_blob(repo, &digest) {
+        } else if store.repo_has_blob(repo, d) {
             staged.blobs.present += 1;
         } else if !manifest::is_distributable(need.media_type) {
             staged.blobs.skipped_non_distributable += 1;
@@ -730,34 +725,32 @@ async fn stage(
         } else {
             return Err(ImportError::new(
                 ErrorKind::MissingBlob,
-                Some(&d.tar_member_name()),
+                Some(&names::tar_member_name(d)),
                 format!(
                     "not found in tar, nor in repository {repo} (layer of {}; hint: a non-distributable layer needs --include-non-distributable-layers on `imgpkg copy --to-tar`)",
                     need.used_by
                 ),
             ));
         }
-        staged.txn_links.push(digest);
+        staged.txn_links.push(d.clone());
     }
     for r in received.values() {
         count(&mut staged.blobs, r.existed, r.size);
     }
     for (d, raw) in set.configs() {
-        let digest = to_store_digest(d)?;
         let (ing, pin) = store
-            .ingest_blob_pinned(Some(&digest), digest.algorithm(), raw.as_bytes())
+            .ingest_blob_pinned(Some(d), d.algorithm(), raw.as_bytes())
             .await
             .map_err(|e| storage_err(&format!("storing config {d}"), e))?;
         staged.pins.push(pin);
         if !received.contains_key(d) {
             count(&mut staged.blobs, ing.existed, ing.size);
         }
-        staged.txn_links.push(digest);
+        staged.txn_links.push(d.clone());
     }
     for m in set.manifests() {
-        let digest = to_store_digest(m.digest)?;
         let (_, pin) = store
-            .ingest_blob_pinned(Some(&digest), digest.algorithm(), m.bytes)
+            .ingest_blob_pinned(Some(m.digest), m.digest.algorithm(), m.bytes)
             .await
             .map_err(|e| storage_err(&format!("storing manifest {}", m.digest), e))?;
         staged.pins.push(pin);
@@ -776,7 +769,7 @@ async fn stage(
             ));
         }
         let mut queue = VecDeque::from([root.digest.clone()]);
-        let mut visited: HashSet<Dgst> = HashSet::new();
+        let mut visited: HashSet<Digest> = HashSet::new();
         while let Some(bundle) = queue.pop_front() {
             if !visited.insert(bundle.clone()) {
                 continue;
@@ -790,18 +783,17 @@ async fn stage(
                 (&image.layer_digest, &image.layer),
                 (&image.config_digest, &image.config),
             ] {
-                let digest = to_store_digest(d)?;
                 let (ing, pin) = store
-                    .ingest_blob_pinned(Some(&digest), digest.algorithm(), &bytes[..])
+                    .ingest_blob_pinned(Some(d), d.algorithm(), &bytes[..])
                     .await
                     .map_err(|e| storage_err("storing an ImageLocations blob", e))?;
                 staged.pins.push(pin);
                 count(&mut staged.blobs, ing.existed, ing.size);
-                staged.txn_links.push(digest);
+                staged.txn_links.push(d.clone());
             }
-            let digest = to_store_digest(&image.manifest_digest)?;
+            let digest = &image.manifest_digest;
             let (_, pin) = store
-                .ingest_blob_pinned(Some(&digest), digest.algorithm(), &image.manifest[..])
+                .ingest_blob_pinned(Some(digest), digest.algorithm(), &image.manifest[..])
                 .await
                 .map_err(|e| storage_err("storing an ImageLocations manifest", e))?;
             staged.pins.push(pin);
@@ -827,7 +819,7 @@ fn count(b: &mut BlobReport, existed: bool, size: u64) {
 async fn read_images_lock(
     store: &Store,
     set: &ImageSet,
-    bundle: &Dgst,
+    bundle: &Digest,
 ) -> Result<ImagesLock, ImportError> {
     let at = Some("manifest.json");
     let Some(Item::Image(img)) = set.top_level(bundle).map(|t| &t.item) else {
@@ -858,7 +850,7 @@ async fn read_images_lock(
             ),
         ));
     }
-    let entry = layer.digest.tar_member_name();
+    let entry = names::tar_member_name(&layer.digest);
     let bad = |msg: String| {
         ImportError::new(
             ErrorKind::Manifest,
@@ -867,7 +859,7 @@ async fn read_images_lock(
         )
     };
     let file = store
-        .open_stored_blob(&to_store_digest(&layer.digest)?)
+        .open_stored_blob(&layer.digest)
         .await
         .map_err(|e| storage_err(&format!("reading bundle layer {}", layer.digest), e))?;
     let gz = GzipDecoder::new(BufReader::new(file), InflateLimits::default());
@@ -942,16 +934,16 @@ async fn commit(
         }
     }
     let mut images: Vec<ImageReport> = Vec::new();
-    let top_digests: HashSet<&Dgst> = set.items.iter().map(|t| t.item.digest()).collect();
+    let top_digests: HashSet<&Digest> = set.items.iter().map(|t| t.item.digest()).collect();
     for m in set.manifests() {
-        let digest = to_store_digest(m.digest)?;
-        let record = ManifestRecord::parse(digest, m.media_type, m.bytes).map_err(|e| {
-            ImportError::new(
-                ErrorKind::Manifest,
-                Some("manifest.json"),
-                format!("manifest {}: {e}", m.digest),
-            )
-        })?;
+        let record =
+            ManifestRecord::parse(m.digest.clone(), m.media_type, m.bytes).map_err(|e| {
+                ImportError::new(
+                    ErrorKind::Manifest,
+                    Some("manifest.json"),
+                    format!("manifest {}: {e}", m.digest),
+                )
+            })?;
         txn.put_manifest(repo.clone(), record);
         if !top_digests.contains(m.digest) {
             images.push(ImageReport {
@@ -964,14 +956,14 @@ async fn commit(
         }
     }
     // Top-level items: their `.imgpkg` tag (one per digest even if listed twice).
-    let mut top_reports: BTreeMap<Dgst, usize> = BTreeMap::new();
+    let mut top_reports: BTreeMap<Digest, usize> = BTreeMap::new();
     for top in &set.items {
         let d = top.item.digest();
         if top_reports.contains_key(d) {
             continue;
         }
-        let t = d.imgpkg_tag();
-        txn.tag(repo.clone(), tag(&t)?, to_store_digest(d)?);
+        let t = names::imgpkg_tag(d);
+        txn.tag(repo.clone(), tag(&t)?, d.clone());
         top_reports.insert(d.clone(), images.len());
         images.push(ImageReport {
             original_ref: Some(top.orig_ref.clone()),
@@ -982,12 +974,15 @@ async fn commit(
         });
     }
     for (bundle, loc) in &staged.locations {
-        let digest = to_store_digest(&loc.manifest_digest)?;
+        let digest = &loc.manifest_digest;
         let record =
             ManifestRecord::parse(digest.clone(), manifest::DOCKER_MANIFEST, &loc.manifest)
                 .map_err(|e| storage_err("ImageLocations manifest", e))?;
         txn.put_manifest(repo.clone(), record);
-        let tags = vec![bundle.locations_tag(), loc.manifest_digest.imgpkg_tag()];
+        let tags = vec![
+            names::locations_tag(bundle),
+            names::imgpkg_tag(&loc.manifest_digest),
+        ];
         for t in &tags {
             txn.tag(repo.clone(), tag(t)?, digest.clone());
         }
@@ -1002,7 +997,7 @@ async fn commit(
     for top in &set.items {
         if let Some(t) = &top.tag {
             let d = top.item.digest();
-            txn.tag(repo.clone(), tag(t)?, to_store_digest(d)?);
+            txn.tag(repo.clone(), tag(t)?, d.clone());
             if let Some(&i) = top_reports.get(d) {
                 if !images[i].tags.contains(t) {
                     images[i].tags.push(t.clone());

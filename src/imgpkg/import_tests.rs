@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use airdock_storage::{Reference, RepoName, Store, Tag};
+use airdock_storage::{Algorithm, Reference, RepoName, Store, Tag};
 use serde_json::Value;
 
 use super::*;
@@ -553,18 +553,7 @@ async fn structural_garbage_is_rejected() {
 async fn gzip_bomb_is_stopped() {
     // A blob entry claiming 8 GiB of zeros, before manifest.json so no size is known yet:
     // the inflate ratio guard must stop it.
-    let name = format!("sha256-{}.tar.gz", "ab".repeat(32));
-    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    std::io::Write::write_all(
-        &mut enc,
-        &synth::raw_header(&name, Kind::Regular, 8 << 30, b""),
-    )
-    .expect("w");
-    let zeros = vec![0u8; 1 << 20];
-    for _ in 0..24 {
-        std::io::Write::write_all(&mut enc, &zeros).expect("w");
-    }
-    let bomb = enc.finish().expect("gz");
+    let bomb = synth::gzip_bomb(24);
     let (dir, s) = store().await;
     let mut o = opts();
     o.inflate.free_bytes = 4 << 20;
@@ -643,7 +632,7 @@ async fn synthetic_bundle_with_foreign_layer_and_index() {
     assert_eq!(report.blobs.skipped_non_distributable, 1);
     let got = tags(&s, &r);
     assert_eq!(got.get("2.0"), Some(&bundle.digest.to_string()));
-    let loc_tag = bundle.digest.locations_tag();
+    let loc_tag = names::locations_tag(&bundle.digest);
     let loc = s
         .get_manifest(&r, &Reference::parse(&loc_tag).expect("t"))
         .await
@@ -713,7 +702,7 @@ async fn index_with_unknown_child_media_type_is_rejected() {
     idx.manifest = idx
         .manifest
         .replace(manifest::OCI_MANIFEST, "application/vnd.example.thing");
-    idx.digest = Dgst::sha256_of(idx.manifest.as_bytes());
+    idx.digest = Digest::of(Algorithm::Sha256, idx.manifest.as_bytes());
     let tar = synth::imgpkg_tar(&[Element::Index {
         index: idx,
         source_repo: "r.io/multi".into(),

@@ -13,7 +13,8 @@
 
 use std::collections::BTreeMap;
 
-use super::digest::Dgst;
+use airdock_storage::{Algorithm, Digest};
+
 use super::lock::{ImagesLock, API_VERSION};
 use super::manifest::{ImageSet, Item, DOCKER_CONFIG, DOCKER_LAYER, DOCKER_MANIFEST};
 use super::tarfmt::{self, Kind, BLOCK};
@@ -34,7 +35,7 @@ pub struct Location {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BundleWalk {
     pub locations: Vec<Location>,
-    pub nested_bundles: Vec<Dgst>,
+    pub nested_bundles: Vec<Digest>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -46,11 +47,11 @@ pub struct WalkError(pub String);
 /// an image whose config has the bundle label.
 pub fn walk_bundle(
     set: &ImageSet,
-    bundle: &Dgst,
+    bundle: &Digest,
     lock: &ImagesLock,
 ) -> Result<BundleWalk, WalkError> {
     // Keyed by the normalised string: imgpkg's image-ref cache deduplicates that way.
-    let mut by_name: BTreeMap<String, (Dgst, bool)> = BTreeMap::new();
+    let mut by_name: BTreeMap<String, (Digest, bool)> = BTreeMap::new();
     for entry in &lock.images {
         let name = entry.image.name();
         let Some(top) = set.top_level(&entry.image.digest) else {
@@ -63,7 +64,7 @@ pub fn walk_bundle(
     }
     // imgpkg writes one location per digest and then insists the count equals the number
     // of distinct references; two references to one digest make it panic. Refuse instead.
-    let mut digests: BTreeMap<&Dgst, &str> = BTreeMap::new();
+    let mut digests: BTreeMap<&Digest, &str> = BTreeMap::new();
     for (name, (digest, _)) in &by_name {
         if let Some(other) = digests.insert(digest, name) {
             return Err(WalkError(format!(
@@ -138,7 +139,7 @@ pub fn layer_tar(yaml: &[u8]) -> Vec<u8> {
 
 /// go-containerregistry's config for a one-layer image built on `empty.Image` with
 /// imgpkg's history entry, in ggcr's field order.
-pub fn config_json(diff_id: &Dgst) -> String {
+pub fn config_json(diff_id: &Digest) -> String {
     format!(
         concat!(
             r#"{{"architecture":"","created":"0001-01-01T00:00:00Z","#,
@@ -150,7 +151,7 @@ pub fn config_json(diff_id: &Dgst) -> String {
 }
 
 /// ggcr's Docker schema 2 manifest for one config and one layer.
-pub fn manifest_json(config: (&Dgst, u64), layer: (&Dgst, u64)) -> String {
+pub fn manifest_json(config: (&Digest, u64), layer: (&Digest, u64)) -> String {
     format!(
         concat!(
             r#"{{"schemaVersion":2,"mediaType":"{}","#,
@@ -165,30 +166,30 @@ pub fn manifest_json(config: (&Dgst, u64), layer: (&Dgst, u64)) -> String {
 #[derive(Clone, Debug)]
 pub struct LocationsImage {
     pub yaml: Vec<u8>,
-    pub diff_id: Dgst,
+    pub diff_id: Digest,
     pub layer: Vec<u8>,
-    pub layer_digest: Dgst,
+    pub layer_digest: Digest,
     pub config: Vec<u8>,
-    pub config_digest: Dgst,
+    pub config_digest: Digest,
     pub manifest: Vec<u8>,
-    pub manifest_digest: Dgst,
+    pub manifest_digest: Digest,
 }
 
 impl LocationsImage {
     pub fn build(locations: &[Location]) -> LocationsImage {
         let yaml = locations_yaml(locations);
         let tar = layer_tar(&yaml);
-        let diff_id = Dgst::sha256_of(&tar);
+        let diff_id = Digest::of(Algorithm::Sha256, &tar);
         let layer = super::gzip::stored_gzip(&tar);
-        let layer_digest = Dgst::sha256_of(&layer);
+        let layer_digest = Digest::of(Algorithm::Sha256, &layer);
         let config = config_json(&diff_id).into_bytes();
-        let config_digest = Dgst::sha256_of(&config);
+        let config_digest = Digest::of(Algorithm::Sha256, &config);
         let manifest = manifest_json(
             (&config_digest, config.len() as u64),
             (&layer_digest, layer.len() as u64),
         )
         .into_bytes();
-        let manifest_digest = Dgst::sha256_of(&manifest);
+        let manifest_digest = Digest::of(Algorithm::Sha256, &manifest);
         LocationsImage {
             yaml,
             diff_id,
@@ -273,7 +274,7 @@ mod tests {
         );
         // Given their layer, our manifest writer reproduces their manifest byte for byte.
         let their_layer =
-            Dgst::parse(theirs["layers"][0]["digest"].as_str().expect("d")).expect("digest");
+            Digest::parse(theirs["layers"][0]["digest"].as_str().expect("d")).expect("digest");
         let their_size = theirs["layers"][0]["size"].as_u64().expect("size");
         let rebuilt = manifest_json(
             (&ours.config_digest, ours.config.len() as u64),
@@ -281,12 +282,18 @@ mod tests {
         );
         assert_eq!(rebuilt.as_bytes(), &theirs_manifest[..]);
         assert_eq!(
-            Dgst::sha256_of(rebuilt.as_bytes()).to_string(),
+            Digest::of(Algorithm::Sha256, rebuilt.as_bytes()).to_string(),
             "sha256:ac72db5e03c146559687326cb790b7ab415f020a2540e7e3adbe0ba26f0dc5db"
         );
         // Our own manifest is well-formed and self-consistent.
-        assert_eq!(ours.layer_digest, Dgst::sha256_of(&ours.layer));
-        assert_eq!(ours.manifest_digest, Dgst::sha256_of(&ours.manifest));
+        assert_eq!(
+            ours.layer_digest,
+            Digest::of(Algorithm::Sha256, &ours.layer)
+        );
+        assert_eq!(
+            ours.manifest_digest,
+            Digest::of(Algorithm::Sha256, &ours.manifest)
+        );
     }
 
     #[test]

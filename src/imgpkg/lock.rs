@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use super::digest::truncate;
+use super::names::truncate;
 use super::refs::DigestRef;
 use super::yaml::{self, Node};
 
@@ -127,35 +127,48 @@ impl ImagesLock {
 mod tests {
     use super::*;
 
-    const GUESTBOOK_LOCK: &str = r#"---
-apiVersion: imgpkg.carvel.dev/v1alpha1
-images:
-- annotations:
-    kbld.carvel.dev/id: 127.0.0.1:5000/src/app1:v1
-    kbld.carvel.dev/origins: |
-      - resolved:
-          tag: v1
-          url: 127.0.0.1:5000/src/app1:v1
-  image: 127.0.0.1:5000/src/app1@sha256:8872a0d0ff55685f8d255ebcebf9c677a820d735a81955406795badb172fc79f
-- annotations:
-    kbld.carvel.dev/id: 127.0.0.1:5000/src/app2:v1
-    kbld.carvel.dev/origins: |
-      - resolved:
-          tag: v1
-          url: 127.0.0.1:5000/src/app2:v1
-  image: 127.0.0.1:5000/src/app2@sha256:7b0d257cb27fbe7158a14f8445924c197116831360a72989ca960350610227ff
-- annotations:
-    kbld.carvel.dev/id: 127.0.0.1:5000/src/twolayer:v1
-    kbld.carvel.dev/origins: |
-      - resolved:
-          tag: v1
-          url: 127.0.0.1:5000/src/twolayer:v1
-  image: 127.0.0.1:5000/src/twolayer@sha256:cb056d6afc8d2f88125cab68e9c67479448a3d812ea6f84f83405ee09bd99980
-kind: ImagesLock"#;
+    /// An `images.yml` entry as kbld writes it for `127.0.0.1:5000/src/<name>:<tag>`;
+    /// `yaml_tag` is the tag as YAML spells it in the origins block (`"1.0"` is quoted).
+    fn kbld_entry(name: &str, tag: &str, yaml_tag: &str, hex: &str) -> String {
+        let src = "127.0.0.1:5000/src";
+        format!(
+            "- annotations:\n    kbld.carvel.dev/id: {src}/{name}:{tag}\n    kbld.carvel.dev/origins: |\n      - resolved:\n          tag: {yaml_tag}\n          url: {src}/{name}:{tag}\n  image: {src}/{name}@sha256:{hex}\n"
+        )
+    }
+
+    fn lock(entries: &[String]) -> String {
+        format!(
+            "apiVersion: imgpkg.carvel.dev/v1alpha1\nimages:\n{}kind: ImagesLock\n",
+            entries.concat()
+        )
+    }
 
     #[test]
     fn rewrite_matches_imgpkg_pull_output() {
-        let lock = ImagesLock::parse(GUESTBOOK_LOCK.as_bytes()).expect("valid");
+        let src = format!(
+            "---\n{}",
+            lock(&[
+                kbld_entry(
+                    "app1",
+                    "v1",
+                    "v1",
+                    "8872a0d0ff55685f8d255ebcebf9c677a820d735a81955406795badb172fc79f"
+                ),
+                kbld_entry(
+                    "app2",
+                    "v1",
+                    "v1",
+                    "7b0d257cb27fbe7158a14f8445924c197116831360a72989ca960350610227ff"
+                ),
+                kbld_entry(
+                    "twolayer",
+                    "v1",
+                    "v1",
+                    "cb056d6afc8d2f88125cab68e9c67479448a3d812ea6f84f83405ee09bd99980"
+                ),
+            ])
+        );
+        let lock = ImagesLock::parse(src.as_bytes()).expect("valid");
         let want = include_str!(
             "../../tests/fixtures/imgpkg/expected/guestbook-bundle/pull/.imgpkg/images.yml"
         );
@@ -167,24 +180,20 @@ kind: ImagesLock"#;
 
     #[test]
     fn quoted_tag_in_annotation_block() {
-        let src = r#"apiVersion: imgpkg.carvel.dev/v1alpha1
-images:
-- annotations:
-    kbld.carvel.dev/id: 127.0.0.1:5000/src/app3:v1
-    kbld.carvel.dev/origins: |
-      - resolved:
-          tag: v1
-          url: 127.0.0.1:5000/src/app3:v1
-  image: 127.0.0.1:5000/src/app3@sha256:c6e33ad0a6322df245f02fd6df24f541209d20f8147ff8f4599ad5014047ac46
-- annotations:
-    kbld.carvel.dev/id: 127.0.0.1:5000/src/guestbook-bundle:1.0
-    kbld.carvel.dev/origins: |
-      - resolved:
-          tag: "1.0"
-          url: 127.0.0.1:5000/src/guestbook-bundle:1.0
-  image: 127.0.0.1:5000/src/guestbook-bundle@sha256:761c0665f7d84df2bbbd3f356246464572d85aa8b451368b629659907cf800c7
-kind: ImagesLock
-"#;
+        let src = lock(&[
+            kbld_entry(
+                "app3",
+                "v1",
+                "v1",
+                "c6e33ad0a6322df245f02fd6df24f541209d20f8147ff8f4599ad5014047ac46",
+            ),
+            kbld_entry(
+                "guestbook-bundle",
+                "1.0",
+                "\"1.0\"",
+                "761c0665f7d84df2bbbd3f356246464572d85aa8b451368b629659907cf800c7",
+            ),
+        ]);
         let lock = ImagesLock::parse(src.as_bytes()).expect("valid");
         let want = include_str!(
             "../../tests/fixtures/imgpkg/expected/platform-bundle/pull/.imgpkg/images.yml"

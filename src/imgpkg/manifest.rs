@@ -10,7 +10,9 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde::Deserialize;
 
-use super::digest::{truncate, Dgst};
+use airdock_storage::Digest;
+
+use super::names::truncate;
 use super::refs::DigestRef;
 
 /// Label on the top-level descriptor that marks the root bundle of a bundle copy.
@@ -154,7 +156,7 @@ struct ConfigConfigJson {
 /// A layer as the manifest and `manifest.json` describe it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Layer {
-    pub digest: Dgst,
+    pub digest: Digest,
     pub size: u64,
     pub media_type: String,
 }
@@ -162,11 +164,11 @@ pub struct Layer {
 /// An image manifest with its config, verified.
 #[derive(Clone, Debug)]
 pub struct Image {
-    pub digest: Dgst,
+    pub digest: Digest,
     /// The Content-Type the source registry served (what imgpkg PUTs with).
     pub media_type: String,
     pub manifest: String,
-    pub config_digest: Dgst,
+    pub config_digest: Digest,
     pub config: String,
     pub layers: Vec<Layer>,
     /// An image manifest whose config carries the bundle label.
@@ -177,7 +179,7 @@ pub struct Image {
 /// An index / manifest list with its children, verified.
 #[derive(Clone, Debug)]
 pub struct Index {
-    pub digest: Dgst,
+    pub digest: Digest,
     pub media_type: String,
     pub manifest: String,
     pub images: Vec<Image>,
@@ -192,7 +194,7 @@ pub enum Item {
 }
 
 impl Item {
-    pub fn digest(&self) -> &Dgst {
+    pub fn digest(&self) -> &Digest {
         match self {
             Item::Image(i) => &i.digest,
             Item::Index(i) => &i.digest,
@@ -322,8 +324,8 @@ fn valid_tag(tag: &str) -> bool {
             .all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
 }
 
-fn parse_digest(s: &str, loc: &str, field: &str) -> Result<Dgst, ManifestError> {
-    Dgst::parse(s).map_err(|_| {
+fn parse_digest(s: &str, loc: &str, field: &str) -> Result<Digest, ManifestError> {
+    Digest::parse(s).map_err(|_| {
         err(
             loc,
             format!("{field} {:?} is not a valid digest", truncate(s, 200)),
@@ -331,11 +333,16 @@ fn parse_digest(s: &str, loc: &str, field: &str) -> Result<Dgst, ManifestError> 
     })
 }
 
+/// Whether inline `raw` bytes hash to `digest` (with its algorithm).
+fn hashes_to(digest: &Digest, raw: &str) -> bool {
+    Digest::of(digest.algorithm(), raw.as_bytes()) == *digest
+}
+
 /// `Refs[0]` must be a digest reference to the item itself (imgpkg derives the upload tag
 /// from it and verifies against the descriptor digest).
 fn check_refs(
     refs: Option<Vec<String>>,
-    digest: &Dgst,
+    digest: &Digest,
     loc: &str,
 ) -> Result<String, ManifestError> {
     let Some(first) = refs.and_then(|r| r.into_iter().next()) else {
@@ -362,7 +369,7 @@ fn size_of(v: i64, loc: &str, what: &str) -> Result<u64, ManifestError> {
 fn validate_image(img: RawImage, loc: &str) -> Result<Image, ManifestError> {
     let digest = parse_digest(&img.manifest.digest, loc, "Manifest.Digest")?;
     let loc = &format!("{loc} ({digest})");
-    if !digest.matches(img.manifest.raw.as_bytes()) {
+    if !hashes_to(&digest, &img.manifest.raw) {
         return Err(err(loc, "Manifest.Raw does not hash to Manifest.Digest"));
     }
     if is_index_media_type(&img.manifest.media_type) {
@@ -388,7 +395,7 @@ fn validate_image(img: RawImage, loc: &str) -> Result<Image, ManifestError> {
             ),
         ));
     }
-    if !config_digest.matches(img.config.raw.as_bytes()) {
+    if !hashes_to(&config_digest, &img.config.raw) {
         return Err(err(loc, "Config.Raw does not hash to Config.Digest"));
     }
     if size_of(cfg.size, loc, "config")? != img.config.raw.len() as u64 {
@@ -456,7 +463,7 @@ fn validate_index(idx: RawIndex, loc: &str, depth: usize) -> Result<Index, Manif
     }
     let digest = parse_digest(&idx.digest, loc, "Digest")?;
     let loc = &format!("{loc} ({digest})");
-    if !digest.matches(idx.raw.as_bytes()) {
+    if !hashes_to(&digest, &idx.raw) {
         return Err(err(loc, "index Raw does not hash to Digest"));
     }
     if !is_index_media_type(&idx.media_type) {
@@ -490,31 +497,23 @@ fn validate_index(idx: RawIndex, loc: &str, depth: usize) -> Result<Index, Manif
     let mut taken: HashMap<String, u64> = HashMap::new();
     for d in parsed.manifests.unwrap_or_default() {
         let size = size_of(d.size, loc, "child")?;
+        let missing = |kind: &str, list: &str| {
+            let d = truncate(&d.digest, 200);
+            err(loc, format!("child {kind} {d} is missing from {list}"))
+        };
         let child_len = if let Some(&len) = taken.get(&d.digest) {
             len
         } else if is_index_media_type(&d.media_type) {
-            let Some(child) = indexes.remove(&d.digest) else {
-                return Err(err(
-                    loc,
-                    format!(
-                        "child index {} is missing from Indexes",
-                        truncate(&d.digest, 200)
-                    ),
-                ));
-            };
+            let child = indexes
+                .remove(&d.digest)
+                .ok_or_else(|| missing("index", "Indexes"))?;
             let len = child.manifest.len() as u64;
             out_indexes.push(child);
             len
         } else if is_image_media_type(&d.media_type) {
-            let Some(child) = images.remove(&d.digest) else {
-                return Err(err(
-                    loc,
-                    format!(
-                        "child image {} is missing from Images",
-                        truncate(&d.digest, 200)
-                    ),
-                ));
-            };
+            let child = images
+                .remove(&d.digest)
+                .ok_or_else(|| missing("image", "Images"))?;
             let len = child.manifest.len() as u64;
             out_images.push(child);
             len
@@ -556,7 +555,7 @@ fn validate_index(idx: RawIndex, loc: &str, depth: usize) -> Result<Index, Manif
 /// A manifest to store: digest, media type and exact bytes.
 #[derive(Clone, Copy, Debug)]
 pub struct ManifestBytes<'a> {
-    pub digest: &'a Dgst,
+    pub digest: &'a Digest,
     pub media_type: &'a str,
     pub bytes: &'a [u8],
 }
@@ -566,7 +565,7 @@ pub struct ManifestBytes<'a> {
 pub struct LayerNeed<'a> {
     pub size: u64,
     pub media_type: &'a str,
-    pub used_by: &'a Dgst,
+    pub used_by: &'a Digest,
 }
 
 impl ImageSet {
@@ -633,7 +632,7 @@ impl ImageSet {
     }
 
     /// Distinct config blobs: digest and bytes.
-    pub fn configs(&self) -> BTreeMap<&Dgst, &str> {
+    pub fn configs(&self) -> BTreeMap<&Digest, &str> {
         self.all_images()
             .into_iter()
             .map(|i| (&i.config_digest, i.config.as_str()))
@@ -641,7 +640,7 @@ impl ImageSet {
     }
 
     /// Distinct layer blobs.
-    pub fn layers(&self) -> BTreeMap<&Dgst, LayerNeed<'_>> {
+    pub fn layers(&self) -> BTreeMap<&Digest, LayerNeed<'_>> {
         let mut out = BTreeMap::new();
         for img in self.all_images() {
             for l in &img.layers {
@@ -664,14 +663,14 @@ impl ImageSet {
     }
 
     /// The top-level item with this digest (how imgpkg resolves `images.yml` entries).
-    pub fn top_level(&self, digest: &Dgst) -> Option<&TopItem> {
+    pub fn top_level(&self, digest: &Digest) -> Option<&TopItem> {
         self.items.iter().find(|t| t.item.digest() == digest)
     }
 
     /// Refuses sets in which one digest is described inconsistently (different sizes for
     /// one layer, different media types for one manifest): storing either would be wrong.
     fn check_consistency(&self) -> Result<(), ManifestError> {
-        let mut sizes: HashMap<&Dgst, u64> = HashMap::new();
+        let mut sizes: HashMap<&Digest, u64> = HashMap::new();
         for img in self.all_images() {
             for l in &img.layers {
                 if let Some(prev) = sizes.insert(&l.digest, l.size) {
@@ -687,7 +686,7 @@ impl ImageSet {
                 }
             }
         }
-        let mut kinds: HashMap<&Dgst, &str> = HashMap::new();
+        let mut kinds: HashMap<&Digest, &str> = HashMap::new();
         for m in self.manifests_all_occurrences() {
             if let Some(prev) = kinds.insert(m.digest, m.media_type) {
                 if prev != m.media_type {

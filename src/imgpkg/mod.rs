@@ -7,12 +7,12 @@
 //! normalisation ([`refs`]), ImageLocations images ([`locations`]) and Go-compatible YAML
 //! ([`yaml`]); [`synth`] builds imgpkg-format tars for tests and benchmarks. [`import`] drives them against `airdock_storage`.
 
-pub mod digest;
 pub mod gzip;
 pub mod import;
 pub mod locations;
 pub mod lock;
 pub mod manifest;
+pub mod names;
 pub mod refs;
 pub mod stream;
 pub mod synth;

@@ -6,7 +6,9 @@
 //! `docker.io` becomes `index.docker.io`, a one-segment Docker Hub repository gains
 //! `library/`, a tag before the digest is dropped, everything else is kept verbatim.
 
-use super::digest::{truncate, Dgst};
+use airdock_storage::{Algorithm, Digest};
+
+use super::names::truncate;
 
 /// Docker Hub's canonical registry name, used when a reference names no registry.
 const DEFAULT_REGISTRY: &str = "index.docker.io";
@@ -16,7 +18,7 @@ const DEFAULT_REGISTRY: &str = "index.docker.io";
 pub struct DigestRef {
     pub registry: String,
     pub repository: String,
-    pub digest: Dgst,
+    pub digest: Digest,
 }
 
 /// Why a reference could not be parsed as a digest reference.
@@ -39,8 +41,8 @@ impl DigestRef {
             return Err(bad("a digest reference must contain exactly one '@'"));
         };
         // ggcr only accepts the canonical algorithm here.
-        let digest = match Dgst::parse(dig) {
-            Ok(d) if d.alg() == super::digest::Alg::Sha256 => d,
+        let digest = match Digest::parse(dig) {
+            Ok(d) if d.algorithm() == Algorithm::Sha256 => d,
             _ => return Err(bad("unsupported or malformed digest")),
         };
         let base = strip_tag(base);

@@ -13,7 +13,7 @@ use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
 
-use super::digest::truncate;
+use super::names::truncate;
 use super::tarfmt::{self, Block, Kind, PaxOverrides, TarError, BLOCK, MAX_META_ENTRY};
 
 /// How much zero padding may follow the end-of-archive marker (GNU tar pads to 10 KiB

@@ -6,14 +6,15 @@ use std::io::{self, Write};
 
 use serde_json::{json, Value};
 
-use super::digest::Dgst;
+use airdock_storage::{Algorithm, Digest};
+
 use super::manifest::{DOCKER_CONFIG, DOCKER_LAYER, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST};
 use super::tarfmt::{self, Kind, BLOCK};
 
 /// A layer blob.
 #[derive(Clone, Debug)]
 pub struct Blob {
-    pub digest: Dgst,
+    pub digest: Digest,
     pub media_type: String,
     pub bytes: Vec<u8>,
 }
@@ -21,7 +22,7 @@ pub struct Blob {
 impl Blob {
     pub fn new(media_type: &str, bytes: Vec<u8>) -> Blob {
         Blob {
-            digest: Dgst::sha256_of(&bytes),
+            digest: Digest::of(Algorithm::Sha256, &bytes),
             media_type: media_type.to_owned(),
             bytes,
         }
@@ -29,17 +30,17 @@ impl Blob {
 
     /// The tar member name imgpkg gives this blob.
     pub fn member(&self) -> String {
-        self.digest.tar_member_name()
+        super::names::tar_member_name(&self.digest)
     }
 }
 
 /// An image manifest with its config and layers.
 #[derive(Clone, Debug)]
 pub struct Image {
-    pub digest: Dgst,
+    pub digest: Digest,
     pub media_type: String,
     pub manifest: String,
-    pub config_digest: Dgst,
+    pub config_digest: Digest,
     pub config: String,
     pub layers: Vec<Blob>,
 }
@@ -78,7 +79,7 @@ impl Image {
             "rootfs": {"type": "layers", "diff_ids": diff_ids},
         })
         .to_string();
-        let config_digest = Dgst::sha256_of(config.as_bytes());
+        let config_digest = Digest::of(Algorithm::Sha256, config.as_bytes());
         let manifest = json!({
             "schemaVersion": 2,
             "mediaType": media_type,
@@ -89,7 +90,7 @@ impl Image {
         })
         .to_string();
         Image {
-            digest: Dgst::sha256_of(manifest.as_bytes()),
+            digest: Digest::of(Algorithm::Sha256, manifest.as_bytes()),
             media_type: media_type.to_owned(),
             manifest,
             config_digest,
@@ -135,7 +136,7 @@ impl Image {
 /// An OCI index over images.
 #[derive(Clone, Debug)]
 pub struct Index {
-    pub digest: Dgst,
+    pub digest: Digest,
     pub manifest: String,
     pub children: Vec<Image>,
 }
@@ -152,7 +153,7 @@ impl Index {
         })
         .to_string();
         Index {
-            digest: Dgst::sha256_of(manifest.as_bytes()),
+            digest: Digest::of(Algorithm::Sha256, manifest.as_bytes()),
             manifest,
             children,
         }
@@ -302,6 +303,20 @@ pub fn gzip(data: &[u8]) -> Vec<u8> {
     let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     // Writing to a Vec cannot fail.
     let _ = e.write_all(data);
+    e.finish().unwrap_or_default()
+}
+
+/// A gzip bomb in imgpkg's clothes: a `.tar.gz` whose first entry is a blob claiming 8 GiB,
+/// followed by `zero_mib` MiB of zeros (about 1 KiB compressed per MiB) and no end.
+pub fn gzip_bomb(zero_mib: usize) -> Vec<u8> {
+    let name = format!("sha256-{}.tar.gz", "ab".repeat(32));
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    let zeros = vec![0u8; 1 << 20];
+    // Writing to a Vec cannot fail.
+    let _ = e.write_all(&raw_header(&name, Kind::Regular, 8 << 30, b""));
+    for _ in 0..zero_mib {
+        let _ = e.write_all(&zeros);
+    }
     e.finish().unwrap_or_default()
 }
 

@@ -1,7 +1,8 @@
 //! The imgpkg import over HTTP and through the CLI, against the real binary: the fixtures
 //! written by imgpkg 0.43.1 leave exactly imgpkg's tags and manifests, hostile uploads get a
 //! 4xx in the OCI error shape and change nothing, auth is enforced, re-imports are
-//! idempotent and concurrent imports are safe.
+//! idempotent and concurrent imports are safe. Also the helpers the other imgpkg test
+//! modules share (a server with a known admin token, import, tag listing).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -15,13 +16,13 @@ use airdock::imgpkg::tarfmt::Kind;
 
 use crate::support::{self, Server, AIRDOCK_BIN};
 
-const TOKEN: &str = "it-admin-token";
+pub(crate) const TOKEN: &str = "it-admin-token";
 
-fn fixtures() -> PathBuf {
+pub(crate) fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/imgpkg")
 }
 
-fn fixture_tar(name: &str) -> Vec<u8> {
+pub(crate) fn fixture_tar(name: &str) -> Vec<u8> {
     std::fs::read(fixtures().join(format!("tars/{name}.tar"))).expect("fixture tar")
 }
 
@@ -35,12 +36,27 @@ fn expected_bytes(name: &str, file: &str) -> Vec<u8> {
     std::fs::read(fixtures().join(format!("expected/{name}/{file}"))).expect("expected file")
 }
 
-fn server() -> Server {
+/// A server whose admin token is [`TOKEN`].
+pub(crate) fn server() -> Server {
     Server::start_with_args(&["--admin-token", TOKEN])
 }
 
 async fn import(s: &Server, repo: &str, body: Vec<u8>) -> (StatusCode, Value) {
     import_with(s, repo, body, Some(TOKEN)).await
+}
+
+/// Imports `body` into `repo`, asserts `201 Created`, returns the report.
+pub(crate) async fn import_ok(s: &Server, repo: &str, body: Vec<u8>) -> Value {
+    let (status, report) = import(s, repo, body).await;
+    assert_eq!(status, StatusCode::CREATED, "import into {repo}: {report}");
+    report
+}
+
+/// Every `image:` value of an ImagesLock / BundleLock text.
+pub(crate) fn lock_images(text: &str) -> Vec<String> {
+    text.lines()
+        .filter_map(|l| l.trim().strip_prefix("image: ").map(str::to_owned))
+        .collect()
 }
 
 async fn import_with(
@@ -63,7 +79,8 @@ async fn import_with(
     (status, json)
 }
 
-async fn tag_map(s: &Server, repo: &str) -> BTreeMap<String, String> {
+/// Tag → manifest digest of `repo` (empty when the repository is unknown).
+pub(crate) async fn tag_map(s: &Server, repo: &str) -> BTreeMap<String, String> {
     let c = Client::new();
     let resp = c
         .get(s.url(&format!("/v2/{repo}/tags/list")))
@@ -109,6 +126,25 @@ async fn get_manifest(s: &Server, repo: &str, reference: &str) -> (String, Vec<u
         .expect("ct")
         .to_owned();
     (ct, resp.bytes().await.expect("bytes").to_vec())
+}
+
+/// Every blob (layers and config) the image manifest `bytes` of `repo:t` names is servable.
+async fn assert_blobs_servable(s: &Server, repo: &str, t: &str, bytes: &[u8]) {
+    let m: Value = serde_json::from_slice(bytes).expect("json");
+    let blobs = m["layers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .chain(std::iter::once(&m["config"]));
+    for b in blobs.filter(|b| b.is_object()) {
+        let d = b["digest"].as_str().expect("digest");
+        let resp = Client::new()
+            .get(s.url(&format!("/v2/{repo}/blobs/{d}")))
+            .send()
+            .await
+            .expect("blob");
+        assert_eq!(resp.status(), StatusCode::OK, "blob {d} of {t}");
+    }
 }
 
 /// The registry holds what imgpkg made in Distribution for `name`: same tags (the
@@ -162,22 +198,7 @@ async fn assert_fixture_state(s: &Server, repo: &str, name: &str) {
             ),
             "{t}"
         );
-        // Every blob the manifest names is servable.
-        let m: Value = serde_json::from_slice(&bytes).expect("json");
-        let blobs = m["layers"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .chain(std::iter::once(&m["config"]));
-        for b in blobs.filter(|b| b.is_object()) {
-            let d = b["digest"].as_str().expect("digest");
-            let resp = Client::new()
-                .get(s.url(&format!("/v2/{repo}/blobs/{d}")))
-                .send()
-                .await
-                .expect("blob");
-            assert_eq!(resp.status(), StatusCode::OK, "blob {d} of {t}");
-        }
+        assert_blobs_servable(s, repo, t, &bytes).await;
         for child in entry["children"].as_array().into_iter().flatten() {
             let d = child["digest"].as_str().expect("d");
             let (_, cb) = get_manifest(s, repo, d).await;
@@ -200,8 +221,7 @@ async fn fixtures_import_to_imgpkgs_registry_state() {
         ("platform-bundle", "library/platform-bundle"),
         ("multi-image", "library/multi"),
     ] {
-        let (status, report) = import(&s, repo, fixture_tar(name)).await;
-        assert_eq!(status, StatusCode::CREATED, "{name}: {report}");
+        let report = import_ok(&s, repo, fixture_tar(name)).await;
         assert_eq!(report["repository"], repo);
         assert_fixture_state(&s, repo, name).await;
         if name != "multi-image" {
@@ -228,8 +248,7 @@ async fn gzip_upload_by_put_and_idempotent_reimport() {
         .expect("put");
     assert_eq!(resp.status(), StatusCode::CREATED);
     let first = tag_map(&s, "app/bundle").await;
-    let (status, report) = import(&s, "app/bundle", tar).await;
-    assert_eq!(status, StatusCode::CREATED);
+    let report = import_ok(&s, "app/bundle", tar).await;
     assert_eq!(report["blobs"]["new"], 0, "{report}");
     assert_eq!(tag_map(&s, "app/bundle").await, first);
 }
@@ -282,8 +301,7 @@ async fn bad_repository_names_are_refused() {
 async fn hostile_uploads_change_nothing() {
     let s = server();
     let repo = "victim/app";
-    let (status, _) = import(&s, repo, fixture_tar("multi-image")).await;
-    assert_eq!(status, StatusCode::CREATED);
+    import_ok(&s, repo, fixture_tar("multi-image")).await;
     let before = tag_map(&s, repo).await;
 
     let tar = fixture_tar("guestbook-bundle");
@@ -394,18 +412,7 @@ async fn gzip_bomb_is_refused() {
     let s = server();
     // A blob entry of 8 GiB of zeros before any manifest.json: ~200 KiB compressed that
     // would inflate without end. The server's ratio guard (100:1 past 64 MiB) stops it.
-    let name = format!("sha256-{}.tar.gz", "cd".repeat(32));
-    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
-    std::io::Write::write_all(
-        &mut enc,
-        &synth::raw_header(&name, Kind::Regular, 8 << 30, b""),
-    )
-    .expect("w");
-    let zeros = vec![0u8; 1 << 20];
-    for _ in 0..200 {
-        std::io::Write::write_all(&mut enc, &zeros).expect("w");
-    }
-    let bomb = enc.finish().expect("gz");
+    let bomb = synth::gzip_bomb(200);
     assert!(bomb.len() < 1 << 20);
     let (status, json) = import(&s, "bomb/x", bomb).await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{json}");
@@ -434,16 +441,7 @@ async fn concurrent_imports_are_safe() {
     // Every tagged manifest is complete: fetch each and its blobs.
     for t in tags.keys() {
         let (_, bytes) = get_manifest(&s, "shared/repo", t).await;
-        let m: Value = serde_json::from_slice(&bytes).expect("json");
-        for l in m["layers"].as_array().into_iter().flatten() {
-            let d = l["digest"].as_str().expect("d");
-            let r = Client::new()
-                .head(s.url(&format!("/v2/shared/repo/blobs/{d}")))
-                .send()
-                .await
-                .expect("head");
-            assert_eq!(r.status(), StatusCode::OK);
-        }
+        assert_blobs_servable(&s, "shared/repo", t, &bytes).await;
     }
 }
 
@@ -473,8 +471,7 @@ async fn large_layer_streams_through() {
         tag: "v9".into(),
         root_bundle: false,
     }]);
-    let (status, json) = import(&s, "big/one", tar).await;
-    assert_eq!(status, StatusCode::CREATED, "{json}");
+    import_ok(&s, "big/one", tar).await;
     assert_eq!(
         tag_map(&s, "big/one").await.get("v9"),
         Some(&image.digest.to_string())

@@ -3,43 +3,18 @@
 //! multi-platform index by its original tag. Uses the private dockerd / containerd that
 //! `tests/it/clients` starts.
 
-use std::path::Path;
-
-use reqwest::{Client, StatusCode};
-use serde_json::Value;
-
 use crate::clients::containerd::Containerd;
 use crate::clients::docker::Docker;
+use crate::imgpkg::{fixture_tar, import_ok, lock_images, server};
 use crate::support::Server;
-
-const TOKEN: &str = "clients-admin-token";
-
-async fn import_fixture(s: &Server, repo: &str, name: &str) -> Value {
-    let tar = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join(format!("tests/fixtures/imgpkg/tars/{name}.tar"));
-    let resp = Client::new()
-        .post(s.url(&format!("/admin/v1/import?repository={repo}")))
-        .bearer_auth(TOKEN)
-        .body(std::fs::read(tar).expect("fixture"))
-        .send()
-        .await
-        .expect("import");
-    assert_eq!(resp.status(), StatusCode::CREATED);
-    resp.json().await.expect("report")
-}
 
 /// Every `image:` of the report's relocated images.yml, plus each imported image and
 /// bundle by digest and the index by tag.
 async fn relocated_refs(s: &Server) -> Vec<String> {
     let host = s.host();
-    let bundle = import_fixture(s, "lab/platform", "platform-bundle").await;
-    let multi = import_fixture(s, "lab/multi", "multi-image").await;
-    let mut refs: Vec<String> = bundle["images_yml"]
-        .as_str()
-        .expect("images.yml")
-        .lines()
-        .filter_map(|l| l.trim().strip_prefix("image: ").map(str::to_owned))
-        .collect();
+    let bundle = import_ok(s, "lab/platform", fixture_tar("platform-bundle")).await;
+    let multi = import_ok(s, "lab/multi", fixture_tar("multi-image")).await;
+    let mut refs = lock_images(bundle["images_yml"].as_str().expect("images.yml"));
     for img in bundle["images"].as_array().into_iter().flatten() {
         if matches!(img["kind"].as_str(), Some("image" | "bundle")) {
             refs.push(format!(
@@ -67,7 +42,7 @@ async fn relocated_refs(s: &Server) -> Vec<String> {
 #[tokio::test]
 async fn ctr_pulls_every_relocated_reference() {
     let c = Containerd::start();
-    let s = Server::start_with_args(&["--admin-token", TOKEN]);
+    let s = server();
     for r in relocated_refs(&s).await {
         c.ctr(
             "imgpkg",
@@ -86,7 +61,7 @@ async fn ctr_pulls_every_relocated_reference() {
 #[tokio::test]
 async fn docker_pulls_every_relocated_reference() {
     let docker = Docker::start();
-    let s = Server::start_with_args(&["--admin-token", TOKEN]);
+    let s = server();
     for r in relocated_refs(&s).await {
         docker.run(&["pull", &r]);
     }

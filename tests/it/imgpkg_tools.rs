@@ -8,16 +8,14 @@
 //!
 //! Tools are looked up on PATH and in `target/tools/bin` (or `$AIRDOCK_TOOLS_BIN`).
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use reqwest::{Client, StatusCode};
 use serde_json::Value;
+use tempfile::TempDir;
 
+use crate::imgpkg::{fixtures, import_ok, lock_images, server, tag_map};
 use crate::support::{self, Server};
-
-const TOKEN: &str = "tools-admin-token";
 
 /// A tool from PATH or the project's tool directory.
 fn find_tool(name: &str) -> Option<PathBuf> {
@@ -31,31 +29,67 @@ fn find_tool(name: &str) -> Option<PathBuf> {
     dirs.into_iter().map(|d| d.join(name)).find(|p| p.is_file())
 }
 
-fn imgpkg() -> PathBuf {
-    find_tool("imgpkg").unwrap_or_else(|| {
-        panic!(
-            "`imgpkg` (0.43.1) is not installed: run scripts/install-clients.sh, or put it on PATH"
-        )
-    })
+/// imgpkg with a private HOME in a scratch directory it keeps alive, so no docker
+/// credentials or imgpkg config from the machine leak in. Every registry here is plain HTTP.
+struct Imgpkg {
+    bin: PathBuf,
+    home: PathBuf,
+    work: TempDir,
 }
 
-fn run(tool: &Path, args: &[&str], home: &Path) -> Output {
-    let out = Command::new(tool)
-        .args(args)
-        // A private HOME: no docker credentials or imgpkg config from the machine leak in.
-        .env("HOME", home)
-        .env("DOCKER_CONFIG", home.join(".docker"))
-        .output()
-        .unwrap_or_else(|e| panic!("running {}: {e}", tool.display()));
-    assert!(
-        out.status.success(),
-        "{} {} failed:\nstdout:\n{}\nstderr:\n{}",
-        tool.display(),
-        args.join(" "),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
+impl Imgpkg {
+    fn new(prefix: &str) -> Imgpkg {
+        let bin = find_tool("imgpkg").unwrap_or_else(|| {
+            panic!(
+                "`imgpkg` (0.43.1) is not installed: run scripts/install-clients.sh, or put it on PATH"
+            )
+        });
+        let work = support::scratch_dir(prefix);
+        let home = work.path().join("home");
+        std::fs::create_dir_all(&home).expect("home");
+        Imgpkg { bin, home, work }
+    }
+
+    /// The scratch directory for the test's own files.
+    fn dir(&self) -> &Path {
+        self.work.path()
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        let out = Command::new(&self.bin)
+            .args(args)
+            .arg("--registry-insecure")
+            .env("HOME", &self.home)
+            .env("DOCKER_CONFIG", self.home.join(".docker"))
+            .output()
+            .unwrap_or_else(|e| panic!("running {}: {e}", self.bin.display()));
+        assert!(
+            out.status.success(),
+            "imgpkg {} failed:\nstdout:\n{}\nstderr:\n{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    fn copy_to_tar(&self, bundle: &str, tar: &Path) {
+        self.run(&["copy", "-b", bundle, "--to-tar", tar.to_str().expect("p")]);
+    }
+
+    /// `imgpkg pull --recursive` of `bundle` into `out`; returns its stdout.
+    fn pull(&self, bundle: &str, out: &Path) -> String {
+        let o = self.run(&[
+            "pull",
+            "-b",
+            bundle,
+            "-o",
+            out.to_str().expect("p"),
+            "--recursive",
+            "--tty",
+        ]);
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
 }
 
 fn write(path: &Path, text: &str) {
@@ -65,12 +99,10 @@ fn write(path: &Path, text: &str) {
     std::fs::write(path, text).expect("write");
 }
 
-/// The `image:` value of a lock file imgpkg wrote (ImagesLock or BundleLock).
-fn lock_image(path: &Path) -> String {
-    let text = std::fs::read_to_string(path).expect("lock file");
-    text.lines()
-        .find_map(|l| l.trim().strip_prefix("image: ").map(str::to_owned))
-        .unwrap_or_else(|| panic!("no image in {text}"))
+/// Every `image:` of a lock file imgpkg wrote (ImagesLock or BundleLock).
+fn lock_file_images(path: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    lock_images(&text)
 }
 
 fn digest_of(reference: &str) -> &str {
@@ -80,88 +112,25 @@ fn digest_of(reference: &str) -> &str {
         .expect("digest reference")
 }
 
-async fn import(s: &Server, repo: &str, tar: &Path) -> Value {
-    let body = std::fs::read(tar).expect("tar");
-    let resp = Client::new()
-        .post(s.url(&format!("/admin/v1/import?repository={repo}")))
-        .bearer_auth(TOKEN)
-        .body(body)
-        .send()
-        .await
-        .expect("import");
-    let status = resp.status();
-    let json: Value = resp.json().await.expect("json");
-    assert_eq!(status, StatusCode::CREATED, "{json}");
-    json
-}
-
-async fn tags(s: &Server, repo: &str) -> BTreeMap<String, String> {
-    let c = Client::new();
-    let list: Value = c
-        .get(s.url(&format!("/v2/{repo}/tags/list")))
-        .send()
-        .await
-        .expect("tags")
-        .json()
-        .await
-        .expect("json");
-    let mut out = BTreeMap::new();
-    for t in list["tags"].as_array().into_iter().flatten() {
-        let t = t.as_str().expect("tag");
-        let r = c
-            .head(s.url(&format!("/v2/{repo}/manifests/{t}")))
-            .header("Accept", "*/*")
-            .send()
-            .await
-            .expect("head");
-        out.insert(
-            t.to_owned(),
-            r.headers()["docker-content-digest"]
-                .to_str()
-                .expect("d")
-                .to_owned(),
-        );
-    }
-    out
-}
-
-/// Every `image:` of an images.yml.
-fn lock_images(path: &Path) -> Vec<String> {
-    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    text.lines()
-        .filter_map(|l| l.trim().strip_prefix("image: ").map(str::to_owned))
-        .collect()
+async fn import_file(s: &Server, repo: &str, tar: &Path) -> Value {
+    import_ok(s, repo, std::fs::read(tar).expect("tar")).await
 }
 
 #[tokio::test]
 async fn air_gap_loop_with_real_imgpkg() {
-    let imgpkg = imgpkg();
-    let work = support::scratch_dir("airdock-imgpkg-loop-");
-    let w = work.path();
-    let home = w.join("home");
-    std::fs::create_dir_all(&home).expect("home");
+    let imgpkg = Imgpkg::new("airdock-imgpkg-loop-");
+    let w = imgpkg.dir();
 
     // --- connected side: a source airdock with images and a nested bundle ---
-    let mut source = Server::start_with_args(&["--admin-token", TOKEN]);
+    let mut source = server();
     let src = source.host();
     let mut image_refs = Vec::new();
     for (name, text) in [("app1", "one"), ("app2", "two"), ("app3", "three")] {
         let dir = w.join(format!("images/{name}"));
         write(&dir.join("index.html"), &format!("<h1>{text}</h1>\n"));
         let target = format!("{src}/src/{name}:v1");
-        run(
-            &imgpkg,
-            &[
-                "push",
-                "-i",
-                &target,
-                "-f",
-                dir.to_str().expect("p"),
-                "--registry-insecure",
-            ],
-            &home,
-        );
-        let digest = tags(&source, &format!("src/{name}")).await["v1"].clone();
+        imgpkg.run(&["push", "-i", &target, "-f", dir.to_str().expect("p")]);
+        let digest = tag_map(&source, &format!("src/{name}")).await["v1"].clone();
         image_refs.push((target, format!("{src}/src/{name}@{digest}")));
     }
     let lock_entry = |(tag_ref, digest_ref): &(String, String)| {
@@ -190,21 +159,16 @@ async fn air_gap_loop_with_real_imgpkg() {
     );
     let inner_lock = w.join("inner.lock.yml");
     let inner_tag = format!("{src}/src/inner:1.0");
-    run(
-        &imgpkg,
-        &[
-            "push",
-            "-b",
-            &inner_tag,
-            "-f",
-            inner.to_str().expect("p"),
-            "--lock-output",
-            inner_lock.to_str().expect("p"),
-            "--registry-insecure",
-        ],
-        &home,
-    );
-    let inner_ref = (inner_tag, lock_image(&inner_lock));
+    imgpkg.run(&[
+        "push",
+        "-b",
+        &inner_tag,
+        "-f",
+        inner.to_str().expect("p"),
+        "--lock-output",
+        inner_lock.to_str().expect("p"),
+    ]);
+    let inner_ref = (inner_tag, lock_file_images(&inner_lock).remove(0));
     // Outer bundle: the inner bundle + app3.
     let outer = w.join("bundles/outer");
     write(
@@ -220,65 +184,29 @@ async fn air_gap_loop_with_real_imgpkg() {
         ),
     );
     let outer_tag = format!("{src}/src/outer:2.0");
-    run(
-        &imgpkg,
-        &[
-            "push",
-            "-b",
-            &outer_tag,
-            "-f",
-            outer.to_str().expect("p"),
-            "--registry-insecure",
-        ],
-        &home,
-    );
+    imgpkg.run(&["push", "-b", &outer_tag, "-f", outer.to_str().expect("p")]);
 
     let tar = w.join("outer.tar");
-    run(
-        &imgpkg,
-        &[
-            "copy",
-            "-b",
-            &outer_tag,
-            "--to-tar",
-            tar.to_str().expect("p"),
-            "--registry-insecure",
-        ],
-        &home,
-    );
+    imgpkg.copy_to_tar(&outer_tag, &tar);
 
     // --- the air gap: the source goes away ---
     source.kill();
 
-    let target = Server::start_with_args(&["--admin-token", TOKEN]);
+    let target = server();
     let dst = target.host();
     let repo = "lab/outer";
-    let report = import(&target, repo, &tar).await;
+    let report = import_file(&target, repo, &tar).await;
     assert_eq!(report["root_bundle"]["tag"], "2.0");
 
     let out = w.join("pull");
-    let pulled = run(
-        &imgpkg,
-        &[
-            "pull",
-            "-b",
-            &format!("{dst}/{repo}:2.0"),
-            "-o",
-            out.to_str().expect("p"),
-            "--recursive",
-            "--registry-insecure",
-            "--tty",
-        ],
-        &home,
-    );
-    let stdout = String::from_utf8_lossy(&pulled.stdout);
+    let stdout = imgpkg.pull(&format!("{dst}/{repo}:2.0"), &out);
     assert!(
         stdout.contains(&format!(
             "The bundle repo ({dst}/{repo}) is hosting every image"
         )),
         "{stdout}"
     );
-    let outer_images = lock_images(&out.join(".imgpkg/images.yml"));
+    let outer_images = lock_file_images(&out.join(".imgpkg/images.yml"));
     assert_eq!(outer_images.len(), 2);
     for img in &outer_images {
         assert!(img.starts_with(&format!("{dst}/{repo}@sha256:")), "{img}");
@@ -297,7 +225,7 @@ async fn air_gap_loop_with_real_imgpkg() {
         ".imgpkg/bundles/{}/.imgpkg/images.yml",
         inner_digest.replace(':', "-")
     ));
-    let nested_images = lock_images(&nested);
+    let nested_images = lock_file_images(&nested);
     assert_eq!(nested_images.len(), 2);
     for img in &nested_images {
         assert!(img.starts_with(&format!("{dst}/{repo}@sha256:")), "{img}");
@@ -309,36 +237,12 @@ async fn air_gap_loop_with_real_imgpkg() {
 
     // --- the next hop: copy out of airdock again and import into a third one ---
     let tar2 = w.join("hop2.tar");
-    run(
-        &imgpkg,
-        &[
-            "copy",
-            "-b",
-            &format!("{dst}/{repo}:2.0"),
-            "--to-tar",
-            tar2.to_str().expect("p"),
-            "--registry-insecure",
-        ],
-        &home,
-    );
-    let third = Server::start_with_args(&["--admin-token", TOKEN]);
-    import(&third, "site/outer", &tar2).await;
+    imgpkg.copy_to_tar(&format!("{dst}/{repo}:2.0"), &tar2);
+    let third = server();
+    import_file(&third, "site/outer", &tar2).await;
     let out2 = w.join("pull2");
-    let pulled = run(
-        &imgpkg,
-        &[
-            "pull",
-            "-b",
-            &format!("{}/site/outer:2.0", third.host()),
-            "-o",
-            out2.to_str().expect("p"),
-            "--recursive",
-            "--registry-insecure",
-            "--tty",
-        ],
-        &home,
-    );
-    assert!(String::from_utf8_lossy(&pulled.stdout).contains("is hosting every image"));
+    let stdout = imgpkg.pull(&format!("{}/site/outer:2.0", third.host()), &out2);
+    assert!(stdout.contains("is hosting every image"));
     // Same digests all the way: nothing was rewritten.
     let digests = |v: &[String]| {
         v.iter()
@@ -346,7 +250,7 @@ async fn air_gap_loop_with_real_imgpkg() {
             .collect::<Vec<_>>()
     };
     assert_eq!(
-        digests(&lock_images(&out2.join(".imgpkg/images.yml"))),
+        digests(&lock_file_images(&out2.join(".imgpkg/images.yml"))),
         digests(&outer_images)
     );
 }
@@ -355,31 +259,22 @@ async fn air_gap_loop_with_real_imgpkg() {
 /// state, except the ImageLocations images' gzip bytes (see src/imgpkg/locations.rs).
 #[tokio::test]
 async fn import_equals_imgpkg_copy_to_repo() {
-    let imgpkg = imgpkg();
-    let work = support::scratch_dir("airdock-imgpkg-diff-");
-    let home = work.path().join("home");
-    std::fs::create_dir_all(&home).expect("home");
-    let s = Server::start_with_args(&["--admin-token", TOKEN]);
-    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/imgpkg/tars");
+    let imgpkg = Imgpkg::new("airdock-imgpkg-diff-");
+    let s = server();
     for name in ["platform-bundle", "multi-image"] {
-        let tar = fixtures.join(format!("{name}.tar"));
+        let tar = fixtures().join(format!("tars/{name}.tar"));
         let ours = format!("ours/{name}");
         let theirs = format!("theirs/{name}");
-        import(&s, &ours, &tar).await;
-        run(
-            &imgpkg,
-            &[
-                "copy",
-                "--tar",
-                tar.to_str().expect("p"),
-                "--to-repo",
-                &format!("{}/{theirs}", s.host()),
-                "--registry-insecure",
-            ],
-            &home,
-        );
-        let a = tags(&s, &ours).await;
-        let b = tags(&s, &theirs).await;
+        import_file(&s, &ours, &tar).await;
+        imgpkg.run(&[
+            "copy",
+            "--tar",
+            tar.to_str().expect("p"),
+            "--to-repo",
+            &format!("{}/{theirs}", s.host()),
+        ]);
+        let a = tag_map(&s, &ours).await;
+        let b = tag_map(&s, &theirs).await;
         assert_eq!(a.len(), b.len(), "ours {a:#?}\ntheirs {b:#?}");
         let loc_digests: Vec<&String> = b
             .iter()
@@ -398,22 +293,9 @@ async fn import_equals_imgpkg_copy_to_repo() {
         // And imgpkg pulls the bundle from ours just as from theirs.
         if name == "platform-bundle" {
             for repo in [&ours, &theirs] {
-                let out = work.path().join(repo.replace('/', "-"));
-                let p = run(
-                    &imgpkg,
-                    &[
-                        "pull",
-                        "-b",
-                        &format!("{}/{repo}:1.0", s.host()),
-                        "-o",
-                        out.to_str().expect("p"),
-                        "--recursive",
-                        "--registry-insecure",
-                        "--tty",
-                    ],
-                    &home,
-                );
-                assert!(String::from_utf8_lossy(&p.stdout).contains("is hosting every image"));
+                let out = imgpkg.dir().join(repo.replace('/', "-"));
+                let stdout = imgpkg.pull(&format!("{}/{repo}:1.0", s.host()), &out);
+                assert!(stdout.contains("is hosting every image"));
             }
         }
     }
