@@ -120,9 +120,10 @@ server_extra=()
 probe_scheme=http
 probe_flags=()
 
-# start_server LOGFILE SPARSE(0|1): sets server_pid / server_port / server_data
+# start_server LOGFILE SPARSE(0|1) [EXTRA-ARG...]: sets server_pid / server_port / server_data
 start_server() {
   local log=$1 sparse=$2 attempt code
+  local extra=("${@:3}")
   for attempt in 1 2 3; do
     server_port=$(free_port) || return 1
     server_data=$(mktemp -d "${TMPDIR:-/tmp}/airdock-conformance.XXXXXX") || return 1
@@ -132,6 +133,7 @@ start_server() {
     else
       local args=(serve --addr "127.0.0.1:$server_port" --data-dir "$server_data")
       [[ $sparse == 1 ]] && args+=(--sparse)
+      args+=("${extra[@]}")
       args+=("${server_extra[@]}")
       echo "+ $airdock ${args[*]}" >>"$log"
       "$airdock" "${args[@]}" >>"$log" 2>&1 &
@@ -216,7 +218,10 @@ run_legacy() { # LABEL
   local label=$1 dir="$results_root/$1" rc
   rm -rf "$dir" && mkdir -p "$dir"
   echo "== $label: Ginkgo suite @ $legacy_commit (pull, push, content discovery, content management, cross-mount)"
-  if ! start_server "$dir/server.log" 0; then
+  # The 2023 suite deletes a layer that another manifest in the repository still
+  # references and accepts only 202/404; airdock refuses that (405 DENIED) unless told to
+  # behave like CNCF Distribution. The current suite (main) accepts the 405.
+  if ! start_server "$dir/server.log" 0 --allow-referenced-blob-delete; then
     echo "$label: 0 passed, 1 failed, 0 skipped"
     echo "0 1 0" >"$dir/counts"
     return 1

@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
@@ -23,6 +24,11 @@ pub struct Cli {
 pub enum Command {
     /// Run the registry.
     Serve(Box<ServeArgs>),
+    /// Collect garbage in a data dir no server is using; prints a JSON report.
+    Gc(GcArgs),
+    /// Check (and with --repair, fix) a data dir no server is using; prints a JSON report
+    /// and exits 1 when problems remain.
+    Fsck(FsckArgs),
     /// Import an `imgpkg copy --to-tar` tarball into a repository.
     Import(crate::import_cli::ImportArgs),
     /// Configuration file tools.
@@ -88,6 +94,11 @@ pub struct ServeArgs {
     /// Accept manifests whose layers or child manifests were deliberately left out. [key: sparse]
     #[arg(long, env = "AIRDOCK_SPARSE")]
     pub sparse: bool,
+    /// Let `DELETE /v2/<name>/blobs/<digest>` remove a blob that manifests of the
+    /// repository still reference (CNCF Distribution's behaviour; those images stop
+    /// pulling). By default such a delete is refused with 405 DENIED.
+    #[arg(long, env = "AIRDOCK_ALLOW_REFERENCED_BLOB_DELETE")]
+    pub allow_referenced_blob_delete: bool,
     /// Bearer token for the admin API (`/admin/v1/...`). When unset, one is generated
     /// into `<data-dir>/admin-token` (mode 0600) on first start and reused after.
     #[arg(long, env = "AIRDOCK_ADMIN_TOKEN", hide_env_values = true)]
@@ -131,6 +142,15 @@ pub struct ServeArgs {
     /// Blob upload requests at once. [key: limits.max_concurrent_uploads]
     #[arg(long, env = "AIRDOCK_MAX_CONCURRENT_UPLOADS")]
     pub max_concurrent_uploads: Option<usize>,
+    /// Run GC this often while serving, e.g. `30m` (default: never). [flag/env only]
+    #[arg(long, env = "AIRDOCK_GC_INTERVAL", value_parser = parse_duration)]
+    pub gc_interval: Option<Duration>,
+    #[command(flatten)]
+    pub gc: GcPolicy,
+    /// Expire upload sessions not written to for this long (default 24h; `0` = never).
+    /// [flag/env only]
+    #[arg(long, env = "AIRDOCK_UPLOAD_TTL", value_parser = parse_duration)]
+    pub upload_ttl: Option<Duration>,
 }
 
 impl ServeArgs {
@@ -163,5 +183,104 @@ impl ServeArgs {
                 max_concurrent_uploads: self.max_concurrent_uploads,
             },
         }
+    }
+}
+
+/// What GC may remove; shared by `serve` and `gc`.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct GcPolicy {
+    /// Never remove anything written, touched or linked more recently than this
+    /// (default 1h). [flag/env only]
+    #[arg(long, env = "AIRDOCK_GC_GRACE", value_parser = parse_duration)]
+    pub gc_grace: Option<Duration>,
+    /// Let GC delete manifests no tag keeps (directly, as an index child or a referrer).
+    #[arg(long, env = "AIRDOCK_GC_DELETE_UNTAGGED")]
+    pub gc_delete_untagged: bool,
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct GcArgs {
+    /// The data dir to collect.
+    #[arg(long, env = "AIRDOCK_DATA_DIR")]
+    pub data_dir: PathBuf,
+    /// Report what would be removed without removing it.
+    #[arg(long)]
+    pub dry_run: bool,
+    #[command(flatten)]
+    pub gc: GcPolicy,
+    /// Also expire upload sessions idle this long (default 24h; `0` = keep them).
+    #[arg(long, env = "AIRDOCK_UPLOAD_TTL", value_parser = parse_duration)]
+    pub upload_ttl: Option<Duration>,
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct FsckArgs {
+    /// The data dir to check.
+    #[arg(long, env = "AIRDOCK_DATA_DIR")]
+    pub data_dir: PathBuf,
+    /// Quarantine corrupt blobs and drop links and manifests that name missing or corrupt
+    /// files. Good data is never deleted.
+    #[arg(long)]
+    pub repair: bool,
+}
+
+/// GC leaves anything younger than this alone unless told otherwise.
+pub const DEFAULT_GC_GRACE: Duration = Duration::from_secs(3600);
+/// Upload sessions idle this long expire unless told otherwise.
+pub const DEFAULT_UPLOAD_TTL: Duration = Duration::from_secs(24 * 3600);
+
+impl GcPolicy {
+    /// The storage options these flags (and an upload TTL flag) ask for, defaults filled in.
+    pub fn options(&self, upload_ttl: Option<Duration>) -> airdock_storage::GcOptions {
+        let ttl = upload_ttl.unwrap_or(DEFAULT_UPLOAD_TTL);
+        airdock_storage::GcOptions {
+            grace: self.gc_grace.unwrap_or(DEFAULT_GC_GRACE),
+            delete_untagged: self.gc_delete_untagged,
+            dry_run: false,
+            upload_ttl: (!ttl.is_zero()).then_some(ttl),
+        }
+    }
+}
+
+/// `90s`, `15m`, `2h`, `7d`, `250ms` or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like 30s, 15m, 2h or 7d"))?;
+    let secs = |k: u64| {
+        n.checked_mul(k)
+            .map(Duration::from_secs)
+            .ok_or_else(|| format!("{s:?} is too long"))
+    };
+    match unit {
+        "" | "s" => secs(1),
+        "ms" => Ok(Duration::from_millis(n)),
+        "m" => secs(60),
+        "h" => secs(3600),
+        "d" => secs(86400),
+        _ => Err(format!(
+            "{s:?}: unknown unit {unit:?} (use ms, s, m, h or d)"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("15m"), Ok(Duration::from_secs(900)));
+        assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert!(parse_duration("1w").is_err());
+        assert!(parse_duration("s").is_err());
+        assert!(parse_duration("-1s").is_err());
+        assert!(parse_duration("99999999999999999999d").is_err());
     }
 }

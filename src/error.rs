@@ -23,6 +23,8 @@ pub enum RegistryError {
     BadRequest(&'static str, String),
     #[error("authentication required")]
     Unauthorized,
+    #[error("{0}")]
+    Forbidden(String),
     #[error(transparent)]
     Auth(#[from] AuthError),
     /// Too many requests of a limited kind at once (upload slots).
@@ -73,6 +75,13 @@ impl RegistryError {
                 }
                 S::SizeInvalid(_) => (StatusCode::BAD_REQUEST, code::SIZE_INVALID),
                 S::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, code::SIZE_INVALID),
+                // 405 is what the spec lets a registry answer to a delete it will not do,
+                // so clients already treat it as "not possible"; DENIED says why (zot
+                // answers a delete of a blob in use the same way).
+                S::Denied(_) => (StatusCode::METHOD_NOT_ALLOWED, code::DENIED),
+                S::Io(e) if e.kind() == std::io::ErrorKind::StorageFull => {
+                    (StatusCode::INSUFFICIENT_STORAGE, code::UNKNOWN)
+                }
                 S::Io(_) | S::Corrupt(_) | S::Locked(_) => {
                     (StatusCode::INTERNAL_SERVER_ERROR, code::UNKNOWN)
                 }
@@ -84,6 +93,7 @@ impl RegistryError {
             RegistryError::Unsupported(_) => (StatusCode::METHOD_NOT_ALLOWED, code::UNSUPPORTED),
             RegistryError::BadRequest(c, _) => (StatusCode::BAD_REQUEST, c),
             RegistryError::Unauthorized => (StatusCode::UNAUTHORIZED, code::UNAUTHORIZED),
+            RegistryError::Forbidden(_) => (StatusCode::FORBIDDEN, code::DENIED),
             RegistryError::Auth(AuthError::Unauthorized { .. }) => {
                 (StatusCode::UNAUTHORIZED, code::UNAUTHORIZED)
             }
@@ -103,7 +113,11 @@ pub fn error_body(code: &str, message: &str) -> String {
 impl IntoResponse for RegistryError {
     fn into_response(self) -> Response {
         let (status, code) = self.status_and_code();
-        let message = if status.is_server_error() {
+        let message = if status == StatusCode::INSUFFICIENT_STORAGE {
+            // Not an internal detail: the operator needs to know, and the client may retry.
+            tracing::error!(error = %self, "storage full");
+            "storage full".to_owned()
+        } else if status.is_server_error() {
             // Internal details go to the log, not to the client.
             tracing::error!(error = %self, "internal error");
             "internal error".to_owned()
@@ -132,6 +146,12 @@ impl IntoResponse for RegistryError {
             }
             RegistryError::Busy(_) => {
                 h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            RegistryError::Unauthorized => {
+                h.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"airdock-admin\""),
+                );
             }
             _ => {}
         }

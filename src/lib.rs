@@ -2,6 +2,7 @@
 //! binary and the tests start exactly the same server.
 
 pub mod admin;
+pub mod admin_gc;
 pub mod auth;
 pub mod cli;
 pub mod config;
@@ -18,12 +19,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::HeaderValue;
-use axum::routing::{any, get};
+use axum::routing::{any, delete, get, post};
 use axum::Router;
 use tokio::net::TcpListener;
 
 pub use airdock_storage as storage;
-use airdock_storage::Store;
+use airdock_storage::{GcOptions, Store};
 
 /// Everything a request needs. Cheap to clone: the store is one `Arc`.
 #[derive(Clone)]
@@ -39,6 +40,10 @@ pub struct AppState {
     pub limiter: limits::Limiter,
     /// Guards `/admin/*`; without it the admin API is not served.
     pub admin_token: Option<admin::AdminToken>,
+    /// Blob DELETE removes blobs manifests still reference (else 405 DENIED).
+    pub allow_referenced_blob_delete: bool,
+    /// Defaults of an online GC (`POST /admin/v1/gc` and the interval task).
+    pub gc: GcOptions,
 }
 
 impl AppState {
@@ -51,6 +56,8 @@ impl AppState {
             auth: None,
             limiter: limits::Limiter::default(),
             admin_token: None,
+            allow_referenced_blob_delete: false,
+            gc: GcOptions::default(),
         }
     }
 }
@@ -77,6 +84,11 @@ pub fn app(state: AppState) -> Router {
         .route("/v2/{*rest}", any(http::dispatch))
         // Registered even with auth off (it then answers 404): the router stays one shape.
         // POST answers 404 so that clients trying OAuth2 first fall back to GET.
+        .route("/admin/v1/gc", post(admin_gc::gc))
+        .route(
+            "/admin/v1/repositories/{*name}",
+            delete(admin_gc::delete_repo),
+        )
         .route(
             "/token",
             get(auth::token_endpoint).post(|| async { axum::http::StatusCode::NOT_FOUND }),

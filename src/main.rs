@@ -7,7 +7,9 @@ use clap::Parser;
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
-use airdock::cli::{CertCommand, Cli, Command, ConfigCommand, ServeArgs, UserCommand};
+use airdock::cli::{
+    CertCommand, Cli, Command, ConfigCommand, FsckArgs, GcArgs, ServeArgs, UserCommand,
+};
 use airdock::config::Config;
 use airdock::server::{serve_with, ServeOptions};
 use airdock::{app, AppState};
@@ -33,6 +35,20 @@ fn main() -> anyhow::Result<()> {
                 .enable_all()
                 .build()?;
             rt.block_on(airdock::import_cli::run(args))
+        }
+        Command::Gc(args) => {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(run_gc(args))
+        }
+        Command::Fsck(args) => {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            let clean = rt.block_on(run_fsck(args))?;
+            // Scripts (and the crash tests) read the exit status: 1 = problems remain.
+            std::process::exit(if clean { 0 } else { 1 });
         }
         Command::Config(ConfigCommand::Check { file }) => {
             let cfg =
@@ -89,6 +105,35 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
+async fn open_store(dir: &std::path::Path) -> anyhow::Result<airdock::storage::Store> {
+    airdock::storage::Store::open(dir)
+        .await
+        .with_context(|| format!("opening data dir {}", dir.display()))
+}
+
+/// Print `value` as pretty JSON on stdout.
+fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer_pretty(&mut out, value)?;
+    writeln!(out)?;
+    Ok(())
+}
+
+async fn run_gc(args: GcArgs) -> anyhow::Result<()> {
+    let store = open_store(&args.data_dir).await?;
+    let mut opts = args.gc.options(args.upload_ttl);
+    opts.dry_run = args.dry_run;
+    let report = store.gc(&opts).await.context("gc")?;
+    print_json(&report)
+}
+
+async fn run_fsck(args: FsckArgs) -> anyhow::Result<bool> {
+    let store = open_store(&args.data_dir).await?;
+    let report = store.fsck(args.repair).await.context("fsck")?;
+    print_json(&report)?;
+    Ok(report.clean)
+}
+
 async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
     let file = match &args.config {
         Some(path) => Config::load(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?,
@@ -121,6 +166,13 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
     state.auth = auth;
     state.admin_token = Some(admin_token);
     state.limiter = airdock::limits::Limiter::new(&settings.limits);
+    state.allow_referenced_blob_delete = args.allow_referenced_blob_delete;
+    state.gc = args.gc.options(args.upload_ttl);
+    airdock::admin_gc::spawn_background(
+        state.store.clone(),
+        state.gc.clone(),
+        args.gc_interval.unwrap_or_default(),
+    );
     let listener = TcpListener::bind(settings.addr)
         .await
         .with_context(|| format!("binding {}", settings.addr))?;

@@ -18,7 +18,14 @@ pub async fn get(
     req: &Req,
 ) -> Result<Response> {
     let head = req.method == axum::http::Method::HEAD;
-    let (file, size) = state.store.open_blob(repo, digest)?;
+    // HEAD goes through `stat_blob`, which also restarts the blob's GC grace window: a
+    // client that HEADs a blob and skips its upload is about to reference it.
+    let (file, size) = if head {
+        (None, state.store.stat_blob(repo, digest)?)
+    } else {
+        let (f, n) = state.store.open_blob(repo, digest)?;
+        (Some(f), n)
+    };
     let range = match req.header(header::RANGE) {
         Some(r) => parse_range(r, size)?,
         None => None,
@@ -27,10 +34,9 @@ pub async fn get(
         Some((s, e)) => (StatusCode::PARTIAL_CONTENT, s, e - s + 1),
         None => (StatusCode::OK, 0, size),
     };
-    let body = if head {
-        Body::empty()
-    } else {
-        Body::from_stream(airdock_storage::read_range(file, start, len))
+    let body = match file {
+        Some(file) => Body::from_stream(airdock_storage::read_range(file, start, len)),
+        None => Body::empty(),
     };
     let mut resp = (status, body).into_response();
     set(&mut resp, header::CONTENT_LENGTH, len.to_string());
@@ -89,9 +95,17 @@ fn parse_range(value: &str, size: u64) -> Result<Option<(u64, u64)>> {
     Ok(Some((start, end)))
 }
 
-/// DELETE → 202; the blob leaves this repository.
+/// DELETE → 202; the blob leaves this repository. 405 DENIED while a manifest of the
+/// repository references it (as zot answers), unless `--allow-referenced-blob-delete`.
 pub async fn delete(state: &AppState, repo: &RepoName, digest: &Digest) -> Result<Response> {
-    state.store.delete_blob(repo, digest).await?;
+    if state.allow_referenced_blob_delete {
+        state
+            .store
+            .delete_blob_even_if_referenced(repo, digest)
+            .await?;
+    } else {
+        state.store.delete_blob(repo, digest).await?;
+    }
     Ok(empty(StatusCode::ACCEPTED))
 }
 

@@ -112,7 +112,20 @@ async fn read_limited(body: Body) -> std::result::Result<bytes::Bytes, Option<ax
 }
 
 /// DELETE by digest removes the manifest and its tags; by tag, only the tag → 202.
-pub async fn delete(state: &AppState, repo: &RepoName, reference: &Reference) -> Result<Response> {
-    state.store.delete_manifest(repo, reference).await?;
+/// `?cascade=true` also removes the children of an index that no tag or other index keeps.
+pub async fn delete(
+    state: &AppState,
+    repo: &RepoName,
+    reference: &Reference,
+    req: &Req,
+) -> Result<Response> {
+    if matches!(req.query.get("cascade"), Some("" | "1" | "true")) {
+        state
+            .store
+            .delete_manifest_and_orphans(repo, reference)
+            .await?;
+    } else {
+        state.store.delete_manifest(repo, reference).await?;
+    }
     Ok(empty(StatusCode::ACCEPTED))
 }

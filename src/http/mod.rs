@@ -178,7 +178,7 @@ pub async fn dispatch(State(state): State<AppState>, req: Request) -> Response {
         }
         (&Method::PUT, Endpoint::Manifest(repo, r)) => manifests::put(&state, &repo, &r, req).await,
         (&Method::DELETE, Endpoint::Manifest(repo, r)) => {
-            manifests::delete(&state, &repo, &r).await
+            manifests::delete(&state, &repo, &r, &req).await
         }
         (&Method::GET | &Method::HEAD, Endpoint::Blob(repo, d)) => {
             blobs::get(&state, &repo, &d, &req).await

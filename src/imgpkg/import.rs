@@ -23,7 +23,9 @@ use std::time::Instant;
 use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncReadExt, BufReader, ReadBuf};
 
-use airdock_storage::{Digest, Ingested, ManifestRecord, RepoName, Store, StoreError, Tag, Txn};
+use airdock_storage::{
+    Digest, Ingested, ManifestRecord, Pin as BlobPin, RepoName, Store, StoreError, Tag, Txn,
+};
 
 use super::gzip::{self, Compression, GzipDecoder, InflateLimitExceeded, InflateLimits};
 use super::locations::{self, LocationsImage};
@@ -267,7 +269,7 @@ struct InFlight {
     entry: String,
     all_zero: bool,
     seen: u64,
-    task: tokio::task::JoinHandle<Result<Ingested, StoreError>>,
+    task: tokio::task::JoinHandle<Result<(Ingested, BlobPin), StoreError>>,
 }
 
 /// The blob writes in flight, oldest first. Dropping it (an import failing early) aborts
@@ -297,13 +299,15 @@ impl Pipeline {
         let result = f.task.await.map_err(|e| {
             ImportError::new(ErrorKind::Storage, at, format!("blob writer failed: {e}"))
         })?;
-        let ingested = result.map_err(|e| blob_store_err(&f.entry, f.all_zero && f.seen > 0, e))?;
+        let (ingested, pin) =
+            result.map_err(|e| blob_store_err(&f.entry, f.all_zero && f.seen > 0, e))?;
         received.insert(
             f.digest,
             Received {
                 size: ingested.size,
                 existed: ingested.existed,
                 entry: f.entry,
+                _pin: pin,
             },
         );
         Ok(())
@@ -372,7 +376,8 @@ async fn start_blob<R: AsyncRead + Unpin>(
     };
     let mut all_zero = true;
     let mut seen = 0u64;
-    if store.blob_exists(&digest) {
+    // Claimed (pinned) rather than just looked at: GC cannot collect it before the commit.
+    if let Some(pin) = store.claim_blob(&digest) {
         let mut hasher = digest.algorithm().hasher();
         let mut buf = vec![0u8; CHUNK];
         loop {
@@ -401,6 +406,7 @@ async fn start_blob<R: AsyncRead + Unpin>(
                 size: seen,
                 existed: true,
                 entry,
+                _pin: pin,
             },
         ));
     }
@@ -413,7 +419,7 @@ async fn start_blob<R: AsyncRead + Unpin>(
     let task = tokio::spawn(async move {
         let body = tokio_util::io::StreamReader::new(Box::pin(chunks));
         writer
-            .ingest_blob(Some(&expected), expected.algorithm(), body)
+            .ingest_blob_pinned(Some(&expected), expected.algorithm(), body)
             .await
     });
     loop {
@@ -529,12 +535,16 @@ struct Received {
     size: u64,
     existed: bool,
     entry: String,
+    /// Keeps GC off the blob until the import has committed (or failed).
+    _pin: BlobPin,
 }
 
 /// Everything after the stream: what the transaction will contain.
 #[derive(Default)]
 struct Staged {
     txn_links: Vec<Digest>,
+    /// Blobs written while staging, kept safe from GC until the commit.
+    pins: Vec<BlobPin>,
     blobs: BlobReport,
     locations: Vec<(Digest, LocationsImage)>,
     root_lock: Option<ImagesLock>,
@@ -728,20 +738,22 @@ async fn stage(
         count(&mut staged.blobs, r.existed, r.size);
     }
     for (d, raw) in set.configs() {
-        let ing = store
-            .ingest_blob(Some(d), d.algorithm(), raw.as_bytes())
+        let (ing, pin) = store
+            .ingest_blob_pinned(Some(d), d.algorithm(), raw.as_bytes())
             .await
             .map_err(|e| storage_err(&format!("storing config {d}"), e))?;
+        staged.pins.push(pin);
         if !received.contains_key(d) {
             count(&mut staged.blobs, ing.existed, ing.size);
         }
         staged.txn_links.push(d.clone());
     }
     for m in set.manifests() {
-        store
-            .ingest_blob(Some(m.digest), m.digest.algorithm(), m.bytes)
+        let (_, pin) = store
+            .ingest_blob_pinned(Some(m.digest), m.digest.algorithm(), m.bytes)
             .await
             .map_err(|e| storage_err(&format!("storing manifest {}", m.digest), e))?;
+        staged.pins.push(pin);
     }
 
     if let Some((_, root)) = set.root_bundle() {
@@ -771,18 +783,20 @@ async fn stage(
                 (&image.layer_digest, &image.layer),
                 (&image.config_digest, &image.config),
             ] {
-                let ing = store
-                    .ingest_blob(Some(d), d.algorithm(), &bytes[..])
+                let (ing, pin) = store
+                    .ingest_blob_pinned(Some(d), d.algorithm(), &bytes[..])
                     .await
                     .map_err(|e| storage_err("storing an ImageLocations blob", e))?;
+                staged.pins.push(pin);
                 count(&mut staged.blobs, ing.existed, ing.size);
                 staged.txn_links.push(d.clone());
             }
             let digest = &image.manifest_digest;
-            store
-                .ingest_blob(Some(digest), digest.algorithm(), &image.manifest[..])
+            let (_, pin) = store
+                .ingest_blob_pinned(Some(digest), digest.algorithm(), &image.manifest[..])
                 .await
                 .map_err(|e| storage_err("storing an ImageLocations manifest", e))?;
+            staged.pins.push(pin);
             if bundle == root.digest {
                 staged.root_lock = Some(lock);
             }

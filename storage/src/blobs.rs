@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use tokio::io::{AsyncRead, AsyncReadExt};
 
+use crate::pins::{Pin, Pins};
 use crate::{Algorithm, Digest, Hasher, StoreError};
 
 /// Body bytes move in buffers of this size: large enough that a write costs one syscall
@@ -278,10 +279,20 @@ pub(crate) fn fsync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
+/// Set a blob's mtime to now. GC reads the mtime as "last written or linked": a blob
+/// touched within the grace window is never swept, which protects a write that found the
+/// blob already stored until the writer links it (an import may link much later).
+pub(crate) fn touch(path: &Path) -> io::Result<()> {
+    File::open(path)?.set_modified(std::time::SystemTime::now())
+}
+
 /// Make a fully written, fsynced file the blob `digest`: rename into place and fsync the
-/// directory. An existing blob wins (same digest, same bytes) and the source is removed.
+/// directory. An existing blob wins (same digest, same bytes): it is touched and the source
+/// is removed. The caller holds a [`crate::pins::Pin`] on the digest, so GC cannot delete
+/// the existing file between this check and the caller's link.
 pub(crate) fn persist(src: &Path, dst: &Path) -> io::Result<bool> {
     if dst.exists() {
+        touch(dst)?;
         fs::remove_file(src)?;
         return Ok(true);
     }
@@ -296,17 +307,23 @@ pub(crate) fn persist(src: &Path, dst: &Path) -> io::Result<bool> {
     }
     fs::rename(src, dst)?;
     fsync_dir(parent)?;
+    // The source keeps its mtime through the rename; for a chunked upload that is the last
+    // PATCH, possibly long ago. The grace window must start now, when the blob appears.
+    touch(dst)?;
     Ok(false)
 }
 
 /// Write `reader` into the store under its digest (verified against `expected` if given).
+/// The digest is pinned before the file is made visible; the pin is returned so the caller
+/// can keep the blob safe from GC until it has linked it.
 pub(crate) async fn ingest<R: AsyncRead + Unpin>(
     root: &Path,
+    pins: &Pins,
     expected: Option<&Digest>,
     alg: Algorithm,
     reader: R,
     limit: Option<u64>,
-) -> Result<Ingested, StoreError> {
+) -> Result<(Ingested, Pin), StoreError> {
     let alg = expected.map(Digest::algorithm).unwrap_or(alg);
     let tmp_dir = root.join(crate::layout::TMP);
     let (guard, file) = TempFile::create(&tmp_dir)?;
@@ -325,6 +342,7 @@ pub(crate) async fn ingest<R: AsyncRead + Unpin>(
             });
         }
     }
+    let pin = pins.pin(&digest);
     let dst = crate::layout::blob_path(root, &digest);
     let src = guard.path().to_owned();
     let existed = tokio::task::spawn_blocking(move || -> io::Result<bool> {
@@ -335,9 +353,12 @@ pub(crate) async fn ingest<R: AsyncRead + Unpin>(
     .await
     .map_err(io::Error::other)??;
     guard.disarm();
-    Ok(Ingested {
-        digest,
-        size,
-        existed,
-    })
+    Ok((
+        Ingested {
+            digest,
+            size,
+            existed,
+        },
+        pin,
+    ))
 }

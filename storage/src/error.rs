@@ -36,6 +36,9 @@ pub enum StoreError {
     SizeInvalid(String),
     #[error("too large: {0}")]
     TooLarge(String),
+    /// The operation is understood but refused (a blob still referenced by a manifest).
+    #[error("denied: {0}")]
+    Denied(String),
     #[error("storage I/O error: {0}")]
     Io(#[from] io::Error),
     #[error("data directory {0} is in use by another airdock process")]

@@ -12,12 +12,16 @@
 //! │   ├── info.json               repository and digest algorithm of the session
 //! │   └── data                    the bytes received so far
 //! ├── tmp/                        files being written; anything here at start is garbage
+//! ├── quarantine/                 blobs `fsck --repair` found corrupt, moved aside, never read
+//! │   └── <alg>-<hex>.<unix-time>
 //! └── lock                        empty; exclusively locked by the process using the store
 //! ```
 //!
 //! Every path is built from a [`Digest`], an [`UploadId`] or a constant, never from a
 //! client string, so nothing a client sends can name a file outside this tree.
 
+use std::fs;
+use std::io;
 use std::path::{Path, PathBuf};
 
 use crate::{Digest, UploadId};
@@ -27,6 +31,7 @@ pub(crate) const META: &str = "meta";
 pub(crate) const JOURNAL: &str = "journal";
 pub(crate) const UPLOADS: &str = "uploads";
 pub(crate) const TMP: &str = "tmp";
+pub(crate) const QUARANTINE: &str = "quarantine";
 pub(crate) const LOCK: &str = "lock";
 
 pub(crate) fn blob_path(root: &Path, d: &Digest) -> PathBuf {
@@ -43,4 +48,56 @@ pub(crate) fn journal_path(root: &Path) -> PathBuf {
 
 pub(crate) fn upload_dir(root: &Path, id: &UploadId) -> PathBuf {
     root.join(UPLOADS).join(id.as_str())
+}
+
+pub(crate) fn quarantine_path(root: &Path, d: &Digest, unix_time: u64) -> PathBuf {
+    root.join(QUARANTINE).join(format!(
+        "{}-{}.{unix_time}",
+        d.algorithm().as_str(),
+        d.hex()
+    ))
+}
+
+/// What [`walk_blobs`] finds: blob files by digest, and stray paths.
+pub(crate) type Walked = (Vec<(Digest, PathBuf)>, Vec<PathBuf>);
+
+/// Every file under `blobs/`: those whose path is exactly what [`blob_path`] builds for a
+/// valid digest, and the rest ("strays", which nothing reads).
+pub(crate) fn walk_blobs(root: &Path) -> io::Result<Walked> {
+    let mut found = Vec::new();
+    let mut strays = Vec::new();
+    let read = |p: &Path| -> io::Result<Vec<fs::DirEntry>> {
+        match fs::read_dir(p) {
+            Ok(rd) => rd.collect(),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(e) => Err(e),
+        }
+    };
+    for alg_dir in read(&root.join(BLOBS))? {
+        let alg = alg_dir.file_name().to_string_lossy().into_owned();
+        if !alg_dir.file_type()?.is_dir() {
+            strays.push(alg_dir.path());
+            continue;
+        }
+        for fan in read(&alg_dir.path())? {
+            if !fan.file_type()?.is_dir() {
+                strays.push(fan.path());
+                continue;
+            }
+            for file in read(&fan.path())? {
+                let name = file.file_name().to_string_lossy().into_owned();
+                let digest = Digest::parse(&format!("{alg}:{name}")).ok();
+                match digest {
+                    // The path must be the one blob_path builds, fan-out directory included.
+                    Some(d)
+                        if blob_path(root, &d) == file.path() && file.file_type()?.is_file() =>
+                    {
+                        found.push((d, file.path()))
+                    }
+                    _ => strays.push(file.path()),
+                }
+            }
+        }
+    }
+    Ok((found, strays))
 }

@@ -5,10 +5,13 @@
 mod blobs;
 mod digest;
 mod error;
+mod fsck;
+mod gc;
 pub mod layout;
 mod manifest;
 mod meta;
 mod names;
+mod pins;
 mod uploads;
 
 use std::fs::{self, File};
@@ -21,12 +24,15 @@ use tokio::io::AsyncRead;
 pub use blobs::{read_range, Ingested};
 pub use digest::{Algorithm, Digest, Hasher};
 pub use error::StoreError;
+pub use fsck::{FsckProblem, FsckReport};
+pub use gc::{GcOptions, GcReport, RepoDigest};
 pub use manifest::{
     Descriptor, ManifestRecord, DOCKER_LIST, DOCKER_MANIFEST, MAX_MANIFEST_BYTES, OCI_INDEX,
     OCI_MANIFEST,
 };
 pub use meta::Txn;
 pub use names::{Reference, RepoName, Tag};
+pub use pins::Pin;
 pub use uploads::UploadId;
 
 use meta::{Meta, Op};
@@ -48,6 +54,10 @@ struct Inner {
     _lock: File,
     meta: Meta,
     sessions: Sessions,
+    /// Digests writers are relying on right now; GC leaves them alone.
+    pins: pins::Pins,
+    /// One GC at a time (the interval task and the admin endpoint may both ask).
+    gc: tokio::sync::Mutex<()>,
 }
 
 /// One page of a sorted listing.
@@ -101,6 +111,8 @@ impl Store {
                 _lock: lock,
                 meta,
                 sessions: Sessions::default(),
+                pins: pins::Pins::default(),
+                gc: tokio::sync::Mutex::new(()),
             }),
         };
         let len = fs::metadata(layout::journal_path(&store.inner.root))?.len();
@@ -117,14 +129,61 @@ impl Store {
     // ---- blobs -------------------------------------------------------------------------
 
     /// Stream `reader` into the content store, verified against `expected` when given.
-    /// The blob is not linked into any repository.
+    /// The blob is not linked into any repository. Its mtime is now, so GC leaves it alone
+    /// for the grace window; a caller that links it later (an import) either commits within
+    /// that window or holds a [`Store::pin_blob`] until it has committed.
     pub async fn ingest_blob<R: AsyncRead + Unpin + Send>(
         &self,
         expected: Option<&Digest>,
         alg: Algorithm,
         reader: R,
     ) -> Result<Ingested, StoreError> {
-        blobs::ingest(&self.inner.root, expected, alg, reader, None).await
+        let (ingested, _pin) = self.ingest_pinned(expected, alg, reader).await?;
+        Ok(ingested)
+    }
+
+    async fn ingest_pinned<R: AsyncRead + Unpin + Send>(
+        &self,
+        expected: Option<&Digest>,
+        alg: Algorithm,
+        reader: R,
+    ) -> Result<(Ingested, Pin), StoreError> {
+        blobs::ingest(
+            &self.inner.root,
+            &self.inner.pins,
+            expected,
+            alg,
+            reader,
+            None,
+        )
+        .await
+    }
+
+    /// Keep GC away from `d` (file and links) until the returned pin is dropped, whatever
+    /// the grace window. For writers that link blobs long after storing them.
+    pub fn pin_blob(&self, d: &Digest) -> Pin {
+        self.inner.pins.pin(d)
+    }
+
+    /// [`Store::ingest_blob`], keeping the blob pinned until the returned pin is dropped:
+    /// for an import that commits its links long after writing.
+    pub async fn ingest_blob_pinned<R: AsyncRead + Unpin + Send>(
+        &self,
+        expected: Option<&Digest>,
+        alg: Algorithm,
+        reader: R,
+    ) -> Result<(Ingested, Pin), StoreError> {
+        self.ingest_pinned(expected, alg, reader).await
+    }
+
+    /// If `d` is stored, pin it (and restart its grace window) and return the pin; else
+    /// `None`. The race-free form of "`blob_exists`, so skip writing it": pinned before
+    /// looking, the file cannot be collected between the look and the writer's commit.
+    pub fn claim_blob(&self, d: &Digest) -> Option<Pin> {
+        let pin = self.inner.pins.pin(d);
+        blobs::touch(&layout::blob_path(&self.inner.root, d))
+            .ok()
+            .map(|()| pin)
     }
 
     pub fn blob_exists(&self, d: &Digest) -> bool {
@@ -138,20 +197,32 @@ impl Store {
         expected: &Digest,
         reader: R,
     ) -> Result<Ingested, StoreError> {
-        let ingested = self
-            .ingest_blob(Some(expected), expected.algorithm(), reader)
+        let (ingested, _pin) = self
+            .ingest_pinned(Some(expected), expected.algorithm(), reader)
             .await?;
         self.link(repo, &ingested.digest).await?;
         Ok(ingested)
     }
 
+    /// Link `d` into `repo` unless it already is. The "already linked" check happens under
+    /// the journal lock: checked outside it, a GC could drop the link right after the check
+    /// and the push would be acknowledged without it.
     async fn link(&self, repo: &RepoName, d: &Digest) -> Result<(), StoreError> {
-        if self.repo_has_blob(repo, d) {
+        let root = &self.inner.root;
+        let mut locked = self.inner.meta.lock().await;
+        let linked = locked
+            .state()
+            .repos
+            .get(repo)
+            .is_some_and(|r| r.blobs.contains(d));
+        if linked {
             return Ok(());
         }
         let mut txn = Txn::new();
         txn.link_blob(repo.clone(), d.clone());
-        self.commit(txn).await
+        locked
+            .commit(txn, |d| layout::blob_path(root, d).exists())
+            .await
     }
 
     pub fn repo_has_blob(&self, repo: &RepoName, d: &Digest) -> bool {
@@ -192,8 +263,17 @@ impl Store {
                 None => state.repos.values().any(|r| r.blobs.contains(d)),
             }
         };
-        if !visible || !self.blob_exists(d) {
+        if !visible {
             return Ok(false);
+        }
+        // Pinned before looking at the file: from here GC cannot delete it, and the touch
+        // gives the new link a fresh grace window before GC may drop it as unreferenced.
+        let _pin = self.inner.pins.pin(d);
+        let path = layout::blob_path(&self.inner.root, d);
+        match blobs::touch(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(e.into()),
         }
         self.link(repo, d).await?;
         Ok(true)
@@ -204,8 +284,14 @@ impl Store {
         if !self.repo_has_blob(repo, d) {
             return Err(StoreError::BlobUnknown(d.clone()));
         }
-        match fs::metadata(layout::blob_path(&self.inner.root, d)) {
-            Ok(m) => Ok(m.len()),
+        let path = layout::blob_path(&self.inner.root, d);
+        match fs::metadata(&path) {
+            Ok(m) => {
+                // A client that HEADs a blob and skips its upload will reference it in a
+                // manifest soon: restart its grace window. Best effort (read-only disks).
+                let _ = blobs::touch(&path);
+                Ok(m.len())
+            }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 Err(StoreError::BlobUnknown(d.clone()))
             }
@@ -243,16 +329,53 @@ impl Store {
     }
 
     /// Remove a blob from `repo`. The bytes stay until no repository holds them (GC).
+    /// Refused while a manifest of `repo` references it: removing it would leave that
+    /// manifest unpullable. Checked under the journal lock, so a manifest committed
+    /// concurrently is either seen here or refused for the missing link.
     pub async fn delete_blob(&self, repo: &RepoName, d: &Digest) -> Result<(), StoreError> {
-        if !self.repo_has_blob(repo, d) {
-            return Err(StoreError::BlobUnknown(d.clone()));
+        self.remove_blob_link(repo, d, true).await
+    }
+
+    /// Remove a blob from `repo` even while manifests reference it (CNCF Distribution's
+    /// behaviour): those manifests stay, but pulls of them from `repo` fail until the blob
+    /// is pushed again. The bytes stay while any manifest names them.
+    pub async fn delete_blob_even_if_referenced(
+        &self,
+        repo: &RepoName,
+        d: &Digest,
+    ) -> Result<(), StoreError> {
+        self.remove_blob_link(repo, d, false).await
+    }
+
+    async fn remove_blob_link(
+        &self,
+        repo: &RepoName,
+        d: &Digest,
+        refuse_referenced: bool,
+    ) -> Result<(), StoreError> {
+        let mut locked = self.inner.meta.lock().await;
+        {
+            let state = locked.state();
+            let Some(r) = state.repos.get(repo).filter(|r| r.blobs.contains(d)) else {
+                return Err(StoreError::BlobUnknown(d.clone()));
+            };
+            if let Some(m) = r
+                .manifests
+                .values()
+                .find(|m| refuse_referenced && m.blobs.iter().any(|b| b.digest == *d))
+            {
+                return Err(StoreError::Denied(format!(
+                    "blob {d} is referenced by manifest {} in {repo}; delete the manifest first",
+                    m.digest
+                )));
+            }
         }
         let mut txn = Txn::new();
         txn.push(Op::Unlink {
             repo: repo.clone(),
             digest: d.clone(),
         });
-        self.commit(txn).await
+        locked.commit(txn, |_| true).await
     }
 
     // ---- uploads -----------------------------------------------------------------------
@@ -463,6 +586,7 @@ impl Store {
                 actual: digest,
             });
         }
+        let _pin = self.inner.pins.pin(&digest);
         let dst = layout::blob_path(&self.inner.root, &digest);
         let dir2 = dir.clone();
         let existed = tokio::task::spawn_blocking(move || -> io::Result<bool> {
@@ -526,8 +650,15 @@ impl Store {
             }
         }
         let record = ManifestRecord::parse(digest.clone(), media_type, bytes)?;
-        if !self.blob_exists(&digest) {
-            self.ingest_blob(Some(&digest), alg, bytes).await?;
+        // Pinned until committed: GC must not delete the manifest's bytes in between.
+        let _pin = self.inner.pins.pin(&digest);
+        let path = layout::blob_path(&self.inner.root, &digest);
+        match blobs::touch(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                self.ingest_pinned(Some(&digest), alg, bytes).await?;
+            }
+            Err(e) => return Err(e.into()),
         }
         let mut txn = if check_refs {
             Txn::new()
@@ -595,19 +726,98 @@ impl Store {
         repo: &RepoName,
         reference: &Reference,
     ) -> Result<(), StoreError> {
-        let record = self.stat_manifest(repo, reference)?;
+        self.delete_manifest_inner(repo, reference, false).await
+    }
+
+    /// Like [`Store::delete_manifest`], and by digest also the children (of an index) that
+    /// nothing else in `repo` keeps: no tag, no other parent, transitively. Not the default
+    /// of the HTTP DELETE: clients (and the conformance suites) delete an index and then each
+    /// child, and expect 202 for the children.
+    pub async fn delete_manifest_and_orphans(
+        &self,
+        repo: &RepoName,
+        reference: &Reference,
+    ) -> Result<(), StoreError> {
+        self.delete_manifest_inner(repo, reference, true).await
+    }
+
+    /// Decided under the journal lock, so a concurrent tag or parent is seen.
+    async fn delete_manifest_inner(
+        &self,
+        repo: &RepoName,
+        reference: &Reference,
+        orphans: bool,
+    ) -> Result<(), StoreError> {
+        let mut locked = self.inner.meta.lock().await;
         let mut txn = Txn::new();
-        match reference {
-            Reference::Tag(t) => txn.push(Op::Untag {
-                repo: repo.clone(),
-                tag: t.clone(),
-            }),
-            Reference::Digest(_) => txn.push(Op::Unmanifest {
-                repo: repo.clone(),
-                digest: record.digest.clone(),
-            }),
+        {
+            let state = locked.state();
+            let r = state
+                .repos
+                .get(repo)
+                .ok_or_else(|| StoreError::ManifestUnknown(reference.to_string()))?;
+            match reference {
+                Reference::Tag(t) => {
+                    if !r.tags.contains_key(t) {
+                        return Err(StoreError::ManifestUnknown(reference.to_string()));
+                    }
+                    txn.push(Op::Untag {
+                        repo: repo.clone(),
+                        tag: t.clone(),
+                    });
+                }
+                Reference::Digest(d) => {
+                    if !r.manifests.contains_key(d) {
+                        return Err(StoreError::ManifestUnknown(reference.to_string()));
+                    }
+                    let doomed = if orphans {
+                        gc::with_orphaned_children(r, d)
+                    } else {
+                        vec![d.clone()]
+                    };
+                    for digest in doomed {
+                        txn.push(Op::Unmanifest {
+                            repo: repo.clone(),
+                            digest,
+                        });
+                    }
+                }
+            }
         }
-        self.commit(txn).await
+        locked.commit(txn, |_| true).await
+    }
+
+    /// Remove a whole repository: its tags, manifests and blob links, in one transaction.
+    /// The bytes stay until GC finds nothing else uses them.
+    pub async fn delete_repo(&self, repo: &RepoName) -> Result<(), StoreError> {
+        let mut locked = self.inner.meta.lock().await;
+        let mut txn = Txn::new();
+        {
+            let state = locked.state();
+            let r = state
+                .repos
+                .get(repo)
+                .ok_or_else(|| StoreError::NameUnknown(repo.to_string()))?;
+            for tag in r.tags.keys() {
+                txn.push(Op::Untag {
+                    repo: repo.clone(),
+                    tag: tag.clone(),
+                });
+            }
+            for digest in r.manifests.keys() {
+                txn.push(Op::Unmanifest {
+                    repo: repo.clone(),
+                    digest: digest.clone(),
+                });
+            }
+            for digest in &r.blobs {
+                txn.push(Op::Unlink {
+                    repo: repo.clone(),
+                    digest: digest.clone(),
+                });
+            }
+        }
+        locked.commit(txn, |_| true).await
     }
 
     /// Tags of `repo` in lexical order, after `last`, at most `n`.

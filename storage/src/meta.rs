@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use serde::{Deserialize, Serialize};
@@ -104,8 +105,30 @@ pub(crate) struct State {
     pub repos: BTreeMap<RepoName, Repo>,
 }
 
+impl Repo {
+    fn is_empty(&self) -> bool {
+        self.blobs.is_empty() && self.manifests.is_empty() && self.tags.is_empty()
+    }
+}
+
 impl State {
     fn apply(&mut self, op: Op) {
+        // Only removals can empty a repository; an empty one leaves `_catalog` at once.
+        let emptied = match &op {
+            Op::Unlink { repo, .. } | Op::Unmanifest { repo, .. } | Op::Untag { repo, .. } => {
+                Some(repo.clone())
+            }
+            _ => None,
+        };
+        self.apply_op(op);
+        if let Some(repo) = emptied {
+            if self.repos.get(&repo).is_some_and(Repo::is_empty) {
+                self.repos.remove(&repo);
+            }
+        }
+    }
+
+    fn apply_op(&mut self, op: Op) {
         match op {
             Op::Link { repo, digest } => {
                 self.repos.entry(repo).or_default().blobs.insert(digest);
@@ -224,8 +247,89 @@ pub(crate) struct Meta {
     /// std RwLock: held only for in-memory lookups and updates, never across an `.await`.
     state: RwLock<State>,
     /// tokio Mutex: serialises commits so the journal order is the order of in-memory
-    /// application; held across the journal write, which is the point.
+    /// application; held across the journal write, which is the point. GC also holds it
+    /// while it decides and deletes, so no commit can reference a blob it is removing.
     journal: tokio::sync::Mutex<Arc<File>>,
+    /// Bumped by every applied commit (under `journal`), so a holder of the lock can tell
+    /// whether anything it derived from the state earlier is still current.
+    generation: AtomicU64,
+    /// Set when a failed append could not be cut back off the journal: appending after a
+    /// partial line would bury it before intact lines, so commits stop until a restart.
+    poisoned: AtomicBool,
+}
+
+/// The journal lock, held: commits made through it and reads of the state in between
+/// see no other commit interleave.
+pub(crate) struct Locked<'a> {
+    meta: &'a Meta,
+    journal: tokio::sync::MutexGuard<'a, Arc<File>>,
+}
+
+impl Locked<'_> {
+    pub(crate) fn state(&self) -> RwLockReadGuard<'_, State> {
+        self.meta.read()
+    }
+
+    /// The number of commits applied so far.
+    pub(crate) fn generation(&self) -> u64 {
+        self.meta.generation.load(Ordering::Acquire)
+    }
+
+    /// Check, journal durably, then apply `txn`.
+    pub(crate) async fn commit(
+        &mut self,
+        txn: Txn,
+        blob_exists: impl Fn(&Digest) -> bool,
+    ) -> Result<(), StoreError> {
+        if txn.ops.is_empty() {
+            return Ok(());
+        }
+        if self.meta.poisoned.load(Ordering::Acquire) {
+            return Err(StoreError::Io(io::Error::other(
+                "journal could not be repaired after a failed write; restart the server",
+            )));
+        }
+        self.meta.read().check(&txn, blob_exists)?;
+        let record = Record { ops: txn.ops };
+        let json = serde_json::to_vec(&record).map_err(io::Error::other)?;
+        let mut line = Vec::with_capacity(json.len() + SUM_LEN + 2);
+        line.extend_from_slice(checksum(&json).as_bytes());
+        line.push(b' ');
+        line.extend_from_slice(&json);
+        line.push(b'\n');
+        let file = Arc::clone(&self.journal);
+        let written = tokio::task::spawn_blocking(move || -> io::Result<Result<(), io::Error>> {
+            let before = file.metadata()?.len();
+            let result = (&*file).write_all(&line).and_then(|()| file.sync_data());
+            if let Err(e) = result {
+                // Disk full or an I/O error mid-line: cut the partial line off so the next
+                // append starts on a clean line end. If even that fails, report it as the
+                // outer error and the journal is poisoned.
+                file.set_len(before)?;
+                file.sync_data()?;
+                return Ok(Err(e));
+            }
+            Ok(Ok(()))
+        })
+        .await
+        .map_err(io::Error::other)?;
+        match written {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(e.into()),
+            Err(e) => {
+                self.meta.poisoned.store(true, Ordering::Release);
+                tracing::error!(error = %e, "journal write failed and could not be undone");
+                return Err(e.into());
+            }
+        }
+        let mut state = self.meta.write();
+        for op in record.ops {
+            state.apply(op);
+        }
+        drop(state);
+        self.meta.generation.fetch_add(1, Ordering::AcqRel);
+        Ok(())
+    }
 }
 
 impl Meta {
@@ -283,6 +387,8 @@ impl Meta {
         Ok(Meta {
             state: RwLock::new(state),
             journal: tokio::sync::Mutex::new(Arc::new(file)),
+            generation: AtomicU64::new(0),
+            poisoned: AtomicBool::new(false),
         })
     }
 
@@ -296,6 +402,14 @@ impl Meta {
         self.state.write().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Take the journal lock: no commit happens until the returned guard is dropped.
+    pub(crate) async fn lock(&self) -> Locked<'_> {
+        Locked {
+            meta: self,
+            journal: self.journal.lock().await,
+        }
+    }
+
     /// Check, journal durably, then apply `txn`.
     pub(crate) async fn commit(
         &self,
@@ -305,29 +419,7 @@ impl Meta {
         if txn.ops.is_empty() {
             return Ok(());
         }
-        let journal = self.journal.lock().await;
-        self.read().check(&txn, blob_exists)?;
-        let record = Record { ops: txn.ops };
-        let json = serde_json::to_vec(&record).map_err(io::Error::other)?;
-        let mut line = Vec::with_capacity(json.len() + SUM_LEN + 2);
-        line.extend_from_slice(checksum(&json).as_bytes());
-        line.push(b' ');
-        line.extend_from_slice(&json);
-        line.push(b'\n');
-        let file = Arc::clone(&journal);
-        tokio::task::spawn_blocking(move || -> io::Result<()> {
-            (&*file).write_all(&line)?;
-            file.sync_data()
-        })
-        .await
-        .map_err(io::Error::other)??;
-        let mut state = self.write();
-        for op in record.ops {
-            state.apply(op);
-        }
-        drop(state);
-        drop(journal);
-        Ok(())
+        self.lock().await.commit(txn, blob_exists).await
     }
 
     /// Rewrite the journal as the shortest list of ops that rebuilds the current state,

@@ -2,9 +2,14 @@
 
 mod api;
 mod clients;
+mod crash;
+mod diskfull;
+mod gc;
+mod images;
 mod imgpkg;
 mod imgpkg_clients;
 mod imgpkg_tools;
 mod security;
 mod skopeo;
+mod stress;
 mod support;

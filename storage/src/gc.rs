@@ -1,0 +1,850 @@
+//! Online garbage collection: drop what nothing references any more, while pushes, mounts
+//! and imports go on.
+//!
+//! What is live (the mark):
+//! - every tagged manifest; with `delete_untagged` off (the default) every manifest;
+//! - the children of a kept index and the referrers of a kept subject, transitively;
+//! - a manifest whose bytes were written or touched within the grace window, or pinned;
+//! - in each repository, the blobs its kept manifests reference, and any linked blob
+//!   written or touched within the grace window, or pinned;
+//! - every blob file that any repository links or any manifest names (as its own bytes,
+//!   a layer/config or a child), and every pinned digest.
+//!
+//! Upload sessions live under `uploads/`, not `blobs/`: they cannot be swept, only expired
+//! by idle time (`upload_ttl`). An import's blobs are unlinked until its one commit; the
+//! grace window (mtime, refreshed whenever a write finds the blob present) or a pin
+//! protects them until then.
+//!
+//! Why it is safe (the race argument):
+//! 1. Every decision to drop metadata or delete a file is made and carried out while
+//!    holding the journal lock, against the state as it is at that moment. No commit can
+//!    interleave, and every commit checks, under the same lock, that the blob files its
+//!    links and manifests name exist. So a commit either happened before GC decided (and GC
+//!    sees the reference) or happens after the file is gone (and is refused cleanly):
+//!    there is never a link or manifest naming a missing file.
+//! 2. A writer that finds a blob present and relies on it (push of an existing blob,
+//!    mount, manifest put) pins the digest *before* looking, and holds the pin until it has
+//!    committed its link. GC checks the pin and deletes the file under the pin lock, so a
+//!    file is either deleted before the writer looks (the writer then stores its own copy)
+//!    or seen pinned and kept.
+//! 3. "Already linked, nothing to commit" is decided under the journal lock too, so a GC
+//!    that drops a link cannot slip between that check and the writer's acknowledgement.
+//! 4. The file listing and the first mtime look happen without the lock and only narrow the
+//!    candidates; everything is checked again under the lock before it is acted upon.
+
+use std::collections::{HashMap, HashSet};
+use std::fs;
+use std::io;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use serde::Serialize;
+
+use crate::meta::{Op, Repo, State};
+use crate::pins::Pins;
+use crate::uploads::{self, Taken};
+use crate::{layout, Digest, RepoName, Store, StoreError, Txn, UploadId};
+
+/// Files are deleted in batches of this many per hold of the journal lock, so pushes wait
+/// at most one batch for GC.
+const SWEEP_BATCH: usize = 256;
+
+/// What a GC run may remove.
+#[derive(Clone, Debug)]
+pub struct GcOptions {
+    /// Nothing written, touched or linked more recently than this is removed.
+    pub grace: Duration,
+    /// Delete manifests no tag keeps (directly, as an index child or as a referrer).
+    pub delete_untagged: bool,
+    /// Report what would be removed; change nothing.
+    pub dry_run: bool,
+    /// Also expire upload sessions idle for longer than this.
+    pub upload_ttl: Option<Duration>,
+}
+
+impl Default for GcOptions {
+    fn default() -> GcOptions {
+        GcOptions {
+            grace: Duration::from_secs(3600),
+            delete_untagged: false,
+            dry_run: false,
+            upload_ttl: None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+pub struct RepoDigest {
+    pub repo: RepoName,
+    pub digest: Digest,
+}
+
+/// What a GC run removed (or, dry, would remove).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct GcReport {
+    pub dry_run: bool,
+    pub manifests_deleted: Vec<RepoDigest>,
+    /// Repository links to blobs no kept manifest of that repository references.
+    pub links_dropped: u64,
+    pub blobs_deleted: u64,
+    pub bytes_freed: u64,
+    pub blobs_kept: u64,
+    pub uploads_expired: u64,
+    pub elapsed_ms: u64,
+}
+
+fn mtime(p: &std::path::Path) -> Option<SystemTime> {
+    fs::metadata(p).and_then(|m| m.modified()).ok()
+}
+
+impl Store {
+    /// Run one garbage collection. Safe while the store serves; see the module docs.
+    pub async fn gc(&self, opts: &GcOptions) -> Result<GcReport, StoreError> {
+        let _one_at_a_time = self.inner.gc.lock().await;
+        let started = Instant::now();
+        let mut report = GcReport {
+            dry_run: opts.dry_run,
+            ..GcReport::default()
+        };
+        let cutoff = SystemTime::now()
+            .checked_sub(opts.grace)
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        let root = self.inner.root.clone();
+
+        // 1. Candidates: blob files already older than the grace window. A file written
+        //    after this listing is not one, and an mtime only moves forward.
+        let (old, total) = tokio::task::spawn_blocking(move || -> io::Result<_> {
+            let (found, _strays) = layout::walk_blobs(&root)?;
+            let total = found.len() as u64;
+            let mut old = HashMap::new();
+            for (d, p) in found {
+                if let Ok(m) = fs::metadata(&p) {
+                    if m.modified().is_ok_and(|t| t <= cutoff) {
+                        old.insert(d, (p, m.len()));
+                    }
+                }
+            }
+            Ok((old, total))
+        })
+        .await
+        .map_err(io::Error::other)??;
+        let root = &self.inner.root;
+        // Re-read under the lock: a write may have touched it since the listing.
+        let still_old = |d: &Digest| {
+            old.contains_key(d) && mtime(&layout::blob_path(root, d)).is_some_and(|t| t <= cutoff)
+        };
+
+        // 2. Metadata: untagged manifests (if asked) and links nothing references.
+        let mut locked = self.inner.meta.lock().await;
+        let (txn, dropped_links, dropped_manifests) = {
+            // A snapshot suffices here: a writer pinning later also links or commits under
+            // the journal lock, after this plan is applied, and so sees its effect.
+            let pinned: HashSet<Digest> = self.inner.pins.lock().keys().cloned().collect();
+            let state = locked.state();
+            plan(&state, opts.delete_untagged, |d| {
+                pinned.contains(d) || !still_old(d)
+            })
+        };
+        report.links_dropped = dropped_links.len() as u64;
+        report.manifests_deleted = dropped_manifests.iter().cloned().collect();
+        report.manifests_deleted.sort_by(|a, b| {
+            (a.repo.as_str(), a.digest.to_string()).cmp(&(b.repo.as_str(), b.digest.to_string()))
+        });
+        let (skip_links, skip_manifests) = if opts.dry_run {
+            (dropped_links, dropped_manifests)
+        } else {
+            locked.commit(txn, |_| true).await?;
+            (HashSet::new(), HashSet::new())
+        };
+        drop(locked);
+
+        // 3. Files: delete candidates nothing references, in batches under the lock.
+        let mut candidates: Vec<(Digest, PathBuf, u64)> =
+            old.into_iter().map(|(d, (p, n))| (d, p, n)).collect();
+        {
+            // Without the lock, only to shrink the list: live now is simply kept this run.
+            let live = live_set(&self.inner.meta.read(), &skip_links, &skip_manifests);
+            candidates.retain(|(d, _, _)| !live.contains(d));
+        }
+        let mut live: Option<(u64, Arc<HashSet<Digest>>)> = None;
+        for batch in candidates.chunks(SWEEP_BATCH) {
+            let locked = self.inner.meta.lock().await;
+            let generation = locked.generation();
+            let current = match &live {
+                Some((g, set)) if *g == generation => Arc::clone(set),
+                _ => {
+                    let set = Arc::new(live_set(&locked.state(), &skip_links, &skip_manifests));
+                    live = Some((generation, Arc::clone(&set)));
+                    set
+                }
+            };
+            let batch = batch.to_vec();
+            let pins = self.inner.pins.clone();
+            let dry = opts.dry_run;
+            // The journal lock stays held across this: that is what keeps commits out.
+            let (n, bytes) =
+                tokio::task::spawn_blocking(move || sweep(batch, &current, &pins, cutoff, dry))
+                    .await
+                    .map_err(io::Error::other)??;
+            drop(locked);
+            report.blobs_deleted += n;
+            report.bytes_freed += bytes;
+        }
+        report.blobs_kept = total - report.blobs_deleted;
+
+        // 4. Upload sessions nobody has written to for too long.
+        if let Some(ttl) = opts.upload_ttl {
+            if !opts.dry_run {
+                report.uploads_expired = self.expire_uploads(ttl).await?;
+            }
+        }
+        report.elapsed_ms = started.elapsed().as_millis() as u64;
+        tracing::info!(
+            dry_run = report.dry_run,
+            manifests = report.manifests_deleted.len(),
+            links = report.links_dropped,
+            blobs = report.blobs_deleted,
+            bytes = report.bytes_freed,
+            uploads = report.uploads_expired,
+            ms = report.elapsed_ms,
+            "gc finished"
+        );
+        Ok(report)
+    }
+
+    /// Remove upload sessions not written to for `ttl`. A session being written is busy
+    /// and skipped; one claimed here is gone before any later request can claim it.
+    pub async fn expire_uploads(&self, ttl: Duration) -> Result<u64, StoreError> {
+        let dir = self.inner.root.join(layout::UPLOADS);
+        let names = tokio::task::spawn_blocking(move || -> io::Result<Vec<String>> {
+            fs::read_dir(dir)?
+                .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
+                .collect()
+        })
+        .await
+        .map_err(io::Error::other)??;
+        let cutoff = SystemTime::now()
+            .checked_sub(ttl)
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        let mut expired = 0;
+        for name in names {
+            let Ok(id) = UploadId::parse(&name) else {
+                continue;
+            };
+            let dir = layout::upload_dir(&self.inner.root, &id);
+            // Idle since the last write to `data` (or creation, for an empty session).
+            let idle = || {
+                let last = [uploads::data_path(&dir), dir.clone()]
+                    .iter()
+                    .filter_map(|p| mtime(p))
+                    .max();
+                last.is_none_or(|t| t <= cutoff)
+            };
+            // Look before claiming: a claim makes a concurrent PATCH of a live session fail
+            // as busy, so only sessions that already look expired are claimed.
+            if !idle() {
+                continue;
+            }
+            let hot = match self.inner.sessions.take(&id) {
+                Taken::Free(hot) => hot,
+                Taken::Busy => continue,
+            };
+            // Again under the claim: a write may have landed between the look and the claim.
+            if !idle() {
+                self.inner.sessions.put_back(&id, hot);
+                continue;
+            }
+            let removed = tokio::task::spawn_blocking(move || fs::remove_dir_all(dir))
+                .await
+                .map_err(io::Error::other)?;
+            self.inner.sessions.forget(&id);
+            match removed {
+                Ok(()) => expired += 1,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(expired)
+    }
+}
+
+/// Decide the metadata half of a GC: which manifests and links to drop. `protected` says
+/// whether a digest is pinned or too young to remove.
+fn plan(
+    state: &State,
+    delete_untagged: bool,
+    protected: impl Fn(&Digest) -> bool,
+) -> (Txn, HashSet<RepoDigest>, HashSet<RepoDigest>) {
+    let mut txn = Txn::new();
+    let mut links = HashSet::new();
+    let mut manifests = HashSet::new();
+    for (name, repo) in &state.repos {
+        let kept = kept_manifests(repo, delete_untagged, &protected);
+        for d in repo.manifests.keys().filter(|d| !kept.contains(*d)) {
+            txn.push(Op::Unmanifest {
+                repo: name.clone(),
+                digest: d.clone(),
+            });
+            manifests.insert(RepoDigest {
+                repo: name.clone(),
+                digest: d.clone(),
+            });
+        }
+        let mut referenced: HashSet<&Digest> = HashSet::new();
+        for m in kept.iter().filter_map(|d| repo.manifests.get(*d)) {
+            referenced.insert(&m.digest);
+            referenced.extend(m.blobs.iter().map(|b| &b.digest));
+        }
+        for b in &repo.blobs {
+            if !referenced.contains(b) && !protected(b) {
+                txn.push(Op::Unlink {
+                    repo: name.clone(),
+                    digest: b.clone(),
+                });
+                links.insert(RepoDigest {
+                    repo: name.clone(),
+                    digest: b.clone(),
+                });
+            }
+        }
+    }
+    (txn, links, manifests)
+}
+
+/// The manifests of `repo` a GC keeps: all of them, or (deleting untagged ones) those a
+/// tag or protection reaches through index children and referrers.
+fn kept_manifests<'a>(
+    repo: &'a Repo,
+    delete_untagged: bool,
+    protected: &impl Fn(&Digest) -> bool,
+) -> HashSet<&'a Digest> {
+    if !delete_untagged {
+        return repo.manifests.keys().collect();
+    }
+    let mut kept = HashSet::new();
+    let mut queue: Vec<&Digest> = repo.tags.values().collect();
+    queue.extend(repo.manifests.keys().filter(|d| protected(d)));
+    while let Some(d) = queue.pop() {
+        let Some((key, m)) = repo.manifests.get_key_value(d) else {
+            continue;
+        };
+        if !kept.insert(key) {
+            continue;
+        }
+        queue.extend(m.manifests.iter().map(|c| &c.digest));
+        if let Some(refs) = repo.referrers.get(d) {
+            queue.extend(refs.iter());
+        }
+    }
+    kept
+}
+
+/// `root` and the children (transitively) that deleting it leaves without a tag or any
+/// other parent in `repo`. `root` comes first.
+pub(crate) fn with_orphaned_children(repo: &Repo, root: &Digest) -> Vec<Digest> {
+    let tagged: HashSet<&Digest> = repo.tags.values().collect();
+    let mut parents: HashMap<&Digest, Vec<&Digest>> = HashMap::new();
+    for m in repo.manifests.values() {
+        for c in &m.manifests {
+            parents.entry(&c.digest).or_default().push(&m.digest);
+        }
+    }
+    let mut doomed: HashSet<&Digest> = HashSet::from([root]);
+    let mut order = vec![root.clone()];
+    loop {
+        let before = order.len();
+        for d in repo.manifests.keys() {
+            if doomed.contains(d) || tagged.contains(d) {
+                continue;
+            }
+            if parents
+                .get(d)
+                .is_some_and(|ps| ps.iter().all(|p| doomed.contains(p)))
+            {
+                doomed.insert(d);
+                order.push(d.clone());
+            }
+        }
+        if order.len() == before {
+            return order;
+        }
+    }
+}
+
+/// Every digest whose file must stay: linked anywhere, a manifest anywhere, or named by
+/// one. `skip_*` leave out what a dry run would have dropped.
+fn live_set(
+    state: &State,
+    skip_links: &HashSet<RepoDigest>,
+    skip_manifests: &HashSet<RepoDigest>,
+) -> HashSet<Digest> {
+    let skipped = |set: &HashSet<RepoDigest>, repo: &RepoName, d: &Digest| {
+        !set.is_empty()
+            && set.contains(&RepoDigest {
+                repo: repo.clone(),
+                digest: d.clone(),
+            })
+    };
+    let mut live = HashSet::new();
+    for (name, repo) in &state.repos {
+        for d in &repo.blobs {
+            if !skipped(skip_links, name, d) {
+                live.insert(d.clone());
+            }
+        }
+        for (d, m) in &repo.manifests {
+            if skipped(skip_manifests, name, d) {
+                continue;
+            }
+            live.insert(d.clone());
+            live.extend(m.blobs.iter().map(|b| b.digest.clone()));
+            live.extend(m.manifests.iter().map(|c| c.digest.clone()));
+        }
+    }
+    live
+}
+
+/// Delete (or count, when `dry`) the files of `batch` that are not live, not pinned and
+/// still older than `cutoff`. Runs with the journal lock held by the caller.
+fn sweep(
+    batch: Vec<(Digest, PathBuf, u64)>,
+    live: &HashSet<Digest>,
+    pins: &Pins,
+    cutoff: SystemTime,
+    dry: bool,
+) -> io::Result<(u64, u64)> {
+    let (mut n, mut bytes) = (0, 0);
+    for (d, path, _) in batch {
+        if live.contains(&d) {
+            continue;
+        }
+        // Held across the unlink: a writer pinning `d` waits until the file is gone and
+        // then finds it absent, or pinned first and the file is kept.
+        let pinned = pins.lock();
+        if pinned.contains_key(&d) {
+            continue;
+        }
+        let meta = match fs::metadata(&path) {
+            Ok(m) => m,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        if meta.modified().map_or(true, |t| t > cutoff) {
+            continue;
+        }
+        if !dry {
+            match fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        drop(pinned);
+        n += 1;
+        bytes += meta.len();
+    }
+    Ok((n, bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Algorithm, Reference, Tag, OCI_INDEX, OCI_MANIFEST};
+
+    fn name(s: &str) -> RepoName {
+        RepoName::parse(s).expect("name")
+    }
+
+    fn sha(b: &[u8]) -> Digest {
+        Digest::of(Algorithm::Sha256, b)
+    }
+
+    /// Make every blob file look written two hours ago.
+    fn age_everything(root: &std::path::Path) {
+        let old = SystemTime::now() - Duration::from_secs(7200);
+        let (found, _) = layout::walk_blobs(root).expect("walk");
+        for (_, p) in found {
+            fs::File::open(&p)
+                .and_then(|f| f.set_modified(old))
+                .expect("age");
+        }
+    }
+
+    fn opts(delete_untagged: bool) -> GcOptions {
+        GcOptions {
+            delete_untagged,
+            ..GcOptions::default()
+        }
+    }
+
+    fn image(cfg: &Digest, layer: &Digest) -> Vec<u8> {
+        format!(
+            r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{cfg}","size":2}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"{layer}","size":5}}]}}"#
+        )
+        .into_bytes()
+    }
+
+    fn index(children: &[(&Digest, usize)]) -> Vec<u8> {
+        let list: Vec<String> = children
+            .iter()
+            .map(|(d, n)| format!(r#"{{"mediaType":"{OCI_MANIFEST}","digest":"{d}","size":{n}}}"#))
+            .collect();
+        format!(
+            r#"{{"schemaVersion":2,"mediaType":"{OCI_INDEX}","manifests":[{}]}}"#,
+            list.join(",")
+        )
+        .into_bytes()
+    }
+
+    /// Push config + layer `seed` and an image manifest over them; returns its digest.
+    async fn push_image(s: &Store, repo: &RepoName, seed: &str, tag: Option<&str>) -> Digest {
+        let cfg = format!("{{\"{seed}\":1}}");
+        let layer = format!("layer {seed}");
+        let (c, l) = (sha(cfg.as_bytes()), sha(layer.as_bytes()));
+        s.push_blob(repo, &c, cfg.as_bytes()).await.expect("cfg");
+        s.push_blob(repo, &l, layer.as_bytes())
+            .await
+            .expect("layer");
+        let body = image(&c, &l);
+        let d = sha(&body);
+        let reference = match tag {
+            Some(t) => Reference::parse(t).expect("tag"),
+            None => Reference::Digest(d.clone()),
+        };
+        s.put_manifest(repo, &reference, OCI_MANIFEST, &body, &[], true)
+            .await
+            .expect("manifest");
+        d
+    }
+
+    #[tokio::test]
+    async fn sweeps_only_old_unreferenced_unpinned_blobs() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = Store::open(dir.path()).await.expect("open");
+        let repo = name("app");
+        let m = push_image(&s, &repo, "a", Some("v1")).await;
+        let stray = sha(b"linked but unused");
+        s.push_blob(&repo, &stray, &b"linked but unused"[..])
+            .await
+            .expect("push");
+        let unlinked = s
+            .ingest_blob(None, Algorithm::Sha256, &b"imported, not yet committed"[..])
+            .await
+            .expect("ingest")
+            .digest;
+        // Young: nothing goes.
+        let r = s.gc(&opts(true)).await.expect("gc");
+        assert_eq!((r.blobs_deleted, r.links_dropped), (0, 0), "{r:?}");
+        age_everything(dir.path());
+        let pin = s.pin_blob(&unlinked);
+        let dry = s
+            .gc(&GcOptions {
+                dry_run: true,
+                ..opts(true)
+            })
+            .await
+            .expect("dry");
+        assert_eq!((dry.blobs_deleted, dry.links_dropped), (1, 1), "{dry:?}");
+        assert!(s.blob_exists(&stray) && s.repo_has_blob(&repo, &stray));
+        let r = s.gc(&opts(true)).await.expect("gc");
+        assert_eq!((r.blobs_deleted, r.links_dropped), (1, 1), "{r:?}");
+        assert!(!s.blob_exists(&stray) && !s.repo_has_blob(&repo, &stray));
+        assert!(s.blob_exists(&unlinked), "pinned");
+        drop(pin);
+        let r = s.gc(&opts(true)).await.expect("gc");
+        assert_eq!(r.blobs_deleted, 1);
+        assert!(!s.blob_exists(&unlinked));
+        // The tagged image is whole.
+        let got = s
+            .get_manifest(&repo, &Reference::parse("v1").expect("t"))
+            .await
+            .expect("get");
+        assert_eq!(got.record.digest, m);
+        for b in &got.record.blobs {
+            assert!(s.stat_blob(&repo, &b.digest).is_ok());
+        }
+        assert!(s.fsck(false).await.expect("fsck").clean);
+    }
+
+    #[tokio::test]
+    async fn a_claimed_blob_survives_until_released() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = Store::open(dir.path()).await.expect("open");
+        let d = s
+            .ingest_blob(None, Algorithm::Sha256, &b"for the import"[..])
+            .await
+            .expect("ingest")
+            .digest;
+        assert!(s.claim_blob(&sha(b"absent")).is_none());
+        age_everything(dir.path());
+        let claim = s.claim_blob(&d).expect("present");
+        let zero = GcOptions {
+            grace: Duration::ZERO,
+            ..GcOptions::default()
+        };
+        assert_eq!(s.gc(&zero).await.expect("gc").blobs_deleted, 0);
+        drop(claim);
+        assert_eq!(s.gc(&zero).await.expect("gc").blobs_deleted, 1);
+    }
+
+    #[tokio::test]
+    async fn rewriting_an_old_blob_protects_it_again() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = Store::open(dir.path()).await.expect("open");
+        let d = s
+            .ingest_blob(None, Algorithm::Sha256, &b"x"[..])
+            .await
+            .expect("ingest")
+            .digest;
+        age_everything(dir.path());
+        let again = s
+            .ingest_blob(None, Algorithm::Sha256, &b"x"[..])
+            .await
+            .expect("ingest");
+        assert!(again.existed);
+        let r = s.gc(&opts(false)).await.expect("gc");
+        assert_eq!(r.blobs_deleted, 0);
+        assert!(s.blob_exists(&d));
+    }
+
+    #[tokio::test]
+    async fn untagged_policy_keeps_children_and_referrers_of_kept() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = Store::open(dir.path()).await.expect("open");
+        let repo = name("app");
+        let a = push_image(&s, &repo, "a", None).await;
+        let b = push_image(&s, &repo, "b", None).await;
+        let lone = push_image(&s, &repo, "lone", None).await;
+        let size = |d: &Digest| {
+            s.stat_manifest(&repo, &Reference::Digest(d.clone()))
+                .expect("m")
+                .size as usize
+        };
+        let idx = index(&[(&a, size(&a)), (&b, size(&b))]);
+        s.put_manifest(
+            &repo,
+            &Reference::parse("multi").expect("t"),
+            OCI_INDEX,
+            &idx,
+            &[],
+            true,
+        )
+        .await
+        .expect("index");
+        // A referrer (signature) of the tagged index, itself untagged.
+        let cfg = sha(b"{}");
+        s.push_blob(&repo, &cfg, &b"{}"[..]).await.expect("cfg");
+        let sig = format!(
+            r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","artifactType":"application/x-sig","config":{{"mediaType":"application/vnd.oci.empty.v1+json","digest":"{cfg}","size":2}},"layers":[],"subject":{{"mediaType":"{OCI_INDEX}","digest":"{}","size":{}}}}}"#,
+            sha(&idx),
+            idx.len()
+        );
+        let sig_d = sha(sig.as_bytes());
+        s.put_manifest(
+            &repo,
+            &Reference::Digest(sig_d.clone()),
+            OCI_MANIFEST,
+            sig.as_bytes(),
+            &[],
+            true,
+        )
+        .await
+        .expect("sig");
+        age_everything(dir.path());
+        let kept_all = s.gc(&opts(false)).await.expect("gc");
+        assert!(kept_all.manifests_deleted.is_empty());
+        let r = s.gc(&opts(true)).await.expect("gc");
+        let gone: Vec<&Digest> = r.manifests_deleted.iter().map(|x| &x.digest).collect();
+        assert_eq!(gone, [&lone], "{r:?}");
+        for d in [&a, &b, &sig_d] {
+            assert!(s.repo_has_manifest(&repo, d));
+        }
+        // lone's config and layer went with it; its bytes too.
+        assert_eq!(r.links_dropped, 2);
+        assert_eq!(r.blobs_deleted, 3);
+        assert!(s.fsck(false).await.expect("fsck").clean);
+    }
+
+    #[tokio::test]
+    async fn deleting_an_index_takes_its_orphaned_children_only() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = Store::open(dir.path()).await.expect("open");
+        let repo = name("app");
+        let a = push_image(&s, &repo, "a", None).await;
+        let b = push_image(&s, &repo, "b", Some("b-tag")).await;
+        let c = push_image(&s, &repo, "c", None).await;
+        let size = |d: &Digest| {
+            s.stat_manifest(&repo, &Reference::Digest(d.clone()))
+                .expect("m")
+                .size as usize
+        };
+        let i1 = index(&[(&a, size(&a)), (&b, size(&b)), (&c, size(&c))]);
+        let i2 = index(&[(&c, size(&c))]);
+        for (t, body) in [("one", &i1), ("two", &i2)] {
+            s.put_manifest(
+                &repo,
+                &Reference::parse(t).expect("t"),
+                OCI_INDEX,
+                body,
+                &[],
+                true,
+            )
+            .await
+            .expect("index");
+        }
+        // Its blobs are referenced: deleting one is refused.
+        let layer = sha(b"layer a");
+        assert!(matches!(
+            s.delete_blob(&repo, &layer).await,
+            Err(StoreError::Denied(_))
+        ));
+        s.delete_manifest_and_orphans(&repo, &Reference::Digest(sha(&i1)))
+            .await
+            .expect("delete");
+        assert!(!s.repo_has_manifest(&repo, &a), "orphaned child goes");
+        assert!(s.repo_has_manifest(&repo, &b), "tagged child stays");
+        assert!(
+            s.repo_has_manifest(&repo, &c),
+            "child of another index stays"
+        );
+        s.delete_blob(&repo, &layer)
+            .await
+            .expect("now unreferenced");
+        // Deleting everything empties the repository out of the catalog.
+        s.delete_repo(&repo).await.expect("delete repo");
+        assert!(s.catalog(None, None).items.is_empty());
+        assert!(matches!(
+            s.delete_repo(&repo).await,
+            Err(StoreError::NameUnknown(_))
+        ));
+        let tag = Tag::parse("b-tag").expect("t");
+        assert!(s.resolve_tag(&repo, &tag).is_none());
+    }
+
+    #[tokio::test]
+    async fn a_slow_chunked_upload_gets_a_fresh_grace_window_when_it_finishes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = Store::open(dir.path()).await.expect("open");
+        let repo = name("r");
+        let id = s.start_upload(&repo, None).await.expect("start");
+        s.append_upload(&repo, &id, Some(0), None, &b"slow bytes"[..])
+            .await
+            .expect("chunk");
+        // The last chunk arrived two hours ago.
+        let data = uploads::data_path(&layout::upload_dir(dir.path(), &id));
+        fs::File::open(&data)
+            .and_then(|f| f.set_modified(SystemTime::now() - Duration::from_secs(7200)))
+            .expect("age");
+        let d = sha(b"slow bytes");
+        s.finish_upload(&repo, &id, &d, &b""[..])
+            .await
+            .expect("finish");
+        let r = s.gc(&opts(false)).await.expect("gc");
+        assert_eq!((r.links_dropped, r.blobs_deleted), (0, 0), "{r:?}");
+        assert!(s.repo_has_blob(&repo, &d));
+    }
+
+    #[tokio::test]
+    async fn idle_uploads_expire_and_fresh_ones_stay() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = Store::open(dir.path()).await.expect("open");
+        let repo = name("r");
+        let old = s.start_upload(&repo, None).await.expect("start");
+        let fresh = s.start_upload(&repo, None).await.expect("start");
+        let two_hours_ago = SystemTime::now() - Duration::from_secs(7200);
+        let dir_of = |id: &UploadId| layout::upload_dir(dir.path(), id);
+        for p in [uploads::data_path(&dir_of(&old)), dir_of(&old)] {
+            fs::File::open(&p)
+                .and_then(|f| f.set_modified(two_hours_ago))
+                .expect("age");
+        }
+        assert_eq!(
+            s.expire_uploads(Duration::from_secs(3600))
+                .await
+                .expect("expire"),
+            1
+        );
+        assert!(s.upload_status(&repo, &old).is_err());
+        assert_eq!(s.upload_status(&repo, &fresh).expect("fresh"), 0);
+    }
+
+    /// Pushes of images (blobs, then manifest) race GCs with no grace at all. Pushes may be
+    /// refused (GC dropped a blob link the manifest needed) but the store must never be left
+    /// with a reference to a missing file, and every acknowledged manifest stays whole.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn gc_racing_pushes_never_leaves_a_dangling_reference() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = Store::open(dir.path()).await.expect("open");
+        let zero = GcOptions {
+            grace: Duration::ZERO,
+            delete_untagged: false,
+            ..GcOptions::default()
+        };
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let gcs = {
+            let (s, stop, zero) = (s.clone(), Arc::clone(&stop), zero.clone());
+            tokio::spawn(async move {
+                let mut runs = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    s.gc(&zero).await.expect("gc");
+                    runs += 1;
+                    tokio::task::yield_now().await;
+                }
+                runs
+            })
+        };
+        let mut tasks = Vec::new();
+        for w in 0..4 {
+            let s = s.clone();
+            tasks.push(tokio::spawn(async move {
+                let repo = name(&format!("r{w}"));
+                let mut acked = Vec::new();
+                for i in 0..40 {
+                    // Shared blobs across workers make "already present" common.
+                    let cfg = format!("{{\"i\":{}}}", i % 5);
+                    let layer = format!("layer {}", i % 7);
+                    let (c, l) = (sha(cfg.as_bytes()), sha(layer.as_bytes()));
+                    let body = image(&c, &l);
+                    let tag = Reference::parse(&format!("t{i}")).expect("t");
+                    // As a client would: a refused manifest means "push the blobs again".
+                    for _attempt in 0..50 {
+                        s.push_blob(&repo, &c, cfg.as_bytes()).await.expect("cfg");
+                        s.push_blob(&repo, &l, layer.as_bytes()).await.expect("l");
+                        match s
+                            .put_manifest(&repo, &tag, OCI_MANIFEST, &body, &[], true)
+                            .await
+                        {
+                            Ok(_) => {
+                                acked.push((repo.clone(), tag.clone(), body.clone()));
+                                break;
+                            }
+                            Err(StoreError::ManifestBlobUnknown(_)) => {}
+                            Err(e) => panic!("unexpected: {e}"),
+                        }
+                    }
+                }
+                acked
+            }));
+        }
+        let mut acked = Vec::new();
+        for t in tasks {
+            acked.extend(t.await.expect("join"));
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let runs = gcs.await.expect("gc task");
+        assert!(runs > 0);
+        assert!(!acked.is_empty());
+        s.gc(&zero).await.expect("final gc");
+        for (repo, tag, body) in &acked {
+            let m = s.get_manifest(repo, tag).await.expect("acked manifest");
+            assert_eq!(&m.bytes[..], &body[..]);
+            for b in &m.record.blobs {
+                let (_, n) = s.open_blob(repo, &b.digest).expect("acked blob");
+                assert!(n > 0);
+            }
+        }
+        let report = s.fsck(false).await.expect("fsck");
+        assert!(report.clean, "{report:?}");
+    }
+}

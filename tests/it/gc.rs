@@ -1,0 +1,443 @@
+//! Garbage collection, deletes and fsck through the real binary: the admin endpoint and
+//! its token, the background timers, and the offline `gc` / `fsck` commands.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::Value;
+
+use crate::images::{client, fsck, make_image, push_blob_monolithic, push_image, verify_image};
+use crate::support::{Server, AIRDOCK_BIN};
+
+const TOKEN: &str = "s3cret-admin-token";
+
+async fn error_code(r: reqwest::Response) -> String {
+    let v: Value = r.json().await.expect("JSON error body");
+    v["errors"][0]["code"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+fn blob_file(s: &Server, digest: &str) -> std::path::PathBuf {
+    let hex = &digest["sha256:".len()..];
+    s.data_dir().join("blobs/sha256").join(&hex[..2]).join(hex)
+}
+
+/// Poll `cond` every 100 ms for at most `limit`.
+async fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if cond() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    cond()
+}
+
+#[tokio::test]
+async fn admin_gc_frees_deleted_images_and_needs_the_token() {
+    let s = Server::start_with_args(&["--admin-token", TOKEN]);
+    let c = client(Duration::from_secs(30));
+    let base = s.base_url();
+    let keep = make_image("app", "keep", 1, 2000);
+    let gone = make_image("app", "gone", 2, 3000);
+    push_image(&c, &base, &keep, false)
+        .await
+        .expect("push keep");
+    push_image(&c, &base, &gone, true).await.expect("push gone");
+
+    let gc = |q: &str| c.post(s.url(&format!("/admin/v1/gc{q}")));
+    let r = gc("").send().await.expect("gc");
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert!(r.headers()["www-authenticate"]
+        .to_str()
+        .expect("h")
+        .starts_with("Bearer"));
+    let r = gc("").bearer_auth("wrong").send().await.expect("gc");
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+
+    // A blob a manifest references cannot be deleted.
+    let layer = &gone.blobs[1].0;
+    let r = c
+        .delete(s.url(&format!("/v2/app/blobs/{layer}")))
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(error_code(r).await, "DENIED");
+
+    let r = c
+        .delete(s.url(&format!("/v2/app/manifests/{}", gone.digest)))
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+
+    // Young content is never collected (default grace: 1h).
+    let v: Value = gc("")
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .expect("gc")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(v["blobs_deleted"], 0, "{v}");
+    let v: Value = gc("?grace=0s&dry_run=true")
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .expect("gc")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(v["dry_run"], true);
+    assert_eq!(v["blobs_deleted"], 3, "manifest, config and layer: {v}");
+    assert!(blob_file(&s, layer).exists(), "a dry run changes nothing");
+    let v: Value = gc("?grace=0s")
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .expect("gc")
+        .json()
+        .await
+        .expect("json");
+    let freed = gone.manifest.len() + gone.blobs.iter().map(|(_, b)| b.len()).sum::<usize>();
+    assert_eq!(v["blobs_deleted"], 3, "{v}");
+    assert_eq!(v["bytes_freed"], freed, "{v}");
+    assert_eq!(v["links_dropped"], 2, "{v}");
+    assert!(!blob_file(&s, layer).exists());
+    verify_image(&c, &base, &keep)
+        .await
+        .expect("kept image is whole");
+
+    // Deleting the repository takes it out of the catalog.
+    let r = c
+        .delete(s.url("/admin/v1/repositories/app"))
+        .send()
+        .await
+        .expect("delete repo");
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let r = c
+        .delete(s.url("/admin/v1/repositories/app"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .expect("delete repo");
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let v: Value = c
+        .get(s.url("/v2/_catalog"))
+        .send()
+        .await
+        .expect("c")
+        .json()
+        .await
+        .expect("j");
+    assert_eq!(v["repositories"], serde_json::json!([]));
+    let r = c
+        .get(s.url("/v2/app/tags/list"))
+        .send()
+        .await
+        .expect("tags");
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    let r = c
+        .delete(s.url("/admin/v1/repositories/app"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .expect("delete repo");
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn deleting_every_tag_and_manifest_empties_the_catalog() {
+    let s = Server::start();
+    let c = client(Duration::from_secs(30));
+    let img = make_image("lonely", "v1", 3, 100);
+    push_image(&c, &s.base_url(), &img, false)
+        .await
+        .expect("push");
+    for (d, _) in &img.blobs {
+        let r = c
+            .delete(s.url(&format!("/v2/lonely/blobs/{d}")))
+            .send()
+            .await
+            .expect("d");
+        assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
+    }
+    let r = c
+        .delete(s.url(&format!("/v2/lonely/manifests/{}", img.digest)))
+        .send()
+        .await
+        .expect("d");
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    for (d, _) in &img.blobs {
+        let r = c
+            .delete(s.url(&format!("/v2/lonely/blobs/{d}")))
+            .send()
+            .await
+            .expect("d");
+        assert_eq!(r.status(), StatusCode::ACCEPTED);
+    }
+    let v: Value = c
+        .get(s.url("/v2/_catalog"))
+        .send()
+        .await
+        .expect("c")
+        .json()
+        .await
+        .expect("j");
+    assert_eq!(v["repositories"], serde_json::json!([]));
+}
+
+#[tokio::test]
+async fn without_a_configured_token_the_generated_one_guards_gc() {
+    let s = Server::start();
+    let c = client(Duration::from_secs(30));
+    let r = c
+        .post(s.url("/admin/v1/gc"))
+        .bearer_auth("anything")
+        .send()
+        .await
+        .expect("gc");
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(error_code(r).await, "UNAUTHORIZED");
+    let token = std::fs::read_to_string(s.data_dir().join("admin-token")).expect("token file");
+    let r = c
+        .post(s.url("/admin/v1/gc?dry_run=true"))
+        .bearer_auth(token.trim())
+        .send()
+        .await
+        .expect("gc");
+    assert_eq!(r.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn timers_expire_idle_uploads_and_collect_garbage() {
+    let s = Server::start_with_args(&[
+        "--upload-ttl",
+        "1s",
+        "--gc-interval",
+        "300ms",
+        "--gc-grace",
+        "0s",
+    ]);
+    let c = client(Duration::from_secs(30));
+    let r = c
+        .post(s.url("/v2/t/blobs/uploads/"))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let loc = r.headers()["location"].to_str().expect("loc").to_owned();
+    let uploads = s.data_dir().join("uploads");
+    let expired = eventually(Duration::from_secs(10), || {
+        std::fs::read_dir(&uploads)
+            .map(|d| d.count() == 0)
+            .unwrap_or(false)
+    })
+    .await;
+    assert!(expired, "idle upload session still on disk");
+    let r = c.get(s.url(&loc)).send().await.expect("status");
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    assert_eq!(error_code(r).await, "BLOB_UPLOAD_UNKNOWN");
+
+    // A blob no manifest references goes at the next timed GC.
+    push_blob_monolithic(&c, &s.base_url(), "t", b"nobody needs me")
+        .await
+        .expect("push");
+    let file = blob_file(&s, &crate::images::sha256(b"nobody needs me"));
+    assert!(file.exists());
+    assert!(
+        eventually(Duration::from_secs(10), || !file.exists()).await,
+        "timed GC did not collect an unreferenced blob"
+    );
+}
+
+fn airdock(args: &[&str], data_dir: &std::path::Path) -> (i32, Value) {
+    let out = Command::new(AIRDOCK_BIN)
+        .args(args)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .env_remove("AIRDOCK_DATA_DIR")
+        .output()
+        .expect("run airdock");
+    let v = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{args:?}: not JSON ({e}): {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out.status.code().unwrap_or(-1), v)
+}
+
+#[tokio::test]
+async fn offline_gc_and_fsck_repair() {
+    let mut s = Server::start();
+    let c = client(Duration::from_secs(30));
+    let keep = make_image("off", "keep", 5, 5000);
+    let gone = make_image("off", "gone", 6, 7000);
+    push_image(&c, &s.base_url(), &keep, true)
+        .await
+        .expect("push");
+    push_image(&c, &s.base_url(), &gone, false)
+        .await
+        .expect("push");
+    let r = c
+        .delete(s.url(&format!("/v2/off/manifests/{}", gone.digest)))
+        .send()
+        .await
+        .expect("d");
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    // Not while a server uses the data dir.
+    let busy = Command::new(AIRDOCK_BIN)
+        .args(["gc", "--gc-grace", "0s", "--data-dir"])
+        .arg(s.data_dir())
+        .output()
+        .expect("run airdock gc");
+    assert!(!busy.status.success());
+    assert!(String::from_utf8_lossy(&busy.stderr).contains("in use by another airdock process"));
+    s.terminate();
+    let dir = s.data_dir().to_owned();
+
+    let (code, v) = airdock(&["gc", "--dry-run", "--gc-grace", "0s"], &dir);
+    assert_eq!((code, &v["blobs_deleted"]), (0, &Value::from(3)), "{v}");
+    let (code, v) = airdock(&["gc", "--gc-grace", "0s"], &dir);
+    assert_eq!((code, &v["blobs_deleted"]), (0, &Value::from(3)), "{v}");
+    let (code, v) = airdock(&["fsck"], &dir);
+    assert_eq!((code, &v["clean"]), (0, &Value::Bool(true)), "{v}");
+    assert_eq!(v["blobs_checked"], 3, "{v}");
+
+    // Bit rot in a layer: found, then quarantined, and the image can be healed by a push.
+    let layer = &keep.blobs[1];
+    std::fs::write(blob_file(&s, &layer.0), b"rotten").expect("rot");
+    let (code, v) = airdock(&["fsck"], &dir);
+    assert_eq!(code, 1, "{v}");
+    assert_eq!(v["corrupt_blobs"], serde_json::json!([layer.0]));
+    let (code, v) = airdock(&["fsck", "--repair"], &dir);
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(v["quarantined"].as_array().map(Vec::len), Some(1), "{v}");
+    assert_eq!(
+        std::fs::read_dir(dir.join("quarantine"))
+            .expect("q")
+            .count(),
+        1
+    );
+    let (clean, report) = fsck(&dir, false);
+    assert!(clean, "{report}");
+
+    s.restart();
+    // A new client: pooled connections died with the old process.
+    let c = client(Duration::from_secs(30));
+    let base = s.base_url();
+    let r = c
+        .get(s.url(&format!("/v2/off/blobs/{}", layer.0)))
+        .send()
+        .await
+        .expect("g");
+    assert_eq!(
+        r.status(),
+        StatusCode::NOT_FOUND,
+        "a corrupt blob is never served"
+    );
+    push_blob_monolithic(&c, &base, "off", &layer.1)
+        .await
+        .expect("heal");
+    verify_image(&c, &base, &keep).await.expect("healed image");
+}
+
+const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+
+fn index_of(children: &[&crate::images::Image]) -> Vec<u8> {
+    let list: Vec<String> = children
+        .iter()
+        .map(|i| {
+            format!(
+                r#"{{"mediaType":"{}","digest":"{}","size":{}}}"#,
+                crate::images::OCI_MANIFEST,
+                i.digest,
+                i.manifest.len()
+            )
+        })
+        .collect();
+    format!(
+        r#"{{"schemaVersion":2,"mediaType":"{OCI_INDEX}","manifests":[{}]}}"#,
+        list.join(",")
+    )
+    .into_bytes()
+}
+
+#[tokio::test]
+async fn index_delete_cascades_only_when_asked_and_blob_delete_policy() {
+    let s = Server::start_with_args(&["--allow-referenced-blob-delete"]);
+    let c = client(Duration::from_secs(30));
+    let base = s.base_url();
+    let a = make_image("idx", "a", 11, 100);
+    let b = make_image("idx", "b", 12, 100);
+    for img in [&a, &b] {
+        push_image(&c, &base, img, false).await.expect("push");
+        // Untag: the children are kept only by the indexes below.
+        let r = c
+            .delete(s.url(&format!("/v2/idx/manifests/{}", img.tag)))
+            .send()
+            .await
+            .expect("untag");
+        assert_eq!(r.status(), StatusCode::ACCEPTED);
+    }
+    let plain = index_of(&[&a]);
+    let tree = index_of(&[&b]);
+    for (tag, body) in [("plain", &plain), ("tree", &tree)] {
+        let r = c
+            .put(s.url(&format!("/v2/idx/manifests/{tag}")))
+            .header("Content-Type", OCI_INDEX)
+            .body(body.clone())
+            .send()
+            .await
+            .expect("put index");
+        assert_eq!(r.status(), StatusCode::CREATED);
+    }
+    let status = |d: String| {
+        let c = c.clone();
+        let url = s.url(&format!("/v2/idx/manifests/{d}"));
+        async move { c.get(url).send().await.expect("get").status() }
+    };
+    let r = c
+        .delete(s.url(&format!(
+            "/v2/idx/manifests/{}",
+            crate::images::sha256(&plain)
+        )))
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    assert_eq!(
+        status(a.digest.clone()).await,
+        StatusCode::OK,
+        "no cascade by default"
+    );
+    let r = c
+        .delete(s.url(&format!(
+            "/v2/idx/manifests/{}?cascade=true",
+            crate::images::sha256(&tree)
+        )))
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    assert_eq!(
+        status(b.digest.clone()).await,
+        StatusCode::NOT_FOUND,
+        "orphaned child went"
+    );
+    // With --allow-referenced-blob-delete a referenced blob goes (Distribution's way).
+    let r = c
+        .delete(s.url(&format!("/v2/idx/blobs/{}", a.blobs[1].0)))
+        .send()
+        .await
+        .expect("delete blob");
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+}
