@@ -5,7 +5,7 @@
 #   scripts/install-clients.sh
 #
 # - Debian packages: docker.io (dockerd + docker CLI), containerd (+ ctr),
-#   runc, podman, skopeo;
+#   runc, podman, skopeo, iproute2 (`ip`, for the namespaced docker TLS test);
 # - Go tools, pinned, built with `go install` from the Go module proxy into
 #   target/tools/bin (project-local, nothing global): crane, oras, crictl.
 #
@@ -32,6 +32,7 @@ declare -A PACKAGE_FOR=(
     [podman]=podman         # tests/it/clients/podman.rs
     [skopeo]=skopeo         # tests/it/clients/skopeo_sync.rs
     [tar]=tar               # docker-archive/rootfs tarballs
+    [ip]=iproute2           # tests/it/clients/netns.rs (a namespace per docker TLS test)
 )
 
 missing=()

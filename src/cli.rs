@@ -142,6 +142,10 @@ pub struct ServeArgs {
     /// Blob upload requests at once. [key: limits.max_concurrent_uploads]
     #[arg(long, env = "AIRDOCK_MAX_CONCURRENT_UPLOADS")]
     pub max_concurrent_uploads: Option<usize>,
+    /// Upload sessions open at once; more POSTs get 429 (`0` = no cap, default 1024).
+    /// [key: limits.max_open_uploads]
+    #[arg(long, env = "AIRDOCK_MAX_OPEN_UPLOADS")]
+    pub max_open_uploads: Option<usize>,
     /// Run GC this often while serving, e.g. `30m` (default: never). [flag/env only]
     #[arg(long, env = "AIRDOCK_GC_INTERVAL", value_parser = parse_duration)]
     pub gc_interval: Option<Duration>,
@@ -181,6 +185,7 @@ impl ServeArgs {
                 body_timeout_secs: self.body_timeout_secs,
                 max_header_bytes: self.max_header_bytes,
                 max_concurrent_uploads: self.max_concurrent_uploads,
+                max_open_uploads: self.max_open_uploads,
             },
         }
     }

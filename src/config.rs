@@ -93,6 +93,8 @@ pub struct LimitsConfig {
     pub max_header_bytes: Option<usize>,
     /// Upload requests (POST/PATCH/PUT of blob data) running at once.
     pub max_concurrent_uploads: Option<usize>,
+    /// Upload sessions open at once (between POST and PUT/DELETE/expiry); `0` = no cap.
+    pub max_open_uploads: Option<usize>,
 }
 
 /// A configuration error, with the key and (when known) the line it is on.
@@ -179,6 +181,9 @@ pub struct Settings {
     pub limits: Limits,
 }
 
+/// Default of `limits.max_open_uploads`.
+pub const DEFAULT_MAX_OPEN_UPLOADS: usize = 1024;
+
 /// Hardening limits, all with defaults.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -186,6 +191,8 @@ pub struct Limits {
     pub body_timeout: Duration,
     pub max_header_bytes: usize,
     pub max_concurrent_uploads: usize,
+    /// `None`: no cap.
+    pub max_open_uploads: Option<usize>,
 }
 
 impl Default for Limits {
@@ -202,6 +209,14 @@ impl LimitsConfig {
             // hyper refuses a read buffer under 8 KiB.
             max_header_bytes: self.max_header_bytes.unwrap_or(64 * 1024).max(8192),
             max_concurrent_uploads: self.max_concurrent_uploads.unwrap_or(256),
+            // Each session is a directory on disk that lives up to the upload TTL, so without
+            // a cap a client could fill the disk's inodes with empty sessions. Generous: a
+            // docker push opens a handful at a time.
+            max_open_uploads: match self.max_open_uploads {
+                Some(0) => None,
+                Some(n) => Some(n),
+                None => Some(DEFAULT_MAX_OPEN_UPLOADS),
+            },
         }
     }
 }
@@ -235,6 +250,7 @@ impl Config {
         pick(&mut l.body_timeout_secs, m.body_timeout_secs);
         pick(&mut l.max_header_bytes, m.max_header_bytes);
         pick(&mut l.max_concurrent_uploads, m.max_concurrent_uploads);
+        pick(&mut l.max_open_uploads, m.max_open_uploads);
         self
     }
 
@@ -290,6 +306,29 @@ mod tests {
         let e = Config::parse("sparse: true\ntls:\n  cert: /x\n").expect_err("must fail");
         assert_eq!(e.location, Some(3), "{e}");
         assert!(e.to_string().contains("tls.cert"), "{e}");
+    }
+
+    #[test]
+    fn max_open_uploads_key_default_and_zero() {
+        let cfg = Config::parse("limits:\n  max_open_uploads: 7\n").expect("parse");
+        assert_eq!(cfg.limits.resolve().max_open_uploads, Some(7));
+        let off = Config::parse("limits:\n  max_open_uploads: 0\n").expect("parse");
+        assert_eq!(off.limits.resolve().max_open_uploads, None);
+        assert_eq!(
+            Limits::default().max_open_uploads,
+            Some(DEFAULT_MAX_OPEN_UPLOADS)
+        );
+        let e = Config::parse("limits:\n  max_open_uploads: -1\n").expect_err("negative");
+        assert_eq!(e.location, Some(2), "{e}");
+        let flags = Config {
+            limits: LimitsConfig {
+                max_open_uploads: Some(3),
+                ..LimitsConfig::default()
+            },
+            ..Config::default()
+        };
+        let s = cfg.overlay(flags).settings().expect("settings");
+        assert_eq!(s.limits.max_open_uploads, Some(3), "the flag wins");
     }
 
     #[test]

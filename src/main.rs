@@ -166,6 +166,9 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
     state.auth = auth;
     state.admin_token = Some(admin_token);
     state.limiter = airdock::limits::Limiter::new(&settings.limits);
+    state
+        .store
+        .set_max_open_uploads(settings.limits.max_open_uploads);
     state.allow_referenced_blob_delete = args.allow_referenced_blob_delete;
     state.gc = args.gc.options(args.upload_ttl);
     airdock::admin_gc::spawn_background(

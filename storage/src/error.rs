@@ -32,6 +32,9 @@ pub enum StoreError {
     /// A chunk that does not start where the upload currently ends.
     #[error("chunk starts at {requested}, but the upload holds {current} bytes")]
     UploadOutOfOrder { requested: u64, current: u64 },
+    /// A new upload session would pass `max_open_uploads`.
+    #[error("too many open upload sessions (at most {0}); finish or cancel one, or retry later")]
+    TooManyUploads(usize),
     #[error("size invalid: {0}")]
     SizeInvalid(String),
     #[error("too large: {0}")]

@@ -260,7 +260,10 @@ impl Store {
                 .map_err(io::Error::other)?;
             self.inner.sessions.forget(&id);
             match removed {
-                Ok(()) => expired += 1,
+                Ok(()) => {
+                    self.inner.open_uploads.release();
+                    expired += 1;
+                }
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(e) => return Err(e.into()),
             }
@@ -752,6 +755,7 @@ mod tests {
         let repo = name("r");
         let old = s.start_upload(&repo, None).await.expect("start");
         let fresh = s.start_upload(&repo, None).await.expect("start");
+        s.set_max_open_uploads(Some(2));
         let two_hours_ago = SystemTime::now() - Duration::from_secs(7200);
         let dir_of = |id: &UploadId| layout::upload_dir(dir.path(), id);
         for p in [uploads::data_path(&dir_of(&old)), dir_of(&old)] {
@@ -767,6 +771,11 @@ mod tests {
         );
         assert!(s.upload_status(&repo, &old).is_err());
         assert_eq!(s.upload_status(&repo, &fresh).expect("fresh"), 0);
+        // The expired session's slot under `max_open_uploads` is free again.
+        assert_eq!(s.open_uploads(), 1);
+        s.start_upload(&repo, None)
+            .await
+            .expect("slot freed by expiry");
     }
 
     /// Pushes of images (blobs, then manifest) race GCs with no grace at all. Pushes may be

@@ -36,7 +36,7 @@ pub use pins::Pin;
 pub use uploads::UploadId;
 
 use meta::{Meta, Op};
-use uploads::{Hot, Sessions, Taken};
+use uploads::{Hot, OpenCount, Sessions, Taken};
 
 /// Compact the journal at start when it has grown past this.
 const COMPACT_AT: u64 = 64 << 20;
@@ -54,6 +54,8 @@ struct Inner {
     _lock: File,
     meta: Meta,
     sessions: Sessions,
+    /// Open sessions on disk, against `max_open_uploads`.
+    open_uploads: OpenCount,
     /// Digests writers are relying on right now; GC leaves them alone.
     pins: pins::Pins,
     /// One GC at a time (the interval task and the admin endpoint may both ask).
@@ -80,8 +82,8 @@ impl Store {
     pub async fn open(root: impl AsRef<Path>) -> Result<Store, StoreError> {
         let root = root.as_ref().to_owned();
         let root2 = root.clone();
-        let (lock, meta) =
-            tokio::task::spawn_blocking(move || -> Result<(File, Meta), StoreError> {
+        let (lock, meta, open_uploads) =
+            tokio::task::spawn_blocking(move || -> Result<(File, Meta, usize), StoreError> {
                 for d in [layout::BLOBS, layout::META, layout::UPLOADS, layout::TMP] {
                     fs::create_dir_all(root2.join(d))?;
                 }
@@ -101,7 +103,10 @@ impl Store {
                 for entry in fs::read_dir(root2.join(layout::TMP))? {
                     let _ = fs::remove_file(entry?.path());
                 }
-                Ok((lock, Meta::open(&root2)?))
+                // Sessions left by an earlier run count against the cap until they finish,
+                // are cancelled or expire.
+                let open_uploads = uploads::count_on_disk(&root2.join(layout::UPLOADS))?;
+                Ok((lock, Meta::open(&root2)?, open_uploads))
             })
             .await
             .map_err(io::Error::other)??;
@@ -111,6 +116,7 @@ impl Store {
                 _lock: lock,
                 meta,
                 sessions: Sessions::default(),
+                open_uploads: OpenCount::starting_at(open_uploads),
                 pins: pins::Pins::default(),
                 gc: tokio::sync::Mutex::new(()),
             }),
@@ -380,20 +386,46 @@ impl Store {
 
     // ---- uploads -----------------------------------------------------------------------
 
+    /// Refuse new sessions ([`StoreError::TooManyUploads`]) while `max` are open; `None`
+    /// lifts the cap. Sessions already open are never cut short.
+    pub fn set_max_open_uploads(&self, max: Option<usize>) {
+        self.inner.open_uploads.set_max(max);
+    }
+
+    /// Upload sessions on disk (including those left by an earlier run).
+    pub fn open_uploads(&self) -> usize {
+        self.inner.open_uploads.open()
+    }
+
     pub async fn start_upload(
         &self,
         repo: &RepoName,
         algorithm: Option<Algorithm>,
     ) -> Result<UploadId, StoreError> {
+        self.inner.open_uploads.reserve()?;
         let id = UploadId::new();
         let dir = layout::upload_dir(&self.inner.root, &id);
         let info = uploads::Info {
             repo: repo.clone(),
             algorithm,
         };
-        tokio::task::spawn_blocking(move || uploads::create(&dir, &info))
-            .await
-            .map_err(io::Error::other)??;
+        let dir2 = dir.clone();
+        let created = tokio::task::spawn_blocking(move || {
+            uploads::create(&dir2, &info).inspect_err(|_| {
+                let _ = fs::remove_dir_all(&dir2);
+            })
+        })
+        .await
+        .map_err(io::Error::other)
+        .and_then(|r| r);
+        if let Err(e) = created {
+            // A half-made session whose directory could not be removed keeps its slot until
+            // expiry removes it (and releases the slot then); otherwise the slot is free now.
+            if !dir.exists() {
+                self.inner.open_uploads.release();
+            }
+            return Err(e.into());
+        }
         self.inner.sessions.insert(
             &id,
             Hot {
@@ -580,7 +612,9 @@ impl Store {
         };
         if digest != *expected {
             self.inner.sessions.forget(id);
-            let _ = fs::remove_dir_all(&dir);
+            if fs::remove_dir_all(&dir).is_ok() {
+                self.inner.open_uploads.release();
+            }
             return Err(StoreError::DigestMismatch {
                 expected: expected.clone(),
                 actual: digest,
@@ -599,6 +633,7 @@ impl Store {
         .map_err(io::Error::other)?;
         self.inner.sessions.forget(id);
         let existed = existed?;
+        self.inner.open_uploads.release();
         self.link(repo, &digest).await?;
         Ok(Ingested {
             digest,
@@ -613,6 +648,7 @@ impl Store {
         tokio::task::spawn_blocking(move || fs::remove_dir_all(dir))
             .await
             .map_err(io::Error::other)??;
+        self.inner.open_uploads.release();
         Ok(())
     }
 
@@ -953,6 +989,54 @@ mod tests {
         assert_eq!(a.expect("a").digest, d);
         assert_eq!(b.expect("b").digest, d);
         assert_eq!(s.stat_blob(&name("a"), &d).expect("a"), 3 << 20);
+    }
+
+    /// The cap counts sessions from POST until finish, cancel or a failed finish, and
+    /// sessions found on disk at open; a full store refuses new ones only.
+    #[tokio::test]
+    async fn open_upload_cap_counts_sessions_until_they_close() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let repo = name("r");
+        let body = b"capped".to_vec();
+        let d = Digest::of(Algorithm::Sha256, &body);
+        let kept = {
+            let s = Store::open(dir.path()).await.expect("open");
+            s.set_max_open_uploads(Some(2));
+            let a = s.start_upload(&repo, None).await.expect("a");
+            let b = s.start_upload(&repo, None).await.expect("b");
+            assert!(matches!(
+                s.start_upload(&repo, None).await,
+                Err(StoreError::TooManyUploads(2))
+            ));
+            assert_eq!(s.open_uploads(), 2);
+            // A session already open still takes writes at the cap.
+            s.append_upload(&repo, &a, None, None, &body[..])
+                .await
+                .expect("append at cap");
+            s.cancel_upload(&repo, &b).await.expect("cancel");
+            let c = s.start_upload(&repo, None).await.expect("c after cancel");
+            s.finish_upload(&repo, &a, &d, &b""[..])
+                .await
+                .expect("finish");
+            let wrong = Digest::of(Algorithm::Sha256, b"not it");
+            let e = s.start_upload(&repo, None).await.expect("e after finish");
+            assert!(s.finish_upload(&repo, &e, &wrong, &b"x"[..]).await.is_err());
+            assert_eq!(s.open_uploads(), 1, "a mismatch closes the session");
+            c
+        };
+        // Reopened: the session left on disk counts.
+        let s = Store::open(dir.path()).await.expect("reopen");
+        assert_eq!(s.open_uploads(), 1);
+        s.set_max_open_uploads(Some(1));
+        assert!(matches!(
+            s.start_upload(&repo, None).await,
+            Err(StoreError::TooManyUploads(1))
+        ));
+        s.set_max_open_uploads(None);
+        s.start_upload(&repo, None).await.expect("no cap");
+        assert_eq!(s.open_uploads(), 2);
+        s.cancel_upload(&repo, &kept).await.expect("cancel kept");
+        assert_eq!(s.open_uploads(), 1);
     }
 
     #[tokio::test]

@@ -6,6 +6,7 @@ use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
@@ -113,6 +114,64 @@ impl Sessions {
     pub(crate) fn forget(&self, id: &UploadId) {
         self.map().remove(id);
     }
+}
+
+/// How many sessions exist on disk, and the most that may (0: no cap). Kept equal to the
+/// number of session directories: counted once at open, +1 when a session is created, -1 only
+/// by the caller whose removal of a session directory succeeded (finish, cancel, a digest
+/// mismatch, expiry), so a session that could not be removed keeps counting until expiry
+/// removes it.
+#[derive(Default)]
+pub(crate) struct OpenCount {
+    open: AtomicUsize,
+    max: AtomicUsize,
+}
+
+impl OpenCount {
+    pub(crate) fn starting_at(open: usize) -> OpenCount {
+        OpenCount {
+            open: AtomicUsize::new(open),
+            max: AtomicUsize::new(0),
+        }
+    }
+
+    pub(crate) fn set_max(&self, max: Option<usize>) {
+        self.max.store(max.unwrap_or(0), Ordering::Relaxed);
+    }
+
+    pub(crate) fn open(&self) -> usize {
+        self.open.load(Ordering::Relaxed)
+    }
+
+    /// Count one more session, unless that would pass the cap. One atomic step, so two
+    /// concurrent POSTs cannot both take the last slot.
+    pub(crate) fn reserve(&self) -> Result<(), StoreError> {
+        let max = self.max.load(Ordering::Relaxed);
+        self.open
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (max == 0 || n < max).then_some(n + 1)
+            })
+            .map(|_| ())
+            .map_err(|_| StoreError::TooManyUploads(max))
+    }
+
+    /// One session directory is gone. Saturating: a double removal must not wrap around.
+    pub(crate) fn release(&self) {
+        let _ = self
+            .open
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+    }
+}
+
+/// Session directories under `uploads/` (names that are valid ids), for the count at open.
+pub(crate) fn count_on_disk(uploads: &Path) -> io::Result<usize> {
+    let mut n = 0;
+    for entry in fs::read_dir(uploads)? {
+        if UploadId::parse(&entry?.file_name().to_string_lossy()).is_ok() {
+            n += 1;
+        }
+    }
+    Ok(n)
 }
 
 pub(crate) fn data_path(dir: &Path) -> PathBuf {

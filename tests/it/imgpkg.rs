@@ -271,6 +271,12 @@ async fn auth_is_required() {
         std::fs::metadata(&path).expect("meta").permissions().mode() & 0o777,
         0o600
     );
+    // The line goes to stderr before `listening on` goes to stdout, but the two pipes are
+    // read by separate threads: give stderr's reader a moment under load.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !s.logs().contains("admin-token") && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     assert!(s.logs().contains("admin-token"), "token path logged");
     let (status, _) = import_with(&s, "x/y", fixture_tar("multi-image"), Some(token.trim())).await;
     assert_eq!(status, StatusCode::CREATED);

@@ -1001,3 +1001,99 @@ async fn stalled_body_is_cut_off_without_a_trace() {
         "offset after a stalled chunk: {range:?}"
     );
 }
+
+/// `--max-open-uploads`: a POST for one session past the cap is refused with 429
+/// TOOMANYREQUESTS and `Retry-After`, and opens nothing; a monolithic push (no session) and
+/// the open sessions themselves go on; a cancel frees a slot; after a restart the sessions
+/// left on disk still count.
+#[tokio::test]
+async fn open_upload_sessions_are_capped() {
+    let mut s = Server::start_with_args(&["--max-open-uploads", "2"]);
+    let c = client();
+    let post = |s: &Server| c.post(s.url("/v2/cap/app/blobs/uploads/")).send();
+    let mut sessions = Vec::new();
+    for _ in 0..2 {
+        let r = post(&s).await.expect("post");
+        assert_eq!(r.status(), StatusCode::ACCEPTED);
+        sessions.push(r.headers()["location"].to_str().expect("ascii").to_owned());
+    }
+    let r = post(&s).await.expect("post");
+    assert_eq!(
+        r.headers()
+            .get("retry-after")
+            .map(|v| v.to_str().expect("ascii")),
+        Some("10")
+    );
+    expect_code(r, StatusCode::TOO_MANY_REQUESTS, "TOOMANYREQUESTS").await;
+    let sessions_on_disk = || {
+        std::fs::read_dir(s.data_dir().join("uploads"))
+            .expect("uploads dir")
+            .count()
+    };
+    assert_eq!(sessions_on_disk(), 2, "a refused POST opens nothing");
+
+    // A monolithic push needs no session; an open session still takes its data.
+    let body = b"past the cap".to_vec();
+    let r = c
+        .post(s.url(&format!(
+            "/v2/cap/app/blobs/uploads/?digest={}",
+            sha256(&body)
+        )))
+        .body(body.clone())
+        .send()
+        .await
+        .expect("monolithic");
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let r = c
+        .put(s.url(&format!("{}?digest={}", sessions[0], sha256(&body))))
+        .body(body)
+        .send()
+        .await
+        .expect("finish");
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let r = post(&s).await.expect("post after finish");
+    assert_eq!(
+        r.status(),
+        StatusCode::ACCEPTED,
+        "a finished session frees its slot"
+    );
+    let third = r.headers()["location"].to_str().expect("ascii").to_owned();
+    let r = c.delete(s.url(&third)).send().await.expect("cancel");
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    let r = post(&s).await.expect("post after cancel");
+    assert_eq!(r.status(), StatusCode::ACCEPTED, "a cancel frees its slot");
+
+    // Two sessions are open on disk; a restarted server counts them.
+    s.restart();
+    // A new client: the old one's pooled connections died with the old process.
+    let c = client();
+    let r = c
+        .post(s.url("/v2/cap/app/blobs/uploads/"))
+        .send()
+        .await
+        .expect("post after restart");
+    expect_code(r, StatusCode::TOO_MANY_REQUESTS, "TOOMANYREQUESTS").await;
+    let r = c.delete(s.url(&sessions[1])).send().await.expect("cancel");
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    let r = c
+        .post(s.url("/v2/cap/app/blobs/uploads/"))
+        .send()
+        .await
+        .expect("post after a cancel");
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+}
+
+#[test]
+fn config_check_knows_max_open_uploads() {
+    let dir = scratch_dir("airdock-cfg-");
+    let good = dir.path().join("good.yaml");
+    std::fs::write(&good, "limits:\n  max_open_uploads: 16\n").expect("write");
+    let (ok, out, err) = airdock(&["config", "check", good.to_str().expect("utf-8")], "");
+    assert!(ok, "{out}{err}");
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(&bad, "limits:\n  max_open_uploads: many\n").expect("write");
+    let (ok, out, err) = airdock(&["config", "check", bad.to_str().expect("utf-8")], "");
+    assert!(!ok, "{out}");
+    assert!(err.contains("line 2"), "{err}");
+    assert!(err.contains("max_open_uploads"), "{err}");
+}

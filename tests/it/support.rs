@@ -40,6 +40,8 @@ type Log = Arc<Mutex<String>>;
 pub struct Server {
     child: Option<Child>,
     addr: SocketAddr,
+    /// Network namespace the process runs in (`ip netns exec NS`), if any.
+    netns: Option<String>,
     extra_args: Vec<String>,
     log: Log,
     // Declared last so the directory outlives the process on drop.
@@ -65,13 +67,34 @@ impl Server {
 
     /// Start on an existing (possibly pre-populated) data directory.
     pub fn start_in(data_dir: TempDir, args: &[&str]) -> Server {
+        let bind: SocketAddr = "127.0.0.1:0".parse().expect("valid socket address");
+        Server::spawn_at(None, bind, data_dir, args)
+    }
+
+    /// Start inside network namespace `netns`, listening on `bind` (an address of that
+    /// namespace; port 0 picks a free one). `ip netns exec` execs the binary, so the child's
+    /// PID is airdock's own and dropping the server still kills exactly that process.
+    pub fn start_in_netns(netns: &str, bind: SocketAddr, args: &[&str]) -> Server {
+        let data_dir = tempfile::Builder::new()
+            .prefix("airdock-it-")
+            .tempdir()
+            .expect("create temporary data dir");
+        Server::spawn_at(Some(netns.to_string()), bind, data_dir, args)
+    }
+
+    fn spawn_at(
+        netns: Option<String>,
+        bind: SocketAddr,
+        data_dir: TempDir,
+        args: &[&str],
+    ) -> Server {
         let extra_args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
         let log: Log = Arc::new(Mutex::new(String::new()));
-        let bind: SocketAddr = "127.0.0.1:0".parse().expect("valid socket address");
-        match spawn(bind, data_dir.path(), &extra_args, &log) {
+        match spawn(netns.as_deref(), bind, data_dir.path(), &extra_args, &log) {
             Ok((child, addr)) => Server {
                 child: Some(child),
                 addr,
+                netns,
                 extra_args,
                 log,
                 data_dir,
@@ -170,16 +193,20 @@ impl Server {
     fn start_again(&mut self) {
         append(&self.log, "--- restart ---\n");
         let mut last_err = String::new();
-        let candidates = [
-            self.addr,
-            self.addr,
-            "127.0.0.1:0".parse().expect("valid socket address"),
-        ];
+        let mut any_port = self.addr;
+        any_port.set_port(0);
+        let candidates = [self.addr, self.addr, any_port];
         for (i, bind) in candidates.into_iter().enumerate() {
             if i > 0 {
                 thread::sleep(Duration::from_millis(200));
             }
-            match spawn(bind, self.data_dir.path(), &self.extra_args, &self.log) {
+            match spawn(
+                self.netns.as_deref(),
+                bind,
+                self.data_dir.path(),
+                &self.extra_args,
+                &self.log,
+            ) {
                 Ok((child, addr)) => {
                     self.child = Some(child);
                     self.addr = addr;
@@ -210,12 +237,20 @@ impl Drop for Server {
 
 /// Start one process and wait for its `listening on` line.
 fn spawn(
+    netns: Option<&str>,
     bind: SocketAddr,
     data_dir: &Path,
     extra_args: &[String],
     log: &Log,
 ) -> Result<(Child, SocketAddr), String> {
-    let mut cmd = Command::new(AIRDOCK_BIN);
+    let mut cmd = match netns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns, AIRDOCK_BIN]);
+            c
+        }
+        None => Command::new(AIRDOCK_BIN),
+    };
     // Only the arguments below configure the server: drop AIRDOCK_* settings
     // (e.g. AIRDOCK_SPARSE) inherited from the caller's environment.
     for (key, _) in std::env::vars_os() {

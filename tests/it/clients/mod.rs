@@ -13,6 +13,7 @@
 //! | crane (go-containerregistry) | `crane` |
 //! | oras | `oras` |
 //! | crane, oras, skopeo, docker, ctr, crictl over TLS with users (issue 5) | `secure` |
+//! | a network namespace + veth pair, so docker meets airdock off loopback | `netns` |
 
 mod harness;
 mod image;
@@ -20,6 +21,7 @@ mod image;
 pub(crate) mod containerd;
 mod crane;
 pub(crate) mod docker;
+mod netns;
 mod oras;
 mod podman;
 mod secure;

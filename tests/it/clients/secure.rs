@@ -1,6 +1,8 @@
 //! Real clients against airdock over TLS with a CA from `airdock cert init` and with
 //! htpasswd users behind the token flow (issue 5): crane, oras and skopeo with credentials
-//! and the CA; docker login + push + pull with the CA in `certs.d`; containerd `ctr` and
+//! and the CA; docker login + push + pull with the CA in `certs.d`, against airdock in a
+//! network namespace (dockerd never verifies 127.0.0.0/8), and the same push refused on the
+//! certificate without it; containerd `ctr` and
 //! crictl (CRI) pulling with `hosts.toml` naming the CA. alice may push, bob may only pull:
 //! each client must also fail to push as bob.
 
@@ -9,12 +11,15 @@ use std::path::{Path, PathBuf};
 
 use super::harness::{state_dir, tool, Cmd};
 use super::image::{host_arch, Flavor, Image};
+use super::netns::NetNs;
 use crate::support::{Server, AIRDOCK_BIN};
 
 /// A TLS + auth airdock and the lab CA that signs its certificate.
 pub struct SecureLab {
+    // Field order: the server stops before its namespace and directory go.
     pub _server: Server,
-    /// `localhost:PORT`, the name the certificate is for.
+    _netns: Option<NetNs>,
+    /// `localhost:PORT` (or `NS_IP:PORT` in a namespace), a name the certificate is for.
     pub host: String,
     pub ca: PathBuf,
     /// A directory holding only `ca.crt` (skopeo's `--cert-dir` reads every file in it).
@@ -31,23 +36,31 @@ fn airdock(args: &[&str], stdin: &str) -> String {
 }
 
 impl SecureLab {
+    /// On loopback, with a certificate for `localhost` and `127.0.0.1`.
     pub fn start() -> SecureLab {
+        SecureLab::start_on(None)
+    }
+
+    /// Inside a fresh network namespace, listening on (and certified for) its veth address
+    /// only: a host outside 127.0.0.0/8, which dockerd does not exempt from verification.
+    pub fn start_in_netns() -> SecureLab {
+        SecureLab::start_on(Some(NetNs::create()))
+    }
+
+    fn start_on(netns: Option<NetNs>) -> SecureLab {
         let dir = state_dir("airdock-secure-");
         let d = dir.path();
         let certs = d.join("certs");
-        let out = airdock(
-            &[
-                "cert",
-                "init",
-                "--dir",
-                &certs.display().to_string(),
-                "--host",
-                "localhost",
-                "--host",
-                "127.0.0.1",
-            ],
-            "",
-        );
+        let hosts = match &netns {
+            Some(ns) => vec![ns.ns_ip.to_string()],
+            None => vec!["localhost".to_string(), "127.0.0.1".to_string()],
+        };
+        let certs_arg = certs.display().to_string();
+        let mut args = vec!["cert", "init", "--dir", &certs_arg];
+        for h in &hosts {
+            args.extend(["--host", h.as_str()]);
+        }
+        let out = airdock(&args, "");
         assert!(out.contains("certs.d"), "{out}");
         let ca_dir = d.join("ca");
         fs::create_dir_all(&ca_dir).expect("ca dir");
@@ -80,10 +93,24 @@ impl SecureLab {
             ),
         )
         .expect("write config");
-        let server = Server::start_with_args(&["--config", &config.display().to_string()]);
+        let config = config.display().to_string();
+        let (server, host) = match &netns {
+            Some(ns) => {
+                let bind = std::net::SocketAddr::from((ns.ns_ip, 0));
+                let server = Server::start_in_netns(&ns.name, bind, &["--config", &config]);
+                let host = server.host();
+                (server, host)
+            }
+            None => {
+                let server = Server::start_with_args(&["--config", &config]);
+                let host = format!("localhost:{}", server.addr().port());
+                (server, host)
+            }
+        };
         SecureLab {
-            host: format!("localhost:{}", server.addr().port()),
+            host,
             _server: server,
+            _netns: netns,
             ca: certs.join("ca.crt"),
             ca_dir,
             dir,
@@ -249,7 +276,9 @@ fn crane_oras_skopeo_over_tls_with_credentials() {
     assert!(!wrong.status.success(), "a wrong password was accepted");
 }
 
-/// `/etc/docker/certs.d/<host>/ca.crt`, removed on drop: dockerd has no flag to move it.
+/// `/etc/docker/certs.d/<host>/ca.crt`, removed on drop: dockerd has no flag or config key to
+/// move it (only rootless dockerd looks elsewhere). `<host>` carries the lab's port, so
+/// concurrent tests never share an entry.
 struct CertsD(PathBuf);
 
 impl Drop for CertsD {
@@ -258,13 +287,20 @@ impl Drop for CertsD {
     }
 }
 
+/// Whether docker's output says the server certificate could not be verified.
+fn is_unknown_authority(text: &str) -> bool {
+    text.contains("x509") && text.contains("unknown authority")
+}
+
+/// docker against airdock at a namespace address (not loopback, so dockerd verifies the
+/// certificate): without the lab CA in `certs.d` the push fails on the certificate; with it,
+/// login, push and pull work. The negative run is what makes the positive one mean "docker
+/// trusts the CA through certs.d" rather than "docker skipped the check".
 #[test]
 fn docker_login_push_pull_over_tls() {
     let docker = super::docker::Docker::start();
-    let lab = SecureLab::start();
+    let lab = SecureLab::start_in_netns();
     let certs_d = CertsD(PathBuf::from("/etc/docker/certs.d").join(&lab.host));
-    fs::create_dir_all(&certs_d.0).expect("certs.d");
-    fs::copy(&lab.ca, certs_d.0.join("ca.crt")).expect("install CA");
 
     let image = Image::build(Flavor::Docker, host_arch(), "docker-tls");
     let archive = lab.dir.path().join("image.tar");
@@ -273,9 +309,33 @@ fn docker_login_push_pull_over_tls() {
     let remote = format!("{}/secure/docker:v1", lab.host);
     docker.run(&["tag", "airdock-test/docker-tls:local", &remote]);
 
-    // Not logged in: refused.
+    // No CA in certs.d: refused on the certificate, before any credentials matter.
+    let out = docker.cmd().args(["push", &remote]).run_unchecked();
+    assert!(!out.status.success(), "docker pushed to an untrusted CA");
+    assert!(
+        is_unknown_authority(&out.all_text()),
+        "push without the CA must fail certificate verification: {}",
+        out.all_text()
+    );
+    eprintln!(
+        "docker push without the CA in certs.d:\n{}",
+        out.all_text().trim()
+    );
+    let out = docker
+        .cmd()
+        .args(["login", &lab.host, "-u", "alice", "--password-stdin"])
+        .stdin(b"alice-pw\n".to_vec())
+        .run_unchecked();
+    assert!(!out.status.success(), "docker logged in to an untrusted CA");
+    assert!(is_unknown_authority(&out.all_text()), "{}", out.all_text());
+
+    fs::create_dir_all(&certs_d.0).expect("certs.d");
+    fs::copy(&lab.ca, certs_d.0.join("ca.crt")).expect("install CA");
+
+    // Trusted now, but not logged in: refused by airdock, not by TLS.
     let out = docker.cmd().args(["push", &remote]).run_unchecked();
     assert!(!out.status.success(), "anonymous push worked");
+    assert!(!is_unknown_authority(&out.all_text()), "{}", out.all_text());
 
     docker
         .cmd()
