@@ -7,6 +7,7 @@ mod digest;
 mod error;
 mod fsck;
 mod gc;
+mod imports;
 pub mod layout;
 mod manifest;
 mod meta;
@@ -26,6 +27,7 @@ pub use digest::{Algorithm, Digest, Hasher};
 pub use error::StoreError;
 pub use fsck::{FsckProblem, FsckReport};
 pub use gc::{GcOptions, GcReport, RepoDigest};
+pub use imports::{ImportRecord, ImportRemoval, ImportedTag};
 pub use manifest::{
     Descriptor, ManifestRecord, DOCKER_LIST, DOCKER_MANIFEST, MAX_MANIFEST_BYTES, OCI_INDEX,
     OCI_MANIFEST,
@@ -815,6 +817,14 @@ impl Store {
                     repo: repo.clone(),
                     digest: digest.clone(),
                 });
+            }
+            // Its import records would only name what is gone.
+            for (_, r) in state
+                .imports
+                .values()
+                .filter(|(_, r)| r.repository == *repo)
+            {
+                txn.push(Op::Unimport { id: r.id.clone() });
             }
         }
         locked.commit(txn, |_| true).await

@@ -11,6 +11,7 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use serde::{Deserialize, Serialize};
 
+use crate::imports::ImportRecord;
 use crate::{layout, Algorithm, Digest, ManifestRecord, RepoName, StoreError, Tag};
 
 /// One change to repository metadata. Every op sets or clears one key, so replaying a
@@ -42,6 +43,13 @@ pub(crate) enum Op {
     Untag {
         repo: RepoName,
         tag: Tag,
+    },
+    /// What one import brought; keyed by its id, so replaying it again changes nothing.
+    Import {
+        record: ImportRecord,
+    },
+    Unimport {
+        id: String,
     },
 }
 
@@ -82,6 +90,12 @@ impl Txn {
         self
     }
 
+    /// Record what this transaction's import brought (see `ImportRecord`).
+    pub fn record_import(&mut self, record: ImportRecord) -> &mut Txn {
+        self.ops.push(Op::Import { record });
+        self
+    }
+
     pub(crate) fn push(&mut self, op: Op) {
         self.ops.push(op);
     }
@@ -103,6 +117,10 @@ pub(crate) struct Repo {
 #[derive(Default)]
 pub(crate) struct State {
     pub repos: BTreeMap<RepoName, Repo>,
+    /// import id → (journal order, what that import brought). The order breaks ties of
+    /// `time`, which has a resolution of one second.
+    pub imports: BTreeMap<String, (u64, ImportRecord)>,
+    next_import: u64,
 }
 
 impl Repo {
@@ -172,6 +190,17 @@ impl State {
                     r.tags.remove(&tag);
                 }
             }
+            Op::Import { record } => {
+                // A replayed record keeps its first position.
+                if !self.imports.contains_key(&record.id) {
+                    self.next_import += 1;
+                    self.imports
+                        .insert(record.id.clone(), (self.next_import, record));
+                }
+            }
+            Op::Unimport { id } => {
+                self.imports.remove(&id);
+            }
         }
     }
 
@@ -223,7 +252,11 @@ impl State {
                         return Err(StoreError::ManifestUnknown(digest.to_string()));
                     }
                 }
-                Op::Unlink { .. } | Op::Unmanifest { .. } | Op::Untag { .. } => {}
+                Op::Unlink { .. }
+                | Op::Unmanifest { .. }
+                | Op::Untag { .. }
+                | Op::Import { .. }
+                | Op::Unimport { .. } => {}
             }
         }
         Ok(())
@@ -450,6 +483,19 @@ impl Meta {
                         digest: d.clone(),
                     });
                 }
+                let json = serde_json::to_vec(&Record { ops }).map_err(io::Error::other)?;
+                out.extend_from_slice(checksum(&json).as_bytes());
+                out.push(b' ');
+                out.extend_from_slice(&json);
+                out.push(b'\n');
+            }
+            if !state.imports.is_empty() {
+                let mut records: Vec<&(u64, ImportRecord)> = state.imports.values().collect();
+                records.sort_by_key(|(seq, _)| *seq);
+                let ops = records
+                    .into_iter()
+                    .map(|(_, r)| Op::Import { record: r.clone() })
+                    .collect();
                 let json = serde_json::to_vec(&Record { ops }).map_err(io::Error::other)?;
                 out.extend_from_slice(checksum(&json).as_bytes());
                 out.push(b' ');
