@@ -13,6 +13,7 @@ mod manifest;
 mod meta;
 mod names;
 mod pins;
+mod retention;
 mod uploads;
 
 use std::fs::{self, File};
@@ -26,7 +27,7 @@ pub use blobs::{read_range, Ingested};
 pub use digest::{Algorithm, Digest, Hasher};
 pub use error::StoreError;
 pub use fsck::{FsckProblem, FsckReport};
-pub use gc::{GcOptions, GcReport, RepoDigest};
+pub use gc::{GcOptions, GcReport, RepoDigest, RepoTag};
 pub use imports::{ImportRecord, ImportRemoval, ImportedTag};
 pub use manifest::{
     Descriptor, ManifestRecord, DOCKER_LIST, DOCKER_MANIFEST, MAX_MANIFEST_BYTES, OCI_INDEX,
@@ -35,6 +36,7 @@ pub use manifest::{
 pub use meta::Txn;
 pub use names::{Reference, RepoName, Tag};
 pub use pins::Pin;
+pub use retention::{is_imgpkg_tag, Matcher, Retention};
 pub use uploads::UploadId;
 
 use meta::{Meta, Op};

@@ -39,6 +39,10 @@ pub(crate) enum Op {
         repo: RepoName,
         tag: Tag,
         digest: Digest,
+        /// When the tag was set (seconds since the epoch), for retention's "newest N".
+        /// Journals written before it existed have none; such tags count as oldest.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        at: Option<u64>,
     },
     Untag {
         repo: RepoName,
@@ -86,7 +90,12 @@ impl Txn {
     }
 
     pub fn tag(&mut self, repo: RepoName, tag: Tag, digest: Digest) -> &mut Txn {
-        self.ops.push(Op::Tag { repo, tag, digest });
+        self.ops.push(Op::Tag {
+            repo,
+            tag,
+            digest,
+            at: Some(crate::imports::unix_now()),
+        });
         self
     }
 
@@ -110,6 +119,8 @@ pub(crate) struct Repo {
     pub blobs: HashSet<Digest>,
     pub manifests: HashMap<Digest, Arc<ManifestRecord>>,
     pub tags: BTreeMap<Tag, Digest>,
+    /// When each tag was last set, where the journal says (see `Op::Tag::at`).
+    pub tag_times: HashMap<Tag, u64>,
     /// subject digest → manifests in this repository whose `subject` is it
     pub referrers: HashMap<Digest, BTreeSet<Digest>>,
 }
@@ -180,14 +191,27 @@ impl State {
                     }
                     // A tag never outlives its manifest.
                     r.tags.retain(|_, d| *d != digest);
+                    let tags = &r.tags;
+                    r.tag_times.retain(|t, _| tags.contains_key(t));
                 }
             }
-            Op::Tag { repo, tag, digest } => {
-                self.repos.entry(repo).or_default().tags.insert(tag, digest);
+            Op::Tag {
+                repo,
+                tag,
+                digest,
+                at,
+            } => {
+                let r = self.repos.entry(repo).or_default();
+                match at {
+                    Some(t) => r.tag_times.insert(tag.clone(), t),
+                    None => r.tag_times.remove(&tag),
+                };
+                r.tags.insert(tag, digest);
             }
             Op::Untag { repo, tag } => {
                 if let Some(r) = self.repos.get_mut(&repo) {
                     r.tags.remove(&tag);
+                    r.tag_times.remove(&tag);
                 }
             }
             Op::Import { record } => {
@@ -481,6 +505,7 @@ impl Meta {
                         repo: name.clone(),
                         tag: t.clone(),
                         digest: d.clone(),
+                        at: repo.tag_times.get(t).copied(),
                     });
                 }
                 let json = serde_json::to_vec(&Record { ops }).map_err(io::Error::other)?;
