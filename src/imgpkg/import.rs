@@ -81,6 +81,8 @@ pub enum ErrorKind {
     Interrupted,
     /// The store failed; not the client's fault.
     Storage,
+    /// The disk is full: 507, as for a push, so a client can tell "free space and retry".
+    StorageFull,
 }
 
 /// A failed import: kind, the tar entry concerned (if any) and a message for humans.
@@ -112,7 +114,7 @@ impl ImportError {
             ErrorKind::TooLarge => "SIZE_INVALID",
             ErrorKind::Unsupported => "UNSUPPORTED",
             ErrorKind::Interrupted => "BLOB_UPLOAD_INVALID",
-            ErrorKind::Storage => "UNKNOWN",
+            ErrorKind::Storage | ErrorKind::StorageFull => "UNKNOWN",
         }
     }
 
@@ -122,6 +124,7 @@ impl ImportError {
             ErrorKind::TooLarge => 413,
             ErrorKind::Unsupported => 415,
             ErrorKind::Storage => 500,
+            ErrorKind::StorageFull => 507,
             _ => 400,
         }
     }
@@ -504,6 +507,8 @@ fn storage_err(what: &str, e: StoreError) -> ImportError {
             StoreError::TooLarge(_) => ErrorKind::TooLarge,
             _ => ErrorKind::Manifest,
         }
+    } else if matches!(&e, StoreError::Io(io) if io.kind() == std::io::ErrorKind::StorageFull) {
+        ErrorKind::StorageFull
     } else {
         ErrorKind::Storage
     };
