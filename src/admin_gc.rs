@@ -1,6 +1,6 @@
 //! Storage administration over HTTP (`POST /admin/v1/gc`, `DELETE /admin/v1/repositories/
-//! <name>`), their bearer-token check, and the background tasks that run GC and expire
-//! upload sessions on a timer.
+//! <name>`, `GET /admin/v1/imports`, `DELETE /admin/v1/imports/<id>`), their bearer-token
+//! check, and the background tasks that run GC and expire upload sessions on a timer.
 
 use std::time::Duration;
 
@@ -56,7 +56,11 @@ pub async fn gc(State(state): State<AppState>, req: Request) -> Result<Response,
             parse_duration(g).map_err(|e| RegistryError::BadRequest(code::UNSUPPORTED, e))?;
     }
     let report = state.store.gc(&opts).await?;
-    let body = serde_json::to_string(&report).map_err(|e| {
+    json(&report)
+}
+
+fn json(value: &impl serde::Serialize) -> Result<Response, RegistryError> {
+    let body = serde_json::to_string(value).map_err(|e| {
         RegistryError::Store(airdock_storage::StoreError::Io(std::io::Error::other(e)))
     })?;
     Ok((
@@ -65,6 +69,36 @@ pub async fn gc(State(state): State<AppState>, req: Request) -> Result<Response,
         body,
     )
         .into_response())
+}
+
+/// `GET /admin/v1/imports[?repository=<name>]` → 200 with `{"imports":[…]}`, oldest first:
+/// per import its id, repository, time and the manifests and tags it created.
+pub async fn list_imports(
+    State(state): State<AppState>,
+    req: Request,
+) -> Result<Response, RegistryError> {
+    authorize(&state, req.headers(), req.extensions())?;
+    let q = Query::parse(req.uri().query());
+    let mut imports = state.store.imports();
+    if let Some(r) = q.get("repository") {
+        imports.retain(|i| i.repository.as_str() == r);
+    }
+    json(&serde_json::json!({ "imports": imports }))
+}
+
+/// `DELETE /admin/v1/imports/<id>` → 200 with what was removed: the tags the import set that
+/// still point where it set them and no other import also set, and its manifests nothing kept
+/// reaches any more. GC frees the bytes later.
+pub async fn delete_import(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    req: Request,
+) -> Result<Response, RegistryError> {
+    authorize(&state, req.headers(), req.extensions())?;
+    match state.store.remove_import(&id).await? {
+        Some(removal) => json(&removal),
+        None => Err(RegistryError::NotFound(format!("no import with id {id:?}"))),
+    }
 }
 
 /// `DELETE /admin/v1/repositories/<name>` → 202: tags, manifests and links go in one

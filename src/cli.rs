@@ -7,7 +7,10 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
-use crate::config::{AuthConfig, AuthMode, Config, LimitsConfig, TlsConfig};
+use crate::config::{
+    AuthConfig, AuthMode, Config, DurationValue, GcConfig, LimitsConfig, StorageConfig, TlsConfig,
+    UploadsConfig,
+};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -97,6 +100,7 @@ pub struct ServeArgs {
     /// Let `DELETE /v2/<name>/blobs/<digest>` remove a blob that manifests of the
     /// repository still reference (CNCF Distribution's behaviour; those images stop
     /// pulling). By default such a delete is refused with 405 DENIED.
+    /// [key: storage.allow_referenced_blob_delete]
     #[arg(long, env = "AIRDOCK_ALLOW_REFERENCED_BLOB_DELETE")]
     pub allow_referenced_blob_delete: bool,
     /// Bearer token for the admin API (`/admin/v1/...`). When unset, one is generated
@@ -146,13 +150,13 @@ pub struct ServeArgs {
     /// [key: limits.max_open_uploads]
     #[arg(long, env = "AIRDOCK_MAX_OPEN_UPLOADS")]
     pub max_open_uploads: Option<usize>,
-    /// Run GC this often while serving, e.g. `30m` (default: never). [flag/env only]
+    /// Run GC this often while serving, e.g. `30m` (default: never). [key: gc.interval]
     #[arg(long, env = "AIRDOCK_GC_INTERVAL", value_parser = parse_duration)]
     pub gc_interval: Option<Duration>,
     #[command(flatten)]
     pub gc: GcPolicy,
     /// Expire upload sessions not written to for this long (default 24h; `0` = never).
-    /// [flag/env only]
+    /// [key: uploads.ttl]
     #[arg(long, env = "AIRDOCK_UPLOAD_TTL", value_parser = parse_duration)]
     pub upload_ttl: Option<Duration>,
 }
@@ -187,6 +191,14 @@ impl ServeArgs {
                 max_concurrent_uploads: self.max_concurrent_uploads,
                 max_open_uploads: self.max_open_uploads,
             },
+            gc: self.gc.to_config(self.gc_interval),
+            uploads: UploadsConfig {
+                ttl: self.upload_ttl.map(DurationValue),
+            },
+            storage: StorageConfig {
+                allow_referenced_blob_delete: self.allow_referenced_blob_delete.then_some(true),
+            },
+            retention: Vec::new(),
         }
     }
 }
@@ -195,10 +207,11 @@ impl ServeArgs {
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct GcPolicy {
     /// Never remove anything written, touched or linked more recently than this
-    /// (default 1h). [flag/env only]
+    /// (default 1h). [key: gc.grace]
     #[arg(long, env = "AIRDOCK_GC_GRACE", value_parser = parse_duration)]
     pub gc_grace: Option<Duration>,
     /// Let GC delete manifests no tag keeps (directly, as an index child or a referrer).
+    /// [key: gc.delete_untagged]
     #[arg(long, env = "AIRDOCK_GC_DELETE_UNTAGGED")]
     pub gc_delete_untagged: bool,
 }
@@ -208,6 +221,9 @@ pub struct GcArgs {
     /// The data dir to collect.
     #[arg(long, env = "AIRDOCK_DATA_DIR")]
     pub data_dir: PathBuf,
+    /// A configuration file whose `gc`, `uploads` and `retention` keys apply (flags win).
+    #[arg(long, env = "AIRDOCK_CONFIG")]
+    pub config: Option<PathBuf>,
     /// Report what would be removed without removing it.
     #[arg(long)]
     pub dry_run: bool,
@@ -235,14 +251,26 @@ pub const DEFAULT_GC_GRACE: Duration = Duration::from_secs(3600);
 pub const DEFAULT_UPLOAD_TTL: Duration = Duration::from_secs(24 * 3600);
 
 impl GcPolicy {
-    /// The storage options these flags (and an upload TTL flag) ask for, defaults filled in.
-    pub fn options(&self, upload_ttl: Option<Duration>) -> airdock_storage::GcOptions {
-        let ttl = upload_ttl.unwrap_or(DEFAULT_UPLOAD_TTL);
-        airdock_storage::GcOptions {
-            grace: self.gc_grace.unwrap_or(DEFAULT_GC_GRACE),
-            delete_untagged: self.gc_delete_untagged,
-            dry_run: false,
-            upload_ttl: (!ttl.is_zero()).then_some(ttl),
+    /// These flags as the `gc` keys of a [`Config`] (a flag cannot say "false": only a set
+    /// flag overrides the file).
+    pub fn to_config(&self, interval: Option<Duration>) -> GcConfig {
+        GcConfig {
+            interval: interval.map(DurationValue),
+            grace: self.gc_grace.map(DurationValue),
+            delete_untagged: self.gc_delete_untagged.then_some(true),
+        }
+    }
+}
+
+impl GcArgs {
+    /// The flags as a [`Config`] to overlay on the file.
+    pub fn to_config(&self) -> Config {
+        Config {
+            gc: self.gc.to_config(None),
+            uploads: UploadsConfig {
+                ttl: self.upload_ttl.map(DurationValue),
+            },
+            ..Config::default()
         }
     }
 }

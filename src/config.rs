@@ -6,9 +6,13 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use std::sync::Arc;
+
+use airdock_storage::{GcOptions, Retention};
 use serde::Deserialize;
 
 use crate::auth::policy::{Glob, Right};
+use crate::cli::{parse_duration, DEFAULT_GC_GRACE, DEFAULT_UPLOAD_TTL};
 
 /// Everything the file may hold. Unknown keys are errors, so a typo is never silently ignored.
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -22,6 +26,88 @@ pub struct Config {
     /// Rights rules; see [`AccessRule`].
     pub access: Vec<AccessRule>,
     pub limits: LimitsConfig,
+    pub gc: GcConfig,
+    pub uploads: UploadsConfig,
+    pub storage: StorageConfig,
+    /// Retention rules, applied by every GC run; see [`RetentionRule`].
+    pub retention: Vec<RetentionRule>,
+}
+
+/// A duration written like `90s`, `15m`, `6h`, `7d` (see [`parse_duration`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DurationValue(pub Duration);
+
+impl<'de> Deserialize<'de> for DurationValue {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<DurationValue, D::Error> {
+        // A bare number of seconds is accepted too, as on the command line.
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Secs(u64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Secs(n) => Ok(DurationValue(Duration::from_secs(n))),
+            Raw::Text(t) => parse_duration(&t)
+                .map(DurationValue)
+                .map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GcConfig {
+    /// Run GC this often while serving (default: never).
+    pub interval: Option<DurationValue>,
+    /// Never remove anything written, touched or linked more recently (default 1h).
+    pub grace: Option<DurationValue>,
+    /// Delete manifests no tag keeps.
+    pub delete_untagged: Option<bool>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UploadsConfig {
+    /// Upload sessions idle this long expire (default 24h; `0` = never).
+    pub ttl: Option<DurationValue>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// Let a blob delete remove a blob manifests still reference (Distribution's behaviour).
+    pub allow_referenced_blob_delete: Option<bool>,
+}
+
+/// One retention rule, for every repository matching one of `repos`: keep the newest
+/// `keep_newest` tags matching `tags` (default `*`; imgpkg's `sha256-….imgpkg` tags are never
+/// counted or dropped), and drop manifests no tag keeps once older than
+/// `untagged_older_than`. Rules apply independently; a tag any rule drops goes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionRule {
+    pub repos: Vec<Glob>,
+    #[serde(default)]
+    pub tags: Option<Glob>,
+    #[serde(default)]
+    pub keep_newest: Option<usize>,
+    #[serde(default)]
+    pub untagged_older_than: Option<DurationValue>,
+}
+
+impl RetentionRule {
+    fn to_storage(&self, i: usize) -> Retention {
+        let repos = self.repos.clone();
+        let tags = self.tags.clone();
+        Retention {
+            name: format!("retention[{i}]"),
+            repos: Arc::new(move |r: &str| repos.iter().any(|g| g.matches(r))),
+            tags: Arc::new(move |t: &str| tags.as_ref().is_none_or(|g| g.matches(t))),
+            keep_newest: self.keep_newest,
+            untagged_older_than: self.untagged_older_than.map(|d| d.0),
+        }
+    }
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -149,6 +235,20 @@ impl Config {
                 return Err(err("access.repos", "a rule names at least one glob".into()));
             }
         }
+        for rule in &self.retention {
+            if rule.repos.is_empty() {
+                return Err(err(
+                    "retention.repos",
+                    "a rule names at least one glob".into(),
+                ));
+            }
+            if rule.keep_newest.is_none() && rule.untagged_older_than.is_none() {
+                return Err(err(
+                    "retention.repos",
+                    "a rule needs keep_newest or untagged_older_than".into(),
+                ));
+            }
+        }
         if let Some(0) = self.auth.token_ttl_secs {
             return Err(err("auth.token_ttl_secs", "must be at least 1".into()));
         }
@@ -179,6 +279,11 @@ pub struct Settings {
     pub auth: AuthConfig,
     pub access: Vec<AccessRule>,
     pub limits: Limits,
+    /// What GC runs (timer, `POST /admin/v1/gc`) do by default, retention included.
+    pub gc: GcOptions,
+    /// Zero: no GC timer.
+    pub gc_interval: Duration,
+    pub allow_referenced_blob_delete: bool,
 }
 
 /// Default of `limits.max_open_uploads`.
@@ -251,10 +356,39 @@ impl Config {
         pick(&mut l.max_header_bytes, m.max_header_bytes);
         pick(&mut l.max_concurrent_uploads, m.max_concurrent_uploads);
         pick(&mut l.max_open_uploads, m.max_open_uploads);
+        pick(&mut self.gc.interval, other.gc.interval);
+        pick(&mut self.gc.grace, other.gc.grace);
+        pick(&mut self.gc.delete_untagged, other.gc.delete_untagged);
+        pick(&mut self.uploads.ttl, other.uploads.ttl);
+        pick(
+            &mut self.storage.allow_referenced_blob_delete,
+            other.storage.allow_referenced_blob_delete,
+        );
+        if !other.retention.is_empty() {
+            self.retention = other.retention;
+        }
         self
     }
 
+    /// The GC options these keys ask for, defaults filled in (not a dry run).
+    pub fn gc_options(&self) -> GcOptions {
+        let ttl = self.uploads.ttl.map_or(DEFAULT_UPLOAD_TTL, |d| d.0);
+        GcOptions {
+            grace: self.gc.grace.map_or(DEFAULT_GC_GRACE, |d| d.0),
+            delete_untagged: self.gc.delete_untagged.unwrap_or(false),
+            dry_run: false,
+            upload_ttl: (!ttl.is_zero()).then_some(ttl),
+            retention: self
+                .retention
+                .iter()
+                .enumerate()
+                .map(|(i, r)| r.to_storage(i))
+                .collect(),
+        }
+    }
+
     pub fn settings(self) -> Result<Settings, ConfigError> {
+        let gc = self.gc_options();
         let tls = match (self.tls.cert, self.tls.key) {
             (Some(c), Some(k)) => Some((c, k)),
             (None, None) => None,
@@ -266,6 +400,12 @@ impl Config {
             }
         };
         Ok(Settings {
+            gc,
+            gc_interval: self.gc.interval.map_or(Duration::ZERO, |d| d.0),
+            allow_referenced_blob_delete: self
+                .storage
+                .allow_referenced_blob_delete
+                .unwrap_or(false),
             addr: self
                 .addr
                 .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 5000))),
@@ -343,5 +483,51 @@ mod tests {
         assert_eq!(s.addr.port(), 2);
         assert!(s.sparse);
         assert_eq!(s.auth.mode, Some(AuthMode::Basic));
+    }
+
+    #[test]
+    fn retention_and_gc_keys() {
+        let text =
+            "gc:\n  interval: 6h\n  grace: 90\n  delete_untagged: true\nuploads:\n  ttl: 0\n\
+storage:\n  allow_referenced_blob_delete: true\nretention:\n  - repos: [\"team/**\"]\n    \
+tags: \"v*\"\n    keep_newest: 3\n    untagged_older_than: 7d\n";
+        let s = Config::parse(text)
+            .expect("parse")
+            .settings()
+            .expect("settings");
+        assert_eq!(s.gc_interval, Duration::from_secs(6 * 3600));
+        assert_eq!(s.gc.grace, Duration::from_secs(90));
+        assert!(s.gc.delete_untagged && s.allow_referenced_blob_delete);
+        assert_eq!(s.gc.upload_ttl, None);
+        let r = &s.gc.retention[0];
+        assert!((r.repos)("team/a/b") && !(r.repos)("other/a"));
+        assert!((r.tags)("v1.2") && !(r.tags)("latest"));
+        assert_eq!(r.keep_newest, Some(3));
+        assert_eq!(r.untagged_older_than, Some(Duration::from_secs(7 * 86400)));
+        // Flags win over the file.
+        let flags = Config {
+            gc: GcConfig {
+                grace: Some(DurationValue(Duration::from_secs(5))),
+                ..GcConfig::default()
+            },
+            ..Config::default()
+        };
+        let s = Config::parse(text).expect("parse").overlay(flags);
+        assert_eq!(s.gc_options().grace, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn bad_retention_names_line() {
+        let e = Config::parse("retention:\n  - repos: [a]\n    keep_newest: 2\n    older: 1d\n")
+            .expect_err("unknown key");
+        assert_eq!(e.location, Some(4), "{e}");
+        let e = Config::parse("gc:\n  grace: 2w\n").expect_err("bad duration");
+        assert_eq!(e.location, Some(2), "{e}");
+        let e = Config::parse("sparse: true\nretention:\n  - repos: [a]\n").expect_err("no action");
+        assert!(e.to_string().contains("keep_newest"), "{e}");
+        assert_eq!(e.location, Some(3), "{e}");
+        let e =
+            Config::parse("retention:\n  - repos: []\n    keep_newest: 1\n").expect_err("no repos");
+        assert!(e.to_string().contains("retention.repos"), "{e}");
     }
 }

@@ -89,6 +89,8 @@ pub fn app(state: AppState) -> Router {
             "/admin/v1/repositories/{*name}",
             delete(admin_gc::delete_repo),
         )
+        .route("/admin/v1/imports", get(admin_gc::list_imports))
+        .route("/admin/v1/imports/{id}", delete(admin_gc::delete_import))
         .route(
             "/token",
             get(auth::token_endpoint).post(|| async { axum::http::StatusCode::NOT_FOUND }),

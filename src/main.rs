@@ -120,8 +120,12 @@ fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
 }
 
 async fn run_gc(args: GcArgs) -> anyhow::Result<()> {
+    let file = match &args.config {
+        Some(path) => Config::load(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?,
+        None => Config::default(),
+    };
     let store = open_store(&args.data_dir).await?;
-    let mut opts = args.gc.options(args.upload_ttl);
+    let mut opts = file.overlay(args.to_config()).gc_options();
     opts.dry_run = args.dry_run;
     let report = store.gc(&opts).await.context("gc")?;
     print_json(&report)
@@ -169,12 +173,12 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
     state
         .store
         .set_max_open_uploads(settings.limits.max_open_uploads);
-    state.allow_referenced_blob_delete = args.allow_referenced_blob_delete;
-    state.gc = args.gc.options(args.upload_ttl);
+    state.allow_referenced_blob_delete = settings.allow_referenced_blob_delete;
+    state.gc = settings.gc.clone();
     airdock::admin_gc::spawn_background(
         state.store.clone(),
         state.gc.clone(),
-        args.gc_interval.unwrap_or_default(),
+        settings.gc_interval,
     );
     let listener = TcpListener::bind(settings.addr)
         .await

@@ -149,7 +149,12 @@ fn import_error(repo: &RepoName, e: &ImportError) -> Response {
     let status = StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
     if status.is_server_error() {
         tracing::error!(repository = %repo, error = %e, "imgpkg import failed");
-        return error(status, e.code(), "internal error", serde_json::Value::Null);
+        let message = if status == StatusCode::INSUFFICIENT_STORAGE {
+            "storage full"
+        } else {
+            "internal error"
+        };
+        return error(status, e.code(), message, serde_json::Value::Null);
     }
     tracing::warn!(repository = %repo, error = %e, "imgpkg import refused");
     let detail = json!({"entry": e.entry, "repository": repo.as_str()});

@@ -24,7 +24,8 @@ use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncReadExt, BufReader, ReadBuf};
 
 use airdock_storage::{
-    Digest, Ingested, ManifestRecord, Pin as BlobPin, RepoName, Store, StoreError, Tag, Txn,
+    Digest, ImportRecord, ImportedTag, Ingested, ManifestRecord, Pin as BlobPin, RepoName, Store,
+    StoreError, Tag, Txn,
 };
 
 use super::gzip::{self, Compression, GzipDecoder, InflateLimitExceeded, InflateLimits};
@@ -80,6 +81,8 @@ pub enum ErrorKind {
     Interrupted,
     /// The store failed; not the client's fault.
     Storage,
+    /// The disk is full: 507, as for a push, so a client can tell "free space and retry".
+    StorageFull,
 }
 
 /// A failed import: kind, the tar entry concerned (if any) and a message for humans.
@@ -111,7 +114,7 @@ impl ImportError {
             ErrorKind::TooLarge => "SIZE_INVALID",
             ErrorKind::Unsupported => "UNSUPPORTED",
             ErrorKind::Interrupted => "BLOB_UPLOAD_INVALID",
-            ErrorKind::Storage => "UNKNOWN",
+            ErrorKind::Storage | ErrorKind::StorageFull => "UNKNOWN",
         }
     }
 
@@ -121,6 +124,7 @@ impl ImportError {
             ErrorKind::TooLarge => 413,
             ErrorKind::Unsupported => 415,
             ErrorKind::Storage => 500,
+            ErrorKind::StorageFull => 507,
             _ => 400,
         }
     }
@@ -164,6 +168,8 @@ pub struct BlobReport {
 /// The import's JSON report.
 #[derive(Clone, Debug, Serialize)]
 pub struct ImportReport {
+    /// The id of the import record (`GET /admin/v1/imports`, `DELETE …/imports/<id>`).
+    pub import_id: String,
     pub repository: String,
     pub root_bundle: Option<RootBundle>,
     pub images: Vec<ImageReport>,
@@ -501,6 +507,8 @@ fn storage_err(what: &str, e: StoreError) -> ImportError {
             StoreError::TooLarge(_) => ErrorKind::TooLarge,
             _ => ErrorKind::Manifest,
         }
+    } else if matches!(&e, StoreError::Io(io) if io.kind() == std::io::ErrorKind::StorageFull) {
+        ErrorKind::StorageFull
     } else {
         ErrorKind::Storage
     };
@@ -927,6 +935,9 @@ async fn commit(
     opts: &ImportOptions,
 ) -> Result<ImportReport, ImportError> {
     let mut txn = Txn::new();
+    // Written in the same transaction as the manifests and tags, so the record exists
+    // exactly when they do (a kill -9 leaves both or neither).
+    let mut record = ImportRecord::new(repo.clone());
     let mut linked = HashSet::new();
     for d in &staged.txn_links {
         if linked.insert(d.clone()) {
@@ -936,15 +947,16 @@ async fn commit(
     let mut images: Vec<ImageReport> = Vec::new();
     let top_digests: HashSet<&Digest> = set.items.iter().map(|t| t.item.digest()).collect();
     for m in set.manifests() {
-        let record =
-            ManifestRecord::parse(m.digest.clone(), m.media_type, m.bytes).map_err(|e| {
+        let manifest_record = ManifestRecord::parse(m.digest.clone(), m.media_type, m.bytes)
+            .map_err(|e| {
                 ImportError::new(
                     ErrorKind::Manifest,
                     Some("manifest.json"),
                     format!("manifest {}: {e}", m.digest),
                 )
             })?;
-        txn.put_manifest(repo.clone(), record);
+        record.manifests.push(m.digest.clone());
+        txn.put_manifest(repo.clone(), manifest_record);
         if !top_digests.contains(m.digest) {
             images.push(ImageReport {
                 original_ref: None,
@@ -963,7 +975,7 @@ async fn commit(
             continue;
         }
         let t = names::imgpkg_tag(d);
-        txn.tag(repo.clone(), tag(&t)?, d.clone());
+        tag_in(&mut txn, &mut record, repo, &t, d)?;
         top_reports.insert(d.clone(), images.len());
         images.push(ImageReport {
             original_ref: Some(top.orig_ref.clone()),
@@ -975,16 +987,17 @@ async fn commit(
     }
     for (bundle, loc) in &staged.locations {
         let digest = &loc.manifest_digest;
-        let record =
+        let manifest_record =
             ManifestRecord::parse(digest.clone(), manifest::DOCKER_MANIFEST, &loc.manifest)
                 .map_err(|e| storage_err("ImageLocations manifest", e))?;
-        txn.put_manifest(repo.clone(), record);
+        record.manifests.push(digest.clone());
+        txn.put_manifest(repo.clone(), manifest_record);
         let tags = vec![
             names::locations_tag(bundle),
             names::imgpkg_tag(&loc.manifest_digest),
         ];
         for t in &tags {
-            txn.tag(repo.clone(), tag(t)?, digest.clone());
+            tag_in(&mut txn, &mut record, repo, t, digest)?;
         }
         images.push(ImageReport {
             original_ref: None,
@@ -997,7 +1010,7 @@ async fn commit(
     for top in &set.items {
         if let Some(t) = &top.tag {
             let d = top.item.digest();
-            txn.tag(repo.clone(), tag(t)?, d.clone());
+            tag_in(&mut txn, &mut record, repo, t, d)?;
             if let Some(&i) = top_reports.get(d) {
                 if !images[i].tags.contains(t) {
                     images[i].tags.push(t.clone());
@@ -1006,6 +1019,8 @@ async fn commit(
         }
     }
 
+    let import_id = record.id.clone();
+    txn.record_import(record);
     store
         .commit(txn)
         .await
@@ -1021,6 +1036,7 @@ async fn commit(
         _ => None,
     };
     Ok(ImportReport {
+        import_id,
         repository: repo.to_string(),
         root_bundle,
         images,
@@ -1030,6 +1046,23 @@ async fn commit(
         seconds: 0.0,
         images_yml,
     })
+}
+
+/// Sets tag `t` → `d` in `txn` and notes it in the import record.
+fn tag_in(
+    txn: &mut Txn,
+    record: &mut ImportRecord,
+    repo: &RepoName,
+    t: &str,
+    d: &Digest,
+) -> Result<(), ImportError> {
+    let t = tag(t)?;
+    record.tags.push(ImportedTag {
+        tag: t.clone(),
+        digest: d.clone(),
+    });
+    txn.tag(repo.clone(), t, d.clone());
+    Ok(())
 }
 
 #[cfg(test)]

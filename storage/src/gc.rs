@@ -43,8 +43,9 @@ use serde::Serialize;
 
 use crate::meta::{Op, Repo, State};
 use crate::pins::Pins;
+use crate::retention::{self, Retention};
 use crate::uploads::{self, Taken};
-use crate::{layout, Digest, RepoName, Store, StoreError, Txn, UploadId};
+use crate::{layout, Digest, RepoName, Store, StoreError, Tag, Txn, UploadId};
 
 /// Files are deleted in batches of this many per hold of the journal lock, so pushes wait
 /// at most one batch for GC.
@@ -61,6 +62,8 @@ pub struct GcOptions {
     pub dry_run: bool,
     /// Also expire upload sessions idle for longer than this.
     pub upload_ttl: Option<Duration>,
+    /// Retention rules applied in the metadata step (see `retention`).
+    pub retention: Vec<Retention>,
 }
 
 impl Default for GcOptions {
@@ -70,6 +73,7 @@ impl Default for GcOptions {
             delete_untagged: false,
             dry_run: false,
             upload_ttl: None,
+            retention: Vec::new(),
         }
     }
 }
@@ -80,10 +84,18 @@ pub struct RepoDigest {
     pub digest: Digest,
 }
 
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+pub struct RepoTag {
+    pub repo: RepoName,
+    pub tag: Tag,
+}
+
 /// What a GC run removed (or, dry, would remove).
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct GcReport {
     pub dry_run: bool,
+    /// Tags retention rules dropped.
+    pub tags_dropped: Vec<RepoTag>,
     pub manifests_deleted: Vec<RepoDigest>,
     /// Repository links to blobs no kept manifest of that repository references.
     pub links_dropped: u64,
@@ -137,15 +149,27 @@ impl Store {
 
         // 2. Metadata: untagged manifests (if asked) and links nothing references.
         let mut locked = self.inner.meta.lock().await;
-        let (txn, dropped_links, dropped_manifests) = {
+        let now = SystemTime::now();
+        let (txn, dropped_links, dropped_manifests, dropped_tags) = {
             // A snapshot suffices here: a writer pinning later also links or commits under
             // the journal lock, after this plan is applied, and so sees its effect.
             let pinned: HashSet<Digest> = self.inner.pins.lock().keys().cloned().collect();
             let state = locked.state();
-            plan(&state, opts.delete_untagged, |d| {
-                pinned.contains(d) || !still_old(d)
-            })
+            let younger_than = |d: &Digest, age: Duration| {
+                let cut = now.checked_sub(age).unwrap_or(SystemTime::UNIX_EPOCH);
+                mtime(&layout::blob_path(root, d)).is_none_or(|t| t > cut)
+            };
+            plan(
+                &state,
+                opts,
+                |d| pinned.contains(d) || !still_old(d),
+                younger_than,
+            )
         };
+        report.tags_dropped = dropped_tags;
+        report.tags_dropped.sort_by(|a, b| {
+            (a.repo.as_str(), a.tag.as_str()).cmp(&(b.repo.as_str(), b.tag.as_str()))
+        });
         report.links_dropped = dropped_links.len() as u64;
         report.manifests_deleted = dropped_manifests.iter().cloned().collect();
         report.manifests_deleted.sort_by(|a, b| {
@@ -202,6 +226,7 @@ impl Store {
         report.elapsed_ms = started.elapsed().as_millis() as u64;
         tracing::info!(
             dry_run = report.dry_run,
+            tags = report.tags_dropped.len(),
             manifests = report.manifests_deleted.len(),
             links = report.links_dropped,
             blobs = report.blobs_deleted,
@@ -272,18 +297,71 @@ impl Store {
     }
 }
 
-/// Decide the metadata half of a GC: which manifests and links to drop. `protected` says
-/// whether a digest is pinned or too young to remove.
+/// How a GC treats manifests no tag keeps, in one repository.
+#[derive(Clone, Copy)]
+enum Untagged {
+    Keep,
+    /// Past the grace window (`delete_untagged`).
+    Delete,
+    /// Once their bytes were last written this long ago (a retention rule).
+    OlderThan(Duration),
+}
+
+/// Decide the metadata half of a GC: which tags (retention), manifests and links to drop.
+/// `protected` says whether a digest is pinned or inside the grace window; `younger_than`
+/// whether a manifest's bytes were written more recently than a given age.
 fn plan(
     state: &State,
-    delete_untagged: bool,
+    opts: &GcOptions,
     protected: impl Fn(&Digest) -> bool,
-) -> (Txn, HashSet<RepoDigest>, HashSet<RepoDigest>) {
+    younger_than: impl Fn(&Digest, Duration) -> bool,
+) -> (Txn, HashSet<RepoDigest>, HashSet<RepoDigest>, Vec<RepoTag>) {
     let mut txn = Txn::new();
     let mut links = HashSet::new();
     let mut manifests = HashSet::new();
+    let mut tags = Vec::new();
     for (name, repo) in &state.repos {
-        let kept = kept_manifests(repo, delete_untagged, &protected);
+        let rules: Vec<&Retention> = opts
+            .retention
+            .iter()
+            .filter(|r| (r.repos)(name.as_str()))
+            .collect();
+        let dropped = retention::tags_to_drop(repo, &rules);
+        for t in &dropped {
+            txn.push(Op::Untag {
+                repo: name.clone(),
+                tag: (*t).clone(),
+            });
+            tags.push(RepoTag {
+                repo: name.clone(),
+                tag: (*t).clone(),
+            });
+        }
+        let untagged = match rules.iter().filter_map(|r| r.untagged_older_than).min() {
+            _ if opts.delete_untagged => Untagged::Delete,
+            Some(age) => Untagged::OlderThan(age),
+            None => Untagged::Keep,
+        };
+        // An import some tag of which still points where it set it keeps everything it
+        // brought: that is how a kept bundle keeps the images it lists.
+        let mut import_kept: Vec<&Digest> = Vec::new();
+        for (_, r) in state
+            .imports
+            .values()
+            .filter(|(_, r)| r.repository == *name)
+        {
+            let alive = r
+                .tags
+                .iter()
+                .any(|t| !dropped.contains(&t.tag) && repo.tags.get(&t.tag) == Some(&t.digest));
+            if alive {
+                import_kept.extend(r.manifests.iter());
+            }
+        }
+        let keep = |d: &Digest| {
+            protected(d) || matches!(untagged, Untagged::OlderThan(age) if younger_than(d, age))
+        };
+        let kept = kept_manifests(repo, untagged, &dropped, import_kept, &keep);
         for d in repo.manifests.keys().filter(|d| !kept.contains(*d)) {
             txn.push(Op::Unmanifest {
                 repo: name.clone(),
@@ -312,21 +390,30 @@ fn plan(
             }
         }
     }
-    (txn, links, manifests)
+    (txn, links, manifests, tags)
 }
 
-/// The manifests of `repo` a GC keeps: all of them, or (deleting untagged ones) those a
-/// tag or protection reaches through index children and referrers.
+/// The manifests of `repo` a GC keeps: all of them, or (removing untagged ones) those a
+/// remaining tag, an alive import or protection reaches through index children and
+/// referrers.
 fn kept_manifests<'a>(
     repo: &'a Repo,
-    delete_untagged: bool,
+    untagged: Untagged,
+    dropped_tags: &HashSet<&Tag>,
+    import_kept: Vec<&'a Digest>,
     protected: &impl Fn(&Digest) -> bool,
 ) -> HashSet<&'a Digest> {
-    if !delete_untagged {
+    if matches!(untagged, Untagged::Keep) {
         return repo.manifests.keys().collect();
     }
     let mut kept = HashSet::new();
-    let mut queue: Vec<&Digest> = repo.tags.values().collect();
+    let mut queue: Vec<&Digest> = repo
+        .tags
+        .iter()
+        .filter(|(t, _)| !dropped_tags.contains(t))
+        .map(|(_, d)| d)
+        .collect();
+    queue.extend(import_kept);
     queue.extend(repo.manifests.keys().filter(|d| protected(d)));
     while let Some(d) = queue.pop() {
         let Some((key, m)) = repo.manifests.get_key_value(d) else {
@@ -855,5 +942,90 @@ mod tests {
         }
         let report = s.fsck(false).await.expect("fsck");
         assert!(report.clean, "{report:?}");
+    }
+
+    fn tag_at(repo: &RepoName, t: &str, d: &Digest, at: Option<u64>) -> Op {
+        Op::Tag {
+            repo: repo.clone(),
+            tag: Tag::parse(t).expect("tag"),
+            digest: d.clone(),
+            at,
+        }
+    }
+
+    #[tokio::test]
+    async fn retention_keeps_newest_tags_and_what_bundles_and_imports_keep() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = Store::open(dir.path()).await.expect("open");
+        let repo = name("team/app");
+        let other = name("other/app");
+        let mut d = Vec::new();
+        for seed in [
+            "old", "mid", "new", "legacy", "bundled", "imported", "loose",
+        ] {
+            d.push(push_image(&s, &repo, seed, None).await);
+        }
+        push_image(&s, &other, "x", Some("x1")).await;
+        push_image(&s, &other, "y", Some("x2")).await;
+        let imgpkg = format!("sha256-{}.imgpkg", d[4].hex());
+        let mut txn = Txn::new();
+        txn.push(tag_at(&repo, "v-old", &d[0], Some(100)));
+        txn.push(tag_at(&repo, "v-mid", &d[1], Some(200)));
+        txn.push(tag_at(&repo, "v-new", &d[2], Some(300)));
+        // As a journal written before tags had times: counts as oldest.
+        txn.push(tag_at(&repo, "v-legacy", &d[3], None));
+        // imgpkg's tag: never counted nor dropped, keeps its bundle.
+        txn.push(tag_at(&repo, &imgpkg, &d[4], Some(1)));
+        txn.push(tag_at(&repo, "v-bundle", &d[4], Some(50)));
+        // An import whose tag is alive keeps every manifest it brought (d[5] is untagged).
+        let mut rec = crate::ImportRecord::new(repo.clone());
+        rec.manifests = vec![d[4].clone(), d[5].clone()];
+        rec.tags = vec![crate::ImportedTag {
+            tag: Tag::parse(&imgpkg).expect("t"),
+            digest: d[4].clone(),
+        }];
+        txn.record_import(rec);
+        s.commit(txn).await.expect("commit");
+        age_everything(dir.path());
+        let rule = Retention {
+            name: "test".into(),
+            repos: Arc::new(|r: &str| r.starts_with("team/")),
+            tags: Arc::new(|t: &str| t.starts_with("v-")),
+            keep_newest: Some(2),
+            untagged_older_than: Some(Duration::from_secs(60)),
+        };
+        let o = GcOptions {
+            grace: Duration::ZERO,
+            retention: vec![rule],
+            ..GcOptions::default()
+        };
+        let r = s.gc(&o).await.expect("gc");
+        let dropped: Vec<&str> = r.tags_dropped.iter().map(|t| t.tag.as_str()).collect();
+        assert_eq!(dropped, ["v-bundle", "v-legacy", "v-old"], "{r:?}");
+        let tags = s.tags(&repo, None, None).expect("tags").items;
+        assert_eq!(tags, [imgpkg.as_str(), "v-mid", "v-new"]);
+        let gone: HashSet<&Digest> = r.manifests_deleted.iter().map(|m| &m.digest).collect();
+        assert_eq!(gone, HashSet::from([&d[0], &d[3], &d[6]]), "{r:?}");
+        for kept in [&d[1], &d[2], &d[4], &d[5]] {
+            assert!(s.repo_has_manifest(&repo, kept));
+        }
+        // The rule's repositories only.
+        assert_eq!(s.tags(&other, None, None).expect("t").items, ["x1", "x2"]);
+        assert!(s.fsck(false).await.expect("fsck").clean);
+        // Tag times survive a restart (the journal, compacted or not).
+        drop(s);
+        let s = Store::open(dir.path()).await.expect("reopen");
+        let again = s.gc(&o).await.expect("gc");
+        assert!(again.tags_dropped.is_empty(), "{again:?}");
+    }
+
+    #[test]
+    fn a_tag_op_without_a_time_still_loads() {
+        let json = format!(
+            r#"{{"op":"tag","repo":"a/b","tag":"t","digest":"{}"}}"#,
+            sha(b"x")
+        );
+        let op: Op = serde_json::from_str(&json).expect("old op");
+        assert!(matches!(op, Op::Tag { at: None, .. }));
     }
 }

@@ -7,11 +7,13 @@ mod digest;
 mod error;
 mod fsck;
 mod gc;
+mod imports;
 pub mod layout;
 mod manifest;
 mod meta;
 mod names;
 mod pins;
+mod retention;
 mod uploads;
 
 use std::fs::{self, File};
@@ -25,7 +27,8 @@ pub use blobs::{read_range, Ingested};
 pub use digest::{Algorithm, Digest, Hasher};
 pub use error::StoreError;
 pub use fsck::{FsckProblem, FsckReport};
-pub use gc::{GcOptions, GcReport, RepoDigest};
+pub use gc::{GcOptions, GcReport, RepoDigest, RepoTag};
+pub use imports::{ImportRecord, ImportRemoval, ImportedTag};
 pub use manifest::{
     Descriptor, ManifestRecord, DOCKER_LIST, DOCKER_MANIFEST, MAX_MANIFEST_BYTES, OCI_INDEX,
     OCI_MANIFEST,
@@ -33,6 +36,7 @@ pub use manifest::{
 pub use meta::Txn;
 pub use names::{Reference, RepoName, Tag};
 pub use pins::Pin;
+pub use retention::{is_imgpkg_tag, Matcher, Retention};
 pub use uploads::UploadId;
 
 use meta::{Meta, Op};
@@ -851,6 +855,14 @@ impl Store {
                     repo: repo.clone(),
                     digest: digest.clone(),
                 });
+            }
+            // Its import records would only name what is gone.
+            for (_, r) in state
+                .imports
+                .values()
+                .filter(|(_, r)| r.repository == *repo)
+            {
+                txn.push(Op::Unimport { id: r.id.clone() });
             }
         }
         locked.commit(txn, |_| true).await

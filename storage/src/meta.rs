@@ -11,6 +11,7 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use serde::{Deserialize, Serialize};
 
+use crate::imports::ImportRecord;
 use crate::{layout, Algorithm, Digest, ManifestRecord, RepoName, StoreError, Tag};
 
 /// One change to repository metadata. Every op sets or clears one key, so replaying a
@@ -38,10 +39,21 @@ pub(crate) enum Op {
         repo: RepoName,
         tag: Tag,
         digest: Digest,
+        /// When the tag was set (seconds since the epoch), for retention's "newest N".
+        /// Journals written before it existed have none; such tags count as oldest.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        at: Option<u64>,
     },
     Untag {
         repo: RepoName,
         tag: Tag,
+    },
+    /// What one import brought; keyed by its id, so replaying it again changes nothing.
+    Import {
+        record: ImportRecord,
+    },
+    Unimport {
+        id: String,
     },
 }
 
@@ -78,7 +90,18 @@ impl Txn {
     }
 
     pub fn tag(&mut self, repo: RepoName, tag: Tag, digest: Digest) -> &mut Txn {
-        self.ops.push(Op::Tag { repo, tag, digest });
+        self.ops.push(Op::Tag {
+            repo,
+            tag,
+            digest,
+            at: Some(crate::imports::unix_now()),
+        });
+        self
+    }
+
+    /// Record what this transaction's import brought (see `ImportRecord`).
+    pub fn record_import(&mut self, record: ImportRecord) -> &mut Txn {
+        self.ops.push(Op::Import { record });
         self
     }
 
@@ -96,6 +119,8 @@ pub(crate) struct Repo {
     pub blobs: HashSet<Digest>,
     pub manifests: HashMap<Digest, Arc<ManifestRecord>>,
     pub tags: BTreeMap<Tag, Digest>,
+    /// When each tag was last set, where the journal says (see `Op::Tag::at`).
+    pub tag_times: HashMap<Tag, u64>,
     /// subject digest → manifests in this repository whose `subject` is it
     pub referrers: HashMap<Digest, BTreeSet<Digest>>,
 }
@@ -103,6 +128,10 @@ pub(crate) struct Repo {
 #[derive(Default)]
 pub(crate) struct State {
     pub repos: BTreeMap<RepoName, Repo>,
+    /// import id → (journal order, what that import brought). The order breaks ties of
+    /// `time`, which has a resolution of one second.
+    pub imports: BTreeMap<String, (u64, ImportRecord)>,
+    next_import: u64,
 }
 
 impl Repo {
@@ -162,15 +191,39 @@ impl State {
                     }
                     // A tag never outlives its manifest.
                     r.tags.retain(|_, d| *d != digest);
+                    let tags = &r.tags;
+                    r.tag_times.retain(|t, _| tags.contains_key(t));
                 }
             }
-            Op::Tag { repo, tag, digest } => {
-                self.repos.entry(repo).or_default().tags.insert(tag, digest);
+            Op::Tag {
+                repo,
+                tag,
+                digest,
+                at,
+            } => {
+                let r = self.repos.entry(repo).or_default();
+                match at {
+                    Some(t) => r.tag_times.insert(tag.clone(), t),
+                    None => r.tag_times.remove(&tag),
+                };
+                r.tags.insert(tag, digest);
             }
             Op::Untag { repo, tag } => {
                 if let Some(r) = self.repos.get_mut(&repo) {
                     r.tags.remove(&tag);
+                    r.tag_times.remove(&tag);
                 }
+            }
+            Op::Import { record } => {
+                // A replayed record keeps its first position.
+                if !self.imports.contains_key(&record.id) {
+                    self.next_import += 1;
+                    self.imports
+                        .insert(record.id.clone(), (self.next_import, record));
+                }
+            }
+            Op::Unimport { id } => {
+                self.imports.remove(&id);
             }
         }
     }
@@ -223,7 +276,11 @@ impl State {
                         return Err(StoreError::ManifestUnknown(digest.to_string()));
                     }
                 }
-                Op::Unlink { .. } | Op::Unmanifest { .. } | Op::Untag { .. } => {}
+                Op::Unlink { .. }
+                | Op::Unmanifest { .. }
+                | Op::Untag { .. }
+                | Op::Import { .. }
+                | Op::Unimport { .. } => {}
             }
         }
         Ok(())
@@ -448,8 +505,22 @@ impl Meta {
                         repo: name.clone(),
                         tag: t.clone(),
                         digest: d.clone(),
+                        at: repo.tag_times.get(t).copied(),
                     });
                 }
+                let json = serde_json::to_vec(&Record { ops }).map_err(io::Error::other)?;
+                out.extend_from_slice(checksum(&json).as_bytes());
+                out.push(b' ');
+                out.extend_from_slice(&json);
+                out.push(b'\n');
+            }
+            if !state.imports.is_empty() {
+                let mut records: Vec<&(u64, ImportRecord)> = state.imports.values().collect();
+                records.sort_by_key(|(seq, _)| *seq);
+                let ops = records
+                    .into_iter()
+                    .map(|(_, r)| Op::Import { record: r.clone() })
+                    .collect();
                 let json = serde_json::to_vec(&Record { ops }).map_err(io::Error::other)?;
                 out.extend_from_slice(checksum(&json).as_bytes());
                 out.push(b' ');

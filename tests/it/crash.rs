@@ -1,6 +1,7 @@
-//! kill -9 at random instants while pushes (monolithic and chunked), deletes and a GC run:
-//! after every kill `airdock fsck` is clean and every image whose push was acknowledged
-//! pulls back byte for byte.
+//! kill -9 at random instants while pushes (monolithic and chunked), imgpkg imports, deletes
+//! and a GC run: after every kill `airdock fsck` is clean, every image whose push was
+//! acknowledged pulls back byte for byte, and every import is there whole (tags, manifests,
+//! blobs and its import record) or not at all.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -10,6 +11,7 @@ use std::time::{Duration, Instant};
 use reqwest::StatusCode;
 
 use crate::images::{client, fsck, make_image, push_image, verify_image, Image, Rng};
+use crate::imgpkg::{assert_blobs_servable, fixture_tar, get_manifest, tag_map};
 use crate::support::Server;
 
 const TOKEN: &str = "crash-test-token";
@@ -53,10 +55,75 @@ impl Drop for Counted {
     }
 }
 
+async fn post_import(c: &reqwest::Client, base: &str, repo: &str, tar: Vec<u8>) -> bool {
+    c.post(format!("{base}/admin/v1/import?repository={repo}"))
+        .bearer_auth(TOKEN)
+        .body(tar)
+        .send()
+        .await
+        .is_ok_and(|r| r.status() == StatusCode::CREATED)
+}
+
+/// Import records of `repo`.
+async fn import_records(s: &Server, repo: &str) -> usize {
+    let v: serde_json::Value = reqwest::Client::new()
+        .get(s.url(&format!("/admin/v1/imports?repository={repo}")))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .expect("list imports")
+        .json()
+        .await
+        .expect("json");
+    v["imports"].as_array().map_or(0, Vec::len)
+}
+
+/// All or nothing: `repo` has no tag and no record, or all `whole` tags, one record, and
+/// every tagged manifest with its blobs. An acknowledged import must be there.
+async fn check_import(s: &Server, repo: &str, acked: bool, whole: usize, it: usize) -> bool {
+    let tags = tag_map(s, repo).await;
+    let records = import_records(s, repo).await;
+    if tags.is_empty() {
+        assert!(
+            !acked,
+            "iteration {it}: acknowledged import into {repo} lost"
+        );
+        assert_eq!(records, 0, "iteration {it}: a record without its import");
+        return false;
+    }
+    assert_eq!(
+        tags.len(),
+        whole,
+        "iteration {it}: a partial import into {repo}: {tags:?}"
+    );
+    assert_eq!(
+        records, 1,
+        "iteration {it}: import into {repo} without its record"
+    );
+    for t in tags.keys() {
+        let (_, bytes) = get_manifest(s, repo, t).await;
+        assert_blobs_servable(s, repo, t, &bytes).await;
+    }
+    true
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_at_random_instants_loses_no_acknowledged_push() {
     let n = iterations();
     let mut s = Server::start_with_args(&["--admin-token", TOKEN]);
+    // One whole import first: how many tags a whole one leaves.
+    let tar = fixture_tar("platform-bundle");
+    assert!(
+        post_import(
+            &client(Duration::from_secs(10)),
+            &s.base_url(),
+            "crash/whole",
+            tar.clone()
+        )
+        .await
+    );
+    let whole = tag_map(&s, "crash/whole").await.len();
+    let mut imports_seen = 0usize;
     let mut rng = Rng::seeded();
     let mut acked: Vec<Image> = Vec::new();
     let mut total_acked = 0usize;
@@ -87,6 +154,21 @@ async fn kill_9_at_random_instants_loses_no_acknowledged_push() {
                 let _counted = counted;
                 if push_image(&c, &base, &img, w % 2 == 1).await.is_ok() {
                     landed.lock().expect("lock").push(img);
+                }
+            });
+        }
+        // Every other iteration, an import into a repository of its own.
+        let import_repo = format!("crash/imp{it}");
+        let import_acked = Arc::new(AtomicUsize::new(0));
+        let importing = rng.below(2) == 0;
+        if importing {
+            let (c, base, repo, tar) = (c.clone(), base.clone(), import_repo.clone(), tar.clone());
+            let done = Arc::clone(&import_acked);
+            let counted = Counted::new(&pushing);
+            spawn_counted(&mut tasks, &pending, async move {
+                let _counted = counted;
+                if post_import(&c, &base, &repo, tar).await {
+                    done.store(1, Ordering::SeqCst);
                 }
             });
         }
@@ -134,6 +216,12 @@ async fn kill_9_at_random_instants_loses_no_acknowledged_push() {
             "iteration {it}: fsck after kill -9 is not clean:\n{report}"
         );
         s.restart();
+        if importing {
+            let acked = import_acked.load(Ordering::SeqCst) == 1;
+            if check_import(&s, &import_repo, acked, whole, it).await {
+                imports_seen += 1;
+            }
+        }
         let c = client(Duration::from_secs(10));
         let base = s.base_url();
         let landed = std::mem::take(&mut *landed.lock().expect("lock"));
@@ -165,10 +253,11 @@ async fn kill_9_at_random_instants_loses_no_acknowledged_push() {
         }
     }
     eprintln!(
-        "{n} kills in {:?}: {total_acked} images acknowledged, {} still held, {killed_mid_push} kills with requests in flight",
+        "{n} kills in {:?}: {total_acked} images acknowledged, {} still held, {imports_seen} imports whole, {killed_mid_push} kills with requests in flight",
         started.elapsed(),
         acked.len()
     );
+    assert!(imports_seen > 0, "no import ever completed before a kill");
     assert!(
         total_acked >= n / 4,
         "too few pushes got through ({total_acked}) for the test to mean much"

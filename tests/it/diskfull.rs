@@ -1,5 +1,6 @@
-//! A full disk: on a small tmpfs the test mounts, writes fail with a clean 507, nothing
-//! stored is damaged (also across a kill -9), and pushes work again once space is freed.
+//! A full disk: on a small tmpfs the test mounts, pushes and imports fail with a clean 507,
+//! nothing stored is damaged and no part of an import shows (also across a kill -9), and
+//! pushes and imports work again once space is freed.
 //! Needs root to mount; it fails loudly rather than skip when it cannot.
 
 use std::io::Write;
@@ -13,7 +14,33 @@ use crate::images::{
     client, fsck, make_image, push_blob_chunked, push_blob_monolithic, push_image, verify_image,
     Failed,
 };
+use crate::imgpkg::{fixture_tar, tag_map, TOKEN};
 use crate::support::{scratch_dir, Server};
+
+async fn import(c: &reqwest::Client, s: &Server, repo: &str) -> (StatusCode, String) {
+    let r = c
+        .post(s.url(&format!("/admin/v1/import?repository={repo}")))
+        .bearer_auth(TOKEN)
+        .body(fixture_tar("platform-bundle"))
+        .send()
+        .await
+        .expect("import");
+    let status = r.status();
+    (status, r.text().await.unwrap_or_default())
+}
+
+async fn import_records(c: &reqwest::Client, s: &Server) -> usize {
+    let v: serde_json::Value = c
+        .get(s.url("/admin/v1/imports"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .expect("imports")
+        .json()
+        .await
+        .expect("json");
+    v["imports"].as_array().map_or(0, Vec::len)
+}
 
 /// A tmpfs of `size`, unmounted on drop.
 struct Tmpfs {
@@ -88,7 +115,7 @@ async fn disk_full_fails_cleanly_and_recovers() {
         .prefix("data-")
         .tempdir_in(fs.path())
         .expect("data dir");
-    let mut s = Server::start_in(data, &[]);
+    let mut s = Server::start_in(data, &["--admin-token", TOKEN]);
     let c = client(Duration::from_secs(30));
     let good = make_image("full/app", "good", 1, 256 << 10);
     push_image(&c, &s.base_url(), &good, true)
@@ -128,6 +155,11 @@ async fn disk_full_fails_cleanly_and_recovers() {
     verify_image(&c, &base, &good)
         .await
         .expect("stored image intact while full");
+    // An import on a full disk: 507, and nothing of it visible.
+    let (status, body) = import(&c, &s, "full/bundle").await;
+    assert_eq!(status, StatusCode::INSUFFICIENT_STORAGE, "{body}");
+    assert!(tag_map(&s, "full/bundle").await.is_empty());
+    assert_eq!(import_records(&c, &s).await, 0);
     // Killed while full: it starts again and nothing is lost.
     s.restart();
     // A new client: pooled connections died with the old process.
@@ -135,6 +167,7 @@ async fn disk_full_fails_cleanly_and_recovers() {
     verify_image(&c, &s.base_url(), &good)
         .await
         .expect("intact after kill -9 while full");
+    assert!(tag_map(&s, "full/bundle").await.is_empty());
 
     std::fs::remove_file(filler).expect("free space");
     push_image(&c, &s.base_url(), &big, false)
@@ -142,6 +175,14 @@ async fn disk_full_fails_cleanly_and_recovers() {
         .expect("push after space freed");
     verify_image(&c, &s.base_url(), &big).await.expect("big");
     verify_image(&c, &s.base_url(), &good).await.expect("good");
+    let (status, body) = import(&c, &s, "full/bundle").await;
+    assert_eq!(
+        status,
+        StatusCode::CREATED,
+        "import after space freed: {body}"
+    );
+    assert!(!tag_map(&s, "full/bundle").await.is_empty());
+    assert_eq!(import_records(&c, &s).await, 1);
     s.kill();
     let (clean, report) = fsck(s.data_dir(), false);
     assert!(clean, "{report}");

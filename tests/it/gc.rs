@@ -441,3 +441,76 @@ async fn index_delete_cascades_only_when_asked_and_blob_delete_policy() {
         .expect("delete blob");
     assert_eq!(r.status(), StatusCode::ACCEPTED);
 }
+
+/// Retention rules and GC keys from the configuration file: a GC keeps the newest two
+/// `build-*` tags, leaves other tags alone, drops the untagged manifest and frees its bytes;
+/// `config check` names a bad rule's line.
+#[tokio::test]
+async fn retention_rules_from_the_config_file() {
+    let cfg_dir = tempfile::tempdir().expect("tempdir");
+    let cfg = cfg_dir.path().join("airdock.yaml");
+    std::fs::write(
+        &cfg,
+        "gc:\n  grace: 0s\nretention:\n  - repos: [\"keep/**\"]\n    tags: \"build-*\"\n    keep_newest: 2\n    untagged_older_than: 0s\n",
+    )
+    .expect("write config");
+    let s = Server::start_with_args(&[
+        "--admin-token",
+        TOKEN,
+        "--config",
+        cfg.to_str().expect("utf-8"),
+    ]);
+    let c = client(Duration::from_secs(30));
+    let base = s.base_url();
+    let images: Vec<_> = (1..=3)
+        .map(|i| make_image("keep/app", &format!("build-{i}"), 100 + i, 1000))
+        .chain([make_image("keep/app", "stable", 200, 1000)])
+        .collect();
+    for img in &images {
+        push_image(&c, &base, img, false).await.expect("push");
+    }
+    let r = c
+        .post(s.url("/admin/v1/gc"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .expect("gc");
+    assert_eq!(r.status(), StatusCode::OK);
+    let report: Value = r.json().await.expect("json");
+    assert_eq!(report["tags_dropped"][0]["tag"], "build-1", "{report}");
+    assert_eq!(
+        report["manifests_deleted"].as_array().map(Vec::len),
+        Some(1)
+    );
+    assert!(
+        report["blobs_deleted"].as_u64().unwrap_or(0) >= 3,
+        "{report}"
+    );
+    let tags: Value = c
+        .get(s.url("/v2/keep/app/tags/list"))
+        .send()
+        .await
+        .expect("tags")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(
+        tags["tags"],
+        serde_json::json!(["build-2", "build-3", "stable"])
+    );
+    for img in &images[1..] {
+        verify_image(&c, &base, img)
+            .await
+            .expect("kept image whole");
+    }
+
+    let bad = cfg_dir.path().join("bad.yaml");
+    std::fs::write(&bad, "retention:\n  - repos: [a]\n    keep_newest: two\n").expect("write");
+    let out = Command::new(AIRDOCK_BIN)
+        .args(["config", "check", bad.to_str().expect("utf-8")])
+        .output()
+        .expect("config check");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("line 3"), "{err}");
+}

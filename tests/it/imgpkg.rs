@@ -109,7 +109,7 @@ pub(crate) async fn tag_map(s: &Server, repo: &str) -> BTreeMap<String, String> 
     out
 }
 
-async fn get_manifest(s: &Server, repo: &str, reference: &str) -> (String, Vec<u8>) {
+pub(crate) async fn get_manifest(s: &Server, repo: &str, reference: &str) -> (String, Vec<u8>) {
     let resp = Client::new()
         .get(s.url(&format!("/v2/{repo}/manifests/{reference}")))
         .header(
@@ -129,7 +129,7 @@ async fn get_manifest(s: &Server, repo: &str, reference: &str) -> (String, Vec<u
 }
 
 /// Every blob (layers and config) the image manifest `bytes` of `repo:t` names is servable.
-async fn assert_blobs_servable(s: &Server, repo: &str, t: &str, bytes: &[u8]) {
+pub(crate) async fn assert_blobs_servable(s: &Server, repo: &str, t: &str, bytes: &[u8]) {
     let m: Value = serde_json::from_slice(bytes).expect("json");
     let blobs = m["layers"]
         .as_array()

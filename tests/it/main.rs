@@ -9,6 +9,7 @@ mod images;
 mod imgpkg;
 mod imgpkg_clients;
 mod imgpkg_tools;
+mod imports;
 mod security;
 mod skopeo;
 mod stress;
