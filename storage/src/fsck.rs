@@ -210,7 +210,7 @@ mod tests {
         fs::write(dir.path().join("blobs/sha256/README"), b"hi").expect("stray");
         let r = s.fsck(false).await.expect("fsck");
         assert!(!r.clean);
-        assert_eq!(r.corrupt_blobs, [layer.clone()]);
+        assert_eq!(r.corrupt_blobs, std::slice::from_ref(&layer));
         assert_eq!(r.stray_files.len(), 1);
         assert_eq!(r.problems.len(), 1, "{r:?}");
         assert_eq!(r.problems[0].what, "link");
