@@ -27,6 +27,9 @@ fn main() -> anyhow::Result<()> {
         Command::Serve(args) => {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
+                // File I/O runs on blocking threads; past this many, work queues instead
+                // of each burst leaving idle threads (and their memory) behind.
+                .max_blocking_threads(64)
                 .build()?;
             rt.block_on(run_serve(*args))
         }

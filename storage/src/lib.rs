@@ -64,6 +64,9 @@ struct Inner {
     pins: pins::Pins,
     /// One GC at a time (the interval task and the admin endpoint may both ask).
     gc: tokio::sync::Mutex<()>,
+    /// Manifest bytes by digest. They never change, are small and are read on every pull,
+    /// so a pull is answered without a file read or a blocking thread.
+    manifests: ManifestCache,
 }
 
 /// One page of a sorted listing.
@@ -123,6 +126,7 @@ impl Store {
                 open_uploads: OpenCount::starting_at(open_uploads),
                 pins: pins::Pins::default(),
                 gc: tokio::sync::Mutex::new(()),
+                manifests: ManifestCache::default(),
             }),
         };
         let len = fs::metadata(layout::journal_path(&store.inner.root))?.len();
@@ -747,12 +751,13 @@ impl Store {
         reference: &Reference,
     ) -> Result<Manifest, StoreError> {
         let record = self.stat_manifest(repo, reference)?;
+        if let Some(bytes) = self.inner.manifests.get(&record.digest) {
+            return Ok(Manifest { record, bytes });
+        }
         let path = layout::blob_path(&self.inner.root, &record.digest);
-        let bytes = tokio::fs::read(&path).await?;
-        Ok(Manifest {
-            record,
-            bytes: bytes.into(),
-        })
+        let bytes = bytes::Bytes::from(tokio::fs::read(&path).await?);
+        self.inner.manifests.insert(&record.digest, &bytes);
+        Ok(Manifest { record, bytes })
     }
 
     pub fn resolve_tag(&self, repo: &RepoName, tag: &Tag) -> Option<Digest> {
@@ -918,6 +923,38 @@ impl Store {
             .meta
             .commit(txn, |d| layout::blob_path(root, d).exists())
             .await
+    }
+}
+
+/// A bounded map of manifest bytes. When full it starts over: simple, and a registry's hot
+/// set of manifests refills it within a few pulls.
+#[derive(Default)]
+struct ManifestCache {
+    /// std Mutex: a map lookup or insert, never held across `.await` or I/O.
+    map: std::sync::Mutex<(std::collections::HashMap<Digest, bytes::Bytes>, usize)>,
+}
+
+impl ManifestCache {
+    /// Total bytes kept.
+    const CAP: usize = 8 << 20;
+
+    fn get(&self, d: &Digest) -> Option<bytes::Bytes> {
+        let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        map.0.get(d).cloned()
+    }
+
+    fn insert(&self, d: &Digest, bytes: &bytes::Bytes) {
+        if bytes.len() > Self::CAP / 64 {
+            return;
+        }
+        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        if map.1 + bytes.len() > Self::CAP {
+            map.0.clear();
+            map.1 = 0;
+        }
+        if map.0.insert(d.clone(), bytes.clone()).is_none() {
+            map.1 += bytes.len();
+        }
     }
 }
 
