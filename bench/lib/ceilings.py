@@ -3,9 +3,12 @@
 
 Measured in DIR (the filesystem the registries' data dirs live on), each RUNS times:
   sha256_MBps             hashlib (OpenSSL) over an in-memory buffer, one core
-  write_pagecache_MBps    N MiB written through the page cache, no fsync
-  write_fsync_MBps        N MiB written, then fsync, timed to the end of the fsync
-  write_odirect_MBps      N MiB written with O_DIRECT (4 MiB aligned writes), then fsync
+  write_pagecache_MBps    N MiB written through the page cache, no fsync (+ _cpu_s_per_GiB)
+  write_pagecache_reused_MBps  the same into pages just freed by deleting the previous file
+  write_fsync_MBps        N MiB written, then fsync, timed to the end of the fsync (+ CPU)
+  write_odirect_MBps      N MiB written with O_DIRECT (4 MiB aligned writes), then fsync (+ CPU)
+  (every write and sink run makes a new file, kept until the figure's runs are done, so each
+  run needs page-cache pages it did not just free, like a registry storing new blobs)
   fdatasync_4k_per_s      append 4 KiB + fdatasync, sequentially (one journal commit)
   commit_4k_per_s         new file: write 4 KiB, fsync, rename, fsync dir (one durable object)
   loopback_sendfile_MBps  N MiB over one 127.0.0.1 TCP stream: sendfile -> recv_into (discard)
@@ -44,6 +47,9 @@ def sha256_speed(mib):
 
 
 def write_file(path, mib, fsync, direct=False):
+    """Write a new file of mib MiB; the file is kept until the end of the figure, so that each
+    run needs page-cache pages it did not just free (as a registry storing blobs does; on a VM
+    whose free memory goes back to the host, fresh pages cost far more than re-used ones)."""
     flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
     if direct:
         flags |= os.O_DIRECT
@@ -51,16 +57,29 @@ def write_file(path, mib, fsync, direct=False):
     buf.write(os.urandom(4 * MiB))
     fd = os.open(path, flags, 0o644)
     try:
+        c0 = os.times()
         t = time.perf_counter()
         for _ in range(mib // 4):
             os.write(fd, buf)
         if fsync:
             os.fsync(fd)
         dt = time.perf_counter() - t
+        c1 = os.times()
     finally:
         os.close(fd)
-        os.unlink(path)
-    return rate(mib * MiB, dt)
+    cpu = (c1.user + c1.system - c0.user - c0.system) / (mib / 1024)
+    return rate(mib * MiB, dt), cpu
+
+
+def write_reused(path, mib):
+    """The same as write_file without fsync, into pages just freed: the previous run's file
+    (or the previous figure's) is deleted first. The difference from write_pagecache is what
+    fresh page-cache pages cost on this machine."""
+    d = os.path.dirname(path)
+    for f in os.listdir(d):
+        if f.endswith(".bin") and f != "src.bin":
+            os.unlink(os.path.join(d, f))
+    return write_file(path, mib, False)
 
 
 def fdatasync_rate(d, n=300):
@@ -115,8 +134,9 @@ def stream(src_path, size, mode, out_dir):
     buf = memoryview(bytearray(4 * MiB))
     h = hashlib.sha256() if mode != "discard" else None
     fd = None
-    if mode.startswith("write"):
-        fd = os.open(os.path.join(out_dir, "sink.bin"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    if mode.startswith("write"):   # a new file each run, kept until the figure ends (see write_file)
+        fd = os.open(os.path.join(out_dir, "sink-%s.bin" % os.urandom(4).hex()),
+                     os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     t = time.perf_counter()
     got = 0
     while True:
@@ -133,7 +153,6 @@ def stream(src_path, size, mode, out_dir):
     dt = time.perf_counter() - t
     if fd is not None:
         os.close(fd)
-        os.unlink(os.path.join(out_dir, "sink.bin"))
     conn.close()
     ls.close()
     th.join()
@@ -155,11 +174,16 @@ def main():
         for _ in range(a.mib):
             f.write(os.urandom(MiB))
     size = a.mib * MiB
+    seq = iter(range(1 << 30))
+
+    def fresh(name):
+        return os.path.join(a.dir, "%s-%d.bin" % (name, next(seq)))
     tests = [
         ("sha256_MBps", lambda: sha256_speed(a.mib)),
-        ("write_pagecache_MBps", lambda: write_file(os.path.join(a.dir, "w.bin"), a.mib, False)),
-        ("write_fsync_MBps", lambda: write_file(os.path.join(a.dir, "w.bin"), a.mib, True)),
-        ("write_odirect_MBps", lambda: write_file(os.path.join(a.dir, "w.bin"), a.mib, True, True)),
+        ("write_pagecache", lambda: write_file(fresh("pc"), a.mib, False)),
+        ("write_pagecache_reused", lambda: write_reused(fresh("pr"), a.mib)),
+        ("write_fsync", lambda: write_file(fresh("fs"), a.mib, True)),
+        ("write_odirect", lambda: write_file(fresh("od"), a.mib, True, True)),
         ("fdatasync_4k_per_s", lambda: fdatasync_rate(a.dir)),
         ("commit_4k_per_s", lambda: commit_rate(a.dir)),
         ("loopback_sendfile_MBps", lambda: stream(src, size, "discard", a.dir)),
@@ -168,19 +192,30 @@ def main():
         ("sink_sha256_write_fsync_MBps", lambda: stream(src, size, "write_fsync", a.dir)),
     ]
     res = {}
+
+    def put(name, vals):
+        res[name] = {"runs": vals, "min": min(vals), "median": statistics.median(vals), "max": max(vals)}
+        print("  %-34s median %10.1f  (min %.1f, max %.1f)" % (name, res[name]["median"], min(vals), max(vals)),
+              file=sys.stderr)
     for name, fn in tests:
         vals = []
         for _ in range(a.runs):
             os.sync()
             try:
-                vals.append(round(fn(), 1))
+                vals.append(fn())
             except OSError as e:   # e.g. O_DIRECT unsupported on this filesystem
                 print("ceilings: %s: %s" % (name, e), file=sys.stderr)
                 break
-        if vals:
-            res[name] = {"runs": vals, "min": min(vals), "median": statistics.median(vals), "max": max(vals)}
-            print("  %-30s median %10.1f  (min %.1f, max %.1f)" % (name, res[name]["median"], min(vals), max(vals)),
-                  file=sys.stderr)
+        for f in os.listdir(a.dir):   # files kept by the runs of this figure
+            if f.endswith(".bin") and f != "src.bin":
+                os.unlink(os.path.join(a.dir, f))
+        if not vals:
+            continue
+        if isinstance(vals[0], tuple):
+            put(name + "_MBps", [round(v[0], 1) for v in vals])
+            put(name + "_cpu_s_per_GiB", [round(v[1], 2) for v in vals])
+        else:
+            put(name, [round(v, 1) for v in vals])
     os.unlink(src)
     with open(a.out, "w") as f:
         json.dump({"mib": a.mib, "runs": a.runs, "figures": res}, f, indent=1)
