@@ -193,7 +193,9 @@ pub async fn dispatch(State(state): State<AppState>, req: Request) -> Response {
             uploads::finish(&state, &repo, &id, req).await
         }
         (&Method::DELETE, Endpoint::Upload(repo, id)) => uploads::cancel(&state, &repo, &id).await,
-        (&Method::GET, Endpoint::Referrers(repo, d)) => referrers::list(&state, &repo, &d, &req),
+        (&Method::GET, Endpoint::Referrers(repo, d)) => {
+            referrers::list(&state, &repo, &d, &req).await
+        }
         (m, _) => Err(RegistryError::Unsupported(format!(
             "{m} is not supported on {path}"
         ))),

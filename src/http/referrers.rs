@@ -12,13 +12,20 @@ use crate::AppState;
 
 const FILTERS_APPLIED: HeaderName = HeaderName::from_static("oci-filters-applied");
 
-pub fn list(state: &AppState, repo: &RepoName, subject: &Digest, req: &Req) -> Result<Response> {
+pub async fn list(
+    state: &AppState,
+    repo: &RepoName,
+    subject: &Digest,
+    req: &Req,
+) -> Result<Response> {
     let artifact_type = req.query.get("artifactType").filter(|t| !t.is_empty());
     let manifests: Vec<Value> = state
         .store
         .referrers(repo, subject, artifact_type)
-        .iter()
-        .map(|m| {
+        .await?
+        .into_iter()
+        .map(|r| {
+            let m = &r.record;
             let mut d = Map::new();
             d.insert("mediaType".into(), json!(m.media_type));
             d.insert("digest".into(), json!(m.digest.to_string()));
@@ -26,8 +33,8 @@ pub fn list(state: &AppState, repo: &RepoName, subject: &Digest, req: &Req) -> R
             if let Some(t) = &m.artifact_type {
                 d.insert("artifactType".into(), json!(t));
             }
-            if let Some(a) = &m.annotations {
-                d.insert("annotations".into(), Value::Object(a.clone()));
+            if let Some(a) = r.annotations {
+                d.insert("annotations".into(), Value::Object(a));
             }
             Value::Object(d)
         })

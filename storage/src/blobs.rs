@@ -14,6 +14,10 @@ use crate::{Algorithm, Digest, Hasher, StoreError};
 /// per MiB, small enough that two in flight per transfer keep memory flat.
 const BUF: usize = 1 << 20;
 
+/// The first buffer of a transfer. Most bodies (manifests, configs, small layers) fit in
+/// it, and they should not pay for zeroing a whole `BUF` each.
+const FIRST_BUF: usize = 64 << 10;
+
 /// The result of storing a blob.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Ingested {
@@ -89,8 +93,12 @@ impl Sink {
 struct Buf(Vec<u8>);
 
 impl Buf {
-    fn new() -> Buf {
-        Buf(vec![0u8; BUF])
+    fn new(size: usize) -> Buf {
+        Buf(vec![0u8; size])
+    }
+
+    fn len(&self) -> usize {
+        self.0.len()
     }
 
     fn bytes(&self) -> &[u8] {
@@ -118,7 +126,7 @@ pub(crate) async fn copy_hashing<R: AsyncRead + Unpin>(
     let mut sink = Some(sink);
     let mut hasher_slot = Some(hasher);
     let mut pending: Option<(Hashing, Writing, Arc<Buf>)> = None;
-    let mut spare = Some(Buf::new());
+    let mut spare = Some(Buf::new(FIRST_BUF));
     let mut total: u64 = 0;
     // Wait for the in-flight hash and write; give back the buffer they shared.
     async fn settle(
@@ -130,11 +138,11 @@ pub(crate) async fn copy_hashing<R: AsyncRead + Unpin>(
         Ok((hasher, sink, Arc::try_unwrap(buf).ok()))
     }
     loop {
-        let mut buf = spare.take().unwrap_or_else(Buf::new);
+        let mut buf = spare.take().unwrap_or_else(|| Buf::new(BUF));
         let mut filled = 0;
         let mut eof = false;
         let mut failure = None;
-        while filled < BUF {
+        while filled < buf.len() {
             match reader.read(&mut buf.bytes_mut()[filled..]).await {
                 Ok(0) => {
                     eof = true;
@@ -157,7 +165,8 @@ pub(crate) async fn copy_hashing<R: AsyncRead + Unpin>(
             let (h, s, old) = settle(p).await?;
             hasher_slot = Some(h);
             sink = Some(s);
-            spare = old;
+            // A body that filled the first buffer is a big one: go on with full-size ones.
+            spare = old.filter(|b| b.len() == BUF);
         }
         // Reported only once nothing is in flight, so the caller may truncate or delete.
         if let Some(e) = failure {
@@ -311,6 +320,25 @@ pub(crate) fn persist(src: &Path, dst: &Path) -> io::Result<bool> {
     // PATCH, possibly long ago. The grace window must start now, when the blob appears.
     touch(dst)?;
     Ok(false)
+}
+
+/// Store `bytes`, whose digest the caller computed and pinned, under that digest: for
+/// manifests, which arrive whole. Returns whether the blob was already there.
+pub(crate) async fn store_bytes(root: &Path, digest: &Digest, bytes: Vec<u8>) -> io::Result<bool> {
+    use std::io::Write;
+    let tmp_dir = root.join(crate::layout::TMP);
+    let dst = crate::layout::blob_path(root, digest);
+    tokio::task::spawn_blocking(move || {
+        let (guard, mut file) = TempFile::create(&tmp_dir)?;
+        file.write_all(&bytes)?;
+        file.sync_data()?;
+        drop(file);
+        let existed = persist(guard.path(), &dst)?;
+        guard.disarm();
+        Ok(existed)
+    })
+    .await
+    .map_err(io::Error::other)?
 }
 
 /// Write `reader` into the store under its digest (verified against `expected` if given).

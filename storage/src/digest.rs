@@ -59,11 +59,87 @@ impl fmt::Display for Algorithm {
 }
 
 /// A validated digest. The only way to build one is [`Digest::parse`] or hashing, so a
-/// `Digest` is always safe to turn into a file name.
+/// `Digest` is always safe to turn into a file name. Held as raw bytes, not hex: the
+/// metadata of a large registry holds several digests per manifest and tag.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Digest {
-    alg: Algorithm,
-    hex: Box<str>,
+pub struct Digest(Raw);
+
+/// Variant order and byte order give the same order as the `algorithm:hex` strings.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+enum Raw {
+    Sha256([u8; 32]),
+    Sha512(Box<[u8; 64]>),
+}
+
+/// A digest's hex form, on the stack.
+pub struct Hex {
+    buf: [u8; 128],
+    len: usize,
+}
+
+impl std::ops::Deref for Hex {
+    type Target = str;
+    fn deref(&self) -> &str {
+        // Only ASCII hex digits are ever written into `buf`.
+        std::str::from_utf8(&self.buf[..self.len]).unwrap_or_default()
+    }
+}
+
+impl AsRef<str> for Hex {
+    fn as_ref(&self) -> &str {
+        self
+    }
+}
+
+impl AsRef<std::path::Path> for Hex {
+    fn as_ref(&self) -> &std::path::Path {
+        std::path::Path::new(&**self)
+    }
+}
+
+impl fmt::Display for Hex {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self)
+    }
+}
+
+impl PartialEq<Hex> for String {
+    fn eq(&self, other: &Hex) -> bool {
+        self.as_str() == &**other
+    }
+}
+
+impl PartialEq<&str> for Hex {
+    fn eq(&self, other: &&str) -> bool {
+        &**self == *other
+    }
+}
+
+impl fmt::Debug for Hex {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&**self, f)
+    }
+}
+
+fn unhex(c: u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        _ => None,
+    }
+}
+
+fn decode(hex: &[u8], out: &mut [u8]) -> bool {
+    if hex.len() != out.len() * 2 {
+        return false;
+    }
+    for (o, pair) in out.iter_mut().zip(hex.chunks_exact(2)) {
+        match (unhex(pair[0]), unhex(pair[1])) {
+            (Some(h), Some(l)) => *o = (h << 4) | l,
+            _ => return false,
+        }
+    }
+    true
 }
 
 impl Digest {
@@ -72,20 +148,29 @@ impl Digest {
             .split_once(':')
             .ok_or_else(|| StoreError::DigestInvalid(format!("{s:?} is not algorithm:hex")))?;
         let alg = Algorithm::parse(alg)?;
-        let ok = hex.len() == alg.hex_len()
-            && hex
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
-        if !ok {
-            return Err(StoreError::DigestInvalid(format!(
+        let bad = || {
+            StoreError::DigestInvalid(format!(
                 "{s:?}: {alg} needs {} lowercase hex characters",
                 alg.hex_len()
-            )));
-        }
-        Ok(Digest {
-            alg,
-            hex: hex.into(),
-        })
+            ))
+        };
+        let raw = match alg {
+            Algorithm::Sha256 => {
+                let mut b = [0u8; 32];
+                if !decode(hex.as_bytes(), &mut b) {
+                    return Err(bad());
+                }
+                Raw::Sha256(b)
+            }
+            Algorithm::Sha512 => {
+                let mut b = Box::new([0u8; 64]);
+                if !decode(hex.as_bytes(), &mut b[..]) {
+                    return Err(bad());
+                }
+                Raw::Sha512(b)
+            }
+        };
+        Ok(Digest(raw))
     }
 
     /// Hash a small in-memory value (manifests, configs).
@@ -96,17 +181,38 @@ impl Digest {
     }
 
     pub fn algorithm(&self) -> Algorithm {
-        self.alg
+        match self.0 {
+            Raw::Sha256(_) => Algorithm::Sha256,
+            Raw::Sha512(_) => Algorithm::Sha512,
+        }
     }
 
-    pub fn hex(&self) -> &str {
-        &self.hex
+    /// The raw digest bytes.
+    pub fn bytes(&self) -> &[u8] {
+        match &self.0 {
+            Raw::Sha256(b) => b,
+            Raw::Sha512(b) => &b[..],
+        }
+    }
+
+    pub fn hex(&self) -> Hex {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut h = Hex {
+            buf: [0u8; 128],
+            len: 0,
+        };
+        for b in self.bytes() {
+            h.buf[h.len] = DIGITS[usize::from(b >> 4)];
+            h.buf[h.len + 1] = DIGITS[usize::from(b & 15)];
+            h.len += 2;
+        }
+        h
     }
 }
 
 impl fmt::Display for Digest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}", self.alg, self.hex)
+        write!(f, "{}:{}", self.algorithm(), self.hex())
     }
 }
 
@@ -159,18 +265,9 @@ impl Hasher {
     }
 
     pub fn finish(self) -> Digest {
-        let (alg, out) = match self {
-            Hasher::Sha256(h) => (Algorithm::Sha256, h.finalize().to_vec()),
-            Hasher::Sha512(h) => (Algorithm::Sha512, h.finalize().to_vec()),
-        };
-        let mut hex = String::with_capacity(out.len() * 2);
-        for b in out {
-            hex.push(char::from(b"0123456789abcdef"[usize::from(b >> 4)]));
-            hex.push(char::from(b"0123456789abcdef"[usize::from(b & 15)]));
-        }
-        Digest {
-            alg,
-            hex: hex.into(),
+        match self {
+            Hasher::Sha256(h) => Digest(Raw::Sha256(h.finalize().into())),
+            Hasher::Sha512(h) => Digest(Raw::Sha512(Box::new(h.finalize().into()))),
         }
     }
 }
@@ -200,5 +297,32 @@ mod tests {
         let d512 = Digest::of(Algorithm::Sha512, b"abc");
         assert_eq!(Digest::parse(&d512.to_string()).expect("roundtrip"), d512);
         assert!(d512.to_string().starts_with("sha512:ddaf35a1"));
+    }
+
+    #[test]
+    fn order_and_size() {
+        let mut ds: Vec<Digest> = (0..50u8)
+            .map(|i| {
+                Digest::of(
+                    if i % 3 == 0 {
+                        Algorithm::Sha512
+                    } else {
+                        Algorithm::Sha256
+                    },
+                    &[i],
+                )
+            })
+            .collect();
+        let mut strings: Vec<String> = ds.iter().map(Digest::to_string).collect();
+        ds.sort();
+        strings.sort();
+        assert_eq!(
+            ds.iter().map(Digest::to_string).collect::<Vec<_>>(),
+            strings
+        );
+        // Metadata holds several digests per manifest: keep them small and heap-free.
+        assert!(std::mem::size_of::<Digest>() <= 40);
+        let d = &ds[0];
+        assert_eq!(d.hex().len() * 4, d.bytes().len() * 8);
     }
 }

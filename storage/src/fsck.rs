@@ -132,7 +132,8 @@ impl Store {
                         }
                     }
                 }
-                for (t, d) in &repo.tags {
+                for (t, e) in &repo.tags {
+                    let d = &e.digest;
                     if !repo.manifests.contains_key(d) {
                         let mut p = problem(format!("tag {}", t.as_str()), d);
                         p.state = "missing".into();

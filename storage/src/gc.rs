@@ -350,10 +350,10 @@ fn plan(
             .values()
             .filter(|(_, r)| r.repository == *name)
         {
-            let alive = r
-                .tags
-                .iter()
-                .any(|t| !dropped.contains(&t.tag) && repo.tags.get(&t.tag) == Some(&t.digest));
+            let alive = r.tags.iter().any(|t| {
+                !dropped.contains(&t.tag)
+                    && repo.tags.get(&t.tag).map(|e| &e.digest) == Some(&t.digest)
+            });
             if alive {
                 import_kept.extend(r.manifests.iter());
             }
@@ -411,7 +411,7 @@ fn kept_manifests<'a>(
         .tags
         .iter()
         .filter(|(t, _)| !dropped_tags.contains(t))
-        .map(|(_, d)| d)
+        .map(|(_, e)| &e.digest)
         .collect();
     queue.extend(import_kept);
     queue.extend(repo.manifests.keys().filter(|d| protected(d)));
@@ -433,7 +433,7 @@ fn kept_manifests<'a>(
 /// `root` and the children (transitively) that deleting it leaves without a tag or any
 /// other parent in `repo`. `root` comes first.
 pub(crate) fn with_orphaned_children(repo: &Repo, root: &Digest) -> Vec<Digest> {
-    let tagged: HashSet<&Digest> = repo.tags.values().collect();
+    let tagged: HashSet<&Digest> = repo.tags.values().map(|e| &e.digest).collect();
     let mut parents: HashMap<&Digest, Vec<&Digest>> = HashMap::new();
     for m in repo.manifests.values() {
         for c in &m.manifests {

@@ -124,7 +124,7 @@ fn plan_removal(state: &State, record: &ImportRecord) -> (crate::Txn, ImportRemo
 
     let mut dropped_tags: HashSet<&Tag> = HashSet::new();
     for t in &record.tags {
-        let still_ours = repo.tags.get(&t.tag) == Some(&t.digest);
+        let still_ours = repo.tags.get(&t.tag).map(|e| &e.digest) == Some(&t.digest);
         if still_ours && !shared_tags.contains(&(&t.tag, &t.digest)) {
             dropped_tags.insert(&t.tag);
             txn.push(Op::Untag {
@@ -144,7 +144,7 @@ fn plan_removal(state: &State, record: &ImportRecord) -> (crate::Txn, ImportRemo
         .tags
         .iter()
         .filter(|(t, _)| !dropped_tags.contains(t))
-        .map(|(_, d)| d)
+        .map(|(_, e)| &e.digest)
         .collect();
     queue.extend(repo.manifests.keys().filter(|d| !ours.contains(d)));
     queue.extend(shared_manifests.iter().copied());

@@ -24,14 +24,14 @@ use std::sync::Arc;
 use tokio::io::AsyncRead;
 
 pub use blobs::{read_range, Ingested};
-pub use digest::{Algorithm, Digest, Hasher};
+pub use digest::{Algorithm, Digest, Hasher, Hex};
 pub use error::StoreError;
 pub use fsck::{FsckProblem, FsckReport};
 pub use gc::{GcOptions, GcReport, RepoDigest, RepoTag};
 pub use imports::{ImportRecord, ImportRemoval, ImportedTag};
 pub use manifest::{
-    Descriptor, ManifestRecord, DOCKER_LIST, DOCKER_MANIFEST, MAX_MANIFEST_BYTES, OCI_INDEX,
-    OCI_MANIFEST,
+    Descriptor, ManifestRecord, MediaType, DOCKER_LIST, DOCKER_MANIFEST, MAX_MANIFEST_BYTES,
+    OCI_INDEX, OCI_MANIFEST,
 };
 pub use meta::Txn;
 pub use names::{Reference, RepoName, Tag};
@@ -82,6 +82,12 @@ pub struct Page {
 pub struct Manifest {
     pub record: Arc<ManifestRecord>,
     pub bytes: bytes::Bytes,
+}
+
+/// A manifest that names another as its `subject`, as the referrers API lists it.
+pub struct Referrer {
+    pub record: Arc<ManifestRecord>,
+    pub annotations: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 impl Store {
@@ -700,7 +706,7 @@ impl Store {
         match blobs::touch(&path) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                self.ingest_pinned(Some(&digest), alg, bytes).await?;
+                blobs::store_bytes(&self.inner.root, &digest, bytes.to_vec()).await?;
             }
             Err(e) => return Err(e.into()),
         }
@@ -737,6 +743,7 @@ impl Store {
             Reference::Tag(t) => r
                 .tags
                 .get(t)
+                .map(|e| &e.digest)
                 .ok_or_else(|| StoreError::ManifestUnknown(reference.to_string()))?,
         };
         r.manifests
@@ -751,18 +758,28 @@ impl Store {
         reference: &Reference,
     ) -> Result<Manifest, StoreError> {
         let record = self.stat_manifest(repo, reference)?;
-        if let Some(bytes) = self.inner.manifests.get(&record.digest) {
-            return Ok(Manifest { record, bytes });
-        }
-        let path = layout::blob_path(&self.inner.root, &record.digest);
-        let bytes = bytes::Bytes::from(tokio::fs::read(&path).await?);
-        self.inner.manifests.insert(&record.digest, &bytes);
+        let bytes = self.manifest_bytes(&record.digest).await?;
         Ok(Manifest { record, bytes })
+    }
+
+    async fn manifest_bytes(&self, d: &Digest) -> Result<bytes::Bytes, StoreError> {
+        if let Some(bytes) = self.inner.manifests.get(d) {
+            return Ok(bytes);
+        }
+        let path = layout::blob_path(&self.inner.root, d);
+        let bytes = bytes::Bytes::from(tokio::fs::read(&path).await?);
+        self.inner.manifests.insert(d, &bytes);
+        Ok(bytes)
     }
 
     pub fn resolve_tag(&self, repo: &RepoName, tag: &Tag) -> Option<Digest> {
         let state = self.inner.meta.read();
-        state.repos.get(repo)?.tags.get(tag).cloned()
+        state
+            .repos
+            .get(repo)?
+            .tags
+            .get(tag)
+            .map(|e| e.digest.clone())
     }
 
     /// Delete by digest removes the manifest and every tag on it; by tag, just the tag.
@@ -895,25 +912,38 @@ impl Store {
         page(state.repos.keys().map(RepoName::as_str), last, n)
     }
 
-    /// Manifests of `repo` whose subject is `subject`, optionally of one artifact type.
-    pub fn referrers(
+    /// Manifests of `repo` whose subject is `subject`, optionally of one artifact type,
+    /// each with the annotations read from its stored bytes.
+    pub async fn referrers(
         &self,
         repo: &RepoName,
         subject: &Digest,
         artifact_type: Option<&str>,
-    ) -> Vec<Arc<ManifestRecord>> {
-        let state = self.inner.meta.read();
-        let Some(r) = state.repos.get(repo) else {
-            return Vec::new();
+    ) -> Result<Vec<Referrer>, StoreError> {
+        let records: Vec<Arc<ManifestRecord>> = {
+            let state = self.inner.meta.read();
+            let Some(r) = state.repos.get(repo) else {
+                return Ok(Vec::new());
+            };
+            let Some(set) = r.referrers.get(subject) else {
+                return Ok(Vec::new());
+            };
+            set.iter()
+                .filter_map(|d| r.manifests.get(d))
+                .filter(|m| artifact_type.is_none() || m.artifact_type.as_deref() == artifact_type)
+                .cloned()
+                .collect()
         };
-        let Some(set) = r.referrers.get(subject) else {
-            return Vec::new();
-        };
-        set.iter()
-            .filter_map(|d| r.manifests.get(d))
-            .filter(|m| artifact_type.is_none() || m.artifact_type.as_deref() == artifact_type)
-            .cloned()
-            .collect()
+        let mut out = Vec::with_capacity(records.len());
+        for record in records {
+            let bytes = self.manifest_bytes(&record.digest).await?;
+            let annotations = manifest::annotations(&bytes);
+            out.push(Referrer {
+                record,
+                annotations,
+            });
+        }
+        Ok(out)
     }
 
     /// Apply a metadata transaction atomically and durably.

@@ -2,7 +2,10 @@
 //! (blobs, child manifests), its `subject` and the fields the referrers API reports.
 //! The bytes themselves are stored untouched; this is read-only analysis.
 
-use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Map, Value};
 
 use crate::{Digest, StoreError};
@@ -16,11 +19,96 @@ const OCI_ARTIFACT: &str = "application/vnd.oci.artifact.manifest.v1+json";
 /// Manifests above this size are refused; the spec asks registries to take at least 4 MiB.
 pub const MAX_MANIFEST_BYTES: usize = 8 << 20;
 
+/// Media types that most manifests and descriptors carry; [`MediaType::new`] shares them.
+const COMMON_TYPES: &[&str] = &[
+    OCI_MANIFEST,
+    OCI_INDEX,
+    DOCKER_MANIFEST,
+    DOCKER_LIST,
+    OCI_ARTIFACT,
+    "application/vnd.oci.image.config.v1+json",
+    "application/vnd.oci.image.layer.v1.tar",
+    "application/vnd.oci.image.layer.v1.tar+gzip",
+    "application/vnd.oci.image.layer.v1.tar+zstd",
+    "application/vnd.oci.empty.v1+json",
+    "application/vnd.docker.container.image.v1+json",
+    "application/vnd.docker.image.rootfs.diff.tar.gzip",
+    "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
+];
+
+/// A media type. The common ones are shared statics rather than copies: the in-memory
+/// metadata holds several per manifest, and a registry holds many manifests.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct MediaType(Cow<'static, str>);
+
+impl MediaType {
+    pub fn new(s: &str) -> MediaType {
+        match COMMON_TYPES.iter().find(|c| **c == s) {
+            Some(c) => MediaType(Cow::Borrowed(c)),
+            None => MediaType(Cow::Owned(s.to_owned())),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for MediaType {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl AsRef<str> for MediaType {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for MediaType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for MediaType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+impl PartialEq<str> for MediaType {
+    fn eq(&self, other: &str) -> bool {
+        *self.0 == *other
+    }
+}
+
+impl PartialEq<&str> for MediaType {
+    fn eq(&self, other: &&str) -> bool {
+        *self.0 == **other
+    }
+}
+
+impl Serialize for MediaType {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for MediaType {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = Cow::<str>::deserialize(d)?;
+        Ok(MediaType::new(&s))
+    }
+}
+
 /// A descriptor as it appears inside a manifest.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Descriptor {
     #[serde(rename = "mediaType")]
-    pub media_type: String,
+    pub media_type: MediaType,
     pub digest: Digest,
     pub size: u64,
 }
@@ -33,21 +121,20 @@ impl Descriptor {
     }
 }
 
-/// What the store keeps about a manifest besides its bytes.
+/// What the store keeps about a manifest besides its bytes. Annotations are not kept: only
+/// the referrers API reports them, and it reads them from the stored bytes.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ManifestRecord {
     pub digest: Digest,
     #[serde(rename = "mediaType")]
-    pub media_type: String,
+    pub media_type: MediaType,
     pub size: u64,
     #[serde(
         rename = "artifactType",
         default,
         skip_serializing_if = "Option::is_none"
     )]
-    pub artifact_type: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub annotations: Option<Map<String, Value>>,
+    pub artifact_type: Option<MediaType>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subject: Option<Digest>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -144,7 +231,7 @@ impl ManifestRecord {
             Some(s) => Some(descriptor(s, "subject")?.digest),
         };
         let artifact_type = match obj.get("artifactType") {
-            Some(Value::String(s)) => Some(s.clone()),
+            Some(Value::String(s)) => Some(MediaType::new(s)),
             None | Some(Value::Null) => None,
             Some(_) => {
                 return Err(StoreError::ManifestInvalid(
@@ -159,24 +246,15 @@ impl ManifestRecord {
                 obj.get("config")
                     .and_then(|c| c.get("mediaType"))
                     .and_then(Value::as_str)
-                    .map(str::to_owned)
+                    .map(MediaType::new)
             }
         });
-        let annotations = match obj.get("annotations") {
-            Some(Value::Object(m)) => Some(m.clone()),
-            None | Some(Value::Null) => None,
-            Some(_) => {
-                return Err(StoreError::ManifestInvalid(
-                    "annotations is not an object".into(),
-                ))
-            }
-        };
+        annotations_of(&obj)?;
         Ok(ManifestRecord {
             digest,
-            media_type: media_type.to_owned(),
+            media_type: MediaType::new(media_type),
             size: bytes.len() as u64,
             artifact_type,
-            annotations,
             subject,
             blobs,
             manifests,
@@ -193,6 +271,25 @@ impl ManifestRecord {
 
     pub fn is_index(&self) -> bool {
         self.media_type == OCI_INDEX || self.media_type == DOCKER_LIST
+    }
+}
+
+/// The `annotations` of a manifest's bytes, for the referrers API. The bytes were checked
+/// by [`ManifestRecord::parse`] when stored; bytes that no longer parse give none.
+pub fn annotations(bytes: &[u8]) -> Option<Map<String, Value>> {
+    match serde_json::from_slice(bytes) {
+        Ok(Value::Object(obj)) => annotations_of(&obj).ok().flatten(),
+        _ => None,
+    }
+}
+
+fn annotations_of(obj: &Map<String, Value>) -> Result<Option<Map<String, Value>>, StoreError> {
+    match obj.get("annotations") {
+        Some(Value::Object(m)) => Ok(Some(m.clone())),
+        None | Some(Value::Null) => Ok(None),
+        Some(_) => Err(StoreError::ManifestInvalid(
+            "annotations is not an object".into(),
+        )),
     }
 }
 
@@ -222,7 +319,7 @@ fn descriptor(v: &Value, field: &str) -> Result<Descriptor, StoreError> {
         StoreError::ManifestInvalid(format!("{field}: descriptor without a valid size"))
     })?;
     Ok(Descriptor {
-        media_type: media_type.to_owned(),
+        media_type: MediaType::new(media_type),
         digest,
         size,
     })
@@ -250,7 +347,7 @@ mod tests {
         assert_eq!(r.blob_refs().len(), 2);
         assert_eq!(r.subject, Some(d(b"s")));
         assert_eq!(r.artifact_type.as_deref(), Some("application/x.cfg"));
-        assert!(r.annotations.is_some());
+        assert!(annotations(body.as_bytes()).is_some_and(|a| a["a"] == "b"));
     }
 
     #[test]

@@ -118,11 +118,16 @@ impl Txn {
 pub(crate) struct Repo {
     pub blobs: HashSet<Digest>,
     pub manifests: HashMap<Digest, Arc<ManifestRecord>>,
-    pub tags: BTreeMap<Tag, Digest>,
-    /// When each tag was last set, where the journal says (see `Op::Tag::at`).
-    pub tag_times: HashMap<Tag, u64>,
+    pub tags: BTreeMap<Tag, Tagged>,
     /// subject digest → manifests in this repository whose `subject` is it
     pub referrers: HashMap<Digest, BTreeSet<Digest>>,
+}
+
+/// What a tag names, and when it was set (seconds since the epoch; 0 where the journal
+/// does not say, see `Op::Tag::at`), in one map entry: a registry may hold many tags.
+pub(crate) struct Tagged {
+    pub digest: Digest,
+    pub at: u64,
 }
 
 #[derive(Default)]
@@ -190,9 +195,7 @@ impl State {
                         }
                     }
                     // A tag never outlives its manifest.
-                    r.tags.retain(|_, d| *d != digest);
-                    let tags = &r.tags;
-                    r.tag_times.retain(|t, _| tags.contains_key(t));
+                    r.tags.retain(|_, t| t.digest != digest);
                 }
             }
             Op::Tag {
@@ -202,16 +205,12 @@ impl State {
                 at,
             } => {
                 let r = self.repos.entry(repo).or_default();
-                match at {
-                    Some(t) => r.tag_times.insert(tag.clone(), t),
-                    None => r.tag_times.remove(&tag),
-                };
-                r.tags.insert(tag, digest);
+                let at = at.unwrap_or(0);
+                r.tags.insert(tag, Tagged { digest, at });
             }
             Op::Untag { repo, tag } => {
                 if let Some(r) = self.repos.get_mut(&repo) {
                     r.tags.remove(&tag);
-                    r.tag_times.remove(&tag);
                 }
             }
             Op::Import { record } => {
@@ -500,12 +499,12 @@ impl Meta {
                         record: (**rec).clone(),
                     });
                 }
-                for (t, d) in &repo.tags {
+                for (t, e) in &repo.tags {
                     ops.push(Op::Tag {
                         repo: name.clone(),
                         tag: t.clone(),
-                        digest: d.clone(),
-                        at: repo.tag_times.get(t).copied(),
+                        digest: e.digest.clone(),
+                        at: (e.at != 0).then_some(e.at),
                     });
                 }
                 let json = serde_json::to_vec(&Record { ops }).map_err(io::Error::other)?;

@@ -60,9 +60,9 @@ pub(crate) fn tags_to_drop<'a>(repo: &'a Repo, rules: &[&Retention]) -> HashSet<
         };
         let mut candidates: Vec<(&Tag, u64)> = repo
             .tags
-            .keys()
-            .filter(|t| !is_imgpkg_tag(t.as_str()) && (rule.tags)(t.as_str()))
-            .map(|t| (t, repo.tag_times.get(t).copied().unwrap_or(0)))
+            .iter()
+            .filter(|(t, _)| !is_imgpkg_tag(t.as_str()) && (rule.tags)(t.as_str()))
+            .map(|(t, e)| (t, e.at))
             .collect();
         candidates.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| b.0.cmp(a.0)));
         drop.extend(candidates.into_iter().skip(n).map(|(t, _)| t));
