@@ -172,7 +172,10 @@ impl State {
                     r.blobs.remove(&digest);
                 }
             }
-            Op::Manifest { repo, record } => {
+            Op::Manifest { repo, mut record } => {
+                // Kept for as long as the manifest is stored: no spare capacity.
+                record.blobs.shrink_to_fit();
+                record.manifests.shrink_to_fit();
                 let r = self.repos.entry(repo).or_default();
                 if let Some(subject) = &record.subject {
                     r.referrers
