@@ -406,7 +406,6 @@ fn kept_manifests<'a>(
     if matches!(untagged, Untagged::Keep) {
         return repo.manifests.keys().collect();
     }
-    let mut kept = HashSet::new();
     let mut queue: Vec<&Digest> = repo
         .tags
         .iter()
@@ -415,19 +414,7 @@ fn kept_manifests<'a>(
         .collect();
     queue.extend(import_kept);
     queue.extend(repo.manifests.keys().filter(|d| protected(d)));
-    while let Some(d) = queue.pop() {
-        let Some((key, m)) = repo.manifests.get_key_value(d) else {
-            continue;
-        };
-        if !kept.insert(key) {
-            continue;
-        }
-        queue.extend(m.manifests.iter().map(|c| &c.digest));
-        if let Some(refs) = repo.referrers.get(d) {
-            queue.extend(refs.iter());
-        }
-    }
-    kept
+    repo.reachable(queue)
 }
 
 /// `root` and the children (transitively) that deleting it leaves without a tag or any

@@ -148,19 +148,7 @@ fn plan_removal(state: &State, record: &ImportRecord) -> (crate::Txn, ImportRemo
         .collect();
     queue.extend(repo.manifests.keys().filter(|d| !ours.contains(d)));
     queue.extend(shared_manifests.iter().copied());
-    let mut kept: HashSet<&Digest> = HashSet::new();
-    while let Some(d) = queue.pop() {
-        let Some((key, m)) = repo.manifests.get_key_value(d) else {
-            continue;
-        };
-        if !kept.insert(key) {
-            continue;
-        }
-        queue.extend(m.manifests.iter().map(|c| &c.digest));
-        if let Some(refs) = repo.referrers.get(d) {
-            queue.extend(refs.iter());
-        }
-    }
+    let kept = repo.reachable(queue);
     let mut seen = HashSet::new();
     for d in &record.manifests {
         if !seen.insert(d) || !repo.manifests.contains_key(d) {

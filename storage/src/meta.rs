@@ -143,6 +143,25 @@ impl Repo {
     fn is_empty(&self) -> bool {
         self.blobs.is_empty() && self.manifests.is_empty() && self.tags.is_empty()
     }
+
+    /// The manifests of this repository that `roots` keep: the roots themselves and,
+    /// transitively, their children and their referrers. Roots not stored are skipped.
+    pub fn reachable<'a>(&'a self, mut queue: Vec<&'a Digest>) -> HashSet<&'a Digest> {
+        let mut kept = HashSet::new();
+        while let Some(d) = queue.pop() {
+            let Some((key, m)) = self.manifests.get_key_value(d) else {
+                continue;
+            };
+            if !kept.insert(key) {
+                continue;
+            }
+            queue.extend(m.manifests.iter().map(|c| &c.digest));
+            if let Some(refs) = self.referrers.get(d) {
+                queue.extend(refs.iter());
+            }
+        }
+        kept
+    }
 }
 
 impl State {
