@@ -8,17 +8,11 @@ use reqwest::StatusCode;
 use serde_json::Value;
 
 use crate::images::{client, fsck, make_image, push_blob_monolithic, push_image, verify_image};
-use crate::support::{Server, AIRDOCK_BIN};
+use crate::support::{
+    delete, error_code, get, get_json, post, Server, AIRDOCK_BIN, OCI_INDEX, OCI_MANIFEST,
+};
 
 const TOKEN: &str = "s3cret-admin-token";
-
-async fn error_code(r: reqwest::Response) -> String {
-    let v: Value = r.json().await.expect("JSON error body");
-    v["errors"][0]["code"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned()
-}
 
 fn blob_file(s: &Server, digest: &str) -> std::path::PathBuf {
     let hex = &digest["sha256:".len()..];
@@ -61,19 +55,11 @@ async fn admin_gc_frees_deleted_images_and_needs_the_token() {
 
     // A blob a manifest references cannot be deleted.
     let layer = &gone.blobs[1].0;
-    let r = c
-        .delete(s.url(&format!("/v2/app/blobs/{layer}")))
-        .send()
-        .await
-        .expect("delete");
+    let r = delete(&c, &s, &format!("/v2/app/blobs/{layer}")).await;
     assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
     assert_eq!(error_code(r).await, "DENIED");
 
-    let r = c
-        .delete(s.url(&format!("/v2/app/manifests/{}", gone.digest)))
-        .send()
-        .await
-        .expect("delete");
+    let r = delete(&c, &s, &format!("/v2/app/manifests/{}", gone.digest)).await;
     assert_eq!(r.status(), StatusCode::ACCEPTED);
 
     // Young content is never collected (default grace: 1h).
@@ -115,11 +101,7 @@ async fn admin_gc_frees_deleted_images_and_needs_the_token() {
         .expect("kept image is whole");
 
     // Deleting the repository takes it out of the catalog.
-    let r = c
-        .delete(s.url("/admin/v1/repositories/app"))
-        .send()
-        .await
-        .expect("delete repo");
+    let r = delete(&c, &s, "/admin/v1/repositories/app").await;
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
     let r = c
         .delete(s.url("/admin/v1/repositories/app"))
@@ -128,20 +110,9 @@ async fn admin_gc_frees_deleted_images_and_needs_the_token() {
         .await
         .expect("delete repo");
     assert_eq!(r.status(), StatusCode::ACCEPTED);
-    let v: Value = c
-        .get(s.url("/v2/_catalog"))
-        .send()
-        .await
-        .expect("c")
-        .json()
-        .await
-        .expect("j");
+    let v: Value = get_json(&c, &s, "/v2/_catalog").await;
     assert_eq!(v["repositories"], serde_json::json!([]));
-    let r = c
-        .get(s.url("/v2/app/tags/list"))
-        .send()
-        .await
-        .expect("tags");
+    let r = get(&c, &s, "/v2/app/tags/list").await;
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
     let r = c
         .delete(s.url("/admin/v1/repositories/app"))
@@ -161,35 +132,16 @@ async fn deleting_every_tag_and_manifest_empties_the_catalog() {
         .await
         .expect("push");
     for (d, _) in &img.blobs {
-        let r = c
-            .delete(s.url(&format!("/v2/lonely/blobs/{d}")))
-            .send()
-            .await
-            .expect("d");
+        let r = delete(&c, &s, &format!("/v2/lonely/blobs/{d}")).await;
         assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
     }
-    let r = c
-        .delete(s.url(&format!("/v2/lonely/manifests/{}", img.digest)))
-        .send()
-        .await
-        .expect("d");
+    let r = delete(&c, &s, &format!("/v2/lonely/manifests/{}", img.digest)).await;
     assert_eq!(r.status(), StatusCode::ACCEPTED);
     for (d, _) in &img.blobs {
-        let r = c
-            .delete(s.url(&format!("/v2/lonely/blobs/{d}")))
-            .send()
-            .await
-            .expect("d");
+        let r = delete(&c, &s, &format!("/v2/lonely/blobs/{d}")).await;
         assert_eq!(r.status(), StatusCode::ACCEPTED);
     }
-    let v: Value = c
-        .get(s.url("/v2/_catalog"))
-        .send()
-        .await
-        .expect("c")
-        .json()
-        .await
-        .expect("j");
+    let v: Value = get_json(&c, &s, "/v2/_catalog").await;
     assert_eq!(v["repositories"], serde_json::json!([]));
 }
 
@@ -226,11 +178,7 @@ async fn timers_expire_idle_uploads_and_collect_garbage() {
         "0s",
     ]);
     let c = client(Duration::from_secs(30));
-    let r = c
-        .post(s.url("/v2/t/blobs/uploads/"))
-        .send()
-        .await
-        .expect("post");
+    let r = post(&c, &s, "/v2/t/blobs/uploads/").await;
     assert_eq!(r.status(), StatusCode::ACCEPTED);
     let loc = r.headers()["location"].to_str().expect("loc").to_owned();
     let uploads = s.data_dir().join("uploads");
@@ -241,7 +189,7 @@ async fn timers_expire_idle_uploads_and_collect_garbage() {
     })
     .await;
     assert!(expired, "idle upload session still on disk");
-    let r = c.get(s.url(&loc)).send().await.expect("status");
+    let r = get(&c, &s, &loc).await;
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
     assert_eq!(error_code(r).await, "BLOB_UPLOAD_UNKNOWN");
 
@@ -287,11 +235,7 @@ async fn offline_gc_and_fsck_repair() {
     push_image(&c, &s.base_url(), &gone, false)
         .await
         .expect("push");
-    let r = c
-        .delete(s.url(&format!("/v2/off/manifests/{}", gone.digest)))
-        .send()
-        .await
-        .expect("d");
+    let r = delete(&c, &s, &format!("/v2/off/manifests/{}", gone.digest)).await;
     assert_eq!(r.status(), StatusCode::ACCEPTED);
     // Not while a server uses the data dir.
     let busy = Command::new(AIRDOCK_BIN)
@@ -334,11 +278,7 @@ async fn offline_gc_and_fsck_repair() {
     // A new client: pooled connections died with the old process.
     let c = client(Duration::from_secs(30));
     let base = s.base_url();
-    let r = c
-        .get(s.url(&format!("/v2/off/blobs/{}", layer.0)))
-        .send()
-        .await
-        .expect("g");
+    let r = get(&c, &s, &format!("/v2/off/blobs/{}", layer.0)).await;
     assert_eq!(
         r.status(),
         StatusCode::NOT_FOUND,
@@ -350,15 +290,13 @@ async fn offline_gc_and_fsck_repair() {
     verify_image(&c, &base, &keep).await.expect("healed image");
 }
 
-const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
-
 fn index_of(children: &[&crate::images::Image]) -> Vec<u8> {
     let list: Vec<String> = children
         .iter()
         .map(|i| {
             format!(
                 r#"{{"mediaType":"{}","digest":"{}","size":{}}}"#,
-                crate::images::OCI_MANIFEST,
+                OCI_MANIFEST,
                 i.digest,
                 i.manifest.len()
             )
@@ -381,11 +319,7 @@ async fn index_delete_cascades_only_when_asked_and_blob_delete_policy() {
     for img in [&a, &b] {
         push_image(&c, &base, img, false).await.expect("push");
         // Untag: the children are kept only by the indexes below.
-        let r = c
-            .delete(s.url(&format!("/v2/idx/manifests/{}", img.tag)))
-            .send()
-            .await
-            .expect("untag");
+        let r = delete(&c, &s, &format!("/v2/idx/manifests/{}", img.tag)).await;
         assert_eq!(r.status(), StatusCode::ACCEPTED);
     }
     let plain = index_of(&[&a]);
@@ -405,28 +339,27 @@ async fn index_delete_cascades_only_when_asked_and_blob_delete_policy() {
         let url = s.url(&format!("/v2/idx/manifests/{d}"));
         async move { c.get(url).send().await.expect("get").status() }
     };
-    let r = c
-        .delete(s.url(&format!(
-            "/v2/idx/manifests/{}",
-            crate::images::sha256(&plain)
-        )))
-        .send()
-        .await
-        .expect("delete");
+    let r = delete(
+        &c,
+        &s,
+        &format!("/v2/idx/manifests/{}", crate::images::sha256(&plain)),
+    )
+    .await;
     assert_eq!(r.status(), StatusCode::ACCEPTED);
     assert_eq!(
         status(a.digest.clone()).await,
         StatusCode::OK,
         "no cascade by default"
     );
-    let r = c
-        .delete(s.url(&format!(
+    let r = delete(
+        &c,
+        &s,
+        &format!(
             "/v2/idx/manifests/{}?cascade=true",
             crate::images::sha256(&tree)
-        )))
-        .send()
-        .await
-        .expect("delete");
+        ),
+    )
+    .await;
     assert_eq!(r.status(), StatusCode::ACCEPTED);
     assert_eq!(
         status(b.digest.clone()).await,
@@ -434,11 +367,7 @@ async fn index_delete_cascades_only_when_asked_and_blob_delete_policy() {
         "orphaned child went"
     );
     // With --allow-referenced-blob-delete a referenced blob goes (Distribution's way).
-    let r = c
-        .delete(s.url(&format!("/v2/idx/blobs/{}", a.blobs[1].0)))
-        .send()
-        .await
-        .expect("delete blob");
+    let r = delete(&c, &s, &format!("/v2/idx/blobs/{}", a.blobs[1].0)).await;
     assert_eq!(r.status(), StatusCode::ACCEPTED);
 }
 
@@ -486,14 +415,7 @@ async fn retention_rules_from_the_config_file() {
         report["blobs_deleted"].as_u64().unwrap_or(0) >= 3,
         "{report}"
     );
-    let tags: Value = c
-        .get(s.url("/v2/keep/app/tags/list"))
-        .send()
-        .await
-        .expect("tags")
-        .json()
-        .await
-        .expect("json");
+    let tags: Value = get_json(&c, &s, "/v2/keep/app/tags/list").await;
     assert_eq!(
         tags["tags"],
         serde_json::json!(["build-2", "build-3", "stable"])
