@@ -34,6 +34,15 @@ async fn image(c: &Client, s: &Server, repo: &str, seed: &str) -> Vec<u8> {
     image_manifest(&cd, cfg.len(), &ld, layer.len()).into_bytes()
 }
 
+/// `manifest` grown by an annotation of `pad` bytes, to test the size limit.
+fn padded(manifest: &[u8], pad: usize) -> Vec<u8> {
+    let mut out = manifest[..manifest.len() - 1].to_vec();
+    out.extend_from_slice(b",\"annotations\":{\"pad\":\"");
+    out.extend(std::iter::repeat_n(b'x', pad));
+    out.extend_from_slice(b"\"}}");
+    out
+}
+
 /// Send bytes exactly as given (clients normalise `..` away) and return status and body.
 fn raw(s: &Server, request_line: &str) -> (u16, String) {
     let mut t = TcpStream::connect(s.addr()).expect("connect");
@@ -254,19 +263,11 @@ async fn hostile_manifests() {
     let r = put_manifest(&c, &s, "m", &sha256(b"other"), OCI_MANIFEST, &good).await;
     expect_error(r, StatusCode::BAD_REQUEST, "DIGEST_INVALID").await;
     // too large
-    let mut huge = good.clone();
-    huge.truncate(huge.len() - 1);
-    huge.extend_from_slice(b",\"annotations\":{\"pad\":\"");
-    huge.extend(std::iter::repeat_n(b'x', 9 << 20));
-    huge.extend_from_slice(b"\"}}");
+    let huge = padded(&good, 9 << 20);
     let r = put_manifest(&c, &s, "m", "big", OCI_MANIFEST, &huge).await;
     expect_error(r, StatusCode::PAYLOAD_TOO_LARGE, "SIZE_INVALID").await;
     // a 4 MiB manifest is fine
-    let mut big = good.clone();
-    big.truncate(big.len() - 1);
-    big.extend_from_slice(b",\"annotations\":{\"pad\":\"");
-    big.extend(std::iter::repeat_n(b'x', 4 << 20));
-    big.extend_from_slice(b"\"}}");
+    let big = padded(&good, 4 << 20);
     let r = put_manifest(&c, &s, "m", "big", OCI_MANIFEST, &big).await;
     assert_eq!(r.status(), StatusCode::CREATED);
     // none of the refused pushes left a tag behind

@@ -4,12 +4,13 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use reqwest::StatusCode;
+use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
 use crate::images::{client, fsck, make_image, push_blob_monolithic, push_image, verify_image};
 use crate::support::{
-    delete, error_code, get, get_json, post, Server, AIRDOCK_BIN, OCI_INDEX, OCI_MANIFEST,
+    delete, error_code, get, get_json, post, send_bearer, Server, AIRDOCK_BIN, OCI_INDEX,
+    OCI_MANIFEST,
 };
 
 const TOKEN: &str = "s3cret-admin-token";
@@ -43,14 +44,13 @@ async fn admin_gc_frees_deleted_images_and_needs_the_token() {
         .expect("push keep");
     push_image(&c, &base, &gone, true).await.expect("push gone");
 
-    let gc = |q: &str| c.post(s.url(&format!("/admin/v1/gc{q}")));
-    let r = gc("").send().await.expect("gc");
+    let r = post(&c, &s, "/admin/v1/gc").await;
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
     assert!(r.headers()["www-authenticate"]
         .to_str()
         .expect("h")
         .starts_with("Bearer"));
-    let r = gc("").bearer_auth("wrong").send().await.expect("gc");
+    let r = send_bearer(&c, &s, Method::POST, "/admin/v1/gc", "wrong").await;
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
 
     // A blob a manifest references cannot be deleted.
@@ -63,31 +63,28 @@ async fn admin_gc_frees_deleted_images_and_needs_the_token() {
     assert_eq!(r.status(), StatusCode::ACCEPTED);
 
     // Young content is never collected (default grace: 1h).
-    let v: Value = gc("")
-        .bearer_auth(TOKEN)
-        .send()
+    let v: Value = send_bearer(&c, &s, Method::POST, "/admin/v1/gc", TOKEN)
         .await
-        .expect("gc")
         .json()
         .await
         .expect("json");
     assert_eq!(v["blobs_deleted"], 0, "{v}");
-    let v: Value = gc("?grace=0s&dry_run=true")
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .expect("gc")
-        .json()
-        .await
-        .expect("json");
+    let v: Value = send_bearer(
+        &c,
+        &s,
+        Method::POST,
+        "/admin/v1/gc?grace=0s&dry_run=true",
+        TOKEN,
+    )
+    .await
+    .json()
+    .await
+    .expect("json");
     assert_eq!(v["dry_run"], true);
     assert_eq!(v["blobs_deleted"], 3, "manifest, config and layer: {v}");
     assert!(blob_file(&s, layer).exists(), "a dry run changes nothing");
-    let v: Value = gc("?grace=0s")
-        .bearer_auth(TOKEN)
-        .send()
+    let v: Value = send_bearer(&c, &s, Method::POST, "/admin/v1/gc?grace=0s", TOKEN)
         .await
-        .expect("gc")
         .json()
         .await
         .expect("json");
@@ -103,23 +100,13 @@ async fn admin_gc_frees_deleted_images_and_needs_the_token() {
     // Deleting the repository takes it out of the catalog.
     let r = delete(&c, &s, "/admin/v1/repositories/app").await;
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
-    let r = c
-        .delete(s.url("/admin/v1/repositories/app"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .expect("delete repo");
+    let r = send_bearer(&c, &s, Method::DELETE, "/admin/v1/repositories/app", TOKEN).await;
     assert_eq!(r.status(), StatusCode::ACCEPTED);
     let v: Value = get_json(&c, &s, "/v2/_catalog").await;
     assert_eq!(v["repositories"], serde_json::json!([]));
     let r = get(&c, &s, "/v2/app/tags/list").await;
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
-    let r = c
-        .delete(s.url("/admin/v1/repositories/app"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .expect("delete repo");
+    let r = send_bearer(&c, &s, Method::DELETE, "/admin/v1/repositories/app", TOKEN).await;
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
 }
 
@@ -149,21 +136,18 @@ async fn deleting_every_tag_and_manifest_empties_the_catalog() {
 async fn without_a_configured_token_the_generated_one_guards_gc() {
     let s = Server::start();
     let c = client(Duration::from_secs(30));
-    let r = c
-        .post(s.url("/admin/v1/gc"))
-        .bearer_auth("anything")
-        .send()
-        .await
-        .expect("gc");
+    let r = send_bearer(&c, &s, Method::POST, "/admin/v1/gc", "anything").await;
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(error_code(r).await, "UNAUTHORIZED");
     let token = std::fs::read_to_string(s.data_dir().join("admin-token")).expect("token file");
-    let r = c
-        .post(s.url("/admin/v1/gc?dry_run=true"))
-        .bearer_auth(token.trim())
-        .send()
-        .await
-        .expect("gc");
+    let r = send_bearer(
+        &c,
+        &s,
+        Method::POST,
+        "/admin/v1/gc?dry_run=true",
+        token.trim(),
+    )
+    .await;
     assert_eq!(r.status(), StatusCode::OK);
 }
 
@@ -398,12 +382,7 @@ async fn retention_rules_from_the_config_file() {
     for img in &images {
         push_image(&c, &base, img, false).await.expect("push");
     }
-    let r = c
-        .post(s.url("/admin/v1/gc"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .expect("gc");
+    let r = send_bearer(&c, &s, Method::POST, "/admin/v1/gc", TOKEN).await;
     assert_eq!(r.status(), StatusCode::OK);
     let report: Value = r.json().await.expect("json");
     assert_eq!(report["tags_dropped"][0]["tag"], "build-1", "{report}");

@@ -414,6 +414,21 @@ pub async fn send(c: &Client, s: &Server, method: Method, path: &str) -> Respons
         .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
 }
 
+/// Like [`send`], with `Authorization: Bearer token`.
+pub async fn send_bearer(
+    c: &Client,
+    s: &Server,
+    method: Method,
+    path: &str,
+    token: &str,
+) -> Response {
+    c.request(method.clone(), s.url(path))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+}
+
 pub async fn get(c: &Client, s: &Server, path: &str) -> Response {
     send(c, s, Method::GET, path).await
 }
