@@ -16,12 +16,12 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
 
-use crate::support::{require_tool, scratch_dir, Server};
+use crate::support::{
+    require_tool, scratch_dir, sha256 as sha256_digest, xorshift_bytes, Server, OCI_INDEX,
+    OCI_MANIFEST,
+};
 
-const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
-const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
 const OCI_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
 
@@ -174,6 +174,45 @@ fn header<'a>(resp: &'a reqwest::Response, name: &str) -> Option<&'a str> {
     resp.headers().get(name).and_then(|v| v.to_str().ok())
 }
 
+/// `method url` (with `Accept` when given) answers 200; returns what to call it in messages
+/// and the response.
+async fn fetch_ok(
+    http: &reqwest::Client,
+    method: reqwest::Method,
+    url: &str,
+    accept: Option<&str>,
+) -> (String, reqwest::Response) {
+    let what = format!("{method} {url}");
+    let mut req = http.request(method, url);
+    if let Some(accept) = accept {
+        req = req.header("Accept", accept);
+    }
+    let resp = req.send().await.unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert_eq!(resp.status().as_u16(), 200, "{what}");
+    (what, resp)
+}
+
+/// `method url` answers 200 with `want`'s Content-Type and Docker-Content-Digest.
+async fn fetch_manifest(
+    http: &reqwest::Client,
+    method: reqwest::Method,
+    url: &str,
+    want: &Blob,
+) -> (String, reqwest::Response) {
+    let (what, resp) = fetch_ok(http, method, url, Some(ACCEPT_ALL)).await;
+    assert_eq!(
+        header(&resp, "content-type"),
+        Some(want.media_type.as_str()),
+        "{what}: Content-Type"
+    );
+    assert_eq!(
+        header(&resp, "docker-content-digest"),
+        Some(want.digest.as_str()),
+        "{what}: Docker-Content-Digest"
+    );
+    (what, resp)
+}
+
 /// The tag, the index, every child manifest and every blob are served with
 /// the pushed bytes, media types and digests.
 async fn check_pushed_over_http(
@@ -188,24 +227,7 @@ async fn check_pushed_over_http(
     // The index by tag and by digest, GET and HEAD.
     for reference in [tag, top.digest.as_str()] {
         let url = server.url(&format!("/v2/{repo}/manifests/{reference}"));
-        let what = format!("GET {url}");
-        let resp = http
-            .get(&url)
-            .header("Accept", ACCEPT_ALL)
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("{what}: {e}"));
-        assert_eq!(resp.status().as_u16(), 200, "{what}");
-        assert_eq!(
-            header(&resp, "content-type"),
-            Some(top.media_type.as_str()),
-            "{what}: Content-Type"
-        );
-        assert_eq!(
-            header(&resp, "docker-content-digest"),
-            Some(top.digest.as_str()),
-            "{what}: Docker-Content-Digest"
-        );
+        let (what, resp) = fetch_manifest(http, reqwest::Method::GET, &url, top).await;
         let body = resp.bytes().await.unwrap_or_else(|e| panic!("{what}: {e}"));
         assert!(
             body[..] == top.bytes[..],
@@ -214,24 +236,7 @@ async fn check_pushed_over_http(
             String::from_utf8_lossy(&top.bytes)
         );
 
-        let what = format!("HEAD {url}");
-        let resp = http
-            .head(&url)
-            .header("Accept", ACCEPT_ALL)
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("{what}: {e}"));
-        assert_eq!(resp.status().as_u16(), 200, "{what}");
-        assert_eq!(
-            header(&resp, "content-type"),
-            Some(top.media_type.as_str()),
-            "{what}: Content-Type"
-        );
-        assert_eq!(
-            header(&resp, "docker-content-digest"),
-            Some(top.digest.as_str()),
-            "{what}: Docker-Content-Digest"
-        );
+        let (what, resp) = fetch_manifest(http, reqwest::Method::HEAD, &url, top).await;
         assert_eq!(
             header(&resp, "content-length"),
             Some(top.bytes.len().to_string().as_str()),
@@ -242,24 +247,7 @@ async fn check_pushed_over_http(
     // Each platform manifest by digest.
     for child in &image.manifests {
         let url = server.url(&format!("/v2/{repo}/manifests/{}", child.digest));
-        let what = format!("GET {url}");
-        let resp = http
-            .get(&url)
-            .header("Accept", ACCEPT_ALL)
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("{what}: {e}"));
-        assert_eq!(resp.status().as_u16(), 200, "{what}");
-        assert_eq!(
-            header(&resp, "content-type"),
-            Some(child.media_type.as_str()),
-            "{what}: Content-Type"
-        );
-        assert_eq!(
-            header(&resp, "docker-content-digest"),
-            Some(child.digest.as_str()),
-            "{what}: Docker-Content-Digest"
-        );
+        let (what, resp) = fetch_manifest(http, reqwest::Method::GET, &url, child).await;
         let body = resp.bytes().await.unwrap_or_else(|e| panic!("{what}: {e}"));
         assert!(
             body[..] == child.bytes[..],
@@ -270,26 +258,14 @@ async fn check_pushed_over_http(
     // Every config and layer blob.
     for blob in &image.blobs {
         let url = server.url(&format!("/v2/{repo}/blobs/{}", blob.digest));
-        let what = format!("HEAD {url}");
-        let resp = http
-            .head(&url)
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("{what}: {e}"));
-        assert_eq!(resp.status().as_u16(), 200, "{what}");
+        let (what, resp) = fetch_ok(http, reqwest::Method::HEAD, &url, None).await;
         assert_eq!(
             header(&resp, "content-length"),
             Some(blob.bytes.len().to_string().as_str()),
             "{what}: Content-Length"
         );
 
-        let what = format!("GET {url}");
-        let resp = http
-            .get(&url)
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("{what}: {e}"));
-        assert_eq!(resp.status().as_u16(), 200, "{what}");
+        let (what, resp) = fetch_ok(http, reqwest::Method::GET, &url, None).await;
         let body = resp.bytes().await.unwrap_or_else(|e| panic!("{what}: {e}"));
         assert_eq!(body.len(), blob.bytes.len(), "{what}: length");
         assert!(body[..] == blob.bytes[..], "{what}: body differs");
@@ -297,12 +273,7 @@ async fn check_pushed_over_http(
 
     // The tag is listed.
     let url = server.url(&format!("/v2/{repo}/tags/list"));
-    let resp = http
-        .get(&url)
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
-    assert_eq!(resp.status().as_u16(), 200, "GET {url}");
+    let (_, resp) = fetch_ok(http, reqwest::Method::GET, &url, None).await;
     let list: Value = resp
         .json()
         .await
@@ -673,26 +644,7 @@ fn gzip(data: &[u8]) -> Vec<u8> {
 
 /// Deterministic incompressible bytes (xorshift64).
 fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
-
-fn sha256_digest(data: &[u8]) -> String {
-    let hash = Sha256::digest(data);
-    let mut s = String::with_capacity(7 + 64);
-    s.push_str("sha256:");
-    for b in hash {
-        s.push_str(&format!("{b:02x}"));
-    }
-    s
+    xorshift_bytes(len, seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
 }
 
 /// Pretty-printed JSON: a registry that re-serialised manifests would

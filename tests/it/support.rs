@@ -454,6 +454,20 @@ pub async fn get_json(c: &Client, s: &Server, path: &str) -> Value {
         .unwrap_or_else(|e| panic!("GET {path}: not JSON: {e}"))
 }
 
+/// `len` bytes of xorshift64 output from `state` (non-zero): incompressible, and the same
+/// for the same state.
+pub fn xorshift_bytes(len: usize, mut state: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        out.extend_from_slice(&state.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
 /// Push `bytes` to `repo` in one monolithic POST (which must answer 201); returns the digest.
 pub async fn push_blob(c: &Client, s: &Server, repo: &str, bytes: &[u8]) -> String {
     let d = sha256(bytes);

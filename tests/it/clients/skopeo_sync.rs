@@ -152,6 +152,12 @@ fn skopeo_copy_all_and_sync_a_repository() {
         );
     }
 
+    let assert_synced = |repo: &str| {
+        assert_eq!(tags(&http, &server, repo), want_tags);
+        oci.assert_served(&http, &server, repo, "oci-index");
+        list.assert_served(&http, &server, repo, "docker-list");
+    };
+
     // sync back: directories to another repository prefix.
     skopeo.run(&[
         "sync",
@@ -167,9 +173,7 @@ fn skopeo_copy_all_and_sync_a_repository() {
         &format!("{host}/clients/back"),
     ]);
     // Each directory `sync:TAG` becomes `clients/back/sync:TAG`.
-    assert_eq!(tags(&http, &server, "clients/back/sync"), want_tags);
-    oci.assert_served(&http, &server, "clients/back/sync", "oci-index");
-    list.assert_served(&http, &server, "clients/back/sync", "docker-list");
+    assert_synced("clients/back/sync");
     super::image::assert_manifest_served(
         &http,
         &server,
@@ -194,7 +198,5 @@ fn skopeo_copy_all_and_sync_a_repository() {
         &repo,
         &format!("{host}/clients/again"),
     ]);
-    assert_eq!(tags(&http, &server, "clients/again/sync"), want_tags);
-    oci.assert_served(&http, &server, "clients/again/sync", "oci-index");
-    list.assert_served(&http, &server, "clients/again/sync", "docker-list");
+    assert_synced("clients/again/sync");
 }
