@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::support::{
-    require_tool, scratch_dir, sha256 as sha256_digest, xorshift_bytes, Server, OCI_INDEX,
-    OCI_MANIFEST,
+    require_tool, scratch_dir, sha256 as sha256_digest, tar_header, xorshift_bytes, Server,
+    OCI_INDEX, OCI_MANIFEST,
 };
 
 const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
@@ -56,10 +56,7 @@ async fn oci_index_round_trip_preserves_digests() {
 
     let repo = "skopeo/multi";
     let dest = format!("docker://{}/{repo}:v1", server.host());
-    skopeo.run(&[
-        "copy",
-        "--all",
-        "--preserve-digests",
+    skopeo.copy_all(&[
         "--dest-tls-verify=false",
         "--dest-no-creds",
         &format!("oci:{}:v1", src.display()),
@@ -98,10 +95,7 @@ async fn oci_index_round_trip_preserves_digests() {
 
     // Registry to registry: skopeo may mount the blobs from `repo`.
     let mirror = "skopeo/mirror";
-    skopeo.run(&[
-        "copy",
-        "--all",
-        "--preserve-digests",
+    skopeo.copy_all(&[
         "--src-tls-verify=false",
         "--dest-tls-verify=false",
         "--src-no-creds",
@@ -115,10 +109,7 @@ async fn oci_index_round_trip_preserves_digests() {
     server.restart();
 
     let out = work.path().join("out-layout");
-    skopeo.run(&[
-        "copy",
-        "--all",
-        "--preserve-digests",
+    skopeo.copy_all(&[
         "--src-tls-verify=false",
         "--src-no-creds",
         &format!("docker://{}/{repo}:v1", server.host()),
@@ -140,10 +131,7 @@ async fn docker_manifest_list_round_trip_preserves_digests() {
     image.write_dir(&src);
 
     let repo = "skopeo/dockerlist";
-    skopeo.run(&[
-        "copy",
-        "--all",
-        "--preserve-digests",
+    skopeo.copy_all(&[
         "--dest-tls-verify=false",
         "--dest-no-creds",
         &format!("dir:{}", src.display()),
@@ -154,10 +142,7 @@ async fn docker_manifest_list_round_trip_preserves_digests() {
     check_pushed_over_http(&http, &server, repo, "v2", &image).await;
 
     let out = work.path().join("out-dir");
-    skopeo.run(&[
-        "copy",
-        "--all",
-        "--preserve-digests",
+    skopeo.copy_all(&[
         "--src-tls-verify=false",
         "--src-no-creds",
         &format!("docker://{}/{repo}:v2", server.host()),
@@ -577,41 +562,13 @@ fn tar(entries: &[Entry]) -> Vec<u8> {
             Entry::Dir(name) => (format!("{name}/"), 0o755, b'5', &[]),
             Entry::File(name, data) => (name.to_string(), 0o644, b'0', data),
         };
-        assert!(name.len() < 100, "tar entry name too long: {name}");
-        let mut h = [0u8; 512];
-        h[..name.len()].copy_from_slice(name.as_bytes());
-        octal(&mut h[100..108], u64::from(mode));
-        octal(&mut h[108..116], 0); // uid
-        octal(&mut h[116..124], 0); // gid
-        octal(&mut h[124..136], data.len() as u64);
-        octal(&mut h[136..148], 1_704_067_200); // mtime: 2024-01-01
-        h[148..156].fill(b' '); // checksum placeholder
-        h[156] = kind;
-        h[257..263].copy_from_slice(b"ustar\0");
-        h[263..265].copy_from_slice(b"00");
-        h[265..269].copy_from_slice(b"root");
-        h[297..301].copy_from_slice(b"root");
-        let sum: u32 = h.iter().map(|&b| u32::from(b)).sum();
-        let sum = format!("{sum:06o}\0 ");
-        h[148..156].copy_from_slice(sum.as_bytes());
+        let h = tar_header(&name, data.len() as u64, kind, u64::from(mode));
         out.extend_from_slice(&h);
         out.extend_from_slice(data);
         out.resize(out.len().div_ceil(512) * 512, 0);
     }
     out.resize(out.len() + 1024, 0); // two zero blocks end the archive
     out
-}
-
-/// Zero-padded octal, NUL-terminated, filling `field`.
-fn octal(field: &mut [u8], value: u64) {
-    let width = field.len() - 1;
-    let text = format!("{value:0width$o}");
-    assert!(
-        text.len() == width,
-        "value {value} does not fit the tar field"
-    );
-    field[..width].copy_from_slice(text.as_bytes());
-    field[width] = 0;
 }
 
 /// Gzip `data` with the system `gzip` (always present on Debian).
@@ -696,6 +653,14 @@ impl Skopeo {
 
     /// Run `skopeo --insecure-policy ARGS...`; panic with its output unless
     /// it succeeds within [`SKOPEO_TIMEOUT`]. Returns stdout.
+    /// `skopeo copy --all --preserve-digests ARGS`: every round trip here keeps every
+    /// platform and every digest.
+    fn copy_all(&self, args: &[&str]) -> Vec<u8> {
+        let mut all = vec!["copy", "--all", "--preserve-digests"];
+        all.extend_from_slice(args);
+        self.run(&all)
+    }
+
     fn run(&self, args: &[&str]) -> Vec<u8> {
         let shown = format!("skopeo {}", args.join(" "));
         eprintln!("+ {shown}");

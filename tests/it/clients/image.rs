@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use super::harness::{tool, Cmd, Http, Resp};
-use crate::support::{xorshift_bytes, Server};
+use crate::support::{tar_header, xorshift_bytes, Server};
 
 pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -564,34 +564,6 @@ pub fn tar(files: &[(String, Vec<u8>)]) -> Vec<u8> {
     }
     out.resize(out.len() + 1024, 0);
     out
-}
-
-fn tar_header(name: &str, size: u64, kind: u8, mode: u64) -> [u8; 512] {
-    assert!(name.len() < 100, "tar name too long: {name}");
-    let mut h = [0u8; 512];
-    h[..name.len()].copy_from_slice(name.as_bytes());
-    octal(&mut h[100..108], mode);
-    octal(&mut h[108..116], 0);
-    octal(&mut h[116..124], 0);
-    octal(&mut h[124..136], size);
-    octal(&mut h[136..148], 1_704_067_200); // 2024-01-01T00:00:00Z
-    h[148..156].copy_from_slice(b"        ");
-    h[156] = kind;
-    h[257..263].copy_from_slice(b"ustar\0");
-    h[263..265].copy_from_slice(b"00");
-    h[265..269].copy_from_slice(b"root");
-    h[297..301].copy_from_slice(b"root");
-    let sum: u32 = h.iter().map(|&b| u32::from(b)).sum();
-    let s = format!("{sum:06o}\0 ");
-    h[148..156].copy_from_slice(s.as_bytes());
-    h
-}
-
-/// Zero-padded octal, NUL-terminated, filling `field`.
-fn octal(field: &mut [u8], value: u64) {
-    let s = format!("{value:0width$o}\0", width = field.len() - 1);
-    assert_eq!(s.len(), field.len(), "value {value} does not fit");
-    field.copy_from_slice(s.as_bytes());
 }
 
 /// A valid gzip member with the data in stored (uncompressed) deflate

@@ -31,6 +31,13 @@ impl Skopeo {
         }
     }
 
+    /// `skopeo sync --all --preserve-digests ARGS`: every platform, every digest kept.
+    fn sync_all(&self, args: &[&str]) -> Out {
+        let mut all = vec!["sync", "--all", "--preserve-digests"];
+        all.extend_from_slice(args);
+        self.run(&all)
+    }
+
     fn run(&self, args: &[&str]) -> Out {
         Cmd::new(&self.bin)
             .arg("--policy")
@@ -100,10 +107,7 @@ fn skopeo_copy_all_and_sync_a_repository() {
     let mirror = work.path().join("mirror");
     let repo = format!("{host}/clients/sync");
     let mirror_s = mirror.display().to_string();
-    skopeo.run(&[
-        "sync",
-        "--all",
-        "--preserve-digests",
+    skopeo.sync_all(&[
         "--src",
         "docker",
         "--dest",
@@ -159,10 +163,7 @@ fn skopeo_copy_all_and_sync_a_repository() {
     };
 
     // sync back: directories to another repository prefix.
-    skopeo.run(&[
-        "sync",
-        "--all",
-        "--preserve-digests",
+    skopeo.sync_all(&[
         "--src",
         "dir",
         "--dest",
@@ -183,10 +184,7 @@ fn skopeo_copy_all_and_sync_a_repository() {
     );
 
     // And registry to registry, the whole repository at once.
-    skopeo.run(&[
-        "sync",
-        "--all",
-        "--preserve-digests",
+    skopeo.sync_all(&[
         "--src",
         "docker",
         "--dest",
