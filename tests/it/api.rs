@@ -5,26 +5,17 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use reqwest::{Client, Method, Response, StatusCode};
+use reqwest::{Client, Response, StatusCode};
 use serde_json::Value;
-use sha2::{Digest as _, Sha256};
+use sha2::Digest as _;
 
-use crate::support::Server;
-
-const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
-
-fn sha256(b: &[u8]) -> String {
-    let h = Sha256::digest(b);
-    let hex: String = h.iter().map(|x| format!("{x:02x}")).collect();
-    format!("sha256:{hex}")
-}
+use crate::support::{
+    delete, get, get_json, head, image_manifest, post, push_blob, put_manifest, sha256, Server,
+    OCI_INDEX, OCI_MANIFEST,
+};
 
 fn client() -> Client {
-    Client::builder()
-        .timeout(Duration::from_secs(60))
-        .build()
-        .expect("client")
+    crate::support::client(Duration::from_secs(60))
 }
 
 async fn expect_error(resp: Response, status: StatusCode, code: &str) {
@@ -34,46 +25,22 @@ async fn expect_error(resp: Response, status: StatusCode, code: &str) {
     assert!(body["errors"][0]["message"].is_string(), "{body}");
 }
 
-async fn push_blob(c: &Client, s: &Server, repo: &str, bytes: &[u8]) -> String {
-    let d = sha256(bytes);
-    let r = c
-        .post(s.url(&format!("/v2/{repo}/blobs/uploads/?digest={d}")))
-        .body(bytes.to_vec())
-        .send()
-        .await
-        .expect("post");
-    assert_eq!(r.status(), StatusCode::CREATED);
-    d
-}
-
 /// Push a config and one layer, return the image manifest bytes referencing them.
 async fn image(c: &Client, s: &Server, repo: &str, seed: &str) -> Vec<u8> {
     let cfg = format!("{{\"seed\":\"{seed}\"}}");
     let cd = push_blob(c, s, repo, cfg.as_bytes()).await;
     let layer = format!("layer {seed}");
     let ld = push_blob(c, s, repo, layer.as_bytes()).await;
-    format!(
-        r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{cd}","size":{}}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"{ld}","size":{}}}]}}"#,
-        cfg.len(),
-        layer.len()
-    )
-    .into_bytes()
+    image_manifest(&cd, cfg.len(), &ld, layer.len()).into_bytes()
 }
 
-async fn put_manifest(
-    c: &Client,
-    s: &Server,
-    repo: &str,
-    reference: &str,
-    media: &str,
-    body: &[u8],
-) -> Response {
-    c.put(s.url(&format!("/v2/{repo}/manifests/{reference}")))
-        .header("Content-Type", media)
-        .body(body.to_vec())
-        .send()
-        .await
-        .expect("put manifest")
+/// `manifest` grown by an annotation of `pad` bytes, to test the size limit.
+fn padded(manifest: &[u8], pad: usize) -> Vec<u8> {
+    let mut out = manifest[..manifest.len() - 1].to_vec();
+    out.extend_from_slice(b",\"annotations\":{\"pad\":\"");
+    out.extend(std::iter::repeat_n(b'x', pad));
+    out.extend_from_slice(b"\"}}");
+    out
 }
 
 /// Send bytes exactly as given (clients normalise `..` away) and return status and body.
@@ -110,11 +77,7 @@ async fn chunked_push_then_ranged_pull() {
     let c = client();
     let body: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
     let d = sha256(&body);
-    let r = c
-        .post(s.url("/v2/x/y/blobs/uploads/"))
-        .send()
-        .await
-        .expect("post");
+    let r = post(&c, &s, "/v2/x/y/blobs/uploads/").await;
     assert_eq!(r.status(), StatusCode::ACCEPTED);
     let loc = r.headers()["location"].to_str().expect("loc").to_owned();
     let mut off = 0;
@@ -142,22 +105,14 @@ async fn chunked_push_then_ranged_pull() {
     assert_eq!(r.status(), StatusCode::CREATED);
     assert_eq!(r.headers()["docker-content-digest"], d.as_str());
 
-    let r = c
-        .head(s.url(&format!("/v2/x/y/blobs/{d}")))
-        .send()
-        .await
-        .expect("head");
+    let r = head(&c, &s, &format!("/v2/x/y/blobs/{d}")).await;
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(
         r.headers()["content-length"],
         body.len().to_string().as_str()
     );
     assert_eq!(r.headers()["docker-content-digest"], d.as_str());
-    let r = c
-        .get(s.url(&format!("/v2/x/y/blobs/{d}")))
-        .send()
-        .await
-        .expect("get");
+    let r = get(&c, &s, &format!("/v2/x/y/blobs/{d}")).await;
     assert_eq!(&r.bytes().await.expect("bytes")[..], &body[..]);
     let r = c
         .get(s.url(&format!("/v2/x/y/blobs/{d}")))
@@ -186,11 +141,7 @@ async fn chunked_push_then_ranged_pull() {
         assert_eq!(r.status(), StatusCode::RANGE_NOT_SATISFIABLE);
     }
     // the blob is not visible from another repository
-    let r = c
-        .get(s.url(&format!("/v2/other/blobs/{d}")))
-        .send()
-        .await
-        .expect("get");
+    let r = get(&c, &s, &format!("/v2/other/blobs/{d}")).await;
     expect_error(r, StatusCode::NOT_FOUND, "BLOB_UNKNOWN").await;
 }
 
@@ -198,11 +149,7 @@ async fn chunked_push_then_ranged_pull() {
 async fn chunk_gaps_and_overlaps_are_416() {
     let s = Server::start();
     let c = client();
-    let r = c
-        .post(s.url("/v2/r/blobs/uploads/"))
-        .send()
-        .await
-        .expect("post");
+    let r = post(&c, &s, "/v2/r/blobs/uploads/").await;
     let loc = r.headers()["location"].to_str().expect("loc").to_owned();
     let patch = |range: &'static str, body: &'static [u8]| {
         c.patch(s.url(&loc))
@@ -222,7 +169,7 @@ async fn chunk_gaps_and_overlaps_are_416() {
     // a Content-Range that does not match the body length is refused and rolled back
     let short = patch("4-9", b"ef").await.expect("p");
     assert_eq!(short.status(), StatusCode::RANGE_NOT_SATISFIABLE);
-    let r = c.get(s.url(&loc)).send().await.expect("status");
+    let r = get(&c, &s, &loc).await;
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
     assert_eq!(r.headers()["range"], "0-3");
     let malformed = patch("abc", b"x").await.expect("p");
@@ -235,22 +182,14 @@ async fn chunk_gaps_and_overlaps_are_416() {
         .await
         .expect("put");
     expect_error(r, StatusCode::BAD_REQUEST, "DIGEST_INVALID").await;
-    let r = c
-        .head(s.url(&format!("/v2/r/blobs/{wrong}")))
-        .send()
-        .await
-        .expect("head");
+    let r = head(&c, &s, &format!("/v2/r/blobs/{wrong}")).await;
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
     // cancel
-    let r = c
-        .post(s.url("/v2/r/blobs/uploads/"))
-        .send()
-        .await
-        .expect("post");
+    let r = post(&c, &s, "/v2/r/blobs/uploads/").await;
     let loc = r.headers()["location"].to_str().expect("loc").to_owned();
-    let r = c.delete(s.url(&loc)).send().await.expect("delete");
+    let r = delete(&c, &s, &loc).await;
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
-    let r = c.get(s.url(&loc)).send().await.expect("status");
+    let r = get(&c, &s, &loc).await;
     expect_error(r, StatusCode::NOT_FOUND, "BLOB_UPLOAD_UNKNOWN").await;
 }
 
@@ -263,11 +202,7 @@ async fn bad_digests_and_names() {
         "md5:d41d8cd98f00b204e9800998ecf8427e",
         "nocolon",
     ] {
-        let r = c
-            .get(s.url(&format!("/v2/r/blobs/{d}")))
-            .send()
-            .await
-            .expect("get");
+        let r = get(&c, &s, &format!("/v2/r/blobs/{d}")).await;
         // `nocolon` is no digest shape at all
         if d.contains(':') {
             expect_error(r, StatusCode::BAD_REQUEST, "DIGEST_INVALID").await;
@@ -283,17 +218,9 @@ async fn bad_digests_and_names() {
         .await
         .expect("post");
     expect_error(r, StatusCode::BAD_REQUEST, "DIGEST_INVALID").await;
-    let r = c
-        .get(s.url("/v2/Upper/tags/list"))
-        .send()
-        .await
-        .expect("get");
+    let r = get(&c, &s, "/v2/Upper/tags/list").await;
     expect_error(r, StatusCode::BAD_REQUEST, "NAME_INVALID").await;
-    let r = c
-        .post(s.url("/v2/a__b___c/blobs/uploads/"))
-        .send()
-        .await
-        .expect("post");
+    let r = post(&c, &s, "/v2/a__b___c/blobs/uploads/").await;
     expect_error(r, StatusCode::BAD_REQUEST, "NAME_INVALID").await;
     for line in [
         "GET /v2/a/../../etc/tags/list HTTP/1.1",
@@ -304,17 +231,9 @@ async fn bad_digests_and_names() {
         assert!((400..500).contains(&status), "{line}: {status}");
         assert!(body.contains("\"errors\""), "{line}: {body}");
     }
-    let r = c
-        .get(s.url("/v2/nothere/tags/list"))
-        .send()
-        .await
-        .expect("get");
+    let r = get(&c, &s, "/v2/nothere/tags/list").await;
     expect_error(r, StatusCode::NOT_FOUND, "NAME_UNKNOWN").await;
-    let r = c
-        .get(s.url("/v2/nothere/manifests/latest"))
-        .send()
-        .await
-        .expect("get");
+    let r = get(&c, &s, "/v2/nothere/manifests/latest").await;
     expect_error(r, StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN").await;
 }
 
@@ -344,30 +263,15 @@ async fn hostile_manifests() {
     let r = put_manifest(&c, &s, "m", &sha256(b"other"), OCI_MANIFEST, &good).await;
     expect_error(r, StatusCode::BAD_REQUEST, "DIGEST_INVALID").await;
     // too large
-    let mut huge = good.clone();
-    huge.truncate(huge.len() - 1);
-    huge.extend_from_slice(b",\"annotations\":{\"pad\":\"");
-    huge.extend(std::iter::repeat_n(b'x', 9 << 20));
-    huge.extend_from_slice(b"\"}}");
+    let huge = padded(&good, 9 << 20);
     let r = put_manifest(&c, &s, "m", "big", OCI_MANIFEST, &huge).await;
     expect_error(r, StatusCode::PAYLOAD_TOO_LARGE, "SIZE_INVALID").await;
     // a 4 MiB manifest is fine
-    let mut big = good.clone();
-    big.truncate(big.len() - 1);
-    big.extend_from_slice(b",\"annotations\":{\"pad\":\"");
-    big.extend(std::iter::repeat_n(b'x', 4 << 20));
-    big.extend_from_slice(b"\"}}");
+    let big = padded(&good, 4 << 20);
     let r = put_manifest(&c, &s, "m", "big", OCI_MANIFEST, &big).await;
     assert_eq!(r.status(), StatusCode::CREATED);
     // none of the refused pushes left a tag behind
-    let tags: Value = c
-        .get(s.url("/v2/m/tags/list"))
-        .send()
-        .await
-        .expect("tags")
-        .json()
-        .await
-        .expect("json");
+    let tags: Value = get_json(&c, &s, "/v2/m/tags/list").await;
     assert_eq!(tags["tags"], serde_json::json!(["big"]));
 }
 
@@ -402,11 +306,7 @@ async fn manifests_tags_index_and_delete() {
     );
     let r = put_manifest(&c, &s, "app", "multi", OCI_INDEX, index.as_bytes()).await;
     assert_eq!(r.status(), StatusCode::CREATED);
-    let r = c
-        .get(s.url("/v2/app/manifests/multi"))
-        .send()
-        .await
-        .expect("get");
+    let r = get(&c, &s, "/v2/app/manifests/multi").await;
     assert_eq!(r.headers()["content-type"], OCI_INDEX);
     assert_eq!(
         r.headers()["docker-content-digest"],
@@ -418,54 +318,23 @@ async fn manifests_tags_index_and_delete() {
     let r = put_manifest(&c, &s, "app", "broken", OCI_INDEX, other.as_bytes()).await;
     expect_error(r, StatusCode::BAD_REQUEST, "MANIFEST_BLOB_UNKNOWN").await;
     // tags page by page, with Link
-    let r = c
-        .get(s.url("/v2/app/tags/list?n=2"))
-        .send()
-        .await
-        .expect("tags");
+    let r = get(&c, &s, "/v2/app/tags/list?n=2").await;
     let link = r.headers()["link"].to_str().expect("link").to_owned();
     assert_eq!(link, "</v2/app/tags/list?n=2&last=b>; rel=\"next\"");
     let page: Value = r.json().await.expect("json");
     assert_eq!(page["tags"], serde_json::json!(["a", "b"]));
-    let page: Value = c
-        .get(s.url("/v2/app/tags/list?n=2&last=b"))
-        .send()
-        .await
-        .expect("t")
-        .json()
-        .await
-        .expect("j");
+    let page: Value = get_json(&c, &s, "/v2/app/tags/list?n=2&last=b").await;
     assert_eq!(page["tags"], serde_json::json!(["multi"]));
-    let r = c
-        .get(s.url("/v2/app/tags/list?n=0"))
-        .send()
-        .await
-        .expect("tags");
+    let r = get(&c, &s, "/v2/app/tags/list?n=0").await;
     assert!(r.headers().get("link").is_none());
     // delete a tag, then a manifest with its remaining tag
-    let r = c
-        .delete(s.url("/v2/app/manifests/a"))
-        .send()
-        .await
-        .expect("del");
+    let r = delete(&c, &s, "/v2/app/manifests/a").await;
     assert_eq!(r.status(), StatusCode::ACCEPTED);
-    let r = c
-        .delete(s.url(&format!("/v2/app/manifests/{d2}")))
-        .send()
-        .await
-        .expect("del");
+    let r = delete(&c, &s, &format!("/v2/app/manifests/{d2}")).await;
     assert_eq!(r.status(), StatusCode::ACCEPTED);
-    let r = c
-        .get(s.url("/v2/app/manifests/b"))
-        .send()
-        .await
-        .expect("get");
+    let r = get(&c, &s, "/v2/app/manifests/b").await;
     expect_error(r, StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN").await;
-    let r = c
-        .get(s.url(&format!("/v2/app/manifests/{d1}")))
-        .send()
-        .await
-        .expect("get");
+    let r = get(&c, &s, &format!("/v2/app/manifests/{d1}")).await;
     assert_eq!(r.status(), StatusCode::OK);
 }
 
@@ -491,11 +360,7 @@ async fn referrers_with_subject_pushed_first() {
     .await;
     assert_eq!(r.status(), StatusCode::CREATED);
     assert_eq!(r.headers()["oci-subject"], sd.as_str());
-    let r = c
-        .get(s.url(&format!("/v2/ref/referrers/{sd}")))
-        .send()
-        .await
-        .expect("referrers");
+    let r = get(&c, &s, &format!("/v2/ref/referrers/{sd}")).await;
     assert_eq!(r.headers()["content-type"], OCI_INDEX);
     let idx: Value = r.json().await.expect("json");
     assert_eq!(
@@ -504,21 +369,16 @@ async fn referrers_with_subject_pushed_first() {
     );
     assert_eq!(idx["manifests"][0]["artifactType"], "application/x.sig");
     assert_eq!(idx["manifests"][0]["annotations"]["k"], "v");
-    let r = c
-        .get(s.url(&format!(
-            "/v2/ref/referrers/{sd}?artifactType=application/x.other"
-        )))
-        .send()
-        .await
-        .expect("filtered");
+    let r = get(
+        &c,
+        &s,
+        &format!("/v2/ref/referrers/{sd}?artifactType=application/x.other"),
+    )
+    .await;
     assert_eq!(r.headers()["oci-filters-applied"], "artifactType");
     let idx: Value = r.json().await.expect("json");
     assert_eq!(idx["manifests"], serde_json::json!([]));
-    let r = c
-        .get(s.url(&format!("/v2/nowhere/referrers/{sd}")))
-        .send()
-        .await
-        .expect("none");
+    let r = get(&c, &s, &format!("/v2/nowhere/referrers/{sd}")).await;
     assert_eq!(r.status(), StatusCode::OK);
 }
 
@@ -527,42 +387,34 @@ async fn mount_and_catalog() {
     let s = Server::start();
     let c = client();
     let d = push_blob(&c, &s, "src/one", b"shared").await;
-    let r = c
-        .post(s.url(&format!(
-            "/v2/dst/one/blobs/uploads/?mount={d}&from=src/one"
-        )))
-        .send()
-        .await
-        .expect("mount");
+    let r = post(
+        &c,
+        &s,
+        &format!("/v2/dst/one/blobs/uploads/?mount={d}&from=src/one"),
+    )
+    .await;
     assert_eq!(r.status(), StatusCode::CREATED);
     assert_eq!(
         r.headers()["location"],
         format!("/v2/dst/one/blobs/{d}").as_str()
     );
-    let r = c
-        .post(s.url(&format!("/v2/dst/two/blobs/uploads/?mount={d}")))
-        .send()
-        .await
-        .expect("mount");
+    let r = post(&c, &s, &format!("/v2/dst/two/blobs/uploads/?mount={d}")).await;
     assert_eq!(r.status(), StatusCode::CREATED, "mount without from");
-    let r = c
-        .post(s.url(&format!(
+    let r = post(
+        &c,
+        &s,
+        &format!(
             "/v2/dst/three/blobs/uploads/?mount={}&from=src/one",
             sha256(b"absent")
-        )))
-        .send()
-        .await
-        .expect("mount");
+        ),
+    )
+    .await;
     assert_eq!(
         r.status(),
         StatusCode::ACCEPTED,
         "falls back to an upload session"
     );
-    let r = c
-        .get(s.url("/v2/_catalog?n=2"))
-        .send()
-        .await
-        .expect("catalog");
+    let r = get(&c, &s, "/v2/_catalog?n=2").await;
     assert!(
         r.headers()["link"]
             .to_str()
@@ -573,14 +425,7 @@ async fn mount_and_catalog() {
                 .expect("l")
                 .contains("last=dst%2Ftwo")
     );
-    let all: Value = c
-        .get(s.url("/v2/_catalog"))
-        .send()
-        .await
-        .expect("c")
-        .json()
-        .await
-        .expect("j");
+    let all: Value = get_json(&c, &s, "/v2/_catalog").await;
     let names: Vec<&str> = all["repositories"]
         .as_array()
         .expect("arr")
@@ -601,11 +446,7 @@ async fn upload_resumes_after_restart() {
     let mut s = Server::start();
     let c = client();
     let body: Vec<u8> = (0..2_000_000u32).map(|i| (i * 7 % 256) as u8).collect();
-    let r = c
-        .post(s.url("/v2/resume/blobs/uploads/"))
-        .send()
-        .await
-        .expect("post");
+    let r = post(&c, &s, "/v2/resume/blobs/uploads/").await;
     let loc = r.headers()["location"].to_str().expect("loc").to_owned();
     let r = c
         .patch(s.url(&loc))
@@ -617,7 +458,7 @@ async fn upload_resumes_after_restart() {
     assert_eq!(r.status(), StatusCode::ACCEPTED);
     s.restart();
     let c = client();
-    let r = c.get(s.url(&loc)).send().await.expect("status");
+    let r = get(&c, &s, &loc).await;
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
     assert_eq!(r.headers()["range"], "0-999999");
     let r = c
@@ -635,11 +476,8 @@ async fn upload_resumes_after_restart() {
         .await
         .expect("put");
     assert_eq!(r.status(), StatusCode::CREATED);
-    let got = c
-        .get(s.url(&format!("/v2/resume/blobs/{d}")))
-        .send()
+    let got = get(&c, &s, &format!("/v2/resume/blobs/{d}"))
         .await
-        .expect("get")
         .bytes()
         .await
         .expect("b");
@@ -670,11 +508,7 @@ async fn killed_mid_upload_leaves_no_half_blob() {
     let _ = req.await;
     s.restart();
     let c = client();
-    let r = c
-        .head(s.url(&format!("/v2/crash/blobs/{d}")))
-        .send()
-        .await
-        .expect("head");
+    let r = head(&c, &s, &format!("/v2/crash/blobs/{d}")).await;
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
     let blob_file = s
         .data_dir()
@@ -708,11 +542,8 @@ async fn concurrent_pushes_of_one_tag_both_succeed() {
     );
     assert_eq!(a.status(), StatusCode::CREATED);
     assert_eq!(b.status(), StatusCode::CREATED);
-    let got = c
-        .get(s.url("/v2/race/manifests/latest"))
-        .send()
+    let got = get(&c, &s, "/v2/race/manifests/latest")
         .await
-        .expect("get")
         .bytes()
         .await
         .expect("b");
@@ -723,11 +554,7 @@ async fn concurrent_pushes_of_one_tag_both_succeed() {
 async fn sha512_end_to_end() {
     let s = Server::start();
     let c = client();
-    let r = c
-        .post(s.url("/v2/h/blobs/uploads/?digest-algorithm=sha512"))
-        .send()
-        .await
-        .expect("post");
+    let r = post(&c, &s, "/v2/h/blobs/uploads/?digest-algorithm=sha512").await;
     assert_eq!(r.status(), StatusCode::ACCEPTED);
     let loc = r.headers()["location"].to_str().expect("loc").to_owned();
     let body = b"sha512 content";
@@ -749,17 +576,9 @@ async fn sha512_end_to_end() {
         .await
         .expect("put");
     assert_eq!(r.status(), StatusCode::CREATED);
-    let r = c
-        .request(Method::HEAD, s.url(&format!("/v2/h/blobs/{d}")))
-        .send()
-        .await
-        .expect("head");
+    let r = head(&c, &s, &format!("/v2/h/blobs/{d}")).await;
     assert_eq!(r.headers()["docker-content-digest"], d.as_str());
-    let r = c
-        .post(s.url("/v2/h/blobs/uploads/?digest-algorithm=md5"))
-        .send()
-        .await
-        .expect("post");
+    let r = post(&c, &s, "/v2/h/blobs/uploads/?digest-algorithm=md5").await;
     expect_error(r, StatusCode::BAD_REQUEST, "DIGEST_INVALID").await;
 }
 

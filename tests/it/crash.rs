@@ -8,11 +8,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use reqwest::StatusCode;
+use reqwest::{Method, StatusCode};
 
 use crate::images::{client, fsck, make_image, push_image, verify_image, Image, Rng};
 use crate::imgpkg::{assert_blobs_servable, fixture_tar, get_manifest, tag_map};
-use crate::support::Server;
+use crate::support::{send_bearer, Server};
 
 const TOKEN: &str = "crash-test-token";
 
@@ -66,15 +66,17 @@ async fn post_import(c: &reqwest::Client, base: &str, repo: &str, tar: Vec<u8>) 
 
 /// Import records of `repo`.
 async fn import_records(s: &Server, repo: &str) -> usize {
-    let v: serde_json::Value = reqwest::Client::new()
-        .get(s.url(&format!("/admin/v1/imports?repository={repo}")))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .expect("list imports")
-        .json()
-        .await
-        .expect("json");
+    let v: serde_json::Value = send_bearer(
+        &reqwest::Client::new(),
+        s,
+        Method::GET,
+        &format!("/admin/v1/imports?repository={repo}"),
+        TOKEN,
+    )
+    .await
+    .json()
+    .await
+    .expect("json");
     v["imports"].as_array().map_or(0, Vec::len)
 }
 
@@ -240,12 +242,14 @@ async fn kill_9_at_random_instants_loses_no_acknowledged_push() {
         }
     }
     // A GC right now must leave every remaining image whole too.
-    let r = c
-        .post(s.url("/admin/v1/gc?grace=0s&delete_untagged=true"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .expect("gc");
+    let r = send_bearer(
+        &c,
+        &s,
+        Method::POST,
+        "/admin/v1/gc?grace=0s&delete_untagged=true",
+        TOKEN,
+    )
+    .await;
     assert_eq!(r.status(), StatusCode::OK);
     for img in &acked {
         if let Err(e) = verify_image(&c, &s.base_url(), img).await {

@@ -8,14 +8,14 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use reqwest::StatusCode;
+use reqwest::{Method, StatusCode};
 
 use crate::images::{
     client, fsck, make_image, push_blob_chunked, push_blob_monolithic, push_image, verify_image,
     Failed,
 };
 use crate::imgpkg::{fixture_tar, tag_map, TOKEN};
-use crate::support::{scratch_dir, Server};
+use crate::support::{scratch_dir, send_bearer, Server};
 
 async fn import(c: &reqwest::Client, s: &Server, repo: &str) -> (StatusCode, String) {
     let r = c
@@ -30,12 +30,8 @@ async fn import(c: &reqwest::Client, s: &Server, repo: &str) -> (StatusCode, Str
 }
 
 async fn import_records(c: &reqwest::Client, s: &Server) -> usize {
-    let v: serde_json::Value = c
-        .get(s.url("/admin/v1/imports"))
-        .bearer_auth(TOKEN)
-        .send()
+    let v: serde_json::Value = send_bearer(c, s, Method::GET, "/admin/v1/imports", TOKEN)
         .await
-        .expect("imports")
         .json()
         .await
         .expect("json");

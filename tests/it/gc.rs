@@ -4,21 +4,16 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use reqwest::StatusCode;
+use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
 use crate::images::{client, fsck, make_image, push_blob_monolithic, push_image, verify_image};
-use crate::support::{Server, AIRDOCK_BIN};
+use crate::support::{
+    delete, error_code, get, get_json, post, send_bearer, Server, AIRDOCK_BIN, OCI_INDEX,
+    OCI_MANIFEST,
+};
 
 const TOKEN: &str = "s3cret-admin-token";
-
-async fn error_code(r: reqwest::Response) -> String {
-    let v: Value = r.json().await.expect("JSON error body");
-    v["errors"][0]["code"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned()
-}
 
 fn blob_file(s: &Server, digest: &str) -> std::path::PathBuf {
     let hex = &digest["sha256:".len()..];
@@ -49,59 +44,47 @@ async fn admin_gc_frees_deleted_images_and_needs_the_token() {
         .expect("push keep");
     push_image(&c, &base, &gone, true).await.expect("push gone");
 
-    let gc = |q: &str| c.post(s.url(&format!("/admin/v1/gc{q}")));
-    let r = gc("").send().await.expect("gc");
+    let r = post(&c, &s, "/admin/v1/gc").await;
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
     assert!(r.headers()["www-authenticate"]
         .to_str()
         .expect("h")
         .starts_with("Bearer"));
-    let r = gc("").bearer_auth("wrong").send().await.expect("gc");
+    let r = send_bearer(&c, &s, Method::POST, "/admin/v1/gc", "wrong").await;
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
 
     // A blob a manifest references cannot be deleted.
     let layer = &gone.blobs[1].0;
-    let r = c
-        .delete(s.url(&format!("/v2/app/blobs/{layer}")))
-        .send()
-        .await
-        .expect("delete");
+    let r = delete(&c, &s, &format!("/v2/app/blobs/{layer}")).await;
     assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
     assert_eq!(error_code(r).await, "DENIED");
 
-    let r = c
-        .delete(s.url(&format!("/v2/app/manifests/{}", gone.digest)))
-        .send()
-        .await
-        .expect("delete");
+    let r = delete(&c, &s, &format!("/v2/app/manifests/{}", gone.digest)).await;
     assert_eq!(r.status(), StatusCode::ACCEPTED);
 
     // Young content is never collected (default grace: 1h).
-    let v: Value = gc("")
-        .bearer_auth(TOKEN)
-        .send()
+    let v: Value = send_bearer(&c, &s, Method::POST, "/admin/v1/gc", TOKEN)
         .await
-        .expect("gc")
         .json()
         .await
         .expect("json");
     assert_eq!(v["blobs_deleted"], 0, "{v}");
-    let v: Value = gc("?grace=0s&dry_run=true")
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .expect("gc")
-        .json()
-        .await
-        .expect("json");
+    let v: Value = send_bearer(
+        &c,
+        &s,
+        Method::POST,
+        "/admin/v1/gc?grace=0s&dry_run=true",
+        TOKEN,
+    )
+    .await
+    .json()
+    .await
+    .expect("json");
     assert_eq!(v["dry_run"], true);
     assert_eq!(v["blobs_deleted"], 3, "manifest, config and layer: {v}");
     assert!(blob_file(&s, layer).exists(), "a dry run changes nothing");
-    let v: Value = gc("?grace=0s")
-        .bearer_auth(TOKEN)
-        .send()
+    let v: Value = send_bearer(&c, &s, Method::POST, "/admin/v1/gc?grace=0s", TOKEN)
         .await
-        .expect("gc")
         .json()
         .await
         .expect("json");
@@ -115,40 +98,15 @@ async fn admin_gc_frees_deleted_images_and_needs_the_token() {
         .expect("kept image is whole");
 
     // Deleting the repository takes it out of the catalog.
-    let r = c
-        .delete(s.url("/admin/v1/repositories/app"))
-        .send()
-        .await
-        .expect("delete repo");
+    let r = delete(&c, &s, "/admin/v1/repositories/app").await;
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
-    let r = c
-        .delete(s.url("/admin/v1/repositories/app"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .expect("delete repo");
+    let r = send_bearer(&c, &s, Method::DELETE, "/admin/v1/repositories/app", TOKEN).await;
     assert_eq!(r.status(), StatusCode::ACCEPTED);
-    let v: Value = c
-        .get(s.url("/v2/_catalog"))
-        .send()
-        .await
-        .expect("c")
-        .json()
-        .await
-        .expect("j");
+    let v: Value = get_json(&c, &s, "/v2/_catalog").await;
     assert_eq!(v["repositories"], serde_json::json!([]));
-    let r = c
-        .get(s.url("/v2/app/tags/list"))
-        .send()
-        .await
-        .expect("tags");
+    let r = get(&c, &s, "/v2/app/tags/list").await;
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
-    let r = c
-        .delete(s.url("/admin/v1/repositories/app"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .expect("delete repo");
+    let r = send_bearer(&c, &s, Method::DELETE, "/admin/v1/repositories/app", TOKEN).await;
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
 }
 
@@ -161,35 +119,16 @@ async fn deleting_every_tag_and_manifest_empties_the_catalog() {
         .await
         .expect("push");
     for (d, _) in &img.blobs {
-        let r = c
-            .delete(s.url(&format!("/v2/lonely/blobs/{d}")))
-            .send()
-            .await
-            .expect("d");
+        let r = delete(&c, &s, &format!("/v2/lonely/blobs/{d}")).await;
         assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
     }
-    let r = c
-        .delete(s.url(&format!("/v2/lonely/manifests/{}", img.digest)))
-        .send()
-        .await
-        .expect("d");
+    let r = delete(&c, &s, &format!("/v2/lonely/manifests/{}", img.digest)).await;
     assert_eq!(r.status(), StatusCode::ACCEPTED);
     for (d, _) in &img.blobs {
-        let r = c
-            .delete(s.url(&format!("/v2/lonely/blobs/{d}")))
-            .send()
-            .await
-            .expect("d");
+        let r = delete(&c, &s, &format!("/v2/lonely/blobs/{d}")).await;
         assert_eq!(r.status(), StatusCode::ACCEPTED);
     }
-    let v: Value = c
-        .get(s.url("/v2/_catalog"))
-        .send()
-        .await
-        .expect("c")
-        .json()
-        .await
-        .expect("j");
+    let v: Value = get_json(&c, &s, "/v2/_catalog").await;
     assert_eq!(v["repositories"], serde_json::json!([]));
 }
 
@@ -197,21 +136,18 @@ async fn deleting_every_tag_and_manifest_empties_the_catalog() {
 async fn without_a_configured_token_the_generated_one_guards_gc() {
     let s = Server::start();
     let c = client(Duration::from_secs(30));
-    let r = c
-        .post(s.url("/admin/v1/gc"))
-        .bearer_auth("anything")
-        .send()
-        .await
-        .expect("gc");
+    let r = send_bearer(&c, &s, Method::POST, "/admin/v1/gc", "anything").await;
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(error_code(r).await, "UNAUTHORIZED");
     let token = std::fs::read_to_string(s.data_dir().join("admin-token")).expect("token file");
-    let r = c
-        .post(s.url("/admin/v1/gc?dry_run=true"))
-        .bearer_auth(token.trim())
-        .send()
-        .await
-        .expect("gc");
+    let r = send_bearer(
+        &c,
+        &s,
+        Method::POST,
+        "/admin/v1/gc?dry_run=true",
+        token.trim(),
+    )
+    .await;
     assert_eq!(r.status(), StatusCode::OK);
 }
 
@@ -226,11 +162,7 @@ async fn timers_expire_idle_uploads_and_collect_garbage() {
         "0s",
     ]);
     let c = client(Duration::from_secs(30));
-    let r = c
-        .post(s.url("/v2/t/blobs/uploads/"))
-        .send()
-        .await
-        .expect("post");
+    let r = post(&c, &s, "/v2/t/blobs/uploads/").await;
     assert_eq!(r.status(), StatusCode::ACCEPTED);
     let loc = r.headers()["location"].to_str().expect("loc").to_owned();
     let uploads = s.data_dir().join("uploads");
@@ -241,7 +173,7 @@ async fn timers_expire_idle_uploads_and_collect_garbage() {
     })
     .await;
     assert!(expired, "idle upload session still on disk");
-    let r = c.get(s.url(&loc)).send().await.expect("status");
+    let r = get(&c, &s, &loc).await;
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
     assert_eq!(error_code(r).await, "BLOB_UPLOAD_UNKNOWN");
 
@@ -287,11 +219,7 @@ async fn offline_gc_and_fsck_repair() {
     push_image(&c, &s.base_url(), &gone, false)
         .await
         .expect("push");
-    let r = c
-        .delete(s.url(&format!("/v2/off/manifests/{}", gone.digest)))
-        .send()
-        .await
-        .expect("d");
+    let r = delete(&c, &s, &format!("/v2/off/manifests/{}", gone.digest)).await;
     assert_eq!(r.status(), StatusCode::ACCEPTED);
     // Not while a server uses the data dir.
     let busy = Command::new(AIRDOCK_BIN)
@@ -334,11 +262,7 @@ async fn offline_gc_and_fsck_repair() {
     // A new client: pooled connections died with the old process.
     let c = client(Duration::from_secs(30));
     let base = s.base_url();
-    let r = c
-        .get(s.url(&format!("/v2/off/blobs/{}", layer.0)))
-        .send()
-        .await
-        .expect("g");
+    let r = get(&c, &s, &format!("/v2/off/blobs/{}", layer.0)).await;
     assert_eq!(
         r.status(),
         StatusCode::NOT_FOUND,
@@ -350,15 +274,13 @@ async fn offline_gc_and_fsck_repair() {
     verify_image(&c, &base, &keep).await.expect("healed image");
 }
 
-const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
-
 fn index_of(children: &[&crate::images::Image]) -> Vec<u8> {
     let list: Vec<String> = children
         .iter()
         .map(|i| {
             format!(
                 r#"{{"mediaType":"{}","digest":"{}","size":{}}}"#,
-                crate::images::OCI_MANIFEST,
+                OCI_MANIFEST,
                 i.digest,
                 i.manifest.len()
             )
@@ -381,11 +303,7 @@ async fn index_delete_cascades_only_when_asked_and_blob_delete_policy() {
     for img in [&a, &b] {
         push_image(&c, &base, img, false).await.expect("push");
         // Untag: the children are kept only by the indexes below.
-        let r = c
-            .delete(s.url(&format!("/v2/idx/manifests/{}", img.tag)))
-            .send()
-            .await
-            .expect("untag");
+        let r = delete(&c, &s, &format!("/v2/idx/manifests/{}", img.tag)).await;
         assert_eq!(r.status(), StatusCode::ACCEPTED);
     }
     let plain = index_of(&[&a]);
@@ -405,28 +323,27 @@ async fn index_delete_cascades_only_when_asked_and_blob_delete_policy() {
         let url = s.url(&format!("/v2/idx/manifests/{d}"));
         async move { c.get(url).send().await.expect("get").status() }
     };
-    let r = c
-        .delete(s.url(&format!(
-            "/v2/idx/manifests/{}",
-            crate::images::sha256(&plain)
-        )))
-        .send()
-        .await
-        .expect("delete");
+    let r = delete(
+        &c,
+        &s,
+        &format!("/v2/idx/manifests/{}", crate::images::sha256(&plain)),
+    )
+    .await;
     assert_eq!(r.status(), StatusCode::ACCEPTED);
     assert_eq!(
         status(a.digest.clone()).await,
         StatusCode::OK,
         "no cascade by default"
     );
-    let r = c
-        .delete(s.url(&format!(
+    let r = delete(
+        &c,
+        &s,
+        &format!(
             "/v2/idx/manifests/{}?cascade=true",
             crate::images::sha256(&tree)
-        )))
-        .send()
-        .await
-        .expect("delete");
+        ),
+    )
+    .await;
     assert_eq!(r.status(), StatusCode::ACCEPTED);
     assert_eq!(
         status(b.digest.clone()).await,
@@ -434,11 +351,7 @@ async fn index_delete_cascades_only_when_asked_and_blob_delete_policy() {
         "orphaned child went"
     );
     // With --allow-referenced-blob-delete a referenced blob goes (Distribution's way).
-    let r = c
-        .delete(s.url(&format!("/v2/idx/blobs/{}", a.blobs[1].0)))
-        .send()
-        .await
-        .expect("delete blob");
+    let r = delete(&c, &s, &format!("/v2/idx/blobs/{}", a.blobs[1].0)).await;
     assert_eq!(r.status(), StatusCode::ACCEPTED);
 }
 
@@ -469,12 +382,7 @@ async fn retention_rules_from_the_config_file() {
     for img in &images {
         push_image(&c, &base, img, false).await.expect("push");
     }
-    let r = c
-        .post(s.url("/admin/v1/gc"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .expect("gc");
+    let r = send_bearer(&c, &s, Method::POST, "/admin/v1/gc", TOKEN).await;
     assert_eq!(r.status(), StatusCode::OK);
     let report: Value = r.json().await.expect("json");
     assert_eq!(report["tags_dropped"][0]["tag"], "build-1", "{report}");
@@ -486,14 +394,7 @@ async fn retention_rules_from_the_config_file() {
         report["blobs_deleted"].as_u64().unwrap_or(0) >= 3,
         "{report}"
     );
-    let tags: Value = c
-        .get(s.url("/v2/keep/app/tags/list"))
-        .send()
-        .await
-        .expect("tags")
-        .json()
-        .await
-        .expect("json");
+    let tags: Value = get_json(&c, &s, "/v2/keep/app/tags/list").await;
     assert_eq!(
         tags["tags"],
         serde_json::json!(["build-2", "build-3", "stable"])

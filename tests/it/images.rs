@@ -5,24 +5,12 @@
 
 use std::path::Path;
 use std::process::Command;
-use std::time::Duration;
 
 use reqwest::{Client, StatusCode};
-use sha2::{Digest as _, Sha256};
 
-use crate::support::AIRDOCK_BIN;
+use crate::support::{image_manifest, AIRDOCK_BIN};
 
-pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-
-pub fn sha256(b: &[u8]) -> String {
-    let h = Sha256::digest(b);
-    let hex: String = h.iter().map(|x| format!("{x:02x}")).collect();
-    format!("sha256:{hex}")
-}
-
-pub fn client(timeout: Duration) -> Client {
-    Client::builder().timeout(timeout).build().expect("client")
-}
+pub use crate::support::{client, sha256, OCI_MANIFEST};
 
 /// An image as pushed: what a pull must return.
 #[derive(Clone, Debug)]
@@ -42,12 +30,7 @@ pub fn make_image(repo: &str, tag: &str, seed: u64, layer_len: usize) -> Image {
     let mut rng = Rng(seed | 1);
     let layer: Vec<u8> = (0..layer_len).map(|_| rng.next() as u8).collect();
     let (cd, ld) = (sha256(&config), sha256(&layer));
-    let manifest = format!(
-        r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{cd}","size":{}}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"{ld}","size":{}}}]}}"#,
-        config.len(),
-        layer.len()
-    )
-    .into_bytes();
+    let manifest = image_manifest(&cd, config.len(), &ld, layer.len()).into_bytes();
     Image {
         repo: repo.into(),
         tag: tag.into(),

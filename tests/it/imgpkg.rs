@@ -14,7 +14,7 @@ use serde_json::Value;
 use airdock::imgpkg::synth::{self, Blob, Element, Image};
 use airdock::imgpkg::tarfmt::Kind;
 
-use crate::support::{self, Server, AIRDOCK_BIN};
+use crate::support::{self, get, Server, AIRDOCK_BIN};
 
 pub(crate) const TOKEN: &str = "it-admin-token";
 
@@ -82,11 +82,7 @@ async fn import_with(
 /// Tag → manifest digest of `repo` (empty when the repository is unknown).
 pub(crate) async fn tag_map(s: &Server, repo: &str) -> BTreeMap<String, String> {
     let c = Client::new();
-    let resp = c
-        .get(s.url(&format!("/v2/{repo}/tags/list")))
-        .send()
-        .await
-        .expect("tags");
+    let resp = get(&c, s, &format!("/v2/{repo}/tags/list")).await;
     if resp.status() == StatusCode::NOT_FOUND {
         return BTreeMap::new();
     }

@@ -4,33 +4,31 @@
 
 use std::collections::BTreeMap;
 
-use reqwest::{Client, StatusCode};
+use reqwest::{Client, Method, StatusCode};
 use serde_json::Value;
 
 use crate::images::fsck;
 use crate::imgpkg::{
     assert_blobs_servable, fixture_tar, get_manifest, import_ok, server, tag_map, TOKEN,
 };
+use crate::support::send_bearer;
 
 async fn list(s: &crate::support::Server) -> Vec<Value> {
-    let r = Client::new()
-        .get(s.url("/admin/v1/imports"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .expect("list");
+    let r = send_bearer(&Client::new(), s, Method::GET, "/admin/v1/imports", TOKEN).await;
     assert_eq!(r.status(), StatusCode::OK);
     let v: Value = r.json().await.expect("json");
     v["imports"].as_array().expect("array").clone()
 }
 
 async fn remove(s: &crate::support::Server, id: &str) -> (StatusCode, Value) {
-    let r = Client::new()
-        .delete(s.url(&format!("/admin/v1/imports/{id}")))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .expect("delete");
+    let r = send_bearer(
+        &Client::new(),
+        s,
+        Method::DELETE,
+        &format!("/admin/v1/imports/{id}"),
+        TOKEN,
+    )
+    .await;
     let status = r.status();
     (status, r.json().await.unwrap_or(Value::Null))
 }
@@ -74,12 +72,14 @@ async fn removing_an_import_keeps_what_a_later_import_shares() {
         .await
         .expect("list");
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
-    let r = Client::new()
-        .delete(s.url(&format!("/admin/v1/imports/{a_id}")))
-        .bearer_auth("wrong")
-        .send()
-        .await
-        .expect("delete");
+    let r = send_bearer(
+        &Client::new(),
+        &s,
+        Method::DELETE,
+        &format!("/admin/v1/imports/{a_id}"),
+        "wrong",
+    )
+    .await;
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
 
     let records = list(&s).await;
@@ -126,12 +126,14 @@ async fn removing_an_import_keeps_what_a_later_import_shares() {
     assert_eq!(left[0]["id"], b_id.as_str());
 
     // GC frees what only the removed import needed.
-    let r = Client::new()
-        .post(s.url("/admin/v1/gc?grace=0s"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .expect("gc");
+    let r = send_bearer(
+        &Client::new(),
+        &s,
+        Method::POST,
+        "/admin/v1/gc?grace=0s",
+        TOKEN,
+    )
+    .await;
     assert_eq!(r.status(), StatusCode::OK);
     let report: Value = r.json().await.expect("json");
     assert!(

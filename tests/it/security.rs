@@ -13,19 +13,10 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use reqwest::{Client, StatusCode};
 use serde_json::Value;
-use sha2::{Digest as _, Sha256};
 
-use crate::support::{scratch_dir, Server, AIRDOCK_BIN};
-
-const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-
-fn sha256(b: &[u8]) -> String {
-    let hex: String = Sha256::digest(b)
-        .iter()
-        .map(|x| format!("{x:02x}"))
-        .collect();
-    format!("sha256:{hex}")
-}
+use crate::support::{
+    delete, get, image_manifest, post, scratch_dir, sha256, Server, AIRDOCK_BIN, OCI_MANIFEST,
+};
 
 /// Run the airdock binary with `args` (and `stdin`), return (success, stdout, stderr).
 fn airdock(args: &[&str], stdin: &str) -> (bool, String, String) {
@@ -71,10 +62,7 @@ fn basic(user: &str, pw: &str) -> String {
 }
 
 fn client() -> Client {
-    Client::builder()
-        .timeout(Duration::from_secs(60))
-        .build()
-        .expect("client")
+    crate::support::client(Duration::from_secs(60))
 }
 
 /// The lab used by most tests: alice pushes to team/*, bob only pulls it, root pushes to
@@ -169,6 +157,14 @@ impl Lab {
         rb.send().await.expect("request")
     }
 
+    async fn get(&self, path: &str, auth: Option<&str>) -> reqwest::Response {
+        self.send(reqwest::Method::GET, path, auth, vec![]).await
+    }
+
+    async fn post(&self, path: &str, auth: Option<&str>) -> reqwest::Response {
+        self.send(reqwest::Method::POST, path, auth, vec![]).await
+    }
+
     /// Push a one-layer image to `repo:tag` with `auth`; return the manifest PUT's status.
     async fn push(&self, repo: &str, tag: &str, auth: &str) -> StatusCode {
         let cfg = format!("{{\"repo\":\"{repo}\"}}").into_bytes();
@@ -186,13 +182,7 @@ impl Lab {
                 return r.status();
             }
         }
-        let manifest = format!(
-            r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{}","size":{}}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"{}","size":{}}}]}}"#,
-            sha256(&cfg),
-            cfg.len(),
-            sha256(&layer),
-            layer.len()
-        );
+        let manifest = image_manifest(&sha256(&cfg), cfg.len(), &sha256(&layer), layer.len());
         self.send(
             reqwest::Method::PUT,
             &format!("/v2/{repo}/manifests/{tag}"),
@@ -221,7 +211,7 @@ async fn token_flow_rights_and_refusals() {
     let s = &lab.server;
 
     // Anonymous /v2/: a Bearer challenge naming our token endpoint.
-    let r = lab.send(reqwest::Method::GET, "/v2/", None, vec![]).await;
+    let r = lab.get("/v2/", None).await;
     assert!(r.headers().get("docker-distribution-api-version").is_some());
     let ch = expect_code(r, StatusCode::UNAUTHORIZED, "UNAUTHORIZED")
         .await
@@ -248,9 +238,7 @@ async fn token_flow_rights_and_refusals() {
         lab.push("team/app", "v1", &alice).await,
         StatusCode::CREATED
     );
-    let r = lab
-        .send(reqwest::Method::GET, "/v2/", Some(&alice), vec![])
-        .await;
+    let r = lab.get("/v2/", Some(&alice)).await;
     assert_eq!(r.status(), StatusCode::OK);
 
     // bob asks for push and gets a token for pull only; his push is DENIED, nothing changes.
@@ -269,12 +257,7 @@ async fn token_flow_rights_and_refusals() {
         .await;
     expect_code(r, StatusCode::FORBIDDEN, "DENIED").await;
     let r = lab
-        .send(
-            reqwest::Method::POST,
-            "/v2/team/app/blobs/uploads/",
-            Some(&basic("bob", "bob-pw")),
-            vec![],
-        )
+        .post("/v2/team/app/blobs/uploads/", Some(&basic("bob", "bob-pw")))
         .await;
     expect_code(r, StatusCode::FORBIDDEN, "DENIED").await;
     let r = lab
@@ -286,14 +269,7 @@ async fn token_flow_rights_and_refusals() {
         )
         .await;
     expect_code(r, StatusCode::FORBIDDEN, "DENIED").await;
-    let r = lab
-        .send(
-            reqwest::Method::GET,
-            "/v2/team/app/tags/list",
-            Some(&bob),
-            vec![],
-        )
-        .await;
+    let r = lab.get("/v2/team/app/tags/list", Some(&bob)).await;
     assert_eq!(r.status(), StatusCode::OK);
     let tags: Value = r.json().await.expect("tags");
     assert_eq!(
@@ -306,14 +282,7 @@ async fn token_flow_rights_and_refusals() {
     let other = lab
         .bearer("alice", "alice-pw", &["repository:team/other:pull,push"])
         .await;
-    let r = lab
-        .send(
-            reqwest::Method::GET,
-            "/v2/team/app/manifests/v1",
-            Some(&other),
-            vec![],
-        )
-        .await;
+    let r = lab.get("/v2/team/app/manifests/v1", Some(&other)).await;
     let ch = expect_code(r, StatusCode::UNAUTHORIZED, "UNAUTHORIZED")
         .await
         .expect("challenge");
@@ -321,14 +290,12 @@ async fn token_flow_rights_and_refusals() {
 
     // A mount needs pull on its source too: a token without it is sent back for both scopes.
     let r = lab
-        .send(
-            reqwest::Method::POST,
+        .post(
             &format!(
                 "/v2/team/app/blobs/uploads/?mount={}&from=team/lib",
                 sha256(b"x")
             ),
             Some(&alice),
-            vec![],
         )
         .await;
     let ch = expect_code(r, StatusCode::UNAUTHORIZED, "UNAUTHORIZED")
@@ -341,14 +308,7 @@ async fn token_flow_rights_and_refusals() {
 
     // A forged token (claims edited, signature kept) and an expired one.
     let forged = forge(&alice, "team/*");
-    let r = lab
-        .send(
-            reqwest::Method::GET,
-            "/v2/team/app/manifests/v1",
-            Some(&forged),
-            vec![],
-        )
-        .await;
+    let r = lab.get("/v2/team/app/manifests/v1", Some(&forged)).await;
     let ch = expect_code(r, StatusCode::UNAUTHORIZED, "UNAUTHORIZED")
         .await
         .expect("challenge");
@@ -366,35 +326,16 @@ async fn token_flow_rights_and_refusals() {
         }],
     );
     let fresh = format!("Bearer {}", key.sign(&old));
-    let r = lab
-        .send(
-            reqwest::Method::GET,
-            "/v2/team/app/manifests/v1",
-            Some(&fresh),
-            vec![],
-        )
-        .await;
+    let r = lab.get("/v2/team/app/manifests/v1", Some(&fresh)).await;
     assert_eq!(r.status(), StatusCode::OK, "a token we signed works");
     old.exp = old.iat - 1;
     let expired = format!("Bearer {}", key.sign(&old));
-    let r = lab
-        .send(
-            reqwest::Method::GET,
-            "/v2/team/app/manifests/v1",
-            Some(&expired),
-            vec![],
-        )
-        .await;
+    let r = lab.get("/v2/team/app/manifests/v1", Some(&expired)).await;
     expect_code(r, StatusCode::UNAUTHORIZED, "UNAUTHORIZED").await;
 
     // Wrong password with Basic straight on /v2.
     let r = lab
-        .send(
-            reqwest::Method::GET,
-            "/v2/team/app/manifests/v1",
-            Some(&basic("bob", "wrong")),
-            vec![],
-        )
+        .get("/v2/team/app/manifests/v1", Some(&basic("bob", "wrong")))
         .await;
     expect_code(r, StatusCode::UNAUTHORIZED, "UNAUTHORIZED").await;
 }
@@ -436,9 +377,7 @@ async fn catalog_anonymous_and_admin() {
     );
 
     // Anonymous catalog: refused, with the catalog scope in the challenge.
-    let r = lab
-        .send(reqwest::Method::GET, "/v2/_catalog", None, vec![])
-        .await;
+    let r = lab.get("/v2/_catalog", None).await;
     let ch = expect_code(r, StatusCode::UNAUTHORIZED, "UNAUTHORIZED")
         .await
         .expect("challenge");
@@ -462,125 +401,67 @@ async fn catalog_anonymous_and_admin() {
             vec!["public/base"],
         ),
     ] {
-        let r = lab
-            .send(
-                reqwest::Method::GET,
-                "/v2/_catalog?n=10",
-                Some(&auth),
-                vec![],
-            )
-            .await;
+        let r = lab.get("/v2/_catalog?n=10", Some(&auth)).await;
         assert_eq!(r.status(), StatusCode::OK, "{who}");
         let v: Value = r.json().await.expect("catalog");
         assert_eq!(v["repositories"], serde_json::json!(want), "{who}");
     }
     // Pagination over the filtered list.
     let r = lab
-        .send(
-            reqwest::Method::GET,
-            "/v2/_catalog?n=1",
-            Some(&basic("bob", "bob-pw")),
-            vec![],
-        )
+        .get("/v2/_catalog?n=1", Some(&basic("bob", "bob-pw")))
         .await;
     assert!(r.headers().get("link").is_some());
     let v: Value = r.json().await.expect("catalog");
     assert_eq!(v["repositories"], serde_json::json!(["public/base"]));
 
     // Anonymous pull where allowed (directly and with an anonymous token); not elsewhere.
-    let r = lab
-        .send(
-            reqwest::Method::GET,
-            "/v2/public/base/manifests/v1",
-            None,
-            vec![],
-        )
-        .await;
+    let r = lab.get("/v2/public/base/manifests/v1", None).await;
     assert_eq!(r.status(), StatusCode::OK);
     let anon = {
         let r = lab.token(None, &["repository:public/base:pull,push"]).await;
         let v: Value = r.json().await.expect("token");
         format!("Bearer {}", v["token"].as_str().expect("token"))
     };
-    let r = lab
-        .send(
-            reqwest::Method::GET,
-            "/v2/public/base/manifests/v1",
-            Some(&anon),
-            vec![],
-        )
-        .await;
+    let r = lab.get("/v2/public/base/manifests/v1", Some(&anon)).await;
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(
         lab.push("public/base", "v2", &anon).await,
         StatusCode::UNAUTHORIZED
     );
-    let r = lab
-        .send(
-            reqwest::Method::GET,
-            "/v2/secret/x/manifests/v1",
-            None,
-            vec![],
-        )
-        .await;
+    let r = lab.get("/v2/secret/x/manifests/v1", None).await;
     expect_code(r, StatusCode::UNAUTHORIZED, "UNAUTHORIZED").await;
 
     // A mount from a repository alice may not read becomes a plain upload (202, not 201).
     let cfg = sha256(b"{\"repo\":\"secret/x\"}");
     let r = lab
-        .send(
-            reqwest::Method::POST,
+        .post(
             &format!("/v2/team/app/blobs/uploads/?mount={cfg}&from=secret/x"),
             Some(&alice),
-            vec![],
         )
         .await;
     assert_eq!(r.status(), StatusCode::ACCEPTED);
     let r = lab
-        .send(
-            reqwest::Method::POST,
+        .post(
             &format!("/v2/secret/y/blobs/uploads/?mount={cfg}&from=secret/x"),
             Some(&root),
-            vec![],
         )
         .await;
     assert_eq!(r.status(), StatusCode::CREATED, "root may read secret/x");
 
     // /admin/*: refused before routing for anonymous and non-admins; admins and the admin
     // token get through (to whatever the route is).
-    let r = lab
-        .send(reqwest::Method::POST, "/admin/v1/import", None, vec![])
-        .await;
+    let r = lab.post("/admin/v1/import", None).await;
     expect_code(r, StatusCode::UNAUTHORIZED, "UNAUTHORIZED").await;
     for auth in [alice.clone(), basic("bob", "bob-pw")] {
-        let r = lab
-            .send(
-                reqwest::Method::POST,
-                "/admin/v1/import",
-                Some(&auth),
-                vec![],
-            )
-            .await;
+        let r = lab.post("/admin/v1/import", Some(&auth)).await;
         expect_code(r, StatusCode::FORBIDDEN, "DENIED").await;
     }
     let r = lab
-        .send(
-            reqwest::Method::POST,
-            "/admin/v1/import",
-            Some("Bearer not-the-token"),
-            vec![],
-        )
+        .post("/admin/v1/import", Some("Bearer not-the-token"))
         .await;
     expect_code(r, StatusCode::UNAUTHORIZED, "UNAUTHORIZED").await;
     for auth in [root.clone(), "Bearer machine-secret".to_owned()] {
-        let r = lab
-            .send(
-                reqwest::Method::POST,
-                "/admin/v1/import",
-                Some(&auth),
-                vec![],
-            )
-            .await;
+        let r = lab.post("/admin/v1/import", Some(&auth)).await;
         assert!(
             r.status() != StatusCode::UNAUTHORIZED && r.status() != StatusCode::FORBIDDEN,
             "admin refused: {}",
@@ -618,14 +499,7 @@ async fn failed_logins_are_throttled() {
     }
     // Now even the right password waits; no bcrypt work is done for this address.
     for auth in [basic("alice", "guess"), basic("alice", "alice-pw")] {
-        let r = lab
-            .send(
-                reqwest::Method::GET,
-                "/v2/team/app/tags/list",
-                Some(&auth),
-                vec![],
-            )
-            .await;
+        let r = lab.get("/v2/team/app/tags/list", Some(&auth)).await;
         let retry: u64 = r
             .headers()
             .get("retry-after")
@@ -650,7 +524,7 @@ async fn basic_mode_and_htpasswd_without_rules() {
         "basic",
     ]);
     let c = client();
-    let r = c.get(s.url("/v2/")).send().await.expect("get");
+    let r = get(&c, &s, "/v2/").await;
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
     let ch = r.headers()["www-authenticate"].to_str().expect("ascii");
     assert!(ch.starts_with("Basic realm="), "{ch}");
@@ -664,11 +538,7 @@ async fn basic_mode_and_htpasswd_without_rules() {
         .await
         .expect("post");
     assert_eq!(r.status(), StatusCode::CREATED);
-    let r = c
-        .get(s.url(&format!("/v2/any/repo/blobs/{d}")))
-        .send()
-        .await
-        .expect("get");
+    let r = get(&c, &s, &format!("/v2/any/repo/blobs/{d}")).await;
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
 }
 
@@ -950,11 +820,7 @@ fn oversized_request_head_is_refused() {
 async fn stalled_body_is_cut_off_without_a_trace() {
     let s = Server::start_with_args(&["--body-timeout-secs", "1"]);
     let c = client();
-    let r = c
-        .post(s.url("/v2/slow/app/blobs/uploads/"))
-        .send()
-        .await
-        .expect("post");
+    let r = post(&c, &s, "/v2/slow/app/blobs/uploads/").await;
     assert_eq!(r.status(), StatusCode::ACCEPTED);
     let location = r.headers()["location"].to_str().expect("ascii").to_owned();
     let path = location
@@ -990,7 +856,7 @@ async fn stalled_body_is_cut_off_without_a_trace() {
         "internals in the answer: {answer}"
     );
     // The partial chunk left nothing behind.
-    let r = c.get(s.url(&location)).send().await.expect("status");
+    let r = get(&c, &s, &location).await;
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
     let range = r
         .headers()
@@ -1010,14 +876,14 @@ async fn stalled_body_is_cut_off_without_a_trace() {
 async fn open_upload_sessions_are_capped() {
     let mut s = Server::start_with_args(&["--max-open-uploads", "2"]);
     let c = client();
-    let post = |s: &Server| c.post(s.url("/v2/cap/app/blobs/uploads/")).send();
+    let open_session = |s: &Server| c.post(s.url("/v2/cap/app/blobs/uploads/")).send();
     let mut sessions = Vec::new();
     for _ in 0..2 {
-        let r = post(&s).await.expect("post");
+        let r = open_session(&s).await.expect("post");
         assert_eq!(r.status(), StatusCode::ACCEPTED);
         sessions.push(r.headers()["location"].to_str().expect("ascii").to_owned());
     }
-    let r = post(&s).await.expect("post");
+    let r = open_session(&s).await.expect("post");
     assert_eq!(
         r.headers()
             .get("retry-after")
@@ -1051,35 +917,27 @@ async fn open_upload_sessions_are_capped() {
         .await
         .expect("finish");
     assert_eq!(r.status(), StatusCode::CREATED);
-    let r = post(&s).await.expect("post after finish");
+    let r = open_session(&s).await.expect("post after finish");
     assert_eq!(
         r.status(),
         StatusCode::ACCEPTED,
         "a finished session frees its slot"
     );
     let third = r.headers()["location"].to_str().expect("ascii").to_owned();
-    let r = c.delete(s.url(&third)).send().await.expect("cancel");
+    let r = delete(&c, &s, &third).await;
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
-    let r = post(&s).await.expect("post after cancel");
+    let r = open_session(&s).await.expect("post after cancel");
     assert_eq!(r.status(), StatusCode::ACCEPTED, "a cancel frees its slot");
 
     // Two sessions are open on disk; a restarted server counts them.
     s.restart();
     // A new client: the old one's pooled connections died with the old process.
     let c = client();
-    let r = c
-        .post(s.url("/v2/cap/app/blobs/uploads/"))
-        .send()
-        .await
-        .expect("post after restart");
+    let r = post(&c, &s, "/v2/cap/app/blobs/uploads/").await;
     expect_code(r, StatusCode::TOO_MANY_REQUESTS, "TOOMANYREQUESTS").await;
-    let r = c.delete(s.url(&sessions[1])).send().await.expect("cancel");
+    let r = delete(&c, &s, &sessions[1]).await;
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
-    let r = c
-        .post(s.url("/v2/cap/app/blobs/uploads/"))
-        .send()
-        .await
-        .expect("post after a cancel");
+    let r = post(&c, &s, "/v2/cap/app/blobs/uploads/").await;
     assert_eq!(r.status(), StatusCode::ACCEPTED);
 }
 

@@ -16,12 +16,12 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
 
-use crate::support::{require_tool, scratch_dir, Server};
+use crate::support::{
+    require_tool, scratch_dir, sha256 as sha256_digest, tar_header, xorshift_bytes, Server,
+    OCI_INDEX, OCI_MANIFEST,
+};
 
-const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
-const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
 const OCI_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
 
@@ -56,10 +56,7 @@ async fn oci_index_round_trip_preserves_digests() {
 
     let repo = "skopeo/multi";
     let dest = format!("docker://{}/{repo}:v1", server.host());
-    skopeo.run(&[
-        "copy",
-        "--all",
-        "--preserve-digests",
+    skopeo.copy_all(&[
         "--dest-tls-verify=false",
         "--dest-no-creds",
         &format!("oci:{}:v1", src.display()),
@@ -98,10 +95,7 @@ async fn oci_index_round_trip_preserves_digests() {
 
     // Registry to registry: skopeo may mount the blobs from `repo`.
     let mirror = "skopeo/mirror";
-    skopeo.run(&[
-        "copy",
-        "--all",
-        "--preserve-digests",
+    skopeo.copy_all(&[
         "--src-tls-verify=false",
         "--dest-tls-verify=false",
         "--src-no-creds",
@@ -115,10 +109,7 @@ async fn oci_index_round_trip_preserves_digests() {
     server.restart();
 
     let out = work.path().join("out-layout");
-    skopeo.run(&[
-        "copy",
-        "--all",
-        "--preserve-digests",
+    skopeo.copy_all(&[
         "--src-tls-verify=false",
         "--src-no-creds",
         &format!("docker://{}/{repo}:v1", server.host()),
@@ -140,10 +131,7 @@ async fn docker_manifest_list_round_trip_preserves_digests() {
     image.write_dir(&src);
 
     let repo = "skopeo/dockerlist";
-    skopeo.run(&[
-        "copy",
-        "--all",
-        "--preserve-digests",
+    skopeo.copy_all(&[
         "--dest-tls-verify=false",
         "--dest-no-creds",
         &format!("dir:{}", src.display()),
@@ -154,10 +142,7 @@ async fn docker_manifest_list_round_trip_preserves_digests() {
     check_pushed_over_http(&http, &server, repo, "v2", &image).await;
 
     let out = work.path().join("out-dir");
-    skopeo.run(&[
-        "copy",
-        "--all",
-        "--preserve-digests",
+    skopeo.copy_all(&[
         "--src-tls-verify=false",
         "--src-no-creds",
         &format!("docker://{}/{repo}:v2", server.host()),
@@ -174,6 +159,45 @@ fn header<'a>(resp: &'a reqwest::Response, name: &str) -> Option<&'a str> {
     resp.headers().get(name).and_then(|v| v.to_str().ok())
 }
 
+/// `method url` (with `Accept` when given) answers 200; returns what to call it in messages
+/// and the response.
+async fn fetch_ok(
+    http: &reqwest::Client,
+    method: reqwest::Method,
+    url: &str,
+    accept: Option<&str>,
+) -> (String, reqwest::Response) {
+    let what = format!("{method} {url}");
+    let mut req = http.request(method, url);
+    if let Some(accept) = accept {
+        req = req.header("Accept", accept);
+    }
+    let resp = req.send().await.unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert_eq!(resp.status().as_u16(), 200, "{what}");
+    (what, resp)
+}
+
+/// `method url` answers 200 with `want`'s Content-Type and Docker-Content-Digest.
+async fn fetch_manifest(
+    http: &reqwest::Client,
+    method: reqwest::Method,
+    url: &str,
+    want: &Blob,
+) -> (String, reqwest::Response) {
+    let (what, resp) = fetch_ok(http, method, url, Some(ACCEPT_ALL)).await;
+    assert_eq!(
+        header(&resp, "content-type"),
+        Some(want.media_type.as_str()),
+        "{what}: Content-Type"
+    );
+    assert_eq!(
+        header(&resp, "docker-content-digest"),
+        Some(want.digest.as_str()),
+        "{what}: Docker-Content-Digest"
+    );
+    (what, resp)
+}
+
 /// The tag, the index, every child manifest and every blob are served with
 /// the pushed bytes, media types and digests.
 async fn check_pushed_over_http(
@@ -188,24 +212,7 @@ async fn check_pushed_over_http(
     // The index by tag and by digest, GET and HEAD.
     for reference in [tag, top.digest.as_str()] {
         let url = server.url(&format!("/v2/{repo}/manifests/{reference}"));
-        let what = format!("GET {url}");
-        let resp = http
-            .get(&url)
-            .header("Accept", ACCEPT_ALL)
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("{what}: {e}"));
-        assert_eq!(resp.status().as_u16(), 200, "{what}");
-        assert_eq!(
-            header(&resp, "content-type"),
-            Some(top.media_type.as_str()),
-            "{what}: Content-Type"
-        );
-        assert_eq!(
-            header(&resp, "docker-content-digest"),
-            Some(top.digest.as_str()),
-            "{what}: Docker-Content-Digest"
-        );
+        let (what, resp) = fetch_manifest(http, reqwest::Method::GET, &url, top).await;
         let body = resp.bytes().await.unwrap_or_else(|e| panic!("{what}: {e}"));
         assert!(
             body[..] == top.bytes[..],
@@ -214,24 +221,7 @@ async fn check_pushed_over_http(
             String::from_utf8_lossy(&top.bytes)
         );
 
-        let what = format!("HEAD {url}");
-        let resp = http
-            .head(&url)
-            .header("Accept", ACCEPT_ALL)
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("{what}: {e}"));
-        assert_eq!(resp.status().as_u16(), 200, "{what}");
-        assert_eq!(
-            header(&resp, "content-type"),
-            Some(top.media_type.as_str()),
-            "{what}: Content-Type"
-        );
-        assert_eq!(
-            header(&resp, "docker-content-digest"),
-            Some(top.digest.as_str()),
-            "{what}: Docker-Content-Digest"
-        );
+        let (what, resp) = fetch_manifest(http, reqwest::Method::HEAD, &url, top).await;
         assert_eq!(
             header(&resp, "content-length"),
             Some(top.bytes.len().to_string().as_str()),
@@ -242,24 +232,7 @@ async fn check_pushed_over_http(
     // Each platform manifest by digest.
     for child in &image.manifests {
         let url = server.url(&format!("/v2/{repo}/manifests/{}", child.digest));
-        let what = format!("GET {url}");
-        let resp = http
-            .get(&url)
-            .header("Accept", ACCEPT_ALL)
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("{what}: {e}"));
-        assert_eq!(resp.status().as_u16(), 200, "{what}");
-        assert_eq!(
-            header(&resp, "content-type"),
-            Some(child.media_type.as_str()),
-            "{what}: Content-Type"
-        );
-        assert_eq!(
-            header(&resp, "docker-content-digest"),
-            Some(child.digest.as_str()),
-            "{what}: Docker-Content-Digest"
-        );
+        let (what, resp) = fetch_manifest(http, reqwest::Method::GET, &url, child).await;
         let body = resp.bytes().await.unwrap_or_else(|e| panic!("{what}: {e}"));
         assert!(
             body[..] == child.bytes[..],
@@ -270,26 +243,14 @@ async fn check_pushed_over_http(
     // Every config and layer blob.
     for blob in &image.blobs {
         let url = server.url(&format!("/v2/{repo}/blobs/{}", blob.digest));
-        let what = format!("HEAD {url}");
-        let resp = http
-            .head(&url)
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("{what}: {e}"));
-        assert_eq!(resp.status().as_u16(), 200, "{what}");
+        let (what, resp) = fetch_ok(http, reqwest::Method::HEAD, &url, None).await;
         assert_eq!(
             header(&resp, "content-length"),
             Some(blob.bytes.len().to_string().as_str()),
             "{what}: Content-Length"
         );
 
-        let what = format!("GET {url}");
-        let resp = http
-            .get(&url)
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("{what}: {e}"));
-        assert_eq!(resp.status().as_u16(), 200, "{what}");
+        let (what, resp) = fetch_ok(http, reqwest::Method::GET, &url, None).await;
         let body = resp.bytes().await.unwrap_or_else(|e| panic!("{what}: {e}"));
         assert_eq!(body.len(), blob.bytes.len(), "{what}: length");
         assert!(body[..] == blob.bytes[..], "{what}: body differs");
@@ -297,12 +258,7 @@ async fn check_pushed_over_http(
 
     // The tag is listed.
     let url = server.url(&format!("/v2/{repo}/tags/list"));
-    let resp = http
-        .get(&url)
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
-    assert_eq!(resp.status().as_u16(), 200, "GET {url}");
+    let (_, resp) = fetch_ok(http, reqwest::Method::GET, &url, None).await;
     let list: Value = resp
         .json()
         .await
@@ -606,41 +562,13 @@ fn tar(entries: &[Entry]) -> Vec<u8> {
             Entry::Dir(name) => (format!("{name}/"), 0o755, b'5', &[]),
             Entry::File(name, data) => (name.to_string(), 0o644, b'0', data),
         };
-        assert!(name.len() < 100, "tar entry name too long: {name}");
-        let mut h = [0u8; 512];
-        h[..name.len()].copy_from_slice(name.as_bytes());
-        octal(&mut h[100..108], u64::from(mode));
-        octal(&mut h[108..116], 0); // uid
-        octal(&mut h[116..124], 0); // gid
-        octal(&mut h[124..136], data.len() as u64);
-        octal(&mut h[136..148], 1_704_067_200); // mtime: 2024-01-01
-        h[148..156].fill(b' '); // checksum placeholder
-        h[156] = kind;
-        h[257..263].copy_from_slice(b"ustar\0");
-        h[263..265].copy_from_slice(b"00");
-        h[265..269].copy_from_slice(b"root");
-        h[297..301].copy_from_slice(b"root");
-        let sum: u32 = h.iter().map(|&b| u32::from(b)).sum();
-        let sum = format!("{sum:06o}\0 ");
-        h[148..156].copy_from_slice(sum.as_bytes());
+        let h = tar_header(&name, data.len() as u64, kind, u64::from(mode));
         out.extend_from_slice(&h);
         out.extend_from_slice(data);
         out.resize(out.len().div_ceil(512) * 512, 0);
     }
     out.resize(out.len() + 1024, 0); // two zero blocks end the archive
     out
-}
-
-/// Zero-padded octal, NUL-terminated, filling `field`.
-fn octal(field: &mut [u8], value: u64) {
-    let width = field.len() - 1;
-    let text = format!("{value:0width$o}");
-    assert!(
-        text.len() == width,
-        "value {value} does not fit the tar field"
-    );
-    field[..width].copy_from_slice(text.as_bytes());
-    field[width] = 0;
 }
 
 /// Gzip `data` with the system `gzip` (always present on Debian).
@@ -673,26 +601,7 @@ fn gzip(data: &[u8]) -> Vec<u8> {
 
 /// Deterministic incompressible bytes (xorshift64).
 fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
-
-fn sha256_digest(data: &[u8]) -> String {
-    let hash = Sha256::digest(data);
-    let mut s = String::with_capacity(7 + 64);
-    s.push_str("sha256:");
-    for b in hash {
-        s.push_str(&format!("{b:02x}"));
-    }
-    s
+    xorshift_bytes(len, seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
 }
 
 /// Pretty-printed JSON: a registry that re-serialised manifests would
@@ -744,6 +653,14 @@ impl Skopeo {
 
     /// Run `skopeo --insecure-policy ARGS...`; panic with its output unless
     /// it succeeds within [`SKOPEO_TIMEOUT`]. Returns stdout.
+    /// `skopeo copy --all --preserve-digests ARGS`: every round trip here keeps every
+    /// platform and every digest.
+    fn copy_all(&self, args: &[&str]) -> Vec<u8> {
+        let mut all = vec!["copy", "--all", "--preserve-digests"];
+        all.extend_from_slice(args);
+        self.run(&all)
+    }
+
     fn run(&self, args: &[&str]) -> Vec<u8> {
         let shown = format!("skopeo {}", args.join(" "));
         eprintln!("+ {shown}");

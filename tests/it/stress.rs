@@ -4,11 +4,11 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use reqwest::StatusCode;
+use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
 use crate::images::{client, fsck, make_image, push_image, verify_image, Image};
-use crate::support::Server;
+use crate::support::{send_bearer, Server};
 
 const TOKEN: &str = "stress-token";
 const CLIENTS: usize = 64;
@@ -118,12 +118,8 @@ async fn sixty_four_clients_while_gc_runs_every_second() {
             .expect("kept image after the run");
     }
     // Everything deleted is collectable now; everything kept survives that.
-    let v: Value = c
-        .post(s.url("/admin/v1/gc?grace=0s"))
-        .bearer_auth(TOKEN)
-        .send()
+    let v: Value = send_bearer(&c, &s, Method::POST, "/admin/v1/gc?grace=0s", TOKEN)
         .await
-        .expect("gc")
         .json()
         .await
         .expect("json");

@@ -15,6 +15,9 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use reqwest::{Client, Method, Response, StatusCode};
+use serde_json::Value;
+use sha2::{Digest as _, Sha256};
 use tempfile::TempDir;
 
 /// Path of the binary under test, built by cargo for integration tests.
@@ -384,6 +387,159 @@ pub fn scratch_dir(prefix: &str) -> TempDir {
         .prefix(prefix)
         .tempdir()
         .expect("create scratch dir")
+}
+
+pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+
+/// `sha256:<hex>` of `b`.
+pub fn sha256(b: &[u8]) -> String {
+    let hex: String = Sha256::digest(b)
+        .iter()
+        .map(|x| format!("{x:02x}"))
+        .collect();
+    format!("sha256:{hex}")
+}
+
+pub fn client(timeout: Duration) -> Client {
+    Client::builder().timeout(timeout).build().expect("client")
+}
+
+/// `method path` on `s` without a body. Only a missing answer panics: every status is the
+/// caller's to check.
+pub async fn send(c: &Client, s: &Server, method: Method, path: &str) -> Response {
+    c.request(method.clone(), s.url(path))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+}
+
+/// Like [`send`], with `Authorization: Bearer token`.
+pub async fn send_bearer(
+    c: &Client,
+    s: &Server,
+    method: Method,
+    path: &str,
+    token: &str,
+) -> Response {
+    c.request(method.clone(), s.url(path))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+}
+
+pub async fn get(c: &Client, s: &Server, path: &str) -> Response {
+    send(c, s, Method::GET, path).await
+}
+
+pub async fn head(c: &Client, s: &Server, path: &str) -> Response {
+    send(c, s, Method::HEAD, path).await
+}
+
+pub async fn post(c: &Client, s: &Server, path: &str) -> Response {
+    send(c, s, Method::POST, path).await
+}
+
+pub async fn delete(c: &Client, s: &Server, path: &str) -> Response {
+    send(c, s, Method::DELETE, path).await
+}
+
+/// The JSON body of `GET path`, whatever its status.
+pub async fn get_json(c: &Client, s: &Server, path: &str) -> Value {
+    get(c, s, path)
+        .await
+        .json()
+        .await
+        .unwrap_or_else(|e| panic!("GET {path}: not JSON: {e}"))
+}
+
+/// `len` bytes of xorshift64 output from `state` (non-zero): incompressible, and the same
+/// for the same state.
+pub fn xorshift_bytes(len: usize, mut state: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        out.extend_from_slice(&state.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// One ustar header block: owner root, fixed mtime, checksum filled in.
+pub fn tar_header(name: &str, size: u64, kind: u8, mode: u64) -> [u8; 512] {
+    assert!(name.len() < 100, "tar name too long: {name}");
+    let mut h = [0u8; 512];
+    h[..name.len()].copy_from_slice(name.as_bytes());
+    octal(&mut h[100..108], mode);
+    octal(&mut h[108..116], 0);
+    octal(&mut h[116..124], 0);
+    octal(&mut h[124..136], size);
+    octal(&mut h[136..148], 1_704_067_200); // 2024-01-01T00:00:00Z
+    h[148..156].copy_from_slice(b"        ");
+    h[156] = kind;
+    h[257..263].copy_from_slice(b"ustar\0");
+    h[263..265].copy_from_slice(b"00");
+    h[265..269].copy_from_slice(b"root");
+    h[297..301].copy_from_slice(b"root");
+    let sum: u32 = h.iter().map(|&b| u32::from(b)).sum();
+    let s = format!("{sum:06o}\0 ");
+    h[148..156].copy_from_slice(s.as_bytes());
+    h
+}
+
+/// Zero-padded octal, NUL-terminated, filling `field`.
+fn octal(field: &mut [u8], value: u64) {
+    let s = format!("{value:0width$o}\0", width = field.len() - 1);
+    assert_eq!(s.len(), field.len(), "value {value} does not fit");
+    field.copy_from_slice(s.as_bytes());
+}
+
+/// Push `bytes` to `repo` in one monolithic POST (which must answer 201); returns the digest.
+pub async fn push_blob(c: &Client, s: &Server, repo: &str, bytes: &[u8]) -> String {
+    let d = sha256(bytes);
+    let r = c
+        .post(s.url(&format!("/v2/{repo}/blobs/uploads/?digest={d}")))
+        .body(bytes.to_vec())
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status(), StatusCode::CREATED);
+    d
+}
+
+/// The manifest of one config and one layer (not gzipped), for blobs of these sizes.
+pub fn image_manifest(config: &str, config_len: usize, layer: &str, layer_len: usize) -> String {
+    format!(
+        r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config}","size":{config_len}}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"{layer}","size":{layer_len}}}]}}"#
+    )
+}
+
+pub async fn put_manifest(
+    c: &Client,
+    s: &Server,
+    repo: &str,
+    reference: &str,
+    media: &str,
+    body: &[u8],
+) -> Response {
+    c.put(s.url(&format!("/v2/{repo}/manifests/{reference}")))
+        .header("Content-Type", media)
+        .body(body.to_vec())
+        .send()
+        .await
+        .expect("put manifest")
+}
+
+/// The `errors[0].code` of an error body (empty when there is none).
+pub async fn error_code(r: Response) -> String {
+    let v: Value = r.json().await.expect("JSON error body");
+    v["errors"][0]["code"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
 }
 
 /// Path of a required external tool, or a panic that says how to get it.

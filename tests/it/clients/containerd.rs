@@ -216,6 +216,21 @@ fn ctr_image_digest(c: &Containerd, ns: &str, reference: &str) -> String {
         .to_string()
 }
 
+/// `ctr images pull --plain-http` into [`NS`], unpacked with the native snapshotter.
+fn pull_plain_http(c: &Containerd, reference: &str) {
+    c.ctr(
+        NS,
+        &[
+            "images",
+            "pull",
+            "--plain-http",
+            "--snapshotter",
+            "native",
+            reference,
+        ],
+    );
+}
+
 #[test]
 fn ctr_pull_plain_http_unpacks_and_push() {
     let c = Containerd::start();
@@ -227,17 +242,7 @@ fn ctr_pull_plain_http_unpacks_and_push() {
     let image = Image::build(Flavor::Docker, host_arch(), "ctr");
     image.push_http(&http, &server, "clients/ctr", "v1");
     let reference = format!("{host}/clients/ctr:v1");
-    c.ctr(
-        NS,
-        &[
-            "images",
-            "pull",
-            "--plain-http",
-            "--snapshotter",
-            "native",
-            &reference,
-        ],
-    );
+    pull_plain_http(&c, &reference);
     assert_eq!(ctr_image_digest(&c, NS, &reference), image.manifest.digest);
     let files = c.read_files(NS, &reference, &["airdock/hello.txt", "airdock/data.bin"]);
     assert_eq!(files[0], image.file("airdock/hello.txt"));
@@ -251,17 +256,7 @@ fn ctr_pull_plain_http_unpacks_and_push() {
     let index = Index::build(Flavor::Oci, "ctr-index");
     index.push_http(&http, &server, "clients/ctr-index", "v1");
     let reference = format!("{host}/clients/ctr-index:v1");
-    c.ctr(
-        NS,
-        &[
-            "images",
-            "pull",
-            "--plain-http",
-            "--snapshotter",
-            "native",
-            &reference,
-        ],
-    );
+    pull_plain_http(&c, &reference);
     assert_eq!(ctr_image_digest(&c, NS, &reference), index.index.digest);
     let mine = index.host_image();
     let files = c.read_files(NS, &reference, &["airdock/hello.txt"]);

@@ -28,11 +28,10 @@ pub fn tools_bin() -> PathBuf {
     }
 }
 
-/// Directories searched for a client, in order: the project's tools dir,
-/// then `PATH`, then the system directories (daemons live in `/usr/sbin`,
-/// which a non-login `PATH` may lack).
-fn search_dirs() -> Vec<PathBuf> {
-    let mut dirs = vec![tools_bin()];
+/// `PATH`'s directories, then the system ones (daemons live in `/usr/sbin`, which a
+/// non-login `PATH` may lack).
+fn path_and_system_dirs() -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = Vec::new();
     if let Some(path) = std::env::var_os("PATH") {
         dirs.extend(std::env::split_paths(&path));
     }
@@ -46,6 +45,14 @@ fn search_dirs() -> Vec<PathBuf> {
     ] {
         dirs.push(PathBuf::from(d));
     }
+    dirs
+}
+
+/// Directories searched for a client, in order: the project's tools dir, then
+/// [`path_and_system_dirs`].
+fn search_dirs() -> Vec<PathBuf> {
+    let mut dirs = vec![tools_bin()];
+    dirs.extend(path_and_system_dirs());
     dirs
 }
 
@@ -80,21 +87,7 @@ pub fn require_root(what: &str) {
 /// `PATH` for daemons: the caller's, plus the system directories, so that
 /// dockerd finds containerd and runc, and containerd finds its shims.
 pub fn daemon_path() -> OsString {
-    let mut dirs: Vec<PathBuf> = Vec::new();
-    if let Some(path) = std::env::var_os("PATH") {
-        dirs.extend(std::env::split_paths(&path));
-    }
-    for d in [
-        "/usr/local/sbin",
-        "/usr/local/bin",
-        "/usr/sbin",
-        "/usr/bin",
-        "/sbin",
-        "/bin",
-    ] {
-        dirs.push(PathBuf::from(d));
-    }
-    std::env::join_paths(dirs).expect("PATH entries contain no separator")
+    std::env::join_paths(path_and_system_dirs()).expect("PATH entries contain no separator")
 }
 
 // ---------------------------------------------------------------------------

@@ -14,8 +14,8 @@ use std::path::Path;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use super::harness::{tool, Cmd, Http};
-use crate::support::Server;
+use super::harness::{tool, Cmd, Http, Resp};
+use crate::support::{tar_header, xorshift_bytes, Server};
 
 pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -251,15 +251,7 @@ impl Image {
                 resp.what
             );
         }
-        let config = http
-            .get(&server.url(&format!("/v2/{repo}/blobs/{config_digest}")))
-            .expect_status(200);
-        assert_eq!(
-            sha256_digest(&config.body),
-            config_digest,
-            "{}: config blob digest",
-            config.what
-        );
+        let config = fetch_blob(http, server, repo, &config_digest, "config blob digest");
         if same_config {
             assert!(
                 config.body == self.config.bytes,
@@ -282,15 +274,7 @@ impl Image {
             resp.what
         );
         let digest = layers[0]["digest"].as_str().expect("layer digest");
-        let layer = http
-            .get(&server.url(&format!("/v2/{repo}/blobs/{digest}")))
-            .expect_status(200);
-        assert_eq!(
-            sha256_digest(&layer.body),
-            digest,
-            "{}: blob does not match its digest",
-            layer.what
-        );
+        let layer = fetch_blob(http, server, repo, digest, "blob does not match its digest");
         let media_type = layers[0]["mediaType"].as_str().unwrap_or_default();
         let plain = if media_type.ends_with("gzip") {
             gunzip(&layer.body)
@@ -454,6 +438,20 @@ pub fn put_manifest(http: &Http, server: &Server, repo: &str, reference: &str, m
     );
 }
 
+/// GET blob `digest` of `repo`: 200, with bytes that hash to `digest` (else `mismatch`).
+fn fetch_blob(http: &Http, server: &Server, repo: &str, digest: &str, mismatch: &str) -> Resp {
+    let resp = http
+        .get(&server.url(&format!("/v2/{repo}/blobs/{digest}")))
+        .expect_status(200);
+    assert_eq!(
+        sha256_digest(&resp.body),
+        digest,
+        "{}: {mismatch}",
+        resp.what
+    );
+    resp
+}
+
 /// GET `repo:reference` returns exactly `manifest` (bytes, type, digest).
 pub fn assert_manifest_served(
     http: &Http,
@@ -527,9 +525,7 @@ pub fn sha256_hex(data: &[u8]) -> String {
     h.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
-pub fn sha256_digest(data: &[u8]) -> String {
-    format!("sha256:{}", sha256_hex(data))
-}
+pub use crate::support::sha256 as sha256_digest;
 
 pub fn to_json(v: &Value) -> Vec<u8> {
     serde_json::to_vec(v).expect("serialise JSON")
@@ -542,15 +538,7 @@ fn noise(len: usize, seed: &str) -> Vec<u8> {
     for b in seed.bytes() {
         x = (x ^ u64::from(b)).wrapping_mul(0x1000_0000_01b3);
     }
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(len);
-    out
+    xorshift_bytes(len, x)
 }
 
 /// A ustar archive of regular files (mode 0644, root, fixed mtime) with a
@@ -576,34 +564,6 @@ pub fn tar(files: &[(String, Vec<u8>)]) -> Vec<u8> {
     }
     out.resize(out.len() + 1024, 0);
     out
-}
-
-fn tar_header(name: &str, size: u64, kind: u8, mode: u64) -> [u8; 512] {
-    assert!(name.len() < 100, "tar name too long: {name}");
-    let mut h = [0u8; 512];
-    h[..name.len()].copy_from_slice(name.as_bytes());
-    octal(&mut h[100..108], mode);
-    octal(&mut h[108..116], 0);
-    octal(&mut h[116..124], 0);
-    octal(&mut h[124..136], size);
-    octal(&mut h[136..148], 1_704_067_200); // 2024-01-01T00:00:00Z
-    h[148..156].copy_from_slice(b"        ");
-    h[156] = kind;
-    h[257..263].copy_from_slice(b"ustar\0");
-    h[263..265].copy_from_slice(b"00");
-    h[265..269].copy_from_slice(b"root");
-    h[297..301].copy_from_slice(b"root");
-    let sum: u32 = h.iter().map(|&b| u32::from(b)).sum();
-    let s = format!("{sum:06o}\0 ");
-    h[148..156].copy_from_slice(s.as_bytes());
-    h
-}
-
-/// Zero-padded octal, NUL-terminated, filling `field`.
-fn octal(field: &mut [u8], value: u64) {
-    let s = format!("{value:0width$o}\0", width = field.len() - 1);
-    assert_eq!(s.len(), field.len(), "value {value} does not fit");
-    field.copy_from_slice(s.as_bytes());
 }
 
 /// A valid gzip member with the data in stored (uncompressed) deflate

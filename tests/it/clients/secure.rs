@@ -126,6 +126,28 @@ fn crane(lab: &SecureLab, config: &Path, args: &[&str]) -> Cmd {
         .args(args)
 }
 
+/// A Docker image labelled `label`, pushed to `reference` by crane logged in as alice.
+fn pushed_by_alice(lab: &SecureLab, label: &str, reference: &str) -> Image {
+    let image = Image::build(Flavor::Docker, host_arch(), label);
+    let tarball = lab.dir.path().join("image.tar");
+    image.write_docker_archive(&tarball, &format!("airdock-test/{label}:local"));
+    let cfg = lab.dir.path().join("crane-alice");
+    fs::create_dir_all(&cfg).expect("config dir");
+    crane(
+        lab,
+        &cfg,
+        &["auth", "login", &lab.host, "-u", "alice", "-p", "alice-pw"],
+    )
+    .run();
+    crane(
+        lab,
+        &cfg,
+        &["push", &tarball.display().to_string(), reference],
+    )
+    .run();
+    image
+}
+
 #[test]
 fn crane_oras_skopeo_over_tls_with_credentials() {
     let lab = SecureLab::start();
@@ -371,24 +393,8 @@ fn docker_login_push_pull_over_tls() {
 fn ctr_and_crictl_pull_over_tls_with_hosts_toml_ca() {
     let c = super::containerd::Containerd::start();
     let lab = SecureLab::start();
-    let image = Image::build(Flavor::Docker, host_arch(), "ctr-tls");
-    let tarball = lab.dir.path().join("image.tar");
-    image.write_docker_archive(&tarball, "airdock-test/ctr-tls:local");
-    let cfg = lab.dir.path().join("crane-alice");
-    fs::create_dir_all(&cfg).expect("config dir");
-    crane(
-        &lab,
-        &cfg,
-        &["auth", "login", &lab.host, "-u", "alice", "-p", "alice-pw"],
-    )
-    .run();
     let reference = format!("{}/secure/ctr:v1", lab.host);
-    crane(
-        &lab,
-        &cfg,
-        &["push", &tarball.display().to_string(), &reference],
-    )
-    .run();
+    let image = pushed_by_alice(&lab, "ctr-tls", &reference);
 
     c.hosts_toml(
         &lab.host,
@@ -430,24 +436,8 @@ fn ctr_and_crictl_pull_over_tls_with_hosts_toml_ca() {
 fn imgpkg_copy_and_pull_with_registry_ca_cert_path() {
     let lab = SecureLab::start();
     let w = lab.dir.path();
-    let image = Image::build(Flavor::Docker, host_arch(), "imgpkg-tls");
-    let tarball = w.join("image.tar");
-    image.write_docker_archive(&tarball, "airdock-test/imgpkg-tls:local");
-    let cfg = w.join("crane-alice");
-    fs::create_dir_all(&cfg).expect("config dir");
-    crane(
-        &lab,
-        &cfg,
-        &["auth", "login", &lab.host, "-u", "alice", "-p", "alice-pw"],
-    )
-    .run();
     let source = format!("{}/secure/imgpkg-src:v1", lab.host);
-    crane(
-        &lab,
-        &cfg,
-        &["push", &tarball.display().to_string(), &source],
-    )
-    .run();
+    let image = pushed_by_alice(&lab, "imgpkg-tls", &source);
 
     let ca = lab.ca.display().to_string();
     let imgpkg = |user: &str, pw: &str, args: &[&str]| {

@@ -31,6 +31,13 @@ impl Skopeo {
         }
     }
 
+    /// `skopeo sync --all --preserve-digests ARGS`: every platform, every digest kept.
+    fn sync_all(&self, args: &[&str]) -> Out {
+        let mut all = vec!["sync", "--all", "--preserve-digests"];
+        all.extend_from_slice(args);
+        self.run(&all)
+    }
+
     fn run(&self, args: &[&str]) -> Out {
         Cmd::new(&self.bin)
             .arg("--policy")
@@ -100,10 +107,7 @@ fn skopeo_copy_all_and_sync_a_repository() {
     let mirror = work.path().join("mirror");
     let repo = format!("{host}/clients/sync");
     let mirror_s = mirror.display().to_string();
-    skopeo.run(&[
-        "sync",
-        "--all",
-        "--preserve-digests",
+    skopeo.sync_all(&[
         "--src",
         "docker",
         "--dest",
@@ -152,11 +156,14 @@ fn skopeo_copy_all_and_sync_a_repository() {
         );
     }
 
+    let assert_synced = |repo: &str| {
+        assert_eq!(tags(&http, &server, repo), want_tags);
+        oci.assert_served(&http, &server, repo, "oci-index");
+        list.assert_served(&http, &server, repo, "docker-list");
+    };
+
     // sync back: directories to another repository prefix.
-    skopeo.run(&[
-        "sync",
-        "--all",
-        "--preserve-digests",
+    skopeo.sync_all(&[
         "--src",
         "dir",
         "--dest",
@@ -167,9 +174,7 @@ fn skopeo_copy_all_and_sync_a_repository() {
         &format!("{host}/clients/back"),
     ]);
     // Each directory `sync:TAG` becomes `clients/back/sync:TAG`.
-    assert_eq!(tags(&http, &server, "clients/back/sync"), want_tags);
-    oci.assert_served(&http, &server, "clients/back/sync", "oci-index");
-    list.assert_served(&http, &server, "clients/back/sync", "docker-list");
+    assert_synced("clients/back/sync");
     super::image::assert_manifest_served(
         &http,
         &server,
@@ -179,10 +184,7 @@ fn skopeo_copy_all_and_sync_a_repository() {
     );
 
     // And registry to registry, the whole repository at once.
-    skopeo.run(&[
-        "sync",
-        "--all",
-        "--preserve-digests",
+    skopeo.sync_all(&[
         "--src",
         "docker",
         "--dest",
@@ -194,7 +196,5 @@ fn skopeo_copy_all_and_sync_a_repository() {
         &repo,
         &format!("{host}/clients/again"),
     ]);
-    assert_eq!(tags(&http, &server, "clients/again/sync"), want_tags);
-    oci.assert_served(&http, &server, "clients/again/sync", "oci-index");
-    list.assert_served(&http, &server, "clients/again/sync", "docker-list");
+    assert_synced("clients/again/sync");
 }
