@@ -224,8 +224,11 @@ pub fn read_range(
     type Pending = tokio::task::JoinHandle<io::Result<bytes::Bytes>>;
     let file = Arc::new(file);
     let spawn = move |file: Arc<File>, pos: u64, n: usize| -> Pending {
+        // Allocated here, on a runtime thread, not on the blocking thread that fills it:
+        // glibc keeps freed memory in the arena of the thread that allocated it, and the
+        // blocking pool has many threads, each of which would keep a few MiB.
+        let mut buf = bytes::BytesMut::zeroed(n);
         tokio::task::spawn_blocking(move || {
-            let mut buf = bytes::BytesMut::zeroed(n);
             let mut filled = 0;
             while filled < n {
                 let got = file.read_at(&mut buf[filled..], pos + filled as u64)?;
