@@ -7,7 +7,7 @@
 # and Distribution over TLS with htpasswd (Basic on every request). Same lab CA and server
 # certificate for all (made by `airdock cert init`), same bcrypt htpasswd file (cost 5, what
 # Apache's `htpasswd -B` writes). Writes bench/secure-results.md (default).
-# Needs: python3 wrk curl docker-registry. Every server is stopped by PID at exit.
+# Needs: python3 wrk curl docker-registry openssl. Every server is stopped by PID at exit.
 set -u
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/.." && pwd)
@@ -26,8 +26,8 @@ while [ $# -gt 0 ]; do
     *) echo "unknown option $1" >&2; exit 2;;
   esac
 done
-for t in python3 wrk curl docker-registry; do
-  command -v "$t" >/dev/null || { echo "missing $t (apt-get install -y python3 wrk curl docker-registry)" >&2; exit 127; }
+for t in python3 wrk curl docker-registry openssl; do
+  command -v "$t" >/dev/null || { echo "missing $t (apt-get install -y python3 wrk curl docker-registry openssl)" >&2; exit 127; }
 done
 [ -x "$BIN" ] || { echo "no airdock binary at $BIN; cargo build --release first" >&2; exit 2; }
 
@@ -110,7 +110,7 @@ HEADER="# TLS and authentication on the manifest GET path
 
 Produced by \`$CMDLINE\` on $(date '+%Y-%m-%d %H:%M:%S %z'): airdock $("$BIN" --version | head -1) (git $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null)), $(docker-registry --version | head -1).
 $(nproc) CPUs, wrk on the same cores. TLS: rustls (airdock) and Go crypto/tls (Distribution),
-both with the ECDSA P-256 certificate of \`airdock cert init\`, TLS 1.3 negotiated by wrk's OpenSSL;
+both with the certificate of \`airdock cert init\` ($(openssl x509 -in "$RUN/tls/tls.crt" -noout -text | sed -n 's/^ *Public Key Algorithm: //p' | head -1));
 connections are kept alive, so the figure is the cost per request of record encryption plus
 the credential check. htpasswd: bcrypt cost 5, one user. \"basic\": \`Authorization: Basic\` on every
 request (airdock caches a successful check for 60 s; Distribution runs bcrypt on every request).

@@ -185,15 +185,15 @@ def main():
     pop_s = time.perf_counter() - t0
     nblobs = a.manifests * a.blobs_per_manifest
     rss_pop = (proc_status_kib(a.pid, "VmRSS") or 0) / 1024
-    rows.append(("population: %d manifests, %d blobs, %d repositories (%d workers)"
-                 % (a.manifests, nblobs, a.repos, a.workers),
-                 "%.1f s (%.0f blobs/s); RSS after %.1f MiB" % (pop_s, nblobs / pop_s, rss_pop)))
+    rows.append(("population: {:,} manifests with {:,} config and layer blobs, in {:,} repositories ({} client processes)"
+                 .format(a.manifests, nblobs, a.repos, a.workers),
+                 "%.1f s (%.0f blobs/s, client-bound); server RSS after it %.1f MiB" % (pop_s, nblobs / pop_s, rss_pop)))
 
     say("GC 1: nothing to free")
     rep, dt, cpu, peak = gc(a)
-    rows.append(("GC over %d blobs, nothing to free" % nblobs,
-                 "%.2f s wall (server's own report %d ms), %.2f CPU-s, peak RSS %.1f MiB; kept %d blobs"
-                 % (dt, rep["elapsed_ms"], cpu, peak, rep["blobs_kept"])))
+    rows.append(("GC, nothing to free",
+                 "%.2f s wall (the server's report: %d ms), %.2f CPU-s, peak RSS %.1f MiB; {:,} blobs kept (manifests count as blobs)".format(rep["blobs_kept"])
+                 % (dt, rep["elapsed_ms"], cpu, peak)))
 
     say("deleting half the manifests")
     doomed = items[::2]
@@ -201,13 +201,14 @@ def main():
     t0 = time.perf_counter()
     run_procs(delete_worker, [(a.port, [(r, d) for r, d, _ in doomed[w::a.workers]]) for w in range(a.workers)])
     del_s = time.perf_counter() - t0
-    rows.append(("manifest DELETE by digest, %d of them" % len(doomed), "%.1f s (%.0f/s)" % (del_s, len(doomed) / del_s)))
+    rows.append(("manifest DELETE by digest, {:,} of them (half)".format(len(doomed)), "%.1f s (%.0f/s)" % (del_s, len(doomed) / del_s)))
 
     say("GC 2: frees the deleted manifests' blobs")
     rep, dt, cpu, peak = gc(a)
-    rows.append(("GC over %d blobs that frees %d of them" % (nblobs, rep["blobs_deleted"]),
-                 "%.2f s wall (server's own report %d ms), %.2f CPU-s, peak RSS %.1f MiB; %d links dropped, %d blobs kept"
-                 % (dt, rep["elapsed_ms"], cpu, peak, rep["links_dropped"], rep["blobs_kept"])))
+    rows.append(("GC that frees the deleted manifests' blobs",
+                 "%.2f s wall (the server's report: %d ms), %.2f CPU-s, peak RSS %.1f MiB; {:,} blobs deleted ({:,} bytes), {:,} repository links dropped, {:,} blobs kept".format(
+                     rep["blobs_deleted"], rep["bytes_freed"], rep["links_dropped"], rep["blobs_kept"])
+                 % (dt, rep["elapsed_ms"], cpu, peak)))
 
     pulls = [(r, l) for r, _, l in keep]
     res = {"push": {"off": [], "on": []}, "pull": {"off": [], "on": []}}
@@ -248,8 +249,8 @@ def main():
     for kind, unit in (("push", "MB/s (256 KiB blobs)"), ("pull", "blob GETs/s (1 KiB layers)")):
         off, on = statistics.median(res[kind]["off"]), statistics.median(res[kind]["on"])
         rows.append(("%s, %d workers, %g s windows: without GC / while GC runs back to back" % (kind, a.workers, a.window),
-                     "%.0f / %.0f %s: **%.2f×**" % (off, on, unit, on / off)))
-    rows.append(("GC runs during those windows", "%d, median %.2f s each" % (len(gcs), statistics.median(gcs) if gcs else 0)))
+                     "{:,.0f} / {:,.0f} {}: **{:.2f}×**".format(off, on, unit, on / off)))
+    rows.append(("GC runs during those windows", "{:,}, median {:.2f} s each".format(len(gcs), statistics.median(gcs) if gcs else 0)))
     rows.append(("server peak RSS over the whole run (VmHWM)", "%.1f MiB" % ((proc_status_kib(a.pid, "VmHWM") or 0) / 1024)))
 
     with open(a.out, "w") as f:
