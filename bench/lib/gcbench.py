@@ -212,6 +212,7 @@ def main():
 
     pulls = [(r, l) for r, _, l in keep]
     res = {"push": {"off": [], "on": []}, "pull": {"off": [], "on": []}}
+    peaks = {"push": {"off": 0.0, "on": 0.0}, "pull": {"off": 0.0, "on": 0.0}}
     gcs = []
 
     def window(kind, with_gc):
@@ -223,6 +224,8 @@ def main():
                 _, dt, _, _ = gc(a)
                 runs.append(dt)
         th = threading.Thread(target=loop, daemon=True)
+        rss = RssPeak(a.pid)
+        rss.start()
         if with_gc:
             th.start()
             time.sleep(0.5)
@@ -238,7 +241,11 @@ def main():
         if with_gc:
             th.join()
             gcs.extend(runs)
-        res[kind]["on" if with_gc else "off"].append(rate)
+        rss.stop.set()
+        rss.join()
+        key = "on" if with_gc else "off"
+        res[kind][key].append(rate)
+        peaks[kind][key] = max(peaks[kind][key], rss.peak / 1024)
 
     for r in range(a.reps):
         for kind in ("push", "pull"):
@@ -249,7 +256,8 @@ def main():
     for kind, unit in (("push", "MB/s (256 KiB blobs)"), ("pull", "blob GETs/s (1 KiB layers)")):
         off, on = statistics.median(res[kind]["off"]), statistics.median(res[kind]["on"])
         rows.append(("%s, %d workers, %g s windows: without GC / while GC runs back to back" % (kind, a.workers, a.window),
-                     "{:,.0f} / {:,.0f} {}: **{:.2f}×**".format(off, on, unit, on / off)))
+                     "{:,.0f} / {:,.0f} {}: **{:.2f}×**; server peak RSS {:.1f} / {:.1f} MiB".format(
+                         off, on, unit, on / off, peaks[kind]["off"], peaks[kind]["on"])))
     rows.append(("GC runs during those windows", "{:,}, median {:.2f} s each".format(len(gcs), statistics.median(gcs) if gcs else 0)))
     rows.append(("server peak RSS over the whole run (VmHWM)", "%.1f MiB" % ((proc_status_kib(a.pid, "VmHWM") or 0) / 1024)))
 

@@ -15,7 +15,9 @@ use crate::{Algorithm, Digest, Hasher, StoreError};
 const BUF: usize = 1 << 20;
 
 /// The first buffer of a transfer. Most bodies (manifests, configs, small layers) fit in
-/// it, and they should not pay for zeroing a whole `BUF` each.
+/// it, and they should not pay for zeroing a whole `BUF` each. Each buffer a body fills
+/// makes the next one four times larger, up to `BUF`, so a middling body holds about what
+/// it needs and a large one reaches full-size buffers after two.
 const FIRST_BUF: usize = 64 << 10;
 
 /// The result of storing a blob.
@@ -126,7 +128,8 @@ pub(crate) async fn copy_hashing<R: AsyncRead + Unpin>(
     let mut sink = Some(sink);
     let mut hasher_slot = Some(hasher);
     let mut pending: Option<(Hashing, Writing, Arc<Buf>)> = None;
-    let mut spare = Some(Buf::new(FIRST_BUF));
+    let mut size = FIRST_BUF;
+    let mut spare = Some(Buf::new(size));
     let mut total: u64 = 0;
     // Wait for the in-flight hash and write; give back the buffer they shared.
     async fn settle(
@@ -138,7 +141,10 @@ pub(crate) async fn copy_hashing<R: AsyncRead + Unpin>(
         Ok((hasher, sink, Arc::try_unwrap(buf).ok()))
     }
     loop {
-        let mut buf = spare.take().unwrap_or_else(|| Buf::new(BUF));
+        let mut buf = spare
+            .take()
+            .filter(|b| b.len() >= size)
+            .unwrap_or_else(|| Buf::new(size));
         let mut filled = 0;
         let mut eof = false;
         let mut failure = None;
@@ -156,6 +162,9 @@ pub(crate) async fn copy_hashing<R: AsyncRead + Unpin>(
             }
         }
         total += filled as u64;
+        if filled == buf.len() {
+            size = (size * 4).min(BUF);
+        }
         if failure.is_none() {
             if let Some(limit) = limit.filter(|l| total > *l) {
                 failure = Some(StoreError::TooLarge(format!("body exceeds {limit} bytes")));
@@ -165,8 +174,7 @@ pub(crate) async fn copy_hashing<R: AsyncRead + Unpin>(
             let (h, s, old) = settle(p).await?;
             hasher_slot = Some(h);
             sink = Some(s);
-            // A body that filled the first buffer is a big one: go on with full-size ones.
-            spare = old.filter(|b| b.len() == BUF);
+            spare = old;
         }
         // Reported only once nothing is in flight, so the caller may truncate or delete.
         if let Some(e) = failure {

@@ -58,8 +58,8 @@ impl Store {
                 stray_files: strays.iter().map(|p| p.display().to_string()).collect(),
                 ..FsckReport::default()
             };
-            for (d, path) in found {
-                match blobs::hash_file(&path, d.algorithm()) {
+            for d in found {
+                match blobs::hash_file(&layout::blob_path(&root, &d), d.algorithm()) {
                     Ok((actual, size)) => {
                         report.blobs_checked += 1;
                         report.bytes_checked += size;

@@ -35,7 +35,7 @@
 use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::io;
-use std::path::PathBuf;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -129,11 +129,11 @@ impl Store {
         let (old, total) = tokio::task::spawn_blocking(move || -> io::Result<_> {
             let (found, _strays) = layout::walk_blobs(&root)?;
             let total = found.len() as u64;
-            let mut old = HashMap::new();
-            for (d, p) in found {
-                if let Ok(m) = fs::metadata(&p) {
+            let mut old = HashSet::new();
+            for d in found {
+                if let Ok(m) = fs::metadata(layout::blob_path(&root, &d)) {
                     if m.modified().is_ok_and(|t| t <= cutoff) {
-                        old.insert(d, (p, m.len()));
+                        old.insert(d);
                     }
                 }
             }
@@ -144,7 +144,7 @@ impl Store {
         let root = &self.inner.root;
         // Re-read under the lock: a write may have touched it since the listing.
         let still_old = |d: &Digest| {
-            old.contains_key(d) && mtime(&layout::blob_path(root, d)).is_some_and(|t| t <= cutoff)
+            old.contains(d) && mtime(&layout::blob_path(root, d)).is_some_and(|t| t <= cutoff)
         };
 
         // 2. Metadata: untagged manifests (if asked) and links nothing references.
@@ -184,13 +184,11 @@ impl Store {
         drop(locked);
 
         // 3. Files: delete candidates nothing references, in batches under the lock.
-        let mut candidates: Vec<(Digest, PathBuf, u64)> =
-            old.into_iter().map(|(d, (p, n))| (d, p, n)).collect();
-        {
+        let candidates: Vec<Digest> = {
             // Without the lock, only to shrink the list: live now is simply kept this run.
             let live = live_set(&self.inner.meta.read(), &skip_links, &skip_manifests);
-            candidates.retain(|(d, _, _)| !live.contains(d));
-        }
+            old.into_iter().filter(|d| !live.contains(d)).collect()
+        };
         let mut live: Option<(u64, Arc<HashSet<Digest>>)> = None;
         for batch in candidates.chunks(SWEEP_BATCH) {
             let locked = self.inner.meta.lock().await;
@@ -204,13 +202,15 @@ impl Store {
                 }
             };
             let batch = batch.to_vec();
+            let root = self.inner.root.clone();
             let pins = self.inner.pins.clone();
             let dry = opts.dry_run;
             // The journal lock stays held across this: that is what keeps commits out.
-            let (n, bytes) =
-                tokio::task::spawn_blocking(move || sweep(batch, &current, &pins, cutoff, dry))
-                    .await
-                    .map_err(io::Error::other)??;
+            let (n, bytes) = tokio::task::spawn_blocking(move || {
+                sweep(&root, batch, &current, &pins, cutoff, dry)
+            })
+            .await
+            .map_err(io::Error::other)??;
             drop(locked);
             report.blobs_deleted += n;
             report.bytes_freed += bytes;
@@ -485,17 +485,19 @@ fn live_set(
 /// Delete (or count, when `dry`) the files of `batch` that are not live, not pinned and
 /// still older than `cutoff`. Runs with the journal lock held by the caller.
 fn sweep(
-    batch: Vec<(Digest, PathBuf, u64)>,
+    root: &Path,
+    batch: Vec<Digest>,
     live: &HashSet<Digest>,
     pins: &Pins,
     cutoff: SystemTime,
     dry: bool,
 ) -> io::Result<(u64, u64)> {
     let (mut n, mut bytes) = (0, 0);
-    for (d, path, _) in batch {
+    for d in batch {
         if live.contains(&d) {
             continue;
         }
+        let path = layout::blob_path(root, &d);
         // Held across the unlink: a writer pinning `d` waits until the file is gone and
         // then finds it absent, or pinned first and the file is kept.
         let pinned = pins.lock();
@@ -541,8 +543,8 @@ mod tests {
     fn age_everything(root: &std::path::Path) {
         let old = SystemTime::now() - Duration::from_secs(7200);
         let (found, _) = layout::walk_blobs(root).expect("walk");
-        for (_, p) in found {
-            fs::File::open(&p)
+        for d in found {
+            fs::File::open(layout::blob_path(root, &d))
                 .and_then(|f| f.set_modified(old))
                 .expect("age");
         }

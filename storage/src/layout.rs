@@ -59,7 +59,9 @@ pub(crate) fn quarantine_path(root: &Path, d: &Digest, unix_time: u64) -> PathBu
 }
 
 /// What [`walk_blobs`] finds: blob files by digest, and stray paths.
-pub(crate) type Walked = (Vec<(Digest, PathBuf)>, Vec<PathBuf>);
+/// The digests of the blob files (their paths are [`blob_path`]'s), and the stray paths.
+/// Digests only: a store may hold millions of blobs, and a path costs three times a digest.
+pub(crate) type Walked = (Vec<Digest>, Vec<PathBuf>);
 
 /// Every file under `blobs/`: those whose path is exactly what [`blob_path`] builds for a
 /// valid digest, and the rest ("strays", which nothing reads).
@@ -92,7 +94,7 @@ pub(crate) fn walk_blobs(root: &Path) -> io::Result<Walked> {
                     Some(d)
                         if blob_path(root, &d) == file.path() && file.file_type()?.is_file() =>
                     {
-                        found.push((d, file.path()))
+                        found.push(d)
                     }
                     _ => strays.push(file.path()),
                 }

@@ -936,8 +936,15 @@ impl Store {
         };
         let mut out = Vec::with_capacity(records.len());
         for record in records {
-            let bytes = self.manifest_bytes(&record.digest).await?;
-            let annotations = manifest::annotations(&bytes);
+            // Bytes gone (a damaged store, fsck's business) cost the entry its annotations,
+            // not the whole list its other entries.
+            let annotations = match self.manifest_bytes(&record.digest).await {
+                Ok(bytes) => manifest::annotations(&bytes),
+                Err(e) => {
+                    tracing::warn!(digest = %record.digest, error = %e, "referrer bytes unreadable");
+                    None
+                }
+            };
             out.push(Referrer {
                 record,
                 annotations,
@@ -1294,5 +1301,61 @@ mod tests {
                 more: false
             }
         );
+    }
+
+    #[tokio::test]
+    async fn referrers_report_annotations_from_the_stored_bytes() {
+        let (dir, s) = store().await;
+        let repo = name("r");
+        let cfg = Digest::of(Algorithm::Sha256, b"{}");
+        let layer = Digest::of(Algorithm::Sha256, b"layer");
+        s.push_blob(&repo, &cfg, &b"{}"[..]).await.expect("cfg");
+        s.push_blob(&repo, &layer, &b"layer"[..])
+            .await
+            .expect("layer");
+        let subject_body = manifest_json(&cfg, &layer);
+        let subject = Digest::of(Algorithm::Sha256, &subject_body);
+        let by_digest = Reference::Digest(subject.clone());
+        s.put_manifest(&repo, &by_digest, OCI_MANIFEST, &subject_body, &[], true)
+            .await
+            .expect("subject");
+        let signature = |kind: &str, note: &str| -> Vec<u8> {
+            format!(
+                r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","artifactType":"{kind}","config":{{"mediaType":"application/vnd.oci.empty.v1+json","digest":"{cfg}","size":2}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"{layer}","size":5}}],"subject":{{"mediaType":"{OCI_MANIFEST}","digest":"{subject}","size":{}}},"annotations":{{"note":"{note}"}}}}"#,
+                subject_body.len()
+            )
+            .into_bytes()
+        };
+        for (kind, note) in [("application/x.sig", "one"), ("application/x.sbom", "two")] {
+            let body = signature(kind, note);
+            let d = Reference::Digest(Digest::of(Algorithm::Sha256, &body));
+            s.put_manifest(&repo, &d, OCI_MANIFEST, &body, &[], true)
+                .await
+                .expect("referrer");
+        }
+        let all = s.referrers(&repo, &subject, None).await.expect("all");
+        let mut notes: Vec<String> = all
+            .iter()
+            .map(|r| r.annotations.as_ref().expect("annotations")["note"].to_string())
+            .collect();
+        notes.sort();
+        assert_eq!(notes, [r#""one""#, r#""two""#]);
+        let sigs = s
+            .referrers(&repo, &subject, Some("application/x.sig"))
+            .await
+            .expect("filtered");
+        assert_eq!(sigs.len(), 1);
+        assert_eq!(
+            sigs[0].record.artifact_type.as_deref(),
+            Some("application/x.sig")
+        );
+        // The in-memory index does not keep annotations; a restart still reports them.
+        drop(s);
+        let s = Store::open(dir.path()).await.expect("reopen");
+        let again = s
+            .referrers(&repo, &subject, None)
+            .await
+            .expect("after restart");
+        assert!(again.iter().all(|r| r.annotations.is_some()));
     }
 }
