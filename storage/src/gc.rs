@@ -125,26 +125,40 @@ impl Store {
         let root = self.inner.root.clone();
 
         // 1. Candidates: blob files already older than the grace window. A file written
-        //    after this listing is not one, and an mtime only moves forward.
-        let (old, total) = tokio::task::spawn_blocking(move || -> io::Result<_> {
-            let (found, _strays) = layout::walk_blobs(&root)?;
-            let total = found.len() as u64;
-            let mut old = HashSet::new();
-            for d in found {
-                if let Ok(m) = fs::metadata(layout::blob_path(&root, &d)) {
-                    if m.modified().is_ok_and(|t| t <= cutoff) {
-                        old.insert(d);
-                    }
-                }
-            }
-            Ok((old, total))
-        })
-        .await
-        .map_err(io::Error::other)??;
+        //    after this listing is not one, and an mtime only moves forward. Listed one
+        //    fan-out directory per blocking task and gathered here, so the large lists live
+        //    in the runtime's few allocator arenas, not in those of the many blocking
+        //    threads, which would each keep the memory of a run for themselves.
+        let (shards, _strays) = {
+            let root = root.clone();
+            tokio::task::spawn_blocking(move || layout::blob_shards(&root))
+                .await
+                .map_err(io::Error::other)??
+        };
+        let mut old: Vec<Digest> = Vec::new();
+        let mut total = 0u64;
+        for shard in shards {
+            let root = root.clone();
+            let (n, older) = tokio::task::spawn_blocking(move || -> io::Result<_> {
+                let (found, _strays) = layout::walk_shard(&root, &shard)?;
+                let n = found.len() as u64;
+                let older: Vec<Digest> = found
+                    .into_iter()
+                    .filter(|d| mtime(&layout::blob_path(&root, d)).is_some_and(|t| t <= cutoff))
+                    .collect();
+                Ok((n, older))
+            })
+            .await
+            .map_err(io::Error::other)??;
+            total += n;
+            old.extend(older);
+        }
+        old.sort_unstable();
         let root = &self.inner.root;
         // Re-read under the lock: a write may have touched it since the listing.
         let still_old = |d: &Digest| {
-            old.contains(d) && mtime(&layout::blob_path(root, d)).is_some_and(|t| t <= cutoff)
+            old.binary_search(d).is_ok()
+                && mtime(&layout::blob_path(root, d)).is_some_and(|t| t <= cutoff)
         };
 
         // 2. Metadata: untagged manifests (if asked) and links nothing references.

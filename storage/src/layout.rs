@@ -58,48 +58,71 @@ pub(crate) fn quarantine_path(root: &Path, d: &Digest, unix_time: u64) -> PathBu
     ))
 }
 
-/// What [`walk_blobs`] finds: blob files by digest, and stray paths.
-/// The digests of the blob files (their paths are [`blob_path`]'s), and the stray paths.
-/// Digests only: a store may hold millions of blobs, and a path costs three times a digest.
+/// What [`walk_blobs`] finds: the digests of the blob files (their paths are
+/// [`blob_path`]'s), and the stray paths. Digests only: a store may hold millions of blobs,
+/// and a path costs three times a digest.
 pub(crate) type Walked = (Vec<Digest>, Vec<PathBuf>);
 
-/// Every file under `blobs/`: those whose path is exactly what [`blob_path`] builds for a
-/// valid digest, and the rest ("strays", which nothing reads).
-pub(crate) fn walk_blobs(root: &Path) -> io::Result<Walked> {
-    let mut found = Vec::new();
+fn read_dir_entries(p: &Path) -> io::Result<Vec<fs::DirEntry>> {
+    match fs::read_dir(p) {
+        Ok(rd) => rd.collect(),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(e),
+    }
+}
+
+/// The fan-out directories under `blobs/` (`<alg>/<xx>`), and the stray paths above them.
+/// A walk can go one of them at a time, so no step holds more than a few hundred names.
+pub(crate) fn blob_shards(root: &Path) -> io::Result<(Vec<PathBuf>, Vec<PathBuf>)> {
+    let mut shards = Vec::new();
     let mut strays = Vec::new();
-    let read = |p: &Path| -> io::Result<Vec<fs::DirEntry>> {
-        match fs::read_dir(p) {
-            Ok(rd) => rd.collect(),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
-            Err(e) => Err(e),
-        }
-    };
-    for alg_dir in read(&root.join(BLOBS))? {
-        let alg = alg_dir.file_name().to_string_lossy().into_owned();
+    for alg_dir in read_dir_entries(&root.join(BLOBS))? {
         if !alg_dir.file_type()?.is_dir() {
             strays.push(alg_dir.path());
             continue;
         }
-        for fan in read(&alg_dir.path())? {
-            if !fan.file_type()?.is_dir() {
+        for fan in read_dir_entries(&alg_dir.path())? {
+            if fan.file_type()?.is_dir() {
+                shards.push(fan.path());
+            } else {
                 strays.push(fan.path());
-                continue;
-            }
-            for file in read(&fan.path())? {
-                let name = file.file_name().to_string_lossy().into_owned();
-                let digest = Digest::parse(&format!("{alg}:{name}")).ok();
-                match digest {
-                    // The path must be the one blob_path builds, fan-out directory included.
-                    Some(d)
-                        if blob_path(root, &d) == file.path() && file.file_type()?.is_file() =>
-                    {
-                        found.push(d)
-                    }
-                    _ => strays.push(file.path()),
-                }
             }
         }
+    }
+    Ok((shards, strays))
+}
+
+/// The blob files of one fan-out directory of [`blob_shards`], and its strays.
+pub(crate) fn walk_shard(root: &Path, shard: &Path) -> io::Result<Walked> {
+    let mut found = Vec::new();
+    let mut strays = Vec::new();
+    let alg = shard
+        .parent()
+        .and_then(Path::file_name)
+        .map(|a| a.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    for file in read_dir_entries(shard)? {
+        let name = file.file_name().to_string_lossy().into_owned();
+        match Digest::parse(&format!("{alg}:{name}")).ok() {
+            // The path must be the one blob_path builds, fan-out directory included.
+            Some(d) if blob_path(root, &d) == file.path() && file.file_type()?.is_file() => {
+                found.push(d)
+            }
+            _ => strays.push(file.path()),
+        }
+    }
+    Ok((found, strays))
+}
+
+/// Every file under `blobs/`: those whose path is exactly what [`blob_path`] builds for a
+/// valid digest, and the rest ("strays", which nothing reads).
+pub(crate) fn walk_blobs(root: &Path) -> io::Result<Walked> {
+    let (shards, mut strays) = blob_shards(root)?;
+    let mut found = Vec::new();
+    for shard in shards {
+        let (f, s) = walk_shard(root, &shard)?;
+        found.extend(f);
+        strays.extend(s);
     }
     Ok((found, strays))
 }
