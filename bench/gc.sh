@@ -9,6 +9,8 @@
 # Writes bench/gc-results.md (default). Needs python3 and curl. The server is stopped by PID.
 set -u
 HERE=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=bench/lib/common.sh
+. "$HERE/lib/common.sh"
 ROOT=$(cd "$HERE/.." && pwd)
 BIN=$ROOT/target/release/airdock
 OUT=$HERE/gc-results.md
@@ -28,25 +30,18 @@ for t in python3 curl; do
   command -v "$t" >/dev/null || { echo "missing $t" >&2; exit 127; }
 done
 [ -x "$BIN" ] || { echo "no airdock binary at $BIN; cargo build --release first" >&2; exit 2; }
-if [ "$WAITQ" -gt 0 ]; then
-  end=$((SECONDS + WAITQ))
-  while [ $SECONDS -lt $end ] && awk '{exit !($1 >= 0.5)}' /proc/loadavg; do sleep 10; done
-fi
+[ "$WAITQ" -gt 0 ] && wait_quiet "$WAITQ"
 
 RUN=$(mktemp -d /var/tmp/airdock-gc.XXXXXX) || exit 1
 PID=
 cleanup() {
-  if [ -n "$PID" ]; then
-    kill -TERM "$PID" 2>/dev/null
-    for _ in $(seq 50); do kill -0 "$PID" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$PID" 2>/dev/null
-  fi
+  stop_pids "$PID"
   python3 "$HERE/lib/rmtree.py" "$RUN" 2>/dev/null
   rm -rf "$RUN"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-PORT=$(python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])')
+PORT=$(freeport)
 TOKEN=$(od -An -tx8 -N16 /dev/urandom | tr -d ' \n')
 setsid env -u RUST_LOG $(compgen -e | grep "^AIRDOCK_" | sed "s/^/-u /") "$BIN" serve \
   --addr "127.0.0.1:$PORT" --data-dir "$RUN/data" --admin-token "$TOKEN" > "$RUN/airdock.log" 2>&1 &

@@ -21,6 +21,8 @@
 # by PID at exit; everything listens on 127.0.0.1 only.
 set -uo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=bench/lib/common.sh
+. "$HERE/lib/common.sh"
 ROOT=$(cd "$HERE/.." && pwd)
 CMDLINE="bench/run.sh${*:+ $*}"
 QUICK=0 BIN=$ROOT/target/release/airdock OUT="" JSON="" DATA_ROOT=/var/tmp REPS="" CEIL=1 WAITQ=0
@@ -67,10 +69,7 @@ fi
 mkdir -p "$ROOT/target/bench"
 [ -n "$JSON" ] || JSON=$ROOT/target/bench/run-$(date +%Y%m%d-%H%M%S).json
 
-if [ "$WAITQ" -gt 0 ]; then
-  end=$((SECONDS + WAITQ))
-  while [ $SECONDS -lt $end ] && awk '{exit !($1 >= 0.5)}' /proc/loadavg; do sleep 10; done
-fi
+[ "$WAITQ" -gt 0 ] && wait_quiet "$WAITQ"
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 T0=$SECONDS
 
@@ -78,13 +77,8 @@ mkdir -p "$DATA_ROOT"
 RUN=$(mktemp -d "${DATA_ROOT%/}/airdock-bench.XXXXXX") || exit 1
 PIDS=()
 cleanup() {
-  local p c0=$SECONDS
-  for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill -TERM "$p" 2>/dev/null; done
-  for p in "${PIDS[@]:-}"; do
-    [ -n "$p" ] || continue
-    for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$p" 2>/dev/null
-  done
+  local c0=$SECONDS
+  stop_pids "${PIDS[@]:-}"
   local c1=$SECONDS
   python3 "$HERE/lib/rmtree.py" "$RUN" 2>/dev/null   # parallel unlinks; rm -rf takes minutes here
   rm -rf "$RUN"
@@ -93,7 +87,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-freeport() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
 ready() {  # port pid log
   for _ in $(seq 150); do
     kill -0 "$2" 2>/dev/null || { echo "server exited:" >&2; tail -20 "$3" >&2; return 1; }

@@ -10,6 +10,8 @@
 # Needs: python3 wrk curl docker-registry openssl. Every server is stopped by PID at exit.
 set -u
 HERE=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=bench/lib/common.sh
+. "$HERE/lib/common.sh"
 ROOT=$(cd "$HERE/.." && pwd)
 BIN=$ROOT/target/release/airdock
 OUT=$HERE/secure-results.md
@@ -31,26 +33,16 @@ for t in python3 wrk curl docker-registry openssl; do
 done
 [ -x "$BIN" ] || { echo "no airdock binary at $BIN; cargo build --release first" >&2; exit 2; }
 
-if [ "$WAITQ" -gt 0 ]; then
-  end=$((SECONDS + WAITQ))
-  while [ $SECONDS -lt $end ] && awk '{exit !($1 >= 0.5)}' /proc/loadavg; do sleep 10; done
-fi
+[ "$WAITQ" -gt 0 ] && wait_quiet "$WAITQ"
 
 RUN=$(mktemp -d /var/tmp/airdock-secure.XXXXXX) || exit 1
 PIDS=()
 cleanup() {
-  local p
-  for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill -TERM "$p" 2>/dev/null; done
-  for p in "${PIDS[@]:-}"; do
-    [ -n "$p" ] || continue
-    for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$p" 2>/dev/null
-  done
+  stop_pids "${PIDS[@]:-}"
   rm -rf "$RUN"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-freeport() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
 ready() {  # url pid log: any HTTP answer (401 included) means it listens
   for _ in $(seq 150); do
     kill -0 "$2" 2>/dev/null || { echo "server exited:" >&2; tail -20 "$3" >&2; return 1; }
