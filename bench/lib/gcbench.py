@@ -18,7 +18,6 @@ Server CPU and RSS from /proc/PID. Loopback only.
 """
 import argparse
 import hashlib
-import http.client
 import json
 import multiprocessing as mp
 import os
@@ -29,32 +28,20 @@ import time
 import urllib.parse
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from airbench import proc_cpu_s, proc_status_kib, loadavg  # noqa: E402
+from airbench import Http, proc_cpu_s, proc_status_kib, loadavg  # noqa: E402
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 
 
-class Conn:
-    def __init__(self, port):
-        self.port = port
-        self.c = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
-
-    def req(self, method, path, body=None, headers=None):
-        for attempt in range(2):
-            try:
-                self.c.request(method, path, body=body, headers=headers or {})
-                r = self.c.getresponse()
-                return r.status, r.getheaders(), r.read()
-            except (ConnectionError, http.client.HTTPException):
-                if attempt:
-                    raise
-                self.c.close()
-                self.c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=600)
+def call(c, method, path, body=b"", headers=None):
+    """(status, body) of one request on keep-alive connection `c`."""
+    r = c.request(method, path, body=body, headers=headers)
+    return r.status, r.body
 
 
 def push_blob(c, repo, data):
     dg = "sha256:" + hashlib.sha256(data).hexdigest()
-    st, _, b = c.req("POST", "/v2/%s/blobs/uploads/?digest=%s" % (repo, dg), data,
+    st, b = call(c, "POST", "/v2/%s/blobs/uploads/?digest=%s" % (repo, dg), data,
                      {"Content-Type": "application/octet-stream"})
     if st != 201:
         raise RuntimeError("blob POST %d %s" % (st, b[:200]))
@@ -62,7 +49,7 @@ def push_blob(c, repo, data):
 
 
 def populate_worker(port, wid, nworkers, a, q):
-    c = Conn(port)
+    c = Http(port)
     out = []
     for i in range(wid, a.manifests, nworkers):
         repo = "gc/r%03d" % (i % a.repos)
@@ -76,7 +63,7 @@ def populate_worker(port, wid, nworkers, a, q):
         m = json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST,
                         "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd,
                                    "size": len(cfg)}, "layers": layers}).encode()
-        st, _, b = c.req("PUT", "/v2/%s/manifests/m%05d" % (repo, i), m, {"Content-Type": OCI_MANIFEST})
+        st, b = call(c, "PUT", "/v2/%s/manifests/m%05d" % (repo, i), m, {"Content-Type": OCI_MANIFEST})
         if st != 201:
             raise RuntimeError("manifest PUT %d %s" % (st, b[:200]))
         out.append((repo, "sha256:" + hashlib.sha256(m).hexdigest(), layers[0]["digest"]))
@@ -84,10 +71,10 @@ def populate_worker(port, wid, nworkers, a, q):
 
 
 def delete_worker(port, items, q):
-    c = Conn(port)
+    c = Http(port)
     n = 0
     for repo, dg in items:
-        st, _, b = c.req("DELETE", "/v2/%s/manifests/%s" % (repo, dg))
+        st, b = call(c, "DELETE", "/v2/%s/manifests/%s" % (repo, dg))
         if st != 202:
             raise RuntimeError("manifest DELETE %d %s" % (st, b[:200]))
         n += 1
@@ -95,7 +82,7 @@ def delete_worker(port, items, q):
 
 
 def push_load(port, wid, stop_at, q):
-    c = Conn(port)
+    c = Http(port)
     n = 0
     while time.time() < stop_at:
         push_blob(c, "gc/load", os.urandom(256 << 10))
@@ -104,12 +91,12 @@ def push_load(port, wid, stop_at, q):
 
 
 def pull_load(port, wid, items, stop_at, q):
-    c = Conn(port)
+    c = Http(port)
     n = 0
     k = wid
     while time.time() < stop_at:
         repo, dg = items[k % len(items)]
-        st, _, b = c.req("GET", "/v2/%s/blobs/%s" % (repo, dg))
+        st, b = call(c, "GET", "/v2/%s/blobs/%s" % (repo, dg))
         if st != 200:
             raise RuntimeError("blob GET %d" % st)
         n += 1
@@ -143,12 +130,12 @@ class RssPeak(threading.Thread):
 
 
 def gc(a, extra=""):
-    c = Conn(a.port)
+    c = Http(a.port)
     rss = RssPeak(a.pid)
     rss.start()
     c0 = proc_cpu_s(a.pid)
     t0 = time.perf_counter()
-    st, _, b = c.req("POST", "/admin/v1/gc?grace=0s" + extra, b"",
+    st, b = call(c, "POST", "/admin/v1/gc?grace=0s" + extra, b"",
                      {"Authorization": "Bearer " + a.token})
     dt = time.perf_counter() - t0
     cpu = proc_cpu_s(a.pid) - c0

@@ -22,7 +22,7 @@ pub async fn list(
     let manifests: Vec<Value> = state
         .store
         .referrers(repo, subject, artifact_type)
-        .await?
+        .await
         .into_iter()
         .map(|r| {
             let m = &r.record;

@@ -85,12 +85,6 @@ impl std::ops::Deref for Hex {
     }
 }
 
-impl AsRef<str> for Hex {
-    fn as_ref(&self) -> &str {
-        self
-    }
-}
-
 impl AsRef<std::path::Path> for Hex {
     fn as_ref(&self) -> &std::path::Path {
         std::path::Path::new(&**self)
@@ -100,18 +94,6 @@ impl AsRef<std::path::Path> for Hex {
 impl fmt::Display for Hex {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self)
-    }
-}
-
-impl PartialEq<Hex> for String {
-    fn eq(&self, other: &Hex) -> bool {
-        self.as_str() == &**other
-    }
-}
-
-impl PartialEq<&str> for Hex {
-    fn eq(&self, other: &&str) -> bool {
-        &**self == *other
     }
 }
 

@@ -420,12 +420,7 @@ fn kept_manifests<'a>(
     if matches!(untagged, Untagged::Keep) {
         return repo.manifests.keys().collect();
     }
-    let mut queue: Vec<&Digest> = repo
-        .tags
-        .iter()
-        .filter(|(t, _)| !dropped_tags.contains(t))
-        .map(|(_, e)| &e.digest)
-        .collect();
+    let mut queue = repo.tagged_except(dropped_tags);
     queue.extend(import_kept);
     queue.extend(repo.manifests.keys().filter(|d| protected(d)));
     repo.reachable(queue)

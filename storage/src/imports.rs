@@ -140,12 +140,7 @@ fn plan_removal(state: &State, record: &ImportRecord) -> (crate::Txn, ImportRemo
     // Kept: what a remaining tag names, every manifest the import did not bring, what other
     // imports brought, and (transitively) the children and referrers of anything kept.
     let ours: HashSet<&Digest> = record.manifests.iter().collect();
-    let mut queue: Vec<&Digest> = repo
-        .tags
-        .iter()
-        .filter(|(t, _)| !dropped_tags.contains(t))
-        .map(|(_, e)| &e.digest)
-        .collect();
+    let mut queue = repo.tagged_except(&dropped_tags);
     queue.extend(repo.manifests.keys().filter(|d| !ours.contains(d)));
     queue.extend(shared_manifests.iter().copied());
     let kept = repo.reachable(queue);

@@ -144,6 +144,15 @@ impl Repo {
         self.blobs.is_empty() && self.manifests.is_empty() && self.tags.is_empty()
     }
 
+    /// What the tags of this repository name, leaving out the tags in `dropped`.
+    pub fn tagged_except(&self, dropped: &HashSet<&Tag>) -> Vec<&Digest> {
+        self.tags
+            .iter()
+            .filter(|(t, _)| !dropped.contains(t))
+            .map(|(_, e)| &e.digest)
+            .collect()
+    }
+
     /// The manifests of this repository that `roots` keep: the roots themselves and,
     /// transitively, their children and their referrers. Roots not stored are skipped.
     pub fn reachable<'a>(&'a self, mut queue: Vec<&'a Digest>) -> HashSet<&'a Digest> {
