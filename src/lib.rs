@@ -12,6 +12,7 @@ pub mod imgpkg;
 pub mod import_cli;
 pub mod limits;
 pub mod server;
+pub mod sys;
 pub mod tls;
 
 use std::future::Future;

@@ -149,10 +149,10 @@ fn ca_params() -> anyhow::Result<rcgen::CertificateParams> {
 
 /// Valid from yesterday (clock skew between lab machines) to `years` from today.
 fn set_validity(p: &mut rcgen::CertificateParams, years: i32) {
-    let days = (crate::auth::token::now() / 86400) as i64;
-    let (y, m, d) = crate::auth::token::civil_from_days(days - 1);
+    let days = (crate::sys::now() / 86400) as i64;
+    let (y, m, d) = crate::sys::civil_from_days(days - 1);
     p.not_before = rcgen::date_time_ymd(y, m, d);
-    let (y, m, d) = crate::auth::token::civil_from_days(days);
+    let (y, m, d) = crate::sys::civil_from_days(days);
     p.not_after = rcgen::date_time_ymd(y + years, m, d.min(28));
 }
 
@@ -185,7 +185,7 @@ pub fn cert_init(dir: &Path, hosts: &[String], force: bool) -> anyhow::Result<Ce
     } else {
         let kp = rcgen::KeyPair::generate()?;
         let cert = params.self_signed(&kp)?;
-        crate::auth::htpasswd::write_private(&ca_key, kp.serialize_pem().as_bytes())?;
+        crate::sys::write_private(&ca_key, kp.serialize_pem().as_bytes())?;
         std::fs::write(&ca_crt, cert.pem())?;
         kp
     };
@@ -207,7 +207,7 @@ pub fn cert_init(dir: &Path, hosts: &[String], force: bool) -> anyhow::Result<Ce
     let cert = sp.signed_by(&kp, &issuer)?;
     // The key first: a reloading server never pairs the new certificate with the old key
     // for longer than one check.
-    crate::auth::htpasswd::write_private(&tls_key, kp.serialize_pem().as_bytes())?;
+    crate::sys::write_private(&tls_key, kp.serialize_pem().as_bytes())?;
     std::fs::write(&tls_crt, cert.pem())?;
     Ok(CertInit {
         ca_reused: reuse,

@@ -3,7 +3,7 @@
 //! and scripts can always find it next to the data.
 
 use std::fs;
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -69,7 +69,7 @@ impl AdminToken {
             Err(e) => return Err(e),
         }
         fs::create_dir_all(data_dir)?;
-        let token = AdminToken(random_hex(32)?);
+        let token = AdminToken(crate::sys::random_hex(32)?);
         // create_new: never clobber a token another process wrote a moment ago.
         let mut f = match fs::OpenOptions::new()
             .write(true)
@@ -120,12 +120,6 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
         diff |= x ^ b.get(i % b.len().max(1)).copied().unwrap_or(0);
     }
     diff == 0
-}
-
-fn random_hex(bytes: usize) -> io::Result<String> {
-    let mut buf = vec![0u8; bytes];
-    fs::File::open("/dev/urandom")?.read_exact(&mut buf)?;
-    Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 #[cfg(test)]

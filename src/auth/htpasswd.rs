@@ -139,23 +139,9 @@ pub fn add_user(path: &Path, name: &str, password: &str, cost: u32) -> anyhow::R
     }
     out.push_str(&format!("{name}:{hash}\n"));
     let tmp = path.with_extension("airdock-tmp");
-    write_private(&tmp, out.as_bytes())?;
+    crate::sys::write_private(&tmp, out.as_bytes())?;
     std::fs::rename(&tmp, path)?;
     Ok(replaced)
-}
-
-/// Write a file readable by its owner only (secrets: passwords, keys).
-pub fn write_private(path: &Path, data: &[u8]) -> io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)?;
-    f.write_all(data)?;
-    f.sync_all()
 }
 
 #[cfg(test)]

@@ -160,7 +160,7 @@ impl Auth {
             verified: Mutex::new(HashMap::new()),
             cache_key: {
                 let mut k = [0u8; 32];
-                token::fill_random(&mut k)?;
+                crate::sys::fill_random(&mut k)?;
                 k
             },
         })))
@@ -611,7 +611,7 @@ pub async fn token_endpoint(State(auth): State<Option<Arc<Auth>>>, req: Request)
         "token": jwt,
         "access_token": jwt,
         "expires_in": auth.ttl,
-        "issued_at": token::rfc3339(claims.iat),
+        "issued_at": crate::sys::rfc3339(claims.iat),
     });
     (
         StatusCode::OK,

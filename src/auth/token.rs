@@ -3,7 +3,6 @@
 //! `scope` strings clients ask for (`repository:team/app:pull,push`, `registry:catalog:*`).
 
 use std::path::Path;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine;
@@ -12,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
 use super::policy::{Right, Rights};
+use crate::sys::{fill_random, now};
 
 const ISSUER: &str = "airdock";
 /// Clock skew tolerated between issuing and checking (one process, but be kind to `nbf`).
@@ -94,13 +94,6 @@ impl Scope {
     }
 }
 
-pub fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
 /// Why a token was refused (logged, never told to the client in detail).
 #[derive(Debug, thiserror::Error)]
 pub enum TokenError {
@@ -145,7 +138,7 @@ impl TokenKey {
             )),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let key = TokenKey::random()?;
-                super::htpasswd::write_private(path, &key.0)?;
+                crate::sys::write_private(path, &key.0)?;
                 Ok(key)
             }
             Err(e) => Err(e),
@@ -221,40 +214,6 @@ pub fn claims(sub: &str, service: &str, ttl: u64, access: Vec<Access>) -> Claims
     }
 }
 
-/// Random bytes from the operating system, through the TLS stack's generator.
-pub fn fill_random(buf: &mut [u8]) -> std::io::Result<()> {
-    rustls::crypto::ring::default_provider()
-        .secure_random
-        .fill(buf)
-        .map_err(|_| std::io::Error::other("no system randomness"))
-}
-
-/// `YYYY-MM-DDTHH:MM:SSZ` for a Unix time.
-pub fn rfc3339(secs: u64) -> String {
-    let (y, m, d) = civil_from_days((secs / 86400) as i64);
-    let s = secs % 86400;
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        s / 3600,
-        s / 60 % 60,
-        s % 60
-    )
-}
-
-/// Days since 1970-01-01 → (year, month, day), Howard Hinnant's algorithm.
-pub fn civil_from_days(z: i64) -> (i32, u8, u8) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u8;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u8;
-    ((if m <= 2 { y + 1 } else { y }) as i32, m, d)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -308,12 +267,5 @@ mod tests {
         let all = Scope::parse_all(["repository:a:pull registry:catalog:*", "bad"].into_iter());
         assert_eq!(all.len(), 2);
         assert_eq!(all[1].name, "catalog");
-    }
-
-    #[test]
-    fn dates() {
-        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
-        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
-        assert_eq!(rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
     }
 }

@@ -38,7 +38,7 @@ pub(crate) struct TempFile {
 
 impl TempFile {
     pub(crate) fn create(dir: &Path) -> io::Result<(TempFile, File)> {
-        let path = dir.join(uuid::Uuid::new_v4().simple().to_string());
+        let path = dir.join(crate::random::id());
         let file = fs::OpenOptions::new()
             .write(true)
             .create_new(true)

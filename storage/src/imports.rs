@@ -39,7 +39,7 @@ impl ImportRecord {
     /// A record for an import into `repository`, with a fresh id and the current time.
     pub fn new(repository: RepoName) -> ImportRecord {
         ImportRecord {
-            id: uuid::Uuid::new_v4().simple().to_string(),
+            id: crate::random::id(),
             repository,
             time: unix_now(),
             tar_sha256: None,

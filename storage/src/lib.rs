@@ -13,6 +13,7 @@ mod manifest;
 mod meta;
 mod names;
 mod pins;
+pub mod random;
 mod retention;
 mod uploads;
 

@@ -19,7 +19,7 @@ pub struct UploadId(Box<str>);
 
 impl UploadId {
     pub(crate) fn new() -> UploadId {
-        UploadId(uuid::Uuid::new_v4().simple().to_string().into())
+        UploadId(crate::random::id().into())
     }
 
     pub fn parse(s: &str) -> Result<UploadId, StoreError> {
