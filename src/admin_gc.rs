@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 
 use airdock_storage::{GcOptions, RepoName, Store};
 
-use crate::cli::parse_duration;
+use crate::config::parse_duration;
 use crate::error::{code, RegistryError};
 use crate::http::{empty, Query};
 use crate::AppState;

@@ -8,8 +8,8 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 
 use crate::config::{
-    AuthConfig, AuthMode, Config, DurationValue, GcConfig, LimitsConfig, StorageConfig, TlsConfig,
-    UploadsConfig,
+    parse_duration, AuthConfig, AuthMode, Config, DurationValue, GcConfig, LimitsConfig,
+    StorageConfig, TlsConfig, UploadsConfig,
 };
 
 #[derive(Parser, Debug)]
@@ -245,11 +245,6 @@ pub struct FsckArgs {
     pub repair: bool,
 }
 
-/// GC leaves anything younger than this alone unless told otherwise.
-pub const DEFAULT_GC_GRACE: Duration = Duration::from_secs(3600);
-/// Upload sessions idle this long expire unless told otherwise.
-pub const DEFAULT_UPLOAD_TTL: Duration = Duration::from_secs(24 * 3600);
-
 impl GcPolicy {
     /// These flags as the `gc` keys of a [`Config`] (a flag cannot say "false": only a set
     /// flag overrides the file).
@@ -272,48 +267,5 @@ impl GcArgs {
             },
             ..Config::default()
         }
-    }
-}
-
-/// `90s`, `15m`, `2h`, `7d`, `250ms` or a bare number of seconds.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration like 30s, 15m, 2h or 7d"))?;
-    let secs = |k: u64| {
-        n.checked_mul(k)
-            .map(Duration::from_secs)
-            .ok_or_else(|| format!("{s:?} is too long"))
-    };
-    match unit {
-        "" | "s" => secs(1),
-        "ms" => Ok(Duration::from_millis(n)),
-        "m" => secs(60),
-        "h" => secs(3600),
-        "d" => secs(86400),
-        _ => Err(format!(
-            "{s:?}: unknown unit {unit:?} (use ms, s, m, h or d)"
-        )),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
-        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
-        assert_eq!(parse_duration("15m"), Ok(Duration::from_secs(900)));
-        assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
-        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert!(parse_duration("1w").is_err());
-        assert!(parse_duration("s").is_err());
-        assert!(parse_duration("-1s").is_err());
-        assert!(parse_duration("99999999999999999999d").is_err());
     }
 }

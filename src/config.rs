@@ -11,8 +11,8 @@ use std::sync::Arc;
 use airdock_storage::{GcOptions, Retention};
 use serde::Deserialize;
 
-use crate::auth::policy::{Glob, Right};
-use crate::cli::{parse_duration, DEFAULT_GC_GRACE, DEFAULT_UPLOAD_TTL};
+pub use crate::rules::AccessRule;
+use crate::rules::Glob;
 
 /// Everything the file may hold. Unknown keys are errors, so a typo is never silently ignored.
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -31,6 +31,36 @@ pub struct Config {
     pub storage: StorageConfig,
     /// Retention rules, applied by every GC run; see [`RetentionRule`].
     pub retention: Vec<RetentionRule>,
+}
+
+/// GC leaves anything younger than this alone unless told otherwise.
+pub const DEFAULT_GC_GRACE: Duration = Duration::from_secs(3600);
+/// Upload sessions idle this long expire unless told otherwise.
+pub const DEFAULT_UPLOAD_TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// `90s`, `15m`, `2h`, `7d`, `250ms` or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like 30s, 15m, 2h or 7d"))?;
+    let secs = |k: u64| {
+        n.checked_mul(k)
+            .map(Duration::from_secs)
+            .ok_or_else(|| format!("{s:?} is too long"))
+    };
+    match unit {
+        "" | "s" => secs(1),
+        "ms" => Ok(Duration::from_millis(n)),
+        "m" => secs(60),
+        "h" => secs(3600),
+        "d" => secs(86400),
+        _ => Err(format!(
+            "{s:?}: unknown unit {unit:?} (use ms, s, m, h or d)"
+        )),
+    }
 }
 
 /// A duration written like `90s`, `15m`, `6h`, `7d` (see [`parse_duration`]).
@@ -157,16 +187,6 @@ pub struct AuthConfig {
     pub max_failures: Option<u32>,
     /// How long a client stays refused after `max_failures` failures.
     pub lockout_secs: Option<u64>,
-}
-
-/// One rights rule: the users it names get `allow` on every repository matching one of
-/// `repos`. Rules add up. `users` holds names, `*` (any authenticated user) or `anonymous`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AccessRule {
-    pub repos: Vec<Glob>,
-    pub users: Vec<String>,
-    pub allow: Vec<Right>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -529,5 +549,18 @@ tags: \"v*\"\n    keep_newest: 3\n    untagged_older_than: 7d\n";
         let e =
             Config::parse("retention:\n  - repos: []\n    keep_newest: 1\n").expect_err("no repos");
         assert!(e.to_string().contains("retention.repos"), "{e}");
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("15m"), Ok(Duration::from_secs(900)));
+        assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert!(parse_duration("1w").is_err());
+        assert!(parse_duration("s").is_err());
+        assert!(parse_duration("-1s").is_err());
+        assert!(parse_duration("99999999999999999999d").is_err());
     }
 }

@@ -7,8 +7,6 @@ use serde_json::json;
 
 use airdock_storage::StoreError;
 
-use crate::auth::AuthError;
-
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
     #[error(transparent)]
@@ -30,6 +28,23 @@ pub enum RegistryError {
     /// Too many requests of a limited kind at once (upload slots).
     #[error("{0}")]
     Busy(String),
+}
+
+/// The auth layer's errors (`crate::auth`); mapped below with the rest.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// 401 with a `WWW-Authenticate` challenge.
+    #[error("{message}")]
+    Unauthorized {
+        challenge: String,
+        message: &'static str,
+    },
+    /// 403: authenticated, but the rules do not grant this.
+    #[error("{0}")]
+    Denied(String),
+    /// 429: too many failed logins from this address.
+    #[error("too many failed logins; retry later")]
+    TooManyRequests { retry_after: u64 },
 }
 
 /// The spec's error codes, kept as data.

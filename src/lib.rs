@@ -11,6 +11,7 @@ pub mod http;
 pub mod imgpkg;
 pub mod import_cli;
 pub mod limits;
+pub mod rules;
 pub mod server;
 pub mod sys;
 pub mod tls;

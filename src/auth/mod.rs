@@ -34,31 +34,17 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
-use crate::config::{AccessRule, AuthConfig, AuthMode};
+use crate::config::{AuthConfig, AuthMode};
+pub use crate::error::AuthError;
 use crate::error::RegistryError;
+pub use crate::http::catalog::Visible;
 use crate::http::route::{self, Endpoint};
 use crate::http::Query;
+use crate::rules::AccessRule;
 use htpasswd::Htpasswd;
 use policy::{Policy, Right, Rights, Subject};
 use throttle::Throttle;
 use token::{Claims, Scope, TokenKey};
-
-/// The auth layer's errors; `crate::error` maps them to status, spec code and headers.
-#[derive(Debug, thiserror::Error)]
-pub enum AuthError {
-    /// 401 with a `WWW-Authenticate` challenge.
-    #[error("{message}")]
-    Unauthorized {
-        challenge: String,
-        message: &'static str,
-    },
-    /// 403: authenticated, but the rules do not grant this.
-    #[error("{0}")]
-    Denied(String),
-    /// 429: too many failed logins from this address.
-    #[error("too many failed logins; retry later")]
-    TooManyRequests { retry_after: u64 },
-}
 
 /// How long a checked user/password pair is remembered, so that clients that send Basic
 /// credentials on every request do not pay for a bcrypt check on each one.
@@ -123,10 +109,6 @@ enum Caller {
 pub struct Admitted {
     pub user: Option<String>,
 }
-
-/// The repositories the caller may pull; `_catalog` lists only these.
-#[derive(Clone)]
-pub struct Visible(pub Arc<dyn Fn(&str) -> bool + Send + Sync>);
 
 impl Auth {
     /// Build from configuration; `data_dir` holds the token signing key.

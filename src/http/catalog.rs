@@ -1,6 +1,8 @@
 //! `GET /v2/_catalog[?n=&last=]`: repository names in lexical order, paginated with `Link`;
 //! with authentication on, only the names the caller may pull.
 
+use std::sync::Arc;
+
 use axum::response::Response;
 
 use super::{paged, Req, Result};
@@ -10,9 +12,14 @@ use crate::AppState;
 /// one giant response.
 const DEFAULT_PAGE: usize = 1000;
 
+/// The repositories the caller may pull; `_catalog` lists only these. The auth layer puts
+/// it in the request extensions; without one (auth off) every name is listed.
+#[derive(Clone)]
+pub struct Visible(pub Arc<dyn Fn(&str) -> bool + Send + Sync>);
+
 pub fn list(state: &AppState, req: &Req) -> Result<Response> {
     let n = req.query.page_size()?.unwrap_or(DEFAULT_PAGE);
-    let page = match req.extensions.get::<crate::auth::Visible>() {
+    let page = match req.extensions.get::<Visible>() {
         None => state.store.catalog(req.query.get("last"), Some(n)),
         // Filter the whole list, then cut the page, so that pages stay full and `Link`
         // never points past a hidden name.
