@@ -2,7 +2,6 @@
 //! binary and the tests start exactly the same server.
 
 pub mod admin;
-pub mod admin_gc;
 pub mod auth;
 pub mod cli;
 pub mod config;
@@ -86,13 +85,13 @@ pub fn app(state: AppState) -> Router {
         .route("/v2/{*rest}", any(http::dispatch))
         // Registered even with auth off (it then answers 404): the router stays one shape.
         // POST answers 404 so that clients trying OAuth2 first fall back to GET.
-        .route("/admin/v1/gc", post(admin_gc::gc))
+        .route("/admin/v1/gc", post(admin::gc::gc))
         .route(
             "/admin/v1/repositories/{*name}",
-            delete(admin_gc::delete_repo),
+            delete(admin::gc::delete_repo),
         )
-        .route("/admin/v1/imports", get(admin_gc::list_imports))
-        .route("/admin/v1/imports/{id}", delete(admin_gc::delete_import))
+        .route("/admin/v1/imports", get(admin::gc::list_imports))
+        .route("/admin/v1/imports/{id}", delete(admin::gc::delete_import))
         .route(
             "/token",
             get(auth::token_endpoint).post(|| async { axum::http::StatusCode::NOT_FOUND }),

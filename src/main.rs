@@ -178,11 +178,7 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
         .set_max_open_uploads(settings.limits.max_open_uploads);
     state.allow_referenced_blob_delete = settings.allow_referenced_blob_delete;
     state.gc = settings.gc.clone();
-    airdock::admin_gc::spawn_background(
-        state.store.clone(),
-        state.gc.clone(),
-        settings.gc_interval,
-    );
+    airdock::admin::spawn_background(state.store.clone(), state.gc.clone(), settings.gc_interval);
     let listener = TcpListener::bind(settings.addr)
         .await
         .with_context(|| format!("binding {}", settings.addr))?;
