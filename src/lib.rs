@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::HeaderValue;
-use axum::routing::{any, delete, get, post};
+use axum::routing::{any, get};
 use axum::Router;
 use tokio::net::TcpListener;
 
@@ -83,15 +83,9 @@ pub fn app(state: AppState) -> Router {
         .route("/v2", get(http::base).head(http::base))
         .route("/v2/", any(http::dispatch))
         .route("/v2/{*rest}", any(http::dispatch))
+        .merge(admin::routes())
         // Registered even with auth off (it then answers 404): the router stays one shape.
         // POST answers 404 so that clients trying OAuth2 first fall back to GET.
-        .route("/admin/v1/gc", post(admin::gc::gc))
-        .route(
-            "/admin/v1/repositories/{*name}",
-            delete(admin::gc::delete_repo),
-        )
-        .route("/admin/v1/imports", get(admin::gc::list_imports))
-        .route("/admin/v1/imports/{id}", delete(admin::gc::delete_import))
         .route(
             "/token",
             get(auth::token_endpoint).post(|| async { axum::http::StatusCode::NOT_FOUND }),
