@@ -15,7 +15,8 @@ use tokio::net::TcpStream;
 
 use airdock_storage::{RepoName, Store};
 
-use crate::admin::{AdminToken, IMPORT_PATH};
+use crate::admin::IMPORT_PATH;
+use crate::auth::admin_token::AdminToken;
 use crate::imgpkg::import::Counting;
 use crate::imgpkg::{self, ImportOptions, ImportReport};
 

@@ -1,13 +1,12 @@
 //! The admin API under `/admin/v1/`, one file per concept: the imgpkg import (`import`),
 //! online GC (`gc`), repository removal (`repositories`), import records (`imports`), the
-//! timers (`tasks`) and the admin token (`token`).
+//! timers (`tasks`). The admin token is a credential: `crate::auth::admin_token`.
 
 pub mod gc;
 pub mod import;
 pub mod imports;
 pub mod repositories;
 pub mod tasks;
-pub mod token;
 
 use axum::http::{header, Extensions, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -17,9 +16,9 @@ use axum::Router;
 use crate::error::RegistryError;
 use crate::AppState;
 
+pub use crate::auth::admin_token::{AdminToken, TokenSource};
 pub use import::{router, AdminState, IMPORT_PATH};
 pub use tasks::spawn_background;
-pub use token::{AdminToken, TokenSource};
 
 /// The admin routes served with the registry's state. Registered even when the admin API
 /// is off (they then answer 403): the router stays one shape.

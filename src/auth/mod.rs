@@ -13,6 +13,7 @@
 //! what `auth.mode: basic` announces); the admin token is accepted as a machine credential
 //! for `/admin/*`.
 
+pub mod admin_token;
 pub mod htpasswd;
 pub mod policy;
 pub mod throttle;
