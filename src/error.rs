@@ -30,7 +30,7 @@ pub enum RegistryError {
     Busy(String),
 }
 
-/// The auth layer's errors (`crate::auth`); mapped below with the rest.
+/// The auth layer's errors; mapped below with the rest.
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
     /// 401 with a `WWW-Authenticate` challenge.

@@ -9,6 +9,8 @@ pub mod error;
 pub mod http;
 pub mod imgpkg;
 pub mod import_cli;
+#[cfg(test)]
+mod layering;
 pub mod limits;
 pub mod rules;
 pub mod server;
