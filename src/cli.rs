@@ -107,6 +107,11 @@ pub struct ServeArgs {
     /// into `<data-dir>/admin-token` (mode 0600) on first start and reused after.
     #[arg(long, env = "AIRDOCK_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
+    /// File holding the admin token (default `<data-dir>/admin-token`, generated there if
+    /// missing). Re-read when it changes: writing a new token rotates it within 2 s.
+    /// `--admin-token` wins over it.
+    #[arg(long, env = "AIRDOCK_ADMIN_TOKEN_FILE")]
+    pub admin_token_file: Option<PathBuf>,
     /// PEM certificate chain; serve HTTPS. [key: tls.cert]
     #[arg(long, env = "AIRDOCK_TLS_CERT")]
     pub tls_cert: Option<PathBuf>,

@@ -5,7 +5,9 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use airdock_storage::StoreError;
+use airdock_storage::{RepoName, StoreError};
+
+use crate::imgpkg::ImportError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
@@ -19,8 +21,6 @@ pub enum RegistryError {
     Unsupported(String),
     #[error("{0}")]
     BadRequest(&'static str, String),
-    #[error("authentication required")]
-    Unauthorized,
     #[error("{0}")]
     Forbidden(String),
     #[error(transparent)]
@@ -28,6 +28,12 @@ pub enum RegistryError {
     /// Too many requests of a limited kind at once (upload slots).
     #[error("{0}")]
     Busy(String),
+    /// An imgpkg import refused or failed; the detail names the tar entry.
+    #[error("{error}")]
+    Import {
+        repository: RepoName,
+        error: ImportError,
+    },
 }
 
 /// The auth layer's errors; mapped below with the rest.
@@ -108,7 +114,6 @@ impl RegistryError {
             }
             RegistryError::Unsupported(_) => (StatusCode::METHOD_NOT_ALLOWED, code::UNSUPPORTED),
             RegistryError::BadRequest(c, _) => (StatusCode::BAD_REQUEST, c),
-            RegistryError::Unauthorized => (StatusCode::UNAUTHORIZED, code::UNAUTHORIZED),
             RegistryError::Forbidden(_) => (StatusCode::FORBIDDEN, code::DENIED),
             RegistryError::Auth(AuthError::Unauthorized { .. }) => {
                 (StatusCode::UNAUTHORIZED, code::UNAUTHORIZED)
@@ -117,30 +122,57 @@ impl RegistryError {
             RegistryError::Auth(AuthError::TooManyRequests { .. }) | RegistryError::Busy(_) => {
                 (StatusCode::TOO_MANY_REQUESTS, code::TOOMANYREQUESTS)
             }
+            // The importer classifies its errors (tar, digest, size, …) as data.
+            RegistryError::Import { error, .. } => (
+                StatusCode::from_u16(error.http_status()).unwrap_or(StatusCode::BAD_REQUEST),
+                error.code(),
+            ),
         }
+    }
+
+    /// The spec's `detail`: where an import went wrong; nothing for the others.
+    fn detail(&self) -> serde_json::Value {
+        match self {
+            RegistryError::Import { repository, error } => {
+                json!({"entry": error.entry, "repository": repository.as_str()})
+            }
+            _ => serde_json::Value::Null,
+        }
+    }
+
+    /// Status and JSON body, as every HTTP answer and the offline `airdock import` give
+    /// them. Server errors are logged here and reach the client without internals.
+    pub fn status_and_body(&self) -> (StatusCode, String) {
+        let (status, code) = self.status_and_code();
+        if status == StatusCode::INSUFFICIENT_STORAGE {
+            // Not an internal detail: the operator needs to know, and the client may retry.
+            tracing::error!(error = %self, "storage full");
+            return (
+                status,
+                error_body(code, "storage full", &serde_json::Value::Null),
+            );
+        }
+        if status.is_server_error() {
+            // Internal details go to the log, not to the client.
+            tracing::error!(error = %self, "internal error");
+            return (
+                status,
+                error_body(code, "internal error", &serde_json::Value::Null),
+            );
+        }
+        (status, error_body(code, &self.to_string(), &self.detail()))
     }
 }
 
 /// Build the spec's error body for `code` with a human `message`.
-pub fn error_body(code: &str, message: &str) -> String {
-    json!({"errors": [{"code": code, "message": message, "detail": null}]}).to_string()
+pub fn error_body(code: &str, message: &str, detail: &serde_json::Value) -> String {
+    json!({"errors": [{"code": code, "message": message, "detail": detail}]}).to_string()
 }
 
 impl IntoResponse for RegistryError {
     fn into_response(self) -> Response {
-        let (status, code) = self.status_and_code();
-        let message = if status == StatusCode::INSUFFICIENT_STORAGE {
-            // Not an internal detail: the operator needs to know, and the client may retry.
-            tracing::error!(error = %self, "storage full");
-            "storage full".to_owned()
-        } else if status.is_server_error() {
-            // Internal details go to the log, not to the client.
-            tracing::error!(error = %self, "internal error");
-            "internal error".to_owned()
-        } else {
-            self.to_string()
-        };
-        let mut resp = (status, error_body(code, &message)).into_response();
+        let (status, body) = self.status_and_body();
+        let mut resp = (status, body).into_response();
         let h = resp.headers_mut();
         h.insert(
             header::CONTENT_TYPE,
@@ -167,12 +199,6 @@ impl IntoResponse for RegistryError {
                 // A slot frees when some client finishes, cancels or lets a session expire,
                 // which takes longer than a request: ask for a longer pause than `Busy`.
                 h.insert(header::RETRY_AFTER, HeaderValue::from_static("10"));
-            }
-            RegistryError::Unauthorized => {
-                h.insert(
-                    header::WWW_AUTHENTICATE,
-                    HeaderValue::from_static("Bearer realm=\"airdock-admin\""),
-                );
             }
             _ => {}
         }

@@ -16,7 +16,7 @@ use tokio::net::TcpStream;
 use airdock_storage::{RepoName, Store};
 
 use crate::admin::IMPORT_PATH;
-use crate::auth::admin_token::AdminToken;
+use crate::error::RegistryError;
 use crate::imgpkg::import::Counting;
 use crate::imgpkg::{self, ImportOptions, ImportReport};
 
@@ -150,10 +150,18 @@ async fn to_data_dir(
     };
     match imgpkg::import(&store, repo, reader, &options).await {
         Ok(report) => Ok(Outcome::Report(report_json(&report))),
-        Err(e) => Ok(Outcome::Failed {
-            status: e.http_status(),
-            body: serde_json::json!({"errors": [{"code": e.code(), "message": e.to_string(), "detail": {"entry": e.entry}}]}).to_string(),
-        }),
+        // The same status and body the server would answer with.
+        Err(error) => {
+            let (status, body) = RegistryError::Import {
+                repository: repo.clone(),
+                error,
+            }
+            .status_and_body();
+            Ok(Outcome::Failed {
+                status: status.as_u16(),
+                body,
+            })
+        }
     }
 }
 
@@ -161,7 +169,9 @@ fn report_json(report: &ImportReport) -> String {
     serde_json::to_string_pretty(report).unwrap_or_else(|_| "{}".to_owned())
 }
 
-fn read_token(args: &ImportArgs) -> anyhow::Result<AdminToken> {
+/// The admin token to send: the file's text or the variable's value without surrounding
+/// whitespace (the server reads its token file the same way).
+fn read_token(args: &ImportArgs) -> anyhow::Result<String> {
     let secret = match &args.token_file {
         Some(p) => {
             std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?
@@ -170,7 +180,11 @@ fn read_token(args: &ImportArgs) -> anyhow::Result<AdminToken> {
             anyhow!("--server needs the admin token: pass --token-file or set AIRDOCK_ADMIN_TOKEN")
         })?,
     };
-    AdminToken::new(&secret).ok_or_else(|| anyhow!("the admin token is empty"))
+    let secret = secret.trim();
+    if secret.is_empty() {
+        bail!("the admin token is empty");
+    }
+    Ok(secret.to_owned())
 }
 
 /// `http://host[:port][/prefix]` split into the address to dial, the Host header and the
@@ -218,7 +232,7 @@ async fn to_server(
     };
     let head = format!(
         "POST {prefix}{IMPORT_PATH}?repository={repo} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {}\r\nContent-Type: application/x-tar\r\nUser-Agent: airdock-import\r\n{length_header}Connection: close\r\n\r\n",
-        token.secret()
+        token
     );
     let chunked = total.is_none();
     // Send and receive concurrently: the server answers as soon as it refuses a tar, and

@@ -41,8 +41,8 @@ pub struct AppState {
     pub auth: Option<Arc<auth::Auth>>,
     /// Body stall timeout and upload concurrency.
     pub limiter: limits::Limiter,
-    /// Guards `/admin/*`; without it the admin API is not served.
-    pub admin_token: Option<admin::AdminToken>,
+    /// The admin API's token; without it (and without authentication) `/admin/*` is off.
+    pub admin_token: Option<auth::admin_token::AdminToken>,
     /// Blob DELETE removes blobs manifests still reference (else 405 DENIED).
     pub allow_referenced_blob_delete: bool,
     /// Defaults of an online GC (`POST /admin/v1/gc` and the interval task).
@@ -75,16 +75,16 @@ impl axum::extract::FromRef<AppState> for Option<Arc<auth::Auth>> {
 /// The HTTP application: the `/v2/` API, the token endpoint, the auth layer in front of
 /// `/v2/*` and `/admin/*`, and the common response headers.
 pub fn app(state: AppState) -> Router {
-    let auth = state.auth.clone();
+    let gate = auth::Gate {
+        auth: state.auth.clone(),
+        admin: state.admin_token.clone(),
+    };
     let limiter = state.limiter.clone();
-    let admin = state
-        .admin_token
-        .clone()
-        .map(|token| admin::router(state.store.clone(), token));
     let router = Router::new()
         .route("/v2", get(http::base).head(http::base))
         .route("/v2/", any(http::dispatch))
         .route("/v2/{*rest}", any(http::dispatch))
+        // Behind the auth layer like `/v2`: it alone decides who may call them.
         .merge(admin::routes())
         // Registered even with auth off (it then answers 404): the router stays one shape.
         // POST answers 404 so that clients trying OAuth2 first fall back to GET.
@@ -96,14 +96,9 @@ pub fn app(state: AppState) -> Router {
         // (the auth layer must refuse `/admin/*` before routing says 404).
         .fallback(|| async { axum::http::StatusCode::NOT_FOUND })
         .with_state(state);
-    // Merged before the layers, so the auth layer guards the admin API too.
-    let router = match admin {
-        Some(admin) => router.merge(admin),
-        None => router,
-    };
     router
         .layer(axum::middleware::from_fn_with_state(limiter, limits::layer))
-        .layer(axum::middleware::from_fn_with_state(auth, auth::layer))
+        .layer(axum::middleware::from_fn_with_state(gate, auth::layer))
         .layer(axum::middleware::map_response(add_api_version))
         // One span and one response line per request at debug level (RUST_LOG=debug).
         .layer(tower_http::trace::TraceLayer::new_for_http())

@@ -154,19 +154,16 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
         Some((cert, key)) => Some(airdock::tls::server_config(cert, key)?),
         None => None,
     };
-    let (admin_token, _) =
-        airdock::admin::AdminToken::resolve(args.admin_token.as_deref(), &settings.data_dir)
-            .with_context(|| {
-                format!(
-                    "setting up the admin token in {}",
-                    settings.data_dir.display()
-                )
-            })?;
+    let (admin_token, _) = airdock::auth::admin_token::AdminToken::resolve(
+        args.admin_token.as_deref(),
+        args.admin_token_file.as_deref(),
+        &settings.data_dir,
+    )
+    .context("setting up the admin token")?;
     let auth = airdock::auth::Auth::new(
         &settings.auth,
         settings.access.clone(),
         &settings.data_dir,
-        Some(admin_token.secret().to_owned()),
         tls.is_some(),
     )?;
     let mut state = AppState::new(store, settings.sparse);
@@ -203,8 +200,6 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The admin token of the import endpoint, accepted by the auth layer as a machine
-/// credential for `/admin/*`: `AIRDOCK_ADMIN_TOKEN`, else `<data-dir>/admin-token`.
 async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = match signal(SignalKind::terminate()) {

@@ -4,7 +4,7 @@
 use axum::extract::{Request, State};
 use axum::response::Response;
 
-use super::{authorize, json};
+use super::json;
 use crate::config::parse_duration;
 use crate::error::{code, RegistryError};
 use crate::http::Query;
@@ -13,7 +13,6 @@ use crate::AppState;
 /// `POST /admin/v1/gc[?dry_run=true][&delete_untagged=true][&grace=10m]` → 200 with the
 /// JSON report of what was freed. Defaults come from the server's flags.
 pub async fn gc(State(state): State<AppState>, req: Request) -> Result<Response, RegistryError> {
-    authorize(&state, req.headers(), req.extensions())?;
     let q = Query::parse(req.uri().query());
     let flag = |k: &str| q.get(k).map(|v| matches!(v, "" | "1" | "true" | "yes"));
     let mut opts = state.gc.clone();

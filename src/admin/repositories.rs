@@ -1,12 +1,11 @@
 //! `DELETE /admin/v1/repositories/<name>`: remove a repository whole.
 
-use axum::extract::{Path, Request, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 
 use airdock_storage::RepoName;
 
-use super::authorize;
 use crate::error::RegistryError;
 use crate::http::empty;
 use crate::AppState;
@@ -16,9 +15,7 @@ use crate::AppState;
 pub async fn delete_repo(
     State(state): State<AppState>,
     Path(name): Path<String>,
-    req: Request,
 ) -> Result<Response, RegistryError> {
-    authorize(&state, req.headers(), req.extensions())?;
     let repo = RepoName::parse(&name)?;
     state.store.delete_repo(&repo).await?;
     Ok(empty(StatusCode::ACCEPTED))

@@ -1,18 +1,40 @@
-//! The admin token: given with `--admin-token` / `AIRDOCK_ADMIN_TOKEN`, or generated once
-//! into `<data-dir>/admin-token` (mode 0600) and reused on every later start, so operators
-//! and scripts can always find it next to the data.
+//! The admin token: given with `--admin-token` / `AIRDOCK_ADMIN_TOKEN`, or kept in a file —
+//! `--admin-token-file` / `AIRDOCK_ADMIN_TOKEN_FILE`, by default `<data-dir>/admin-token`,
+//! generated there (mode 0600) on first start and reused on every later one, so operators
+//! and scripts can always find it next to the data. A token kept in a file is re-read when
+//! the file changes, so rotating it is writing a new file: the old token is refused within
+//! [`RECHECK`], without a restart.
 
 use std::fs;
 use std::io::{self, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use subtle::ConstantTimeEq;
 
 /// File name of the generated token inside the data directory.
 pub const TOKEN_FILE: &str = "admin-token";
 
-/// A bearer token guarding `/admin/`.
+/// How often a token file is read again. Short: a rotation must take effect within 2 s, and
+/// reading a few bytes once a second costs nothing.
+pub const RECHECK: Duration = Duration::from_secs(1);
+
+/// A bearer token guarding `/admin/`. Cheap to clone: clones share the file's state.
 #[derive(Clone)]
-pub struct AdminToken(String);
+pub struct AdminToken(Arc<Inner>);
+
+enum Inner {
+    /// From a flag or the environment; never changes.
+    Fixed(String),
+    /// Kept in `path`; `None` while the file is missing, empty or unreadable (refuse all).
+    File {
+        path: PathBuf,
+        /// std RwLock: held to compare or swap a short string, never across an await.
+        state: RwLock<(Option<String>, Instant)>,
+    },
+}
 
 impl std::fmt::Debug for AdminToken {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -26,33 +48,47 @@ impl std::fmt::Debug for AdminToken {
 pub enum TokenSource {
     /// `--admin-token` or `AIRDOCK_ADMIN_TOKEN`.
     Configured,
-    /// Read from an existing `<data-dir>/admin-token`.
+    /// Read from an existing token file.
     File(PathBuf),
-    /// Generated now into `<data-dir>/admin-token`.
+    /// Generated now into the token file.
     Generated(PathBuf),
 }
 
+/// The secret in a token file's text: surrounding whitespace (the final newline) is not
+/// part of it; blank means none.
+fn secret_of(text: &str) -> Option<String> {
+    let t = text.trim();
+    (!t.is_empty()).then(|| t.to_owned())
+}
+
 impl AdminToken {
-    /// A token from configuration; `None` when empty or blank.
+    /// A fixed token; `None` when empty or blank.
     pub fn new(secret: &str) -> Option<AdminToken> {
-        let t = secret.trim();
-        (!t.is_empty()).then(|| AdminToken(t.to_owned()))
+        secret_of(secret).map(|s| AdminToken(Arc::new(Inner::Fixed(s))))
     }
 
-    /// The token in force: `configured` if given, else the one in `<data_dir>/admin-token`,
-    /// else a fresh random one written there with mode 0600. Logs where it lives.
+    /// The token in force: `configured` if given, else the one in `file` (by default
+    /// `<data_dir>/admin-token`), else a fresh random one written there with mode 0600.
+    /// Logs where it lives.
     pub fn resolve(
         configured: Option<&str>,
+        file: Option<&Path>,
         data_dir: &Path,
     ) -> io::Result<(AdminToken, TokenSource)> {
         if let Some(t) = configured.and_then(AdminToken::new) {
             tracing::info!("admin API enabled with the configured token");
             return Ok((t, TokenSource::Configured));
         }
-        let path = data_dir.join(TOKEN_FILE);
+        let path = file.map_or_else(|| data_dir.join(TOKEN_FILE), Path::to_owned);
+        let from_file = |secret: String| {
+            AdminToken(Arc::new(Inner::File {
+                path: path.clone(),
+                state: RwLock::new((Some(secret), Instant::now())),
+            }))
+        };
         match fs::read_to_string(&path) {
             Ok(s) => {
-                let token = AdminToken::new(&s).ok_or_else(|| {
+                let secret = secret_of(&s).ok_or_else(|| {
                     io::Error::new(
                         io::ErrorKind::InvalidData,
                         format!("{} is empty", path.display()),
@@ -62,14 +98,16 @@ impl AdminToken {
                 if mode & 0o077 != 0 {
                     tracing::warn!(path = %path.display(), mode = format!("{:o}", mode & 0o777), "admin token file is readable by others; chmod 600 it");
                 }
-                tracing::info!(path = %path.display(), "admin token read from file");
-                return Ok((token, TokenSource::File(path)));
+                tracing::info!(path = %path.display(), "admin token read from file (re-read when it changes)");
+                return Ok((from_file(secret), TokenSource::File(path)));
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(e),
         }
-        fs::create_dir_all(data_dir)?;
-        let token = AdminToken(crate::sys::random_hex(32)?);
+        if let Some(dir) = path.parent() {
+            fs::create_dir_all(dir)?;
+        }
+        let secret = crate::sys::random_hex(32)?;
         // create_new: never clobber a token another process wrote a moment ago.
         let mut f = match fs::OpenOptions::new()
             .write(true)
@@ -79,47 +117,77 @@ impl AdminToken {
         {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                return AdminToken::resolve(None, data_dir);
+                return AdminToken::resolve(None, Some(&path), data_dir);
             }
             Err(e) => return Err(e),
         };
-        f.write_all(format!("{}\n", token.0).as_bytes())?;
+        f.write_all(format!("{secret}\n").as_bytes())?;
         f.sync_all()?;
         tracing::info!(path = %path.display(), "admin token generated (send it as `Authorization: Bearer <token>`)");
-        Ok((token, TokenSource::Generated(path)))
+        Ok((from_file(secret), TokenSource::Generated(path)))
     }
 
-    /// Checks an `Authorization` header value (`Bearer <token>`), in constant time.
+    /// Whether `given` is the token in force, compared in constant time. A token file is
+    /// read again when the last read is older than [`RECHECK`].
+    pub fn matches(&self, given: &str) -> bool {
+        let eq = |secret: &str| bool::from(secret.as_bytes().ct_eq(given.trim().as_bytes()));
+        match &*self.0 {
+            Inner::Fixed(s) => eq(s),
+            Inner::File { path, state } => {
+                self.refresh(path, state);
+                let s = state.read().unwrap_or_else(|e| e.into_inner());
+                s.0.as_deref().is_some_and(eq)
+            }
+        }
+    }
+
+    /// Re-read the token file if due. Reading it whole (a few bytes) rather than comparing
+    /// modification times catches a rewrite within the file system's time granularity.
+    /// A file that is gone, unreadable or blank refuses every token until it is valid
+    /// again (fail closed): an operator who removed it meant to revoke.
+    fn refresh(&self, path: &Path, state: &RwLock<(Option<String>, Instant)>) {
+        {
+            let s = state.read().unwrap_or_else(|e| e.into_inner());
+            if s.1.elapsed() < RECHECK {
+                return;
+            }
+        }
+        let now = fs::read_to_string(path).ok().as_deref().and_then(secret_of);
+        let mut s = state.write().unwrap_or_else(|e| e.into_inner());
+        s.1 = Instant::now();
+        if now != s.0 {
+            match &now {
+                Some(_) => {
+                    tracing::info!(path = %path.display(), "admin token changed; the old one is refused from now on")
+                }
+                None => {
+                    tracing::error!(path = %path.display(), "admin token file missing, unreadable or empty: refusing the admin token until it is valid again")
+                }
+            }
+            s.0 = now;
+        }
+    }
+
+    /// Checks an `Authorization` header value (`Bearer <token>`).
     pub fn verify(&self, authorization: Option<&[u8]>) -> bool {
-        let Some(value) = authorization else {
-            return false;
-        };
-        let Some(given) = strip_bearer(value) else {
-            return false;
-        };
-        constant_time_eq(given, self.0.as_bytes())
+        authorization
+            .and_then(|v| std::str::from_utf8(v).ok())
+            .and_then(|v| v.split_once(' '))
+            .is_some_and(|(scheme, rest)| {
+                scheme.eq_ignore_ascii_case("bearer") && self.matches(rest)
+            })
     }
 
-    /// The secret, for clients that must send it (the CLI).
-    pub fn secret(&self) -> &str {
-        &self.0
+    /// The secret in force, for clients that must send it (the CLI).
+    pub fn secret(&self) -> Option<String> {
+        match &*self.0 {
+            Inner::Fixed(s) => Some(s.clone()),
+            Inner::File { path, state } => {
+                self.refresh(path, state);
+                state.read().unwrap_or_else(|e| e.into_inner()).0.clone()
+            }
+        }
     }
-}
-
-fn strip_bearer(v: &[u8]) -> Option<&[u8]> {
-    let (scheme, rest) = v.split_at(v.iter().position(|&c| c == b' ')?);
-    scheme
-        .eq_ignore_ascii_case(b"bearer")
-        .then(|| rest.trim_ascii())
-}
-
-/// Compares without an early exit, so response timing does not leak a matching prefix.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    let mut diff = u8::from(a.len() != b.len());
-    for (i, &x) in a.iter().enumerate() {
-        diff |= x ^ b.get(i % b.len().max(1)).copied().unwrap_or(0);
-    }
-    diff == 0
 }
 
 #[cfg(test)]
@@ -129,18 +197,23 @@ mod tests {
     #[test]
     fn generated_once_then_reused_with_mode_0600() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let (a, src) = AdminToken::resolve(None, dir.path()).expect("generate");
+        let (a, src) = AdminToken::resolve(None, None, dir.path()).expect("generate");
         let path = dir.path().join(TOKEN_FILE);
         assert_eq!(src, TokenSource::Generated(path.clone()));
-        assert_eq!(a.secret().len(), 64);
+        let secret = a.secret().expect("secret");
+        assert_eq!(secret.len(), 64);
         let mode = fs::metadata(&path).expect("meta").permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
-        let (b, src) = AdminToken::resolve(None, dir.path()).expect("reuse");
+        let (b, src) = AdminToken::resolve(None, None, dir.path()).expect("reuse");
         assert_eq!(src, TokenSource::File(path));
-        assert_eq!(a.secret(), b.secret());
-        let (c, src) = AdminToken::resolve(Some("  given "), dir.path()).expect("configured");
+        assert_eq!(b.secret(), Some(secret));
+        let (c, src) = AdminToken::resolve(Some("  given "), None, dir.path()).expect("configured");
         assert_eq!(src, TokenSource::Configured);
-        assert_eq!(c.secret(), "given");
+        assert_eq!(c.secret().as_deref(), Some("given"));
+        let elsewhere = dir.path().join("sub/token");
+        let (d, src) = AdminToken::resolve(None, Some(&elsewhere), dir.path()).expect("file");
+        assert_eq!(src, TokenSource::Generated(elsewhere));
+        assert_ne!(d.secret(), b.secret());
     }
 
     #[test]
@@ -160,5 +233,22 @@ mod tests {
         }
         assert!(!t.verify(None));
         assert!(AdminToken::new("   ").is_none());
+    }
+
+    #[test]
+    fn a_rewritten_token_file_replaces_the_old_token_within_two_seconds() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join(TOKEN_FILE);
+        fs::write(&path, "old-token\n").expect("write");
+        let (t, _) = AdminToken::resolve(None, None, dir.path()).expect("read");
+        assert!(t.matches("old-token"));
+        fs::write(&path, "new-token\n").expect("rotate");
+        std::thread::sleep(Duration::from_millis(2000));
+        assert!(t.matches("new-token"), "the new token is accepted");
+        assert!(!t.matches("old-token"), "the old token is refused");
+        // Removed: fail closed, not "keep the last one".
+        fs::remove_file(&path).expect("remove");
+        std::thread::sleep(RECHECK + Duration::from_millis(50));
+        assert!(!t.matches("new-token"));
     }
 }

@@ -33,7 +33,6 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
-use subtle::ConstantTimeEq;
 
 use crate::config::{AuthConfig, AuthMode};
 pub use crate::error::AuthError;
@@ -42,6 +41,7 @@ pub use crate::http::catalog::Visible;
 use crate::http::route::{self, Endpoint};
 use crate::http::Query;
 use crate::rules::AccessRule;
+use admin_token::AdminToken;
 use htpasswd::Htpasswd;
 use policy::{Policy, Right, Rights, Subject};
 use throttle::Throttle;
@@ -62,7 +62,6 @@ pub struct Auth {
     ttl: u64,
     key: TokenKey,
     throttle: Throttle,
-    admin_token: Option<String>,
     /// Whether the server speaks TLS (the scheme of the default realm).
     tls: bool,
     /// Recently verified credentials, keyed by an HMAC of `user:password` under a per-process
@@ -102,13 +101,45 @@ enum Caller {
     Machine,
 }
 
-/// Left in the request extensions of an `/admin/*` request the layer let through: admin
-/// handlers that check the admin token themselves should accept a request carrying this
-/// (it may come from a user with the admin right, not the token). `user` is `None` for the
-/// admin token.
-#[derive(Clone, Debug)]
-pub struct Admitted {
-    pub user: Option<String>,
+/// The one challenge of the admin API, whatever refused the caller: its callers are
+/// scripts holding the admin token or an admin's credentials, not token-flow clients.
+pub const ADMIN_CHALLENGE: &str = "Bearer realm=\"airdock-admin\"";
+
+/// What an anonymous caller of `/admin/*` is told.
+const ADMIN_LOGIN: &str = "the admin API needs the admin token (`Authorization: Bearer <token>`, \
+see <data-dir>/admin-token), an admin's Basic credentials or a token with the registry:admin:* scope";
+
+/// What the layer guards with: the authentication in force (`None`: off) and the admin
+/// token (`None`: the admin API is off).
+#[derive(Clone, Default)]
+pub struct Gate {
+    pub auth: Option<Arc<Auth>>,
+    pub admin: Option<AdminToken>,
+}
+
+/// The one admin check: the admin token, an admin's password, or a token made for admin
+/// work — one carrying the admin scope, issued to (and still held by) an admin. A token
+/// issued for pulls and pushes opens no admin route, whoever its subject is.
+fn admit_admin(policy: Option<&Policy>, caller: &Caller) -> Result<(), AuthError> {
+    let is_admin = |who: &str| policy.is_some_and(|p| p.is_admin(&Subject::User(who.to_owned())));
+    match caller {
+        Caller::Machine => Ok(()),
+        Caller::User(u) if is_admin(u) => Ok(()),
+        Caller::Token(c) if c.grants_admin() && is_admin(&c.sub) => Ok(()),
+        Caller::Anonymous => Err(AuthError::Unauthorized {
+            challenge: ADMIN_CHALLENGE.to_owned(),
+            message: ADMIN_LOGIN,
+        }),
+        // The rules would allow it: send the client back for a token made for it.
+        Caller::Token(c) if is_admin(&c.sub) => Err(AuthError::Unauthorized {
+            challenge: ADMIN_CHALLENGE.to_owned(),
+            message: "this token was not issued for admin work: ask the token endpoint for \
+                      scope=registry:admin:*",
+        }),
+        Caller::User(_) | Caller::Token(_) => {
+            Err(AuthError::Denied("the admin right is required".into()))
+        }
+    }
 }
 
 impl Auth {
@@ -117,7 +148,6 @@ impl Auth {
         cfg: &AuthConfig,
         rules: Vec<AccessRule>,
         data_dir: &Path,
-        admin_token: Option<String>,
         tls: bool,
     ) -> anyhow::Result<Option<Arc<Auth>>> {
         let Some(path) = &cfg.htpasswd else {
@@ -138,7 +168,6 @@ impl Auth {
                 cfg.max_failures.unwrap_or(10),
                 Duration::from_secs(cfg.lockout_secs.unwrap_or(60)),
             ),
-            admin_token: admin_token.filter(|t| !t.is_empty()),
             tls,
             verified: Mutex::new(HashMap::new()),
             cache_key: {
@@ -197,8 +226,7 @@ impl Auth {
             Need::Login | Need::Admin => None,
         };
         let challenge = if *need == Need::Admin {
-            // Admin callers are scripts with a user or the admin token, not token clients.
-            "Basic realm=\"airdock admin\", charset=\"UTF-8\"".to_owned()
+            ADMIN_CHALLENGE.to_owned()
         } else {
             self.challenge(headers, scope.as_deref(), None)
         };
@@ -258,6 +286,7 @@ impl Auth {
         headers: &HeaderMap,
         ip: Option<IpAddr>,
         need: &Need,
+        admin: Option<&AdminToken>,
     ) -> Result<Caller, AuthError> {
         let Some(value) = headers
             .get(header::AUTHORIZATION)
@@ -273,10 +302,8 @@ impl Auth {
             };
         }
         if let Some(tok) = strip_scheme(value, "Bearer") {
-            if let Some(admin) = &self.admin_token {
-                if bool::from(admin.as_bytes().ct_eq(tok.as_bytes())) {
-                    return Ok(Caller::Machine);
-                }
+            if admin.is_some_and(|a| a.matches(tok)) {
+                return Ok(Caller::Machine);
             }
             self.throttle
                 .check(ip)
@@ -286,8 +313,13 @@ impl Auth {
                 Err(e) => {
                     tracing::warn!(error = %e, ip = ?ip, "bearer token refused");
                     self.throttle.failed(ip);
+                    let challenge = if *need == Need::Admin {
+                        ADMIN_CHALLENGE.to_owned()
+                    } else {
+                        self.challenge(headers, None, Some("invalid_token"))
+                    };
                     Err(AuthError::Unauthorized {
-                        challenge: self.challenge(headers, None, Some("invalid_token")),
+                        challenge,
                         message: "invalid or expired token",
                     })
                 }
@@ -343,20 +375,7 @@ impl Auth {
                     me.policy.rights(&who, repo).pull
                 }))))
             }
-            Need::Admin => {
-                let ok = match caller {
-                    Caller::Machine => true,
-                    Caller::Anonymous => false,
-                    c => self.policy.is_admin(&Self::subject(c)),
-                };
-                if ok {
-                    Ok(None)
-                } else if anonymous {
-                    Err(self.unauthorized(headers, need, "authentication required"))
-                } else {
-                    Err(AuthError::Denied("the admin right is required".into()))
-                }
-            }
+            Need::Admin => admit_admin(Some(&self.policy), caller).map(|()| None),
             Need::Repo(repo, right) => {
                 if self.rights(caller, repo).has(*right) {
                     return Ok(None);
@@ -451,20 +470,36 @@ fn peer_ip(req: &Request) -> Option<IpAddr> {
 }
 
 /// The middleware. `auth` is `None` when authentication is off.
-pub async fn layer(
-    State(auth): State<Option<Arc<Auth>>>,
-    mut req: Request,
-    next: Next,
-) -> Response {
-    let Some(auth) = auth else {
-        return next.run(req).await;
-    };
+pub async fn layer(State(gate): State<Gate>, mut req: Request, next: Next) -> Response {
     let Some(need) = classify(req.method(), req.uri().path()) else {
         return next.run(req).await;
     };
+    let Some(auth) = gate.auth else {
+        if need != Need::Admin {
+            return next.run(req).await;
+        }
+        // Authentication off: the admin token is the only credential there is.
+        let Some(admin) = &gate.admin else {
+            let e = AuthError::Denied("the admin API is disabled in this server".into());
+            return RegistryError::from(e).into_response();
+        };
+        let given = req.headers().get(header::AUTHORIZATION);
+        let caller = if admin.verify(given.map(|v| v.as_bytes())) {
+            Caller::Machine
+        } else {
+            Caller::Anonymous
+        };
+        return match admit_admin(None, &caller) {
+            Ok(()) => next.run(req).await,
+            Err(e) => RegistryError::from(e).into_response(),
+        };
+    };
     let ip = peer_ip(&req);
     authority_as_host(&mut req);
-    let caller = match auth.identify(req.headers(), ip, &need).await {
+    let caller = match auth
+        .identify(req.headers(), ip, &need, gate.admin.as_ref())
+        .await
+    {
         Ok(c) => c,
         Err(e) => return RegistryError::from(e).into_response(),
     };
@@ -480,14 +515,6 @@ pub async fn layer(
             return RegistryError::from(e).into_response();
         }
     };
-    if need == Need::Admin {
-        let user = match &caller {
-            Caller::User(u) => Some(u.clone()),
-            Caller::Token(c) => Some(c.sub.clone()),
-            _ => None,
-        };
-        req.extensions_mut().insert(Admitted { user });
-    }
     if let Need::Repo(repo, Right::Push) = &need {
         if let Err(e) = check_mount(&auth, &caller, repo, &mut req) {
             return RegistryError::from(e).into_response();
@@ -579,6 +606,14 @@ pub async fn token_endpoint(State(auth): State<Option<Arc<Auth>>>, req: Request)
                         actions: granted,
                     });
                 }
+            }
+            // Admin work needs a token asked for it, and only admins get one.
+            "registry" if scope.name == "admin" && auth.policy.is_admin(&subject) => {
+                access.push(token::Access {
+                    kind: scope.kind,
+                    name: scope.name,
+                    actions: vec!["*".to_owned()],
+                })
             }
             "registry" if scope.name == "catalog" => access.push(token::Access {
                 kind: scope.kind,

@@ -41,6 +41,14 @@ pub struct Claims {
 }
 
 impl Claims {
+    /// Whether the token was issued for admin work: it carries `registry:admin:*`, which
+    /// the token endpoint grants only to admins who ask for it.
+    pub fn grants_admin(&self) -> bool {
+        self.access.iter().any(|a| {
+            a.kind == "registry" && a.name == "admin" && a.actions.iter().any(|x| x == "*")
+        })
+    }
+
     /// Rights this token grants on repository `name`.
     pub fn rights(&self, name: &str) -> Rights {
         let mut r = Rights::default();

@@ -1,5 +1,6 @@
 //! The one integration-test binary: real servers on free loopback ports, real clients.
 
+mod admin;
 mod api;
 mod clients;
 mod crash;

@@ -361,6 +361,48 @@ fn forge(bearer: &str, name: &str) -> String {
     format!("Bearer {}.{}.{}", parts[0], payload, parts[2])
 }
 
+/// Issue 10, defect 16: a token issued to an admin for pulls and pushes opened `/admin/*`;
+/// admin work needs a token asked for it (`registry:admin:*`), granted to admins only.
+#[tokio::test]
+async fn admin_jwt_without_the_admin_scope_is_refused() {
+    let lab = lab("", &[]);
+    let pull_token = lab
+        .bearer("root", "root-pw", &["repository:secret/x:pull"])
+        .await;
+    let r = lab.get("/admin/v1/imports", Some(&pull_token)).await;
+    assert_eq!(
+        r.status(),
+        StatusCode::UNAUTHORIZED,
+        "a pull token opened /admin"
+    );
+    assert_eq!(
+        r.headers()["www-authenticate"],
+        "Bearer realm=\"airdock-admin\""
+    );
+    let body: Value = r.json().await.expect("JSON error body");
+    assert_eq!(body["errors"][0]["code"], "UNAUTHORIZED", "{body}");
+    let message = body["errors"][0]["message"].as_str().unwrap_or("");
+    assert!(message.contains("registry:admin:*"), "{body}");
+
+    let admin_token = lab.bearer("root", "root-pw", &["registry:admin:*"]).await;
+    let r = lab.get("/admin/v1/imports", Some(&admin_token)).await;
+    assert_eq!(r.status(), StatusCode::OK, "a token made for admin work");
+    // The same token opens no repository it was not issued for.
+    let r = lab.get("/v2/secret/x/tags/list", Some(&admin_token)).await;
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+
+    // Non-admins asking for the scope get a token without it.
+    let alice_token = lab
+        .bearer(
+            "alice",
+            "alice-pw",
+            &["registry:admin:*", "repository:team/app:pull"],
+        )
+        .await;
+    let r = lab.get("/admin/v1/imports", Some(&alice_token)).await;
+    expect_code(r, StatusCode::FORBIDDEN, "DENIED").await;
+}
+
 #[tokio::test]
 async fn catalog_anonymous_and_admin() {
     let lab = lab("", &[]);
