@@ -93,8 +93,14 @@ pub fn app(state: AppState) -> Router {
             get(auth::token_endpoint).post(|| async { axum::http::StatusCode::NOT_FOUND }),
         )
         // An explicit fallback so that the layers below also guard paths with no route
-        // (the auth layer must refuse `/admin/*` before routing says 404).
-        .fallback(|| async { axum::http::StatusCode::NOT_FOUND })
+        // (the auth layer must refuse `/admin/*` before routing says 404). Both answer in
+        // the spec's error format, like every other refusal.
+        .fallback(|uri: axum::http::Uri| async move {
+            error::RegistryError::NotFound(format!("no such endpoint: {}", uri.path()))
+        })
+        .method_not_allowed_fallback(|method: axum::http::Method| async move {
+            error::RegistryError::Unsupported(format!("{method} is not allowed here"))
+        })
         .with_state(state);
     router
         .layer(axum::middleware::from_fn_with_state(limiter, limits::layer))

@@ -105,6 +105,9 @@ enum Caller {
 /// scripts holding the admin token or an admin's credentials, not token-flow clients.
 pub const ADMIN_CHALLENGE: &str = "Bearer realm=\"airdock-admin\"";
 
+/// The challenge of `auth.mode: basic` and of a failed login at the token endpoint.
+const BASIC_CHALLENGE: &str = "Basic realm=\"airdock\", charset=\"UTF-8\"";
+
 /// What an anonymous caller of `/admin/*` is told.
 const ADMIN_LOGIN: &str = "the admin API needs the admin token (`Authorization: Bearer <token>`, \
 see <data-dir>/admin-token), an admin's Basic credentials or a token with the registry:admin:* scope";
@@ -199,7 +202,7 @@ impl Auth {
 
     fn challenge(&self, headers: &HeaderMap, scope: Option<&str>, error: Option<&str>) -> String {
         match self.mode {
-            AuthMode::Basic => "Basic realm=\"airdock\", charset=\"UTF-8\"".to_owned(),
+            AuthMode::Basic => BASIC_CHALLENGE.to_owned(),
             AuthMode::Token => {
                 let mut c = format!(
                     "Bearer realm=\"{}\",service=\"{}\"",
@@ -578,7 +581,7 @@ pub async fn token_endpoint(State(auth): State<Option<Arc<Auth>>>, req: Request)
             Ok(true) => Subject::User(user),
             Ok(false) => {
                 return RegistryError::from(AuthError::Unauthorized {
-                    challenge: "Basic realm=\"airdock\", charset=\"UTF-8\"".to_owned(),
+                    challenge: BASIC_CHALLENGE.to_owned(),
                     message: "invalid username or password",
                 })
                 .into_response()
