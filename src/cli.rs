@@ -139,6 +139,10 @@ pub struct ServeArgs {
     /// Seconds an address stays refused. [key: auth.lockout_secs]
     #[arg(long, env = "AIRDOCK_LOCKOUT_SECS")]
     pub lockout_secs: Option<u64>,
+    /// Reverse proxies (addresses or CIDRs, comma-separated) whose `Forwarded` and
+    /// `X-Forwarded-*` headers name the client and the URL it used. [key: trusted_proxies]
+    #[arg(long, env = "AIRDOCK_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<crate::forwarded::TrustedNet>,
     /// Seconds a client has to send a request head. [key: limits.header_timeout_secs]
     #[arg(long, env = "AIRDOCK_HEADER_TIMEOUT_SECS")]
     pub header_timeout_secs: Option<u64>,
@@ -204,6 +208,7 @@ impl ServeArgs {
                 allow_referenced_blob_delete: self.allow_referenced_blob_delete.then_some(true),
             },
             retention: Vec::new(),
+            trusted_proxies: self.trusted_proxies.clone(),
         }
     }
 }

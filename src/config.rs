@@ -11,6 +11,7 @@ use std::sync::Arc;
 use airdock_storage::{GcOptions, Retention};
 use serde::Deserialize;
 
+use crate::forwarded::TrustedNet;
 pub use crate::rules::AccessRule;
 use crate::rules::Glob;
 
@@ -31,6 +32,8 @@ pub struct Config {
     pub storage: StorageConfig,
     /// Retention rules, applied by every GC run; see [`RetentionRule`].
     pub retention: Vec<RetentionRule>,
+    /// Reverse proxies whose `Forwarded`/`X-Forwarded-*` headers are believed.
+    pub trusted_proxies: Vec<TrustedNet>,
 }
 
 /// GC leaves anything younger than this alone unless told otherwise.
@@ -304,6 +307,7 @@ pub struct Settings {
     /// Zero: no GC timer.
     pub gc_interval: Duration,
     pub allow_referenced_blob_delete: bool,
+    pub trusted_proxies: Vec<TrustedNet>,
 }
 
 /// Default of `limits.max_open_uploads`.
@@ -387,6 +391,9 @@ impl Config {
         if !other.retention.is_empty() {
             self.retention = other.retention;
         }
+        if !other.trusted_proxies.is_empty() {
+            self.trusted_proxies = other.trusted_proxies;
+        }
         self
     }
 
@@ -419,6 +426,25 @@ impl Config {
                 })
             }
         };
+        // Without a user file authentication is off: rules and admins would silently grant
+        // nothing while anyone pushes. Refuse rather than start open.
+        if self.auth.htpasswd.is_none() {
+            let given = match (self.access.is_empty(), self.auth.admins.is_empty()) {
+                (true, true) => None,
+                (false, true) => Some("`access` rules are"),
+                (true, false) => Some("`auth.admins` is"),
+                (false, false) => Some("`access` rules and `auth.admins` are"),
+            };
+            if let Some(given) = given {
+                return Err(ConfigError {
+                    location: None,
+                    msg: format!(
+                        "{given} set but `auth.htpasswd` (--htpasswd) is not: without a user \
+file authentication is off and anyone could push; set auth.htpasswd"
+                    ),
+                });
+            }
+        }
         Ok(Settings {
             gc,
             gc_interval: self.gc.interval.map_or(Duration::ZERO, |d| d.0),
@@ -437,6 +463,7 @@ impl Config {
             auth: self.auth,
             access: self.access,
             limits: self.limits.resolve(),
+            trusted_proxies: self.trusted_proxies,
         })
     }
 }
@@ -489,6 +516,43 @@ mod tests {
         };
         let s = cfg.overlay(flags).settings().expect("settings");
         assert_eq!(s.limits.max_open_uploads, Some(3), "the flag wins");
+    }
+
+    /// Issue 10, defect 8: rules or admins without a user file would leave the server open.
+    #[test]
+    fn rules_or_admins_without_htpasswd_are_refused() {
+        let rules = "access:\n  - repos: [\"a/*\"]\n    users: [bob]\n    allow: [pull]\n";
+        for text in [rules, "auth:\n  admins: [root]\n"] {
+            let e = Config::parse(text)
+                .expect("parses")
+                .settings()
+                .expect_err("no user source");
+            assert!(e.to_string().contains("auth.htpasswd"), "{e}");
+        }
+        // The flag supplies the file: fine.
+        let flags = Config {
+            auth: AuthConfig {
+                htpasswd: Some("/etc/airdock/htpasswd".into()),
+                ..AuthConfig::default()
+            },
+            ..Config::default()
+        };
+        let cfg = Config::parse(rules).expect("parse").overlay(flags);
+        assert!(cfg.settings().is_ok());
+    }
+
+    #[test]
+    fn trusted_proxies_key_and_flag() {
+        let cfg = Config::parse("trusted_proxies: [10.0.0.0/8, \"::1\"]\n").expect("parse");
+        assert_eq!(cfg.trusted_proxies.len(), 2);
+        let e = Config::parse("sparse: true\ntrusted_proxies: [10.1.0.0/8]\n").expect_err("bad");
+        assert_eq!(e.location, Some(2), "{e}");
+        let flags = Config {
+            trusted_proxies: vec!["127.0.0.1".parse().expect("net")],
+            ..Config::default()
+        };
+        let s = cfg.overlay(flags).settings().expect("settings");
+        assert_eq!(s.trusted_proxies, vec!["127.0.0.1".parse().expect("net")]);
     }
 
     #[test]

@@ -6,6 +6,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod forwarded;
 pub mod http;
 pub mod imgpkg;
 pub mod import_cli;
@@ -47,6 +48,8 @@ pub struct AppState {
     pub allow_referenced_blob_delete: bool,
     /// Defaults of an online GC (`POST /admin/v1/gc` and the interval task).
     pub gc: GcOptions,
+    /// Which peers' `Forwarded`/`X-Forwarded-*` headers are believed, and our own scheme.
+    pub forwarding: forwarded::Forwarding,
 }
 
 impl AppState {
@@ -61,6 +64,7 @@ impl AppState {
             admin_token: None,
             allow_referenced_blob_delete: false,
             gc: GcOptions::default(),
+            forwarding: forwarded::Forwarding::default(),
         }
     }
 }
@@ -80,6 +84,7 @@ pub fn app(state: AppState) -> Router {
         admin: state.admin_token.clone(),
     };
     let limiter = state.limiter.clone();
+    let forwarding = state.forwarding.clone();
     let router = Router::new()
         .route("/v2", get(http::base).head(http::base))
         .route("/v2/", any(http::dispatch))
@@ -107,7 +112,27 @@ pub fn app(state: AppState) -> Router {
         .layer(axum::middleware::from_fn_with_state(gate, auth::layer))
         .layer(axum::middleware::map_response(add_api_version))
         // One span and one response line per request at debug level (RUST_LOG=debug).
-        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .layer(tower_http::trace::TraceLayer::new_for_http().make_span_with(request_span))
+        // Outermost: the span, the auth layer and the handlers all see the resolved client.
+        .layer(axum::middleware::from_fn_with_state(
+            forwarding,
+            forwarded::layer,
+        ))
+}
+
+/// The request span names the client (behind a trusted proxy: the proxy's client).
+fn request_span(req: &axum::http::Request<axum::body::Body>) -> tracing::Span {
+    let client = req
+        .extensions()
+        .get::<forwarded::Client>()
+        .and_then(|c| c.ip);
+    tracing::debug_span!(
+        "request",
+        method = %req.method(),
+        uri = %req.uri(),
+        version = ?req.version(),
+        client = ?client,
+    )
 }
 
 async fn add_api_version(mut resp: axum::response::Response) -> axum::response::Response {

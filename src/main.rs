@@ -63,8 +63,11 @@ fn main() -> anyhow::Result<()> {
                 airdock::tls::load_certified_key(cert, key)?;
             }
             if let Some(h) = &settings.auth.htpasswd {
-                airdock::auth::htpasswd::Htpasswd::load(h)
+                let users = airdock::auth::htpasswd::Htpasswd::load(h)
                     .with_context(|| format!("auth.htpasswd {}", h.display()))?;
+                for w in airdock::auth::unknown_users(&settings, &users) {
+                    eprintln!("{}: warning: {w}", file.display());
+                }
             }
             println!("{}: ok", file.display());
             Ok(())
@@ -160,12 +163,8 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
         &settings.data_dir,
     )
     .context("setting up the admin token")?;
-    let auth = airdock::auth::Auth::new(
-        &settings.auth,
-        settings.access.clone(),
-        &settings.data_dir,
-        tls.is_some(),
-    )?;
+    let auth =
+        airdock::auth::Auth::new(&settings.auth, settings.access.clone(), &settings.data_dir)?;
     let mut state = AppState::new(store, settings.sparse);
     state.auth = auth;
     state.admin_token = Some(admin_token);
@@ -175,6 +174,8 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
         .set_max_open_uploads(settings.limits.max_open_uploads);
     state.allow_referenced_blob_delete = settings.allow_referenced_blob_delete;
     state.gc = settings.gc.clone();
+    state.forwarding =
+        airdock::forwarded::Forwarding::new(settings.trusted_proxies.clone(), tls.is_some());
     airdock::admin::spawn_background(state.store.clone(), state.gc.clone(), settings.gc_interval);
     let listener = TcpListener::bind(settings.addr)
         .await

@@ -3,16 +3,18 @@
 
 use std::collections::HashMap;
 use std::io;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::RwLock;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 /// A bcrypt hash of a random password: checked when the user is unknown, so that an unknown
 /// name takes as long to refuse as a wrong password (no user enumeration by timing).
 const DUMMY_HASH: &str = "$2b$10$N9qo8uLOickgx2ZMRZoMyeIjZAgcfl7p92ldGxad68LJZdL17lhWy";
 
-/// How often the file's modification time is looked at.
-const RECHECK: Duration = Duration::from_secs(2);
+/// How often the file is looked at (a `stat`, on the next login after this long): a change
+/// is in force at most this long after it is made. Well under the 2 s operators are told.
+pub const RECHECK: Duration = Duration::from_millis(500);
 
 #[derive(Debug)]
 pub struct Htpasswd {
@@ -23,9 +25,46 @@ pub struct Htpasswd {
 
 #[derive(Debug)]
 struct Loaded {
-    users: HashMap<String, String>,
-    mtime: Option<SystemTime>,
+    /// `None` while the file cannot be read or parsed: every login is refused (fail closed)
+    /// rather than served from users the operator may have meant to remove.
+    users: Option<HashMap<String, String>>,
+    stamp: Option<Stamp>,
     checked: Instant,
+}
+
+/// What tells a changed file from the one loaded: a rename gives a new inode, an edit a new
+/// size or modification time, a `chmod` (making it readable again) a new ctime.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+fn stamp(path: &Path) -> Option<Stamp> {
+    let m = std::fs::metadata(path).ok()?;
+    Some(Stamp {
+        dev: m.dev(),
+        ino: m.ino(),
+        size: m.size(),
+        mtime: (m.mtime(), m.mtime_nsec()),
+        ctime: (m.ctime(), m.ctime_nsec()),
+    })
+}
+
+/// The user file is unreadable or invalid since it last changed; logins are refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unavailable;
+
+/// The outcome of a password check.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Check {
+    /// The password matches this entry (the hash, which a cache may key on).
+    Valid(String),
+    Invalid,
+    Unavailable,
 }
 
 /// Parse `name:hash` lines; blank lines and `#` comments are skipped. Entries that are not
@@ -51,62 +90,98 @@ pub fn parse(text: &str) -> Result<HashMap<String, String>, String> {
     Ok(users)
 }
 
-fn mtime(path: &Path) -> Option<SystemTime> {
-    std::fs::metadata(path).and_then(|m| m.modified()).ok()
-}
-
 impl Htpasswd {
     pub fn load(path: &Path) -> io::Result<Htpasswd> {
+        let before = stamp(path);
         let text = std::fs::read_to_string(path)?;
         let users = parse(&text).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
         Ok(Htpasswd {
             path: path.to_owned(),
             state: RwLock::new(Loaded {
-                users,
-                mtime: mtime(path),
+                users: Some(users),
+                // Stamped before reading: a write racing the read shows as a change later.
+                stamp: before,
                 checked: Instant::now(),
             }),
         })
     }
 
-    /// Re-read the file if it changed; a broken file keeps the users already loaded.
-    fn refresh(&self) {
-        {
-            let s = self.state.read().unwrap_or_else(|e| e.into_inner());
-            if s.checked.elapsed() < RECHECK {
-                return;
-            }
-        }
-        let now = mtime(&self.path);
-        let mut s = self.state.write().unwrap_or_else(|e| e.into_inner());
-        s.checked = Instant::now();
-        if now == s.mtime {
+    /// Whether the file is due a look ([`Htpasswd::refresh`]); cheap, no I/O.
+    pub fn due(&self) -> bool {
+        let s = self.state.read().unwrap_or_else(|e| e.into_inner());
+        s.checked.elapsed() >= RECHECK
+    }
+
+    /// Re-read the file if it changed. Blocking I/O: call from a blocking thread. A file
+    /// that became unreadable or invalid refuses every login until it is valid again.
+    pub fn refresh(&self) {
+        if !self.due() {
             return;
         }
-        match std::fs::read_to_string(&self.path).map(|t| parse(&t)) {
-            Ok(Ok(users)) => {
+        let now = stamp(&self.path);
+        let mut s = self.state.write().unwrap_or_else(|e| e.into_inner());
+        if s.checked.elapsed() < RECHECK {
+            return; // another thread just looked
+        }
+        s.checked = Instant::now();
+        if now == s.stamp {
+            return;
+        }
+        s.stamp = now;
+        match std::fs::read_to_string(&self.path)
+            .map_err(|e| e.to_string())
+            .and_then(|t| parse(&t))
+        {
+            Ok(users) => {
                 tracing::info!(users = users.len(), "htpasswd file reloaded");
-                s.users = users;
-                s.mtime = now;
+                s.users = Some(users);
             }
-            Ok(Err(e)) => tracing::warn!(error = %e, "htpasswd file not reloaded"),
-            Err(e) => tracing::warn!(error = %e, "htpasswd file not reloaded"),
+            Err(e) => {
+                tracing::error!(
+                    path = %self.path.display(),
+                    error = %e,
+                    "htpasswd file unusable: every login is refused until it is fixed"
+                );
+                s.users = None;
+            }
         }
     }
 
-    /// Check `password` for `user`. bcrypt is slow on purpose: call from a blocking thread.
-    pub fn verify(&self, user: &str, password: &str) -> bool {
+    /// Make the next [`Htpasswd::refresh`] look at the file now (tests, instead of sleeping).
+    #[cfg(test)]
+    fn make_due(&self) {
+        let mut s = self.state.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(past) = Instant::now().checked_sub(RECHECK) {
+            s.checked = past;
+        }
+    }
+
+    /// The entry (hash) of `user` as loaded now; no I/O.
+    pub fn entry(&self, user: &str) -> Result<Option<String>, Unavailable> {
+        let s = self.state.read().unwrap_or_else(|e| e.into_inner());
+        match &s.users {
+            Some(users) => Ok(users.get(user).cloned()),
+            None => Err(Unavailable),
+        }
+    }
+
+    /// Whether `user` has an entry (for `config check` warnings).
+    pub fn contains(&self, user: &str) -> bool {
+        matches!(self.entry(user), Ok(Some(_)))
+    }
+
+    /// Check `password` for `user`, re-reading the file first if it is due. bcrypt is slow
+    /// on purpose: call from a blocking thread.
+    pub fn verify(&self, user: &str, password: &str) -> Check {
         self.refresh();
-        let hash = {
-            let s = self.state.read().unwrap_or_else(|e| e.into_inner());
-            s.users.get(user).cloned()
-        };
-        match hash {
+        match self.entry(user) {
+            Err(Unavailable) => Check::Unavailable,
             // bcrypt::verify compares the hashes in constant time.
-            Some(h) => bcrypt::verify(password, &h).unwrap_or(false),
-            None => {
+            Ok(Some(h)) if bcrypt::verify(password, &h).unwrap_or(false) => Check::Valid(h),
+            Ok(Some(_)) => Check::Invalid,
+            Ok(None) => {
                 let _ = bcrypt::verify(password, DUMMY_HASH);
-                false
+                Check::Invalid
             }
         }
     }
@@ -164,10 +239,32 @@ mod tests {
         assert!(!add_user(&p, "bob", "pw", 4).expect("add"));
         assert!(add_user(&p, "alice", "new", 4).expect("replace"));
         let h = Htpasswd::load(&p).expect("load");
-        assert!(h.verify("alice", "new"));
-        assert!(!h.verify("alice", "s3cret"));
-        assert!(h.verify("bob", "pw"));
-        assert!(!h.verify("carol", "pw"));
+        assert!(matches!(h.verify("alice", "new"), Check::Valid(_)));
+        assert_eq!(h.verify("alice", "s3cret"), Check::Invalid);
+        assert!(matches!(h.verify("bob", "pw"), Check::Valid(_)));
+        assert_eq!(h.verify("carol", "pw"), Check::Invalid);
         assert!(add_user(&p, "a:b", "x", 4).is_err());
+    }
+
+    /// Defect 7 (issue 10): a file that becomes invalid must refuse logins, not keep the
+    /// users loaded before; a valid file brings them back.
+    #[test]
+    fn broken_file_fails_closed_until_fixed() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let p = dir.path().join("htpasswd");
+        add_user(&p, "alice", "pw", 4).expect("add");
+        let h = Htpasswd::load(&p).expect("load");
+        assert!(matches!(h.verify("alice", "pw"), Check::Valid(_)));
+        let good = std::fs::read_to_string(&p).expect("read");
+        std::fs::write(&p, format!("{good}garbage line\n")).expect("break");
+        h.make_due();
+        assert_eq!(h.verify("alice", "pw"), Check::Unavailable);
+        assert!(!h.contains("alice"));
+        std::fs::remove_file(&p).expect("remove");
+        h.make_due();
+        assert_eq!(h.verify("alice", "pw"), Check::Unavailable);
+        std::fs::write(&p, &good).expect("fix");
+        h.make_due();
+        assert!(matches!(h.verify("alice", "pw"), Check::Valid(_)));
     }
 }

@@ -20,12 +20,12 @@ pub mod throttle;
 pub mod token;
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -37,18 +37,21 @@ use sha2::Sha256;
 use crate::config::{AuthConfig, AuthMode};
 pub use crate::error::AuthError;
 use crate::error::RegistryError;
+use crate::forwarded::Client;
 pub use crate::http::catalog::Visible;
 use crate::http::route::{self, Endpoint};
 use crate::http::Query;
 use crate::rules::AccessRule;
 use admin_token::AdminToken;
-use htpasswd::Htpasswd;
+use htpasswd::{Check, Htpasswd};
 use policy::{Policy, Right, Rights, Subject};
 use throttle::Throttle;
 use token::{Claims, Scope, TokenKey};
 
 /// How long a checked user/password pair is remembered, so that clients that send Basic
-/// credentials on every request do not pay for a bcrypt check on each one.
+/// credentials on every request do not pay for a bcrypt check on each one. A remembered
+/// pair stands only while the user's htpasswd entry is the one that verified it, so a
+/// changed or removed entry takes effect as soon as the file is re-read.
 const VERIFIED_TTL: Duration = Duration::from_secs(60);
 const VERIFIED_MAX: usize = 4096;
 
@@ -62,11 +65,10 @@ pub struct Auth {
     ttl: u64,
     key: TokenKey,
     throttle: Throttle,
-    /// Whether the server speaks TLS (the scheme of the default realm).
-    tls: bool,
     /// Recently verified credentials, keyed by an HMAC of `user:password` under a per-process
-    /// key (no password or plain hash kept). std Mutex: map operations only, no await.
-    verified: Mutex<HashMap<[u8; 32], (String, Instant)>>,
+    /// key (no password kept), with the user and the htpasswd entry that matched. std Mutex:
+    /// map operations only, no await.
+    verified: Mutex<HashMap<[u8; 32], Verified>>,
     /// Random per process: the HMAC key of `verified`.
     cache_key: [u8; 32],
 }
@@ -79,6 +81,24 @@ impl std::fmt::Debug for Auth {
             .finish_non_exhaustive()
     }
 }
+
+struct Verified {
+    user: String,
+    entry: String,
+    at: Instant,
+}
+
+/// What a password check found.
+enum Login {
+    Valid,
+    Invalid,
+    /// The user file is unreadable or invalid: no login succeeds until it is fixed.
+    Unavailable,
+}
+
+/// Told to a client whose login could not be checked, so that someone fixes the file.
+const USERS_UNAVAILABLE: &str =
+    "the server cannot read its user file; logins are refused until an administrator fixes it";
 
 /// What a request needs before it may reach its handler.
 #[derive(Debug, PartialEq)]
@@ -151,7 +171,6 @@ impl Auth {
         cfg: &AuthConfig,
         rules: Vec<AccessRule>,
         data_dir: &Path,
-        tls: bool,
     ) -> anyhow::Result<Option<Arc<Auth>>> {
         let Some(path) = &cfg.htpasswd else {
             return Ok(None);
@@ -171,7 +190,6 @@ impl Auth {
                 cfg.max_failures.unwrap_or(10),
                 Duration::from_secs(cfg.lockout_secs.unwrap_or(60)),
             ),
-            tls,
             verified: Mutex::new(HashMap::new()),
             cache_key: {
                 let mut k = [0u8; 32];
@@ -181,32 +199,22 @@ impl Auth {
         })))
     }
 
-    fn realm(&self, headers: &HeaderMap) -> String {
-        if let Some(r) = &self.realm {
-            return r.clone();
+    /// The configured realm, else the token endpoint at the URL the client used (behind a
+    /// trusted proxy: the proxy's scheme and host).
+    fn realm(&self, client: &Client) -> String {
+        match &self.realm {
+            Some(r) => r.clone(),
+            None => format!("{}/token", client.origin()),
         }
-        // Host is client input: only a plain host[:port] is echoed back. HTTP/2 requests
-        // carry it as `:authority`, which the middleware copies into a Host header.
-        let host = headers
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .filter(|h| {
-                !h.is_empty()
-                    && h.bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
-            })
-            .unwrap_or("localhost");
-        let scheme = if self.tls { "https" } else { "http" };
-        format!("{scheme}://{host}/token")
     }
 
-    fn challenge(&self, headers: &HeaderMap, scope: Option<&str>, error: Option<&str>) -> String {
+    fn challenge(&self, client: &Client, scope: Option<&str>, error: Option<&str>) -> String {
         match self.mode {
             AuthMode::Basic => BASIC_CHALLENGE.to_owned(),
             AuthMode::Token => {
                 let mut c = format!(
                     "Bearer realm=\"{}\",service=\"{}\"",
-                    self.realm(headers),
+                    self.realm(client),
                     self.service
                 );
                 if let Some(s) = scope {
@@ -220,7 +228,7 @@ impl Auth {
         }
     }
 
-    fn unauthorized(&self, headers: &HeaderMap, need: &Need, message: &'static str) -> AuthError {
+    fn unauthorized(&self, client: &Client, need: &Need, message: &'static str) -> AuthError {
         let scope = match need {
             Need::Repo(name, Right::Pull) => Some(format!("repository:{name}:pull")),
             Need::Repo(name, Right::Push) => Some(format!("repository:{name}:pull,push")),
@@ -231,7 +239,7 @@ impl Auth {
         let challenge = if *need == Need::Admin {
             ADMIN_CHALLENGE.to_owned()
         } else {
-            self.challenge(headers, scope.as_deref(), None)
+            self.challenge(client, scope.as_deref(), None)
         };
         AuthError::Unauthorized { challenge, message }
     }
@@ -247,47 +255,74 @@ impl Auth {
     }
 
     /// Check Basic credentials: throttle first, then the cache, then bcrypt off the runtime.
+    /// Only a wrong password counts against the address; any success clears its count.
     async fn check_password(
         self: &Arc<Self>,
         ip: Option<IpAddr>,
         user: &str,
         password: &str,
-    ) -> Result<bool, AuthError> {
+    ) -> Result<Login, AuthError> {
         self.throttle
             .check(ip)
             .map_err(|retry_after| AuthError::TooManyRequests { retry_after })?;
+        if self.users.due() {
+            // At most every `htpasswd::RECHECK`: a stat, and a read when the file changed.
+            let me = Arc::clone(self);
+            let _ = tokio::task::spawn_blocking(move || me.users.refresh()).await;
+        }
+        let entry = match self.users.entry(user) {
+            Ok(e) => e,
+            Err(htpasswd::Unavailable) => return Ok(Login::Unavailable),
+        };
         let id = self.cache_id(user, password);
-        {
-            let cache = self.verified.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some((u, at)) = cache.get(&id) {
-                if u == user && at.elapsed() < VERIFIED_TTL {
-                    return Ok(true);
-                }
+        if let Some(entry) = &entry {
+            let hit = {
+                let cache = self.verified.lock().unwrap_or_else(|e| e.into_inner());
+                cache.get(&id).is_some_and(|v| {
+                    v.user == user && v.entry == *entry && v.at.elapsed() < VERIFIED_TTL
+                })
+            };
+            if hit {
+                self.throttle.succeeded(ip);
+                return Ok(Login::Valid);
             }
         }
         let (me, u, p) = (Arc::clone(self), user.to_owned(), password.to_owned());
-        let ok = tokio::task::spawn_blocking(move || me.users.verify(&u, &p))
+        let check = tokio::task::spawn_blocking(move || me.users.verify(&u, &p))
             .await
-            .unwrap_or(false);
-        if ok {
-            self.throttle.succeeded(ip);
-            let mut cache = self.verified.lock().unwrap_or_else(|e| e.into_inner());
-            if cache.len() >= VERIFIED_MAX {
-                cache.clear();
+            .unwrap_or(Check::Invalid);
+        Ok(match check {
+            Check::Valid(entry) => {
+                self.throttle.succeeded(ip);
+                let mut cache = self.verified.lock().unwrap_or_else(|e| e.into_inner());
+                if cache.len() >= VERIFIED_MAX {
+                    cache.clear();
+                }
+                cache.insert(
+                    id,
+                    Verified {
+                        user: user.to_owned(),
+                        entry,
+                        at: Instant::now(),
+                    },
+                );
+                Login::Valid
             }
-            cache.insert(id, (user.to_owned(), Instant::now()));
-        } else {
-            tracing::warn!(user, ip = ?ip, "failed login");
-            self.throttle.failed(ip);
-        }
-        Ok(ok)
+            Check::Invalid => {
+                tracing::warn!(user, client = ?ip, "failed login");
+                self.throttle.failed(ip);
+                Login::Invalid
+            }
+            // No password was compared: nothing to count against the address.
+            Check::Unavailable => Login::Unavailable,
+        })
     }
 
     /// Identify the caller from the `Authorization` header.
     async fn identify(
         self: &Arc<Self>,
         headers: &HeaderMap,
-        ip: Option<IpAddr>,
+        client: &Client,
         need: &Need,
         admin: Option<&AdminToken>,
     ) -> Result<Caller, AuthError> {
@@ -298,28 +333,29 @@ impl Auth {
             return Ok(Caller::Anonymous);
         };
         if let Some((user, password)) = parse_basic(value) {
-            return if self.check_password(ip, &user, &password).await? {
-                Ok(Caller::User(user))
-            } else {
-                Err(self.unauthorized(headers, need, "invalid username or password"))
+            return match self.check_password(client.ip, &user, &password).await? {
+                Login::Valid => Ok(Caller::User(user)),
+                Login::Invalid => {
+                    Err(self.unauthorized(client, need, "invalid username or password"))
+                }
+                Login::Unavailable => Err(self.unauthorized(client, need, USERS_UNAVAILABLE)),
             };
         }
         if let Some(tok) = strip_scheme(value, "Bearer") {
             if admin.is_some_and(|a| a.matches(tok)) {
                 return Ok(Caller::Machine);
             }
-            self.throttle
-                .check(ip)
-                .map_err(|retry_after| AuthError::TooManyRequests { retry_after })?;
+            // Not throttled and not counted: a token is not a password guess (its signature
+            // cannot be guessed), and clients routinely present expired ones. Counting them
+            // locked out whole offices after a few token expiries.
             return match self.key.verify(tok, &self.service) {
                 Ok(claims) => Ok(Caller::Token(claims)),
                 Err(e) => {
-                    tracing::warn!(error = %e, ip = ?ip, "bearer token refused");
-                    self.throttle.failed(ip);
+                    tracing::info!(error = %e, client = ?client.ip, "bearer token refused");
                     let challenge = if *need == Need::Admin {
                         ADMIN_CHALLENGE.to_owned()
                     } else {
-                        self.challenge(headers, None, Some("invalid_token"))
+                        self.challenge(client, None, Some("invalid_token"))
                     };
                     Err(AuthError::Unauthorized {
                         challenge,
@@ -328,7 +364,7 @@ impl Auth {
                 }
             };
         }
-        Err(self.unauthorized(headers, need, "unsupported authorization scheme"))
+        Err(self.unauthorized(client, need, "unsupported authorization scheme"))
     }
 
     fn subject(caller: &Caller) -> Subject {
@@ -354,7 +390,7 @@ impl Auth {
         self: &Arc<Self>,
         caller: &Caller,
         need: &Need,
-        headers: &HeaderMap,
+        client: &Client,
     ) -> Result<Option<Visible>, AuthError> {
         let anonymous = matches!(caller, Caller::Anonymous);
         match need {
@@ -362,7 +398,7 @@ impl Auth {
                 if anonymous
                     && !(self.mode == AuthMode::Basic && self.policy.anonymous_has_rights())
                 {
-                    return Err(self.unauthorized(headers, need, "authentication required"));
+                    return Err(self.unauthorized(client, need, "authentication required"));
                 }
                 Ok(None)
             }
@@ -370,7 +406,7 @@ impl Auth {
                 if anonymous
                     && (self.mode == AuthMode::Token || !self.policy.anonymous_has_rights())
                 {
-                    return Err(self.unauthorized(headers, need, "authentication required"));
+                    return Err(self.unauthorized(client, need, "authentication required"));
                 }
                 let who = Self::subject(caller);
                 let me = Arc::clone(self);
@@ -386,15 +422,15 @@ impl Auth {
                 let deserved = self.policy.rights(&Self::subject(caller), repo).has(*right);
                 match caller {
                     Caller::Anonymous => {
-                        Err(self.unauthorized(headers, need, "authentication required"))
+                        Err(self.unauthorized(client, need, "authentication required"))
                     }
                     // The rules would allow it: the token was just not asked for this
                     // scope, so send the client back for one (as Distribution does).
                     Caller::Token(_) if deserved => {
-                        Err(self.unauthorized(headers, need, "token does not cover this scope"))
+                        Err(self.unauthorized(client, need, "token does not cover this scope"))
                     }
                     Caller::Token(c) if c.sub.is_empty() => {
-                        Err(self.unauthorized(headers, need, "authentication required"))
+                        Err(self.unauthorized(client, need, "authentication required"))
                     }
                     _ => Err(AuthError::Denied(format!(
                         "{} access to {repo} is not allowed",
@@ -404,6 +440,30 @@ impl Auth {
             }
         }
     }
+}
+
+/// Users that `access` rules or `auth.admins` name but the htpasswd file lacks (a typo, or
+/// a user not added yet): such a rule grants nothing. For `config check`.
+pub fn unknown_users(settings: &crate::config::Settings, users: &Htpasswd) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for (i, rule) in settings.access.iter().enumerate() {
+        for u in &rule.users {
+            if u != "*" && u != "anonymous" && !users.contains(u) && seen.insert(u.as_str()) {
+                out.push(format!(
+                    "access[{i}] names user `{u}`, who is not in the htpasswd file"
+                ));
+            }
+        }
+    }
+    for u in &settings.auth.admins {
+        if !users.contains(u) {
+            out.push(format!(
+                "auth.admins names user `{u}`, who is not in the htpasswd file"
+            ));
+        }
+    }
+    out
 }
 
 /// What `method path` needs. `None` for paths outside `/v2` and `/admin`.
@@ -451,29 +511,8 @@ fn parse_basic(value: &str) -> Option<(String, String)> {
     Some((u.to_owned(), p.to_owned()))
 }
 
-/// HTTP/2 has no Host header; its `:authority` arrives in the URI. Challenges name the
-/// host the client used, so give them one place to read it from.
-fn authority_as_host(req: &mut Request) {
-    if req.headers().contains_key(header::HOST) {
-        return;
-    }
-    let value = req
-        .uri()
-        .authority()
-        .and_then(|a| axum::http::HeaderValue::from_str(a.as_str()).ok());
-    if let Some(v) = value {
-        req.headers_mut().insert(header::HOST, v);
-    }
-}
-
-fn peer_ip(req: &Request) -> Option<IpAddr> {
-    req.extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip())
-}
-
 /// The middleware. `auth` is `None` when authentication is off.
-pub async fn layer(State(gate): State<Gate>, mut req: Request, next: Next) -> Response {
+pub async fn layer(State(gate): State<Gate>, req: Request, next: Next) -> Response {
     let Some(need) = classify(req.method(), req.uri().path()) else {
         return next.run(req).await;
     };
@@ -497,16 +536,20 @@ pub async fn layer(State(gate): State<Gate>, mut req: Request, next: Next) -> Re
             Err(e) => RegistryError::from(e).into_response(),
         };
     };
-    let ip = peer_ip(&req);
-    authority_as_host(&mut req);
+    // Put there by `forwarded::layer`; absent only when this layer runs without it.
+    let client = req
+        .extensions()
+        .get::<Client>()
+        .cloned()
+        .unwrap_or_default();
     let caller = match auth
-        .identify(req.headers(), ip, &need, gate.admin.as_ref())
+        .identify(req.headers(), &client, &need, gate.admin.as_ref())
         .await
     {
         Ok(c) => c,
         Err(e) => return RegistryError::from(e).into_response(),
     };
-    let mut req = match auth.decide(&caller, &need, req.headers()) {
+    let mut req = match auth.decide(&caller, &need, &client) {
         Ok(Some(visible)) => {
             let mut req = req;
             req.extensions_mut().insert(visible);
@@ -514,12 +557,12 @@ pub async fn layer(State(gate): State<Gate>, mut req: Request, next: Next) -> Re
         }
         Ok(None) => req,
         Err(e) => {
-            tracing::info!(path = %req.uri().path(), error = %e, "refused");
+            tracing::info!(path = %req.uri().path(), client = ?client.ip, error = %e, "refused");
             return RegistryError::from(e).into_response();
         }
     };
     if let Need::Repo(repo, Right::Push) = &need {
-        if let Err(e) = check_mount(&auth, &caller, repo, &mut req) {
+        if let Err(e) = check_mount(&auth, &caller, &client, repo, &mut req) {
             return RegistryError::from(e).into_response();
         }
     }
@@ -533,6 +576,7 @@ pub async fn layer(State(gate): State<Gate>, mut req: Request, next: Next) -> Re
 fn check_mount(
     auth: &Auth,
     caller: &Caller,
+    client: &Client,
     repo: &str,
     req: &mut Request,
 ) -> Result<(), AuthError> {
@@ -549,7 +593,7 @@ fn check_mount(
     {
         let scope = format!("repository:{repo}:pull,push repository:{from}:pull");
         return Err(AuthError::Unauthorized {
-            challenge: auth.challenge(req.headers(), Some(&scope), Some("insufficient_scope")),
+            challenge: auth.challenge(client, Some(&scope), Some("insufficient_scope")),
             message: "token does not cover the mount source",
         });
     }
@@ -566,9 +610,7 @@ pub async fn token_endpoint(State(auth): State<Option<Arc<Auth>>>, req: Request)
     let Some(auth) = auth else {
         return StatusCode::NOT_FOUND.into_response();
     };
-    let mut req = req;
-    authority_as_host(&mut req);
-    let ip = peer_ip(&req);
+    let ip = req.extensions().get::<Client>().and_then(|c| c.ip);
     let q = Query::parse(req.uri().query());
     let subject = match req
         .headers()
@@ -577,17 +619,24 @@ pub async fn token_endpoint(State(auth): State<Option<Arc<Auth>>>, req: Request)
         .and_then(parse_basic)
     {
         None => Subject::Anonymous,
-        Some((user, password)) => match auth.check_password(ip, &user, &password).await {
-            Ok(true) => Subject::User(user),
-            Ok(false) => {
-                return RegistryError::from(AuthError::Unauthorized {
-                    challenge: BASIC_CHALLENGE.to_owned(),
-                    message: "invalid username or password",
-                })
-                .into_response()
+        Some((user, password)) => {
+            let message = match auth.check_password(ip, &user, &password).await {
+                Ok(Login::Valid) => None,
+                Ok(Login::Invalid) => Some("invalid username or password"),
+                Ok(Login::Unavailable) => Some(USERS_UNAVAILABLE),
+                Err(e) => return RegistryError::from(e).into_response(),
+            };
+            match message {
+                None => Subject::User(user),
+                Some(message) => {
+                    return RegistryError::from(AuthError::Unauthorized {
+                        challenge: BASIC_CHALLENGE.to_owned(),
+                        message,
+                    })
+                    .into_response()
+                }
             }
-            Err(e) => return RegistryError::from(e).into_response(),
-        },
+        }
     };
     let mut access = Vec::new();
     for scope in Scope::parse_all(q.all("scope")) {

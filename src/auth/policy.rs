@@ -83,7 +83,8 @@ impl Policy {
 
     /// Rights of `who` on `repo`. With no rules, every authenticated user may do everything
     /// and anonymous callers nothing (Distribution's htpasswd mode). Users also get what
-    /// anonymous callers get.
+    /// anonymous callers get; admins may pull everything (they import repositories no rule
+    /// may name yet, and must be able to list and check them).
     pub fn rights(&self, who: &Subject, repo: &str) -> Rights {
         if self.rules.is_empty() {
             return match who {
@@ -91,7 +92,10 @@ impl Policy {
                 Subject::User(_) => Rights::ALL,
             };
         }
-        let mut out = Rights::default();
+        let mut out = Rights {
+            pull: self.is_admin(who),
+            ..Rights::default()
+        };
         for rule in &self.rules {
             if !rule.repos.iter().any(|g| g.matches(repo)) {
                 continue;
@@ -156,6 +160,15 @@ mod tests {
         assert!(p.rights(&bob, "team/x").pull);
         assert!(!p.rights(&alice, "team/x").delete);
         assert!(p.is_admin(&Subject::User("root".into())));
+        // Issue 10, defect 16: an admin may read what no rule names for it, and only read.
+        let root = Subject::User("root".into());
+        assert_eq!(
+            p.rights(&root, "imported/x"),
+            Rights {
+                pull: true,
+                ..Rights::default()
+            }
+        );
         assert!(!p.is_admin(&alice));
         assert!(p.anonymous_has_rights());
         let open = Policy::default();

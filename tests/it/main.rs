@@ -11,6 +11,8 @@ mod imgpkg;
 mod imgpkg_clients;
 mod imgpkg_tools;
 mod imports;
+mod logins;
+mod proxy;
 mod security;
 mod skopeo;
 mod stress;

@@ -19,7 +19,7 @@ use crate::support::{
 };
 
 /// Run the airdock binary with `args` (and `stdin`), return (success, stdout, stderr).
-fn airdock(args: &[&str], stdin: &str) -> (bool, String, String) {
+pub(crate) fn airdock(args: &[&str], stdin: &str) -> (bool, String, String) {
     let mut child = Command::new(AIRDOCK_BIN)
         .args(args)
         .stdin(Stdio::piped())
@@ -43,7 +43,7 @@ fn airdock(args: &[&str], stdin: &str) -> (bool, String, String) {
 
 /// An htpasswd file with `users` (name, password), written by `airdock user add` (cost 4:
 /// the tests run a debug build).
-fn htpasswd(dir: &Path, users: &[(&str, &str)]) -> PathBuf {
+pub(crate) fn htpasswd(dir: &Path, users: &[(&str, &str)]) -> PathBuf {
     let path = dir.join("htpasswd");
     for (name, pw) in users {
         let p = path.to_str().expect("utf-8 path");
@@ -56,12 +56,12 @@ fn htpasswd(dir: &Path, users: &[(&str, &str)]) -> PathBuf {
     path
 }
 
-fn basic(user: &str, pw: &str) -> String {
+pub(crate) fn basic(user: &str, pw: &str) -> String {
     let b = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pw}"));
     format!("Basic {b}")
 }
 
-fn client() -> Client {
+pub(crate) fn client() -> Client {
     crate::support::client(Duration::from_secs(60))
 }
 
@@ -194,7 +194,11 @@ impl Lab {
     }
 }
 
-async fn expect_code(r: reqwest::Response, status: StatusCode, code: &str) -> Option<String> {
+pub(crate) async fn expect_code(
+    r: reqwest::Response,
+    status: StatusCode,
+    code: &str,
+) -> Option<String> {
     assert_eq!(r.status(), status, "expected {code}");
     let challenge = r
         .headers()
