@@ -15,6 +15,7 @@ declare -A PACKAGE_FOR=(
     [tar]=tar         # tests/it/skopeo.rs: checks the test layers
     [curl]=curl       # conformance/run.sh: readiness probes
     [python3]=python3 # conformance/run.sh: free ports, summaries
+    [nginx]=nginx-light # tests/it/proxy.rs: TLS-terminating reverse proxy in front of airdock
 )
 
 missing=()

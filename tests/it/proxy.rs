@@ -1,1 +1,342 @@
-//! placeholder
+//! Issue 10, defect 14: airdock behind nginx (Debian `nginx-light`) terminating TLS with a
+//! certificate from `airdock cert init`. Through the trusted proxy the challenge, `Location`
+//! and `Link` name the proxy's https URL, and the lockout keys on each client behind it (two
+//! clients from two loopback addresses); a peer that is not trusted gets its `X-Forwarded-*`
+//! and `Forwarded` headers ignored.
+
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use reqwest::{Client, StatusCode};
+use tempfile::TempDir;
+
+use crate::security::{airdock, basic, client, htpasswd};
+use crate::support::{require_tool, scratch_dir, sha256, Server};
+
+/// The name clients use for the proxy (in its certificate; resolved to loopback by the
+/// clients themselves, so no resolver is touched).
+const PROXY_HOST: &str = "registry.lab";
+
+/// nginx in the foreground as one process (`master_process off`), with its own prefix,
+/// configuration, logs and temp dirs; stopped by its PID on drop.
+struct Nginx {
+    child: Option<Child>,
+    port: u16,
+    dir: TempDir,
+}
+
+impl Nginx {
+    /// TLS on a free loopback port, proxying everything to `upstream` the way the README's
+    /// snippet does.
+    fn start(upstream: SocketAddr, cert: &Path, key: &Path) -> Nginx {
+        let bin = require_tool("nginx");
+        let dir = scratch_dir("airdock-nginx-");
+        let p = dir.path().display().to_string();
+        let port = free_port();
+        let conf = format!(
+            "daemon off;\nmaster_process off;\npid {p}/nginx.pid;\nerror_log {p}/error.log info;\n\
+events {{ worker_connections 64; }}\n\
+http {{\n  access_log {p}/access.log;\n  client_body_temp_path {p}/body;\n  \
+proxy_temp_path {p}/proxy;\n  fastcgi_temp_path {p}/fastcgi;\n  uwsgi_temp_path {p}/uwsgi;\n  \
+scgi_temp_path {p}/scgi;\n  client_max_body_size 0;\n  server {{\n    \
+listen 127.0.0.1:{port} ssl;\n    ssl_certificate {cert};\n    ssl_certificate_key {key};\n    \
+location / {{\n      proxy_pass http://{upstream};\n      proxy_http_version 1.1;\n      \
+proxy_request_buffering off;\n      proxy_buffering off;\n      \
+proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;\n      \
+proxy_set_header X-Forwarded-Proto $scheme;\n      \
+proxy_set_header X-Forwarded-Host $http_host;\n    }}\n  }}\n}}\n",
+            cert = cert.display(),
+            key = key.display(),
+        );
+        let conf_path = dir.path().join("nginx.conf");
+        std::fs::write(&conf_path, conf).expect("write nginx.conf");
+        let child = Command::new(bin)
+            .arg("-p")
+            .arg(dir.path())
+            .arg("-c")
+            .arg(&conf_path)
+            .arg("-e")
+            .arg(dir.path().join("error.log"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn nginx");
+        let mut nginx = Nginx {
+            child: Some(child),
+            port,
+            dir,
+        };
+        nginx.wait_ready();
+        nginx
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
+            }
+            let exited = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten());
+            if exited.is_some() || Instant::now() > deadline {
+                let log =
+                    std::fs::read_to_string(self.dir.path().join("error.log")).unwrap_or_default();
+                panic!("nginx did not start ({exited:?}):\n{log}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn base(&self) -> String {
+        format!("https://{PROXY_HOST}:{}", self.port)
+    }
+
+    /// A client trusting the lab CA, reaching the proxy from loopback address `from`.
+    fn client(&self, ca: &Path, from: &str) -> Client {
+        let pem = std::fs::read(ca).expect("ca");
+        let from: IpAddr = from.parse().expect("ip");
+        Client::builder()
+            .add_root_certificate(reqwest::Certificate::from_pem(&pem).expect("pem"))
+            .resolve(PROXY_HOST, SocketAddr::from(([127, 0, 0, 1], self.port)))
+            .local_address(from)
+            .timeout(Duration::from_secs(30))
+            .build()
+            .expect("client")
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        // SIGQUIT is nginx's graceful stop; SIGKILL if it does not go.
+        let _ = Command::new("kill")
+            .args(["-QUIT", &child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+}
+
+/// `ca.crt`, `tls.crt`, `tls.key` for [`PROXY_HOST`] in `dir`.
+fn proxy_certs(dir: &Path) {
+    let d = dir.to_str().expect("utf-8");
+    let (ok, out, err) = airdock(&["cert", "init", "--dir", d, "--host", PROXY_HOST], "");
+    assert!(ok, "cert init: {out}{err}");
+}
+
+#[tokio::test]
+async fn behind_nginx_urls_name_the_proxy_and_lockout_is_per_client() {
+    let certs = scratch_dir("airdock-proxy-certs-");
+    proxy_certs(certs.path());
+    let dir = scratch_dir("airdock-proxy-");
+    let hp = htpasswd(dir.path(), &[("alice", "alice-pw")]);
+    let cfg = dir.path().join("airdock.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "trusted_proxies: [127.0.0.1]\nauth:\n  htpasswd: {}\n  max_failures: 3\n",
+            hp.display()
+        ),
+    )
+    .expect("write config");
+    let s = Server::start_with_args(&["--config", cfg.to_str().expect("utf-8")]);
+    let nginx = Nginx::start(
+        s.addr(),
+        &certs.path().join("tls.crt"),
+        &certs.path().join("tls.key"),
+    );
+    let ca = certs.path().join("ca.crt");
+    let (a, b) = (
+        nginx.client(&ca, "127.0.0.2"),
+        nginx.client(&ca, "127.0.0.3"),
+    );
+    let base = nginx.base();
+
+    // The challenge sends clients to the proxy's https token endpoint.
+    let r = a
+        .get(format!("{base}/v2/"))
+        .send()
+        .await
+        .expect("via nginx");
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let ch = r.headers()["www-authenticate"].to_str().expect("ascii");
+    assert_eq!(
+        ch,
+        format!("Bearer realm=\"{base}/token\",service=\"airdock\"")
+    );
+    let r = a
+        .get(format!(
+            "{base}/token?service=airdock&scope=repository:team/app:pull,push"
+        ))
+        .header("authorization", basic("alice", "alice-pw"))
+        .send()
+        .await
+        .expect("token");
+    assert_eq!(r.status(), StatusCode::OK);
+    let v: serde_json::Value = r.json().await.expect("token JSON");
+    let bearer = format!("Bearer {}", v["token"].as_str().expect("token"));
+
+    // Location headers point at the proxy, and following them works.
+    let r = a
+        .post(format!("{base}/v2/team/app/blobs/uploads/"))
+        .header("authorization", &bearer)
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let loc = r.headers()["location"].to_str().expect("ascii").to_owned();
+    assert!(
+        loc.starts_with(&format!("{base}/v2/team/app/blobs/uploads/")),
+        "{loc}"
+    );
+    let body = b"behind the proxy".to_vec();
+    let d = sha256(&body);
+    let r = a
+        .put(format!("{loc}?digest={d}"))
+        .header("authorization", &bearer)
+        .body(body)
+        .send()
+        .await
+        .expect("put");
+    assert_eq!(r.status(), StatusCode::CREATED);
+    assert_eq!(
+        r.headers()["location"],
+        format!("{base}/v2/team/app/blobs/{d}").as_str()
+    );
+
+    // Link too (a second repository makes the catalog two pages long).
+    let r = a
+        .post(format!("{base}/v2/team/lib/blobs/uploads/?digest={d}"))
+        .header("authorization", basic("alice", "alice-pw"))
+        .body(b"behind the proxy".to_vec())
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let r = a
+        .get(format!("{base}/v2/_catalog?n=1"))
+        .header("authorization", basic("alice", "alice-pw"))
+        .send()
+        .await
+        .expect("catalog");
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(
+        r.headers()["link"],
+        format!("<{base}/v2/_catalog?n=1&last=team%2Fapp>; rel=\"next\"").as_str()
+    );
+
+    // Client A guesses until locked out; claiming another address does not get it out.
+    for _ in 0..3 {
+        let r = a
+            .get(format!("{base}/v2/"))
+            .header("authorization", basic("alice", "guess"))
+            .send()
+            .await
+            .expect("guess");
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    }
+    let r = a
+        .get(format!("{base}/v2/"))
+        .header("authorization", basic("alice", "alice-pw"))
+        .header("x-forwarded-for", "10.9.9.9")
+        .send()
+        .await
+        .expect("locked");
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    // Client B, behind the same proxy, is not locked out.
+    let r = b
+        .get(format!("{base}/v2/"))
+        .header("authorization", basic("alice", "alice-pw"))
+        .send()
+        .await
+        .expect("other client");
+    assert_eq!(
+        r.status(),
+        StatusCode::OK,
+        "one client's failures locked out another"
+    );
+    // The log names the client, not the proxy.
+    let logs = s.logs();
+    assert!(
+        logs.lines()
+            .any(|l| l.contains("failed login") && l.contains("127.0.0.2")),
+        "{logs}"
+    );
+}
+
+#[tokio::test]
+async fn untrusted_peer_forwarded_headers_are_ignored() {
+    let dir = scratch_dir("airdock-noproxy-");
+    let hp = htpasswd(dir.path(), &[("alice", "alice-pw")]);
+    let s = Server::start_with_args(&[
+        "--htpasswd",
+        hp.to_str().expect("utf-8"),
+        "--trusted-proxies",
+        "10.0.0.0/8,192.0.2.1",
+        "--max-failures",
+        "2",
+    ]);
+    let c = client();
+    let spoof = |rb: reqwest::RequestBuilder, n: u8| {
+        rb.header("x-forwarded-proto", "https")
+            .header("x-forwarded-host", "evil.example")
+            .header("x-forwarded-for", format!("10.1.1.{n}"))
+            .header(
+                "forwarded",
+                format!("for=10.2.2.{n};proto=https;host=evil.example"),
+            )
+    };
+    let r = spoof(c.get(s.url("/v2/")), 1).send().await.expect("get");
+    let ch = r.headers()["www-authenticate"].to_str().expect("ascii");
+    assert_eq!(
+        ch,
+        format!(
+            "Bearer realm=\"http://{}/token\",service=\"airdock\"",
+            s.host()
+        )
+    );
+    let r = spoof(c.post(s.url("/v2/team/app/blobs/uploads/")), 1)
+        .header("authorization", basic("alice", "alice-pw"))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let loc = r.headers()["location"].to_str().expect("ascii");
+    assert!(loc.starts_with("/v2/team/app/blobs/uploads/"), "{loc}");
+    // Each failure claims a new address; all count against the real peer.
+    for n in 1..=2 {
+        let r = spoof(c.get(s.url("/v2/")), n)
+            .header("authorization", basic("alice", "guess"))
+            .send()
+            .await
+            .expect("guess");
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    }
+    let r = spoof(c.get(s.url("/v2/")), 3)
+        .header("authorization", basic("alice", "alice-pw"))
+        .send()
+        .await
+        .expect("locked");
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+}
