@@ -436,7 +436,12 @@ async fn catalog_anonymous_and_admin() {
             basic("bob", "bob-pw"),
             vec!["public/base", "team/app"],
         ),
-        ("root", root.clone(), vec!["public/base", "secret/x"]),
+        // An admin may pull everything, named by a rule or not (issue 10, defect 16).
+        (
+            "root",
+            root.clone(),
+            vec!["public/base", "secret/x", "team/app"],
+        ),
         (
             "anonymous token",
             {
