@@ -147,6 +147,11 @@ impl Client {
         }
     }
 
+    /// The `host[:port]` the client used, if it named a valid one.
+    pub fn host(&self) -> Option<&str> {
+        self.host.as_deref()
+    }
+
     /// `scheme://host[:port]` the client used (`localhost` when it named no valid host).
     pub fn origin(&self) -> String {
         format!(

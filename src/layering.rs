@@ -25,7 +25,15 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ),
     (
         "admin",
-        &["auth", "config", "error", "http", "imgpkg", "lib"],
+        &[
+            "auth",
+            "config",
+            "error",
+            "forwarded",
+            "http",
+            "imgpkg",
+            "lib",
+        ],
     ),
     ("server", &["config", "lib"]),
     // The commands, at the top: nothing uses them but `cli` and `main.rs`.

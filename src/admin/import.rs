@@ -6,7 +6,7 @@ use std::io;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures_util::TryStreamExt;
 use tokio_util::io::StreamReader;
@@ -21,16 +21,6 @@ use crate::AppState;
 /// The import endpoint's path.
 pub const IMPORT_PATH: &str = "/admin/v1/import";
 
-/// The host clients reach us by, for the relocated `images.yml` in the report.
-fn request_host(headers: &HeaderMap, uri: &axum::http::Uri) -> Option<String> {
-    headers
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
-        .or_else(|| uri.authority().map(|a| a.to_string()))
-        .filter(|h| !h.is_empty() && h.bytes().all(|c| c.is_ascii_graphic()))
-}
-
 pub async fn import(State(st): State<AppState>, req: Request) -> Result<Response, RegistryError> {
     let (parts, body) = req.into_parts();
     let query = Query::parse(parts.uri.query());
@@ -44,7 +34,12 @@ pub async fn import(State(st): State<AppState>, req: Request) -> Result<Response
         }
     };
     let options = ImportOptions {
-        registry_host: request_host(&parts.headers, &parts.uri),
+        // The host clients reach us by (behind a trusted proxy: the proxy's), for the
+        // relocated `images.yml` in the report.
+        registry_host: parts
+            .extensions
+            .get::<crate::forwarded::Client>()
+            .and_then(|c| c.host().map(str::to_owned)),
         ..ImportOptions::default()
     };
     let reader = body_reader(body);

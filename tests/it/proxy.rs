@@ -155,7 +155,8 @@ async fn behind_nginx_urls_name_the_proxy_and_lockout_is_per_client() {
     std::fs::write(
         &cfg,
         format!(
-            "trusted_proxies: [127.0.0.1]\nauth:\n  htpasswd: {}\n  max_failures: 3\n",
+            "trusted_proxies: [127.0.0.1]\nauth:\n  htpasswd: {}\n  max_failures: 3\n  \
+admins: [alice]\n",
             hp.display()
         ),
     )
@@ -245,6 +246,25 @@ async fn behind_nginx_urls_name_the_proxy_and_lockout_is_per_client() {
         r.headers()["link"],
         format!("<{base}/v2/_catalog?n=1&last=team%2Fapp>; rel=\"next\"").as_str()
     );
+
+    // An import's relocated images.yml names the proxy too.
+    let tar = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/imgpkg/tars/guestbook-bundle.tar"
+    ))
+    .expect("fixture tar");
+    let r = a
+        .post(format!("{base}/admin/v1/import?repository=team/bundle"))
+        .header("authorization", basic("alice", "alice-pw"))
+        .body(tar)
+        .send()
+        .await
+        .expect("import");
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let report: serde_json::Value = r.json().await.expect("report");
+    let yml = report["images_yml"].as_str().expect("images_yml");
+    let proxied = format!("{PROXY_HOST}:{}/team/bundle@sha256:", nginx.port);
+    assert!(yml.contains(&proxied), "{yml}");
 
     // Client A guesses until locked out; claiming another address does not get it out.
     for _ in 0..3 {
