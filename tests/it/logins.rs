@@ -7,6 +7,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use airdock::auth::token::{claims, TokenKey};
 use reqwest::StatusCode;
 use serde_json::Value;
 
@@ -28,13 +29,35 @@ fn server(dir: &Path, users: &[(&str, &str)], auth_yaml: &str, rest: &str) -> Se
     Server::start_with_args(&["--config", cfg.to_str().expect("utf-8")])
 }
 
-async fn status(c: &reqwest::Client, s: &Server, path: &str, auth: &str) -> StatusCode {
+/// A server whose only user is alice (`alice-pw`), locking out after `max_failures`.
+fn alice_only(dir: &Path, max_failures: u32) -> Server {
+    let auth = format!("  max_failures: {max_failures}\n");
+    server(dir, &[("alice", "alice-pw")], &auth, "")
+}
+
+async fn get(c: &reqwest::Client, s: &Server, path: &str, auth: &str) -> reqwest::Response {
     c.get(s.url(path))
         .header("authorization", auth)
         .send()
         .await
         .expect("request")
-        .status()
+}
+
+async fn status(c: &reqwest::Client, s: &Server, path: &str, auth: &str) -> StatusCode {
+    get(c, s, path, auth).await.status()
+}
+
+/// `took` (from [`time_until`]) is within the bound.
+fn assert_in_time(took: Option<Duration>, what: &str) {
+    assert!(
+        took.is_some_and(|t| t <= RELOAD_BOUND),
+        "{what} (after {took:?})"
+    );
+}
+
+/// `Authorization: Bearer` with `claims` signed by `key`.
+fn bearer(key: &TokenKey, claims: &airdock::auth::token::Claims) -> String {
+    format!("Bearer {}", key.sign(claims))
 }
 
 /// Poll `GET /v2/` with `auth` until it answers `want`; when the first request so answered
@@ -76,10 +99,7 @@ async fn htpasswd_change_revokes_cached_login_within_two_seconds() {
     // A new password for alice: the old one stops working.
     htpasswd(dir.path(), &[("alice", "new-pw")]);
     let took = time_until(&c, &s, &alice, StatusCode::UNAUTHORIZED).await;
-    assert!(
-        took.is_some_and(|t| t <= RELOAD_BOUND),
-        "old password still accepted ({took:?})"
-    );
+    assert_in_time(took, "old password still accepted");
     assert_eq!(
         status(&c, &s, "/v2/", &basic("alice", "new-pw")).await,
         StatusCode::OK
@@ -96,22 +116,14 @@ async fn htpasswd_change_revokes_cached_login_within_two_seconds() {
         .collect();
     std::fs::write(&hp, kept).expect("rewrite");
     let took = time_until(&c, &s, &bob, StatusCode::UNAUTHORIZED).await;
-    assert!(
-        took.is_some_and(|t| t <= RELOAD_BOUND),
-        "removed user still accepted ({took:?})"
-    );
+    assert_in_time(took, "removed user still accepted");
 }
 
 #[tokio::test]
 async fn broken_htpasswd_refuses_logins_until_fixed() {
     let dir = scratch_dir("airdock-broken-");
     // A low lockout threshold: refusals while the file is broken must not count.
-    let s = server(
-        dir.path(),
-        &[("alice", "alice-pw")],
-        "  max_failures: 2\n",
-        "",
-    );
+    let s = alice_only(dir.path(), 2);
     let c = client();
     let alice = basic("alice", "alice-pw");
     assert_eq!(status(&c, &s, "/v2/", &alice).await, StatusCode::OK);
@@ -120,16 +132,8 @@ async fn broken_htpasswd_refuses_logins_until_fixed() {
     let good = std::fs::read_to_string(&hp).expect("read");
     std::fs::write(&hp, format!("{good}carol:$apr1$weak$hash\n")).expect("break");
     let took = time_until(&c, &s, &alice, StatusCode::UNAUTHORIZED).await;
-    assert!(
-        took.is_some_and(|t| t <= RELOAD_BOUND),
-        "an invalid file kept the old users ({took:?})"
-    );
-    let r = c
-        .get(s.url("/v2/"))
-        .header("authorization", &alice)
-        .send()
-        .await
-        .expect("request");
+    assert_in_time(took, "an invalid file kept the old users");
+    let r = get(&c, &s, "/v2/", &alice).await;
     let body = r.text().await.expect("body");
     assert!(body.contains("user file"), "{body}");
     for _ in 0..4 {
@@ -153,10 +157,7 @@ async fn broken_htpasswd_refuses_logins_until_fixed() {
     );
     std::fs::write(&hp, &good).expect("fix");
     let took = time_until(&c, &s, &alice, StatusCode::OK).await;
-    assert!(
-        took.is_some_and(|t| t <= RELOAD_BOUND),
-        "fixed file not picked up ({took:?})"
-    );
+    assert_in_time(took, "fixed file not picked up");
 }
 
 #[test]
@@ -241,36 +242,17 @@ users: [alice, bobby, \"*\", anonymous]\n    allow: [pull]\n",
 #[tokio::test]
 async fn expired_and_foreign_tokens_do_not_lock_out() {
     let dir = scratch_dir("airdock-tokens-");
-    let s = server(
-        dir.path(),
-        &[("alice", "alice-pw")],
-        "  max_failures: 3\n",
-        "",
-    );
+    let s = alice_only(dir.path(), 3);
     let c = client();
-    let key = airdock::auth::token::TokenKey::load_or_create(&s.data_dir().join("token.key"))
-        .expect("key");
-    let mut old = airdock::auth::token::claims("alice", "airdock", 60, Vec::new());
+    let key = TokenKey::load_or_create(&s.data_dir().join("token.key")).expect("key");
+    let alice = || claims("alice", "airdock", 60, Vec::new());
+    let mut old = alice();
     old.exp = old.iat - 1;
-    let expired = format!("Bearer {}", key.sign(&old));
-    let other = airdock::auth::token::TokenKey::random().expect("key");
-    let foreign = format!(
-        "Bearer {}",
-        other.sign(&airdock::auth::token::claims(
-            "alice",
-            "airdock",
-            60,
-            Vec::new()
-        ))
-    );
+    let expired = bearer(&key, &old);
+    let foreign = bearer(&TokenKey::random().expect("key"), &alice());
     for _ in 0..5 {
         for bad in [&expired, &foreign] {
-            let r = c
-                .get(s.url("/v2/"))
-                .header("authorization", bad)
-                .send()
-                .await
-                .expect("request");
+            let r = get(&c, &s, "/v2/", bad).await;
             let ch = expect_code(r, StatusCode::UNAUTHORIZED, "UNAUTHORIZED")
                 .await
                 .expect("challenge");
@@ -285,27 +267,14 @@ async fn expired_and_foreign_tokens_do_not_lock_out() {
         status(&c, &s, "/v2/", &basic("alice", "alice-pw")).await,
         StatusCode::OK
     );
-    let fresh = format!(
-        "Bearer {}",
-        key.sign(&airdock::auth::token::claims(
-            "alice",
-            "airdock",
-            60,
-            Vec::new()
-        ))
-    );
+    let fresh = bearer(&key, &alice());
     assert_eq!(status(&c, &s, "/v2/", &fresh).await, StatusCode::OK);
 }
 
 #[tokio::test]
 async fn cached_login_resets_the_failure_count() {
     let dir = scratch_dir("airdock-reset-");
-    let s = server(
-        dir.path(),
-        &[("alice", "alice-pw")],
-        "  max_failures: 3\n",
-        "",
-    );
+    let s = alice_only(dir.path(), 3);
     let c = client();
     let (wrong, right) = (basic("alice", "guess"), basic("alice", "alice-pw"));
     // The first success is checked by bcrypt, the later ones come from the cache: each must
@@ -357,12 +326,7 @@ async fn admin_lists_and_pulls_every_repository() {
         .map(str::to_owned)
         .unwrap_or_else(|| panic!("an image digest in {report}"));
 
-    let r = c
-        .get(s.url("/v2/_catalog"))
-        .header("authorization", &root)
-        .send()
-        .await
-        .expect("catalog");
+    let r = get(&c, &s, "/v2/_catalog", &root).await;
     assert_eq!(r.status(), StatusCode::OK);
     let v: Value = r.json().await.expect("catalog");
     assert_eq!(
@@ -373,15 +337,10 @@ async fn admin_lists_and_pulls_every_repository() {
     let manifest = format!("/v2/imported/guestbook/manifests/{digest}");
     assert_eq!(status(&c, &s, &manifest, &root).await, StatusCode::OK);
     // Through the token flow too; and reading is all: no push.
-    let r = c
-        .get(s.url("/token?service=airdock&scope=repository:imported/guestbook:pull,push"))
-        .header("authorization", &root)
-        .send()
-        .await
-        .expect("token");
-    let v: Value = r.json().await.expect("token");
-    let bearer = format!("Bearer {}", v["token"].as_str().expect("token"));
-    assert_eq!(status(&c, &s, &manifest, &bearer).await, StatusCode::OK);
+    let token = "/token?service=airdock&scope=repository:imported/guestbook:pull,push";
+    let v: Value = get(&c, &s, token, &root).await.json().await.expect("token");
+    let root_token = format!("Bearer {}", v["token"].as_str().expect("token"));
+    assert_eq!(status(&c, &s, &manifest, &root_token).await, StatusCode::OK);
     let r = c
         .post(s.url("/v2/imported/guestbook/blobs/uploads/"))
         .header("authorization", &root)

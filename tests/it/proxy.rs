@@ -131,6 +131,14 @@ impl Drop for Nginx {
     }
 }
 
+/// Send `rb` with `auth`; only a missing answer panics.
+async fn send(rb: reqwest::RequestBuilder, auth: &str) -> reqwest::Response {
+    rb.header("authorization", auth)
+        .send()
+        .await
+        .expect("request through nginx")
+}
+
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -173,6 +181,7 @@ admins: [alice]\n",
         nginx.client(&ca, "127.0.0.3"),
     );
     let base = nginx.base();
+    let alice = basic("alice", "alice-pw");
 
     // The challenge sends clients to the proxy's https token endpoint.
     let r = a
@@ -186,25 +195,18 @@ admins: [alice]\n",
         ch,
         format!("Bearer realm=\"{base}/token\",service=\"airdock\"")
     );
-    let r = a
-        .get(format!(
-            "{base}/token?service=airdock&scope=repository:team/app:pull,push"
-        ))
-        .header("authorization", basic("alice", "alice-pw"))
-        .send()
-        .await
-        .expect("token");
+    let token = format!("{base}/token?service=airdock&scope=repository:team/app:pull,push");
+    let r = send(a.get(token), &alice).await;
     assert_eq!(r.status(), StatusCode::OK);
     let v: serde_json::Value = r.json().await.expect("token JSON");
     let bearer = format!("Bearer {}", v["token"].as_str().expect("token"));
 
     // Location headers point at the proxy, and following them works.
-    let r = a
-        .post(format!("{base}/v2/team/app/blobs/uploads/"))
-        .header("authorization", &bearer)
-        .send()
-        .await
-        .expect("post");
+    let r = send(
+        a.post(format!("{base}/v2/team/app/blobs/uploads/")),
+        &bearer,
+    )
+    .await;
     assert_eq!(r.status(), StatusCode::ACCEPTED);
     let loc = r.headers()["location"].to_str().expect("ascii").to_owned();
     assert!(
@@ -213,13 +215,7 @@ admins: [alice]\n",
     );
     let body = b"behind the proxy".to_vec();
     let d = sha256(&body);
-    let r = a
-        .put(format!("{loc}?digest={d}"))
-        .header("authorization", &bearer)
-        .body(body)
-        .send()
-        .await
-        .expect("put");
+    let r = send(a.put(format!("{loc}?digest={d}")).body(body), &bearer).await;
     assert_eq!(r.status(), StatusCode::CREATED);
     assert_eq!(
         r.headers()["location"],
@@ -227,20 +223,10 @@ admins: [alice]\n",
     );
 
     // Link too (a second repository makes the catalog two pages long).
-    let r = a
-        .post(format!("{base}/v2/team/lib/blobs/uploads/?digest={d}"))
-        .header("authorization", basic("alice", "alice-pw"))
-        .body(b"behind the proxy".to_vec())
-        .send()
-        .await
-        .expect("post");
+    let lib = a.post(format!("{base}/v2/team/lib/blobs/uploads/?digest={d}"));
+    let r = send(lib.body(b"behind the proxy".to_vec()), &alice).await;
     assert_eq!(r.status(), StatusCode::CREATED);
-    let r = a
-        .get(format!("{base}/v2/_catalog?n=1"))
-        .header("authorization", basic("alice", "alice-pw"))
-        .send()
-        .await
-        .expect("catalog");
+    let r = send(a.get(format!("{base}/v2/_catalog?n=1")), &alice).await;
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(
         r.headers()["link"],
@@ -253,13 +239,8 @@ admins: [alice]\n",
         "/tests/fixtures/imgpkg/tars/guestbook-bundle.tar"
     ))
     .expect("fixture tar");
-    let r = a
-        .post(format!("{base}/admin/v1/import?repository=team/bundle"))
-        .header("authorization", basic("alice", "alice-pw"))
-        .body(tar)
-        .send()
-        .await
-        .expect("import");
+    let import = a.post(format!("{base}/admin/v1/import?repository=team/bundle"));
+    let r = send(import.body(tar), &alice).await;
     assert_eq!(r.status(), StatusCode::CREATED);
     let report: serde_json::Value = r.json().await.expect("report");
     let yml = report["images_yml"].as_str().expect("images_yml");
@@ -268,29 +249,16 @@ admins: [alice]\n",
 
     // Client A guesses until locked out; claiming another address does not get it out.
     for _ in 0..3 {
-        let r = a
-            .get(format!("{base}/v2/"))
-            .header("authorization", basic("alice", "guess"))
-            .send()
-            .await
-            .expect("guess");
+        let r = send(a.get(format!("{base}/v2/")), &basic("alice", "guess")).await;
         assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
     }
-    let r = a
+    let spoofed = a
         .get(format!("{base}/v2/"))
-        .header("authorization", basic("alice", "alice-pw"))
-        .header("x-forwarded-for", "10.9.9.9")
-        .send()
-        .await
-        .expect("locked");
+        .header("x-forwarded-for", "10.9.9.9");
+    let r = send(spoofed, &alice).await;
     assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
     // Client B, behind the same proxy, is not locked out.
-    let r = b
-        .get(format!("{base}/v2/"))
-        .header("authorization", basic("alice", "alice-pw"))
-        .send()
-        .await
-        .expect("other client");
+    let r = send(b.get(format!("{base}/v2/")), &alice).await;
     assert_eq!(
         r.status(),
         StatusCode::OK,
