@@ -279,3 +279,21 @@ impl GcArgs {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trusted_proxies_flag_takes_a_comma_separated_list() {
+        let cli = Cli::try_parse_from(["airdock", "serve", "--trusted-proxies", "10.0.0.0/8,::1"])
+            .expect("parse");
+        let Command::Serve(args) = cli.command else {
+            panic!("not serve");
+        };
+        assert_eq!(args.to_config().trusted_proxies.len(), 2);
+        let e = Cli::try_parse_from(["airdock", "serve", "--trusted-proxies", "proxy.lab"])
+            .expect_err("a name is not an address");
+        assert!(e.to_string().contains("proxy.lab"), "{e}");
+    }
+}
