@@ -15,6 +15,7 @@ declare -A PACKAGE_FOR=(
     [tar]=tar         # tests/it/skopeo.rs: checks the test layers
     [curl]=curl       # conformance/run.sh: readiness probes
     [python3]=python3 # conformance/run.sh: free ports, summaries
+    [fusermount3]=fuse3 # tests/it/powerloss.rs: FUSE mounts when not root (root uses mount(2))
 )
 
 missing=()

@@ -11,6 +11,7 @@ mod imgpkg;
 mod imgpkg_clients;
 mod imgpkg_tools;
 mod imports;
+mod powerloss;
 mod security;
 mod skopeo;
 mod stress;
