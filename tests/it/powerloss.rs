@@ -22,6 +22,7 @@ use reqwest::{Client, StatusCode};
 use serde_json::Value;
 use tempfile::TempDir;
 
+use crate::crash::post_import;
 use crate::images::{client, fsck, make_image, push_image, sha256, verify_image, Image, Rng};
 use crate::imgpkg::{fixture_tar, tag_map};
 use crate::support::{scratch_dir, Server};
@@ -237,15 +238,6 @@ async fn check_import(
         }
     }
     lost
-}
-
-async fn post_import(c: &Client, s_base: &str, token: &str, repo: &str, tar: Vec<u8>) -> bool {
-    c.post(format!("{s_base}/admin/v1/import?repository={repo}"))
-        .bearer_auth(token)
-        .body(tar)
-        .send()
-        .await
-        .is_ok_and(|r| r.status() == StatusCode::CREATED)
 }
 
 /// Run airdock (with `env`) on a fresh powerfs mount under 3 pushing clients and an

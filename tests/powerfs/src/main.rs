@@ -185,14 +185,20 @@ impl Model {
         }
     }
 
+    /// Whether `ino` may be removed (or replaced) by an operation on a directory (`dir`) or
+    /// on a file: rmdir/unlink's and rename's errors.
+    fn removable(&self, ino: u64, dir: bool) -> Op<()> {
+        match (&self.node(ino)?.kind, dir) {
+            (Kind::Dir(e), true) if !e.is_empty() => Err(Errno::ENOTEMPTY),
+            (Kind::Dir(_), false) => Err(Errno::EISDIR),
+            (Kind::File, true) => Err(Errno::ENOTDIR),
+            _ => Ok(()),
+        }
+    }
+
     fn remove(&mut self, parent: u64, name: &OsStr, want_dir: bool) -> Op<()> {
         let ino = *self.entries(parent)?.get(name).ok_or(Errno::ENOENT)?;
-        match (&self.node(ino)?.kind, want_dir) {
-            (Kind::Dir(e), true) if !e.is_empty() => return Err(Errno::ENOTEMPTY),
-            (Kind::Dir(_), false) => return Err(Errno::EISDIR),
-            (Kind::File, true) => return Err(Errno::ENOTDIR),
-            _ => {}
-        }
+        self.removable(ino, want_dir)?;
         self.entries_mut(parent)?.remove(name);
         self.touch(parent);
         Ok(())
@@ -220,12 +226,7 @@ impl Model {
             if flags.contains(RenameFlags::RENAME_NOREPLACE) {
                 return Err(Errno::EEXIST);
             }
-            match (&self.node(old)?.kind, src_dir) {
-                (Kind::Dir(e), true) if !e.is_empty() => return Err(Errno::ENOTEMPTY),
-                (Kind::Dir(_), false) => return Err(Errno::EISDIR),
-                (Kind::File, true) => return Err(Errno::ENOTDIR),
-                _ => {}
-            }
+            self.removable(old, src_dir)?;
         }
         self.entries_mut(parent)?.remove(name);
         self.entries_mut(newparent)?.insert(newname.to_owned(), ino);
