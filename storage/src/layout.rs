@@ -67,6 +67,7 @@ pub(crate) fn create_dirs_durable(dir: &Path) -> io::Result<()> {
 /// version) may have made them without, and nothing acknowledged may hang below an entry
 /// that a power loss can take.
 pub(crate) fn prepare(root: &Path) -> io::Result<()> {
+    let existed = root.is_dir();
     create_dirs_durable(root)?;
     for d in [BLOBS, META, UPLOADS, TMP] {
         create_dirs_durable(&root.join(d))?;
@@ -87,11 +88,13 @@ pub(crate) fn prepare(root: &Path) -> io::Result<()> {
     }
     fsync_dir(&root.join(BLOBS))?;
     fsync_dir(root)?;
-    fsync_dir(
-        root.parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new(".")),
-    )
+    let parent = root.parent().filter(|p| !p.as_os_str().is_empty());
+    match fsync_dir(parent.unwrap_or(Path::new("."))) {
+        // A data dir made by the operator (and long since durable) may sit in a directory
+        // this process may enter but not read; one it just made was fsynced above.
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied && existed => Ok(()),
+        other => other,
+    }
 }
 
 pub(crate) fn blob_path(root: &Path, d: &Digest) -> PathBuf {
@@ -185,4 +188,24 @@ pub(crate) fn walk_blobs(root: &Path) -> io::Result<Walked> {
         strays.extend(s);
     }
     Ok((found, strays))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prepare_makes_the_whole_tree_under_missing_parents_and_is_idempotent() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().join("a/b/data");
+        prepare(&root).expect("prepare");
+        prepare(&root).expect("prepare again");
+        for d in [BLOBS, META, UPLOADS, TMP] {
+            assert!(root.join(d).is_dir(), "{d}");
+        }
+        let (shards, strays) = blob_shards(&root).expect("shards");
+        assert_eq!(shards.len(), 2 * 256);
+        assert!(strays.is_empty());
+        assert!(root.join("blobs/sha512/ff").is_dir());
+    }
 }
