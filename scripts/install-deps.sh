@@ -16,6 +16,7 @@ declare -A PACKAGE_FOR=(
     [curl]=curl       # conformance/run.sh: readiness probes
     [python3]=python3 # conformance/run.sh: free ports, summaries
     [nginx]=nginx-light # tests/it/proxy.rs: TLS-terminating reverse proxy in front of airdock
+    [fusermount3]=fuse3 # tests/it/powerloss.rs: FUSE mounts when not root (root uses mount(2))
 )
 
 missing=()

@@ -123,6 +123,11 @@ impl AdminToken {
         };
         f.write_all(format!("{secret}\n").as_bytes())?;
         f.sync_all()?;
+        // The file's name is durable only once its directory is fsynced; a power loss before
+        // that would bring a different token back after the operator saved this one.
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            fs::File::open(dir)?.sync_all()?;
+        }
         tracing::info!(path = %path.display(), "admin token generated (send it as `Authorization: Bearer <token>`)");
         Ok((from_file(secret), TokenSource::Generated(path)))
     }

@@ -146,7 +146,15 @@ impl TokenKey {
             )),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let key = TokenKey::random()?;
-                crate::sys::write_private(path, &key.0)?;
+                // Written aside and renamed in, then the directory fsynced: a power loss leaves
+                // either no key or the whole durable key, never a short file that would stop
+                // the server from starting.
+                let tmp = path.with_extension("airdock-tmp");
+                crate::sys::write_private(&tmp, &key.0)?;
+                std::fs::rename(&tmp, path)?;
+                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    std::fs::File::open(dir)?.sync_all()?;
+                }
                 Ok(key)
             }
             Err(e) => Err(e),

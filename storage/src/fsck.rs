@@ -156,7 +156,7 @@ impl Store {
             let root2 = root.clone();
             // Still under the journal lock: no commit can link a corrupt blob meanwhile.
             let moved = tokio::task::spawn_blocking(move || -> io::Result<Vec<String>> {
-                fs::create_dir_all(root2.join(layout::QUARANTINE))?;
+                layout::create_dirs_durable(&root2.join(layout::QUARANTINE))?;
                 let mut moved = Vec::new();
                 for d in to_move {
                     let to = layout::quarantine_path(&root2, &d, now);

@@ -3,8 +3,8 @@
 //! ```text
 //! <data-dir>/
 //! ├── blobs/                      content-addressed, immutable, shared by all repositories
-//! │   ├── sha256/<hex[0..2]>/<hex>    layers, configs and manifests alike
-//! │   └── sha512/<hex[0..2]>/<hex>
+//! │   ├── sha256/<hex[0..2]>/<hex>    layers, configs and manifests alike; all 256 fan-out
+//! │   └── sha512/<hex[0..2]>/<hex>    directories are made (durably) at start
 //! ├── meta/
 //! │   └── journal                 append-only log of metadata transactions (one line each:
 //! │                               `<checksum> <json>`); replayed into memory at start
@@ -19,12 +19,17 @@
 //!
 //! Every path is built from a [`Digest`], an [`UploadId`] or a constant, never from a
 //! client string, so nothing a client sends can name a file outside this tree.
+//!
+//! A directory entry survives a power loss only once its parent directory was fsynced
+//! (POSIX). [`prepare`] makes the whole fixed tree durable at start, fan-out directories
+//! included, so a blob write only ever has to fsync the one directory it renames into.
 
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use crate::{Digest, UploadId};
+use crate::blobs::fsync_dir;
+use crate::{Algorithm, Digest, UploadId};
 
 pub(crate) const BLOBS: &str = "blobs";
 pub(crate) const META: &str = "meta";
@@ -33,6 +38,64 @@ pub(crate) const UPLOADS: &str = "uploads";
 pub(crate) const TMP: &str = "tmp";
 pub(crate) const QUARANTINE: &str = "quarantine";
 pub(crate) const LOCK: &str = "lock";
+
+/// Every algorithm a blob may be stored under: [`prepare`] makes their fan-out directories.
+const ALGORITHMS: [Algorithm; 2] = [Algorithm::Sha256, Algorithm::Sha512];
+
+/// Create `dir` and whatever ancestors it lacks, each made durable by an fsync of its
+/// parent, so nothing written below it can be lost with a directory on the way.
+pub(crate) fn create_dirs_durable(dir: &Path) -> io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    let parent = dir.parent().filter(|p| !p.as_os_str().is_empty());
+    if let Some(parent) = parent {
+        create_dirs_durable(parent)?;
+    }
+    match fs::create_dir(dir) {
+        Ok(()) => {}
+        // Another thread made it; its fsync of the parent may not have happened yet.
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e),
+    }
+    fsync_dir(parent.unwrap_or(Path::new(".")))
+}
+
+/// Make the fixed tree under `root` exist and be durable: the data dir itself in its
+/// parent, `blobs/`, `meta/`, `uploads/`, `tmp/`, and every fan-out directory of `blobs/`.
+/// The parents are fsynced even when nothing was created: an earlier run (or an older
+/// version) may have made them without, and nothing acknowledged may hang below an entry
+/// that a power loss can take.
+pub(crate) fn prepare(root: &Path) -> io::Result<()> {
+    let existed = root.is_dir();
+    create_dirs_durable(root)?;
+    for d in [BLOBS, META, UPLOADS, TMP] {
+        create_dirs_durable(&root.join(d))?;
+    }
+    for alg in ALGORITHMS {
+        let alg_dir = root.join(BLOBS).join(alg.as_str());
+        create_dirs_durable(&alg_dir)?;
+        for fan in 0..=u8::MAX {
+            let shard = alg_dir.join(format!("{fan:02x}"));
+            if !shard.is_dir() {
+                fs::create_dir(&shard).or_else(|e| match e.kind() {
+                    io::ErrorKind::AlreadyExists => Ok(()),
+                    _ => Err(e),
+                })?;
+            }
+        }
+        fsync_dir(&alg_dir)?;
+    }
+    fsync_dir(&root.join(BLOBS))?;
+    fsync_dir(root)?;
+    let parent = root.parent().filter(|p| !p.as_os_str().is_empty());
+    match fsync_dir(parent.unwrap_or(Path::new("."))) {
+        // A data dir made by the operator (and long since durable) may sit in a directory
+        // this process may enter but not read; one it just made was fsynced above.
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied && existed => Ok(()),
+        other => other,
+    }
+}
 
 pub(crate) fn blob_path(root: &Path, d: &Digest) -> PathBuf {
     let hex = d.hex();
@@ -125,4 +188,24 @@ pub(crate) fn walk_blobs(root: &Path) -> io::Result<Walked> {
         strays.extend(s);
     }
     Ok((found, strays))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prepare_makes_the_whole_tree_under_missing_parents_and_is_idempotent() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().join("a/b/data");
+        prepare(&root).expect("prepare");
+        prepare(&root).expect("prepare again");
+        for d in [BLOBS, META, UPLOADS, TMP] {
+            assert!(root.join(d).is_dir(), "{d}");
+        }
+        let (shards, strays) = blob_shards(&root).expect("shards");
+        assert_eq!(shards.len(), 2 * 256);
+        assert!(strays.is_empty());
+        assert!(root.join("blobs/sha512/ff").is_dir());
+    }
 }

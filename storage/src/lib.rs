@@ -98,9 +98,10 @@ impl Store {
         let root2 = root.clone();
         let (lock, meta, open_uploads) =
             tokio::task::spawn_blocking(move || -> Result<(File, Meta, usize), StoreError> {
-                for d in [layout::BLOBS, layout::META, layout::UPLOADS, layout::TMP] {
-                    fs::create_dir_all(root2.join(d))?;
+                if blobs::skip_dir_fsync() {
+                    tracing::warn!("AIRDOCK_TEST_SKIP_DIR_FSYNC=1: directory entries are not made durable; a power loss can lose acknowledged writes (test-only setting)");
                 }
+                layout::prepare(&root2)?;
                 let lock = fs::OpenOptions::new()
                     .create(true)
                     .truncate(false)
@@ -202,9 +203,13 @@ impl Store {
     /// looking, the file cannot be collected between the look and the writer's commit.
     pub fn claim_blob(&self, d: &Digest) -> Option<Pin> {
         let pin = self.inner.pins.pin(d);
-        blobs::touch(&layout::blob_path(&self.inner.root, d))
-            .ok()
-            .map(|()| pin)
+        let path = layout::blob_path(&self.inner.root, d);
+        blobs::touch(&path).ok()?;
+        // The caller will acknowledge something that needs this file, whose rename by a
+        // concurrent writer may not be durable yet: make its directory entry durable. Without
+        // that, it counts as absent and the caller writes it again.
+        blobs::fsync_dir(path.parent()?).ok()?;
+        Some(pin)
     }
 
     pub fn blob_exists(&self, d: &Digest) -> bool {

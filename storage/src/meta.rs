@@ -470,6 +470,9 @@ impl Meta {
             file.set_len(good_len)?;
             file.sync_all()?;
         }
+        // A journal created just now is only an entry in `meta/` until that is fsynced; every
+        // commit's fdatasync covers the file's bytes, never its name.
+        crate::blobs::fsync_dir(&root.join(layout::META))?;
         file.seek(SeekFrom::End(0))?;
         Ok(Meta {
             state: RwLock::new(state),

@@ -55,9 +55,16 @@ impl Drop for Counted {
     }
 }
 
-async fn post_import(c: &reqwest::Client, base: &str, repo: &str, tar: Vec<u8>) -> bool {
+/// Import `tar` into `repo` with the admin `token`; whether it was acknowledged (201).
+pub(crate) async fn post_import(
+    c: &reqwest::Client,
+    base: &str,
+    token: &str,
+    repo: &str,
+    tar: Vec<u8>,
+) -> bool {
     c.post(format!("{base}/admin/v1/import?repository={repo}"))
-        .bearer_auth(TOKEN)
+        .bearer_auth(token)
         .body(tar)
         .send()
         .await
@@ -119,6 +126,7 @@ async fn kill_9_at_random_instants_loses_no_acknowledged_push() {
         post_import(
             &client(Duration::from_secs(10)),
             &s.base_url(),
+            TOKEN,
             "crash/whole",
             tar.clone()
         )
@@ -169,7 +177,7 @@ async fn kill_9_at_random_instants_loses_no_acknowledged_push() {
             let counted = Counted::new(&pushing);
             spawn_counted(&mut tasks, &pending, async move {
                 let _counted = counted;
-                if post_import(&c, &base, &repo, tar).await {
+                if post_import(&c, &base, TOKEN, &repo, tar).await {
                     done.store(1, Ordering::SeqCst);
                 }
             });

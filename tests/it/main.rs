@@ -12,6 +12,7 @@ mod imgpkg_clients;
 mod imgpkg_tools;
 mod imports;
 mod logins;
+mod powerloss;
 mod proxy;
 mod security;
 mod skopeo;

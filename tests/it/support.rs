@@ -46,6 +46,8 @@ pub struct Server {
     /// Network namespace the process runs in (`ip netns exec NS`), if any.
     netns: Option<String>,
     extra_args: Vec<String>,
+    /// Environment variables set for the process (kept across restarts).
+    env: Vec<(String, String)>,
     log: Log,
     // Declared last so the directory outlives the process on drop.
     data_dir: TempDir,
@@ -70,8 +72,18 @@ impl Server {
 
     /// Start on an existing (possibly pre-populated) data directory.
     pub fn start_in(data_dir: TempDir, args: &[&str]) -> Server {
+        Server::start_in_env(data_dir, args, &[])
+    }
+
+    /// Like [`Server::start_in`], with environment variables set for the process (the
+    /// caller's `AIRDOCK_*` variables are dropped; these are not).
+    pub fn start_in_env(data_dir: TempDir, args: &[&str], env: &[(&str, &str)]) -> Server {
         let bind: SocketAddr = "127.0.0.1:0".parse().expect("valid socket address");
-        Server::spawn_at(None, bind, data_dir, args)
+        let env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Server::spawn_at(None, bind, data_dir, args, env)
     }
 
     /// Start inside network namespace `netns`, listening on `bind` (an address of that
@@ -82,7 +94,7 @@ impl Server {
             .prefix("airdock-it-")
             .tempdir()
             .expect("create temporary data dir");
-        Server::spawn_at(Some(netns.to_string()), bind, data_dir, args)
+        Server::spawn_at(Some(netns.to_string()), bind, data_dir, args, Vec::new())
     }
 
     fn spawn_at(
@@ -90,15 +102,24 @@ impl Server {
         bind: SocketAddr,
         data_dir: TempDir,
         args: &[&str],
+        env: Vec<(String, String)>,
     ) -> Server {
         let extra_args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
         let log: Log = Arc::new(Mutex::new(String::new()));
-        match spawn(netns.as_deref(), bind, data_dir.path(), &extra_args, &log) {
+        match spawn(
+            netns.as_deref(),
+            bind,
+            data_dir.path(),
+            &extra_args,
+            &env,
+            &log,
+        ) {
             Ok((child, addr)) => Server {
                 child: Some(child),
                 addr,
                 netns,
                 extra_args,
+                env,
                 log,
                 data_dir,
             },
@@ -208,6 +229,7 @@ impl Server {
                 bind,
                 self.data_dir.path(),
                 &self.extra_args,
+                &self.env,
                 &self.log,
             ) {
                 Ok((child, addr)) => {
@@ -244,6 +266,7 @@ fn spawn(
     bind: SocketAddr,
     data_dir: &Path,
     extra_args: &[String],
+    env: &[(String, String)],
     log: &Log,
 ) -> Result<(Child, SocketAddr), String> {
     let mut cmd = match netns {
@@ -263,6 +286,7 @@ fn spawn(
     }
     // Plain log lines in failure output.
     cmd.env("NO_COLOR", "1");
+    cmd.envs(env.iter().map(|(k, v)| (k, v)));
     cmd.arg("serve")
         .arg("--addr")
         .arg(bind.to_string())
