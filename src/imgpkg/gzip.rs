@@ -73,8 +73,10 @@ enum State {
     Header,
     Body,
     Trailer,
-    /// After a member: either EOF or another member.
+    /// After a member: either EOF, another member or zero padding.
     Between,
+    /// Zero bytes after the last member, up to EOF (`dd` of a `.tar.gz` from a raw device).
+    ZeroPad,
     Done,
 }
 
@@ -288,8 +290,35 @@ impl<R: AsyncBufRead + Unpin> AsyncRead for GzipDecoder<R> {
                         this.inflate.reset(false);
                         this.crc.reset();
                         this.state = State::Header;
+                    } else if avail[0] == 0 {
+                        // RFC 1952 defines no padding, but GNU gzip accepts (and warns
+                        // about) trailing zeros, and a medium padded to its block size
+                        // adds nothing else; a NUL cannot start a member, so it is
+                        // unambiguous. Anything else stays an error.
+                        this.state = State::ZeroPad;
                     } else {
-                        return Poll::Ready(Err(invalid("trailing garbage after gzip stream")));
+                        return Poll::Ready(Err(invalid(&format!(
+                            "byte 0x{:02x} at compressed offset {} after the end of the gzip \
+                             stream: only another gzip member or zero padding may follow",
+                            avail[0], this.total_in
+                        ))));
+                    }
+                }
+                State::ZeroPad => {
+                    let avail = ready!(Pin::new(&mut this.inner).poll_fill_buf(cx))?;
+                    if avail.is_empty() {
+                        this.state = State::Done;
+                    } else if let Some(i) = avail.iter().position(|&c| c != 0) {
+                        return Poll::Ready(Err(invalid(&format!(
+                            "byte 0x{:02x} at compressed offset {} in the zero padding after \
+                             the gzip stream: only zero bytes may follow it",
+                            avail[i],
+                            this.total_in + i as u64
+                        ))));
+                    } else {
+                        let n = avail.len();
+                        Pin::new(&mut this.inner).consume(n);
+                        this.total_in += n as u64;
                     }
                 }
             }
@@ -428,6 +457,38 @@ mod tests {
         let mut trailing = g.clone();
         trailing.extend_from_slice(b"junk");
         assert!(inflate(&trailing, InflateLimits::default()).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn zero_padding_after_the_last_member_is_valid_other_bytes_not() {
+        let g = gz(b"payload");
+        let mut padded = g.clone();
+        padded.resize(g.len() + (1 << 20) + 3, 0);
+        assert_eq!(
+            inflate(&padded, InflateLimits::default())
+                .await
+                .expect("ok"),
+            b"payload"
+        );
+        padded.push(b'x');
+        let err = inflate(&padded, InflateLimits::default())
+            .await
+            .expect_err("garbage after the padding");
+        let at = format!("compressed offset {}", padded.len() - 1);
+        assert!(
+            err.to_string().contains("0x78") && err.to_string().contains(&at),
+            "{err}"
+        );
+        let mut garbage = g.clone();
+        garbage.push(7);
+        let err = inflate(&garbage, InflateLimits::default())
+            .await
+            .expect_err("garbage");
+        let at = format!("compressed offset {}", g.len());
+        assert!(
+            err.to_string().contains("0x07") && err.to_string().contains(&at),
+            "{err}"
+        );
     }
 
     #[tokio::test]

@@ -602,6 +602,9 @@ async fn read_entries<T: AsyncRead + Unpin + Send>(
         let entry = match tar.next_entry().await {
             Ok(Some(e)) => e,
             Ok(None) => break,
+            // Past the end-of-archive marker no entry is to blame (the bytes there are
+            // padding or garbage after the last one).
+            Err(e) if tar.in_trailer() => return Err(read_err(None, e)),
             Err(e) => return Err(read_err(current.as_deref(), e)),
         };
         let name = entry.display_name();

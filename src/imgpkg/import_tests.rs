@@ -549,6 +549,67 @@ async fn structural_garbage_is_rejected() {
     assert_rejected(&gz, ErrorKind::Tar, None).await;
 }
 
+/// What `dd` from a raw USB stick gives: the tar, then zeros to the device's end.
+#[tokio::test]
+async fn tar_followed_by_megabytes_of_zeros_imports() {
+    let tar = fixture_tar("multi-image");
+    let (_dir, s) = store().await;
+    let want = run_import(&s, &repo("plain"), &tar)
+        .await
+        .expect("plain tar");
+    let mut padded = tar.clone();
+    padded.resize(tar.len() + (2 << 20) + 512, 0);
+    // The padding inside the gzip stream (the device image compressed), and after it.
+    let gz_inside = synth::gzip(&padded);
+    let mut gz_after = synth::gzip(&tar);
+    gz_after.resize(gz_after.len() + (2 << 20) + 5, 0);
+    for (form, bytes) in [
+        ("padded", &padded),
+        ("padded-gz", &gz_inside),
+        ("gz-padded", &gz_after),
+    ] {
+        let report = run_import(&s, &repo(form), bytes)
+            .await
+            .unwrap_or_else(|e| panic!("{form}: {e}"));
+        assert_eq!(report.images.len(), want.images.len(), "{form}");
+        assert_eq!(tags(&s, &repo(form)), tags(&s, &repo("plain")), "{form}");
+    }
+}
+
+#[tokio::test]
+async fn non_zero_byte_after_zero_padding_is_named_with_its_offset() {
+    let tar = fixture_tar("multi-image");
+    let mut bad = tar.clone();
+    bad.resize(tar.len() + (1 << 20), 0);
+    let at = bad.len();
+    bad.push(b'!');
+    bad.resize(at + 512, 0);
+    for (form, bytes) in [("plain", bad.clone()), ("gz", synth::gzip(&bad))] {
+        let err = assert_rejected(&bytes, ErrorKind::Tar, None).await;
+        // Not blamed on the last entry: it is past every entry.
+        assert_eq!(err.entry, None, "{form}: {err}");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("0x21")
+                && msg.contains(&format!("tar offset {at}"))
+                && msg.contains("after the end-of-archive marker"),
+            "{form}: {msg}"
+        );
+    }
+    // Garbage after the gzip stream itself names the compressed offset.
+    let mut gz = synth::gzip(&tar);
+    let gz_len = gz.len();
+    gz.resize(gz_len + 4096, 0);
+    gz.push(b'x');
+    let err = assert_rejected(&gz, ErrorKind::Tar, None).await;
+    assert_eq!(err.entry, None, "{err}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("0x78") && msg.contains(&format!("compressed offset {}", gz_len + 4096)),
+        "{msg}"
+    );
+}
+
 #[tokio::test]
 async fn gzip_bomb_is_stopped() {
     // A blob entry claiming 8 GiB of zeros, before manifest.json so no size is known yet:

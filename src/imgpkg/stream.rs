@@ -16,10 +16,6 @@ use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
 use super::names::truncate;
 use super::tarfmt::{self, Block, Kind, PaxOverrides, TarError, BLOCK, MAX_META_ENTRY};
 
-/// How much zero padding may follow the end-of-archive marker (GNU tar pads to 10 KiB
-/// records; anything much larger is not a tar writer's doing).
-const MAX_TRAILING_ZEROS: u64 = 1 << 20;
-
 /// An entry header, with PAX / GNU long-name overrides applied.
 #[derive(Clone, Debug)]
 pub struct Entry {
@@ -50,8 +46,18 @@ pub enum ReadErrorKind {
     MetaTooLarge(Kind, u64),
     #[error("corrupt end-of-archive marker (a zero block followed by data)")]
     BadEndMarker,
-    #[error("non-zero data after the end-of-archive marker")]
-    TrailingData,
+    /// Only zero padding may follow the end-of-archive marker (tar pads to its record size,
+    /// `dd` from a raw device to the device's end); anything else is not part of the tar.
+    #[error(
+        "non-zero byte 0x{byte:02x} {after} bytes after the end-of-archive marker (which \
+         ends at tar offset {marker_end}); only zero padding may follow the marker"
+    )]
+    TrailingData {
+        byte: u8,
+        at: u64,
+        after: u64,
+        marker_end: u64,
+    },
     #[error("{0} without a following entry")]
     DanglingMeta(Kind),
     /// The underlying stream failed (client disconnect, gzip error, size limit...).
@@ -76,6 +82,8 @@ pub struct TarReader<R> {
     /// The first error met while an entry's data was being read through [`EntryData`];
     /// kept so the caller can tell "the tar broke" from "the consumer failed".
     data_error: Option<ReadError>,
+    /// The first block of the end-of-archive marker has been read: every entry is behind us.
+    in_trailer: bool,
     ended: bool,
 }
 
@@ -87,6 +95,7 @@ impl<R: AsyncRead + Unpin> TarReader<R> {
             remaining: 0,
             pad: 0,
             data_error: None,
+            in_trailer: false,
             ended: false,
         }
     }
@@ -99,6 +108,12 @@ impl<R: AsyncRead + Unpin> TarReader<R> {
     /// Data bytes of the current entry not yet read.
     pub fn remaining(&self) -> u64 {
         self.remaining
+    }
+
+    /// Whether reading has reached the end-of-archive marker, so that an error from here on
+    /// concerns what follows the entries, not the last entry read.
+    pub fn in_trailer(&self) -> bool {
+        self.in_trailer
     }
 
     /// The error recorded while entry data was being read, if any.
@@ -182,10 +197,13 @@ impl<R: AsyncRead + Unpin> TarReader<R> {
         if self.ended {
             return Ok(None);
         }
-        let rest = self.remaining + self.pad;
+        // Two skips, not one sum: a size near 2^64 (base-256 or PAX) plus its padding
+        // would overflow.
+        let (rest, pad) = (self.remaining, self.pad);
         self.remaining = 0;
         self.pad = 0;
         self.skip(rest, "entry data cut short").await?;
+        self.skip(pad, "entry padding cut short").await?;
 
         let mut pax = PaxOverrides::default();
         let mut long_name: Option<Vec<u8>> = None;
@@ -201,6 +219,7 @@ impl<R: AsyncRead + Unpin> TarReader<R> {
                     if let Some(kind) = pending_meta {
                         return Err(self.err(ReadErrorKind::DanglingMeta(kind)));
                     }
+                    self.in_trailer = true;
                     self.finish_after_zero_block().await?;
                     return Ok(None);
                 }
@@ -270,8 +289,11 @@ impl<R: AsyncRead + Unpin> TarReader<R> {
             }
             Some(_) => {}
         }
+        // Zero padding of any length is valid, so there is no cap: memory stays one buffer,
+        // and the time per byte one comparison. A body that never ends is the HTTP layer's
+        // business (body timeouts), as for any other upload.
+        let marker_end = self.offset;
         let mut buf = [0u8; 8192];
-        let mut trailing = 0u64;
         loop {
             let n = self
                 .inner
@@ -281,14 +303,19 @@ impl<R: AsyncRead + Unpin> TarReader<R> {
             if n == 0 {
                 break;
             }
-            if buf[..n].iter().any(|&c| c != 0) {
-                return Err(self.err(ReadErrorKind::TrailingData));
+            if let Some(i) = buf[..n].iter().position(|&c| c != 0) {
+                let at = self.offset + i as u64;
+                return Err(ReadError {
+                    offset: at,
+                    kind: ReadErrorKind::TrailingData {
+                        byte: buf[i],
+                        at,
+                        after: at - marker_end,
+                        marker_end,
+                    },
+                });
             }
-            trailing += n as u64;
             self.offset += n as u64;
-            if trailing > MAX_TRAILING_ZEROS {
-                return Err(self.err(ReadErrorKind::TrailingData));
-            }
         }
         self.ended = true;
         Ok(())
@@ -425,13 +452,48 @@ mod tests {
     #[tokio::test]
     async fn trailing_zeros_ok_garbage_not() {
         let mut tar = tar_of(&[("a", b"x")]);
+        let marker_end = tar.len() as u64;
         tar.resize(10240, 0);
         assert!(list(&tar).await.is_ok());
         tar.push(1);
+        let err = list(&tar).await.expect_err("garbage after the marker");
+        assert_eq!(err.offset, 10240);
         assert!(matches!(
-            list(&tar).await.map_err(|e| e.kind),
-            Err(ReadErrorKind::TrailingData)
+            err.kind,
+            ReadErrorKind::TrailingData { byte: 1, at: 10240, after, marker_end: m }
+                if m == marker_end && after == 10240 - marker_end
         ));
+        let message = err.to_string();
+        assert!(
+            message.contains("0x01")
+                && message.contains("offset 10240")
+                && message.contains("end-of-archive marker"),
+            "{message}"
+        );
+    }
+
+    /// `dd` from a raw USB stick: the tar, then zeros to the device's end (well past 1 MiB).
+    #[tokio::test]
+    async fn megabytes_of_zero_padding_after_the_marker_are_valid() {
+        let mut tar = tar_of(&[("a", b"x")]);
+        tar.resize(tar.len() + (3 << 20) + 7, 0);
+        let entries = list(&tar).await.expect("zero padding is valid");
+        assert_eq!(entries.len(), 1);
+        let mut r = TarReader::new(&tar[..]);
+        while r.next_entry().await.expect("valid").is_some() {}
+        assert_eq!(r.offset(), tar.len() as u64, "read through the padding");
+    }
+
+    #[tokio::test]
+    async fn entry_size_near_u64_max_is_truncation_not_overflow() {
+        let mut tar =
+            crate::imgpkg::synth::raw_header("big", Kind::Regular, u64::MAX, b"").to_vec();
+        tar.extend_from_slice(&[7u8; 100]);
+        let mut r = TarReader::new(&tar[..]);
+        let e = r.next_entry().await.expect("header").expect("entry");
+        assert_eq!(e.size, u64::MAX);
+        let err = r.next_entry().await.expect_err("cut short");
+        assert!(matches!(err.kind, ReadErrorKind::Truncated(_)), "{err}");
     }
 
     #[tokio::test]
