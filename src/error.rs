@@ -19,7 +19,8 @@ pub enum RegistryError {
     RangeNotSatisfiable(String, u64),
     #[error("{0}")]
     Unsupported(String),
-    #[error("{0}")]
+    /// A spec error code and the message for the person reading it (never the code again).
+    #[error("{1}")]
     BadRequest(&'static str, String),
     #[error("{0}")]
     Forbidden(String),
@@ -91,7 +92,7 @@ impl RegistryError {
                 S::ManifestInvalid(_) => (StatusCode::BAD_REQUEST, code::MANIFEST_INVALID),
                 S::UploadUnknown => (StatusCode::NOT_FOUND, code::BLOB_UPLOAD_UNKNOWN),
                 S::UploadInvalid(_) => (StatusCode::BAD_REQUEST, code::BLOB_UPLOAD_INVALID),
-                S::UploadOutOfOrder { .. } => {
+                S::UploadOutOfOrder { .. } | S::ChunkLength { .. } => {
                     (StatusCode::RANGE_NOT_SATISFIABLE, code::BLOB_UPLOAD_INVALID)
                 }
                 S::SizeInvalid(_) => (StatusCode::BAD_REQUEST, code::SIZE_INVALID),

@@ -91,12 +91,21 @@ pub fn status(state: &AppState, repo: &RepoName, id: &UploadId) -> Result<Respon
     Ok(session_response(StatusCode::NO_CONTENT, repo, id, size))
 }
 
+/// What a chunk's `Content-Range` announces: where it starts and how many bytes it holds.
+#[derive(Debug, PartialEq, Eq)]
+struct ChunkRange {
+    start: u64,
+    len: u64,
+}
+
 /// `Content-Range: <start>-<end>` (inclusive); also tolerates `bytes <start>-<end>/<total>`.
-fn parse_content_range(v: &str) -> Result<(u64, u64)> {
-    let bad = || {
+/// Both numbers come from the client, so the length is computed with checked arithmetic:
+/// `0-18446744073709551615` names 2^64 bytes, which no chunk can hold.
+fn parse_content_range(v: &str) -> Result<ChunkRange> {
+    let bad = |why: &str| {
         RegistryError::BadRequest(
             code::BLOB_UPLOAD_INVALID,
-            format!("malformed Content-Range {v:?}"),
+            format!("Content-Range {v:?} {why}; expected `<start>-<end>`, the chunk's first and last byte offsets (inclusive), e.g. `0-1023`"),
         )
     };
     let s = v.trim();
@@ -105,25 +114,28 @@ fn parse_content_range(v: &str) -> Result<(u64, u64)> {
         .or_else(|| s.strip_prefix("bytes "))
         .unwrap_or(s);
     let s = s.split('/').next().unwrap_or(s);
-    let (a, b) = s.split_once('-').ok_or_else(bad)?;
-    let start: u64 = a.trim().parse().map_err(|_| bad())?;
-    let end: u64 = b.trim().parse().map_err(|_| bad())?;
-    Ok((start, end))
+    let (a, b) = s.split_once('-').ok_or_else(|| bad("has no `-`"))?;
+    let number = |t: &str| {
+        t.trim()
+            .parse::<u64>()
+            .map_err(|_| bad("does not hold two decimal byte offsets below 2^64"))
+    };
+    let (start, end) = (number(a)?, number(b)?);
+    if end < start {
+        return Err(bad("ends before it starts"));
+    }
+    let len = (end - start)
+        .checked_add(1)
+        .ok_or_else(|| bad("spans 2^64 bytes, more than any chunk can hold"))?;
+    Ok(ChunkRange { start, len })
 }
 
 /// PATCH a chunk → 202 with the new `Range`; 416 if it does not start where the upload ends.
 pub async fn patch(state: &AppState, repo: &RepoName, id: &UploadId, req: Req) -> Result<Response> {
     let (start, len) = match req.header(header::CONTENT_RANGE) {
         Some(v) => {
-            let (start, end) = parse_content_range(v)?;
-            if end < start {
-                return Err(StoreError::UploadOutOfOrder {
-                    requested: start,
-                    current: state.store.upload_status(repo, id)?,
-                }
-                .into());
-            }
-            (Some(start), Some(end - start + 1))
+            let r = parse_content_range(v)?;
+            (Some(r.start), Some(r.len))
         }
         None => (None, None),
     };
@@ -133,7 +145,7 @@ pub async fn patch(state: &AppState, repo: &RepoName, id: &UploadId, req: Req) -
         .await
     {
         Ok(size) => Ok(session_response(StatusCode::ACCEPTED, repo, id, size)),
-        Err(e @ StoreError::UploadOutOfOrder { .. }) => {
+        Err(e @ (StoreError::UploadOutOfOrder { .. } | StoreError::ChunkLength { .. })) => {
             // Tell the client where the upload really stands so it can resume.
             let size = state.store.upload_status(repo, id)?;
             let mut resp = axum::response::IntoResponse::into_response(RegistryError::from(e));
@@ -159,11 +171,11 @@ pub async fn finish(
     let digest = digest_param(&req)?.ok_or_else(|| {
         RegistryError::BadRequest(
             code::DIGEST_INVALID,
-            "PUT to an upload needs ?digest=".into(),
+            "finishing an upload needs the blob's digest: PUT <upload location>?digest=<algorithm>:<hex>".into(),
         )
     })?;
     if let Some(v) = req.header(header::CONTENT_RANGE) {
-        let (start, _) = parse_content_range(v)?;
+        let start = parse_content_range(v)?.start;
         let size = state.store.upload_status(repo, id)?;
         if start != size {
             return Err(StoreError::UploadOutOfOrder {
@@ -188,13 +200,27 @@ pub async fn cancel(state: &AppState, repo: &RepoName, id: &UploadId) -> Result<
 
 #[cfg(test)]
 mod tests {
-    use super::parse_content_range;
+    use super::{parse_content_range, ChunkRange};
 
     #[test]
     fn content_ranges() {
-        assert_eq!(parse_content_range("0-99").ok(), Some((0, 99)));
-        assert_eq!(parse_content_range("bytes 10-19/*").ok(), Some((10, 19)));
-        for bad in ["", "5", "a-b", "-5", "1-"] {
+        let r = |start, len| Some(ChunkRange { start, len });
+        assert_eq!(parse_content_range("0-99").ok(), r(0, 100));
+        assert_eq!(parse_content_range("bytes 10-19/*").ok(), r(10, 10));
+        assert_eq!(
+            parse_content_range("0-18446744073709551614").ok(),
+            r(0, u64::MAX)
+        );
+        for bad in [
+            "",
+            "5",
+            "a-b",
+            "-5",
+            "1-",
+            "5-4",
+            "0-18446744073709551615",
+            "0-18446744073709551616",
+        ] {
             assert!(parse_content_range(bad).is_err(), "{bad}");
         }
     }

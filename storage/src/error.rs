@@ -32,6 +32,16 @@ pub enum StoreError {
     /// A chunk that does not start where the upload currently ends.
     #[error("chunk starts at {requested}, but the upload holds {current} bytes")]
     UploadOutOfOrder { requested: u64, current: u64 },
+    /// A chunk whose body is not as long as its `Content-Range` said; it was rolled back.
+    #[error(
+        "Content-Range announced a chunk of {announced} bytes, but the body carried \
+         {received}; the chunk was discarded and the upload still holds {holds} bytes"
+    )]
+    ChunkLength {
+        announced: u64,
+        received: u64,
+        holds: u64,
+    },
     /// A new upload session would pass `max_open_uploads`.
     #[error("too many open upload sessions (at most {0}); finish or cancel one, or retry later")]
     TooManyUploads(usize),

@@ -562,10 +562,13 @@ impl Store {
                 if let Some(len) = len {
                     if n != len {
                         rollback(&probe);
+                        // A length mismatch, not an out-of-order chunk: report both
+                        // lengths and where the upload stands after the rollback.
                         return Err((
-                            StoreError::UploadOutOfOrder {
-                                requested: current + len,
-                                current: current + n,
+                            StoreError::ChunkLength {
+                                announced: len,
+                                received: n,
+                                holds: current,
                             },
                             None,
                         ));

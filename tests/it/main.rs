@@ -1,4 +1,5 @@
-//! The one integration-test binary: real servers on free loopback ports, real clients.
+//! The one integration-test binary: `inproc` drives the router in-process; the other modules
+//! run real servers on free loopback ports and real clients.
 
 mod admin;
 mod api;
@@ -11,6 +12,7 @@ mod imgpkg;
 mod imgpkg_clients;
 mod imgpkg_tools;
 mod imports;
+mod inproc;
 mod logins;
 mod powerloss;
 mod proxy;
