@@ -72,7 +72,11 @@ impl Query {
             Some(v) => v.parse().map(Some).map_err(|_| {
                 RegistryError::BadRequest(
                     code::PAGINATION_NUMBER_INVALID,
-                    format!("n={v:?} is not a number"),
+                    format!(
+                        "n={v:?} is not a page size: expected a whole number of entries \
+                         from 0 to {}",
+                        usize::MAX
+                    ),
                 )
             }),
         }

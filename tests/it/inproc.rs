@@ -569,7 +569,7 @@ async fn gc_timer_collects_unreferenced_blobs() {
         ..GcOptions::default()
     };
     let interval = Duration::from_secs(3600);
-    airdock::admin_gc::spawn_background(app.state.store.clone(), gc, interval);
+    airdock::admin::spawn_background(app.state.store.clone(), gc, interval);
     // Not before the interval has passed...
     tokio::time::sleep(interval - Duration::from_secs(1)).await;
     assert!(file.exists(), "collected before the first interval");
