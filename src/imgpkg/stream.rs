@@ -405,21 +405,7 @@ impl<R: AsyncRead + Unpin> AsyncRead for EntryData<'_, R> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::imgpkg::tarfmt::ustar_header;
-
-    /// A tar with the given (name, data) regular files and the end marker.
-    pub(crate) fn tar_of(files: &[(&str, &[u8])]) -> Vec<u8> {
-        let mut out = Vec::new();
-        for (name, data) in files {
-            out.extend_from_slice(
-                &ustar_header(name, 0o644, data.len() as u64, Kind::Regular).expect("fits"),
-            );
-            out.extend_from_slice(data);
-            out.resize(out.len() + tarfmt::padding(data.len() as u64) as usize, 0);
-        }
-        out.resize(out.len() + 2 * BLOCK, 0);
-        out
-    }
+    use crate::imgpkg::synth::tar as tar_of;
 
     async fn list(bytes: &[u8]) -> Result<Vec<(String, Vec<u8>)>, ReadError> {
         let mut r = TarReader::new(bytes);

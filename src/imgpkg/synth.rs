@@ -261,10 +261,16 @@ pub fn tar(files: &[(&str, &[u8])]) -> Vec<u8> {
 /// A header block of any kind (links, devices...), with a correct checksum. Names longer
 /// than 100 bytes are cut (use PAX for those). Sizes of 8 GiB or more use base-256.
 pub fn raw_header(name: &str, kind: Kind, size: u64, link: &[u8]) -> [u8; BLOCK] {
+    header_with_mode(name, kind, size, link, 0o644)
+}
+
+/// [`raw_header`] with a permission mode (directories a container runtime extracts need
+/// their `x` bits). Owner 0:0, mtime 0.
+pub fn header_with_mode(name: &str, kind: Kind, size: u64, link: &[u8], mode: u32) -> [u8; BLOCK] {
     let mut b = [0u8; BLOCK];
     let n = name.len().min(100);
     b[..n].copy_from_slice(&name.as_bytes()[..n]);
-    b[100..108].copy_from_slice(b"0000644\0");
+    b[100..108].copy_from_slice(format!("{:07o}\0", mode & 0o7777).as_bytes());
     b[108..116].copy_from_slice(b"0000000\0");
     b[116..124].copy_from_slice(b"0000000\0");
     if size < 1 << 33 {

@@ -10,8 +10,9 @@ use std::time::{Duration, Instant};
 
 use reqwest::{Method, StatusCode};
 
+use crate::fixture::fixture_tar;
 use crate::images::{client, fsck, make_image, push_image, verify_image, Image, Rng};
-use crate::imgpkg::{assert_blobs_servable, fixture_tar, get_manifest, tag_map};
+use crate::imgpkg::{assert_blobs_servable, get_manifest, tag_map};
 use crate::support::{send_bearer, Server};
 
 const TOKEN: &str = "crash-test-token";

@@ -10,11 +10,12 @@ use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
 
+use crate::fixture::fixture_tar;
 use crate::images::{
     client, fsck, make_image, push_blob_chunked, push_blob_monolithic, push_image, verify_image,
     Failed,
 };
-use crate::imgpkg::{fixture_tar, tag_map, TOKEN};
+use crate::imgpkg::{tag_map, TOKEN};
 use crate::support::{scratch_dir, send_bearer, Server};
 
 async fn import(c: &reqwest::Client, s: &Server, repo: &str) -> (StatusCode, String) {

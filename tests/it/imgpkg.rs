@@ -5,7 +5,6 @@
 //! modules share (a server with a known admin token, import, tag listing).
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use reqwest::{Client, StatusCode};
@@ -14,17 +13,10 @@ use serde_json::Value;
 use airdock::imgpkg::synth::{self, Blob, Element, Image};
 use airdock::imgpkg::tarfmt::Kind;
 
+use crate::fixture::{fixture_tar, fixtures};
 use crate::support::{self, get, Server, AIRDOCK_BIN};
 
 pub(crate) const TOKEN: &str = "it-admin-token";
-
-pub(crate) fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/imgpkg")
-}
-
-pub(crate) fn fixture_tar(name: &str) -> Vec<u8> {
-    std::fs::read(fixtures().join(format!("tars/{name}.tar"))).expect("fixture tar")
-}
 
 fn expected_json(name: &str, file: &str) -> Value {
     let bytes =

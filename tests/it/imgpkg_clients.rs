@@ -5,7 +5,8 @@
 
 use crate::clients::containerd::Containerd;
 use crate::clients::docker::Docker;
-use crate::imgpkg::{fixture_tar, import_ok, lock_images, server};
+use crate::fixture::fixture_tar;
+use crate::imgpkg::{import_ok, lock_images, server};
 use crate::support::Server;
 
 /// Every `image:` of the report's relocated images.yml, plus each imported image and

@@ -14,7 +14,8 @@ use std::process::{Command, Output};
 use serde_json::Value;
 use tempfile::TempDir;
 
-use crate::imgpkg::{fixtures, import_ok, lock_images, server, tag_map};
+use crate::fixture::fixtures;
+use crate::imgpkg::{import_ok, lock_images, server, tag_map};
 use crate::support::{self, Server};
 
 /// A tool from PATH or the project's tool directory.

@@ -7,10 +7,9 @@ use std::collections::BTreeMap;
 use reqwest::{Client, Method, StatusCode};
 use serde_json::Value;
 
+use crate::fixture::fixture_tar;
 use crate::images::fsck;
-use crate::imgpkg::{
-    assert_blobs_servable, fixture_tar, get_manifest, import_ok, server, tag_map, TOKEN,
-};
+use crate::imgpkg::{assert_blobs_servable, get_manifest, import_ok, server, tag_map, TOKEN};
 use crate::support::send_bearer;
 
 async fn list(s: &crate::support::Server) -> Vec<Value> {
@@ -34,7 +33,7 @@ async fn remove(s: &crate::support::Server, id: &str) -> (StatusCode, Value) {
 }
 
 fn expected_tags(name: &str) -> Vec<String> {
-    let path = crate::imgpkg::fixtures().join(format!("expected/{name}/tags-list.json"));
+    let path = crate::fixture::fixtures().join(format!("expected/{name}/tags-list.json"));
     let v: Value = serde_json::from_slice(&std::fs::read(path).expect("read")).expect("json");
     v["tags"]
         .as_array()

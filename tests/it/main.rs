@@ -6,6 +6,7 @@ mod api;
 mod clients;
 mod crash;
 mod diskfull;
+mod fixture;
 mod gc;
 mod images;
 mod imgpkg;

@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::thread;
@@ -17,9 +17,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+use crate::fixture::{gzip, tar, Entry};
 use crate::support::{
-    require_tool, scratch_dir, sha256 as sha256_digest, tar_header, xorshift_bytes, Server,
-    OCI_INDEX, OCI_MANIFEST,
+    require_tool, scratch_dir, sha256 as sha256_digest, xorshift_bytes, Server, OCI_INDEX,
+    OCI_MANIFEST,
 };
 
 const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
@@ -549,56 +550,6 @@ impl MultiArch {
 // Tarballs, gzip, digests
 // ---------------------------------------------------------------------------
 
-enum Entry<'a> {
-    Dir(&'a str),
-    File(&'a str, &'a [u8]),
-}
-
-/// A minimal ustar archive (regular files and directories only).
-fn tar(entries: &[Entry]) -> Vec<u8> {
-    let mut out = Vec::new();
-    for entry in entries {
-        let (name, mode, kind, data): (String, u32, u8, &[u8]) = match entry {
-            Entry::Dir(name) => (format!("{name}/"), 0o755, b'5', &[]),
-            Entry::File(name, data) => (name.to_string(), 0o644, b'0', data),
-        };
-        let h = tar_header(&name, data.len() as u64, kind, u64::from(mode));
-        out.extend_from_slice(&h);
-        out.extend_from_slice(data);
-        out.resize(out.len().div_ceil(512) * 512, 0);
-    }
-    out.resize(out.len() + 1024, 0); // two zero blocks end the archive
-    out
-}
-
-/// Gzip `data` with the system `gzip` (always present on Debian).
-fn gzip(data: &[u8]) -> Vec<u8> {
-    let mut child = Command::new("gzip")
-        .args(["-n", "-6", "-c"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("run gzip");
-    let mut stdin = child.stdin.take().expect("gzip stdin");
-    let input = data.to_vec();
-    let writer = thread::spawn(move || stdin.write_all(&input));
-    let mut out = Vec::new();
-    child
-        .stdout
-        .take()
-        .expect("gzip stdout")
-        .read_to_end(&mut out)
-        .expect("read gzip output");
-    writer
-        .join()
-        .expect("gzip writer thread")
-        .expect("write to gzip");
-    let status = child.wait().expect("wait for gzip");
-    assert!(status.success(), "gzip failed: {status}");
-    out
-}
-
 /// Deterministic incompressible bytes (xorshift64).
 fn noise(len: usize, seed: u64) -> Vec<u8> {
     xorshift_bytes(len, seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
@@ -723,33 +674,6 @@ impl Skopeo {
 // ---------------------------------------------------------------------------
 // Self-checks of the image builders (no server, no skopeo)
 // ---------------------------------------------------------------------------
-
-#[test]
-fn tar_builder_makes_archives_that_tar_can_list() {
-    let data = tar(&[
-        Entry::Dir("etc"),
-        Entry::File("etc/hello", b"hello\n"),
-        Entry::File("etc/empty", b""),
-    ]);
-    assert_eq!(data.len() % 512, 0);
-    let work = scratch_dir("airdock-tar-");
-    let path = work.path().join("t.tar.gz");
-    write(&path, &gzip(&data));
-    let out = Command::new("tar")
-        .arg("tzvf")
-        .arg(&path)
-        .output()
-        .expect("run tar");
-    let listing = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "tar rejected the archive: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    for name in ["etc/", "etc/hello", "etc/empty"] {
-        assert!(listing.contains(name), "{name} missing from {listing}");
-    }
-}
 
 #[test]
 fn built_images_reference_only_known_blobs() {

@@ -492,35 +492,6 @@ pub fn xorshift_bytes(len: usize, mut state: u64) -> Vec<u8> {
     out
 }
 
-/// One ustar header block: owner root, fixed mtime, checksum filled in.
-pub fn tar_header(name: &str, size: u64, kind: u8, mode: u64) -> [u8; 512] {
-    assert!(name.len() < 100, "tar name too long: {name}");
-    let mut h = [0u8; 512];
-    h[..name.len()].copy_from_slice(name.as_bytes());
-    octal(&mut h[100..108], mode);
-    octal(&mut h[108..116], 0);
-    octal(&mut h[116..124], 0);
-    octal(&mut h[124..136], size);
-    octal(&mut h[136..148], 1_704_067_200); // 2024-01-01T00:00:00Z
-    h[148..156].copy_from_slice(b"        ");
-    h[156] = kind;
-    h[257..263].copy_from_slice(b"ustar\0");
-    h[263..265].copy_from_slice(b"00");
-    h[265..269].copy_from_slice(b"root");
-    h[297..301].copy_from_slice(b"root");
-    let sum: u32 = h.iter().map(|&b| u32::from(b)).sum();
-    let s = format!("{sum:06o}\0 ");
-    h[148..156].copy_from_slice(s.as_bytes());
-    h
-}
-
-/// Zero-padded octal, NUL-terminated, filling `field`.
-fn octal(field: &mut [u8], value: u64) {
-    let s = format!("{value:0width$o}\0", width = field.len() - 1);
-    assert_eq!(s.len(), field.len(), "value {value} does not fit");
-    field.copy_from_slice(s.as_bytes());
-}
-
 /// Push `bytes` to `repo` in one monolithic POST (which must answer 201); returns the digest.
 pub async fn push_blob(c: &Client, s: &Server, repo: &str, bytes: &[u8]) -> String {
     let d = sha256(bytes);

@@ -15,7 +15,8 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use super::harness::{tool, Cmd, Http, Resp};
-use crate::support::{tar_header, xorshift_bytes, Server};
+use crate::fixture::{stored_gzip, tree_tar};
+use crate::support::{xorshift_bytes, Server};
 
 pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -111,9 +112,9 @@ impl Image {
             // Some bulk, so a layer is more than one small write.
             ("airdock/data.bin".to_string(), noise(96 * 1024, label)),
         ];
-        let layer_tar = tar(&files);
+        let layer_tar = tree_tar(&files);
         let diff_id = sha256_digest(&layer_tar);
-        let layer = Blob::new(layer_type, gzip_stored(&layer_tar));
+        let layer = Blob::new(layer_type, stored_gzip(&layer_tar));
 
         let mut config = json!({
             "created": "2024-01-01T00:00:00Z",
@@ -184,7 +185,7 @@ impl Image {
             (layer_path, self.layer_tar.clone()),
             ("manifest.json".to_string(), to_json(&manifest)),
         ];
-        fs::write(path, tar(&entries)).expect("write docker archive");
+        fs::write(path, tree_tar(&entries)).expect("write docker archive");
     }
 
     /// Write an OCI image layout holding this image under `tag`.
@@ -541,72 +542,6 @@ fn noise(len: usize, seed: &str) -> Vec<u8> {
     xorshift_bytes(len, x)
 }
 
-/// A ustar archive of regular files (mode 0644, root, fixed mtime) with a
-/// directory entry (0755) before the first file of each directory.
-pub fn tar(files: &[(String, Vec<u8>)]) -> Vec<u8> {
-    let mut out = Vec::new();
-    let mut dirs_done: Vec<String> = Vec::new();
-    for (path, content) in files {
-        let mut prefix = String::new();
-        let parts: Vec<&str> = path.split('/').collect();
-        for dir in &parts[..parts.len() - 1] {
-            prefix.push_str(dir);
-            prefix.push('/');
-            if !dirs_done.contains(&prefix) {
-                out.extend_from_slice(&tar_header(&prefix, 0, b'5', 0o755));
-                dirs_done.push(prefix.clone());
-            }
-        }
-        out.extend_from_slice(&tar_header(path, content.len() as u64, b'0', 0o644));
-        out.extend_from_slice(content);
-        let pad = (512 - content.len() % 512) % 512;
-        out.resize(out.len() + pad, 0);
-    }
-    out.resize(out.len() + 1024, 0);
-    out
-}
-
-/// A valid gzip member with the data in stored (uncompressed) deflate
-/// blocks: deterministic, and needs no compressor.
-pub fn gzip_stored(data: &[u8]) -> Vec<u8> {
-    let mut out = vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];
-    let mut chunks = data.chunks(65_535).peekable();
-    if chunks.peek().is_none() {
-        out.extend_from_slice(&[1, 0, 0, 0xff, 0xff]);
-    }
-    while let Some(chunk) = chunks.next() {
-        let last = chunks.peek().is_none();
-        out.push(u8::from(last));
-        let len = chunk.len() as u16;
-        out.extend_from_slice(&len.to_le_bytes());
-        out.extend_from_slice(&(!len).to_le_bytes());
-        out.extend_from_slice(chunk);
-    }
-    out.extend_from_slice(&crc32(data).to_le_bytes());
-    out.extend_from_slice(&(data.len() as u32).to_le_bytes());
-    out
-}
-
-fn crc32(data: &[u8]) -> u32 {
-    let mut table = [0u32; 256];
-    for (i, entry) in table.iter_mut().enumerate() {
-        let mut c = i as u32;
-        for _ in 0..8 {
-            c = if c & 1 != 0 {
-                0xedb8_8320 ^ (c >> 1)
-            } else {
-                c >> 1
-            };
-        }
-        *entry = c;
-    }
-    let mut crc = !0u32;
-    for &b in data {
-        crc = table[((crc ^ u32::from(b)) & 0xff) as usize] ^ (crc >> 8);
-    }
-    !crc
-}
-
 /// Decompress with the system `gzip` (a layer a client compressed itself).
 pub fn gunzip(data: &[u8]) -> Vec<u8> {
     Cmd::new(tool("gzip"))
@@ -619,27 +554,6 @@ pub fn gunzip(data: &[u8]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn stored_gzip_and_tar_are_read_by_the_system_tools() {
-        let files = vec![
-            ("a/b.txt".to_string(), b"hello\n".to_vec()),
-            ("a/big".to_string(), noise(200_000, "x")),
-        ];
-        let t = tar(&files);
-        let gz = gzip_stored(&t);
-        assert_eq!(gunzip(&gz), t);
-        let listing = Cmd::new(tool("tar"))
-            .args(["-tvf", "-"])
-            .stdin(t)
-            .run()
-            .stdout_text();
-        assert!(
-            listing.contains("a/b.txt") && listing.contains("a/big"),
-            "{listing}"
-        );
-        assert!(listing.contains("root/root"), "{listing}");
-    }
 
     #[test]
     fn images_are_deterministic_and_distinct() {

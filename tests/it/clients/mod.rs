@@ -15,8 +15,8 @@
 //! | crane, oras, skopeo, docker, ctr, crictl over TLS with users (issue 5) | `secure` |
 //! | a network namespace + veth pair, so docker meets airdock off loopback | `netns` |
 
-mod harness;
-mod image;
+pub(crate) mod harness;
+pub(crate) mod image;
 
 pub(crate) mod containerd;
 mod crane;
