@@ -246,6 +246,8 @@ async fn every_error_body_says_what_was_wrong() {
         (Method::POST, "/admin/v1/import?repository=r", 400, "TAR_INVALID"),
         (Method::DELETE, "/admin/v1/imports/nope", 404, "NAME_UNKNOWN"),
         (Method::DELETE, "/admin/v1/repositories/UP", 400, "NAME_INVALID"),
+        (Method::GET, "/admin/v1/nothing", 404, "NAME_UNKNOWN"),
+        (Method::GET, "/elsewhere", 404, "NAME_UNKNOWN"),
     ];
     let mut answers = Vec::new();
     for (method, uri, header, body, status, code) in cases {
