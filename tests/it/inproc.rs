@@ -197,6 +197,16 @@ impl App {
     }
 }
 
+/// A request that must be refused: method, URI, one header, body, status and spec code.
+type BadRequest = (
+    Method,
+    String,
+    Option<(&'static str, &'static str)>,
+    &'static str,
+    u16,
+    &'static str,
+);
+
 /// Every refusal the HTTP and admin APIs give carries a message a person can act on: never
 /// empty, never the code repeated (as `BadRequest` once printed its code field).
 #[tokio::test]
@@ -215,7 +225,7 @@ async fn every_error_body_says_what_was_wrong() {
     let unauthorized = Some(("authorization", "Bearer wrong"));
     let range = |r| Some(("content-range", r));
     #[rustfmt::skip]
-    let cases: Vec<(Method, String, Option<(&str, &str)>, &'static str, u16, &str)> = vec![
+    let cases: Vec<BadRequest> = vec![
         (Method::PATCH, loc.clone(), range("zz"), "x", 400, "BLOB_UPLOAD_INVALID"),
         (Method::PATCH, loc.clone(), range("5-4"), "x", 400, "BLOB_UPLOAD_INVALID"),
         (Method::PATCH, loc.clone(), range("0-18446744073709551615"), "hello", 400, "BLOB_UPLOAD_INVALID"),
