@@ -127,8 +127,13 @@ impl App {
         self.send(b.body(body.into()).expect("request")).await
     }
 
+    /// No headers, no body.
+    pub async fn bare(&self, method: Method, uri: &str) -> Answer {
+        self.call(method, uri, &[], Body::empty()).await
+    }
+
     pub async fn get(&self, uri: &str) -> Answer {
-        self.call(Method::GET, uri, &[], Body::empty()).await
+        self.bare(Method::GET, uri).await
     }
 
     /// With the admin token.
@@ -141,12 +146,7 @@ impl App {
     /// Opens an upload session and returns its location.
     pub async fn start_upload(&self, repo: &str) -> String {
         let r = self
-            .call(
-                Method::POST,
-                &format!("/v2/{repo}/blobs/uploads/"),
-                &[],
-                Body::empty(),
-            )
+            .bare(Method::POST, &format!("/v2/{repo}/blobs/uploads/"))
             .await;
         assert_eq!(r.status, StatusCode::ACCEPTED);
         r.header("location").to_owned()
@@ -282,8 +282,7 @@ async fn every_error_body_says_what_was_wrong() {
     let off = App::with(|s| s.admin_token = None).await;
     answers.push((
         "gc with the admin API off".into(),
-        off.call(Method::POST, "/admin/v1/gc", &[], Body::empty())
-            .await,
+        off.bare(Method::POST, "/admin/v1/gc").await,
         403,
         "DENIED",
     ));
@@ -314,7 +313,7 @@ async fn bad_content_range_missing_digest_and_negative_n_are_explained() {
         .expect_error(StatusCode::BAD_REQUEST, "BLOB_UPLOAD_INVALID");
     assert!(m.contains("\"zz\"") && m.contains("<start>-<end>"), "{m}");
     let m = app
-        .call(Method::PUT, &loc, &[], Body::empty())
+        .bare(Method::PUT, &loc)
         .await
         .expect_error(StatusCode::BAD_REQUEST, "DIGEST_INVALID");
     assert!(m.contains("?digest="), "{m}");
@@ -400,26 +399,16 @@ async fn chunk_gaps_and_overlaps_are_416() {
         .expect_error(StatusCode::BAD_REQUEST, "BLOB_UPLOAD_INVALID");
     // finishing with the wrong digest is DIGEST_INVALID, and nothing is stored
     let wrong = sha256(b"something else");
-    app.call(
-        Method::PUT,
-        &format!("{loc}?digest={wrong}"),
-        &[],
-        Body::empty(),
-    )
-    .await
-    .expect_error(StatusCode::BAD_REQUEST, "DIGEST_INVALID");
+    app.bare(Method::PUT, &format!("{loc}?digest={wrong}"))
+        .await
+        .expect_error(StatusCode::BAD_REQUEST, "DIGEST_INVALID");
     let r = app
-        .call(
-            Method::HEAD,
-            &format!("/v2/r/blobs/{wrong}"),
-            &[],
-            Body::empty(),
-        )
+        .bare(Method::HEAD, &format!("/v2/r/blobs/{wrong}"))
         .await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
     // cancel
     let loc = app.start_upload("r").await;
-    let r = app.call(Method::DELETE, &loc, &[], Body::empty()).await;
+    let r = app.bare(Method::DELETE, &loc).await;
     assert_eq!(r.status, StatusCode::NO_CONTENT);
     app.get(&loc)
         .await
@@ -452,14 +441,9 @@ async fn bad_digests_and_names() {
     app.get("/v2/Upper/tags/list")
         .await
         .expect_error(StatusCode::BAD_REQUEST, "NAME_INVALID");
-    app.call(
-        Method::POST,
-        "/v2/a__b___c/blobs/uploads/",
-        &[],
-        Body::empty(),
-    )
-    .await
-    .expect_error(StatusCode::BAD_REQUEST, "NAME_INVALID");
+    app.bare(Method::POST, "/v2/a__b___c/blobs/uploads/")
+        .await
+        .expect_error(StatusCode::BAD_REQUEST, "NAME_INVALID");
     app.get("/v2/nothere/tags/list")
         .await
         .expect_error(StatusCode::NOT_FOUND, "NAME_UNKNOWN");
