@@ -122,6 +122,24 @@ mod tests {
             parse_range("bytes=50-500", 100).ok().flatten(),
             Some((50, 99))
         );
+        // Client numbers at the edge of u64 are clamped, never wrapped.
+        let max = u64::MAX;
+        assert_eq!(
+            parse_range(&format!("bytes=0-{max}"), 100).ok().flatten(),
+            Some((0, 99))
+        );
+        assert_eq!(
+            parse_range(&format!("bytes=-{max}"), 100).ok().flatten(),
+            Some((0, 99))
+        );
+        assert!(parse_range(&format!("bytes={max}-"), 100).is_err());
+        assert!(parse_range(&format!("bytes={max}-{max}"), max).is_err());
+        assert_eq!(
+            parse_range(&format!("bytes={}-{max}", max - 1), max)
+                .ok()
+                .flatten(),
+            Some((max - 1, max - 1))
+        );
         assert_eq!(parse_range("bytes=0-1,5-6", 100).ok().flatten(), None);
         assert_eq!(parse_range("items=0-1", 100).ok().flatten(), None);
         for bad in [

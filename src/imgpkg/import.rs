@@ -822,7 +822,8 @@ fn count(b: &mut BlobReport, existed: bool, size: u64) {
         b.present += 1;
     } else {
         b.new += 1;
-        b.new_bytes += size;
+        // Sizes of bytes really received, so this cannot reach 2^64; saturate all the same.
+        b.new_bytes = b.new_bytes.saturating_add(size);
     }
 }
 
