@@ -11,8 +11,8 @@ use serde_json::Value;
 use sha2::Digest as _;
 
 use crate::support::{
-    delete, get, get_json, head, image_manifest, post, push_blob, put_manifest, sha256, Server,
-    OCI_INDEX, OCI_MANIFEST,
+    get, get_json, head, image_manifest, post, push_blob, put_manifest, sha256, Server,
+    OCI_MANIFEST,
 };
 
 fn client() -> Client {
@@ -151,113 +151,6 @@ async fn dot_dot_paths_are_refused() {
         assert!((400..500).contains(&status), "{line}: {status}");
         assert!(body.contains("\"errors\""), "{line}: {body}");
     }
-}
-
-#[tokio::test]
-async fn manifests_tags_index_and_delete() {
-    let s = Server::start();
-    let c = client();
-    let m1 = image(&c, &s, "app", "1").await;
-    let m2 = image(&c, &s, "app", "2").await;
-    let (d1, d2) = (sha256(&m1), sha256(&m2));
-    let r = put_manifest(&c, &s, "app", &d1, OCI_MANIFEST, &m1).await;
-    assert_eq!(r.status(), StatusCode::CREATED);
-    let r = c
-        .put(s.url(&format!("/v2/app/manifests/{d2}?tag=a&tag=b")))
-        .header("Content-Type", OCI_MANIFEST)
-        .body(m2.clone())
-        .send()
-        .await
-        .expect("put");
-    assert_eq!(r.status(), StatusCode::CREATED);
-    let echoed: Vec<_> = r
-        .headers()
-        .get_all("oci-tag")
-        .iter()
-        .map(|v| v.to_str().expect("s").to_owned())
-        .collect();
-    assert_eq!(echoed, ["a", "b"]);
-    let index = format!(
-        r#"{{"schemaVersion":2,"mediaType":"{OCI_INDEX}","manifests":[{{"mediaType":"{OCI_MANIFEST}","digest":"{d1}","size":{},"platform":{{"architecture":"amd64","os":"linux"}}}},{{"mediaType":"{OCI_MANIFEST}","digest":"{d2}","size":{},"platform":{{"architecture":"arm64","os":"linux"}}}}]}}"#,
-        m1.len(),
-        m2.len()
-    );
-    let r = put_manifest(&c, &s, "app", "multi", OCI_INDEX, index.as_bytes()).await;
-    assert_eq!(r.status(), StatusCode::CREATED);
-    let r = get(&c, &s, "/v2/app/manifests/multi").await;
-    assert_eq!(r.headers()["content-type"], OCI_INDEX);
-    assert_eq!(
-        r.headers()["docker-content-digest"],
-        sha256(index.as_bytes()).as_str()
-    );
-    assert_eq!(r.bytes().await.expect("b"), index.as_bytes());
-    // an index whose child is absent is refused
-    let other = index.replace(&d1, &sha256(b"nope"));
-    let r = put_manifest(&c, &s, "app", "broken", OCI_INDEX, other.as_bytes()).await;
-    expect_error(r, StatusCode::BAD_REQUEST, "MANIFEST_BLOB_UNKNOWN").await;
-    // tags page by page, with Link
-    let r = get(&c, &s, "/v2/app/tags/list?n=2").await;
-    let link = r.headers()["link"].to_str().expect("link").to_owned();
-    assert_eq!(link, "</v2/app/tags/list?n=2&last=b>; rel=\"next\"");
-    let page: Value = r.json().await.expect("json");
-    assert_eq!(page["tags"], serde_json::json!(["a", "b"]));
-    let page: Value = get_json(&c, &s, "/v2/app/tags/list?n=2&last=b").await;
-    assert_eq!(page["tags"], serde_json::json!(["multi"]));
-    let r = get(&c, &s, "/v2/app/tags/list?n=0").await;
-    assert!(r.headers().get("link").is_none());
-    // delete a tag, then a manifest with its remaining tag
-    let r = delete(&c, &s, "/v2/app/manifests/a").await;
-    assert_eq!(r.status(), StatusCode::ACCEPTED);
-    let r = delete(&c, &s, &format!("/v2/app/manifests/{d2}")).await;
-    assert_eq!(r.status(), StatusCode::ACCEPTED);
-    let r = get(&c, &s, "/v2/app/manifests/b").await;
-    expect_error(r, StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN").await;
-    let r = get(&c, &s, &format!("/v2/app/manifests/{d1}")).await;
-    assert_eq!(r.status(), StatusCode::OK);
-}
-
-#[tokio::test]
-async fn referrers_with_subject_pushed_first() {
-    let s = Server::start();
-    let c = client();
-    let subject = image(&c, &s, "ref", "subject").await;
-    let sd = sha256(&subject);
-    let empty = push_blob(&c, &s, "ref", b"{}").await;
-    let sig = format!(
-        r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","artifactType":"application/x.sig","config":{{"mediaType":"application/vnd.oci.empty.v1+json","digest":"{empty}","size":2}},"layers":[],"subject":{{"mediaType":"{OCI_MANIFEST}","digest":"{sd}","size":{}}},"annotations":{{"k":"v"}}}}"#,
-        subject.len()
-    );
-    let r = put_manifest(
-        &c,
-        &s,
-        "ref",
-        &sha256(sig.as_bytes()),
-        OCI_MANIFEST,
-        sig.as_bytes(),
-    )
-    .await;
-    assert_eq!(r.status(), StatusCode::CREATED);
-    assert_eq!(r.headers()["oci-subject"], sd.as_str());
-    let r = get(&c, &s, &format!("/v2/ref/referrers/{sd}")).await;
-    assert_eq!(r.headers()["content-type"], OCI_INDEX);
-    let idx: Value = r.json().await.expect("json");
-    assert_eq!(
-        idx["manifests"][0]["digest"],
-        sha256(sig.as_bytes()).as_str()
-    );
-    assert_eq!(idx["manifests"][0]["artifactType"], "application/x.sig");
-    assert_eq!(idx["manifests"][0]["annotations"]["k"], "v");
-    let r = get(
-        &c,
-        &s,
-        &format!("/v2/ref/referrers/{sd}?artifactType=application/x.other"),
-    )
-    .await;
-    assert_eq!(r.headers()["oci-filters-applied"], "artifactType");
-    let idx: Value = r.json().await.expect("json");
-    assert_eq!(idx["manifests"], serde_json::json!([]));
-    let r = get(&c, &s, &format!("/v2/nowhere/referrers/{sd}")).await;
-    assert_eq!(r.status(), StatusCode::OK);
 }
 
 #[tokio::test]

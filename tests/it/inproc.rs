@@ -16,7 +16,7 @@ use serde_json::Value;
 use tempfile::TempDir;
 use tower::ServiceExt;
 
-use crate::support::{image_manifest, sha256, OCI_MANIFEST};
+use crate::support::{image_manifest, sha256, OCI_INDEX, OCI_MANIFEST};
 
 const ADMIN: &str = "in-process-admin-token";
 
@@ -178,10 +178,22 @@ impl App {
     }
 
     pub async fn put_manifest(&self, repo: &str, reference: &str, body: &[u8]) -> Answer {
+        self.put_manifest_as(repo, reference, OCI_MANIFEST, body)
+            .await
+    }
+
+    /// `reference` may carry a query (`<digest>?tag=a`).
+    pub async fn put_manifest_as(
+        &self,
+        repo: &str,
+        reference: &str,
+        media_type: &str,
+        body: &[u8],
+    ) -> Answer {
         self.call(
             Method::PUT,
             &format!("/v2/{repo}/manifests/{reference}"),
-            &[("content-type", OCI_MANIFEST)],
+            &[("content-type", media_type)],
             body.to_vec(),
         )
         .await
@@ -493,6 +505,104 @@ async fn hostile_manifests() {
         app.get("/v2/m/tags/list").await.json()["tags"],
         serde_json::json!(["big"])
     );
+}
+
+/// Moved from the process tier (api.rs).
+#[tokio::test]
+async fn manifests_tags_index_and_delete() {
+    let app = App::new().await;
+    let m1 = app.image("app", "1").await;
+    let m2 = app.image("app", "2").await;
+    let (d1, d2) = (sha256(&m1), sha256(&m2));
+    assert_eq!(
+        app.put_manifest("app", &d1, &m1).await.status,
+        StatusCode::CREATED
+    );
+    let r = app
+        .put_manifest_as("app", &format!("{d2}?tag=a&tag=b"), OCI_MANIFEST, &m2)
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    let echoed: Vec<_> = r
+        .headers
+        .get_all("oci-tag")
+        .iter()
+        .map(|v| v.to_str().expect("s").to_owned())
+        .collect();
+    assert_eq!(echoed, ["a", "b"]);
+    let index = format!(
+        r#"{{"schemaVersion":2,"mediaType":"{OCI_INDEX}","manifests":[{{"mediaType":"{OCI_MANIFEST}","digest":"{d1}","size":{},"platform":{{"architecture":"amd64","os":"linux"}}}},{{"mediaType":"{OCI_MANIFEST}","digest":"{d2}","size":{},"platform":{{"architecture":"arm64","os":"linux"}}}}]}}"#,
+        m1.len(),
+        m2.len()
+    );
+    let r = app
+        .put_manifest_as("app", "multi", OCI_INDEX, index.as_bytes())
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    let r = app.get("/v2/app/manifests/multi").await;
+    assert_eq!(r.header("content-type"), OCI_INDEX);
+    assert_eq!(r.header("docker-content-digest"), sha256(index.as_bytes()));
+    assert_eq!(&r.body[..], index.as_bytes());
+    // an index whose child is absent is refused
+    let other = index.replace(&d1, &sha256(b"nope"));
+    app.put_manifest_as("app", "broken", OCI_INDEX, other.as_bytes())
+        .await
+        .expect_error(StatusCode::BAD_REQUEST, "MANIFEST_BLOB_UNKNOWN");
+    // tags page by page, with Link
+    let r = app.get("/v2/app/tags/list?n=2").await;
+    assert_eq!(
+        r.header("link"),
+        "</v2/app/tags/list?n=2&last=b>; rel=\"next\""
+    );
+    assert_eq!(r.json()["tags"], serde_json::json!(["a", "b"]));
+    let page = app.get("/v2/app/tags/list?n=2&last=b").await.json();
+    assert_eq!(page["tags"], serde_json::json!(["multi"]));
+    let r = app.get("/v2/app/tags/list?n=0").await;
+    assert!(r.headers.get("link").is_none());
+    // delete a tag, then a manifest with its remaining tag
+    let r = app.bare(Method::DELETE, "/v2/app/manifests/a").await;
+    assert_eq!(r.status, StatusCode::ACCEPTED);
+    let r = app
+        .bare(Method::DELETE, &format!("/v2/app/manifests/{d2}"))
+        .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED);
+    app.get("/v2/app/manifests/b")
+        .await
+        .expect_error(StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN");
+    let r = app.get(&format!("/v2/app/manifests/{d1}")).await;
+    assert_eq!(r.status, StatusCode::OK);
+}
+
+/// Moved from the process tier (api.rs).
+#[tokio::test]
+async fn referrers_with_subject_pushed_first() {
+    let app = App::new().await;
+    let subject = app.image("ref", "subject").await;
+    let sd = sha256(&subject);
+    let empty = app.push_blob("ref", b"{}").await;
+    let sig = format!(
+        r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","artifactType":"application/x.sig","config":{{"mediaType":"application/vnd.oci.empty.v1+json","digest":"{empty}","size":2}},"layers":[],"subject":{{"mediaType":"{OCI_MANIFEST}","digest":"{sd}","size":{}}},"annotations":{{"k":"v"}}}}"#,
+        subject.len()
+    );
+    let r = app
+        .put_manifest("ref", &sha256(sig.as_bytes()), sig.as_bytes())
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    assert_eq!(r.header("oci-subject"), sd);
+    let r = app.get(&format!("/v2/ref/referrers/{sd}")).await;
+    assert_eq!(r.header("content-type"), OCI_INDEX);
+    let idx = r.json();
+    assert_eq!(idx["manifests"][0]["digest"], sha256(sig.as_bytes()));
+    assert_eq!(idx["manifests"][0]["artifactType"], "application/x.sig");
+    assert_eq!(idx["manifests"][0]["annotations"]["k"], "v");
+    let r = app
+        .get(&format!(
+            "/v2/ref/referrers/{sd}?artifactType=application/x.other"
+        ))
+        .await;
+    assert_eq!(r.header("oci-filters-applied"), "artifactType");
+    assert_eq!(r.json()["manifests"], serde_json::json!([]));
+    let r = app.get(&format!("/v2/nowhere/referrers/{sd}")).await;
+    assert_eq!(r.status, StatusCode::OK);
 }
 
 /// `manifest` grown by an annotation of `pad` bytes, to test the size limit.
