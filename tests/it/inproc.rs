@@ -605,6 +605,44 @@ async fn referrers_with_subject_pushed_first() {
     assert_eq!(r.status, StatusCode::OK);
 }
 
+/// Issue 10's report as the admin API sees it: a tar `dd`-ed from a USB stick (zeros to
+/// the device's end) imports; a stray byte in the padding is a 400 that says what and where,
+/// with no entry blamed.
+#[tokio::test]
+async fn import_of_a_zero_padded_tar_succeeds_and_garbage_is_located() {
+    let app = App::new().await;
+    let tar = crate::fixture::fixture_tar("multi-image");
+    let mut padded = tar.clone();
+    padded.resize(tar.len() + (4 << 20), 0);
+    let r = app
+        .admin(
+            Method::POST,
+            "/admin/v1/import?repository=usb",
+            padded.clone(),
+        )
+        .await;
+    assert_eq!(
+        r.status,
+        StatusCode::CREATED,
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
+    let at = tar.len() + (1 << 20);
+    padded[at] = 0x2a;
+    let r = app
+        .admin(Method::POST, "/admin/v1/import?repository=usb2", padded)
+        .await;
+    let m = r.expect_error(StatusCode::BAD_REQUEST, "TAR_INVALID");
+    assert!(
+        m.contains("0x2a")
+            && m.contains(&format!("tar offset {at}"))
+            && m.contains("after the end-of-archive marker")
+            && !m.contains("manifest.json"),
+        "{m}"
+    );
+    assert_eq!(r.json()["errors"][0]["detail"]["entry"], Value::Null);
+}
+
 /// `manifest` grown by an annotation of `pad` bytes, to test the size limit.
 fn padded(manifest: &[u8], pad: usize) -> Vec<u8> {
     let mut out = manifest[..manifest.len() - 1].to_vec();
