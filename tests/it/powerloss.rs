@@ -23,8 +23,9 @@ use serde_json::Value;
 use tempfile::TempDir;
 
 use crate::crash::post_import;
+use crate::fixture::fixture_tar;
 use crate::images::{client, fsck, make_image, push_image, sha256, verify_image, Image, Rng};
-use crate::imgpkg::{fixture_tar, tag_map};
+use crate::imgpkg::tag_map;
 use crate::support::{scratch_dir, Server};
 
 /// How long powerfs may take to mount, or to write out its durable tree.
