@@ -171,7 +171,11 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
     state.limiter = airdock::limits::Limiter::new(&settings.limits);
     state
         .store
-        .set_max_open_uploads(settings.limits.max_open_uploads);
+        .set_upload_limits(airdock::storage::UploadLimits {
+            max_open: settings.limits.max_open_uploads,
+            max_per_owner: settings.limits.max_open_uploads_per_client,
+            ..Default::default()
+        });
     state.allow_referenced_blob_delete = settings.allow_referenced_blob_delete;
     state.gc = settings.gc.clone();
     state.forwarding =

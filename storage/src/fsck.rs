@@ -32,8 +32,15 @@ pub struct FsckReport {
     pub corrupt_blobs: Vec<Digest>,
     /// Files under `blobs/` that are not named like a blob (reported, left alone).
     pub stray_files: Vec<String>,
-    /// Links, manifests, tags and index children naming something missing or corrupt.
+    /// Links, manifests and tags naming something missing or corrupt.
     pub problems: Vec<FsckProblem>,
+    /// Index children the repository does not hold (or that this repair drops). Reported,
+    /// not problems: the index is intact and its other children serve; an absent child is
+    /// what a sparse (platform-filtered) registry holds by design, and what deleting a child
+    /// with `allow_referenced_blob_delete` leaves; pushing the child again mends it. Dropping
+    /// the index instead would lose good data, and a second fsck would still differ from
+    /// the first, so a repair keeps it and converges.
+    pub missing_children: Vec<FsckProblem>,
     /// Manifest references to blobs their repository does not hold. Legitimate for sparse
     /// (platform-filtered) content and non-distributable layers, so informational only.
     pub unheld_references: u64,
@@ -119,11 +126,13 @@ impl Store {
                         report.manifests_dropped += 1;
                     }
                     for c in &m.manifests {
-                        if !repo.manifests.contains_key(&c.digest) {
-                            // The index itself is good data: reported, not dropped.
+                        let held = repo.manifests.contains_key(&c.digest);
+                        if !held || !usable(&c.digest) {
                             let mut p = problem(format!("child of {d}"), &c.digest);
-                            p.state = "missing".into();
-                            report.problems.push(p);
+                            if !held {
+                                p.state = "missing".into();
+                            }
+                            report.missing_children.push(p);
                         }
                     }
                     for b in &m.blobs {
@@ -173,8 +182,8 @@ impl Store {
             .map_err(io::Error::other)??;
             report.quarantined = moved;
             locked.commit(txn, |_| true).await?;
-            // Index children that are missing stay reported: fixing them means data.
-            report.clean = report.problems.iter().all(|p| !p.what.starts_with("child"));
+            // Every problem was acted on; missing index children are kept (see the field).
+            report.clean = true;
         } else {
             report.links_dropped = 0;
             report.manifests_dropped = 0;
