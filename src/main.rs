@@ -138,7 +138,14 @@ async fn run_gc(args: GcArgs) -> anyhow::Result<()> {
 }
 
 async fn run_fsck(args: FsckArgs) -> anyhow::Result<bool> {
-    let store = open_store(&args.data_dir).await?;
+    // A check writes nothing, so it works on a read-only copy or mount of a data dir.
+    let store = if args.repair {
+        open_store(&args.data_dir).await?
+    } else {
+        airdock::storage::Store::open_read_only(&args.data_dir)
+            .await
+            .with_context(|| format!("opening data dir {} to check", args.data_dir.display()))?
+    };
     let report = store.fsck(args.repair).await.context("fsck")?;
     print_json(&report)?;
     Ok(report.clean)

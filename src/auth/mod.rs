@@ -589,9 +589,7 @@ impl Pusher {
         let auth = Arc::clone(auth);
         Pusher {
             user,
-            may_pull: Visible(Arc::new(move |repo: &str| {
-                auth.rights(&caller, repo).pull
-            })),
+            may_pull: Visible(Arc::new(move |repo: &str| auth.rights(&caller, repo).pull)),
         }
     }
 }

@@ -4,14 +4,19 @@
 //! is moved aside, not removed, and only metadata that points at nothing usable is dropped.
 
 use std::collections::HashSet;
-use std::fs;
+use std::fs::{self, File};
 use std::io;
+use std::path::Path;
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
 use crate::meta::Op;
-use crate::{blobs, layout, Digest, RepoName, Store, StoreError, Txn};
+use crate::uploads::{self, Open, Sessions};
+use crate::{
+    blobs, layout, pins, Digest, Inner, ManifestCache, Meta, RepoName, Store, StoreError, Txn,
+};
 
 /// One broken reference.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -54,6 +59,54 @@ pub struct FsckReport {
 }
 
 impl Store {
+    /// Open the store under `root` for checking only ([`Store::fsck`] without repair),
+    /// writing nothing: no directory or lock file is created, `tmp/` is not cleaned, a torn
+    /// journal tail is skipped rather than cut. A shared lock on `<root>/lock` (when it
+    /// exists) still refuses a data dir a server is using. Anything that would write through
+    /// this store fails.
+    pub async fn open_read_only(root: impl AsRef<Path>) -> Result<Store, StoreError> {
+        let root = root.as_ref().to_owned();
+        let root2 = root.clone();
+        let (lock, meta, on_disk) = tokio::task::spawn_blocking(move || {
+            let lock = match File::open(root2.join(layout::LOCK)) {
+                Ok(lock) => {
+                    match lock.try_lock_shared() {
+                        Ok(()) => {}
+                        Err(fs::TryLockError::WouldBlock) => {
+                            return Err(StoreError::Locked(root2.display().to_string()))
+                        }
+                        Err(fs::TryLockError::Error(e)) => return Err(e.into()),
+                    }
+                    lock
+                }
+                // Never served (a server makes the lock file first): nobody to exclude. The
+                // directory stands in as the handle the store keeps.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => File::open(&root2)?,
+                Err(e) => return Err(e.into()),
+            };
+            let on_disk = match uploads::scan(&root2.join(layout::UPLOADS)) {
+                Ok(found) => found,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
+                Err(e) => return Err(e.into()),
+            };
+            Ok((lock, Meta::open(&root2, true)?, on_disk))
+        })
+        .await
+        .map_err(io::Error::other)??;
+        Ok(Store {
+            inner: Arc::new(Inner {
+                root,
+                _lock: lock,
+                meta,
+                sessions: Sessions::default(),
+                open_uploads: Open::with(on_disk),
+                pins: pins::Pins::default(),
+                gc: tokio::sync::Mutex::new(()),
+                manifests: ManifestCache::default(),
+            }),
+        })
+    }
+
     /// Check the whole store. With `repair`, fix what can be fixed without losing data.
     /// Safe on a serving store: the metadata checks and repairs hold the journal lock.
     pub async fn fsck(&self, repair: bool) -> Result<FsckReport, StoreError> {

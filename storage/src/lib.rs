@@ -126,7 +126,7 @@ impl Store {
                 // Sessions left by an earlier run count against the cap until they finish,
                 // are cancelled or expire.
                 let open_uploads = uploads::scan(&root2.join(layout::UPLOADS))?;
-                Ok((lock, Meta::open(&root2)?, open_uploads))
+                Ok((lock, Meta::open(&root2, false)?, open_uploads))
             })
             .await
             .map_err(io::Error::other)??;
@@ -1222,12 +1222,18 @@ mod tests {
                 .await
                 .expect("append at cap");
             s.cancel_upload(&repo, &b).await.expect("cancel");
-            let c = s.start_upload(&repo, None, "t").await.expect("c after cancel");
+            let c = s
+                .start_upload(&repo, None, "t")
+                .await
+                .expect("c after cancel");
             s.finish_upload(&repo, &a, &d, &b""[..])
                 .await
                 .expect("finish");
             let wrong = Digest::of(Algorithm::Sha256, b"not it");
-            let e = s.start_upload(&repo, None, "t").await.expect("e after finish");
+            let e = s
+                .start_upload(&repo, None, "t")
+                .await
+                .expect("e after finish");
             assert!(s.finish_upload(&repo, &e, &wrong, &b"x"[..]).await.is_err());
             assert_eq!(s.open_uploads(), 1, "a mismatch closes the session");
             c

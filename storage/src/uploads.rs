@@ -418,7 +418,11 @@ impl Store {
     }
 
     /// Expire `id` if it is still idle since `idle_before` and nobody is writing to it.
-    async fn evict_upload(&self, id: &UploadId, idle_before: SystemTime) -> Result<bool, StoreError> {
+    async fn evict_upload(
+        &self,
+        id: &UploadId,
+        idle_before: SystemTime,
+    ) -> Result<bool, StoreError> {
         let hot = match self.inner.sessions.take(id) {
             Taken::Free(hot) => hot,
             Taken::Busy => return Ok(false),
@@ -637,7 +641,11 @@ mod tests {
         let after = s.list_uploads(None).await;
         let count = |who: &str| after.iter().filter(|u| u.owner == who).count();
         assert_eq!(
-            (count("addr:10.0.0.66"), count("user:alice"), count("user:bob")),
+            (
+                count("addr:10.0.0.66"),
+                count("user:alice"),
+                count("user:bob")
+            ),
             (1, 1, 1),
             "{after:?}"
         );
@@ -676,7 +684,10 @@ mod tests {
             s.finish_upload(&repo, &id, &d, &b""[..]).await,
             Err(StoreError::UploadUnknown)
         ));
-        assert!(!s.repo_exists(&repo), "finishing brought the repository back");
+        assert!(
+            !s.repo_exists(&repo),
+            "finishing brought the repository back"
+        );
         assert!(!layout::upload_dir(dir.path(), &id).exists());
         // A repository with nothing but sessions can be deleted too.
         s.delete_repo(&only_sessions).await.expect("sessions only");
@@ -693,7 +704,10 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let s = Store::open(dir.path()).await.expect("open");
         let repo = name("r");
-        let id = s.start_upload(&repo, None, "user:carol").await.expect("start");
+        let id = s
+            .start_upload(&repo, None, "user:carol")
+            .await
+            .expect("start");
         s.append_upload(&repo, &id, None, None, &b"12345"[..])
             .await
             .expect("chunk");
