@@ -445,7 +445,11 @@ impl Store {
         match removed {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e.into()),
+            // Still counted, as any session whose directory stays; expiry retries it.
+            Err(e) => {
+                tracing::warn!(upload = %id, error = %e, "cannot expire an idle upload session");
+                return Ok(false);
+            }
         }
         if self.inner.open_uploads.release(id) {
             tracing::info!(upload = %id, "expired an idle upload session to make room under a cap");

@@ -327,8 +327,13 @@ async fn manifests_tags_index_and_delete() {
     assert_eq!(page["tags"], serde_json::json!(["multi"]));
     let r = get(&c, &s, "/v2/app/tags/list?n=0").await;
     assert!(r.headers().get("link").is_none());
-    // delete a tag, then a manifest with its remaining tag
+    // delete a tag, then a manifest with its remaining tag (once the index listing it is gone)
     let r = delete(&c, &s, "/v2/app/manifests/a").await;
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let r = delete(&c, &s, &format!("/v2/app/manifests/{d2}")).await;
+    expect_error(r, StatusCode::METHOD_NOT_ALLOWED, "DENIED").await;
+    let index_digest = sha256(index.as_bytes());
+    let r = delete(&c, &s, &format!("/v2/app/manifests/{index_digest}")).await;
     assert_eq!(r.status(), StatusCode::ACCEPTED);
     let r = delete(&c, &s, &format!("/v2/app/manifests/{d2}")).await;
     assert_eq!(r.status(), StatusCode::ACCEPTED);

@@ -9,8 +9,8 @@ use serde_json::Value;
 
 use crate::images::{client, fsck, make_image, push_blob_monolithic, push_image, verify_image};
 use crate::support::{
-    delete, error_code, get, get_json, post, send_bearer, Server, AIRDOCK_BIN, OCI_INDEX,
-    OCI_MANIFEST,
+    delete, error_code, get, get_json, post, put_manifest, send_bearer, Server, AIRDOCK_BIN,
+    OCI_INDEX, OCI_MANIFEST,
 };
 
 const TOKEN: &str = "s3cret-admin-token";
@@ -309,13 +309,7 @@ async fn index_delete_cascades_only_when_asked_and_blob_delete_policy() {
     let plain = index_of(&[&a]);
     let tree = index_of(&[&b]);
     for (tag, body) in [("plain", &plain), ("tree", &tree)] {
-        let r = c
-            .put(s.url(&format!("/v2/idx/manifests/{tag}")))
-            .header("Content-Type", OCI_INDEX)
-            .body(body.clone())
-            .send()
-            .await
-            .expect("put index");
+        let r = put_manifest(&c, &s, "idx", tag, OCI_INDEX, body).await;
         assert_eq!(r.status(), StatusCode::CREATED);
     }
     let status = |d: String| {
@@ -432,13 +426,7 @@ async fn push_index(
         assert_eq!(r.status(), StatusCode::ACCEPTED);
     }
     let index = index_of(&[&a, &b]);
-    let r = c
-        .put(s.url(&format!("/v2/{repo}/manifests/multi")))
-        .header("Content-Type", OCI_INDEX)
-        .body(index.clone())
-        .send()
-        .await
-        .expect("put index");
+    let r = put_manifest(c, s, repo, "multi", OCI_INDEX, &index).await;
     assert_eq!(r.status(), StatusCode::CREATED);
     (index, [a, b])
 }
@@ -469,9 +457,12 @@ async fn deleting_a_manifest_an_index_lists_is_refused() {
     assert!(clean, "{report}");
 }
 
-/// A read-only bind mount of `src`, unmounted on drop (the tests run as root). The temp dir
-/// holding the mount point is kept (and removed) with it.
-struct ReadOnlyMount(std::path::PathBuf, #[allow(dead_code)] tempfile::TempDir);
+/// A read-only bind mount of `src`, unmounted on drop (the tests run as root).
+struct ReadOnlyMount {
+    at: std::path::PathBuf,
+    /// Holds the mount point; removed after the unmount.
+    _dir: tempfile::TempDir,
+}
 
 impl ReadOnlyMount {
     fn of(src: &std::path::Path) -> ReadOnlyMount {
@@ -492,13 +483,13 @@ impl ReadOnlyMount {
                 String::from_utf8_lossy(&out.stderr)
             );
         }
-        ReadOnlyMount(at, dir)
+        ReadOnlyMount { at, _dir: dir }
     }
 }
 
 impl Drop for ReadOnlyMount {
     fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.0).output();
+        let _ = Command::new("umount").arg(&self.at).output();
     }
 }
 
@@ -522,10 +513,10 @@ async fn fsck_converges_on_an_index_with_a_missing_child_and_checks_read_only() 
 
     let ro = ReadOnlyMount::of(&dir);
     std::fs::write(dir.join("tmp/leftover"), b"x").expect("a leftover in tmp/");
-    let (code, v) = airdock(&["fsck"], &ro.0);
+    let (code, v) = airdock(&["fsck"], &ro.at);
     assert_eq!((code, &v["clean"]), (0, &Value::Bool(true)), "{v}");
     assert!(dir.join("tmp/leftover").exists(), "a check cleans nothing");
-    let (code, _) = airdock_status(&["fsck", "--repair"], &ro.0);
+    let (code, _) = airdock_status(&["fsck", "--repair"], &ro.at);
     assert_ne!(code, 0, "a repair needs write access");
 }
 

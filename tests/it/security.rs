@@ -1134,24 +1134,10 @@ async fn one_user_cannot_block_every_other_push() {
         .get("/admin/v1/uploads", Some(&basic("bob", "bob-pw")))
         .await;
     expect_code(r, StatusCode::FORBIDDEN, "DENIED").await;
-    let r = lab
-        .send(
-            reqwest::Method::DELETE,
-            &format!("/admin/v1/uploads/{id}"),
-            Some(&root),
-            vec![],
-        )
-        .await;
-    assert_eq!(r.status(), StatusCode::NO_CONTENT);
-    let r = lab
-        .send(
-            reqwest::Method::DELETE,
-            &format!("/admin/v1/uploads/{id}"),
-            Some(&root),
-            vec![],
-        )
-        .await;
-    expect_code(r, StatusCode::NOT_FOUND, "BLOB_UPLOAD_UNKNOWN").await;
+    let path = format!("/admin/v1/uploads/{id}");
+    let cancel = || lab.send(reqwest::Method::DELETE, &path, Some(&root), vec![]);
+    assert_eq!(cancel().await.status(), StatusCode::NO_CONTENT);
+    expect_code(cancel().await, StatusCode::NOT_FOUND, "BLOB_UPLOAD_UNKNOWN").await;
     let r = lab.post("/v2/team/app/blobs/uploads/", Some(&alice)).await;
     assert_eq!(r.status(), StatusCode::ACCEPTED, "a cancel frees her slot");
 }
