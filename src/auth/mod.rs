@@ -40,6 +40,7 @@ use crate::error::RegistryError;
 use crate::forwarded::Client;
 pub use crate::http::catalog::Visible;
 use crate::http::route::{self, Endpoint};
+pub use crate::http::uploads::Pusher;
 use crate::http::Query;
 use crate::rules::AccessRule;
 use admin_token::AdminToken;
@@ -565,32 +566,22 @@ pub async fn layer(State(gate): State<Gate>, req: Request, next: Next) -> Respon
         if let Err(e) = check_mount(&auth, &caller, &client, repo, &mut req) {
             return RegistryError::from(e).into_response();
         }
-        req.extensions_mut().insert(Pusher::new(&auth, caller));
+        req.extensions_mut().insert(pusher(&auth, caller));
     }
     next.run(req).await
 }
 
-/// Left in the extensions of a push the layer let through: who pushes (`None`: anonymous,
-/// whose upload sessions are counted per client address instead) and what they may pull,
-/// so that a mount links only a blob the caller could have read (with or without `from`).
-#[derive(Clone)]
-pub struct Pusher {
-    pub user: Option<String>,
-    pub may_pull: Visible,
-}
-
-impl Pusher {
-    fn new(auth: &Arc<Auth>, caller: Caller) -> Pusher {
-        let user = match &caller {
-            Caller::User(u) => Some(u.clone()),
-            Caller::Token(c) if !c.sub.is_empty() => Some(c.sub.clone()),
-            _ => None,
-        };
-        let auth = Arc::clone(auth);
-        Pusher {
-            user,
-            may_pull: Visible(Arc::new(move |repo: &str| auth.rights(&caller, repo).pull)),
-        }
+/// What the upload handlers need to know of a push the layer let through (see `Pusher`).
+fn pusher(auth: &Arc<Auth>, caller: Caller) -> Pusher {
+    let user = match &caller {
+        Caller::User(u) => Some(u.clone()),
+        Caller::Token(c) if !c.sub.is_empty() => Some(c.sub.clone()),
+        _ => None,
+    };
+    let auth = Arc::clone(auth);
+    Pusher {
+        user,
+        may_pull: Visible(Arc::new(move |repo: &str| auth.rights(&caller, repo).pull)),
     }
 }
 

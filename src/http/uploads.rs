@@ -9,8 +9,8 @@ use axum::response::Response;
 
 use airdock_storage::{Algorithm, Digest, RepoName, StoreError, UploadId};
 
+use super::catalog::Visible;
 use super::{empty, set, Req, Result, CONTENT_DIGEST, UPLOAD_UUID};
-use crate::auth::Pusher;
 use crate::error::{code, RegistryError};
 use crate::AppState;
 
@@ -47,6 +47,16 @@ fn digest_param(req: &Req) -> Result<Option<Digest>> {
         None => Ok(None),
         Some(d) => Ok(Some(Digest::parse(d)?)),
     }
+}
+
+/// Left in the extensions of a push by the auth layer: who pushes (`None`: anonymous, whose
+/// upload sessions are counted per client address instead) and what they may pull, so that
+/// a mount links only a blob the caller could have read (with or without `from`). Without
+/// one (authentication off) every push is anonymous and every repository readable.
+#[derive(Clone)]
+pub struct Pusher {
+    pub user: Option<String>,
+    pub may_pull: Visible,
 }
 
 /// Who a session belongs to, for the per-client cap: the user, else the client address
