@@ -251,6 +251,39 @@ mod tests {
     use super::*;
     use crate::{Algorithm, Reference, OCI_MANIFEST};
 
+    /// Issue 10, defect 16: `fsck` without `--repair` needed write access (it opened the
+    /// store as a server does). A check now writes nothing and still defers to a server.
+    #[tokio::test]
+    async fn a_check_opens_the_store_without_writing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let repo = RepoName::parse("r").expect("name");
+        let d = Digest::of(Algorithm::Sha256, b"x");
+        {
+            let s = Store::open(dir.path()).await.expect("open");
+            s.push_blob(&repo, &d, &b"x"[..]).await.expect("push");
+            assert!(matches!(
+                Store::open_read_only(dir.path()).await,
+                Err(StoreError::Locked(_))
+            ));
+        }
+        fs::remove_file(dir.path().join(layout::LOCK)).expect("no lock file");
+        fs::remove_dir(dir.path().join(layout::TMP)).expect("no tmp/");
+        let journal = layout::journal_path(dir.path());
+        let mut bytes = fs::read(&journal).expect("journal");
+        bytes.extend_from_slice(b"0123456789abcdef {\"torn");
+        fs::write(&journal, &bytes).expect("torn tail");
+        let s = Store::open_read_only(dir.path()).await.expect("read-only");
+        assert!(s.repo_has_blob(&repo, &d));
+        assert!(s.fsck(false).await.expect("fsck").clean);
+        assert!(!dir.path().join(layout::LOCK).exists());
+        assert!(!dir.path().join(layout::TMP).exists());
+        assert_eq!(
+            fs::read(&journal).expect("journal"),
+            bytes,
+            "torn tail not cut"
+        );
+    }
+
     #[tokio::test]
     async fn corrupt_blob_is_found_quarantined_and_unreferenced() {
         let dir = tempfile::tempdir().expect("tempdir");
