@@ -12,6 +12,7 @@ use airdock_storage::{Algorithm, Digest, RepoName, StoreError, UploadId};
 use super::catalog::Visible;
 use super::{empty, set, Req, Result, CONTENT_DIGEST, UPLOAD_UUID};
 use crate::error::{code, RegistryError};
+use crate::forwarded::Client;
 use crate::AppState;
 
 fn upload_location(repo: &RepoName, id: &UploadId) -> String {
@@ -60,13 +61,23 @@ pub struct Pusher {
 }
 
 /// Who a session belongs to, for the per-client cap: the user, else the client address
-/// (anonymous pushes, and every push when authentication is off).
+/// (anonymous pushes, and every push when authentication is off) — the one a trusted proxy
+/// names, so that clients behind a proxy do not share one cap.
 fn owner(req: &Req) -> String {
     if let Some(user) = req.extensions.get::<Pusher>().and_then(|p| p.user.as_ref()) {
         return format!("user:{user}");
     }
-    match req.extensions.get::<ConnectInfo<SocketAddr>>() {
-        Some(ConnectInfo(peer)) => format!("addr:{}", peer.ip()),
+    let ip = req
+        .extensions
+        .get::<Client>()
+        .and_then(|c| c.ip)
+        .or_else(|| {
+            req.extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|c| c.0.ip())
+        });
+    match ip {
+        Some(ip) => format!("addr:{ip}"),
         None => "addr:unknown".to_owned(),
     }
 }
