@@ -159,6 +159,11 @@ pub struct ServeArgs {
     /// [key: limits.max_open_uploads]
     #[arg(long, env = "AIRDOCK_MAX_OPEN_UPLOADS")]
     pub max_open_uploads: Option<usize>,
+    /// Upload sessions one user (or client address, for anonymous pushes) may hold; past it
+    /// their own idle sessions expire or they get 429 (`0` = no cap, default 128).
+    /// [key: limits.max_open_uploads_per_client]
+    #[arg(long, env = "AIRDOCK_MAX_OPEN_UPLOADS_PER_CLIENT")]
+    pub max_open_uploads_per_client: Option<usize>,
     /// Run GC this often while serving, e.g. `30m` (default: never). [key: gc.interval]
     #[arg(long, env = "AIRDOCK_GC_INTERVAL", value_parser = parse_duration)]
     pub gc_interval: Option<Duration>,
@@ -199,6 +204,7 @@ impl ServeArgs {
                 max_header_bytes: self.max_header_bytes,
                 max_concurrent_uploads: self.max_concurrent_uploads,
                 max_open_uploads: self.max_open_uploads,
+                max_open_uploads_per_client: self.max_open_uploads_per_client,
             },
             gc: self.gc.to_config(self.gc_interval),
             uploads: UploadsConfig {

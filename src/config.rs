@@ -204,6 +204,8 @@ pub struct LimitsConfig {
     pub max_concurrent_uploads: Option<usize>,
     /// Upload sessions open at once (between POST and PUT/DELETE/expiry); `0` = no cap.
     pub max_open_uploads: Option<usize>,
+    /// Upload sessions one client (user, or address when anonymous) may hold; `0` = no cap.
+    pub max_open_uploads_per_client: Option<usize>,
 }
 
 /// A configuration error, with the key and (when known) the line it is on.
@@ -312,6 +314,10 @@ pub struct Settings {
 
 /// Default of `limits.max_open_uploads`.
 pub const DEFAULT_MAX_OPEN_UPLOADS: usize = 1024;
+/// Default of `limits.max_open_uploads_per_client`: a docker push holds a handful of
+/// sessions; this leaves room for a CI account pushing many images at once, while eight
+/// such clients are needed to reach the registry-wide cap.
+pub const DEFAULT_MAX_OPEN_UPLOADS_PER_CLIENT: usize = 128;
 
 /// Hardening limits, all with defaults.
 #[derive(Debug, Clone, Copy)]
@@ -322,6 +328,8 @@ pub struct Limits {
     pub max_concurrent_uploads: usize,
     /// `None`: no cap.
     pub max_open_uploads: Option<usize>,
+    /// `None`: no cap.
+    pub max_open_uploads_per_client: Option<usize>,
 }
 
 impl Default for Limits {
@@ -345,6 +353,12 @@ impl LimitsConfig {
                 Some(0) => None,
                 Some(n) => Some(n),
                 None => Some(DEFAULT_MAX_OPEN_UPLOADS),
+            },
+            // So that one client cannot hold every slot of the cap above.
+            max_open_uploads_per_client: match self.max_open_uploads_per_client {
+                Some(0) => None,
+                Some(n) => Some(n),
+                None => Some(DEFAULT_MAX_OPEN_UPLOADS_PER_CLIENT),
             },
         }
     }
@@ -380,6 +394,10 @@ impl Config {
         pick(&mut l.max_header_bytes, m.max_header_bytes);
         pick(&mut l.max_concurrent_uploads, m.max_concurrent_uploads);
         pick(&mut l.max_open_uploads, m.max_open_uploads);
+        pick(
+            &mut l.max_open_uploads_per_client,
+            m.max_open_uploads_per_client,
+        );
         pick(&mut self.gc.interval, other.gc.interval);
         pick(&mut self.gc.grace, other.gc.grace);
         pick(&mut self.gc.delete_untagged, other.gc.delete_untagged);

@@ -97,7 +97,7 @@ impl RegistryError {
                 }
                 S::SizeInvalid(_) => (StatusCode::BAD_REQUEST, code::SIZE_INVALID),
                 S::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, code::SIZE_INVALID),
-                S::TooManyUploads(_) => (StatusCode::TOO_MANY_REQUESTS, code::TOOMANYREQUESTS),
+                S::TooManyUploads { .. } => (StatusCode::TOO_MANY_REQUESTS, code::TOOMANYREQUESTS),
                 // 405 is what the spec lets a registry answer to a delete it will not do,
                 // so clients already treat it as "not possible"; DENIED says why (zot
                 // answers a delete of a blob in use the same way).
@@ -196,10 +196,10 @@ impl IntoResponse for RegistryError {
             RegistryError::Busy(_) => {
                 h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
-            RegistryError::Store(StoreError::TooManyUploads(_)) => {
-                // A slot frees when some client finishes, cancels or lets a session expire,
-                // which takes longer than a request: ask for a longer pause than `Busy`.
-                h.insert(header::RETRY_AFTER, HeaderValue::from_static("10"));
+            RegistryError::Store(StoreError::TooManyUploads { retry_after, .. }) => {
+                // When the store can next make room: the offender's oldest session idle
+                // long enough to be expired.
+                h.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
             }
             _ => {}
         }

@@ -18,7 +18,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("config", &["forwarded", "rules"]),
     ("tls", &["sys"]),
     ("limits", &["config", "error"]),
-    ("http", &["error", "lib"]),
+    ("http", &["error", "forwarded", "lib"]),
     (
         "auth",
         &["config", "error", "forwarded", "http", "rules", "sys"],

@@ -138,7 +138,14 @@ async fn run_gc(args: GcArgs) -> anyhow::Result<()> {
 }
 
 async fn run_fsck(args: FsckArgs) -> anyhow::Result<bool> {
-    let store = open_store(&args.data_dir).await?;
+    // A check writes nothing, so it works on a read-only copy or mount of a data dir.
+    let store = if args.repair {
+        open_store(&args.data_dir).await?
+    } else {
+        airdock::storage::Store::open_read_only(&args.data_dir)
+            .await
+            .with_context(|| format!("opening data dir {} to check", args.data_dir.display()))?
+    };
     let report = store.fsck(args.repair).await.context("fsck")?;
     print_json(&report)?;
     Ok(report.clean)
@@ -171,7 +178,11 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
     state.limiter = airdock::limits::Limiter::new(&settings.limits);
     state
         .store
-        .set_max_open_uploads(settings.limits.max_open_uploads);
+        .set_upload_limits(airdock::storage::UploadLimits {
+            max_open: settings.limits.max_open_uploads,
+            max_per_owner: settings.limits.max_open_uploads_per_client,
+            ..Default::default()
+        });
     state.allow_referenced_blob_delete = settings.allow_referenced_blob_delete;
     state.gc = settings.gc.clone();
     state.forwarding =

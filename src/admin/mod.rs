@@ -1,14 +1,15 @@
 //! The admin API under `/admin/v1/`, one file per concept: the imgpkg import (`import`),
-//! online GC (`gc`), repository removal (`repositories`), import records (`imports`), the
-//! timers (`tasks`). Who may call it is decided once, by the auth layer in front of every
-//! `/admin/*` path (`crate::auth`, which also holds the admin token): no handler here
-//! checks credentials, and every refusal is a `RegistryError`.
+//! online GC (`gc`), repository removal (`repositories`), import records (`imports`), upload
+//! sessions (`uploads`), the timers (`tasks`). Who may call it is decided once, by the auth
+//! layer in front of every `/admin/*` path (`crate::auth`, which also holds the admin token):
+//! no handler here checks credentials, and every refusal is a `RegistryError`.
 
 pub mod gc;
 pub mod import;
 pub mod imports;
 pub mod repositories;
 pub mod tasks;
+pub mod uploads;
 
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -34,6 +35,8 @@ pub fn routes() -> Router<AppState> {
         )
         .route("/admin/v1/imports", get(imports::list_imports))
         .route("/admin/v1/imports/{id}", delete(imports::delete_import))
+        .route("/admin/v1/uploads", get(uploads::list))
+        .route("/admin/v1/uploads/{id}", delete(uploads::cancel))
 }
 
 pub(crate) fn json(value: &impl serde::Serialize) -> Result<Response, RegistryError> {

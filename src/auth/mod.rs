@@ -40,6 +40,7 @@ use crate::error::RegistryError;
 use crate::forwarded::Client;
 pub use crate::http::catalog::Visible;
 use crate::http::route::{self, Endpoint};
+pub use crate::http::uploads::Pusher;
 use crate::http::Query;
 use crate::rules::AccessRule;
 use admin_token::AdminToken;
@@ -565,8 +566,23 @@ pub async fn layer(State(gate): State<Gate>, req: Request, next: Next) -> Respon
         if let Err(e) = check_mount(&auth, &caller, &client, repo, &mut req) {
             return RegistryError::from(e).into_response();
         }
+        req.extensions_mut().insert(pusher(&auth, caller));
     }
     next.run(req).await
+}
+
+/// What the upload handlers need to know of a push the layer let through (see `Pusher`).
+fn pusher(auth: &Arc<Auth>, caller: Caller) -> Pusher {
+    let user = match &caller {
+        Caller::User(u) => Some(u.clone()),
+        Caller::Token(c) if !c.sub.is_empty() => Some(c.sub.clone()),
+        _ => None,
+    };
+    let auth = Arc::clone(auth);
+    Pusher {
+        user,
+        may_pull: Visible(Arc::new(move |repo: &str| auth.rights(&caller, repo).pull)),
+    }
 }
 
 /// A cross-repository mount needs pull on `from` too. A token that lacks it although the

@@ -113,13 +113,22 @@ async fn read_limited(body: Body) -> std::result::Result<bytes::Bytes, Option<ax
 
 /// DELETE by digest removes the manifest and its tags; by tag, only the tag → 202.
 /// `?cascade=true` also removes the children of an index that no tag or other index keeps.
+/// A manifest an index lists is refused (405 `DENIED`, naming the index) unless the server
+/// allows deleting referenced content (`storage.allow_referenced_blob_delete`: a manifest is
+/// a blob too, and Distribution, which that switch imitates, deletes both alike).
 pub async fn delete(
     state: &AppState,
     repo: &RepoName,
     reference: &Reference,
     req: &Req,
 ) -> Result<Response> {
-    if matches!(req.query.get("cascade"), Some("" | "1" | "true")) {
+    let cascade = matches!(req.query.get("cascade"), Some("" | "1" | "true"));
+    if state.allow_referenced_blob_delete {
+        state
+            .store
+            .delete_manifest_even_if_listed(repo, reference, cascade)
+            .await?;
+    } else if cascade {
         state
             .store
             .delete_manifest_and_orphans(repo, reference)

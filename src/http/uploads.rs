@@ -1,13 +1,18 @@
 //! Blob pushes: open a session (`POST .../blobs/uploads/`), monolithic `?digest=`, mounts,
 //! chunks (`PATCH` with `Content-Range`), status (`GET`), finish (`PUT ?digest=`), cancel.
 
+use std::net::SocketAddr;
+
+use axum::extract::ConnectInfo;
 use axum::http::{header, StatusCode};
 use axum::response::Response;
 
 use airdock_storage::{Algorithm, Digest, RepoName, StoreError, UploadId};
 
+use super::catalog::Visible;
 use super::{empty, set, Req, Result, CONTENT_DIGEST, UPLOAD_UUID};
 use crate::error::{code, RegistryError};
+use crate::forwarded::Client;
 use crate::AppState;
 
 fn upload_location(repo: &RepoName, id: &UploadId) -> String {
@@ -45,6 +50,38 @@ fn digest_param(req: &Req) -> Result<Option<Digest>> {
     }
 }
 
+/// Left in the extensions of a push by the auth layer: who pushes (`None`: anonymous, whose
+/// upload sessions are counted per client address instead) and what they may pull, so that
+/// a mount links only a blob the caller could have read (with or without `from`). Without
+/// one (authentication off) every push is anonymous and every repository readable.
+#[derive(Clone)]
+pub struct Pusher {
+    pub user: Option<String>,
+    pub may_pull: Visible,
+}
+
+/// Who a session belongs to, for the per-client cap: the user, else the client address
+/// (anonymous pushes, and every push when authentication is off) — the one a trusted proxy
+/// names, so that clients behind a proxy do not share one cap.
+fn owner(req: &Req) -> String {
+    if let Some(user) = req.extensions.get::<Pusher>().and_then(|p| p.user.as_ref()) {
+        return format!("user:{user}");
+    }
+    let ip = req
+        .extensions
+        .get::<Client>()
+        .and_then(|c| c.ip)
+        .or_else(|| {
+            req.extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|c| c.0.ip())
+        });
+    match ip {
+        Some(ip) => format!("addr:{ip}"),
+        None => "addr:unknown".to_owned(),
+    }
+}
+
 /// POST `?mount=<d>[&from=<repo>]` → 201 if mounted, else a new session (202).
 /// POST `?digest=<d>` with the body → 201 (monolithic).
 /// POST [`?digest-algorithm=<alg>`] → 202 + `Location` of a new session.
@@ -56,8 +93,15 @@ pub async fn start(state: &AppState, repo: &RepoName, req: Req) -> Result<Respon
             Some(f) => RepoName::parse(f).ok().map(Some),
             None => Some(None),
         };
+        // The auth layer says what the caller may pull; with authentication off, anything.
+        let may_pull = req.extensions.get::<Pusher>().map(|p| p.may_pull.clone());
+        let may_pull = |r: &RepoName| may_pull.as_ref().is_none_or(|v| (v.0)(r.as_str()));
         if let Some(from) = from {
-            if state.store.mount_blob(repo, &digest, from.as_ref()).await? {
+            if state
+                .store
+                .mount_blob(repo, &digest, from.as_ref(), &may_pull)
+                .await?
+            {
                 return Ok(blob_created(repo, &digest));
             }
         }
@@ -73,7 +117,10 @@ pub async fn start(state: &AppState, repo: &RepoName, req: Req) -> Result<Respon
         Some(a) => Some(Algorithm::parse(a)?),
         None => None,
     };
-    let id = state.store.start_upload(repo, algorithm).await?;
+    let id = state
+        .store
+        .start_upload(repo, algorithm, &owner(&req))
+        .await?;
     let mut resp = session_response(StatusCode::ACCEPTED, repo, &id, 0);
     if let Some(min) = state.chunk_min {
         set(

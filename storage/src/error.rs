@@ -42,9 +42,17 @@ pub enum StoreError {
         received: u64,
         holds: u64,
     },
-    /// A new upload session would pass `max_open_uploads`.
-    #[error("too many open upload sessions (at most {0}); finish or cancel one, or retry later")]
-    TooManyUploads(usize),
+    /// A new upload session would pass a cap: the owner's own (`per_client`) or the
+    /// registry-wide one. `retry_after`: seconds until room can be made.
+    #[error(
+        "too many open upload sessions{} (at most {limit}); finish or cancel one, or retry in {retry_after} s",
+        if *per_client { " for this client" } else { "" }
+    )]
+    TooManyUploads {
+        limit: usize,
+        per_client: bool,
+        retry_after: u64,
+    },
     #[error("size invalid: {0}")]
     SizeInvalid(String),
     #[error("too large: {0}")]

@@ -4,14 +4,19 @@
 //! is moved aside, not removed, and only metadata that points at nothing usable is dropped.
 
 use std::collections::HashSet;
-use std::fs;
+use std::fs::{self, File};
 use std::io;
+use std::path::Path;
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
 use crate::meta::Op;
-use crate::{blobs, layout, Digest, RepoName, Store, StoreError, Txn};
+use crate::uploads::{self, Open, Sessions};
+use crate::{
+    blobs, layout, pins, Digest, Inner, ManifestCache, Meta, RepoName, Store, StoreError, Txn,
+};
 
 /// One broken reference.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -32,8 +37,15 @@ pub struct FsckReport {
     pub corrupt_blobs: Vec<Digest>,
     /// Files under `blobs/` that are not named like a blob (reported, left alone).
     pub stray_files: Vec<String>,
-    /// Links, manifests, tags and index children naming something missing or corrupt.
+    /// Links, manifests and tags naming something missing or corrupt.
     pub problems: Vec<FsckProblem>,
+    /// Index children the repository does not hold (or that this repair drops). Reported,
+    /// not problems: the index is intact and its other children serve; an absent child is
+    /// what a sparse (platform-filtered) registry holds by design, and what deleting a child
+    /// with `allow_referenced_blob_delete` leaves; pushing the child again mends it. Dropping
+    /// the index instead would lose good data, and a second fsck would still differ from
+    /// the first, so a repair keeps it and converges.
+    pub missing_children: Vec<FsckProblem>,
     /// Manifest references to blobs their repository does not hold. Legitimate for sparse
     /// (platform-filtered) content and non-distributable layers, so informational only.
     pub unheld_references: u64,
@@ -47,6 +59,54 @@ pub struct FsckReport {
 }
 
 impl Store {
+    /// Open the store under `root` for checking only ([`Store::fsck`] without repair),
+    /// writing nothing: no directory or lock file is created, `tmp/` is not cleaned, a torn
+    /// journal tail is skipped rather than cut. A shared lock on `<root>/lock` (when it
+    /// exists) still refuses a data dir a server is using. Anything that would write through
+    /// this store fails.
+    pub async fn open_read_only(root: impl AsRef<Path>) -> Result<Store, StoreError> {
+        let root = root.as_ref().to_owned();
+        let root2 = root.clone();
+        let (lock, meta, on_disk) = tokio::task::spawn_blocking(move || {
+            let lock = match File::open(root2.join(layout::LOCK)) {
+                Ok(lock) => {
+                    match lock.try_lock_shared() {
+                        Ok(()) => {}
+                        Err(fs::TryLockError::WouldBlock) => {
+                            return Err(StoreError::Locked(root2.display().to_string()))
+                        }
+                        Err(fs::TryLockError::Error(e)) => return Err(e.into()),
+                    }
+                    lock
+                }
+                // Never served (a server makes the lock file first): nobody to exclude. The
+                // directory stands in as the handle the store keeps.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => File::open(&root2)?,
+                Err(e) => return Err(e.into()),
+            };
+            let on_disk = match uploads::scan(&root2.join(layout::UPLOADS)) {
+                Ok(found) => found,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
+                Err(e) => return Err(e.into()),
+            };
+            Ok((lock, Meta::open(&root2, true)?, on_disk))
+        })
+        .await
+        .map_err(io::Error::other)??;
+        Ok(Store {
+            inner: Arc::new(Inner {
+                root,
+                _lock: lock,
+                meta,
+                sessions: Sessions::default(),
+                open_uploads: Open::with(on_disk),
+                pins: pins::Pins::default(),
+                gc: tokio::sync::Mutex::new(()),
+                manifests: ManifestCache::default(),
+            }),
+        })
+    }
+
     /// Check the whole store. With `repair`, fix what can be fixed without losing data.
     /// Safe on a serving store: the metadata checks and repairs hold the journal lock.
     pub async fn fsck(&self, repair: bool) -> Result<FsckReport, StoreError> {
@@ -119,11 +179,13 @@ impl Store {
                         report.manifests_dropped += 1;
                     }
                     for c in &m.manifests {
-                        if !repo.manifests.contains_key(&c.digest) {
-                            // The index itself is good data: reported, not dropped.
+                        let held = repo.manifests.contains_key(&c.digest);
+                        if !held || !usable(&c.digest) {
                             let mut p = problem(format!("child of {d}"), &c.digest);
-                            p.state = "missing".into();
-                            report.problems.push(p);
+                            if !held {
+                                p.state = "missing".into();
+                            }
+                            report.missing_children.push(p);
                         }
                     }
                     for b in &m.blobs {
@@ -173,8 +235,8 @@ impl Store {
             .map_err(io::Error::other)??;
             report.quarantined = moved;
             locked.commit(txn, |_| true).await?;
-            // Index children that are missing stay reported: fixing them means data.
-            report.clean = report.problems.iter().all(|p| !p.what.starts_with("child"));
+            // Every problem was acted on; missing index children are kept (see the field).
+            report.clean = true;
         } else {
             report.links_dropped = 0;
             report.manifests_dropped = 0;
@@ -188,6 +250,39 @@ impl Store {
 mod tests {
     use super::*;
     use crate::{Algorithm, Reference, OCI_MANIFEST};
+
+    /// Issue 10, defect 16: `fsck` without `--repair` needed write access (it opened the
+    /// store as a server does). A check now writes nothing and still defers to a server.
+    #[tokio::test]
+    async fn a_check_opens_the_store_without_writing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let repo = RepoName::parse("r").expect("name");
+        let d = Digest::of(Algorithm::Sha256, b"x");
+        {
+            let s = Store::open(dir.path()).await.expect("open");
+            s.push_blob(&repo, &d, &b"x"[..]).await.expect("push");
+            assert!(matches!(
+                Store::open_read_only(dir.path()).await,
+                Err(StoreError::Locked(_))
+            ));
+        }
+        fs::remove_file(dir.path().join(layout::LOCK)).expect("no lock file");
+        fs::remove_dir(dir.path().join(layout::TMP)).expect("no tmp/");
+        let journal = layout::journal_path(dir.path());
+        let mut bytes = fs::read(&journal).expect("journal");
+        bytes.extend_from_slice(b"0123456789abcdef {\"torn");
+        fs::write(&journal, &bytes).expect("torn tail");
+        let s = Store::open_read_only(dir.path()).await.expect("read-only");
+        assert!(s.repo_has_blob(&repo, &d));
+        assert!(s.fsck(false).await.expect("fsck").clean);
+        assert!(!dir.path().join(layout::LOCK).exists());
+        assert!(!dir.path().join(layout::TMP).exists());
+        assert_eq!(
+            fs::read(&journal).expect("journal"),
+            bytes,
+            "torn tail not cut"
+        );
+    }
 
     #[tokio::test]
     async fn corrupt_blob_is_found_quarantined_and_unreferenced() {

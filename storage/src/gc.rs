@@ -300,7 +300,7 @@ impl Store {
             self.inner.sessions.forget(&id);
             match removed {
                 Ok(()) => {
-                    self.inner.open_uploads.release();
+                    self.inner.open_uploads.release(&id);
                     expired += 1;
                 }
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -754,6 +754,69 @@ mod tests {
         assert!(s.fsck(false).await.expect("fsck").clean);
     }
 
+    /// Issue 10, defect 3: deleting a child while an index lists it left a dangling index
+    /// that fsck could not repair. Now it is refused until the index goes; with the opt-in
+    /// (Distribution's behaviour) the index stays, reported, and repair converges.
+    #[tokio::test]
+    async fn deleting_a_child_an_index_lists_is_refused_and_fsck_converges() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = Store::open(dir.path()).await.expect("open");
+        let repo = name("app");
+        let a = push_image(&s, &repo, "a", None).await;
+        let b = push_image(&s, &repo, "b", None).await;
+        let size = |d: &Digest| {
+            s.stat_manifest(&repo, &Reference::Digest(d.clone()))
+                .expect("m")
+                .size as usize
+        };
+        let idx = index(&[(&a, size(&a)), (&b, size(&b))]);
+        let idx_d = sha(&idx);
+        let tag = Reference::parse("multi").expect("t");
+        s.put_manifest(&repo, &tag, OCI_INDEX, &idx, &[], true)
+            .await
+            .expect("index");
+        let child = Reference::Digest(a.clone());
+        match s.delete_manifest(&repo, &child).await {
+            Err(StoreError::Denied(m)) => assert!(m.contains(&idx_d.to_string()), "{m}"),
+            other => panic!("child delete not refused: {other:?}"),
+        }
+        assert!(matches!(
+            s.delete_manifest_and_orphans(&repo, &child).await,
+            Err(StoreError::Denied(_))
+        ));
+        assert!(s.repo_has_manifest(&repo, &a));
+        assert!(s.fsck(false).await.expect("fsck").clean);
+
+        // The opt-in leaves the index with a missing child: reported, not a problem.
+        s.delete_manifest_even_if_listed(&repo, &child, false)
+            .await
+            .expect("opt-in delete");
+        let r = s.fsck(false).await.expect("fsck");
+        assert!(r.clean, "{r:?}");
+        assert_eq!(r.missing_children.len(), 1, "{r:?}");
+        assert_eq!(r.missing_children[0].digest, a);
+        // A child whose bytes rot: repair drops it, keeps the index, and a second fsck is
+        // clean (it was not: the child dropped became a problem nothing could fix).
+        fs::write(layout::blob_path(dir.path(), &b), b"rotten").expect("rot");
+        let r = s.fsck(false).await.expect("fsck");
+        assert!(!r.clean, "{r:?}");
+        let r = s.fsck(true).await.expect("repair");
+        assert!(r.clean && r.manifests_dropped == 1, "{r:?}");
+        let r = s.fsck(false).await.expect("fsck after repair");
+        assert!(r.clean && r.problems.is_empty(), "{r:?}");
+        assert_eq!(r.missing_children.len(), 2, "{r:?}");
+        assert!(s.get_manifest(&repo, &tag).await.is_ok(), "the index stays");
+
+        // Index first, then each child: what clients and the conformance suites do.
+        s.delete_manifest(&repo, &Reference::Digest(idx_d))
+            .await
+            .expect("index");
+        let c = push_image(&s, &repo, "c", None).await;
+        s.delete_manifest(&repo, &Reference::Digest(c))
+            .await
+            .expect("a child no index lists");
+    }
+
     #[tokio::test]
     async fn deleting_an_index_takes_its_orphaned_children_only() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -815,7 +878,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let s = Store::open(dir.path()).await.expect("open");
         let repo = name("r");
-        let id = s.start_upload(&repo, None).await.expect("start");
+        let id = s.start_upload(&repo, None, "t").await.expect("start");
         s.append_upload(&repo, &id, Some(0), None, &b"slow bytes"[..])
             .await
             .expect("chunk");
@@ -838,8 +901,8 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let s = Store::open(dir.path()).await.expect("open");
         let repo = name("r");
-        let old = s.start_upload(&repo, None).await.expect("start");
-        let fresh = s.start_upload(&repo, None).await.expect("start");
+        let old = s.start_upload(&repo, None, "t").await.expect("start");
+        let fresh = s.start_upload(&repo, None, "t").await.expect("start");
         s.set_max_open_uploads(Some(2));
         let two_hours_ago = SystemTime::now() - Duration::from_secs(7200);
         let dir_of = |id: &UploadId| layout::upload_dir(dir.path(), id);
@@ -858,7 +921,7 @@ mod tests {
         assert_eq!(s.upload_status(&repo, &fresh).expect("fresh"), 0);
         // The expired session's slot under `max_open_uploads` is free again.
         assert_eq!(s.open_uploads(), 1);
-        s.start_upload(&repo, None)
+        s.start_upload(&repo, None, "t")
             .await
             .expect("slot freed by expiry");
     }

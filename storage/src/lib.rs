@@ -21,6 +21,7 @@ use std::fs::{self, File};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use tokio::io::AsyncRead;
 
@@ -38,10 +39,14 @@ pub use meta::Txn;
 pub use names::{Reference, RepoName, Tag};
 pub use pins::Pin;
 pub use retention::{is_imgpkg_tag, Matcher, Retention};
-pub use uploads::UploadId;
+pub use uploads::{UploadId, UploadSession};
 
-use meta::{Meta, Op};
-use uploads::{Hot, OpenCount, Sessions, Taken};
+use meta::{Meta, Op, Repo};
+pub use uploads::UploadLimits;
+use uploads::{Hot, Open, Sessions, Taken};
+
+/// Upload sessions found on disk at open.
+type OnDisk = Vec<(UploadId, uploads::Entry)>;
 
 /// Compact the journal at start when it has grown past this.
 const COMPACT_AT: u64 = 64 << 20;
@@ -59,8 +64,8 @@ struct Inner {
     _lock: File,
     meta: Meta,
     sessions: Sessions,
-    /// Open sessions on disk, against `max_open_uploads`.
-    open_uploads: OpenCount,
+    /// Open sessions on disk, their owners, against the caps.
+    open_uploads: Open,
     /// Digests writers are relying on right now; GC leaves them alone.
     pins: pins::Pins,
     /// One GC at a time (the interval task and the admin endpoint may both ask).
@@ -97,7 +102,7 @@ impl Store {
         let root = root.as_ref().to_owned();
         let root2 = root.clone();
         let (lock, meta, open_uploads) =
-            tokio::task::spawn_blocking(move || -> Result<(File, Meta, usize), StoreError> {
+            tokio::task::spawn_blocking(move || -> Result<(File, Meta, OnDisk), StoreError> {
                 if blobs::skip_dir_fsync() {
                     tracing::warn!("AIRDOCK_TEST_SKIP_DIR_FSYNC=1: directory entries are not made durable; a power loss can lose acknowledged writes (test-only setting)");
                 }
@@ -120,8 +125,8 @@ impl Store {
                 }
                 // Sessions left by an earlier run count against the cap until they finish,
                 // are cancelled or expire.
-                let open_uploads = uploads::count_on_disk(&root2.join(layout::UPLOADS))?;
-                Ok((lock, Meta::open(&root2)?, open_uploads))
+                let open_uploads = uploads::scan(&root2.join(layout::UPLOADS))?;
+                Ok((lock, Meta::open(&root2, false)?, open_uploads))
             })
             .await
             .map_err(io::Error::other)??;
@@ -131,7 +136,7 @@ impl Store {
                 _lock: lock,
                 meta,
                 sessions: Sessions::default(),
-                open_uploads: OpenCount::starting_at(open_uploads),
+                open_uploads: Open::with(open_uploads),
                 pins: pins::Pins::default(),
                 gc: tokio::sync::Mutex::new(()),
                 manifests: ManifestCache::default(),
@@ -234,8 +239,18 @@ impl Store {
     /// the journal lock: checked outside it, a GC could drop the link right after the check
     /// and the push would be acknowledged without it.
     async fn link(&self, repo: &RepoName, d: &Digest) -> Result<(), StoreError> {
-        let root = &self.inner.root;
         let mut locked = self.inner.meta.lock().await;
+        self.link_locked(&mut locked, repo, d).await
+    }
+
+    /// [`Store::link`] for a caller already holding the journal lock.
+    async fn link_locked(
+        &self,
+        locked: &mut meta::Locked<'_>,
+        repo: &RepoName,
+        d: &Digest,
+    ) -> Result<(), StoreError> {
+        let root = &self.inner.root;
         let linked = locked
             .state()
             .repos
@@ -273,20 +288,32 @@ impl Store {
         self.inner.meta.read().repos.contains_key(repo)
     }
 
-    /// Link a blob held elsewhere into `repo`. With `from`, only a blob that repository
-    /// holds; without, any stored blob that some repository holds. `Ok(false)` when there is
-    /// nothing to mount (the caller then opens an upload instead).
+    /// Link a blob held elsewhere into `repo`, from a repository the caller may read
+    /// (`may_pull`): with `from`, only if that repository holds it; without, if any
+    /// repository that holds it passes `may_pull`. `Ok(false)` when there is nothing the
+    /// caller may mount (the caller then opens an upload instead, exactly as for a blob
+    /// stored nowhere, so a mount tells nobody what exists where they cannot read).
     pub async fn mount_blob(
         &self,
         repo: &RepoName,
         d: &Digest,
         from: Option<&RepoName>,
+        may_pull: &(dyn Fn(&RepoName) -> bool + Sync),
     ) -> Result<bool, StoreError> {
         let visible = {
             let state = self.inner.meta.read();
             match from {
-                Some(from) => state.repos.get(from).is_some_and(|r| r.blobs.contains(d)),
-                None => state.repos.values().any(|r| r.blobs.contains(d)),
+                Some(from) => {
+                    state.repos.get(from).is_some_and(|r| r.blobs.contains(d)) && may_pull(from)
+                }
+                // One hash lookup per repository, under the read lock (no I/O); the rights
+                // check runs only for the repositories that hold the blob. A reverse index
+                // (digest → repositories) would cost memory per link for a request clients
+                // rarely make: Docker, containerd, crane and skopeo all send `from`.
+                None => state
+                    .repos
+                    .iter()
+                    .any(|(name, r)| r.blobs.contains(d) && may_pull(name)),
             }
         };
         if !visible {
@@ -407,27 +434,41 @@ impl Store {
     // ---- uploads -----------------------------------------------------------------------
 
     /// Refuse new sessions ([`StoreError::TooManyUploads`]) while `max` are open; `None`
-    /// lifts the cap. Sessions already open are never cut short.
+    /// lifts the cap. Sessions already open are never cut short by it.
     pub fn set_max_open_uploads(&self, max: Option<usize>) {
-        self.inner.open_uploads.set_max(max);
+        let limits = self.inner.open_uploads.limits();
+        self.set_upload_limits(UploadLimits {
+            max_open: max,
+            ..limits
+        });
+    }
+
+    /// The caps on open sessions (see [`UploadLimits`]).
+    pub fn set_upload_limits(&self, limits: UploadLimits) {
+        self.inner.open_uploads.set_limits(limits);
     }
 
     /// Upload sessions on disk (including those left by an earlier run).
     pub fn open_uploads(&self) -> usize {
-        self.inner.open_uploads.open()
+        self.inner.open_uploads.len()
     }
 
+    /// Open a session for `owner` (opaque here: the HTTP layer names a user or a client
+    /// address). At a cap, the idle sessions of whoever holds the most are expired to make
+    /// room; if none is idle the caller is refused, never anyone else's open session.
     pub async fn start_upload(
         &self,
         repo: &RepoName,
         algorithm: Option<Algorithm>,
+        owner: &str,
     ) -> Result<UploadId, StoreError> {
-        self.inner.open_uploads.reserve()?;
         let id = UploadId::new();
+        self.reserve_upload(&id, owner, repo).await?;
         let dir = layout::upload_dir(&self.inner.root, &id);
         let info = uploads::Info {
             repo: repo.clone(),
             algorithm,
+            owner: Some(owner.to_owned()),
         };
         let dir2 = dir.clone();
         let created = tokio::task::spawn_blocking(move || {
@@ -442,7 +483,7 @@ impl Store {
             // A half-made session whose directory could not be removed keeps its slot until
             // expiry removes it (and releases the slot then); otherwise the slot is free now.
             if !dir.exists() {
-                self.inner.open_uploads.release();
+                self.inner.open_uploads.release(&id);
             }
             return Err(e.into());
         }
@@ -498,7 +539,10 @@ impl Store {
                 ))
             }
         };
+        self.inner.open_uploads.touch(id, SystemTime::now());
         let result = self.append_claimed(&dir, hot, start, len, reader).await;
+        // Idle is measured from the end of the last write, not its start.
+        self.inner.open_uploads.touch(id, SystemTime::now());
         match result {
             Ok((size, hot)) => {
                 self.inner.sessions.put_back(id, hot);
@@ -636,7 +680,7 @@ impl Store {
         if digest != *expected {
             self.inner.sessions.forget(id);
             if fs::remove_dir_all(&dir).is_ok() {
-                self.inner.open_uploads.release();
+                self.inner.open_uploads.release(id);
             }
             return Err(StoreError::DigestMismatch {
                 expected: expected.clone(),
@@ -655,9 +699,23 @@ impl Store {
         .await
         .map_err(io::Error::other)?;
         self.inner.sessions.forget(id);
-        let existed = existed?;
-        self.inner.open_uploads.release();
-        self.link(repo, &digest).await?;
+        let existed = match existed {
+            Ok(existed) => existed,
+            // Its directory went with a cancel (an admin's, or its repository's deletion).
+            Err(_) if !self.inner.open_uploads.contains(id) => {
+                return Err(StoreError::UploadUnknown)
+            }
+            Err(e) => return Err(e.into()),
+        };
+        // Released and linked under the journal lock, against which a repository delete
+        // cancels its sessions: a session cancelled first links nothing (the stored bytes
+        // are left to GC), so finishing it cannot bring a deleted repository back.
+        let mut locked = self.inner.meta.lock().await;
+        if !self.inner.open_uploads.release(id) {
+            return Err(StoreError::UploadUnknown);
+        }
+        self.link_locked(&mut locked, repo, &digest).await?;
+        drop(locked);
         Ok(Ingested {
             digest,
             size,
@@ -671,7 +729,7 @@ impl Store {
         tokio::task::spawn_blocking(move || fs::remove_dir_all(dir))
             .await
             .map_err(io::Error::other)??;
-        self.inner.open_uploads.release();
+        self.inner.open_uploads.release(id);
         Ok(())
     }
 
@@ -792,12 +850,28 @@ impl Store {
     }
 
     /// Delete by digest removes the manifest and every tag on it; by tag, just the tag.
+    /// By digest it is refused ([`StoreError::Denied`]) while an index of `repo` lists the
+    /// manifest: that index would be served with a child that is gone.
     pub async fn delete_manifest(
         &self,
         repo: &RepoName,
         reference: &Reference,
     ) -> Result<(), StoreError> {
-        self.delete_manifest_inner(repo, reference, false).await
+        self.delete_manifest_inner(repo, reference, false, true)
+            .await
+    }
+
+    /// [`Store::delete_manifest`] (with `orphans`, [`Store::delete_manifest_and_orphans`])
+    /// even while an index lists it (CNCF Distribution's behaviour): the index stays, with a
+    /// child that is gone until it is pushed again. fsck reports such children.
+    pub async fn delete_manifest_even_if_listed(
+        &self,
+        repo: &RepoName,
+        reference: &Reference,
+        orphans: bool,
+    ) -> Result<(), StoreError> {
+        self.delete_manifest_inner(repo, reference, orphans, false)
+            .await
     }
 
     /// Like [`Store::delete_manifest`], and by digest also the children (of an index) that
@@ -809,7 +883,8 @@ impl Store {
         repo: &RepoName,
         reference: &Reference,
     ) -> Result<(), StoreError> {
-        self.delete_manifest_inner(repo, reference, true).await
+        self.delete_manifest_inner(repo, reference, true, true)
+            .await
     }
 
     /// Decided under the journal lock, so a concurrent tag or parent is seen.
@@ -818,6 +893,7 @@ impl Store {
         repo: &RepoName,
         reference: &Reference,
         orphans: bool,
+        refuse_listed: bool,
     ) -> Result<(), StoreError> {
         let mut locked = self.inner.meta.lock().await;
         let mut txn = Txn::new();
@@ -841,6 +917,16 @@ impl Store {
                     if !r.manifests.contains_key(d) {
                         return Err(StoreError::ManifestUnknown(reference.to_string()));
                     }
+                    let parent = r
+                        .manifests
+                        .values()
+                        .find(|m| m.manifests.iter().any(|c| c.digest == *d));
+                    if let Some(index) = parent.filter(|_| refuse_listed) {
+                        return Err(StoreError::Denied(format!(
+                            "manifest {d} is listed by index {} in {repo}; delete the index first",
+                            index.digest
+                        )));
+                    }
                     let doomed = if orphans {
                         gc::with_orphaned_children(r, d)
                     } else {
@@ -858,17 +944,20 @@ impl Store {
         locked.commit(txn, |_| true).await
     }
 
-    /// Remove a whole repository: its tags, manifests and blob links, in one transaction.
-    /// The bytes stay until GC finds nothing else uses them.
+    /// Remove a whole repository: its tags, manifests and blob links, in one transaction,
+    /// and its upload sessions. The bytes stay until GC finds nothing else uses them.
     pub async fn delete_repo(&self, repo: &RepoName) -> Result<(), StoreError> {
         let mut locked = self.inner.meta.lock().await;
         let mut txn = Txn::new();
         {
             let state = locked.state();
-            let r = state
-                .repos
-                .get(repo)
-                .ok_or_else(|| StoreError::NameUnknown(repo.to_string()))?;
+            // A repository with only upload sessions so far has nothing in the journal.
+            let empty = Repo::default();
+            let r = match state.repos.get(repo) {
+                Some(r) => r,
+                None if self.inner.open_uploads.has_repo(repo) => &empty,
+                None => return Err(StoreError::NameUnknown(repo.to_string())),
+            };
             for tag in r.tags.keys() {
                 txn.push(Op::Untag {
                     repo: repo.clone(),
@@ -896,7 +985,14 @@ impl Store {
                 txn.push(Op::Unimport { id: r.id.clone() });
             }
         }
-        locked.commit(txn, |_| true).await
+        locked.commit(txn, |_| true).await?;
+        // Cancelled while the journal lock is still held: a finish of one of them takes that
+        // lock to link its blob, so it either linked before this delete (which removed the
+        // link) or finds its session gone and links nothing.
+        let cancelled = self.inner.open_uploads.take_repo(repo);
+        drop(locked);
+        self.remove_sessions(cancelled).await;
+        Ok(())
     }
 
     /// Tags of `repo` in lexical order, after `last`, at most `n`.
@@ -1060,15 +1156,35 @@ mod tests {
             .expect("push");
         assert!(again.existed);
         assert_eq!(s.stat_blob(&name("b"), &d).expect("stat"), 5);
+        let anyone = |_: &RepoName| true;
         assert!(s
-            .mount_blob(&name("c"), &d, Some(&name("a")))
+            .mount_blob(&name("c"), &d, Some(&name("a")), &anyone)
             .await
             .expect("mount"));
         assert!(!s
-            .mount_blob(&name("c2"), &d, Some(&name("nothere")))
+            .mount_blob(&name("c2"), &d, Some(&name("nothere")), &anyone)
             .await
             .expect("mount"));
-        assert!(s.mount_blob(&name("c3"), &d, None).await.expect("mount"));
+        assert!(s
+            .mount_blob(&name("c3"), &d, None, &anyone)
+            .await
+            .expect("mount"));
+        // Only from a repository the caller may read, named or not.
+        let only_b = |r: &RepoName| r.as_str() == "b";
+        let none_holding = |r: &RepoName| r.as_str() == "nothere";
+        assert!(!s
+            .mount_blob(&name("c4"), &d, Some(&name("a")), &only_b)
+            .await
+            .expect("mount"));
+        assert!(!s
+            .mount_blob(&name("c4"), &d, None, &none_holding)
+            .await
+            .expect("mount"));
+        assert!(!s.repo_has_blob(&name("c4"), &d));
+        assert!(s
+            .mount_blob(&name("c4"), &d, None, &only_b)
+            .await
+            .expect("mount"));
     }
 
     #[tokio::test]
@@ -1097,11 +1213,11 @@ mod tests {
         let kept = {
             let s = Store::open(dir.path()).await.expect("open");
             s.set_max_open_uploads(Some(2));
-            let a = s.start_upload(&repo, None).await.expect("a");
-            let b = s.start_upload(&repo, None).await.expect("b");
+            let a = s.start_upload(&repo, None, "t").await.expect("a");
+            let b = s.start_upload(&repo, None, "t").await.expect("b");
             assert!(matches!(
-                s.start_upload(&repo, None).await,
-                Err(StoreError::TooManyUploads(2))
+                s.start_upload(&repo, None, "t").await,
+                Err(StoreError::TooManyUploads { limit: 2, .. })
             ));
             assert_eq!(s.open_uploads(), 2);
             // A session already open still takes writes at the cap.
@@ -1109,12 +1225,18 @@ mod tests {
                 .await
                 .expect("append at cap");
             s.cancel_upload(&repo, &b).await.expect("cancel");
-            let c = s.start_upload(&repo, None).await.expect("c after cancel");
+            let c = s
+                .start_upload(&repo, None, "t")
+                .await
+                .expect("c after cancel");
             s.finish_upload(&repo, &a, &d, &b""[..])
                 .await
                 .expect("finish");
             let wrong = Digest::of(Algorithm::Sha256, b"not it");
-            let e = s.start_upload(&repo, None).await.expect("e after finish");
+            let e = s
+                .start_upload(&repo, None, "t")
+                .await
+                .expect("e after finish");
             assert!(s.finish_upload(&repo, &e, &wrong, &b"x"[..]).await.is_err());
             assert_eq!(s.open_uploads(), 1, "a mismatch closes the session");
             c
@@ -1124,11 +1246,11 @@ mod tests {
         assert_eq!(s.open_uploads(), 1);
         s.set_max_open_uploads(Some(1));
         assert!(matches!(
-            s.start_upload(&repo, None).await,
-            Err(StoreError::TooManyUploads(1))
+            s.start_upload(&repo, None, "t").await,
+            Err(StoreError::TooManyUploads { limit: 1, .. })
         ));
         s.set_max_open_uploads(None);
-        s.start_upload(&repo, None).await.expect("no cap");
+        s.start_upload(&repo, None, "t").await.expect("no cap");
         assert_eq!(s.open_uploads(), 2);
         s.cancel_upload(&repo, &kept).await.expect("cancel kept");
         assert_eq!(s.open_uploads(), 1);
@@ -1141,7 +1263,7 @@ mod tests {
         let body = b"0123456789".repeat(1000);
         let id = {
             let s = Store::open(dir.path()).await.expect("open");
-            let id = s.start_upload(&repo, None).await.expect("start");
+            let id = s.start_upload(&repo, None, "t").await.expect("start");
             s.append_upload(&repo, &id, Some(0), Some(4000), &body[..4000])
                 .await
                 .expect("chunk");
@@ -1175,7 +1297,7 @@ mod tests {
         let (_dir, s) = store().await;
         let repo = name("r");
         let id = s
-            .start_upload(&repo, Some(Algorithm::Sha512))
+            .start_upload(&repo, Some(Algorithm::Sha512), "t")
             .await
             .expect("start");
         s.append_upload(&repo, &id, None, None, &b"abc"[..])

@@ -420,15 +420,16 @@ impl Locked<'_> {
 }
 
 impl Meta {
-    /// Replay the journal into memory. A torn last line (a crash mid-append) is cut off;
-    /// damage anywhere else is reported, never silently skipped.
-    pub(crate) fn open(root: &Path) -> Result<Meta, StoreError> {
+    /// Replay the journal into memory. A torn last line (a crash mid-append) is cut off
+    /// (only skipped when `read_only`: a check must not write); damage anywhere else is
+    /// reported, never silently skipped.
+    pub(crate) fn open(root: &Path, read_only: bool) -> Result<Meta, StoreError> {
         let path = layout::journal_path(root);
         let mut state = State::default();
         let mut file = OpenOptions::new()
             .read(true)
-            .append(true)
-            .create(true)
+            .append(!read_only)
+            .create(!read_only)
             .open(&path)?;
         let mut good_len = 0u64;
         let mut bad_at: Option<u64> = None;
@@ -465,7 +466,9 @@ impl Meta {
                 }
             }
         }
-        if bad_at.is_some() {
+        if bad_at.is_some() && read_only {
+            tracing::warn!(journal = %path.display(), "ignoring a torn journal tail");
+        } else if bad_at.is_some() {
             tracing::warn!(journal = %path.display(), "cutting off a torn journal tail");
             file.set_len(good_len)?;
             file.sync_all()?;

@@ -9,8 +9,8 @@ use serde_json::Value;
 
 use crate::images::{client, fsck, make_image, push_blob_monolithic, push_image, verify_image};
 use crate::support::{
-    delete, error_code, get, get_json, post, send_bearer, Server, AIRDOCK_BIN, OCI_INDEX,
-    OCI_MANIFEST,
+    delete, error_code, get, get_json, post, put_manifest, send_bearer, Server, AIRDOCK_BIN,
+    OCI_INDEX, OCI_MANIFEST,
 };
 
 const TOKEN: &str = "s3cret-admin-token";
@@ -189,14 +189,19 @@ async fn timers_expire_idle_uploads_and_collect_garbage() {
     );
 }
 
-fn airdock(args: &[&str], data_dir: &std::path::Path) -> (i32, Value) {
-    let out = Command::new(AIRDOCK_BIN)
+fn airdock_output(args: &[&str], data_dir: &std::path::Path) -> std::process::Output {
+    Command::new(AIRDOCK_BIN)
         .args(args)
         .arg("--data-dir")
         .arg(data_dir)
         .env_remove("AIRDOCK_DATA_DIR")
         .output()
-        .expect("run airdock");
+        .expect("run airdock")
+}
+
+/// Run an offline command; its exit code and its JSON report.
+fn airdock(args: &[&str], data_dir: &std::path::Path) -> (i32, Value) {
+    let out = airdock_output(args, data_dir);
     let v = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
         panic!(
             "{args:?}: not JSON ({e}): {}{}",
@@ -309,13 +314,7 @@ async fn index_delete_cascades_only_when_asked_and_blob_delete_policy() {
     let plain = index_of(&[&a]);
     let tree = index_of(&[&b]);
     for (tag, body) in [("plain", &plain), ("tree", &tree)] {
-        let r = c
-            .put(s.url(&format!("/v2/idx/manifests/{tag}")))
-            .header("Content-Type", OCI_INDEX)
-            .body(body.clone())
-            .send()
-            .await
-            .expect("put index");
+        let r = put_manifest(&c, &s, "idx", tag, OCI_INDEX, body).await;
         assert_eq!(r.status(), StatusCode::CREATED);
     }
     let status = |d: String| {
@@ -414,4 +413,152 @@ async fn retention_rules_from_the_config_file() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("line 3"), "{err}");
+}
+
+/// `index` (tagged `multi`) over images `a` and `b` in `repo`, the children untagged.
+async fn push_index(
+    c: &reqwest::Client,
+    s: &Server,
+    repo: &str,
+) -> (Vec<u8>, [crate::images::Image; 2]) {
+    let a = make_image(repo, "a", 31, 100);
+    let b = make_image(repo, "b", 32, 100);
+    for img in [&a, &b] {
+        push_image(c, &s.base_url(), img, false)
+            .await
+            .expect("push");
+        let r = delete(c, s, &format!("/v2/{repo}/manifests/{}", img.tag)).await;
+        assert_eq!(r.status(), StatusCode::ACCEPTED);
+    }
+    let index = index_of(&[&a, &b]);
+    let r = put_manifest(c, s, repo, "multi", OCI_INDEX, &index).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    (index, [a, b])
+}
+
+/// Issue 10, defect 3: `DELETE` of a manifest an index lists answered 202 and left the index
+/// dangling (fsck exit 1). Now 405 DENIED naming the index, until the index is deleted.
+#[tokio::test]
+async fn deleting_a_manifest_an_index_lists_is_refused() {
+    let mut s = Server::start();
+    let c = client(Duration::from_secs(30));
+    let (index, [a, b]) = push_index(&c, &s, "multi").await;
+    let index_digest = crate::images::sha256(&index);
+    let r = delete(&c, &s, &format!("/v2/multi/manifests/{}", a.digest)).await;
+    assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
+    let body: Value = r.json().await.expect("error body");
+    assert_eq!(body["errors"][0]["code"], "DENIED", "{body}");
+    let msg = body["errors"][0]["message"].as_str().unwrap_or_default();
+    assert!(msg.contains(&index_digest), "{msg}");
+    let r = get(&c, &s, &format!("/v2/multi/manifests/{}", a.digest)).await;
+    assert_eq!(r.status(), StatusCode::OK, "the child is still served");
+    // The index first, then each child: what clients and the conformance suites do.
+    for d in [&index_digest, &a.digest, &b.digest] {
+        let r = delete(&c, &s, &format!("/v2/multi/manifests/{d}")).await;
+        assert_eq!(r.status(), StatusCode::ACCEPTED, "{d}");
+    }
+    s.terminate();
+    let (clean, report) = fsck(s.data_dir(), false);
+    assert!(clean, "{report}");
+}
+
+/// A read-only bind mount of `src`, unmounted on drop (the tests run as root).
+struct ReadOnlyMount {
+    at: std::path::PathBuf,
+    /// Holds the mount point; removed after the unmount.
+    _dir: tempfile::TempDir,
+}
+
+impl ReadOnlyMount {
+    fn of(src: &std::path::Path) -> ReadOnlyMount {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let at = dir.path().join("ro");
+        std::fs::create_dir(&at).expect("mount point");
+        for args in [
+            vec!["--bind".into(), src.to_owned(), at.clone()],
+            vec!["-o".into(), "remount,bind,ro".into(), at.clone()],
+        ] {
+            let out = Command::new("mount")
+                .args(&args)
+                .output()
+                .expect("run mount");
+            assert!(
+                out.status.success(),
+                "a read-only bind mount needs root: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        ReadOnlyMount { at, _dir: dir }
+    }
+}
+
+impl Drop for ReadOnlyMount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.at).output();
+    }
+}
+
+/// Issue 10, defects 3 and 16: with Distribution's delete behaviour (the opt-in) a child can
+/// go while its index stays; fsck used to exit 1 for ever after, `--repair` included. Now the
+/// index is kept and reported, and a repair converges; and a check needs no write access.
+#[tokio::test]
+async fn fsck_converges_on_an_index_with_a_missing_child_and_checks_read_only() {
+    let mut s = Server::start_with_args(&["--allow-referenced-blob-delete"]);
+    let c = client(Duration::from_secs(30));
+    let (_, [a, _]) = push_index(&c, &s, "multi").await;
+    let r = delete(&c, &s, &format!("/v2/multi/manifests/{}", a.digest)).await;
+    assert_eq!(r.status(), StatusCode::ACCEPTED, "the opt-in allows it");
+    s.terminate();
+    let dir = s.data_dir().to_owned();
+    let (code, v) = airdock(&["fsck", "--repair"], &dir);
+    assert_eq!(code, 0, "{v}");
+    let (code, v) = airdock(&["fsck"], &dir);
+    assert_eq!((code, &v["clean"]), (0, &Value::Bool(true)), "{v}");
+    assert_eq!(v["missing_children"][0]["digest"], a.digest.as_str(), "{v}");
+
+    let ro = ReadOnlyMount::of(&dir);
+    std::fs::write(dir.join("tmp/leftover"), b"x").expect("a leftover in tmp/");
+    let (code, v) = airdock(&["fsck"], &ro.at);
+    assert_eq!((code, &v["clean"]), (0, &Value::Bool(true)), "{v}");
+    assert!(dir.join("tmp/leftover").exists(), "a check cleans nothing");
+    let out = airdock_output(&["fsck", "--repair"], &ro.at);
+    assert!(!out.status.success(), "a repair needs write access");
+}
+
+/// Issue 10, defect 16: `DELETE /admin/v1/repositories/<name>` left the repository's upload
+/// sessions open, and finishing one brought the repository back.
+#[tokio::test]
+async fn deleting_a_repository_cancels_its_upload_sessions() {
+    let s = Server::start_with_args(&["--admin-token", TOKEN]);
+    let c = client(Duration::from_secs(30));
+    let base = s.base_url();
+    push_blob_monolithic(&c, &base, "gone/app", b"first")
+        .await
+        .expect("push");
+    let r = post(&c, &s, "/v2/gone/app/blobs/uploads/").await;
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let session = r.headers()["location"].to_str().expect("ascii").to_owned();
+    let body = b"late bytes".to_vec();
+    let r = send_bearer(
+        &c,
+        &s,
+        Method::DELETE,
+        "/admin/v1/repositories/gone/app",
+        TOKEN,
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let r = c
+        .put(s.url(&format!(
+            "{session}?digest={}",
+            crate::images::sha256(&body)
+        )))
+        .body(body)
+        .send()
+        .await
+        .expect("finish");
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    assert_eq!(error_code(r).await, "BLOB_UPLOAD_UNKNOWN");
+    let catalog = get_json(&c, &s, "/v2/_catalog").await;
+    assert_eq!(catalog["repositories"], serde_json::json!([]), "{catalog}");
 }

@@ -558,8 +558,16 @@ async fn manifests_tags_index_and_delete() {
     assert_eq!(page["tags"], serde_json::json!(["multi"]));
     let r = app.get("/v2/app/tags/list?n=0").await;
     assert!(r.headers.get("link").is_none());
-    // delete a tag, then a manifest with its remaining tag
+    // delete a tag, then a manifest with its remaining tag (once the index listing it is gone)
     let r = app.bare(Method::DELETE, "/v2/app/manifests/a").await;
+    assert_eq!(r.status, StatusCode::ACCEPTED);
+    app.bare(Method::DELETE, &format!("/v2/app/manifests/{d2}"))
+        .await
+        .expect_error(StatusCode::METHOD_NOT_ALLOWED, "DENIED");
+    let index_digest = sha256(index.as_bytes());
+    let r = app
+        .bare(Method::DELETE, &format!("/v2/app/manifests/{index_digest}"))
+        .await;
     assert_eq!(r.status, StatusCode::ACCEPTED);
     let r = app
         .bare(Method::DELETE, &format!("/v2/app/manifests/{d2}"))
