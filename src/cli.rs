@@ -149,6 +149,10 @@ pub struct ServeArgs {
     /// Seconds a request body may stall. [key: limits.body_timeout_secs]
     #[arg(long, env = "AIRDOCK_BODY_TIMEOUT_SECS")]
     pub body_timeout_secs: Option<u64>,
+    /// Seconds a connection may stay open with no request in flight.
+    /// [key: limits.idle_timeout_secs]
+    #[arg(long, env = "AIRDOCK_IDLE_TIMEOUT_SECS")]
+    pub idle_timeout_secs: Option<u64>,
     /// Largest request head in bytes. [key: limits.max_header_bytes]
     #[arg(long, env = "AIRDOCK_MAX_HEADER_BYTES")]
     pub max_header_bytes: Option<usize>,
@@ -201,6 +205,7 @@ impl ServeArgs {
             limits: LimitsConfig {
                 header_timeout_secs: self.header_timeout_secs,
                 body_timeout_secs: self.body_timeout_secs,
+                idle_timeout_secs: self.idle_timeout_secs,
                 max_header_bytes: self.max_header_bytes,
                 max_concurrent_uploads: self.max_concurrent_uploads,
                 max_open_uploads: self.max_open_uploads,

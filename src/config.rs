@@ -199,6 +199,8 @@ pub struct LimitsConfig {
     pub header_timeout_secs: Option<u64>,
     /// A request body may pause at most this long between two reads.
     pub body_timeout_secs: Option<u64>,
+    /// A connection with no request in flight is closed after this long.
+    pub idle_timeout_secs: Option<u64>,
     pub max_header_bytes: Option<usize>,
     /// Upload requests (POST/PATCH/PUT of blob data) running at once.
     pub max_concurrent_uploads: Option<usize>,
@@ -324,6 +326,7 @@ pub const DEFAULT_MAX_OPEN_UPLOADS_PER_CLIENT: usize = 128;
 pub struct Limits {
     pub header_timeout: Duration,
     pub body_timeout: Duration,
+    pub idle_timeout: Duration,
     pub max_header_bytes: usize,
     pub max_concurrent_uploads: usize,
     /// `None`: no cap.
@@ -343,6 +346,9 @@ impl LimitsConfig {
         Limits {
             header_timeout: Duration::from_secs(self.header_timeout_secs.unwrap_or(30)),
             body_timeout: Duration::from_secs(self.body_timeout_secs.unwrap_or(120)),
+            // Longer than the 90 s clients keep idle connections (Go's default), so that
+            // they usually close first and do not send into a closing connection.
+            idle_timeout: Duration::from_secs(self.idle_timeout_secs.unwrap_or(120)),
             // hyper refuses a read buffer under 8 KiB.
             max_header_bytes: self.max_header_bytes.unwrap_or(64 * 1024).max(8192),
             max_concurrent_uploads: self.max_concurrent_uploads.unwrap_or(256),
@@ -391,6 +397,7 @@ impl Config {
         let (l, m) = (&mut self.limits, other.limits);
         pick(&mut l.header_timeout_secs, m.header_timeout_secs);
         pick(&mut l.body_timeout_secs, m.body_timeout_secs);
+        pick(&mut l.idle_timeout_secs, m.idle_timeout_secs);
         pick(&mut l.max_header_bytes, m.max_header_bytes);
         pick(&mut l.max_concurrent_uploads, m.max_concurrent_uploads);
         pick(&mut l.max_open_uploads, m.max_open_uploads);

@@ -157,6 +157,7 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
         None => Config::default(),
     };
     let settings = file.overlay(args.to_config()).settings()?;
+    let open_files = raise_open_files_limit();
     let store = airdock::storage::Store::open(&settings.data_dir)
         .await
         .with_context(|| format!("opening data dir {}", settings.data_dir.display()))?;
@@ -201,6 +202,7 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
         sparse = settings.sparse,
         tls = tls.is_some(),
         auth = state.auth.is_some(),
+        open_files,
         "airdock serving"
     );
     let opts = ServeOptions {
@@ -212,6 +214,20 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Raise the soft limit on open files to the hard one and return it. Every connection is
+/// a descriptor, and the usual soft default (1024) would stop a busy registry long before
+/// memory does; the hard limit is the one the administrator chose.
+fn raise_open_files_limit() -> u64 {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot raise the open files limit");
+            rlimit::getrlimit(rlimit::Resource::NOFILE).map_or(0, |(soft, _)| soft)
+        }
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
 async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = match signal(SignalKind::terminate()) {

@@ -86,27 +86,18 @@ pub async fn put(
     Ok(resp)
 }
 
-/// How much of an oversized body is read and dropped so the client gets to see the 413
-/// rather than a reset connection; past this the connection is simply closed.
-const DRAIN_LIMIT: usize = 64 << 20;
-
 /// Read a manifest body of at most [`MAX_MANIFEST_BYTES`]; `Err(None)` when it is larger.
+/// The 413 goes out at once: the server reads and drops the rest of the body (bounded) so
+/// that the client sees it rather than a reset (`server::RequestBody`).
 async fn read_limited(body: Body) -> std::result::Result<bytes::Bytes, Option<axum::Error>> {
     let mut stream = body.into_data_stream();
     let mut buf = bytes::BytesMut::new();
-    let mut seen = 0usize;
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(Some)?;
-        seen += chunk.len();
-        if seen > DRAIN_LIMIT {
+        if buf.len().saturating_add(chunk.len()) > MAX_MANIFEST_BYTES {
             return Err(None);
         }
-        if seen <= MAX_MANIFEST_BYTES {
-            buf.extend_from_slice(&chunk);
-        }
-    }
-    if seen > MAX_MANIFEST_BYTES {
-        return Err(None);
+        buf.extend_from_slice(&chunk);
     }
     Ok(buf.freeze())
 }

@@ -4,6 +4,7 @@
 mod admin;
 mod api;
 mod clients;
+mod connections;
 mod crash;
 mod diskfull;
 mod fixture;

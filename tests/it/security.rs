@@ -622,7 +622,7 @@ fn config_check_names_key_and_line() {
 }
 
 /// A CA and server certificate for `127.0.0.1` and `localhost` from `airdock cert init`.
-fn lab_ca(dir: &Path) -> String {
+pub(crate) fn lab_ca(dir: &Path) -> String {
     let d = dir.to_str().expect("utf-8");
     let (ok, out, err) = airdock(
         &[
@@ -648,7 +648,7 @@ fn lab_ca(dir: &Path) -> String {
     dir.join("ca.crt").display().to_string()
 }
 
-fn tls_server(certs: &Path, extra: &[&str]) -> Server {
+pub(crate) fn tls_server(certs: &Path, extra: &[&str]) -> Server {
     let crt = certs.join("tls.crt");
     let key = certs.join("tls.key");
     let mut args = vec![

@@ -43,8 +43,9 @@ type Log = Arc<Mutex<String>>;
 pub struct Server {
     child: Option<Child>,
     addr: SocketAddr,
-    /// Network namespace the process runs in (`ip netns exec NS`), if any.
-    netns: Option<String>,
+    /// Command the binary is started through (`ip netns exec NS`, `sh -c …`), if any.
+    /// Each one execs the binary, so the child's PID is airdock's own.
+    launcher: Vec<String>,
     extra_args: Vec<String>,
     /// Environment variables set for the process (kept across restarts).
     env: Vec<(String, String)>,
@@ -83,7 +84,7 @@ impl Server {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        Server::spawn_at(None, bind, data_dir, args, env)
+        Server::spawn_at(Vec::new(), bind, data_dir, args, env)
     }
 
     /// Start inside network namespace `netns`, listening on `bind` (an address of that
@@ -94,11 +95,26 @@ impl Server {
             .prefix("airdock-it-")
             .tempdir()
             .expect("create temporary data dir");
-        Server::spawn_at(Some(netns.to_string()), bind, data_dir, args, Vec::new())
+        let launcher = ["ip", "netns", "exec", netns].map(String::from).to_vec();
+        Server::spawn_at(launcher, bind, data_dir, args, Vec::new())
+    }
+
+    /// Start through `sh -c '<prelude> && exec airdock …'`, e.g. with `ulimit -n 64` as the
+    /// prelude to run the server with a low descriptor limit (the tests cannot call
+    /// setrlimit themselves: the workspace forbids unsafe code).
+    pub fn start_after_shell(prelude: &str, args: &[&str]) -> Server {
+        let data_dir = tempfile::Builder::new()
+            .prefix("airdock-it-")
+            .tempdir()
+            .expect("create temporary data dir");
+        let script = format!("{prelude} && exec \"$0\" \"$@\"");
+        let launcher = vec!["sh".to_owned(), "-c".to_owned(), script];
+        let bind: SocketAddr = "127.0.0.1:0".parse().expect("valid socket address");
+        Server::spawn_at(launcher, bind, data_dir, args, Vec::new())
     }
 
     fn spawn_at(
-        netns: Option<String>,
+        launcher: Vec<String>,
         bind: SocketAddr,
         data_dir: TempDir,
         args: &[&str],
@@ -107,7 +123,7 @@ impl Server {
         let extra_args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
         let log: Log = Arc::new(Mutex::new(String::new()));
         match spawn(
-            netns.as_deref(),
+            &launcher,
             bind,
             data_dir.path(),
             &extra_args,
@@ -117,7 +133,7 @@ impl Server {
             Ok((child, addr)) => Server {
                 child: Some(child),
                 addr,
-                netns,
+                launcher,
                 extra_args,
                 env,
                 log,
@@ -225,7 +241,7 @@ impl Server {
                 thread::sleep(Duration::from_millis(200));
             }
             match spawn(
-                self.netns.as_deref(),
+                &self.launcher,
                 bind,
                 self.data_dir.path(),
                 &self.extra_args,
@@ -262,17 +278,17 @@ impl Drop for Server {
 
 /// Start one process and wait for its `listening on` line.
 fn spawn(
-    netns: Option<&str>,
+    launcher: &[String],
     bind: SocketAddr,
     data_dir: &Path,
     extra_args: &[String],
     env: &[(String, String)],
     log: &Log,
 ) -> Result<(Child, SocketAddr), String> {
-    let mut cmd = match netns {
-        Some(ns) => {
-            let mut c = Command::new("ip");
-            c.args(["netns", "exec", ns, AIRDOCK_BIN]);
+    let mut cmd = match launcher.split_first() {
+        Some((program, args)) => {
+            let mut c = Command::new(program);
+            c.args(args).arg(AIRDOCK_BIN);
             c
         }
         None => Command::new(AIRDOCK_BIN),
