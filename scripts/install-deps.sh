@@ -26,6 +26,16 @@ for cmd in "${!PACKAGE_FOR[@]}"; do
     fi
 done
 
+# Debian package that provides each Python module the tests import (with /usr/bin/python3).
+declare -A PY_PACKAGE_FOR=(
+    [requests]=python3-requests # tests/it/connections.rs: refusals as Python clients see them
+)
+for module in "${!PY_PACKAGE_FOR[@]}"; do
+    if ! /usr/bin/python3 -c "import $module" >/dev/null 2>&1; then
+        missing+=("${PY_PACKAGE_FOR[$module]}")
+    fi
+done
+
 if ((${#missing[@]} == 0)); then
     echo "install-deps: all test dependencies present (${!PACKAGE_FOR[*]})"
 else
