@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context as _};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
+use futures_util::StreamExt;
+use tokio::io::{AsyncRead, BufReader};
 
 use airdock_storage::{RepoName, Store};
 
@@ -31,10 +31,14 @@ pub struct ImportArgs {
     /// Data directory to write into directly. No server may be running on it.
     #[arg(long, env = "AIRDOCK_DATA_DIR", default_value = "./airdock-data")]
     pub data_dir: PathBuf,
-    /// Stream the tar to a running airdock instead (`http://HOST:PORT`); takes precedence
-    /// over --data-dir.
+    /// Stream the tar to a running airdock instead (`http://HOST:PORT` or
+    /// `https://HOST:PORT`); takes precedence over --data-dir.
     #[arg(long, env = "AIRDOCK_SERVER")]
     pub server: Option<String>,
+    /// PEM file of the CA(s) that signed an https --server's certificate, trusted besides
+    /// the system's roots (e.g. the `ca.crt` of `airdock cert init`).
+    #[arg(long, env = "AIRDOCK_CA_CERT")]
+    pub ca_cert: Option<PathBuf>,
     /// File holding the admin token for --server (else $AIRDOCK_ADMIN_TOKEN).
     #[arg(long)]
     pub token_file: Option<PathBuf>,
@@ -187,151 +191,113 @@ fn read_token(args: &ImportArgs) -> anyhow::Result<String> {
     Ok(secret.to_owned())
 }
 
-/// `http://host[:port][/prefix]` split into the address to dial, the Host header and the
-/// path prefix. Only plain HTTP: airdock serves HTTP and the binary carries no TLS stack.
-fn parse_server(url: &str) -> anyhow::Result<(String, String, String)> {
-    let rest = url.strip_prefix("http://").ok_or_else(|| {
-        anyhow!("--server {url:?}: only http:// URLs are supported (for https, use curl -T)")
-    })?;
-    let (authority, prefix) = match rest.find('/') {
-        Some(i) => (&rest[..i], rest[i..].trim_end_matches('/')),
-        None => (rest, ""),
-    };
-    if authority.is_empty() || authority.contains('@') {
-        bail!("--server {url:?}: expected http://HOST[:PORT]");
+/// `http[s]://host[:port][/prefix]` and the repository → the import endpoint's URL.
+fn import_url(server: &str, repo: &RepoName) -> anyhow::Result<reqwest::Url> {
+    let expected = "expected http[s]://HOST[:PORT][/PREFIX]";
+    let mut url = reqwest::Url::parse(server).map_err(|e| anyhow!("--server {server:?}: {e}"))?;
+    if !matches!(url.scheme(), "http" | "https") || !url.has_host() {
+        bail!("--server {server:?}: {expected}");
     }
-    let has_port = authority
-        .rsplit_once(':')
-        .is_some_and(|(_, p)| p.bytes().all(|c| c.is_ascii_digit()) && !p.is_empty())
-        && !authority.ends_with(']');
-    let dial = if has_port {
-        authority.to_owned()
-    } else {
-        format!("{authority}:80")
-    };
-    Ok((dial, authority.to_owned(), prefix.to_owned()))
+    if !url.username().is_empty() || url.password().is_some() {
+        bail!("--server {server:?}: no credentials in the URL; pass --token-file");
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        bail!("--server {server:?}: {expected}");
+    }
+    let path = format!("{}{IMPORT_PATH}", url.path().trim_end_matches('/'));
+    url.set_path(&path);
+    // Repository names are `[a-z0-9._/-]` only: nothing to escape.
+    url.set_query(Some(&format!("repository={repo}")));
+    Ok(url)
+}
+
+/// The HTTP client: HTTP/1.1 over TCP or TLS (rustls), trusting the system's roots and, with
+/// `--ca-cert`, the CAs of that PEM file (e.g. the `ca.crt` of `airdock cert init`).
+fn http_client(ca_cert: Option<&Path>) -> anyhow::Result<reqwest::Client> {
+    let mut builder = reqwest::Client::builder()
+        .user_agent(concat!("airdock-import/", env!("CARGO_PKG_VERSION")))
+        // Bounds on a dead network or peer; none on the whole exchange, which lasts as long
+        // as the tar takes to send and import.
+        .connect_timeout(Duration::from_secs(30))
+        .tcp_keepalive(Duration::from_secs(30));
+    if let Some(path) = ca_cert {
+        let pem = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem)
+            .with_context(|| format!("--ca-cert {}: not a PEM certificate", path.display()))?;
+        if certs.is_empty() {
+            bail!("--ca-cert {}: no certificate in the file", path.display());
+        }
+        for cert in certs {
+            builder = builder.add_root_certificate(cert);
+        }
+    }
+    builder.build().context("setting up the HTTP client")
+}
+
+/// A failed exchange as one line: what was being done and the chain of causes (reqwest's
+/// own message repeats the URL and hides the cause), with what to do when the server's
+/// certificate was not trusted.
+fn describe(e: &reqwest::Error, doing: &str) -> anyhow::Error {
+    let mut msg = doing.to_owned();
+    let mut cause = std::error::Error::source(e);
+    if cause.is_none() {
+        msg.push_str(&format!(": {e}"));
+    }
+    while let Some(c) = cause {
+        msg.push_str(&format!(": {c}"));
+        cause = c.source();
+    }
+    if msg.contains("certificate") {
+        msg.push_str(
+            "\n(the server's certificate is not trusted: pass --ca-cert with the CA that signed \
+             it, e.g. the ca.crt of `airdock cert init`)",
+        );
+    }
+    anyhow!(msg)
 }
 
 async fn to_server(
     args: &ImportArgs,
-    url: &str,
+    server: &str,
     repo: &RepoName,
-    mut input: Input,
+    input: Input,
     total: Option<u64>,
     counter: Arc<AtomicU64>,
 ) -> anyhow::Result<Outcome> {
     let token = read_token(args)?;
-    let (dial, host, prefix) = parse_server(url)?;
-    let stream = TcpStream::connect(&dial)
-        .await
-        .with_context(|| format!("connecting to {dial}"))?;
-    let (mut rd, mut wr) = stream.into_split();
-    let length_header = match total {
-        Some(n) => format!("Content-Length: {n}\r\n"),
-        None => "Transfer-Encoding: chunked\r\n".to_owned(),
-    };
-    let head = format!(
-        "POST {prefix}{IMPORT_PATH}?repository={repo} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {}\r\nContent-Type: application/x-tar\r\nUser-Agent: airdock-import\r\n{length_header}Connection: close\r\n\r\n",
-        token
-    );
-    let chunked = total.is_none();
-    // Send and receive concurrently: the server answers as soon as it refuses a tar, and
-    // then stops reading, so a sequential client would block or lose the answer.
-    let writer = tokio::spawn(async move {
-        wr.write_all(head.as_bytes()).await?;
-        let mut buf = vec![0u8; 1 << 20];
-        loop {
-            let n = input.read(&mut buf).await?;
-            if n == 0 {
-                break;
-            }
-            if chunked {
-                wr.write_all(format!("{n:x}\r\n").as_bytes()).await?;
-            }
-            wr.write_all(&buf[..n]).await?;
-            if chunked {
-                wr.write_all(b"\r\n").await?;
-            }
-            counter.fetch_add(n as u64, Ordering::Relaxed);
+    let url = import_url(server, repo)?;
+    let client = http_client(args.ca_cert.as_deref())?;
+    // Streamed in 1 MiB reads; the progress line counts what was handed to the connection.
+    let chunks = tokio_util::io::ReaderStream::with_capacity(input, 1 << 20).inspect(move |c| {
+        if let Ok(c) = c {
+            counter.fetch_add(c.len() as u64, Ordering::Relaxed);
         }
-        if chunked {
-            wr.write_all(b"0\r\n\r\n").await?;
-        }
-        wr.flush().await?;
-        // Keep the write half open: shutting it down could be read as an aborted request.
-        Ok::<_, std::io::Error>(wr)
     });
-    let mut response = Vec::new();
-    let read = rd.read_to_end(&mut response).await;
-    let sent = writer.await;
-    if response.is_empty() {
-        if let Ok(Err(e)) = sent {
-            bail!("sending the tar to {dial}: {e}");
-        }
-        read.with_context(|| format!("reading the response from {dial}"))?;
-        bail!("{dial} closed the connection without a response");
+    let mut request = client
+        .post(url)
+        .bearer_auth(token)
+        .header(reqwest::header::CONTENT_TYPE, "application/x-tar");
+    // A known length is sent as such (the server can refuse an oversized tar at once);
+    // stdin goes chunked.
+    if let Some(n) = total {
+        request = request.header(reqwest::header::CONTENT_LENGTH, n);
     }
-    let (status, body) = parse_response(&response)?;
+    // The server answers as soon as it refuses a tar, while the rest is still on its way;
+    // hyper hands that answer over rather than the error of the unfinished upload.
+    let response = request
+        .body(reqwest::Body::wrap_stream(chunks))
+        .send()
+        .await
+        .map_err(|e| describe(&e, &format!("sending the tar to {server}")))?;
+    let status = response.status().as_u16();
+    let body = response
+        .text()
+        .await
+        .map_err(|e| describe(&e, &format!("reading the answer of {server}")))?;
     if status == 201 {
         Ok(Outcome::Report(body))
     } else {
         Ok(Outcome::Failed { status, body })
-    }
-}
-
-/// Status and body of an HTTP/1.1 response read to connection close.
-fn parse_response(raw: &[u8]) -> anyhow::Result<(u16, String)> {
-    let end = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(|| anyhow!("malformed HTTP response"))?;
-    let head = String::from_utf8_lossy(&raw[..end]);
-    let mut lines = head.split("\r\n");
-    let status: u16 = lines
-        .next()
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| anyhow!("malformed HTTP status line"))?;
-    let mut chunked = false;
-    let mut length: Option<usize> = None;
-    for l in lines {
-        if let Some((k, v)) = l.split_once(':') {
-            let (k, v) = (k.trim().to_ascii_lowercase(), v.trim());
-            if k == "transfer-encoding" && v.eq_ignore_ascii_case("chunked") {
-                chunked = true;
-            } else if k == "content-length" {
-                length = v.parse().ok();
-            }
-        }
-    }
-    let mut body = raw[end + 4..].to_vec();
-    if chunked {
-        body = dechunk(&body)?;
-    } else if let Some(n) = length {
-        body.truncate(n);
-    }
-    Ok((status, String::from_utf8_lossy(&body).into_owned()))
-}
-
-fn dechunk(mut b: &[u8]) -> anyhow::Result<Vec<u8>> {
-    let mut out = Vec::new();
-    loop {
-        let eol = b
-            .windows(2)
-            .position(|w| w == b"\r\n")
-            .ok_or_else(|| anyhow!("malformed chunked body"))?;
-        let size_str = String::from_utf8_lossy(&b[..eol]);
-        let size = usize::from_str_radix(size_str.split(';').next().unwrap_or("").trim(), 16)
-            .map_err(|_| anyhow!("malformed chunk size"))?;
-        b = &b[eol + 2..];
-        if size == 0 {
-            return Ok(out);
-        }
-        let chunk = b
-            .get(..size)
-            .ok_or_else(|| anyhow!("truncated chunked body"))?;
-        out.extend_from_slice(chunk);
-        b = b.get(size + 2..).unwrap_or_default();
     }
 }
 
@@ -453,31 +419,29 @@ mod tests {
 
     #[test]
     fn server_urls() {
+        let repo = RepoName::parse("lib/app").expect("name");
+        let url = |s: &str| import_url(s, &repo).map(String::from);
         assert_eq!(
-            parse_server("http://127.0.0.1:5000").expect("ok"),
-            (
-                "127.0.0.1:5000".into(),
-                "127.0.0.1:5000".into(),
-                String::new()
-            )
+            url("http://127.0.0.1:5000").expect("ok"),
+            "http://127.0.0.1:5000/admin/v1/import?repository=lib/app"
         );
         assert_eq!(
-            parse_server("http://reg.local/").expect("ok"),
-            ("reg.local:80".into(), "reg.local".into(), String::new())
+            url("https://reg.local/").expect("ok"),
+            "https://reg.local/admin/v1/import?repository=lib/app"
         );
-        assert_eq!(parse_server("http://h:1/x/").expect("ok").2, "/x");
-        assert!(parse_server("https://h").is_err());
-        assert!(parse_server("http://").is_err());
-    }
-
-    #[test]
-    fn responses() {
-        let (s, b) =
-            parse_response(b"HTTP/1.1 201 Created\r\ncontent-length: 2\r\n\r\n{}").expect("ok");
-        assert_eq!((s, b.as_str()), (201, "{}"));
-        let (s, b) = parse_response(b"HTTP/1.1 400 Bad Request\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n").expect("ok");
-        assert_eq!((s, b.as_str()), (400, "abcde"));
-        assert!(parse_response(b"garbage").is_err());
+        assert_eq!(
+            url("https://[::1]:8443/x/").expect("ok"),
+            "https://[::1]:8443/x/admin/v1/import?repository=lib/app"
+        );
+        for bad in [
+            "ftp://h",
+            "http://",
+            "h:5000",
+            "https://u:p@h",
+            "http://h/?a=b",
+        ] {
+            assert!(url(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

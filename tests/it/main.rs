@@ -13,6 +13,7 @@ mod images;
 mod imgpkg;
 mod imgpkg_clients;
 mod imgpkg_tools;
+mod import_cli;
 mod imports;
 mod inproc;
 mod logins;
