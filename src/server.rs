@@ -168,7 +168,13 @@ impl Conn {
             return self.serve(stream, activity).await;
         };
         let deadline = activity.first_head_due(self.limits.header_timeout);
-        let Some(tls) = handshake(acceptor, stream, self.peer, deadline).await else {
+        let mut stop = self.stop.clone();
+        let tls = tokio::select! {
+            tls = handshake(acceptor, stream, self.peer, deadline) => tls,
+            // Shutting down: a connection with no request yet has nothing to finish.
+            _ = stop.wait_for(|stopping| *stopping) => None,
+        };
+        let Some(tls) = tls else {
             return;
         };
         self.serve(tls, activity).await
