@@ -74,6 +74,15 @@ fn wait_for_close(r: &mut impl Read, since: Instant, patience: Duration) -> Opti
     }
 }
 
+/// `GET /v2/` on `conn` (then closed); the answer as text.
+fn get_v2(mut conn: impl Read + Write) -> String {
+    conn.write_all(b"GET /v2/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .expect("write");
+    let mut got = String::new();
+    let _ = conn.read_to_string(&mut got);
+    got
+}
+
 fn tcp(addr: SocketAddr) -> TcpStream {
     let t = TcpStream::connect(addr).expect("connect");
     t.set_read_timeout(Some(Duration::from_millis(500)))
@@ -156,28 +165,13 @@ fn silent_connections_are_closed_at_the_head_deadline() {
         );
     }
     // Both servers still serve.
-    for (s, cfg) in [
-        (&plain, None),
-        (&tls, Some(tls_client(&ca, &[b"http/1.1"]))),
-    ] {
-        let req = b"GET /v2/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
-        let mut got = String::new();
-        match cfg {
-            None => {
-                let mut c = tcp(s.addr());
-                c.write_all(req).expect("write");
-                c.set_read_timeout(Some(Duration::from_secs(10)))
-                    .expect("timeout");
-                let _ = c.read_to_string(&mut got);
-            }
-            Some(cfg) => {
-                let mut c = tls_connect(s.addr(), cfg);
-                c.write_all(req).expect("write");
-                let _ = c.read_to_string(&mut got);
-            }
-        }
-        assert!(got.starts_with("HTTP/1.1 200"), "{got}");
-    }
+    let c = TcpStream::connect(plain.addr()).expect("connect");
+    c.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let got = get_v2(c);
+    assert!(got.starts_with("HTTP/1.1 200"), "{got}");
+    let got = get_v2(tls_connect(tls.addr(), tls_client(&ca, &[b"http/1.1"])));
+    assert!(got.starts_with("HTTP/1.1 200"), "{got}");
 }
 
 /// One HTTP/2 frame: type, flags, stream, payload.
@@ -278,13 +272,10 @@ fn running_out_of_descriptors_does_not_stop_serving() {
     // Behind them in the queue, an ordinary request gets its answer once the silent ones
     // are closed at the head deadline.
     let start = Instant::now();
-    let mut c = TcpStream::connect(s.addr()).expect("connect");
+    let c = TcpStream::connect(s.addr()).expect("connect");
     c.set_read_timeout(Some(Duration::from_secs(30)))
         .expect("timeout");
-    c.write_all(b"GET /v2/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .expect("write");
-    let mut got = String::new();
-    let _ = c.read_to_string(&mut got);
+    let got = get_v2(c);
     assert!(
         got.starts_with("HTTP/1.1 200"),
         "no answer after {:?}: {got:?}",
@@ -359,12 +350,41 @@ impl RefusalLab {
 const UPLOAD: &str = "/v2/team/app/blobs/uploads/0f9fb2a6-1b7a-4d6e-9c53-0d1e1d2b3c4d";
 const IMPORT: &str = "/admin/v1/import?repository=team/app";
 
-/// `output` shows `status` and a JSON error body with `code`.
-fn assert_refusal(what: &str, output: &str, status: u16, code: &str) {
+/// One refused request: path, method, `Authorization` value, expected status and code.
+type Refusal = (
+    &'static str,
+    &'static str,
+    Option<String>,
+    u16,
+    &'static str,
+);
+
+fn refusals() -> [Refusal; 2] {
+    [
+        (UPLOAD, "PATCH", None, 401, "UNAUTHORIZED"),
+        (
+            IMPORT,
+            "POST",
+            Some(basic("alice", "alice-pw")),
+            403,
+            "DENIED",
+        ),
+    ]
+}
+
+/// Run a client; it must exit 0 and show `status` and a JSON error body with `code`.
+fn assert_refusal(what: &str, mut client: Command, status: u16, code: &str) {
+    let out = client.output().expect("run the client");
+    let output = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(
         output.contains(&status.to_string()) && output.contains(&format!("\"code\":\"{code}\"")),
         "{what}: expected {status} {code}, got: {output}"
     );
+    assert!(out.status.success(), "{what}: {output}");
 }
 
 #[test]
@@ -381,15 +401,7 @@ fn early_refusals_reach_curl_over_http2_and_http1() {
             // Without `Expect: 100-continue` the whole body is on its way at once.
             ("--http1.1", Some("Expect:")),
         ] {
-            let mut cases = vec![(UPLOAD, "PATCH", None, 401, "UNAUTHORIZED")];
-            cases.push((
-                IMPORT,
-                "POST",
-                Some(basic("alice", "alice-pw")),
-                403,
-                "DENIED",
-            ));
-            for (path, method, auth, status, code) in cases {
+            for (path, method, auth, status, code) in refusals() {
                 let mut cmd = Command::new("curl");
                 cmd.args(["-sS", "--cacert", ca, proto, "-X", method])
                     .args(["--data-binary", &data, "-w", " %{http_code}"]);
@@ -399,15 +411,9 @@ fn early_refusals_reach_curl_over_http2_and_http1() {
                 if let Some(h) = expect {
                     cmd.args(["-H", h]);
                 }
-                let out = cmd.arg(lab.url(true, path)).output().expect("run curl");
-                let text = format!(
-                    "{}{}",
-                    String::from_utf8_lossy(&out.stdout),
-                    String::from_utf8_lossy(&out.stderr)
-                );
+                cmd.arg(lab.url(true, path));
                 let what = format!("curl {proto} {expect:?} {method} {path} (round {round})");
-                assert_refusal(&what, &text, status, code);
-                assert!(out.status.success(), "{what}: {text}");
+                assert_refusal(&what, cmd, status, code);
             }
         }
     }
@@ -494,7 +500,6 @@ fn early_refusals_reach_a_go_client() {
         String::from_utf8_lossy(&out.stderr)
     );
     let ca = lab.ca.to_str().expect("utf-8").to_owned();
-    let alice = basic("alice", "alice-pw");
     for round in 0..3 {
         for (tls, size, proto) in [
             (true, "1000000", "h1"),
@@ -502,18 +507,12 @@ fn early_refusals_reach_a_go_client() {
             (false, "20000000", "h1"),
         ] {
             let ca = if tls { ca.as_str() } else { "" };
-            for (path, method, auth, status, code) in [
-                (UPLOAD, "PATCH", None, 401, "UNAUTHORIZED"),
-                (IMPORT, "POST", Some(alice.as_str()), 403, "DENIED"),
-            ] {
+            for (path, method, auth, status, code) in refusals() {
                 let mut cmd = Command::new(&probe);
                 cmd.args([method, &lab.url(tls, path), size, ca, proto]);
                 cmd.args(auth);
-                let out = cmd.output().expect("run the Go probe");
-                let text = String::from_utf8_lossy(&out.stdout).into_owned();
                 let what = format!("Go {proto} tls={tls} {size} B {method} {path} (round {round})");
-                assert_refusal(&what, &text, status, code);
-                assert!(out.status.success(), "{what}: {text}");
+                assert_refusal(&what, cmd, status, code);
             }
         }
     }
@@ -552,23 +551,16 @@ fn early_refusals_reach_python_requests() {
     let probe = src.path().join("probe.py");
     std::fs::write(&probe, PY_PROBE).expect("probe.py");
     let ca = lab.ca.to_str().expect("utf-8").to_owned();
-    let alice = basic("alice", "alice-pw");
     for round in 0..3 {
         for (tls, size) in [(true, "1000000"), (false, "2000000")] {
             let ca = if tls { ca.as_str() } else { "" };
-            for (path, method, auth, status, code) in [
-                (UPLOAD, "PATCH", None, 401, "UNAUTHORIZED"),
-                (IMPORT, "POST", Some(alice.as_str()), 403, "DENIED"),
-            ] {
+            for (path, method, auth, status, code) in refusals() {
                 let mut cmd = Command::new(python);
                 cmd.arg(&probe)
                     .args([method, &lab.url(tls, path), size, ca]);
                 cmd.args(auth);
-                let out = cmd.output().expect("run the Python probe");
-                let text = String::from_utf8_lossy(&out.stdout).into_owned();
                 let what = format!("Python tls={tls} {size} B {method} {path} (round {round})");
-                assert_refusal(&what, &text, status, code);
-                assert!(out.status.success(), "{what}: {text}");
+                assert_refusal(&what, cmd, status, code);
             }
         }
     }
