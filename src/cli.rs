@@ -143,7 +143,8 @@ pub struct ServeArgs {
     /// `X-Forwarded-*` headers name the client and the URL it used. [key: trusted_proxies]
     #[arg(long, env = "AIRDOCK_TRUSTED_PROXIES", value_delimiter = ',')]
     pub trusted_proxies: Vec<crate::forwarded::TrustedNet>,
-    /// Seconds a client has to send a request head. [key: limits.header_timeout_secs]
+    /// Seconds from accept to a connection's first complete request head (TLS handshake
+    /// included), and to send any later head. [key: limits.header_timeout_secs]
     #[arg(long, env = "AIRDOCK_HEADER_TIMEOUT_SECS")]
     pub header_timeout_secs: Option<u64>,
     /// Seconds a request body may stall. [key: limits.body_timeout_secs]

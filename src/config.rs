@@ -195,7 +195,8 @@ pub struct AuthConfig {
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LimitsConfig {
-    /// A client must send its request head within this time (slow-loris).
+    /// A connection must complete its first request head within this time of accept, TLS
+    /// handshake included, and any later head within this time (slow-loris, silence).
     pub header_timeout_secs: Option<u64>,
     /// A request body may pause at most this long between two reads.
     pub body_timeout_secs: Option<u64>,
