@@ -122,14 +122,7 @@ impl Server {
     ) -> Server {
         let extra_args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
         let log: Log = Arc::new(Mutex::new(String::new()));
-        match spawn(
-            &launcher,
-            bind,
-            data_dir.path(),
-            &extra_args,
-            &env,
-            &log,
-        ) {
+        match spawn(&launcher, bind, data_dir.path(), &extra_args, &env, &log) {
             Ok((child, addr)) => Server {
                 child: Some(child),
                 addr,
