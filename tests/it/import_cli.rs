@@ -8,7 +8,8 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::Value;
 
-use crate::imgpkg::{fixtures, TOKEN};
+use crate::fixture::fixtures;
+use crate::imgpkg::TOKEN;
 use crate::security::{lab_ca, tls_server};
 use crate::support::{scratch_dir, AIRDOCK_BIN};
 
