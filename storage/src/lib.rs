@@ -770,12 +770,23 @@ impl Store {
         // Pinned until committed: GC must not delete the manifest's bytes in between.
         let _pin = self.inner.pins.pin(&digest);
         let path = layout::blob_path(&self.inner.root, &digest);
-        match blobs::touch(&path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                blobs::store_bytes(&self.inner.root, &digest, bytes.to_vec()).await?;
+        // Found already stored: a concurrent push of the same manifest may have renamed it in
+        // without its directory fsync done yet, and this push acknowledges it, so the entry
+        // must be made durable here too (as `persist` does for a blob found present).
+        let found = tokio::task::spawn_blocking(move || match blobs::touch(&path) {
+            Ok(()) => {
+                let dir = path
+                    .parent()
+                    .ok_or_else(|| io::Error::other("blob path has no parent"))?;
+                blobs::fsync_dir(dir).map(|()| true)
             }
-            Err(e) => return Err(e.into()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e),
+        })
+        .await
+        .map_err(io::Error::other)??;
+        if !found {
+            blobs::store_bytes(&self.inner.root, &digest, bytes.to_vec()).await?;
         }
         let mut txn = if check_refs {
             Txn::new()
