@@ -93,6 +93,7 @@ seed() {
             n=$(basename "$f" .tar)
             { printf '\x03'; gzip -c -n "$f"; } >"$dir/$n.gz"
             { printf '\x10'; gzip -c -n "$f"; gzip -c -n "$f"; } >"$dir/$n.2members.gz"
+            { printf '\x05'; gzip -c -n "$f"; head -c 700 /dev/zero; } >"$dir/$n.zero-padded.gz"
         done
         ;;
     manifest)

@@ -33,8 +33,12 @@ fuzz_target!(|data: &[u8]| {
 
     if let Ok(r) = parse_content_range(&text) {
         assert!(r.len >= 1);
-        let end = r.start.checked_add(r.len - 1).expect("the chunk's end fits in u64");
-        let again = parse_content_range(&format!("{}-{end}", r.start)).expect("printed form parses");
+        let end = r
+            .start
+            .checked_add(r.len - 1)
+            .expect("the chunk's end fits in u64");
+        let again =
+            parse_content_range(&format!("{}-{end}", r.start)).expect("printed form parses");
         assert_eq!(again, r);
     }
 
