@@ -64,6 +64,22 @@ for tool in cargo rustfmt cargo-clippy; do
     fi
 done
 
+# scripts/fuzz.sh: cargo-fuzz (from crates.io) on the nightly toolchain (libFuzzer needs
+# nightly's sanitizer-coverage flags). Pinned so CI builds the same tool every time.
+CARGO_FUZZ_VERSION=0.13.2
+if ! command -v rustup >/dev/null 2>&1; then
+    echo "install-deps: rustup is missing; the fuzz targets need it for the nightly toolchain" >&2
+    exit 1
+fi
+if ! rustup run nightly rustc --version >/dev/null 2>&1; then
+    echo "install-deps: installing the nightly toolchain (for scripts/fuzz.sh)"
+    rustup toolchain install nightly --profile minimal
+fi
+if [[ "$(cargo fuzz --version 2>/dev/null)" != "cargo-fuzz $CARGO_FUZZ_VERSION" ]]; then
+    echo "install-deps: installing cargo-fuzz $CARGO_FUZZ_VERSION"
+    cargo install cargo-fuzz --version "$CARGO_FUZZ_VERSION" --locked
+fi
+
 # The real-client tests (tests/it/clients/) have their own installer:
 # docker, containerd, podman via apt; crane, oras, crictl via `go install`.
 if [[ -f scripts/install-clients.sh ]]; then

@@ -9,6 +9,7 @@
 # 3. cargo build --release
 # 4. cargo test --workspace (unit and integration tests, incl. skopeo)
 # 5. conformance/run.sh against the release binary (when present)
+# 6. scripts/fuzz.sh: every fuzz target for FUZZ_SECONDS (default 45) each
 #
 # Every step runs even when an earlier one failed (except that tests need a
 # build); the script ends with a summary and exits non-zero on any failure.
@@ -19,6 +20,10 @@
 #   CONFORMANCE_TOTAL_TIMEOUT=SECONDS
 #                            limit for all of conformance/run.sh (default 1800;
 #                            its own per-suite knobs are in conformance/README.md)
+#   FUZZ_SECONDS=SECONDS     per fuzz target (default 45; 0 skips fuzzing)
+#   FUZZ_TOTAL_TIMEOUT=SECONDS
+#                            limit for all of scripts/fuzz.sh, build included
+#                            (default 1200)
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -86,6 +91,16 @@ else
     run_step "conformance" conformance.log \
         timeout --kill-after=30 "${CONFORMANCE_TOTAL_TIMEOUT:-1800}" \
         bash conformance/run.sh target/release/airdock || true
+fi
+
+# Fuzzing needs nightly; it builds its own target dir (fuzz/target), so it runs after the
+# stable steps and does not disturb their cache.
+if [[ "${FUZZ_SECONDS:-45}" == 0 ]]; then
+    skip_step "fuzz" "FUZZ_SECONDS=0"
+else
+    run_step "fuzz" fuzz.log \
+        timeout --kill-after=30 "${FUZZ_TOTAL_TIMEOUT:-1200}" \
+        bash scripts/fuzz.sh "${FUZZ_SECONDS:-45}" || true
 fi
 
 # ---------------------------------------------------------------------------

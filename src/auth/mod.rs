@@ -505,7 +505,8 @@ fn strip_scheme<'a>(value: &'a str, scheme: &str) -> Option<&'a str> {
     s.eq_ignore_ascii_case(scheme).then(|| rest.trim())
 }
 
-fn parse_basic(value: &str) -> Option<(String, String)> {
+/// `Basic <base64 of user:password>` → the user and password; `None` for anything else.
+pub fn parse_basic(value: &str) -> Option<(String, String)> {
     let raw = B64.decode(strip_scheme(value, "Basic")?).ok()?;
     let text = String::from_utf8(raw).ok()?;
     let (u, p) = text.split_once(':')?;

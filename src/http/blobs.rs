@@ -56,7 +56,7 @@ pub async fn get(
 
 /// Parse one `bytes=` range against `size`. `Ok(None)` means "ignore it and send it all"
 /// (several ranges, or a unit we do not know), as RFC 9110 allows.
-fn parse_range(value: &str, size: u64) -> Result<Option<(u64, u64)>> {
+pub fn parse_range(value: &str, size: u64) -> Result<Option<(u64, u64)>> {
     let Some(spec) = value.trim().strip_prefix("bytes=") else {
         return Ok(None);
     };

@@ -36,17 +36,15 @@ pub const UPLOAD_UUID: HeaderName = HeaderName::from_static("docker-upload-uuid"
 pub struct Query(Vec<(String, String)>);
 
 impl Query {
+    /// Decodes `application/x-www-form-urlencoded` pairs (`+` is a space, `%XX` a byte,
+    /// invalid UTF-8 replaced) with `form_urlencoded`, the decoder `url` and axum use.
     pub fn parse(raw: Option<&str>) -> Query {
         let Some(raw) = raw else {
             return Query::default();
         };
         Query(
-            raw.split('&')
-                .filter(|p| !p.is_empty())
-                .map(|p| {
-                    let (k, v) = p.split_once('=').unwrap_or((p, ""));
-                    (percent_decode(k), percent_decode(v))
-                })
+            form_urlencoded::parse(raw.as_bytes())
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
                 .collect(),
         )
     }
@@ -81,30 +79,6 @@ impl Query {
             }),
         }
     }
-}
-
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < b.len() => {
-                let hex = |c: u8| (c as char).to_digit(16);
-                match (hex(b[i + 1]), hex(b[i + 2])) {
-                    (Some(h), Some(l)) => {
-                        out.push((h * 16 + l) as u8);
-                        i += 2;
-                    }
-                    _ => out.push(b'%'),
-                }
-            }
-            c => out.push(c),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// What a handler receives: the request, taken apart.
@@ -282,6 +256,10 @@ mod tests {
         assert_eq!(q.page_size().expect("n"), Some(3));
         assert_eq!(q.get("x"), Some(""));
         assert!(Query::parse(Some("n=-1")).page_size().is_err());
-        assert_eq!(percent_decode("%zz%4"), "%zz%4");
+        let q = Query::parse(Some("k=%zz%4&s=a+b&u=%ff&&=v"));
+        assert_eq!(q.get("k"), Some("%zz%4"));
+        assert_eq!(q.get("s"), Some("a b"));
+        assert_eq!(q.get("u"), Some("\u{fffd}"));
+        assert_eq!(q.get(""), Some("v"));
     }
 }

@@ -140,15 +140,15 @@ pub fn status(state: &AppState, repo: &RepoName, id: &UploadId) -> Result<Respon
 
 /// What a chunk's `Content-Range` announces: where it starts and how many bytes it holds.
 #[derive(Debug, PartialEq, Eq)]
-struct ChunkRange {
-    start: u64,
-    len: u64,
+pub struct ChunkRange {
+    pub start: u64,
+    pub len: u64,
 }
 
 /// `Content-Range: <start>-<end>` (inclusive); also tolerates `bytes <start>-<end>/<total>`.
 /// Both numbers come from the client, so the length is computed with checked arithmetic:
 /// `0-18446744073709551615` names 2^64 bytes, which no chunk can hold.
-fn parse_content_range(v: &str) -> Result<ChunkRange> {
+pub fn parse_content_range(v: &str) -> Result<ChunkRange> {
     let bad = |why: &str| {
         RegistryError::BadRequest(
             code::BLOB_UPLOAD_INVALID,

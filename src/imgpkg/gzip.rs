@@ -1,15 +1,19 @@
 //! gzip for the import: an async streaming decoder with a decompression-ratio guard, format
 //! sniffing, and a deterministic "stored" gzip writer for the ImageLocations layer.
 //!
-//! The decoder drives `flate2`'s raw inflate state machine from `poll_read` so an upload can
-//! be a `.tar.gz` without a blocking thread or an extra crate; we parse the gzip framing
-//! (RFC 1952) ourselves and check CRC-32 and length of every member.
+//! The gzip framing (RFC 1952 headers, concatenated members, CRC-32 and length trailers) is
+//! flate2's `bufread::MultiGzDecoder`, driven from `poll_read` without a blocking thread: it
+//! reads through [`Input`], which answers `WouldBlock` while the async body has nothing
+//! buffered, and flate2 keeps its place (header, body or trailer) across that. What is ours
+//! is the bound (output is checked against the input consumed before it is handed out) and
+//! what may follow a member: another member, zero padding, or nothing.
 
-use std::io;
+use std::io::{self, BufRead, Read};
 use std::pin::Pin;
-use std::task::{ready, Context, Poll};
+use std::task::{Context, Poll, Waker};
 
-use flate2::{Crc, Decompress, FlushDecompress, Status};
+use flate2::bufread::GzDecoder as Member;
+use flate2::Crc;
 use tokio::io::{AsyncBufRead, AsyncRead, ReadBuf};
 
 /// What the first bytes of an upload say it is.
@@ -69,25 +73,67 @@ pub struct InflateLimitExceeded {
     pub input: u64,
 }
 
-enum State {
-    Header,
-    Body,
-    Trailer,
+/// The async input seen as a `BufRead` for flate2, during one `poll_read`.
+struct Input<R> {
+    inner: R,
+    /// The waker of the `poll_read` in progress; `None` outside one (flate2's constructor
+    /// then sees `WouldBlock` and starts reading at the first `poll_read`).
+    waker: Option<Waker>,
+    /// The inner reader returned `Pending` (so `WouldBlock` means "wait", not an error).
+    pending: bool,
+    /// Compressed bytes consumed.
+    consumed: u64,
+}
+
+impl<R: AsyncBufRead + Unpin> Read for Input<R> {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        let n = {
+            let avail = self.fill_buf()?;
+            let n = avail.len().min(out.len());
+            out[..n].copy_from_slice(&avail[..n]);
+            n
+        };
+        self.consume(n);
+        Ok(n)
+    }
+}
+
+impl<R: AsyncBufRead + Unpin> BufRead for Input<R> {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        let Some(waker) = &self.waker else {
+            return Err(io::ErrorKind::WouldBlock.into());
+        };
+        let mut cx = Context::from_waker(waker);
+        match Pin::new(&mut self.inner).poll_fill_buf(&mut cx) {
+            Poll::Ready(r) => r,
+            Poll::Pending => {
+                self.pending = true;
+                Err(io::ErrorKind::WouldBlock.into())
+            }
+        }
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.consumed += n as u64;
+        Pin::new(&mut self.inner).consume(n);
+    }
+}
+
+/// Where the decoder is in the stream.
+enum Stage<R> {
+    /// Inside a member: flate2 parses its header, inflates it and checks its trailer.
+    Member(Member<Input<R>>),
     /// After a member: either EOF, another member or zero padding.
-    Between,
+    Between(Input<R>),
     /// Zero bytes after the last member, up to EOF (`dd` of a `.tar.gz` from a raw device).
-    ZeroPad,
-    Done,
+    ZeroPad(Input<R>),
+    Done(Input<R>),
 }
 
 /// Streams the decompressed bytes of a (possibly multi-member) gzip stream.
 pub struct GzipDecoder<R> {
-    inner: R,
-    state: State,
-    header: Vec<u8>,
-    trailer: Vec<u8>,
-    inflate: Decompress,
-    crc: Crc,
+    /// `None` only while moving from one stage to the next inside `poll_read`.
+    stage: Option<Stage<R>>,
     limits: InflateLimits,
     total_in: u64,
     total_out: u64,
@@ -95,13 +141,14 @@ pub struct GzipDecoder<R> {
 
 impl<R: AsyncBufRead + Unpin> GzipDecoder<R> {
     pub fn new(inner: R, limits: InflateLimits) -> Self {
-        GzipDecoder {
+        let input = Input {
             inner,
-            state: State::Header,
-            header: Vec::new(),
-            trailer: Vec::new(),
-            inflate: Decompress::new(false),
-            crc: Crc::new(),
+            waker: None,
+            pending: false,
+            consumed: 0,
+        };
+        GzipDecoder {
+            stage: Some(Stage::Member(Member::new(input))),
             limits,
             total_in: 0,
             total_out: 0,
@@ -118,61 +165,17 @@ fn invalid(msg: &str) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, format!("gzip: {msg}"))
 }
 
-/// Length of a complete gzip member header at the start of `h`, `None` if more bytes are
-/// needed, or an error.
-fn header_len(h: &[u8]) -> io::Result<Option<usize>> {
-    const FHCRC: u8 = 2;
-    const FEXTRA: u8 = 4;
-    const FNAME: u8 = 8;
-    const FCOMMENT: u8 = 16;
-    if h.len() < 10 {
-        if h.len() >= 2 && h[..2] != [0x1f, 0x8b] {
-            return Err(invalid("bad magic"));
-        }
-        return Ok(None);
+/// flate2 reports bad streams as `InvalidInput`; callers expect `InvalidData` for a corrupt
+/// upload and `UnexpectedEof` for a truncated one.
+fn member_error(e: io::Error) -> io::Error {
+    if e.kind() == io::ErrorKind::UnexpectedEof {
+        return truncated();
     }
-    if h[..2] != [0x1f, 0x8b] {
-        return Err(invalid("bad magic"));
-    }
-    if h[2] != 8 {
-        return Err(invalid("unsupported compression method"));
-    }
-    let flags = h[3];
-    if flags & 0xe0 != 0 {
-        return Err(invalid("reserved header flags set"));
-    }
-    let mut pos = 10;
-    if flags & FEXTRA != 0 {
-        let Some(len) = h.get(pos..pos + 2) else {
-            return Ok(None);
-        };
-        pos += 2 + usize::from(u16::from_le_bytes([len[0], len[1]]));
-        if h.len() < pos {
-            return Ok(None);
-        }
-    }
-    for flag in [FNAME, FCOMMENT] {
-        if flags & flag != 0 {
-            match h[pos.min(h.len())..].iter().position(|&c| c == 0) {
-                Some(nul) => pos += nul + 1,
-                None => return Ok(None),
-            }
-        }
-    }
-    if flags & FHCRC != 0 {
-        pos += 2;
-        if h.len() < pos {
-            return Ok(None);
-        }
-    }
-    Ok(Some(pos))
+    invalid(&e.to_string())
 }
 
 /// Most output produced per `poll_read` call.
 const OUT_WINDOW: usize = 128 << 10;
-
-/// Longest gzip header we accept (file names and comments are attacker-sized).
-const MAX_HEADER: usize = 64 << 10;
 
 impl<R: AsyncBufRead + Unpin> AsyncRead for GzipDecoder<R> {
     fn poll_read(
@@ -185,141 +188,96 @@ impl<R: AsyncBufRead + Unpin> AsyncRead for GzipDecoder<R> {
             return Poll::Ready(Ok(()));
         }
         loop {
-            match this.state {
-                State::Done => return Poll::Ready(Ok(())),
-                State::Header => {
-                    // Byte-at-a-time is fine: headers are a few bytes and rare.
-                    let avail = ready!(Pin::new(&mut this.inner).poll_fill_buf(cx))?;
-                    if avail.is_empty() {
-                        return Poll::Ready(Err(truncated()));
-                    }
-                    let take = avail.len().min(MAX_HEADER + 1 - this.header.len());
-                    this.header.extend_from_slice(&avail[..take]);
-                    match header_len(&this.header)? {
-                        Some(n) => {
-                            // Consume only the header's share of this chunk; the rest
-                            // is deflate data for the Body state.
-                            let before = this.header.len() - take;
-                            let used = n - before;
-                            Pin::new(&mut this.inner).consume(used);
-                            this.total_in += used as u64;
-                            this.header.clear();
-                            this.state = State::Body;
-                        }
-                        None => {
-                            if this.header.len() > MAX_HEADER {
-                                return Poll::Ready(Err(invalid("header too long")));
-                            }
-                            Pin::new(&mut this.inner).consume(take);
-                            this.total_in += take as u64;
-                        }
-                    }
-                }
-                State::Body => {
-                    let input = ready!(Pin::new(&mut this.inner).poll_fill_buf(cx))?;
-                    let eof = input.is_empty();
-                    let before_in = this.inflate.total_in();
-                    let before_out = this.inflate.total_out();
+            let Some(stage) = this.stage.take() else {
+                return Poll::Ready(Err(invalid("read after an error")));
+            };
+            match stage {
+                Stage::Member(mut member) => {
+                    let input = member.get_mut();
+                    input.waker = Some(cx.waker().clone());
+                    input.pending = false;
                     // Initialise (zero) only a bounded window per call: callers often hand
                     // in large fresh buffers, and zeroing all of each would dominate.
                     let out = buf.initialize_unfilled_to(buf.remaining().min(OUT_WINDOW));
-                    let status = this
-                        .inflate
-                        .decompress(input, out, FlushDecompress::None)
-                        .map_err(|e| invalid(&e.to_string()))?;
-                    let used = usize::try_from(this.inflate.total_in() - before_in)
-                        .map_err(|_| invalid("counter overflow"))?;
-                    let produced = usize::try_from(this.inflate.total_out() - before_out)
-                        .map_err(|_| invalid("counter overflow"))?;
-                    Pin::new(&mut this.inner).consume(used);
-                    this.total_in += used as u64;
-                    this.total_out += produced as u64;
+                    let result = member.read(out);
+                    let input = member.get_mut();
+                    input.waker = None;
+                    let pending = input.pending;
+                    this.total_in = input.consumed;
+                    let n = match result {
+                        Ok(0) => {
+                            // flate2 has checked the trailer; it reads nothing past it.
+                            this.stage = Some(Stage::Between(member.into_inner()));
+                            continue;
+                        }
+                        Ok(n) => n,
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock && pending => {
+                            this.stage = Some(Stage::Member(member));
+                            return Poll::Pending;
+                        }
+                        Err(e) => return Poll::Ready(Err(member_error(e))),
+                    };
+                    this.stage = Some(Stage::Member(member));
+                    this.total_out += n as u64;
                     // Checked before handing the bytes out: a reader must not both fill the
                     // buffer and fail.
                     this.check_limits()?;
-                    this.crc.update(&out[..produced]);
-                    buf.advance(produced);
-                    if status == Status::StreamEnd {
-                        this.state = State::Trailer;
-                        if produced > 0 {
-                            return Poll::Ready(Ok(()));
-                        }
-                        continue;
-                    }
-                    if produced > 0 {
-                        return Poll::Ready(Ok(()));
-                    }
-                    if eof {
-                        return Poll::Ready(Err(truncated()));
-                    }
-                    if used == 0 {
-                        // No progress with input available and room for output: corrupt.
-                        return Poll::Ready(Err(invalid("inflate made no progress")));
-                    }
+                    buf.advance(n);
+                    return Poll::Ready(Ok(()));
                 }
-                State::Trailer => {
-                    let avail = ready!(Pin::new(&mut this.inner).poll_fill_buf(cx))?;
-                    if avail.is_empty() {
-                        return Poll::Ready(Err(truncated()));
-                    }
-                    let take = avail.len().min(8 - this.trailer.len());
-                    this.trailer.extend_from_slice(&avail[..take]);
-                    Pin::new(&mut this.inner).consume(take);
-                    this.total_in += take as u64;
-                    if this.trailer.len() == 8 {
-                        let t = &this.trailer;
-                        let crc = u32::from_le_bytes([t[0], t[1], t[2], t[3]]);
-                        let isize = u32::from_le_bytes([t[4], t[5], t[6], t[7]]);
-                        if crc != this.crc.sum() {
-                            return Poll::Ready(Err(invalid("CRC mismatch")));
+                Stage::Between(mut input) => {
+                    let first = match Pin::new(&mut input.inner).poll_fill_buf(cx) {
+                        Poll::Pending => {
+                            this.stage = Some(Stage::Between(input));
+                            return Poll::Pending;
                         }
-                        // ISIZE is the member length modulo 2^32.
-                        if isize != this.crc.amount() {
-                            return Poll::Ready(Err(invalid("length mismatch")));
-                        }
-                        this.trailer.clear();
-                        this.state = State::Between;
-                    }
-                }
-                State::Between => {
-                    let avail = ready!(Pin::new(&mut this.inner).poll_fill_buf(cx))?;
-                    if avail.is_empty() {
-                        this.state = State::Done;
-                    } else if avail[0] == 0x1f {
+                        Poll::Ready(r) => r?.first().copied(),
+                    };
+                    this.stage = Some(match first {
+                        None => Stage::Done(input),
                         // Concatenated members are one stream (RFC 1952 §2.2).
-                        this.inflate.reset(false);
-                        this.crc.reset();
-                        this.state = State::Header;
-                    } else if avail[0] == 0 {
+                        Some(0x1f) => Stage::Member(Member::new(input)),
                         // RFC 1952 defines no padding, but GNU gzip accepts (and warns
-                        // about) trailing zeros, and a medium padded to its block size
-                        // adds nothing else; a NUL cannot start a member, so it is
-                        // unambiguous. Anything else stays an error.
-                        this.state = State::ZeroPad;
-                    } else {
-                        return Poll::Ready(Err(invalid(&format!(
-                            "byte 0x{:02x} at compressed offset {} after the end of the gzip \
-                             stream: only another gzip member or zero padding may follow",
-                            avail[0], this.total_in
-                        ))));
-                    }
+                        // about) trailing zeros, and a medium padded to its block size adds
+                        // nothing else; a NUL cannot start a member, so it is unambiguous.
+                        // Anything else stays an error.
+                        Some(0) => Stage::ZeroPad(input),
+                        Some(b) => {
+                            return Poll::Ready(Err(invalid(&format!(
+                                "byte 0x{b:02x} at compressed offset {} after the end of the gzip \
+                                 stream: only another gzip member or zero padding may follow",
+                                input.consumed
+                            ))))
+                        }
+                    });
                 }
-                State::ZeroPad => {
-                    let avail = ready!(Pin::new(&mut this.inner).poll_fill_buf(cx))?;
+                Stage::ZeroPad(mut input) => {
+                    let avail = match Pin::new(&mut input.inner).poll_fill_buf(cx) {
+                        Poll::Pending => {
+                            this.stage = Some(Stage::ZeroPad(input));
+                            return Poll::Pending;
+                        }
+                        Poll::Ready(r) => r?,
+                    };
                     if avail.is_empty() {
-                        this.state = State::Done;
+                        this.stage = Some(Stage::Done(input));
                     } else if let Some(i) = avail.iter().position(|&c| c != 0) {
                         return Poll::Ready(Err(invalid(&format!(
                             "byte 0x{:02x} at compressed offset {} in the zero padding after \
                              the gzip stream: only zero bytes may follow it",
                             avail[i],
-                            this.total_in + i as u64
+                            input.consumed + i as u64
                         ))));
                     } else {
                         let n = avail.len();
-                        Pin::new(&mut this.inner).consume(n);
-                        this.total_in += n as u64;
+                        input.consume(n);
+                        this.total_in = input.consumed;
+                        this.stage = Some(Stage::ZeroPad(input));
                     }
+                }
+                Stage::Done(input) => {
+                    this.stage = Some(Stage::Done(input));
+                    return Poll::Ready(Ok(()));
                 }
             }
         }
@@ -457,6 +415,31 @@ mod tests {
         let mut trailing = g.clone();
         trailing.extend_from_slice(b"junk");
         assert!(inflate(&trailing, InflateLimits::default()).await.is_err());
+    }
+
+    /// The hand-written header parser skipped FHCRC; flate2 checks it.
+    #[tokio::test]
+    async fn rejects_a_wrong_header_crc() {
+        let body = &gz(b"data")[10..];
+        let mut good = vec![0x1f, 0x8b, 8, 2, 0, 0, 0, 0, 0, 0xff];
+        let mut crc = Crc::new();
+        crc.update(&good);
+        // FHCRC is the low 16 bits of the CRC-32 of the header bytes before it.
+        good.extend_from_slice(&(crc.sum() as u16).to_le_bytes());
+        let mut bad = good.clone();
+        bad[10] ^= 0xff;
+        good.extend_from_slice(body);
+        bad.extend_from_slice(body);
+        assert_eq!(
+            inflate(&good, InflateLimits::default())
+                .await
+                .expect("valid"),
+            b"data"
+        );
+        let err = inflate(&bad, InflateLimits::default())
+            .await
+            .expect_err("bad");
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData, "{err}");
     }
 
     #[tokio::test]
