@@ -25,8 +25,15 @@ fn root() -> PathBuf {
 /// `cargo build --release` (a no-op when scripts/test.sh already ran it): the Dockerfile
 /// copies the static binary it makes.
 fn release_binary() -> PathBuf {
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    Cmd::new(PathBuf::from(cargo))
+    // `cargo` from PATH (rustup's proxy), as scripts/test.sh runs it: the toolchain's own
+    // binary in $CARGO was seen to rebuild the release lib a shell's `cargo` had just built.
+    let on_path = std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join("cargo").is_file()));
+    let cargo = match std::env::var_os("CARGO") {
+        Some(c) if !on_path => PathBuf::from(c),
+        _ => PathBuf::from("cargo"),
+    };
+    Cmd::new(cargo)
         .args(["build", "--release", "--bin", "airdock"])
         .current_dir(&root())
         .timeout(Duration::from_secs(1800))
