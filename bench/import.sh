@@ -13,7 +13,7 @@
 #        into Debian's docker-registry (CNCF Distribution 2.8), filesystem storage.
 # 3. Writes a markdown report (machine, load, command, table, targets of issue 3).
 #
-#   --bin PATH      airdock binary (default target/release/airdock; this script builds nothing)
+#   --bin PATH      airdock binary (default target/x86_64-unknown-linux-gnu/release/airdock; this script builds nothing)
 #   --gib LIST      tar sizes in GiB, comma separated (default 1,2.1: at least 2 GiB)
 #   --layer-mib N   size of each image's random layer (default 32, so 2.1 GiB = 68 images)
 #   --reps N        repetitions per size and system (default 3)
@@ -31,7 +31,7 @@ set -uo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/.." && pwd)
 CMDLINE="bench/import.sh${*:+ $*}"
-BIN=$ROOT/target/release/airdock GIB=1,2.1 LAYER_MIB=32 REPS=3 OUT=$ROOT/target/bench/import-results.md
+BIN=$ROOT/target/x86_64-unknown-linux-gnu/release/airdock GIB=1,2.1 LAYER_MIB=32 REPS=3 OUT=$ROOT/target/bench/import-results.md
 DATA_ROOT=/var/tmp PROFILE=0 WAITQ=0
 while [ $# -gt 0 ]; do
   case "$1" in

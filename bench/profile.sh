@@ -8,12 +8,14 @@
 # FIGURE: push_mono push_chunked pull manifest_get manifest_head manifest_put layers listing
 # Needs perf (Debian: linux-perf), python3, wrk, ab, curl. Builds and installs nothing.
 # airdock is stopped by PID and its data dir removed at exit.
+# The release profile strips symbols (the image must stay small); for readable stacks build
+# with them first: CARGO_PROFILE_RELEASE_DEBUG=1 CARGO_PROFILE_RELEASE_STRIP=false cargo build --release
 set -uo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/.." && pwd)
-[ $# -ge 1 ] || { sed -n '2,12p' "$0"; exit 2; }
+[ $# -ge 1 ] || { sed -n '2,14p' "$0"; exit 2; }
 FIG=$1; shift
-BIN=$ROOT/target/release/airdock REPS=2 OUTDIR="" EXTRA=()
+BIN=$ROOT/target/x86_64-unknown-linux-gnu/release/airdock REPS=2 OUTDIR="" EXTRA=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --bin) BIN=$2; shift 2;;

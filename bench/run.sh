@@ -9,7 +9,7 @@
 #
 #   --quick         development run (< 4 min): 256 MiB blobs, 2 repetitions, 3 s load runs,
 #                   20,000 tags and 2,000 repositories; its numbers are not the published ones
-#   --bin PATH      airdock binary (default target/release/airdock; this script builds nothing)
+#   --bin PATH      airdock binary (default target/x86_64-unknown-linux-gnu/release/airdock; this script builds nothing)
 #   --out FILE      the report (default BENCHMARKS.md; --quick: target/bench/BENCHMARKS-quick.md)
 #   --json FILE     raw results (default target/bench/run-<time>.json)
 #   --data-root DIR where the temp data dir is made (default /var/tmp); removed at exit
@@ -25,7 +25,7 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 . "$HERE/lib/common.sh"
 ROOT=$(cd "$HERE/.." && pwd)
 CMDLINE="bench/run.sh${*:+ $*}"
-QUICK=0 BIN=$ROOT/target/release/airdock OUT="" JSON="" DATA_ROOT=/var/tmp REPS="" CEIL=1 WAITQ=0
+QUICK=0 BIN=$ROOT/target/x86_64-unknown-linux-gnu/release/airdock OUT="" JSON="" DATA_ROOT=/var/tmp REPS="" CEIL=1 WAITQ=0
 EXTRA=()
 while [ $# -gt 0 ]; do
   case "$1" in

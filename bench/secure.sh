@@ -13,7 +13,7 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=bench/lib/common.sh
 . "$HERE/lib/common.sh"
 ROOT=$(cd "$HERE/.." && pwd)
-BIN=$ROOT/target/release/airdock
+BIN=$ROOT/target/x86_64-unknown-linux-gnu/release/airdock
 OUT=$HERE/secure-results.md
 REPS=4 DUR=8 WAITQ=0
 CMDLINE="bench/secure.sh $*"

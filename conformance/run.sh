@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the OCI distribution-spec conformance suites against airdock.
 #
-#   conformance/run.sh [path-to-airdock-binary]      (default: ./target/release/airdock)
+#   conformance/run.sh [path-to-airdock-binary]      (default: ./target/x86_64-unknown-linux-gnu/release/airdock)
 #
 # Each suite gets a fresh server on a free loopback port with its own temp
 # data dir; the server is stopped by PID afterwards (also on error / Ctrl-C).
@@ -33,7 +33,7 @@ done
 
 airdock=
 if [[ -z $registry_cmd ]]; then
-  airdock=${1:-$root/target/release/airdock}
+  airdock=${1:-$root/target/x86_64-unknown-linux-gnu/release/airdock}
   [[ $airdock == /* ]] || airdock=$PWD/$airdock
   [[ -x $airdock ]] || die "airdock binary not found at $airdock (cargo build --release, or pass a path)"
 fi

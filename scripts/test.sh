@@ -90,7 +90,7 @@ elif ((BUILD_OK == 0)); then
 else
     run_step "conformance" conformance.log \
         timeout --kill-after=30 "${CONFORMANCE_TOTAL_TIMEOUT:-1800}" \
-        bash conformance/run.sh target/release/airdock || true
+        bash conformance/run.sh target/x86_64-unknown-linux-gnu/release/airdock || true
 fi
 
 # Fuzzing needs nightly; it builds its own target dir (fuzz/target), so it runs after the

@@ -43,6 +43,8 @@ pub enum Command {
     /// Users in an htpasswd file.
     #[command(subcommand)]
     User(UserCommand),
+    /// Ask a server's `/readyz`: exit 0 when ready, 1 otherwise (exec probes, HEALTHCHECK).
+    Health(crate::health_cli::HealthArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -103,6 +105,10 @@ pub struct ServeArgs {
     /// [key: storage.allow_referenced_blob_delete]
     #[arg(long, env = "AIRDOCK_ALLOW_REFERENCED_BLOB_DELETE")]
     pub allow_referenced_blob_delete: bool,
+    /// `GET /readyz` answers 503 while less than this many MiB are free on the data dir's
+    /// filesystem (default 256). [key: storage.min_free_mib]
+    #[arg(long, env = "AIRDOCK_MIN_FREE_MIB")]
+    pub min_free_mib: Option<u64>,
     /// Bearer token for the admin API (`/admin/v1/...`). When unset, one is generated
     /// into `<data-dir>/admin-token` (mode 0600) on first start and reused after.
     #[arg(long, env = "AIRDOCK_ADMIN_TOKEN", hide_env_values = true)]
@@ -218,6 +224,7 @@ impl ServeArgs {
             },
             storage: StorageConfig {
                 allow_referenced_blob_delete: self.allow_referenced_blob_delete.then_some(true),
+                min_free_mib: self.min_free_mib,
             },
             retention: Vec::new(),
             trusted_proxies: self.trusted_proxies.clone(),

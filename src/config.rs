@@ -106,11 +106,17 @@ pub struct UploadsConfig {
     pub ttl: Option<DurationValue>,
 }
 
+/// Default free-space floor of `/readyz` (`storage.min_free_mib`): room for a few layers.
+pub const DEFAULT_MIN_FREE_MIB: u64 = 256;
+
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StorageConfig {
     /// Let a blob delete remove a blob manifests still reference (Distribution's behaviour).
     pub allow_referenced_blob_delete: Option<bool>,
+    /// `/readyz` answers 503 while less than this many MiB are free on the data dir's
+    /// filesystem (default 256), so a balancer stops sending pushes before writes fail.
+    pub min_free_mib: Option<u64>,
 }
 
 /// One retention rule, for every repository matching one of `repos`: keep the newest
@@ -313,6 +319,8 @@ pub struct Settings {
     pub gc_interval: Duration,
     pub allow_referenced_blob_delete: bool,
     pub trusted_proxies: Vec<TrustedNet>,
+    /// The free-space floor of `/readyz`, in MiB.
+    pub min_free_mib: u64,
 }
 
 /// Default of `limits.max_open_uploads`.
@@ -414,6 +422,7 @@ impl Config {
             &mut self.storage.allow_referenced_blob_delete,
             other.storage.allow_referenced_blob_delete,
         );
+        pick(&mut self.storage.min_free_mib, other.storage.min_free_mib);
         if !other.retention.is_empty() {
             self.retention = other.retention;
         }
@@ -478,6 +487,7 @@ file authentication is off and anyone could push; set auth.htpasswd"
                 .storage
                 .allow_referenced_blob_delete
                 .unwrap_or(false),
+            min_free_mib: self.storage.min_free_mib.unwrap_or(DEFAULT_MIN_FREE_MIB),
             addr: self
                 .addr
                 .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 5000))),

@@ -7,6 +7,8 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod forwarded;
+pub mod health;
+pub mod health_cli;
 pub mod http;
 pub mod imgpkg;
 pub mod import_cli;
@@ -50,12 +52,15 @@ pub struct AppState {
     pub gc: GcOptions,
     /// Which peers' `Forwarded`/`X-Forwarded-*` headers are believed, and our own scheme.
     pub forwarding: forwarded::Forwarding,
+    /// What `/readyz` checks, and its last verdict.
+    pub readiness: health::Readiness,
 }
 
 impl AppState {
     /// A state with no authentication and default limits.
     pub fn new(store: Store, sparse: bool) -> AppState {
         AppState {
+            readiness: health::Readiness::new(store.clone(), health::DEFAULT_MIN_FREE_MIB),
             store,
             sparse,
             chunk_min: None,
@@ -91,6 +96,9 @@ pub fn app(state: AppState) -> Router {
         .route("/v2/{*rest}", any(http::dispatch))
         // Behind the auth layer like `/v2`: it alone decides who may call them.
         .merge(admin::routes())
+        // Probes: outside `/v2` and `/admin`, so no credential is ever asked of them.
+        .route("/livez", get(health::livez))
+        .route("/readyz", get(health::readyz))
         // Registered even with auth off (it then answers 404): the router stays one shape.
         // POST answers 404 so that clients trying OAuth2 first fall back to GET.
         .route(

@@ -53,6 +53,21 @@ fn main() -> anyhow::Result<()> {
             // Scripts (and the crash tests) read the exit status: 1 = problems remain.
             std::process::exit(if clean { 0 } else { 1 });
         }
+        Command::Health(args) => {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            match rt.block_on(airdock::health_cli::run(args)) {
+                Ok(msg) => {
+                    println!("{msg}");
+                    Ok(())
+                }
+                Err(e) => {
+                    eprintln!("not ready: {e:#}");
+                    std::process::exit(1);
+                }
+            }
+        }
         Command::Config(ConfigCommand::Check { file }) => {
             let cfg =
                 Config::load(&file).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
@@ -186,6 +201,7 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
         });
     state.allow_referenced_blob_delete = settings.allow_referenced_blob_delete;
     state.gc = settings.gc.clone();
+    state.readiness = airdock::health::Readiness::new(state.store.clone(), settings.min_free_mib);
     state.forwarding =
         airdock::forwarded::Forwarding::new(settings.trusted_proxies.clone(), tls.is_some());
     airdock::admin::spawn_background(state.store.clone(), state.gc.clone(), settings.gc_interval);

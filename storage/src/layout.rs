@@ -109,6 +109,11 @@ pub(crate) fn journal_path(root: &Path) -> PathBuf {
     root.join(META).join(JOURNAL)
 }
 
+/// A readiness probe's scratch file (`tmp/` is emptied at start, so a crash leaves no trace).
+pub(crate) fn ready_probe_path(root: &Path, n: u64) -> PathBuf {
+    root.join(TMP).join(format!("ready-{n}"))
+}
+
 pub(crate) fn upload_dir(root: &Path, id: &UploadId) -> PathBuf {
     root.join(UPLOADS).join(id.as_str())
 }

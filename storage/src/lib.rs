@@ -16,6 +16,7 @@ mod pins;
 pub mod random;
 mod retention;
 mod uploads;
+mod vitals;
 
 use std::fs::{self, File};
 use std::io;
@@ -40,6 +41,7 @@ pub use names::{Reference, RepoName, Tag};
 pub use pins::Pin;
 pub use retention::{is_imgpkg_tag, Matcher, Retention};
 pub use uploads::{UploadId, UploadSession};
+pub use vitals::Vitals;
 
 use meta::{Meta, Op, Repo};
 pub use uploads::UploadLimits;
@@ -151,6 +153,19 @@ impl Store {
 
     pub fn root(&self) -> &Path {
         &self.inner.root
+    }
+
+    /// What a readiness probe needs: can the store write, can its journal commit, how much
+    /// disk is free. Runs on a blocking thread (a sync and a statvfs).
+    pub async fn vitals(&self) -> Vitals {
+        let root = self.inner.root.clone();
+        let poisoned = self.inner.meta.is_poisoned();
+        tokio::task::spawn_blocking(move || vitals::check(&root, poisoned))
+            .await
+            .unwrap_or_else(|e| Vitals {
+                write_error: Some(format!("the probe thread failed: {e}")),
+                ..Vitals::default()
+            })
     }
 
     // ---- blobs -------------------------------------------------------------------------

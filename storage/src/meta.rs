@@ -495,6 +495,11 @@ impl Meta {
         self.state.write().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Commits stopped after a journal write that could not be undone.
+    pub(crate) fn is_poisoned(&self) -> bool {
+        self.poisoned.load(Ordering::Acquire)
+    }
+
     /// Take the journal lock: no commit happens until the returned guard is dropped.
     pub(crate) async fn lock(&self) -> Locked<'_> {
         Locked {

@@ -25,4 +25,5 @@ mod netns;
 mod oras;
 mod podman;
 mod secure;
+mod selfhost;
 mod skopeo_sync;
