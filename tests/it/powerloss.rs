@@ -42,36 +42,46 @@ const DIR_FSYNC_DELAY_MS: &str = "20";
 fn powerfs_bin() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
-        // This test binary is <target>/<profile>/deps/it-<hash>.
+        // This test binary is <target>[/<triple>]/<profile>/deps/it-<hash>: build powerfs with
+        // the same profile into cargo's own target dir (inherited CARGO_TARGET_DIR or the
+        // workspace's), and take its path from cargo's artifact messages rather than guess the
+        // layout (`.cargo/config.toml` names a build target, which adds a directory level).
         let exe = std::env::current_exe().expect("current exe");
-        let profile_dir = exe
+        let profile = exe
             .parent()
             .and_then(Path::parent)
-            .expect("test binary under <target>/<profile>/deps");
-        let target = profile_dir.parent().expect("target dir");
-        let profile = profile_dir
-            .file_name()
+            .and_then(Path::file_name)
             .and_then(|n| n.to_str())
-            .expect("profile dir name");
+            .expect("test binary under <profile>/deps")
+            .to_owned();
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         let mut cmd = Command::new(cargo);
         cmd.args([
             "build",
             "--quiet",
+            "--message-format=json-render-diagnostics",
             "-p",
             "airdock-powerfs",
             "--bin",
             "powerfs",
         ])
-        .arg("--target-dir")
-        .arg(target)
-        .current_dir(env!("CARGO_MANIFEST_DIR"));
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stderr(Stdio::inherit());
         if profile != "debug" {
-            cmd.args(["--profile", profile]);
+            cmd.args(["--profile", &profile]);
         }
-        let status = cmd.status().expect("run cargo build for powerfs");
-        assert!(status.success(), "building tests/powerfs failed: {status}");
-        profile_dir.join("powerfs")
+        let out = cmd.output().expect("run cargo build for powerfs");
+        assert!(
+            out.status.success(),
+            "building tests/powerfs failed: {}",
+            out.status
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == "powerfs")
+            .find_map(|m| m["executable"].as_str().map(PathBuf::from))
+            .expect("cargo named the powerfs executable")
     })
 }
 
