@@ -7,7 +7,8 @@
 #    the first time, a no-op afterwards)
 # 2. cargo fmt --check, cargo clippy -D warnings
 # 3. cargo build --release
-# 4. cargo test --workspace (unit and integration tests, incl. skopeo)
+# 4. cargo test --workspace --no-fail-fast (unit and integration tests, incl. skopeo;
+#    every test binary runs even when an earlier one failed)
 # 5. conformance/run.sh against the release binary (when present)
 # 6. scripts/fuzz.sh: every fuzz target for FUZZ_SECONDS (default 45) each
 #
@@ -80,7 +81,7 @@ BUILD_OK=1
 run_step "build" build.log cargo build --release || BUILD_OK=0
 
 run_step "test" test.log \
-    timeout --kill-after=30 "${TEST_TIMEOUT:-1500}" cargo test --workspace || true
+    timeout --kill-after=30 "${TEST_TIMEOUT:-1500}" cargo test --workspace --no-fail-fast || true
 
 if [[ ! -f conformance/run.sh ]]; then
     skip_step "conformance" "conformance/run.sh not present"
