@@ -95,8 +95,10 @@ impl AdminToken {
                     )
                 })?;
                 let mode = fs::metadata(&path)?.permissions().mode();
-                if mode & 0o077 != 0 {
-                    tracing::warn!(path = %path.display(), mode = format!("{:o}", mode & 0o777), "admin token file is readable by others; chmod 600 it");
+                // Only "other" bits: a Kubernetes Secret mounted 0440 with the pod's fsGroup is
+                // the intended way to share the file with the server's group.
+                if mode & 0o007 != 0 {
+                    tracing::warn!(path = %path.display(), mode = format!("{:o}", mode & 0o777), "admin token file is open to every user; chmod 600 (or 640) it");
                 }
                 tracing::info!(path = %path.display(), "admin token read from file (re-read when it changes)");
                 return Ok((from_file(secret), TokenSource::File(path)));
