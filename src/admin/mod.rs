@@ -1,6 +1,6 @@
 //! The admin API under `/admin/v1/`, one file per concept: the imgpkg import (`import`),
 //! online GC (`gc`), repository removal (`repositories`), import records (`imports`), upload
-//! sessions (`uploads`), the timers (`tasks`). Who may call it is decided once, by the auth
+//! sessions (`uploads`), disk usage (`usage`), the timers (`tasks`). Who may call it is decided once, by the auth
 //! layer in front of every `/admin/*` path (`crate::auth`, which also holds the admin token):
 //! no handler here checks credentials, and every refusal is a `RegistryError`.
 
@@ -10,6 +10,7 @@ pub mod imports;
 pub mod repositories;
 pub mod tasks;
 pub mod uploads;
+pub mod usage;
 
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -37,6 +38,7 @@ pub fn routes() -> Router<AppState> {
         .route("/admin/v1/imports/{id}", delete(imports::delete_import))
         .route("/admin/v1/uploads", get(uploads::list))
         .route("/admin/v1/uploads/{id}", delete(uploads::cancel))
+        .route("/admin/v1/usage", get(usage::usage))
 }
 
 pub(crate) fn json(value: &impl serde::Serialize) -> Result<Response, RegistryError> {

@@ -229,7 +229,7 @@ pub fn paged(
 }
 
 /// `<url-path>?n=<n>&last=<last>`, for `Link: <...>; rel="next"`.
-fn next_link(path: &str, n: Option<usize>, last: &str) -> String {
+pub(crate) fn next_link(path: &str, n: Option<usize>, last: &str) -> String {
     let mut q = String::new();
     if let Some(n) = n {
         q.push_str(&format!("n={n}&"));

@@ -47,6 +47,9 @@ use crate::retention::{self, Retention};
 use crate::uploads::{self, Taken};
 use crate::{layout, Digest, RepoName, Store, StoreError, Tag, Txn, UploadId};
 
+/// A blob file's last write and size.
+type Written = (SystemTime, u64);
+
 /// Files are deleted in batches of this many per hold of the journal lock, so pushes wait
 /// at most one batch for GC.
 const SWEEP_BATCH: usize = 256;
@@ -102,8 +105,42 @@ pub struct GcReport {
     pub blobs_deleted: u64,
     pub bytes_freed: u64,
     pub blobs_kept: u64,
+    /// Unreferenced blobs the grace window kept this run, and when they become collectable.
+    pub held_back: HeldBack,
     pub uploads_expired: u64,
     pub elapsed_ms: u64,
+    /// With `dry_run`: what each repository uses now, beside what the run would free.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub usage: Option<crate::Usage>,
+}
+
+/// Blob files no repository references that a run kept only because they were written or
+/// touched within the grace window. Each becomes collectable `grace` after its last write,
+/// if nothing references it by then: the earliest and latest of those times (RFC 3339).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct HeldBack {
+    pub blobs: u64,
+    pub bytes: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub earliest_collectable: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latest_collectable: Option<String>,
+}
+
+impl HeldBack {
+    /// Tally `blobs` (last written at, size) of a run with window `grace`.
+    fn of(blobs: &[Written], grace: Duration) -> HeldBack {
+        let at = |t: SystemTime| {
+            let due = t.checked_add(grace).unwrap_or(t);
+            humantime::format_rfc3339_seconds(due).to_string()
+        };
+        HeldBack {
+            blobs: blobs.len() as u64,
+            bytes: blobs.iter().map(|(_, n)| n).sum(),
+            earliest_collectable: blobs.iter().map(|(t, _)| *t).min().map(at),
+            latest_collectable: blobs.iter().map(|(t, _)| *t).max().map(at),
+        }
+    }
 }
 
 fn mtime(p: &std::path::Path) -> Option<SystemTime> {
@@ -136,22 +173,33 @@ impl Store {
                 .map_err(io::Error::other)??
         };
         let mut old: Vec<Digest> = Vec::new();
+        // Files inside the window (last write, size): the report says which of them only
+        // the window kept.
+        let mut young: Vec<(Digest, SystemTime, u64)> = Vec::new();
         let mut total = 0u64;
         for shard in shards {
             let root = root.clone();
-            let (n, older) = tokio::task::spawn_blocking(move || -> io::Result<_> {
+            let (n, older, younger) = tokio::task::spawn_blocking(move || -> io::Result<_> {
                 let (found, _strays) = layout::walk_shard(&root, &shard)?;
                 let n = found.len() as u64;
-                let older: Vec<Digest> = found
-                    .into_iter()
-                    .filter(|d| mtime(&layout::blob_path(&root, d)).is_some_and(|t| t <= cutoff))
-                    .collect();
-                Ok((n, older))
+                let (mut older, mut younger) = (Vec::new(), Vec::new());
+                for d in found {
+                    let Ok(m) = fs::metadata(layout::blob_path(&root, &d)) else {
+                        continue;
+                    };
+                    match m.modified() {
+                        Ok(t) if t <= cutoff => older.push(d),
+                        Ok(t) => younger.push((d, t, m.len())),
+                        Err(_) => {}
+                    }
+                }
+                Ok((n, older, younger))
             })
             .await
             .map_err(io::Error::other)??;
             total += n;
             old.extend(older);
+            young.extend(younger);
         }
         old.sort_unstable();
         let root = &self.inner.root;
@@ -204,6 +252,7 @@ impl Store {
             old.into_iter().filter(|d| !live.contains(d)).collect()
         };
         let mut live: Option<(u64, Arc<HashSet<Digest>>)> = None;
+        let mut held: Vec<Written> = Vec::new();
         for batch in candidates.chunks(SWEEP_BATCH) {
             let locked = self.inner.meta.lock().await;
             let generation = locked.generation();
@@ -220,7 +269,7 @@ impl Store {
             let pins = self.inner.pins.clone();
             let dry = opts.dry_run;
             // The journal lock stays held across this: that is what keeps commits out.
-            let (n, bytes) = tokio::task::spawn_blocking(move || {
+            let (n, bytes, touched) = tokio::task::spawn_blocking(move || {
                 sweep(&root, batch, &current, &pins, cutoff, dry)
             })
             .await
@@ -228,8 +277,24 @@ impl Store {
             drop(locked);
             report.blobs_deleted += n;
             report.bytes_freed += bytes;
+            held.extend(touched);
         }
         report.blobs_kept = total - report.blobs_deleted;
+        {
+            // A report, not a decision: the state of this moment is good enough. A link
+            // alone (a blob pushed, no manifest naming it yet) is what the window keeps.
+            let live = manifest_referenced(&self.inner.meta.read(), &skip_manifests);
+            held.extend(
+                young
+                    .into_iter()
+                    .filter(|(d, _, _)| !live.contains(d))
+                    .map(|(_, t, n)| (t, n)),
+            );
+        }
+        report.held_back = HeldBack::of(&held, opts.grace);
+        if opts.dry_run {
+            report.usage = Some(self.usage().await?);
+        }
 
         // 4. Upload sessions nobody has written to for too long.
         if let Some(ttl) = opts.upload_ttl {
@@ -465,22 +530,32 @@ fn live_set(
     skip_links: &HashSet<RepoDigest>,
     skip_manifests: &HashSet<RepoDigest>,
 ) -> HashSet<Digest> {
-    let skipped = |set: &HashSet<RepoDigest>, repo: &RepoName, d: &Digest| {
-        !set.is_empty()
-            && set.contains(&RepoDigest {
-                repo: repo.clone(),
-                digest: d.clone(),
-            })
-    };
-    let mut live = HashSet::new();
+    let mut live = manifest_referenced(state, skip_manifests);
     for (name, repo) in &state.repos {
         for d in &repo.blobs {
             if !skipped(skip_links, name, d) {
                 live.insert(d.clone());
             }
         }
+    }
+    live
+}
+
+/// `(repo, d)` is in `set` (a dry run's would-be-dropped links or manifests).
+fn skipped(set: &HashSet<RepoDigest>, repo: &RepoName, d: &Digest) -> bool {
+    !set.is_empty()
+        && set.contains(&RepoDigest {
+            repo: repo.clone(),
+            digest: d.clone(),
+        })
+}
+
+/// Every digest a manifest is stored under or names, leaving out `skip`'s manifests.
+fn manifest_referenced(state: &State, skip: &HashSet<RepoDigest>) -> HashSet<Digest> {
+    let mut live = HashSet::new();
+    for (name, repo) in &state.repos {
         for (d, m) in &repo.manifests {
-            if skipped(skip_manifests, name, d) {
+            if skipped(skip, name, d) {
                 continue;
             }
             live.insert(d.clone());
@@ -492,7 +567,8 @@ fn live_set(
 }
 
 /// Delete (or count, when `dry`) the files of `batch` that are not live, not pinned and
-/// still older than `cutoff`. Runs with the journal lock held by the caller.
+/// still older than `cutoff`. Runs with the journal lock held by the caller. Also returns
+/// the (mtime, size) of those touched since the listing: the grace window keeps them.
 fn sweep(
     root: &Path,
     batch: Vec<Digest>,
@@ -500,8 +576,8 @@ fn sweep(
     pins: &Pins,
     cutoff: SystemTime,
     dry: bool,
-) -> io::Result<(u64, u64)> {
-    let (mut n, mut bytes) = (0, 0);
+) -> io::Result<(u64, u64, Vec<Written>)> {
+    let (mut n, mut bytes, mut touched) = (0, 0, Vec::new());
     for d in batch {
         if live.contains(&d) {
             continue;
@@ -518,8 +594,13 @@ fn sweep(
             Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
             Err(e) => return Err(e),
         };
-        if meta.modified().map_or(true, |t| t > cutoff) {
-            continue;
+        match meta.modified() {
+            Ok(t) if t > cutoff => {
+                touched.push((t, meta.len()));
+                continue;
+            }
+            Ok(_) => {}
+            Err(_) => continue,
         }
         if !dry {
             match fs::remove_file(&path) {
@@ -532,7 +613,7 @@ fn sweep(
         n += 1;
         bytes += meta.len();
     }
-    Ok((n, bytes))
+    Ok((n, bytes, touched))
 }
 
 #[cfg(test)]
@@ -653,6 +734,37 @@ mod tests {
             assert!(s.stat_blob(&repo, &b.digest).is_ok());
         }
         assert!(s.fsck(false).await.expect("fsck").clean);
+    }
+
+    #[tokio::test]
+    async fn the_report_says_what_the_grace_window_kept_and_until_when() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = Store::open(dir.path()).await.expect("open");
+        let r = name("r");
+        let d = sha(b"fresh and alone");
+        s.push_blob(&r, &d, &b"fresh and alone"[..])
+            .await
+            .expect("push");
+        push_image(&s, &r, "kept", Some("v1")).await;
+        let before = SystemTime::now();
+        let report = s.gc(&opts(false)).await.expect("gc");
+        assert_eq!((report.blobs_deleted, report.held_back.blobs), (0, 1));
+        assert_eq!(report.held_back.bytes, 15);
+        let due = report.held_back.earliest_collectable.expect("a time");
+        assert_eq!(Some(&due), report.held_back.latest_collectable.as_ref());
+        let due = humantime::parse_rfc3339(&due).expect("RFC 3339");
+        let grace = GcOptions::default().grace;
+        assert!(due + Duration::from_secs(2) >= before + grace, "{due:?}");
+        assert!(due <= SystemTime::now() + grace, "{due:?}");
+
+        let zero = GcOptions {
+            grace: Duration::ZERO,
+            ..opts(false)
+        };
+        let report = s.gc(&zero).await.expect("gc");
+        assert_eq!((report.blobs_deleted, report.bytes_freed), (1, 15));
+        assert_eq!(report.held_back.blobs, 0);
+        assert!(report.held_back.earliest_collectable.is_none());
     }
 
     #[tokio::test]

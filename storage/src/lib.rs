@@ -16,6 +16,7 @@ mod pins;
 pub mod random;
 mod retention;
 mod uploads;
+mod usage;
 mod vitals;
 
 use std::fs::{self, File};
@@ -30,7 +31,7 @@ pub use blobs::{read_range, Ingested};
 pub use digest::{Algorithm, Digest, Hasher, Hex};
 pub use error::StoreError;
 pub use fsck::{FsckProblem, FsckReport};
-pub use gc::{GcOptions, GcReport, RepoDigest, RepoTag};
+pub use gc::{GcOptions, GcReport, HeldBack, RepoDigest, RepoTag};
 pub use imports::{ImportRecord, ImportRemoval, ImportedTag};
 pub use manifest::{
     Descriptor, ManifestRecord, MediaType, DOCKER_LIST, DOCKER_MANIFEST, MAX_MANIFEST_BYTES,
@@ -41,6 +42,7 @@ pub use names::{Reference, RepoName, Tag};
 pub use pins::Pin;
 pub use retention::{is_imgpkg_tag, Matcher, Retention};
 pub use uploads::{UploadId, UploadSession};
+pub use usage::{RepoUsage, Usage};
 pub use vitals::Vitals;
 
 use meta::{Meta, Op, Repo};

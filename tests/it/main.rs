@@ -25,3 +25,4 @@ mod security;
 mod skopeo;
 mod stress;
 mod support;
+mod usage;
