@@ -34,6 +34,11 @@ pub enum Command {
     Fsck(FsckArgs),
     /// Import an `imgpkg copy --to-tar` tarball into a repository.
     Import(crate::import_cli::ImportArgs),
+    /// Copy a data dir, served or not, into one tar (metadata snapshot + every blob it
+    /// references); prints a JSON report.
+    Backup(BackupArgs),
+    /// Bring a backup back into an empty data dir, verifying every blob; prints a JSON report.
+    Restore(RestoreArgs),
     /// Configuration file tools.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -261,6 +266,30 @@ pub struct GcArgs {
     /// Also expire upload sessions idle this long (default 24h; `0` = keep them).
     #[arg(long, env = "AIRDOCK_UPLOAD_TTL", value_parser = parse_duration)]
     pub upload_ttl: Option<Duration>,
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct BackupArgs {
+    /// The data dir to back up (a server may be using it).
+    #[arg(long, env = "AIRDOCK_DATA_DIR")]
+    pub data_dir: PathBuf,
+    /// The tar to write (replaced atomically when complete).
+    #[arg(long)]
+    pub to: PathBuf,
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct RestoreArgs {
+    /// The backup tar.
+    #[arg(long)]
+    pub from: PathBuf,
+    /// The data dir to restore into: new or empty, and no server using it.
+    #[arg(long, env = "AIRDOCK_DATA_DIR")]
+    pub data_dir: PathBuf,
+    /// Restore into a non-empty data dir: its metadata is replaced by the backup's; blobs
+    /// it held that the backup does not reference are left to GC.
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(clap::Args, Debug, Clone)]

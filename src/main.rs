@@ -45,6 +45,21 @@ fn main() -> anyhow::Result<()> {
                 .build()?;
             rt.block_on(run_gc(args))
         }
+        Command::Backup(args) => {
+            let report = airdock::storage::backup::backup(&args.data_dir, &args.to)
+                .with_context(|| format!("backing up {}", args.data_dir.display()))?;
+            print_json(&report)
+        }
+        Command::Restore(args) => {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            let restore = airdock::storage::backup::restore(&args.from, &args.data_dir, args.force);
+            let report = rt
+                .block_on(restore)
+                .with_context(|| format!("restoring {}", args.from.display()))?;
+            print_json(&report)
+        }
         Command::Fsck(args) => {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()

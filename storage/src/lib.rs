@@ -2,6 +2,7 @@
 //! repository metadata (links, manifests, tags, referrers) and upload sessions.
 //! It knows nothing of HTTP; see `layout` for the on-disk tree.
 
+pub mod backup;
 mod blobs;
 mod digest;
 mod error;

@@ -425,50 +425,19 @@ impl Meta {
     /// reported, never silently skipped.
     pub(crate) fn open(root: &Path, read_only: bool) -> Result<Meta, StoreError> {
         let path = layout::journal_path(root);
-        let mut state = State::default();
         let mut file = OpenOptions::new()
             .read(true)
             .append(!read_only)
             .create(!read_only)
             .open(&path)?;
-        let mut good_len = 0u64;
-        let mut bad_at: Option<u64> = None;
-        {
-            let mut reader = BufReader::new(&mut file);
-            let mut line = Vec::new();
-            let mut lineno = 0u64;
-            loop {
-                line.clear();
-                let n = reader.read_until(b'\n', &mut line)?;
-                if n == 0 {
-                    break;
-                }
-                lineno += 1;
-                match parse_line(&line) {
-                    Some(rec) if bad_at.is_none() => {
-                        for op in rec.ops {
-                            state.apply(op);
-                        }
-                        good_len += n as u64;
-                    }
-                    Some(_) => {
-                        return Err(StoreError::Corrupt(format!(
-                            "{}: line {} is damaged but later lines are intact",
-                            path.display(),
-                            bad_at.unwrap_or_default()
-                        )));
-                    }
-                    None => {
-                        if bad_at.is_none() {
-                            bad_at = Some(lineno);
-                        }
-                    }
-                }
-            }
-        }
-        if bad_at.is_some() && read_only {
+        let Replayed {
+            state,
+            good_len,
+            torn,
+        } = replay(BufReader::new(&mut file), &path)?;
+        if torn && read_only {
             tracing::warn!(journal = %path.display(), "ignoring a torn journal tail");
-        } else if bad_at.is_some() {
+        } else if torn {
             tracing::warn!(journal = %path.display(), "cutting off a torn journal tail");
             file.set_len(good_len)?;
             file.sync_all()?;
@@ -586,6 +555,59 @@ impl Meta {
         *journal = Arc::new(file);
         Ok(())
     }
+}
+
+/// What a journal's intact lines build, and where they end.
+pub(crate) struct Replayed {
+    pub state: State,
+    /// Bytes of intact lines from the start: everything before a torn tail.
+    pub good_len: u64,
+    /// Something (a torn last line) follows `good_len`.
+    pub torn: bool,
+}
+
+/// Apply every intact line of a journal read from `reader`. A damaged line followed only
+/// by damage is a torn tail (`torn`); damage before an intact line is an error, never
+/// silently skipped. `path` names the journal in that error.
+pub(crate) fn replay(mut reader: impl BufRead, path: &Path) -> Result<Replayed, StoreError> {
+    let mut state = State::default();
+    let mut good_len = 0u64;
+    let mut bad_at: Option<u64> = None;
+    let mut line = Vec::new();
+    let mut lineno = 0u64;
+    loop {
+        line.clear();
+        let n = reader.read_until(b'\n', &mut line)?;
+        if n == 0 {
+            break;
+        }
+        lineno += 1;
+        match parse_line(&line) {
+            Some(rec) if bad_at.is_none() => {
+                for op in rec.ops {
+                    state.apply(op);
+                }
+                good_len += n as u64;
+            }
+            Some(_) => {
+                return Err(StoreError::Corrupt(format!(
+                    "{}: line {} is damaged but later lines are intact",
+                    path.display(),
+                    bad_at.unwrap_or_default()
+                )));
+            }
+            None => {
+                if bad_at.is_none() {
+                    bad_at = Some(lineno);
+                }
+            }
+        }
+    }
+    Ok(Replayed {
+        state,
+        good_len,
+        torn: bad_at.is_some(),
+    })
 }
 
 fn parse_line(line: &[u8]) -> Option<Record> {

@@ -3,6 +3,7 @@
 
 mod admin;
 mod api;
+mod backup;
 mod clients;
 mod connections;
 mod crash;
