@@ -171,6 +171,7 @@ pub fn backup(root: &Path, to: &Path) -> Result<BackupReport, BackupError> {
         Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
         _ => PathBuf::from("."),
     };
+    let mut last_gone = None;
     for attempt in 1..=ATTEMPTS {
         let (guard, file) = TempFile::create(&dir).map_err(io_err(dir.display()))?;
         match write_backup(root, file)? {
@@ -188,12 +189,15 @@ pub fn backup(root: &Path, to: &Path) -> Result<BackupReport, BackupError> {
                     attempt,
                     "a blob of the snapshot was collected mid-backup; starting over from a fresh snapshot"
                 );
+                last_gone = Some(gone);
             }
         }
     }
+    let gone = last_gone.map(|d| d.to_string()).unwrap_or_default();
     Err(BackupError::Refused(format!(
-        "garbage collection removed blobs of the snapshot {ATTEMPTS} times in a row; retry \
-         when no GC with a short --gc-grace runs"
+        "a blob the metadata references was missing in {ATTEMPTS} snapshots in a row (last \
+         {gone}): either GC with a short --gc-grace keeps removing them (retry later) or the \
+         data dir lost a file (run `airdock fsck`)"
     )))
 }
 
@@ -579,5 +583,28 @@ mod tests {
         let name = entry_name(&sha(&[5u8; 70_000]));
         assert!(e.to_string().contains(&name), "{e}");
         assert!(e.to_string().contains("does not match"), "{e}");
+        // Nothing of the backup became metadata there.
+        let left = Store::open_read_only(dir.path().join("dst2"))
+            .await
+            .expect("open");
+        assert!(left.catalog(None, None).items.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_referenced_blob_missing_in_every_snapshot_fails_the_backup_cleanly() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let src = dir.path().join("src");
+        let s = Store::open(&src).await.expect("open");
+        image(&s, "a", "v1", b"layer").await;
+        fs::remove_file(layout::blob_path(&src, &sha(b"layer"))).expect("rm");
+        let tar = dir.path().join("b.tar");
+        let e = backup(&src, &tar).expect_err("missing blob");
+        assert!(e.to_string().contains(&sha(b"layer").to_string()), "{e}");
+        assert!(!tar.exists());
+        let left: Vec<_> = fs::read_dir(dir.path())
+            .expect("ls")
+            .map(|e| e.expect("entry").file_name())
+            .collect();
+        assert_eq!(left, ["src"], "no temporary file left behind");
     }
 }
