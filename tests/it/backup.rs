@@ -15,7 +15,9 @@ use serde_json::Value;
 use crate::crash::post_import;
 use crate::fixture::fixture_tar;
 use crate::images::{client, fsck, make_image, push_image};
-use crate::support::{scratch_dir, sha256, Server, AIRDOCK_BIN, OCI_INDEX, OCI_MANIFEST};
+use crate::support::{
+    manifest_blobs, scratch_dir, sha256, Server, AIRDOCK_BIN, OCI_INDEX, OCI_MANIFEST,
+};
 
 const TOKEN: &str = "backup-admin-token";
 
@@ -24,13 +26,25 @@ application/vnd.oci.image.index.v1+json, \
 application/vnd.docker.distribution.manifest.v2+json, \
 application/vnd.docker.distribution.manifest.list.v2+json";
 
-fn airdock(args: &[&str], dirs: &[&Path]) -> Output {
-    let mut cmd = Command::new(AIRDOCK_BIN);
-    cmd.args(args).env_remove("AIRDOCK_DATA_DIR");
-    for d in dirs {
-        cmd.arg(d);
-    }
-    cmd.output().expect("run airdock")
+/// `airdock <command> --<a> A --<b> B`.
+fn airdock(command: &str, (a, pa): (&str, &Path), (b, pb): (&str, &Path)) -> Output {
+    Command::new(AIRDOCK_BIN)
+        .arg(command)
+        .arg(format!("--{a}"))
+        .arg(pa)
+        .arg(format!("--{b}"))
+        .arg(pb)
+        .env_remove("AIRDOCK_DATA_DIR")
+        .output()
+        .expect("run airdock")
+}
+
+fn backup(data_dir: &Path, to: &Path) -> Output {
+    airdock("backup", ("data-dir", data_dir), ("to", to))
+}
+
+fn restore(from: &Path, data_dir: &Path) -> Output {
+    airdock("restore", ("from", from), ("data-dir", data_dir))
 }
 
 fn text(o: &Output) -> String {
@@ -93,13 +107,7 @@ async fn contents(c: &Client, base: &str) -> BTreeMap<String, Vec<u8>> {
             for child in m["manifests"].as_array().into_iter().flatten() {
                 queue.push(child["digest"].as_str().expect("digest").to_owned());
             }
-            let blobs = m["layers"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .chain(std::iter::once(&m["config"]));
-            for b in blobs.filter(|b| b.is_object()) {
-                let d = b["digest"].as_str().expect("digest");
+            for d in manifest_blobs(&m) {
                 let path = format!("/v2/{repo}/blobs/{d}");
                 let bytes = fetch(c, base, &path).await.expect("blob");
                 assert_eq!(sha256(&bytes), d, "{path} served other bytes");
@@ -181,17 +189,9 @@ async fn backup_during_a_push_restores_into_a_server_serving_identical_content()
     let tar = scratch.path().join("registry.tar");
     let out = {
         let (data, tar) = (first.data_dir().to_owned(), tar.clone());
-        tokio::task::spawn_blocking(move || {
-            let mut cmd = Command::new(AIRDOCK_BIN);
-            cmd.arg("backup")
-                .arg("--data-dir")
-                .arg(&data)
-                .arg("--to")
-                .arg(&tar);
-            cmd.env_remove("AIRDOCK_DATA_DIR").output().expect("backup")
-        })
-        .await
-        .expect("join")
+        tokio::task::spawn_blocking(move || backup(&data, &tar))
+            .await
+            .expect("join")
     };
     let in_flight = pushed.load(Ordering::Acquire);
     done.store(true, Ordering::Release);
@@ -203,15 +203,7 @@ async fn backup_during_a_push_restores_into_a_server_serving_identical_content()
 
     // Restore into a fresh data dir and serve it.
     let data2 = scratch_dir("airdock-restored-");
-    let out = airdock(
-        &[
-            "restore",
-            "--from",
-            tar.to_str().expect("utf-8"),
-            "--data-dir",
-        ],
-        &[data2.path()],
-    );
+    let out = restore(&tar, data2.path());
     assert!(out.status.success(), "restore failed: {}", text(&out));
     let mut second = Server::start_in(data2, &[]);
     let restored = contents(&c, &second.base_url()).await;
@@ -253,10 +245,7 @@ async fn a_backup_with_a_flipped_byte_is_refused_naming_the_entry() {
         .expect("push");
     let scratch = scratch_dir("airdock-backup-");
     let tar = scratch.path().join("b.tar");
-    let out = airdock(
-        &["backup", "--to", tar.to_str().expect("utf-8"), "--data-dir"],
-        &[first.data_dir()],
-    );
+    let out = backup(first.data_dir(), &tar);
     assert!(out.status.success(), "{}", text(&out));
 
     // Flip one byte in the middle of the layer's entry.
@@ -270,15 +259,7 @@ async fn a_backup_with_a_flipped_byte_is_refused_naming_the_entry() {
     std::fs::write(&tar, &bytes).expect("write");
 
     let target = scratch.path().join("restored");
-    let out = airdock(
-        &[
-            "restore",
-            "--from",
-            tar.to_str().expect("utf-8"),
-            "--data-dir",
-        ],
-        &[&target],
-    );
+    let out = restore(&tar, &target);
     assert!(!out.status.success());
     let msg = text(&out);
     let hex = &img.blobs[1].0["sha256:".len()..];
@@ -287,15 +268,7 @@ async fn a_backup_with_a_flipped_byte_is_refused_naming_the_entry() {
     assert!(msg.contains("does not match"), "{msg}");
 
     // A non-empty target is refused without --force.
-    let out = airdock(
-        &[
-            "restore",
-            "--from",
-            tar.to_str().expect("utf-8"),
-            "--data-dir",
-        ],
-        &[first.data_dir()],
-    );
+    let out = restore(&tar, first.data_dir());
     assert!(!out.status.success());
     assert!(text(&out).contains("--force"), "{}", text(&out));
 }

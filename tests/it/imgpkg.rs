@@ -14,7 +14,7 @@ use airdock::imgpkg::synth::{self, Blob, Element, Image};
 use airdock::imgpkg::tarfmt::Kind;
 
 use crate::fixture::{fixture_tar, fixtures};
-use crate::support::{self, get, Server, AIRDOCK_BIN};
+use crate::support::{self, get, manifest_blobs, Server, AIRDOCK_BIN};
 
 pub(crate) const TOKEN: &str = "it-admin-token";
 
@@ -119,13 +119,7 @@ pub(crate) async fn get_manifest(s: &Server, repo: &str, reference: &str) -> (St
 /// Every blob (layers and config) the image manifest `bytes` of `repo:t` names is servable.
 pub(crate) async fn assert_blobs_servable(s: &Server, repo: &str, t: &str, bytes: &[u8]) {
     let m: Value = serde_json::from_slice(bytes).expect("json");
-    let blobs = m["layers"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .chain(std::iter::once(&m["config"]));
-    for b in blobs.filter(|b| b.is_object()) {
-        let d = b["digest"].as_str().expect("digest");
+    for d in manifest_blobs(&m) {
         let resp = Client::new()
             .get(s.url(&format!("/v2/{repo}/blobs/{d}")))
             .send()

@@ -515,6 +515,16 @@ pub async fn push_blob(c: &Client, s: &Server, repo: &str, bytes: &[u8]) -> Stri
 }
 
 /// The manifest of one config and one layer (not gzipped), for blobs of these sizes.
+/// The digests of the layers and config an image manifest (JSON) names.
+pub fn manifest_blobs(m: &Value) -> Vec<&str> {
+    let blobs = m["layers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .chain(std::iter::once(&m["config"]));
+    blobs.filter_map(|b| b["digest"].as_str()).collect()
+}
+
 pub fn image_manifest(config: &str, config_len: usize, layer: &str, layer_len: usize) -> String {
     format!(
         r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config}","size":{config_len}}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"{layer}","size":{layer_len}}}]}}"#
