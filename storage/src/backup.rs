@@ -548,7 +548,9 @@ mod tests {
             .expect("manifest");
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    /// On a current-thread runtime (as the fuzz target runs it): the blocking reader feeds
+    /// ingest tasks that only the caller's `block_on` drives.
+    #[tokio::test]
     async fn backup_of_an_open_store_restores_whole_and_a_flipped_byte_is_named() {
         let dir = tempfile::tempdir().expect("tempdir");
         let src = dir.path().join("src");
