@@ -10,7 +10,10 @@
 //!    is applied; compaction replaces the file by a rename, never in place. The backup opens
 //!    the file once, takes its length, and replays the intact lines of that prefix: a state
 //!    that existed at a commit point. A line being appended is torn in the prefix and left
-//!    out, as a restart would leave it out.
+//!    out, as a restart would leave it out. (One narrow exception: a line written whole
+//!    whose fdatasync then failed is cut back off by the server, which reports the commit
+//!    as failed; a backup reading in between holds that transaction. Its blobs existed when
+//!    it was checked, so the backup is still self-consistent; it is one commit "ahead".)
 //! 2. Every blob that state names was a stored file at that commit (commits check file
 //!    existence under the journal lock). Blob files are immutable and content-addressed: a
 //!    second write of one renames identical bytes over it, so whatever file a name opens
