@@ -95,8 +95,9 @@ pub struct ServeArgs {
     /// A YAML configuration file; flags and environment override its keys.
     #[arg(long, env = "AIRDOCK_CONFIG")]
     pub config: Option<PathBuf>,
-    /// Address to listen on (port 0 picks a free port). [key: addr; default 127.0.0.1:5000]
-    #[arg(long, env = "AIRDOCK_ADDR")]
+    /// Address to listen on: IP:PORT, [IPv6]:PORT, localhost:PORT or :PORT (every
+    /// interface); port 0 picks a free port. [key: addr; default 127.0.0.1:5000]
+    #[arg(long, env = "AIRDOCK_ADDR", value_parser = crate::config::parse_listen_addr)]
     pub addr: Option<SocketAddr>,
     /// Where blobs and metadata live. [key: data_dir; default ./airdock-data]
     #[arg(long, env = "AIRDOCK_DATA_DIR")]

@@ -19,6 +19,8 @@ use crate::rules::Glob;
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
+    /// Where to listen; see [`parse_listen_addr`] for the accepted forms.
+    #[serde(deserialize_with = "listen_addr_opt")]
     pub addr: Option<SocketAddr>,
     pub data_dir: Option<PathBuf>,
     pub sparse: Option<bool>,
@@ -64,6 +66,46 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
             "{s:?}: unknown unit {unit:?} (use ms, s, m, h or d)"
         )),
     }
+}
+
+/// A listen address: `IP:PORT`, `[IPv6]:PORT`, `localhost:PORT` (loopback) or `:PORT` (every
+/// interface, IPv6 and IPv4: `[::]`, which Linux binds dual-stack; the server falls back to
+/// `0.0.0.0` on a host without IPv6). No name is looked up: the binary is static and an empty
+/// image has no resolver configuration, so `localhost` is resolved here, to `127.0.0.1`.
+pub fn parse_listen_addr(s: &str) -> Result<SocketAddr, String> {
+    let s = s.trim();
+    if let Ok(addr) = s.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    let bad = || {
+        format!(
+            "{s:?} is not a listen address: use IP:PORT, [IPv6]:PORT, localhost:PORT or :PORT \
+(every interface)"
+        )
+    };
+    let (host, port) = s.rsplit_once(':').ok_or_else(bad)?;
+    let port: u16 = port
+        .parse()
+        .map_err(|_| format!("{s:?}: the port must be a number from 0 to 65535"))?;
+    match host {
+        "" => Ok(SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, port))),
+        h if h.eq_ignore_ascii_case("localhost") => {
+            Ok(SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, port)))
+        }
+        h if h.parse::<std::net::Ipv6Addr>().is_ok() => Err(format!(
+            "{s:?}: an IPv6 address goes in brackets, e.g. [{h}]:{port}"
+        )),
+        h => Err(format!(
+            "{s:?}: {h:?} is neither an IP address nor localhost (host names are not \
+resolved; use the address of the interface)"
+        )),
+    }
+}
+
+fn listen_addr_opt<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
+    let text = Option::<String>::deserialize(d)?;
+    text.map(|t| parse_listen_addr(&t).map_err(serde::de::Error::custom))
+        .transpose()
 }
 
 /// A duration written like `90s`, `15m`, `6h`, `7d` (see [`parse_duration`]).
@@ -226,32 +268,88 @@ pub struct ConfigError {
 }
 
 impl Config {
-    /// Parse YAML text. Syntax errors, unknown keys and bad values name the line.
+    /// Parse YAML text. Syntax errors, unknown keys and bad values name the line; the first
+    /// error found is returned ([`Config::check`] returns them all).
     pub fn parse(text: &str) -> Result<Config, ConfigError> {
-        if text.trim().is_empty() {
-            return Ok(Config::default());
-        }
-        let cfg: Config = serde_yaml::from_str(text).map_err(|e| ConfigError {
-            location: e.location().map(|l| l.line()),
-            msg: e.to_string(),
-        })?;
-        cfg.validate(text)?;
-        Ok(cfg)
+        Config::check(text).map_err(|mut errors| errors.swap_remove(0))
     }
 
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
-            location: None,
-            msg: format!("cannot read {}: {e}", path.display()),
-        })?;
-        Config::parse(&text)
+        Config::parse(&read(path)?)
     }
 
-    /// Checks that span keys (serde cannot see them).
-    fn validate(&self, text: &str) -> Result<(), ConfigError> {
-        let err = |key: &str, msg: String| ConfigError {
-            location: line_of(text, key.rsplit('.').next().unwrap_or(key)),
-            msg: format!("{key}: {msg}"),
+    /// Every error in the text, not only the first (`airdock config check`): unknown keys,
+    /// wrong types and bad values, each with its key path and line, then the checks that
+    /// span keys. Never empty when `Err`.
+    pub fn check(text: &str) -> Result<Config, Vec<ConfigError>> {
+        if text.trim().is_empty() {
+            return Ok(Config::default());
+        }
+        let mut value: serde_yaml::Value = serde_yaml::from_str(text).map_err(|e| {
+            vec![ConfigError {
+                location: e.location().map(|l| l.line()),
+                msg: e.to_string(),
+            }]
+        })?;
+        // serde stops at the first error. Each round reports it, removes the offending key
+        // (or list item) from the tree and tries again, until the rest deserializes. Keys
+        // removed are remembered, so that the "missing field" a removal causes is not
+        // reported as another error, and list items removed, so that later errors name
+        // their item's index in the file, not in the shrunken list.
+        let mut errors = Vec::new();
+        let mut removed = Removed::default();
+        // Each round removes one node, so the rounds are bounded by the size of the file.
+        for _ in 0..=text.len() {
+            match serde_path_to_error::deserialize::<_, Config>(value.clone()) {
+                Ok(cfg) => {
+                    errors.extend(cfg.validate(text));
+                    return if errors.is_empty() {
+                        Ok(cfg)
+                    } else {
+                        Err(errors)
+                    };
+                }
+                Err(e) => {
+                    let path = removed.original(e.path());
+                    let msg = e.inner().to_string();
+                    let consequence = msg.starts_with("missing field")
+                        && removed
+                            .keys
+                            .iter()
+                            .any(|k| k.starts_with(&display_path(&path)));
+                    if !consequence {
+                        errors.push(ConfigError {
+                            location: line_of_path(text, &path),
+                            msg: if path.is_empty() {
+                                msg
+                            } else {
+                                format!("{}: {msg}", display_path(&path))
+                            },
+                        });
+                    }
+                    if !removed.remove(&mut value, &path) {
+                        break;
+                    }
+                }
+            }
+        }
+        if errors.is_empty() {
+            errors.push(ConfigError {
+                location: None,
+                msg: "the file does not describe a configuration".into(),
+            });
+        }
+        Err(errors)
+    }
+
+    /// Checks that span keys (serde cannot see them): every one that fails.
+    fn validate(&self, text: &str) -> Vec<ConfigError> {
+        let mut errors = Vec::new();
+        let mut err = |key: &str, msg: String| {
+            errors.push(ConfigError {
+                location: line_of(text, key.rsplit('.').next().unwrap_or(key)),
+                msg: format!("{key}: {msg}"),
+            })
         };
         if self.tls.cert.is_some() != self.tls.key.is_some() {
             let key = if self.tls.cert.is_some() {
@@ -259,40 +357,230 @@ impl Config {
             } else {
                 "tls.key"
             };
-            return Err(err(key, "tls.cert and tls.key go together".into()));
+            err(key, "tls.cert and tls.key go together".into());
         }
         for rule in &self.access {
             if rule.users.is_empty() {
-                return Err(err("access.users", "a rule names at least one user".into()));
+                err("access.users", "a rule names at least one user".into());
             }
             if rule.repos.is_empty() {
-                return Err(err("access.repos", "a rule names at least one glob".into()));
+                err("access.repos", "a rule names at least one glob".into());
             }
         }
         for rule in &self.retention {
             if rule.repos.is_empty() {
-                return Err(err(
-                    "retention.repos",
-                    "a rule names at least one glob".into(),
-                ));
+                err("retention.repos", "a rule names at least one glob".into());
             }
             if rule.keep_newest.is_none() && rule.untagged_older_than.is_none() {
-                return Err(err(
+                err(
                     "retention.repos",
                     "a rule needs keep_newest or untagged_older_than".into(),
-                ));
+                );
             }
         }
         if let Some(0) = self.auth.token_ttl_secs {
-            return Err(err("auth.token_ttl_secs", "must be at least 1".into()));
+            err("auth.token_ttl_secs", "must be at least 1".into());
         }
         if let Some(realm) = &self.auth.realm {
             if !(realm.starts_with("https://") || realm.starts_with("http://")) {
-                return Err(err("auth.realm", "must be an http(s) URL".into()));
+                err("auth.realm", "must be an http(s) URL".into());
             }
         }
-        Ok(())
+        errors
     }
+}
+
+fn read(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|e| ConfigError {
+        location: None,
+        msg: format!("cannot read {}: {e}", path.display()),
+    })
+}
+
+/// Every error of the file at `path` (see [`Config::check`]).
+pub fn check_file(path: &Path) -> Result<Config, Vec<ConfigError>> {
+    Config::check(&read(path).map_err(|e| vec![e])?)
+}
+
+/// One step of a key path: a mapping key or a list index (as in the file).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Step {
+    Key(String),
+    Index(usize),
+}
+
+/// `auth.admins[2]`.
+fn display_path(path: &[Step]) -> String {
+    let mut out = String::new();
+    for step in path {
+        match step {
+            Step::Key(k) if out.is_empty() => out.push_str(k),
+            Step::Key(k) => {
+                out.push('.');
+                out.push_str(k);
+            }
+            Step::Index(i) => out.push_str(&format!("[{i}]")),
+        }
+    }
+    out
+}
+
+/// What [`Config::check`] took out of the tree so far.
+#[derive(Default)]
+struct Removed {
+    /// Paths (as displayed) of removed nodes.
+    keys: Vec<String>,
+    /// Per list (its path in the file), the file indices of the items removed from it.
+    items: std::collections::HashMap<String, Vec<usize>>,
+}
+
+impl Removed {
+    /// The path serde reports (in the tree as it is now) as a path in the file.
+    fn original(&self, path: &serde_path_to_error::Path) -> Vec<Step> {
+        use serde_path_to_error::Segment;
+        let mut out = Vec::new();
+        for seg in path.iter() {
+            match seg {
+                Segment::Map { key } => out.push(Step::Key(key.clone())),
+                Segment::Enum { variant } => out.push(Step::Key(variant.clone())),
+                Segment::Seq { index } => {
+                    let gone = self.items.get(&display_path(&out));
+                    // The index-th item of those still in the list.
+                    let mut i = *index;
+                    if let Some(gone) = gone {
+                        let mut orig = 0;
+                        let mut left = *index;
+                        loop {
+                            if !gone.contains(&orig) {
+                                if left == 0 {
+                                    break;
+                                }
+                                left -= 1;
+                            }
+                            orig += 1;
+                        }
+                        i = orig;
+                    }
+                    out.push(Step::Index(i));
+                }
+                Segment::Unknown => break,
+            }
+        }
+        out
+    }
+
+    /// Remove the node at `path` (a path in the file) from `value`; false if there is none.
+    fn remove(&mut self, value: &mut serde_yaml::Value, path: &[Step]) -> bool {
+        let Some((last, parents)) = path.split_last() else {
+            return false;
+        };
+        let mut node = value;
+        for (depth, step) in parents.iter().enumerate() {
+            let next = match (step, node) {
+                (Step::Key(k), serde_yaml::Value::Mapping(m)) => m.get_mut(k.as_str()),
+                (Step::Index(i), serde_yaml::Value::Sequence(items)) => {
+                    let shift = self
+                        .items
+                        .get(&display_path(&parents[..depth]))
+                        .map_or(0, |gone| gone.iter().filter(|g| *g < i).count());
+                    items.get_mut(i - shift)
+                }
+                _ => None,
+            };
+            match next {
+                Some(n) => node = n,
+                None => return false,
+            }
+        }
+        let done = match (last, node) {
+            (Step::Key(k), serde_yaml::Value::Mapping(m)) => m.remove(k.as_str()).is_some(),
+            (Step::Index(i), serde_yaml::Value::Sequence(items)) => {
+                let gone = self.items.entry(display_path(parents)).or_default();
+                let shift = gone.iter().filter(|g| *g < i).count();
+                if i - shift < items.len() {
+                    items.remove(i - shift);
+                    gone.push(*i);
+                    true
+                } else {
+                    false
+                }
+            }
+            _ => false,
+        };
+        if done {
+            self.keys.push(display_path(path));
+        }
+        done
+    }
+}
+
+/// The 1-based line of the node at `path` in block-style YAML: each key is looked for among
+/// the children of the one before (lines indented deeper, up to the next sibling); a list
+/// item is the n-th `- ` at the list's indentation. Inside flow style (`[a, b]`) the line
+/// of the deepest key found is the answer.
+fn line_of_path(text: &str, path: &[Step]) -> Option<usize> {
+    // Each line as (indent, content); a `- ` item marker counts as indentation once entered.
+    let mut lines: Vec<(usize, String)> = text
+        .lines()
+        .map(|l| {
+            let content = l.trim_start();
+            (l.len() - content.len(), content.to_owned())
+        })
+        .collect();
+    let significant = |c: &str| !c.is_empty() && !c.starts_with('#');
+    let item = |c: &str| c.starts_with("- ") || c == "-";
+    let (mut start, mut end) = (0, lines.len());
+    let mut found = None;
+    for step in path {
+        let indent = lines[start..end]
+            .iter()
+            .find(|(_, c)| significant(c))
+            .map(|(i, _)| *i)?;
+        let at = match step {
+            Step::Key(k) => {
+                let needle = format!("{k}:");
+                (start..end).find(|&n| {
+                    let (i, c) = &lines[n];
+                    *i == indent && (c.starts_with(&needle) || c.starts_with(&format!("\"{k}\":")))
+                })
+            }
+            Step::Index(want) => (start..end)
+                .filter(|&n| {
+                    let (i, c) = &lines[n];
+                    *i == indent && item(c)
+                })
+                .nth(*want),
+        };
+        let Some(at) = at else {
+            return found;
+        };
+        found = Some(at + 1);
+        // The node runs until the next line at its indentation or less; a key's list may
+        // sit at the key's own indentation (`key:` then `- item` lines).
+        let node_end = (at + 1..end)
+            .find(|&n| {
+                let (i, c) = &lines[n];
+                significant(c)
+                    && (*i < indent
+                        || (*i == indent && (matches!(step, Step::Index(_)) || !item(c))))
+            })
+            .unwrap_or(end);
+        if let Step::Index(_) = step {
+            // Enter the item: `- key: v` becomes `  key: v`.
+            let (i, c) = &lines[at];
+            let rest = c.trim_start_matches('-');
+            let inner = rest.trim_start();
+            lines[at] = (i + (c.len() - inner.len()), inner.to_owned());
+            start = at;
+        } else {
+            start = at + 1;
+        }
+        end = node_end;
+        if start >= end {
+            break;
+        }
+    }
+    found
 }
 
 /// The 1-based line on which `key:` first appears, for messages about values serde accepted.
@@ -649,6 +937,92 @@ tags: \"v*\"\n    keep_newest: 3\n    untagged_older_than: 7d\n";
         let e =
             Config::parse("retention:\n  - repos: []\n    keep_newest: 1\n").expect_err("no repos");
         assert!(e.to_string().contains("retention.repos"), "{e}");
+    }
+
+    /// `config check` reports every error, each with its key path and line.
+    #[test]
+    fn check_reports_every_error() {
+        let text = "\
+addr: 127.0.0.1:5000
+limits:
+  max_header_bytes: lots
+  idle_timout_secs: 5
+auth:
+  htpasswd: /etc/airdock/htpasswd
+  admins: [root]
+access:
+- repos: [\"a/*\"]
+  users: [bob]
+  allow: [pull]
+- repos: [\"b/*\"]
+  users: [bob]
+  allow: [pull, pus]
+gc:
+  grace: 2w
+";
+        let errors = Config::check(text).expect_err("three errors");
+        let got: Vec<(Option<usize>, String)> =
+            errors.iter().map(|e| (e.location, e.msg.clone())).collect();
+        assert_eq!(errors.len(), 4, "{got:#?}");
+        let find = |key: &str| {
+            got.iter()
+                .find(|(_, m)| m.starts_with(key))
+                .unwrap_or_else(|| panic!("no error for {key}: {got:#?}"))
+                .0
+        };
+        assert_eq!(find("limits.max_header_bytes: invalid type"), Some(3));
+        assert_eq!(find("limits.idle_timout_secs: unknown field"), Some(4));
+        assert_eq!(find("access[1].allow[1]: "), Some(14));
+        assert_eq!(find("gc.grace: "), Some(16));
+        // The first is what `parse` (serve) reports.
+        assert!(Config::parse(text).is_err());
+        // Errors spanning keys are all reported too.
+        let text = "tls:\n  cert: /x\nauth:\n  token_ttl_secs: 0\n  realm: ftp://x\n";
+        let errors = Config::check(text).expect_err("three errors");
+        assert_eq!(errors.len(), 3, "{errors:?}");
+    }
+
+    #[test]
+    fn removed_list_items_keep_their_file_index() {
+        let text = "trusted_proxies:\n- 10.1.0.0/8\n- 10.0.0.0/8\n- bad\n";
+        let errors = Config::check(text).expect_err("two errors");
+        let msgs: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+        assert_eq!(errors.len(), 2, "{msgs:?}");
+        assert!(
+            msgs[0].starts_with("line 2: trusted_proxies[0]"),
+            "{msgs:?}"
+        );
+        assert!(
+            msgs[1].starts_with("line 4: trusted_proxies[2]"),
+            "{msgs:?}"
+        );
+    }
+
+    #[test]
+    fn listen_addresses() {
+        let ok = |s: &str| parse_listen_addr(s).expect(s).to_string();
+        assert_eq!(ok("127.0.0.1:5000"), "127.0.0.1:5000");
+        assert_eq!(ok("[::1]:5000"), "[::1]:5000");
+        assert_eq!(ok("localhost:5000"), "127.0.0.1:5000");
+        assert_eq!(ok("LOCALHOST:0"), "127.0.0.1:0");
+        assert_eq!(ok(":5000"), "[::]:5000");
+        assert_eq!(ok("0.0.0.0:80"), "0.0.0.0:80");
+        for (bad, says) in [
+            ("registry.lab:5000", "not resolved"),
+            ("::1:5000", "brackets"),
+            ("localhost", "not a listen address"),
+            ("localhost:99999", "port"),
+            (":http", "port"),
+            ("", "not a listen address"),
+            ("[::1]", "port"),
+        ] {
+            let e = parse_listen_addr(bad).expect_err(bad);
+            assert!(e.contains(says), "{bad}: {e}");
+        }
+        let cfg = Config::parse("addr: \":5000\"\n").expect("parse");
+        assert_eq!(cfg.addr, Some("[::]:5000".parse().expect("addr")));
+        let e = Config::parse("sparse: true\naddr: host.lab:1\n").expect_err("name");
+        assert_eq!(e.location, Some(2), "{e}");
     }
 
     #[test]

@@ -84,23 +84,15 @@ fn main() -> anyhow::Result<()> {
             }
         }
         Command::Config(ConfigCommand::Check { file }) => {
-            let cfg =
-                Config::load(&file).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
-            let settings = cfg
-                .settings()
-                .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
-            if let Some((cert, key)) = &settings.tls {
-                airdock::tls::load_certified_key(cert, key)?;
+            let problems = check_config(&file);
+            if problems.is_empty() {
+                println!("{}: ok", file.display());
+                return Ok(());
             }
-            if let Some(h) = &settings.auth.htpasswd {
-                let users = airdock::auth::htpasswd::Htpasswd::load(h)
-                    .with_context(|| format!("auth.htpasswd {}", h.display()))?;
-                for w in airdock::auth::unknown_users(&settings, &users) {
-                    eprintln!("{}: warning: {w}", file.display());
-                }
+            for p in &problems {
+                eprintln!("{}: {p}", file.display());
             }
-            println!("{}: ok", file.display());
-            Ok(())
+            anyhow::bail!("{}: {} error(s)", file.display(), problems.len())
         }
         Command::Cert(CertCommand::Init {
             dir,
@@ -139,6 +131,37 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// Every problem `config check` finds in `file`: the file's own errors, then (when it
+/// parses) those of the settings and of the certificate and user files it names. Warnings
+/// (users the rules name but the user file lacks) are printed, not counted.
+fn check_config(file: &std::path::Path) -> Vec<String> {
+    let cfg = match airdock::config::check_file(file) {
+        Ok(cfg) => cfg,
+        Err(errors) => return errors.iter().map(ToString::to_string).collect(),
+    };
+    let settings = match cfg.settings() {
+        Ok(s) => s,
+        Err(e) => return vec![e.to_string()],
+    };
+    let mut problems = Vec::new();
+    if let Some((cert, key)) = &settings.tls {
+        if let Err(e) = airdock::tls::load_certified_key(cert, key) {
+            problems.push(format!("tls: {e:#}"));
+        }
+    }
+    if let Some(h) = &settings.auth.htpasswd {
+        match airdock::auth::htpasswd::Htpasswd::load(h) {
+            Ok(users) => {
+                for w in airdock::auth::unknown_users(&settings, &users) {
+                    eprintln!("{}: warning: {w}", file.display());
+                }
+            }
+            Err(e) => problems.push(format!("auth.htpasswd {}: {e}", h.display())),
+        }
+    }
+    problems
 }
 
 async fn open_store(dir: &std::path::Path) -> anyhow::Result<airdock::storage::Store> {
@@ -220,9 +243,7 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
     state.forwarding =
         airdock::forwarded::Forwarding::new(settings.trusted_proxies.clone(), tls.is_some());
     airdock::admin::spawn_background(state.store.clone(), state.gc.clone(), settings.gc_interval);
-    let listener = TcpListener::bind(settings.addr)
-        .await
-        .with_context(|| format!("binding {}", settings.addr))?;
+    let listener = bind(settings.addr).await?;
     let addr = listener.local_addr()?;
     // Tests and scripts read this line to learn the port when started with port 0.
     println!("listening on {addr}");
@@ -243,6 +264,25 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
     serve_with(listener, app(state), shutdown_signal(), opts).await?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Bind `addr`. The IPv6 wildcard (`:PORT`, `[::]:PORT`) means every interface; on a host
+/// whose kernel has no IPv6 that is the IPv4 wildcard, so fall back to it rather than fail.
+async fn bind(addr: std::net::SocketAddr) -> anyhow::Result<TcpListener> {
+    match TcpListener::bind(addr).await {
+        Err(e) if addr.ip() == std::net::Ipv6Addr::UNSPECIFIED && no_ipv6(&e) => {
+            let v4 = std::net::SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, addr.port()));
+            tracing::warn!(error = %e, %v4, "no IPv6 on this host: listening on IPv4 only");
+            TcpListener::bind(v4)
+                .await
+                .with_context(|| format!("binding {v4}"))
+        }
+        r => r.with_context(|| format!("binding {addr}")),
+    }
+}
+
+fn no_ipv6(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::AddrNotAvailable || e.raw_os_error() == Some(libc::EAFNOSUPPORT)
 }
 
 /// Raise the soft limit on open files to the hard one and return it. Every connection is

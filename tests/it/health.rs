@@ -139,3 +139,89 @@ fn health_command_exits_0_when_ready_and_1_when_not() {
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("connecting"));
 }
+
+/// `airdock serve --addr ADDR` on a temp data dir, stopped (by its PID) on drop. The
+/// shared `Server` helper always passes an `IP:PORT`; this one exercises the other forms.
+struct Listening {
+    child: std::process::Child,
+    addr: std::net::SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Listening {
+    fn start(addr: &str) -> Listening {
+        use std::io::BufRead;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_airdock"))
+            .args(["serve", "--addr", addr, "--min-free-mib", "1", "--data-dir"])
+            .arg(dir.path())
+            .env_remove("AIRDOCK_ADDR")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start airdock");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = std::io::BufReader::new(stdout).lines();
+        let line = loop {
+            match lines.next() {
+                Some(Ok(l)) if l.starts_with("listening on ") => break l,
+                Some(Ok(_)) => continue,
+                other => {
+                    let _ = child.kill();
+                    panic!("airdock serve --addr {addr} printed no address: {other:?}");
+                }
+            }
+        };
+        // Keep draining so the server never blocks on a full pipe.
+        std::thread::spawn(move || lines.for_each(drop));
+        let addr = line["listening on ".len()..].parse().expect("address");
+        Listening {
+            child,
+            addr,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for Listening {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn addr_takes_localhost_and_a_bare_port() {
+    // `localhost:PORT`: the loopback, resolved without asking any resolver.
+    let s = Listening::start("localhost:0");
+    assert_eq!(s.addr.ip(), std::net::Ipv4Addr::LOCALHOST, "{}", s.addr);
+    let out = airdock_health(&["--addr", &format!("localhost:{}", s.addr.port())]);
+    assert!(out.status.success(), "{out:?}");
+
+    // `:PORT`: every interface, so both loopbacks answer (IPv6 where the host has it).
+    let s = Listening::start(":0");
+    assert!(s.addr.ip().is_unspecified(), "{}", s.addr);
+    let port = s.addr.port();
+    let out = airdock_health(&["--addr", &format!(":{port}")]);
+    assert!(out.status.success(), "{out:?}");
+    let out = airdock_health(&["--url", &format!("http://127.0.0.1:{port}/livez")]);
+    assert!(out.status.success(), "{out:?}");
+    if s.addr.is_ipv6() {
+        let out = airdock_health(&["--url", &format!("http://[::1]:{port}/livez")]);
+        assert!(out.status.success(), "{out:?}");
+    }
+
+    // Anything else: a clear refusal before binding.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_airdock"))
+        .args(["serve", "--addr", "registry.lab:5000"])
+        .env_remove("AIRDOCK_ADDR")
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("registry.lab") && err.contains("not resolved"),
+        "{err}"
+    );
+}

@@ -20,6 +20,7 @@ mod import_cli;
 mod imports;
 mod inproc;
 mod logins;
+mod operate;
 mod powerloss;
 mod proxy;
 mod security;
