@@ -1,4 +1,4 @@
-//! The command line: `airdock serve`, `config check`, `cert init`, `user add`. Every scalar
+//! The command line: `airdock serve`, `config check`, `cert init`, `user …`, `health`. Every scalar
 //! configuration key has a flag here and an `AIRDOCK_*` environment twin; see README.
 
 use std::net::SocketAddr;
@@ -47,7 +47,7 @@ pub enum Command {
     Cert(CertCommand),
     /// Users in an htpasswd file.
     #[command(subcommand)]
-    User(UserCommand),
+    User(crate::user_cli::UserCommand),
     /// Ask a server's `/readyz`: exit 0 when ready, 1 otherwise (exec probes, HEALTHCHECK).
     Health(crate::health_cli::HealthArgs),
 }
@@ -74,19 +74,6 @@ pub enum CertCommand {
         /// The port shown in the trust instructions.
         #[arg(long, default_value_t = 5000)]
         port: u16,
-    },
-}
-
-#[derive(Subcommand, Debug)]
-pub enum UserCommand {
-    /// Add NAME (or replace its password); the password is read from stdin.
-    Add {
-        name: String,
-        #[arg(long)]
-        htpasswd: PathBuf,
-        /// bcrypt cost.
-        #[arg(long, default_value_t = 10)]
-        cost: u32,
     },
 }
 

@@ -41,7 +41,17 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("health_cli", &["config"]),
     // The commands, at the top: nothing uses them but `cli` and `main.rs`.
     ("import_cli", &["admin", "error", "imgpkg"]),
-    ("cli", &["config", "forwarded", "health_cli", "import_cli"]),
+    ("user_cli", &["auth"]),
+    (
+        "cli",
+        &[
+            "config",
+            "forwarded",
+            "health_cli",
+            "import_cli",
+            "user_cli",
+        ],
+    ),
 ];
 
 /// Every `crate::name` a source file mentions outside comments.

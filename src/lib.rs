@@ -19,6 +19,7 @@ pub mod rules;
 pub mod server;
 pub mod sys;
 pub mod tls;
+pub mod user_cli;
 
 use std::future::Future;
 use std::sync::Arc;

@@ -1,15 +1,13 @@
 //! The `airdock` binary: parse flags, set up logging, run the chosen command.
 
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::{IsTerminal, Write};
 
 use anyhow::Context;
 use clap::Parser;
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
-use airdock::cli::{
-    CertCommand, Cli, Command, ConfigCommand, FsckArgs, GcArgs, ServeArgs, UserCommand,
-};
+use airdock::cli::{CertCommand, Cli, Command, ConfigCommand, FsckArgs, GcArgs, ServeArgs};
 use airdock::config::Config;
 use airdock::server::{serve_with, ServeOptions};
 use airdock::{app, AppState};
@@ -114,20 +112,8 @@ fn main() -> anyhow::Result<()> {
             print!("{}", airdock::tls::trust_instructions(&dir, &hosts, port));
             Ok(())
         }
-        Command::User(UserCommand::Add {
-            name,
-            htpasswd,
-            cost,
-        }) => {
-            let mut password = String::new();
-            std::io::stdin()
-                .lock()
-                .read_line(&mut password)
-                .context("reading the password from stdin")?;
-            let password = password.trim_end_matches(['\r', '\n']);
-            let replaced = airdock::auth::htpasswd::add_user(&htpasswd, &name, password, cost)?;
-            let verb = if replaced { "updated" } else { "added" };
-            println!("{verb} {name} in {}", htpasswd.display());
+        Command::User(cmd) => {
+            println!("{}", airdock::user_cli::run(cmd)?);
             Ok(())
         }
     }

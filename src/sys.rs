@@ -22,6 +22,56 @@ pub fn write_private(path: &Path, data: &[u8]) -> io::Result<()> {
     f.sync_all()
 }
 
+/// Replace the file at `path` with `data` so that a reader sees the old file or the new one,
+/// never half of either, and a crash leaves one of them: a temp file beside it, written and
+/// fsynced, renamed over it, then the directory fsynced. The new file keeps the old one's
+/// permission bits (and owner, where the caller may set it); a new file gets `new_mode`.
+pub fn replace_file(path: &Path, data: &[u8], new_mode: u32) -> io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let name = path
+        .file_name()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "not a file path"))?;
+    let old = match std::fs::metadata(path) {
+        Ok(m) => Some(m),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e),
+    };
+    let mode = old.as_ref().map_or(new_mode, |m| m.mode() & 0o7777);
+    let tmp = dir.join(format!(
+        ".{}.{}.tmp",
+        name.to_string_lossy(),
+        random_hex(8)?
+    ));
+    let written = (|| {
+        // Created owner-only, so the content is never readable by others on the way; the
+        // final mode is set before the rename.
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(data)?;
+        if let Some(m) = &old {
+            // Root rewriting a file someone else owns keeps it theirs; anyone else cannot
+            // give a file away, and then it is theirs (as `htpasswd` does).
+            let _ = std::os::unix::fs::fchown(&f, Some(m.uid()), Some(m.gid()));
+        }
+        f.set_permissions(std::fs::Permissions::from_mode(mode))?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        std::fs::File::open(dir)?.sync_all()
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
+}
+
 /// Seconds since the Unix epoch (0 if the clock is before it).
 pub fn now() -> u64 {
     SystemTime::now()
@@ -65,6 +115,22 @@ mod tests {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
         assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
         assert_eq!(rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
+    }
+
+    #[test]
+    fn replace_file_keeps_the_mode_and_leaves_no_temp_file() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("users");
+        replace_file(&p, b"one", 0o600).expect("create");
+        let mode = |p: &Path| std::fs::metadata(p).expect("meta").permissions().mode() & 0o777;
+        assert_eq!(mode(&p), 0o600);
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o640)).expect("chmod");
+        replace_file(&p, b"two", 0o600).expect("replace");
+        assert_eq!(std::fs::read(&p).expect("read"), b"two");
+        assert_eq!(mode(&p), 0o640, "the operator's mode stays");
+        let names: Vec<_> = std::fs::read_dir(dir.path()).expect("ls").collect();
+        assert_eq!(names.len(), 1, "no temp file left");
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! htpasswd files with bcrypt entries (`htpasswd -B` writes them): loading, re-loading when
-//! the file changes, checking a password, and adding a user (`airdock user add`).
+//! the file changes, checking a password, and changing it (`airdock user add|del|passwd|list`).
 
 use std::collections::HashMap;
 use std::io;
@@ -187,36 +187,130 @@ impl Htpasswd {
     }
 }
 
-/// Add `name` with `password` to the file at `path` (created 0600 if missing), replacing an
-/// existing entry. Written to a temp file and renamed, so a reader never sees half a file.
-pub fn add_user(path: &Path, name: &str, password: &str, cost: u32) -> anyhow::Result<bool> {
-    if name.is_empty() || name.contains(':') || name.chars().any(char::is_whitespace) {
-        anyhow::bail!("a user name is non-empty, without `:` or spaces");
+/// Why `name` cannot be a user name, if it cannot. Names go into `name:hash` lines, Basic
+/// credentials (`name:password`), token subjects and access rules, where `*` and `anonymous`
+/// mean something else.
+pub fn check_user_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("a user name cannot be empty".into());
     }
+    if name.len() > 256 {
+        return Err("a user name is at most 256 bytes".into());
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| *c == ':' || c.is_whitespace() || c.is_control())
+    {
+        return Err(format!(
+            "user name {name:?}: {c:?} is not allowed (no `:`, spaces or control characters)"
+        ));
+    }
+    if name == "*" || name == "anonymous" || name.starts_with('#') {
+        return Err(format!(
+            "user name {name:?} is reserved (`*` and `anonymous` mean other things in access \
+rules; `#` starts a comment)"
+        ));
+    }
+    Ok(())
+}
+
+/// The lines of the file at `path`, or none if it does not exist yet.
+fn read_lines(path: &Path) -> anyhow::Result<Vec<String>> {
+    match std::fs::read_to_string(path) {
+        Ok(t) => Ok(t.lines().map(str::to_owned).collect()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(anyhow::Error::new(e).context(format!("reading {}", path.display()))),
+    }
+}
+
+fn entry_name(line: &str) -> Option<&str> {
+    let line = line.trim();
+    if line.is_empty() || line.starts_with('#') {
+        return None;
+    }
+    line.split_once(':').map(|(n, _)| n)
+}
+
+/// Rewrite the file atomically, keeping its mode (a new file is 0600: it holds hashes).
+fn write_lines(path: &Path, lines: &[String]) -> anyhow::Result<()> {
+    let mut out = String::new();
+    for l in lines {
+        out.push_str(l);
+        out.push('\n');
+    }
+    crate::sys::replace_file(path, out.as_bytes(), 0o600)
+        .map_err(|e| anyhow::Error::new(e).context(format!("writing {}", path.display())))
+}
+
+/// Add `name` with `password` to the file at `path` (created 0600 if missing), replacing an
+/// existing entry in place; `true` if it replaced one. The file is replaced atomically with
+/// its mode kept, so the server (which re-reads it on change) never sees half a file.
+pub fn add_user(path: &Path, name: &str, password: &str, cost: u32) -> anyhow::Result<bool> {
+    check_user_name(name).map_err(anyhow::Error::msg)?;
     if password.is_empty() {
         anyhow::bail!("empty password");
     }
     let hash = bcrypt::hash(password, cost)?;
-    let old = match std::fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => String::new(),
-        Err(e) => return Err(e.into()),
-    };
-    let mut replaced = false;
-    let mut out = String::new();
-    for line in old.lines() {
-        if line.split_once(':').map(|(n, _)| n) == Some(name) {
-            replaced = true;
-            continue;
+    let mut lines = read_lines(path)?;
+    let entry = format!("{name}:{hash}");
+    let replaced = match lines.iter().position(|l| entry_name(l) == Some(name)) {
+        Some(i) => {
+            // Duplicates of the name (hand edits) go: the new entry is the only one.
+            let mut i_kept = 0;
+            for (n, l) in lines.iter().enumerate() {
+                if n == i {
+                    break;
+                }
+                if entry_name(l) != Some(name) {
+                    i_kept += 1;
+                }
+            }
+            lines.retain(|l| entry_name(l) != Some(name));
+            lines.insert(i_kept, entry);
+            true
         }
-        out.push_str(line);
-        out.push('\n');
-    }
-    out.push_str(&format!("{name}:{hash}\n"));
-    let tmp = path.with_extension("airdock-tmp");
-    crate::sys::write_private(&tmp, out.as_bytes())?;
-    std::fs::rename(&tmp, path)?;
+        None => {
+            lines.push(entry);
+            false
+        }
+    };
+    write_lines(path, &lines)?;
     Ok(replaced)
+}
+
+/// Change the password of `name`, who must have an entry.
+pub fn set_password(path: &Path, name: &str, password: &str, cost: u32) -> anyhow::Result<()> {
+    if !list_users(path)?.iter().any(|u| u == name) {
+        anyhow::bail!(
+            "no user {name:?} in {} (add it with `airdock user add`)",
+            path.display()
+        );
+    }
+    add_user(path, name, password, cost).map(drop)
+}
+
+/// Remove `name`'s entry; an error if it has none.
+pub fn remove_user(path: &Path, name: &str) -> anyhow::Result<()> {
+    let mut lines = read_lines(path)?;
+    let before = lines.len();
+    lines.retain(|l| entry_name(l) != Some(name));
+    if lines.len() == before {
+        anyhow::bail!("no user {name:?} in {}", path.display());
+    }
+    write_lines(path, &lines)
+}
+
+/// The user names in the file, in file order.
+pub fn list_users(path: &Path) -> anyhow::Result<Vec<String>> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| anyhow::Error::new(e).context(format!("reading {}", path.display())))?;
+    // Parsed as the server parses it, so a file the server would refuse is reported here.
+    parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    Ok(text
+        .lines()
+        .filter_map(entry_name)
+        .map(str::to_owned)
+        .collect())
 }
 
 #[cfg(test)]
@@ -244,6 +338,48 @@ mod tests {
         assert!(matches!(h.verify("bob", "pw"), Check::Valid(_)));
         assert_eq!(h.verify("carol", "pw"), Check::Invalid);
         assert!(add_user(&p, "a:b", "x", 4).is_err());
+    }
+
+    #[test]
+    fn passwd_del_list_keep_other_entries_and_order() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let p = dir.path().join("htpasswd");
+        std::fs::write(&p, "# lab users\n").expect("seed");
+        for u in ["carol", "alice", "bob"] {
+            add_user(&p, u, "pw", 4).expect("add");
+        }
+        assert_eq!(list_users(&p).expect("list"), ["carol", "alice", "bob"]);
+        set_password(&p, "alice", "new", 4).expect("passwd");
+        assert_eq!(list_users(&p).expect("list"), ["carol", "alice", "bob"]);
+        let h = Htpasswd::load(&p).expect("load");
+        assert!(matches!(h.verify("alice", "new"), Check::Valid(_)));
+        assert!(
+            set_password(&p, "dave", "x", 4).is_err(),
+            "passwd needs an existing user"
+        );
+        remove_user(&p, "carol").expect("del");
+        assert_eq!(list_users(&p).expect("list"), ["alice", "bob"]);
+        assert!(remove_user(&p, "carol").is_err(), "already gone");
+        assert!(std::fs::read_to_string(&p)
+            .expect("read")
+            .starts_with("# lab users\n"));
+    }
+
+    #[test]
+    fn bad_user_names_are_refused_with_the_reason() {
+        for (name, says) in [
+            ("", "empty"),
+            ("a b", "not allowed"),
+            ("a:b", "not allowed"),
+            ("tab\t", "not allowed"),
+            ("*", "reserved"),
+            ("anonymous", "reserved"),
+            ("#x", "reserved"),
+        ] {
+            let e = check_user_name(name).expect_err(name);
+            assert!(e.contains(says), "{name:?}: {e}");
+        }
+        check_user_name("ci-bot@lab.example").expect("ok");
     }
 
     /// Defect 7 (issue 10): a file that becomes invalid must refuse logins, not keep the
