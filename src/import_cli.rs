@@ -146,6 +146,13 @@ async fn to_data_dir(
         .with_context(|| format!("opening data dir {}", args.data_dir.display()))?;
     let options = ImportOptions {
         registry_host: args.registry_host.clone(),
+        tar_name: tar_file_name(&args.file),
+        // No server, no admin principal: the record says it was written locally, by whom
+        // the environment says.
+        imported_by: Some(match std::env::var("USER") {
+            Ok(u) if !u.is_empty() => format!("local:{u}"),
+            _ => "local".to_owned(),
+        }),
         ..ImportOptions::default()
     };
     let reader = Counting {
@@ -189,6 +196,14 @@ fn read_token(args: &ImportArgs) -> anyhow::Result<String> {
         bail!("the admin token is empty");
     }
     Ok(secret.to_owned())
+}
+
+/// The tar's file name for the import record (none for stdin).
+fn tar_file_name(file: &Path) -> Option<String> {
+    if file == Path::new("-") {
+        return None;
+    }
+    file.file_name().map(|n| n.to_string_lossy().into_owned())
 }
 
 /// `http[s]://host[:port][/prefix]` and the repository → the import endpoint's URL.
@@ -265,7 +280,11 @@ async fn to_server(
     counter: Arc<AtomicU64>,
 ) -> anyhow::Result<Outcome> {
     let token = read_token(args)?;
-    let url = import_url(server, repo)?;
+    let mut url = import_url(server, repo)?;
+    if let Some(name) = tar_file_name(&args.file) {
+        // For the import record (`GET /admin/v1/imports`).
+        url.query_pairs_mut().append_pair("name", &name);
+    }
     let client = http_client(args.ca_cert.as_deref())?;
     // Streamed in 1 MiB reads; the progress line counts what was handed to the connection.
     let chunks = tokio_util::io::ReaderStream::with_capacity(input, 1 << 20).inspect(move |c| {

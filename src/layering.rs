@@ -33,6 +33,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "http",
             "imgpkg",
             "lib",
+            "sys",
         ],
     ),
     ("server", &["config", "lib"]),

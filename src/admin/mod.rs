@@ -35,7 +35,10 @@ pub fn routes() -> Router<AppState> {
             delete(repositories::delete_repo),
         )
         .route("/admin/v1/imports", get(imports::list_imports))
-        .route("/admin/v1/imports/{id}", delete(imports::delete_import))
+        .route(
+            "/admin/v1/imports/{id}",
+            get(imports::get_import).delete(imports::delete_import),
+        )
         .route("/admin/v1/uploads", get(uploads::list))
         .route("/admin/v1/uploads/{id}", delete(uploads::cancel))
         .route("/admin/v1/usage", get(usage::usage))

@@ -122,6 +122,23 @@ enum Caller {
     Machine,
 }
 
+/// Who an admin request runs as, for records that say who did what (import records): an
+/// admin's user name, or `admin-token`. The layer puts it in every admin request it lets
+/// through.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AdminPrincipal(pub String);
+
+impl Caller {
+    fn principal(&self) -> AdminPrincipal {
+        AdminPrincipal(match self {
+            Caller::Machine => "admin-token".to_owned(),
+            Caller::User(u) => u.clone(),
+            Caller::Token(c) => c.sub.clone(),
+            Caller::Anonymous => "anonymous".to_owned(),
+        })
+    }
+}
+
 /// The one challenge of the admin API, whatever refused the caller: its callers are
 /// scripts holding the admin token or an admin's credentials, not token-flow clients.
 pub const ADMIN_CHALLENGE: &str = "Bearer realm=\"airdock-admin\"";
@@ -534,7 +551,11 @@ pub async fn layer(State(gate): State<Gate>, req: Request, next: Next) -> Respon
             Caller::Anonymous
         };
         return match admit_admin(None, &caller) {
-            Ok(()) => next.run(req).await,
+            Ok(()) => {
+                let mut req = req;
+                req.extensions_mut().insert(caller.principal());
+                next.run(req).await
+            }
             Err(e) => RegistryError::from(e).into_response(),
         };
     };
@@ -563,6 +584,9 @@ pub async fn layer(State(gate): State<Gate>, req: Request, next: Next) -> Respon
             return RegistryError::from(e).into_response();
         }
     };
+    if need == Need::Admin {
+        req.extensions_mut().insert(caller.principal());
+    }
     if let Need::Repo(repo, Right::Push) = &need {
         if let Err(e) = check_mount(&auth, &caller, &client, repo, &mut req) {
             return RegistryError::from(e).into_response();

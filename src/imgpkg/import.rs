@@ -46,6 +46,10 @@ pub struct ImportOptions {
     /// `host[:port]` clients use to reach this registry; when known, the report carries the
     /// root bundle's `images.yml` as `imgpkg pull` will rewrite it.
     pub registry_host: Option<String>,
+    /// The tar's file name, for the import record.
+    pub tar_name: Option<String>,
+    /// Who imports (the admin principal), for the import record.
+    pub imported_by: Option<String>,
 }
 
 impl Default for ImportOptions {
@@ -54,6 +58,8 @@ impl Default for ImportOptions {
             max_manifest_json: 64 << 20,
             inflate: InflateLimits::default(),
             registry_host: None,
+            tar_name: None,
+            imported_by: None,
         }
     }
 }
@@ -222,10 +228,10 @@ pub async fn import<R: AsyncRead + Unpin + Send>(
     }
     let stream = io::Cursor::new(prefix.clone()).chain(body);
     let mut outcome = match gzip::sniff(&prefix) {
-        Compression::None => run(store, repo, stream, opts).await?,
+        Compression::None => run(store, repo, stream, opts, &received).await?,
         Compression::Gzip => {
             let gz = GzipDecoder::new(BufReader::with_capacity(256 << 10, stream), opts.inflate);
-            run(store, repo, gz, opts).await?
+            run(store, repo, gz, opts, &received).await?
         }
         other => {
             return Err(ImportError::new(
@@ -563,6 +569,7 @@ async fn run<T: AsyncRead + Unpin + Send>(
     repo: &RepoName,
     stream: T,
     opts: &ImportOptions,
+    received_bytes: &AtomicU64,
 ) -> Result<ImportReport, ImportError> {
     let mut tar = TarReader::new(stream);
     let mut pipeline = Pipeline::default();
@@ -580,7 +587,9 @@ async fn run<T: AsyncRead + Unpin + Send>(
     let tar_bytes = tar.offset();
     drop(tar);
     let staged = stage(store, repo, &set, &received).await?;
-    commit(store, repo, &set, staged, tar_bytes, opts).await
+    // The whole upload has been read by now (the reader checks what follows the tar's end).
+    let upload_bytes = received_bytes.load(Ordering::Relaxed);
+    commit(store, repo, &set, staged, (tar_bytes, upload_bytes), opts).await
 }
 
 /// Reads the whole tar: blobs into the store (verified), `manifest.json` parsed and checked
@@ -935,13 +944,16 @@ async fn commit(
     repo: &RepoName,
     set: &ImageSet,
     staged: Staged,
-    tar_bytes: u64,
+    (tar_bytes, upload_bytes): (u64, u64),
     opts: &ImportOptions,
 ) -> Result<ImportReport, ImportError> {
     let mut txn = Txn::new();
     // Written in the same transaction as the manifests and tags, so the record exists
     // exactly when they do (a kill -9 leaves both or neither).
     let mut record = ImportRecord::new(repo.clone());
+    record.name = opts.tar_name.clone();
+    record.size = Some(upload_bytes);
+    record.imported_by = opts.imported_by.clone();
     let mut linked = HashSet::new();
     for d in &staged.txn_links {
         if linked.insert(d.clone()) {

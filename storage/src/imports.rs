@@ -23,6 +23,17 @@ pub struct ImportRecord {
     /// written without it still load.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tar_sha256: Option<Digest>,
+    /// The tar's file name as the importer was told it (an upload's `?name=` or
+    /// `Content-Disposition`, the CLI's file). This and the two below are optional so that
+    /// records written before they existed still load.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Bytes of the upload as received (compressed, for a .tar.gz).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
+    /// Who imported: the admin principal (a user name, or `admin-token`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub imported_by: Option<String>,
     /// Every manifest the import put (images, index children, bundles, locations images).
     pub manifests: Vec<Digest>,
     /// Every tag the import set, with the manifest it set it to.
@@ -43,6 +54,9 @@ impl ImportRecord {
             repository,
             time: unix_now(),
             tar_sha256: None,
+            name: None,
+            size: None,
+            imported_by: None,
             manifests: Vec::new(),
             tags: Vec::new(),
         }
@@ -77,6 +91,12 @@ impl Store {
         let mut all: Vec<&(u64, ImportRecord)> = state.imports.values().collect();
         all.sort_by_key(|(seq, _)| *seq);
         all.into_iter().map(|(_, r)| r.clone()).collect()
+    }
+
+    /// The record of import `id`, if there is one.
+    pub fn import(&self, id: &str) -> Option<ImportRecord> {
+        let state = self.inner.meta.read();
+        state.imports.get(id).map(|(_, r)| r.clone())
     }
 
     /// Undo import `id`: drop the tags it set that still point where it set them, then the
@@ -163,4 +183,28 @@ fn plan_removal(state: &State, record: &ImportRecord) -> (crate::Txn, ImportRemo
         id: record.id.clone(),
     });
     (txn, removal)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Records journaled before `name`, `size` and `imported_by` existed still load, and new
+    /// ones keep them.
+    #[test]
+    fn old_records_load_and_new_fields_round_trip() {
+        let old = r#"{"id":"0123456789abcdef0123456789abcdef","repository":"lab/app",
+            "time":1700000000,"manifests":[],"tags":[]}"#;
+        let r: ImportRecord = serde_json::from_str(old).expect("old record");
+        assert_eq!(r.time, 1_700_000_000);
+        assert_eq!((r.name, r.size, r.imported_by), (None, None, None));
+
+        let mut r = ImportRecord::new(RepoName::parse("lab/app").expect("name"));
+        r.name = Some("bundle.tar".into());
+        r.size = Some(42);
+        r.imported_by = Some("root".into());
+        let back: ImportRecord =
+            serde_json::from_str(&serde_json::to_string(&r).expect("json")).expect("parse");
+        assert_eq!(back, r);
+    }
 }

@@ -170,3 +170,124 @@ async fn removing_one_of_two_identical_imports_changes_nothing() {
     assert_eq!(tag_map(&s, repo).await, before);
     assert_all_servable(&s, repo).await;
 }
+
+/// Records say when (RFC 3339), what (the tar's name and size) and who: the name from
+/// `?name=`, from `Content-Disposition`, or from `airdock import`'s file; who from the admin
+/// token or the admin user that sent it. `GET /admin/v1/imports/<id>` shows one record.
+#[tokio::test]
+async fn records_carry_time_name_size_and_who_imported() {
+    let dir = crate::support::scratch_dir("airdock-import-who-");
+    let hp = crate::security::htpasswd(dir.path(), &[("root", "rootpw")]);
+    let cfg = dir.path().join("airdock.yaml");
+    std::fs::write(
+        &cfg,
+        format!("auth:\n  htpasswd: {}\n  admins: [root]\n", hp.display()),
+    )
+    .expect("config");
+    let s = crate::support::Server::start_with_args(&[
+        "--admin-token",
+        TOKEN,
+        "--config",
+        cfg.to_str().expect("utf-8"),
+    ]);
+    let tar = fixture_tar("guestbook-bundle");
+    let size = tar.len() as u64;
+    let c = Client::new();
+    let before = airdock::sys::rfc3339(airdock::sys::now());
+
+    // 1. `?name=`, the admin token.
+    let r = c
+        .post(s.url("/admin/v1/import?repository=lab/a&name=dl%2Fguestbook%20v1.tar"))
+        .bearer_auth(TOKEN)
+        .body(tar.clone())
+        .send()
+        .await
+        .expect("import");
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let first: Value = r.json().await.expect("report");
+
+    // 2. `Content-Disposition`, an admin's Basic credentials.
+    let r = c
+        .post(s.url("/admin/v1/import?repository=lab/b"))
+        .header("authorization", crate::security::basic("root", "rootpw"))
+        .header(
+            "content-disposition",
+            "attachment; filename=\"from-header.tar\"",
+        )
+        .body(tar.clone())
+        .send()
+        .await
+        .expect("import");
+    assert_eq!(r.status(), StatusCode::CREATED);
+
+    // 3. The CLI sends its file's name.
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, TOKEN).expect("token");
+    let out = std::process::Command::new(crate::support::AIRDOCK_BIN)
+        .arg("import")
+        .arg(crate::fixture::fixtures().join("tars/guestbook-bundle.tar"))
+        .args(["-r", "lab/c", "--server", &s.base_url(), "--token-file"])
+        .arg(&token_file)
+        .env_remove("AIRDOCK_CA_CERT")
+        .output()
+        .expect("airdock import");
+    assert!(out.status.success(), "{out:?}");
+
+    // A name that is no file name is refused, and nothing is imported.
+    let r = c
+        .post(s.url("/admin/v1/import?repository=lab/d&name=a%0Ab.tar"))
+        .bearer_auth(TOKEN)
+        .body(tar.clone())
+        .send()
+        .await
+        .expect("import");
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let body: Value = r.json().await.expect("error body");
+    assert!(
+        body["errors"][0]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("control characters")),
+        "{body}"
+    );
+
+    let after = airdock::sys::rfc3339(airdock::sys::now());
+    let records = list(&s).await;
+    assert_eq!(records.len(), 3, "{records:#?}");
+    let cli_size = std::fs::metadata(crate::fixture::fixtures().join("tars/guestbook-bundle.tar"))
+        .expect("stat")
+        .len();
+    for (rec, (repo, name, who, bytes)) in records.iter().zip([
+        ("lab/a", "guestbook v1.tar", "admin-token", size),
+        ("lab/b", "from-header.tar", "root", size),
+        ("lab/c", "guestbook-bundle.tar", "admin-token", cli_size),
+    ]) {
+        assert_eq!(rec["repository"], repo, "{rec}");
+        assert_eq!(rec["name"], name, "{rec}");
+        assert_eq!(rec["imported_by"], who, "{rec}");
+        assert_eq!(rec["size"], bytes, "{rec}");
+        // `YYYY-MM-DDTHH:MM:SSZ`, between the first request and the listing.
+        let time = rec["time"].as_str().expect("time is a string");
+        assert_eq!(
+            (time.len(), &time[10..11], &time[19..]),
+            (20, "T", "Z"),
+            "{time}"
+        );
+        assert!(before.as_str() <= time && time <= after.as_str(), "{time}");
+    }
+
+    // One record by id; an unknown id is 404.
+    let id = first["import_id"].as_str().expect("id");
+    let r = send_bearer(
+        &c,
+        &s,
+        Method::GET,
+        &format!("/admin/v1/imports/{id}"),
+        TOKEN,
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let one: Value = r.json().await.expect("json");
+    assert_eq!(one, records[0]);
+    let r = send_bearer(&c, &s, Method::GET, "/admin/v1/imports/0000", TOKEN).await;
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+}
