@@ -5,9 +5,11 @@
 //! the numbers; an unsatisfiable one reports the blob's size; a `Content-Range` that parses
 //! has a length of at least one byte whose end fits in 64 bits, and prints and parses back
 //! to the same chunk; any list of key/value pairs survives
-//! form-encoding and `Query::parse` unchanged, repeated keys and order included.
+//! form-encoding and `Query::parse` unchanged, repeated keys and order included; a file name
+//! quoted into a `Content-Disposition` (the import's tar name) parses back to itself.
 #![no_main]
 
+use airdock::admin::import::disposition_filename;
 use airdock::error::RegistryError;
 use airdock::http::blobs::parse_range;
 use airdock::http::uploads::parse_content_range;
@@ -64,4 +66,15 @@ fuzz_target!(|data: &[u8]| {
         let got: Vec<&str> = q.all(k).collect();
         assert_eq!(got, want, "{encoded:?}");
     }
+
+    // The import's tar name: never panics on any header text, and a name quoted the way
+    // clients quote it comes back unchanged.
+    let text = String::from_utf8_lossy(rest);
+    let _ = disposition_filename(&text);
+    let name: String = text.chars().filter(|c| !c.is_control()).collect();
+    let quoted = name.replace('\\', "\\\\").replace('"', "\\\"");
+    assert_eq!(
+        disposition_filename(&format!("attachment; filename=\"{quoted}\"")),
+        Some(name)
+    );
 });
