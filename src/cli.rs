@@ -8,8 +8,8 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 
 use crate::config::{
-    parse_duration, AuthConfig, AuthMode, Config, DurationValue, GcConfig, LimitsConfig,
-    StorageConfig, TlsConfig, UploadsConfig,
+    parse_duration, AuthConfig, AuthMode, Config, DurationValue, GcConfig, LimitsConfig, LogConfig,
+    LogFormat, MetricsConfig, StorageConfig, TlsConfig, UploadsConfig,
 };
 
 #[derive(Parser, Debug)]
@@ -177,6 +177,21 @@ pub struct ServeArgs {
     /// [key: uploads.ttl]
     #[arg(long, env = "AIRDOCK_UPLOAD_TTL", value_parser = parse_duration)]
     pub upload_ttl: Option<Duration>,
+    /// `text` (default) or `json`: one JSON object per log line. [key: log.format]
+    #[arg(long, env = "AIRDOCK_LOG_FORMAT")]
+    pub log_format: Option<LogFormat>,
+    /// Also serve `/metrics` on this address, without credentials: bind it to a private
+    /// address (a pod IP, a management network). [key: metrics.addr]
+    #[arg(long, env = "AIRDOCK_METRICS_ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
+    /// Serve `/metrics` on the main port without credentials (default: admins only).
+    /// [key: metrics.anonymous]
+    #[arg(long, env = "AIRDOCK_METRICS_ANONYMOUS")]
+    pub metrics_anonymous: bool,
+    /// Repositories with their own per-repository series, the largest first (default 20);
+    /// the rest are summed as `repository="_other"`. [key: metrics.top_repositories]
+    #[arg(long, env = "AIRDOCK_METRICS_TOP_REPOSITORIES")]
+    pub metrics_top_repositories: Option<usize>,
 }
 
 impl ServeArgs {
@@ -221,6 +236,14 @@ impl ServeArgs {
             },
             retention: Vec::new(),
             trusted_proxies: self.trusted_proxies.clone(),
+            log: LogConfig {
+                format: self.log_format,
+            },
+            metrics: MetricsConfig {
+                addr: self.metrics_addr,
+                anonymous: self.metrics_anonymous.then_some(true),
+                top_repositories: self.metrics_top_repositories,
+            },
         }
     }
 }

@@ -36,6 +36,70 @@ pub struct Config {
     pub retention: Vec<RetentionRule>,
     /// Reverse proxies whose `Forwarded`/`X-Forwarded-*` headers are believed.
     pub trusted_proxies: Vec<TrustedNet>,
+    pub log: LogConfig,
+    pub metrics: MetricsConfig,
+}
+
+/// How log lines are written (to stderr).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One human-readable line per event.
+    #[default]
+    Text,
+    /// One JSON object per line, the event's fields at the top level (log shippers).
+    Json,
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            _ => Err(format!("`{s}` is not a log format (text or json)")),
+        }
+    }
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    pub format: Option<LogFormat>,
+}
+
+/// Default of `metrics.top_repositories`.
+pub const DEFAULT_METRICS_TOP_REPOSITORIES: usize = 20;
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// A second listener serving only `/metrics`, to anyone who reaches it: bind it to a
+    /// private address.
+    pub addr: Option<SocketAddr>,
+    /// `/metrics` on the main port without credentials (else admins only).
+    pub anonymous: Option<bool>,
+    /// How many repositories get their own per-repository series (the largest by bytes);
+    /// the rest are summed under `repository="_other"`.
+    pub top_repositories: Option<usize>,
+}
+
+/// The metrics settings in force.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MetricsSettings {
+    pub addr: Option<SocketAddr>,
+    pub anonymous: bool,
+    pub top_repositories: usize,
+}
+
+impl Default for MetricsSettings {
+    fn default() -> MetricsSettings {
+        MetricsSettings {
+            addr: None,
+            anonymous: false,
+            top_repositories: DEFAULT_METRICS_TOP_REPOSITORIES,
+        }
+    }
 }
 
 /// GC leaves anything younger than this alone unless told otherwise.
@@ -609,6 +673,8 @@ pub struct Settings {
     pub trusted_proxies: Vec<TrustedNet>,
     /// The free-space floor of `/readyz`, in MiB.
     pub min_free_mib: u64,
+    pub log_format: LogFormat,
+    pub metrics: MetricsSettings,
 }
 
 /// Default of `limits.max_open_uploads`.
@@ -717,6 +783,13 @@ impl Config {
         if !other.trusted_proxies.is_empty() {
             self.trusted_proxies = other.trusted_proxies;
         }
+        pick(&mut self.log.format, other.log.format);
+        pick(&mut self.metrics.addr, other.metrics.addr);
+        pick(&mut self.metrics.anonymous, other.metrics.anonymous);
+        pick(
+            &mut self.metrics.top_repositories,
+            other.metrics.top_repositories,
+        );
         self
     }
 
@@ -788,6 +861,15 @@ file authentication is off and anyone could push; set auth.htpasswd"
             access: self.access,
             limits: self.limits.resolve(),
             trusted_proxies: self.trusted_proxies,
+            log_format: self.log.format.unwrap_or_default(),
+            metrics: MetricsSettings {
+                addr: self.metrics.addr,
+                anonymous: self.metrics.anonymous.unwrap_or(false),
+                top_repositories: self
+                    .metrics
+                    .top_repositories
+                    .unwrap_or(DEFAULT_METRICS_TOP_REPOSITORIES),
+            },
         })
     }
 }
@@ -1023,6 +1105,41 @@ gc:
         assert_eq!(cfg.addr, Some("[::]:5000".parse().expect("addr")));
         let e = Config::parse("sparse: true\naddr: host.lab:1\n").expect_err("name");
         assert_eq!(e.location, Some(2), "{e}");
+    }
+
+    #[test]
+    fn log_and_metrics_keys() {
+        let text = "log:\n  format: json\nmetrics:\n  addr: 127.0.0.1:9100\n  anonymous: true\n  \
+top_repositories: 5\n";
+        let s = Config::parse(text)
+            .expect("parse")
+            .settings()
+            .expect("settings");
+        assert_eq!(s.log_format, LogFormat::Json);
+        assert_eq!(
+            s.metrics,
+            MetricsSettings {
+                addr: Some("127.0.0.1:9100".parse().expect("addr")),
+                anonymous: true,
+                top_repositories: 5,
+            }
+        );
+        let d = Config::default().settings().expect("defaults");
+        assert_eq!(
+            (d.log_format, d.metrics),
+            (LogFormat::Text, MetricsSettings::default())
+        );
+        let e = Config::parse("log:\n  format: xml\n").expect_err("bad format");
+        assert_eq!(e.location, Some(2), "{e}");
+        let flags = Config {
+            metrics: MetricsConfig {
+                top_repositories: Some(1),
+                ..MetricsConfig::default()
+            },
+            ..Config::default()
+        };
+        let s = Config::parse(text).expect("parse").overlay(flags);
+        assert_eq!(s.settings().expect("settings").metrics.top_repositories, 1);
     }
 
     #[test]

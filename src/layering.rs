@@ -12,6 +12,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
     // one error type, which knows the importer's error categories.
     ("sys", &[]),
     ("rules", &[]),
+    // The process's metric handles and the route classifier: every layer bumps them.
+    ("metrics", &[]),
     ("forwarded", &[]),
     ("imgpkg", &[]),
     ("error", &["imgpkg"]),
@@ -21,7 +23,15 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("http", &["error", "forwarded", "lib"]),
     (
         "auth",
-        &["config", "error", "forwarded", "http", "rules", "sys"],
+        &[
+            "config",
+            "error",
+            "forwarded",
+            "http",
+            "metrics",
+            "rules",
+            "sys",
+        ],
     ),
     (
         "admin",
@@ -33,6 +43,22 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "http",
             "imgpkg",
             "lib",
+            "metrics",
+            "sys",
+        ],
+    ),
+    // The outer request layer (request id, access and audit lines, request metrics), the
+    // `/metrics` handler and the log setup.
+    (
+        "observe",
+        &[
+            "auth",
+            "config",
+            "error",
+            "forwarded",
+            "http",
+            "lib",
+            "metrics",
             "sys",
         ],
     ),

@@ -15,6 +15,8 @@ pub mod import_cli;
 #[cfg(test)]
 mod layering;
 pub mod limits;
+pub mod metrics;
+pub mod observe;
 pub mod rules;
 pub mod server;
 pub mod sys;
@@ -55,6 +57,8 @@ pub struct AppState {
     pub forwarding: forwarded::Forwarding,
     /// What `/readyz` checks, and its last verdict.
     pub readiness: health::Readiness,
+    /// Who may read `/metrics` on the main port, and the state of its store counts.
+    pub scrape: observe::Scrape,
 }
 
 impl AppState {
@@ -71,6 +75,7 @@ impl AppState {
             allow_referenced_blob_delete: false,
             gc: GcOptions::default(),
             forwarding: forwarded::Forwarding::default(),
+            scrape: observe::Scrape::default(),
         }
     }
 }
@@ -88,6 +93,7 @@ pub fn app(state: AppState) -> Router {
     let gate = auth::Gate {
         auth: state.auth.clone(),
         admin: state.admin_token.clone(),
+        metrics_anonymous: state.scrape.anonymous,
     };
     let limiter = state.limiter.clone();
     let forwarding = state.forwarding.clone();
@@ -100,6 +106,8 @@ pub fn app(state: AppState) -> Router {
         // Probes: outside `/v2` and `/admin`, so no credential is ever asked of them.
         .route("/livez", get(health::livez))
         .route("/readyz", get(health::readyz))
+        // Admins only unless `metrics.anonymous` (the auth layer decides, as for /admin).
+        .route("/metrics", get(observe::scrape::metrics))
         // Registered even with auth off (it then answers 404): the router stays one shape.
         // POST answers 404 so that clients trying OAuth2 first fall back to GET.
         .route(
@@ -122,6 +130,9 @@ pub fn app(state: AppState) -> Router {
         .layer(axum::middleware::map_response(add_api_version))
         // One span and one response line per request at debug level (RUST_LOG=debug).
         .layer(tower_http::trace::TraceLayer::new_for_http().make_span_with(request_span))
+        // Request id, access and audit lines, request metrics: outside the layers that
+        // refuse, so that their answers are logged and counted like any other.
+        .layer(axum::middleware::from_fn(observe::layer))
         // Outermost: the span, the auth layer and the handlers all see the resolved client.
         .layer(axum::middleware::from_fn_with_state(
             forwarding,

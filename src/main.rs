@@ -1,11 +1,10 @@
 //! The `airdock` binary: parse flags, set up logging, run the chosen command.
 
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 
 use anyhow::Context;
 use clap::Parser;
 use tokio::net::TcpListener;
-use tracing_subscriber::EnvFilter;
 
 use airdock::cli::{CertCommand, Cli, Command, ConfigCommand, FsckArgs, GcArgs, ServeArgs};
 use airdock::config::Config;
@@ -14,13 +13,10 @@ use airdock::{app, AppState};
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+    // `serve` sets up logging once its configuration (`log.format`) is read.
+    if !matches!(cli.command, Command::Serve(_)) {
+        airdock::observe::logging::init(Default::default());
+    }
     match cli.command {
         Command::Serve(args) => {
             let rt = tokio::runtime::Builder::new_multi_thread()
@@ -196,6 +192,7 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
         None => Config::default(),
     };
     let settings = file.overlay(args.to_config()).settings()?;
+    airdock::observe::logging::init(settings.log_format);
     let open_files = raise_open_files_limit();
     let store = airdock::storage::Store::open(&settings.data_dir)
         .await
@@ -228,11 +225,24 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
     state.readiness = airdock::health::Readiness::new(state.store.clone(), settings.min_free_mib);
     state.forwarding =
         airdock::forwarded::Forwarding::new(settings.trusted_proxies.clone(), tls.is_some());
+    state.scrape = airdock::observe::Scrape::new(&settings.metrics);
     airdock::admin::spawn_background(state.store.clone(), state.gc.clone(), settings.gc_interval);
     let listener = bind(settings.addr).await?;
     let addr = listener.local_addr()?;
+    let metrics_listener = match settings.metrics.addr {
+        Some(a) => Some(
+            TcpListener::bind(a)
+                .await
+                .with_context(|| format!("binding the metrics address {a}"))?,
+        ),
+        None => None,
+    };
     // Tests and scripts read this line to learn the port when started with port 0.
     println!("listening on {addr}");
+    // Worded apart from the line above: scripts look for the first `listening on`.
+    if let Some(l) = &metrics_listener {
+        println!("metrics served on {}", l.local_addr()?);
+    }
     std::io::stdout().flush()?;
     tracing::info!(
         %addr,
@@ -243,11 +253,31 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
         open_files,
         "airdock serving"
     );
+    // One signal stops both listeners.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    });
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let metrics_server = metrics_listener.map(|l| {
+        let router = airdock::observe::scrape::router(state.clone());
+        let opts = ServeOptions {
+            tls: None,
+            limits: settings.limits,
+        };
+        tokio::spawn(serve_with(l, router, stopped(stop_rx.clone()), opts))
+    });
     let opts = ServeOptions {
         tls,
         limits: settings.limits,
     };
-    serve_with(listener, app(state), shutdown_signal(), opts).await?;
+    serve_with(listener, app(state), stopped(stop_rx), opts).await?;
+    if let Some(task) = metrics_server {
+        let _ = task.await;
+    }
     tracing::info!("stopped");
     Ok(())
 }

@@ -26,6 +26,7 @@ pub async fn gc(State(state): State<AppState>, req: Request) -> Result<Response,
         opts.grace =
             parse_duration(g).map_err(|e| RegistryError::BadRequest(code::UNSUPPORTED, e))?;
     }
-    let report = state.store.gc(&opts).await?;
-    json(&report)
+    let report = state.store.gc(&opts).await;
+    crate::metrics::get().gc(&report);
+    json(&report?)
 }

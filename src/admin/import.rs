@@ -16,6 +16,7 @@ use airdock_storage::RepoName;
 use crate::error::{code, RegistryError};
 use crate::http::Query;
 use crate::imgpkg::{self, ImportOptions};
+use crate::metrics::{self, ImportResult};
 use crate::AppState;
 
 /// The import endpoint's path.
@@ -57,6 +58,9 @@ pub async fn import(State(st): State<AppState>, req: Request) -> Result<Response
         Err(error) => {
             if error.http_status() < 500 {
                 tracing::warn!(repository = %repo, error = %error, "imgpkg import refused");
+                metrics::get().import(ImportResult::Refused, 0, 0.0);
+            } else {
+                metrics::get().import(ImportResult::Failed, 0, 0.0);
             }
             return Err(RegistryError::Import {
                 repository: repo,
@@ -64,6 +68,7 @@ pub async fn import(State(st): State<AppState>, req: Request) -> Result<Response
             });
         }
     };
+    metrics::get().import(ImportResult::Ok, report.tar_bytes, report.seconds);
     tracing::info!(
         repository = %repo,
         images = report.images.len(),

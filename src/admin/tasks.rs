@@ -17,7 +17,9 @@ pub fn spawn_background(store: Store, gc: GcOptions, gc_interval: Duration) {
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(gc_interval).await;
-                if let Err(e) = store.gc(&opts).await {
+                let report = store.gc(&opts).await;
+                crate::metrics::get().gc(&report);
+                if let Err(e) = report {
                     tracing::error!(error = %e, "scheduled gc failed");
                 }
             }

@@ -42,6 +42,7 @@ pub use crate::http::catalog::Visible;
 use crate::http::route::{self, Endpoint};
 pub use crate::http::uploads::Pusher;
 use crate::http::Query;
+use crate::metrics::{self, AuthFailure};
 use crate::rules::AccessRule;
 use admin_token::AdminToken;
 use htpasswd::{Check, Htpasswd};
@@ -150,12 +151,44 @@ const BASIC_CHALLENGE: &str = "Basic realm=\"airdock\", charset=\"UTF-8\"";
 const ADMIN_LOGIN: &str = "the admin API needs the admin token (`Authorization: Bearer <token>`, \
 see <data-dir>/admin-token), an admin's Basic credentials or a token with the registry:admin:* scope";
 
-/// What the layer guards with: the authentication in force (`None`: off) and the admin
-/// token (`None`: the admin API is off).
+/// What the layer guards with: the authentication in force (`None`: off), the admin
+/// token (`None`: the admin API is off), and whether `/metrics` is open to anyone (else
+/// it is admitted like the admin API).
 #[derive(Clone, Default)]
 pub struct Gate {
     pub auth: Option<Arc<Auth>>,
     pub admin: Option<AdminToken>,
+    pub metrics_anonymous: bool,
+}
+
+/// Who a request was made by, as the access and audit logs name them: a user, or
+/// [`ADMIN_TOKEN_PRINCIPAL`]. The layer puts it in the response's extensions once the
+/// caller is identified (absent: anonymous, or not identified).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Principal(pub String);
+
+/// The principal of a request made with the admin token.
+pub const ADMIN_TOKEN_PRINCIPAL: &str = "admin-token";
+
+impl Caller {
+    /// Who the logs name; `None` for an anonymous caller.
+    fn who(&self) -> Option<Principal> {
+        match self {
+            Caller::Anonymous => None,
+            Caller::User(u) => Some(Principal(u.clone())),
+            Caller::Token(c) if c.sub.is_empty() => None,
+            Caller::Token(c) => Some(Principal(c.sub.clone())),
+            Caller::Machine => Some(Principal(ADMIN_TOKEN_PRINCIPAL.to_owned())),
+        }
+    }
+}
+
+/// `resp` with `principal` in its extensions.
+fn by(principal: Option<Principal>, mut resp: Response) -> Response {
+    if let Some(p) = principal {
+        resp.extensions_mut().insert(p);
+    }
+    resp
 }
 
 /// The one admin check: the admin token, an admin's password, or a token made for admin
@@ -280,9 +313,10 @@ impl Auth {
         user: &str,
         password: &str,
     ) -> Result<Login, AuthError> {
-        self.throttle
-            .check(ip)
-            .map_err(|retry_after| AuthError::TooManyRequests { retry_after })?;
+        self.throttle.check(ip).map_err(|retry_after| {
+            metrics::get().locked_out();
+            AuthError::TooManyRequests { retry_after }
+        })?;
         if self.users.due() {
             // At most every `htpasswd::RECHECK`: a stat, and a read when the file changed.
             let me = Arc::clone(self);
@@ -327,8 +361,17 @@ impl Auth {
                 Login::Valid
             }
             Check::Invalid => {
-                tracing::warn!(user, client = ?ip, "failed login");
-                self.throttle.failed(ip);
+                let client = ip.map_or_else(|| "-".to_owned(), |a| a.to_string());
+                tracing::warn!(user, %client, "failed login");
+                metrics::get().auth_failure(AuthFailure::Password);
+                if self.throttle.failed(ip) {
+                    metrics::get().lockout();
+                    tracing::warn!(
+                        %client,
+                        user,
+                        "client locked out after too many failed logins"
+                    );
+                }
                 Login::Invalid
             }
             // No password was compared: nothing to count against the address.
@@ -370,6 +413,7 @@ impl Auth {
                 Ok(claims) => Ok(Caller::Token(claims)),
                 Err(e) => {
                     tracing::info!(error = %e, client = ?client.ip, "bearer token refused");
+                    metrics::get().auth_failure(AuthFailure::Token);
                     let challenge = if *need == Need::Admin {
                         ADMIN_CHALLENGE.to_owned()
                     } else {
@@ -532,7 +576,13 @@ pub fn parse_basic(value: &str) -> Option<(String, String)> {
 
 /// The middleware. `auth` is `None` when authentication is off.
 pub async fn layer(State(gate): State<Gate>, req: Request, next: Next) -> Response {
-    let Some(need) = classify(req.method(), req.uri().path()) else {
+    let need = if req.uri().path() == "/metrics" {
+        // Read like the admin API unless configured open.
+        (!gate.metrics_anonymous).then_some(Need::Admin)
+    } else {
+        classify(req.method(), req.uri().path())
+    };
+    let Some(need) = need else {
         return next.run(req).await;
     };
     let Some(auth) = gate.auth else {
@@ -548,13 +598,16 @@ pub async fn layer(State(gate): State<Gate>, req: Request, next: Next) -> Respon
         let caller = if admin.verify(given.map(|v| v.as_bytes())) {
             Caller::Machine
         } else {
+            if given.is_some() {
+                metrics::get().auth_failure(AuthFailure::AdminToken);
+            }
             Caller::Anonymous
         };
         return match admit_admin(None, &caller) {
             Ok(()) => {
                 let mut req = req;
                 req.extensions_mut().insert(caller.principal());
-                next.run(req).await
+                by(caller.who(), next.run(req).await)
             }
             Err(e) => RegistryError::from(e).into_response(),
         };
@@ -580,20 +633,28 @@ pub async fn layer(State(gate): State<Gate>, req: Request, next: Next) -> Respon
         }
         Ok(None) => req,
         Err(e) => {
-            tracing::info!(path = %req.uri().path(), client = ?client.ip, error = %e, "refused");
-            return RegistryError::from(e).into_response();
+            let path = req.uri().path();
+            // The 401 challenge before a login is the protocol's first step, not a refusal
+            // worth an operator's attention.
+            if matches!(caller, Caller::Anonymous) && matches!(e, AuthError::Unauthorized { .. }) {
+                tracing::debug!(%path, client = ?client.ip, "challenged");
+            } else {
+                tracing::info!(%path, client = ?client.ip, error = %e, "refused");
+            }
+            return by(caller.who(), RegistryError::from(e).into_response());
         }
     };
     if need == Need::Admin {
         req.extensions_mut().insert(caller.principal());
     }
+    let principal = caller.who();
     if let Need::Repo(repo, Right::Push) = &need {
         if let Err(e) = check_mount(&auth, &caller, &client, repo, &mut req) {
             return RegistryError::from(e).into_response();
         }
         req.extensions_mut().insert(pusher(&auth, caller));
     }
-    next.run(req).await
+    by(principal, next.run(req).await)
 }
 
 /// What the upload handlers need to know of a push the layer let through (see `Pusher`).

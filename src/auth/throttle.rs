@@ -48,7 +48,8 @@ impl Throttle {
         }
     }
 
-    pub fn failed(&self, ip: Option<IpAddr>) {
+    /// Count a failure; `true` when it locked the address out.
+    pub fn failed(&self, ip: Option<IpAddr>) -> bool {
         let now = Instant::now();
         let mut map = self.map();
         if map.len() >= MAX_TRACKED {
@@ -68,8 +69,11 @@ impl Throttle {
         e.failures += 1;
         e.last = now;
         if e.failures >= self.max_failures {
+            let was_locked = e.locked_until.is_some();
             e.locked_until = Some(now + self.lockout);
+            return !was_locked;
         }
+        false
     }
 
     pub fn succeeded(&self, ip: Option<IpAddr>) {
@@ -90,9 +94,9 @@ mod tests {
         t.failed(ip);
         assert!(t.check(ip).is_ok());
         t.succeeded(ip);
-        t.failed(ip);
-        t.failed(ip);
-        t.failed(ip);
+        assert!(!t.failed(ip));
+        assert!(!t.failed(ip));
+        assert!(t.failed(ip), "the third failure locks the address out");
         let wait = t.check(ip).expect_err("locked");
         assert!((1..=30).contains(&wait));
         assert!(t.check(other).is_ok());
