@@ -20,6 +20,7 @@ mod import_cli;
 mod imports;
 mod inproc;
 mod logins;
+mod observe;
 mod operate;
 mod powerloss;
 mod proxy;
