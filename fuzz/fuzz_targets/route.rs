@@ -3,9 +3,12 @@
 //! Properties: parse → format → parse gives the same endpoint; every value that parses
 //! (repository name, digest, reference, upload id) prints back as exactly the text it came
 //! from, so what reaches the filesystem is what the client sent, never a normalised cousin.
+//! The metrics' route class (`airdock::metrics::RouteClass`, decided from the path's shape
+//! alone) agrees with the endpoint the dispatcher serves.
 #![no_main]
 
 use airdock::http::route::{self, Endpoint};
+use airdock::metrics::RouteClass;
 use airdock_storage::{Digest, Reference, RepoName, UploadId};
 use libfuzzer_sys::fuzz_target;
 
@@ -23,11 +26,26 @@ fn format(e: &Endpoint) -> String {
     }
 }
 
+/// The `class` label of requests for `e`.
+fn class(e: &Endpoint) -> RouteClass {
+    match e {
+        Endpoint::Base => RouteClass::Base,
+        Endpoint::Catalog => RouteClass::Catalog,
+        Endpoint::Tags(_) => RouteClass::Tags,
+        Endpoint::Manifest(..) => RouteClass::Manifest,
+        Endpoint::Blob(..) => RouteClass::Blob,
+        Endpoint::Uploads(_) | Endpoint::Upload(..) => RouteClass::Upload,
+        Endpoint::Referrers(..) => RouteClass::Referrers,
+    }
+}
+
 fuzz_target!(|data: &[u8]| {
     let Ok(s) = std::str::from_utf8(data) else {
         return;
     };
+    let shape = RouteClass::of(&format!("/v2/{s}"));
     if let Ok(e) = route::parse(s) {
+        assert_eq!(shape, class(&e), "{s:?}");
         let text = format(&e);
         match route::parse(&text) {
             Ok(again) => assert_eq!(again, e, "{s:?} → {text:?}"),

@@ -147,3 +147,63 @@ pub fn router(state: AppState) -> Router {
             crate::forwarded::layer,
         ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use airdock_storage::{RepoName, RepoStats};
+
+    fn repo(name: &str, bytes: u64) -> RepoStats {
+        RepoStats {
+            name: RepoName::parse(name).expect("name"),
+            blobs: 1,
+            manifests: 2,
+            tags: 3,
+            bytes,
+        }
+    }
+
+    /// The `airdock_repository_*` lines of the exposition.
+    fn repository_lines(m: &Metrics) -> Vec<String> {
+        m.encode()
+            .lines()
+            .filter(|l| l.starts_with("airdock_repository_"))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    #[test]
+    fn the_largest_repositories_get_series_and_the_rest_are_summed() {
+        let m = metrics::get();
+        let stats = StoreStats {
+            repositories: vec![repo("a", 10), repo("b", 30), repo("d", 20), repo("c", 20)],
+            blobs: 4,
+            manifests: 8,
+            bytes: 80,
+        };
+        publish(m, stats, 2);
+        let lines = repository_lines(m);
+        for want in [
+            "airdock_repository_stored_bytes{repository=\"b\"} 30",
+            // A tie goes by name.
+            "airdock_repository_stored_bytes{repository=\"c\"} 20",
+            "airdock_repository_stored_bytes{repository=\"_other\"} 30",
+            "airdock_repository_blobs{repository=\"_other\"} 2",
+            "airdock_repository_tags{repository=\"_other\"} 6",
+        ] {
+            assert!(lines.iter().any(|l| l == want), "{want} not in {lines:#?}");
+        }
+        assert_eq!(lines.len(), 3 * 4, "{lines:#?}");
+        assert_eq!(m.stored_bytes.get(), 80);
+        assert_eq!(m.repositories.get(), 4);
+        // Repositories that are gone leave no series behind; no `_other` without a rest.
+        let stats = StoreStats {
+            repositories: vec![repo("a", 10)],
+            ..StoreStats::default()
+        };
+        publish(m, stats, 2);
+        let lines = repository_lines(m);
+        assert_eq!(lines.len(), 4, "{lines:#?}");
+        assert!(lines.iter().all(|l| l.contains("repository=\"a\"")));
+    }
+}
