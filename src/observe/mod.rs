@@ -255,60 +255,59 @@ pub async fn layer(mut req: Request, next: Next) -> Response {
         had_credentials: req.headers().contains_key(header::AUTHORIZATION),
         method: req.method().clone(),
     };
-    let req = req.map(|inner| Body::new(CountIn { inner, n: received }));
+    let req = req.map(|inner| {
+        Body::new(Metered {
+            inner,
+            meter: received,
+        })
+    });
     let resp = next.run(req).await;
     exchange.status = Some(resp.status());
     exchange.user = resp.extensions().get::<Principal>().cloned();
     let (mut parts, body) = resp.into_parts();
     parts.headers.insert(X_REQUEST_ID, request_id);
-    let body = Body::new(CountOut {
+    let body = Body::new(Metered {
         inner: body,
-        exchange: Some(exchange),
+        meter: Some(exchange),
     });
     Response::from_parts(parts, body)
 }
 
-/// The request body, counting the bytes handlers read.
-struct CountIn {
-    inner: Body,
-    n: Arc<AtomicU64>,
+/// What a [`Metered`] body tells about itself: the bytes of each data frame, and its end
+/// (last frame, error).
+trait Meter: Send + Unpin + 'static {
+    fn data(&mut self, n: u64);
+    fn end(&mut self) {}
 }
 
-impl HttpBody for CountIn {
-    type Data = Bytes;
-    type Error = axum::Error;
+/// The request body: counts the bytes handlers read.
+impl Meter for Arc<AtomicU64> {
+    fn data(&mut self, n: u64) {
+        self.fetch_add(n, Ordering::Relaxed);
+    }
+}
 
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
-        let me = self.get_mut();
-        let r = Pin::new(&mut me.inner).poll_frame(cx);
-        if let Poll::Ready(Some(Ok(frame))) = &r {
-            if let Some(d) = frame.data_ref() {
-                me.n.fetch_add(d.len() as u64, Ordering::Relaxed);
-            }
+/// The response body: counts the bytes sent; the exchange ends with the body's end, or
+/// with its drop (a HEAD, an empty body hyper never polls, a client gone).
+impl Meter for Option<Exchange> {
+    fn data(&mut self, n: u64) {
+        if let Some(x) = self {
+            x.sent = x.sent.saturating_add(n);
         }
-        r
     }
 
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+    fn end(&mut self) {
+        drop(self.take());
     }
 }
 
-/// The response body, counting the bytes sent; the exchange ends with its last frame, an
-/// error, or its drop (a HEAD, an empty body hyper never polls, a client gone).
-struct CountOut {
+/// A body that tells its [`Meter`] what passes through it.
+struct Metered<M> {
     inner: Body,
-    exchange: Option<Exchange>,
+    meter: M,
 }
 
-impl HttpBody for CountOut {
+impl<M: Meter> HttpBody for Metered<M> {
     type Data = Bytes;
     type Error = axum::Error;
 
@@ -320,11 +319,11 @@ impl HttpBody for CountOut {
         let r = Pin::new(&mut me.inner).poll_frame(cx);
         match &r {
             Poll::Ready(Some(Ok(frame))) => {
-                if let (Some(d), Some(x)) = (frame.data_ref(), me.exchange.as_mut()) {
-                    x.sent = x.sent.saturating_add(d.len() as u64);
+                if let Some(d) = frame.data_ref() {
+                    me.meter.data(d.len() as u64);
                 }
             }
-            Poll::Ready(_) => drop(me.exchange.take()),
+            Poll::Ready(_) => me.meter.end(),
             Poll::Pending => {}
         }
         r
