@@ -283,11 +283,11 @@ impl Metrics {
             ),
             stored_bytes: gauge(
                 "airdock_stored_bytes",
-                "Bytes of every distinct blob and manifest the repositories hold.",
+                "Bytes of the distinct blob files (manifests included) the repositories reference.",
             ),
             stored_blobs: gauge(
                 "airdock_stored_blobs",
-                "Distinct blobs linked into at least one repository.",
+                "Distinct blob files (manifests included) the repositories reference.",
             ),
             stored_manifests: gauge(
                 "airdock_stored_manifests",
@@ -296,14 +296,14 @@ impl Metrics {
             repositories: gauge("airdock_repositories", "Repositories."),
             repository_bytes: gauge_vec(
                 "airdock_repository_stored_bytes",
-                "Bytes of a repository's blobs and manifests (shared blobs count in each); \
-                 the largest repositories by name, the rest summed as repository=\"_other\".",
+                "Bytes of the blob files a repository references (shared ones count in each); \
+                 the largest repositories, the rest summed as repository=\"_other\".",
                 &["repository"],
             ),
             repository_blobs: gauge_vec(
                 "airdock_repository_blobs",
-                "Blobs linked into a repository (same repositories as \
-                 airdock_repository_stored_bytes).",
+                "Blob files a repository references, its manifests included (same repositories \
+                 as airdock_repository_stored_bytes).",
                 &["repository"],
             ),
             repository_manifests: gauge_vec(

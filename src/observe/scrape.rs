@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 
-use airdock_storage::{SizeCache, StoreStats};
+use airdock_storage::Usage;
 
 use crate::config::MetricsSettings;
 use crate::error::RegistryError;
@@ -26,10 +26,9 @@ pub struct Scrape {
     pub anonymous: bool,
     /// Repositories with series of their own.
     pub top: usize,
-    /// Blob sizes from earlier scrapes. tokio Mutex, held across the count (a blocking
-    /// task) and the encoding on purpose: scrapes take turns, so one never encodes the
-    /// per-repository series while another is rewriting them.
-    sizes: Arc<tokio::sync::Mutex<SizeCache>>,
+    /// tokio Mutex, held across the count and the encoding on purpose: scrapes take
+    /// turns, so one never encodes the per-repository series while another rewrites them.
+    turn: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Scrape {
@@ -37,7 +36,7 @@ impl Scrape {
         Scrape {
             anonymous: settings.anonymous,
             top: settings.top_repositories,
-            sizes: Arc::default(),
+            turn: Arc::default(),
         }
     }
 }
@@ -53,24 +52,14 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     let m = metrics::get();
     m.upload_sessions
         .set(i64::try_from(state.store.open_uploads()).unwrap_or(i64::MAX));
-    let store = state.store.clone();
-    let mut sizes = Arc::clone(&state.scrape.sizes).lock_owned().await;
-    let counted = tokio::task::spawn_blocking(move || {
-        let stats = store.stats(&mut sizes);
-        (stats, sizes)
-    })
-    .await;
-    let text = match counted {
-        Ok((stats, _turn)) => {
-            publish(m, stats, state.scrape.top);
-            m.encode()
-        }
-        Err(e) => {
-            // The store's series keep their last values; the rest is still worth serving.
-            tracing::warn!(error = %e, "counting the store for /metrics failed");
-            m.encode()
-        }
-    };
+    let _turn = state.scrape.turn.lock().await;
+    // The store's usage: its metadata and one `stat` per blob file, no blob read.
+    match state.store.usage().await {
+        Ok(usage) => publish(m, usage, state.scrape.top),
+        // The store's series keep their last values; the rest is still worth serving.
+        Err(e) => tracing::warn!(error = %e, "counting the store for /metrics failed"),
+    }
+    let text = m.encode();
     (
         StatusCode::OK,
         [(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)],
@@ -83,22 +72,25 @@ fn gauge_value(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
-/// Set the store's gauges from `stats`: totals, and per repository the `top` largest by
+/// Set the store's gauges from `usage`: totals, and per repository the `top` largest by
 /// bytes (ties by name) with the rest summed as [`OTHER`], so the label has at most
 /// `top + 1` values however many repositories there are.
-fn publish(m: &Metrics, stats: StoreStats, top: usize) {
-    m.stored_bytes.set(gauge_value(stats.bytes));
-    m.stored_blobs.set(gauge_value(stats.blobs));
-    m.stored_manifests.set(gauge_value(stats.manifests));
-    m.repositories
-        .set(gauge_value(stats.repositories.len() as u64));
-    let mut repos = stats.repositories;
-    repos.sort_by(|a, b| {
-        b.bytes
-            .cmp(&a.bytes)
-            .then_with(|| a.name.as_str().cmp(b.name.as_str()))
-    });
-    let rest = repos.split_off(top.min(repos.len()));
+fn publish(m: &Metrics, mut usage: Usage, top: usize) {
+    m.stored_bytes.set(gauge_value(usage.bytes));
+    m.stored_blobs.set(gauge_value(usage.blobs));
+    m.stored_manifests.set(gauge_value(usage.manifests));
+    m.repositories.set(gauge_value(usage.repositories));
+    let values = |r: &airdock_storage::RepoUsage| [r.bytes, r.blobs, r.manifests, r.tags];
+    let sum = |repos: &[airdock_storage::RepoUsage]| {
+        repos.iter().fold([0u64; 4], |mut acc, r| {
+            for (a, v) in acc.iter_mut().zip(values(r)) {
+                *a = a.saturating_add(v);
+            }
+            acc
+        })
+    };
+    let (all, count) = (sum(&usage.repos), usage.repos.len());
+    usage.top(top);
     let families = [
         &m.repository_bytes,
         &m.repository_blobs,
@@ -114,17 +106,16 @@ fn publish(m: &Metrics, stats: StoreStats, top: usize) {
             f.with_label_values(&[name]).set(gauge_value(v));
         }
     };
-    for r in &repos {
-        set(r.name.as_str(), [r.bytes, r.blobs, r.manifests, r.tags]);
+    for r in &usage.repos {
+        set(&r.name, values(r));
     }
-    if !rest.is_empty() {
-        let mut sum = [0u64; 4];
-        for r in &rest {
-            for (s, v) in sum.iter_mut().zip([r.bytes, r.blobs, r.manifests, r.tags]) {
-                *s = s.saturating_add(v);
-            }
+    if count > usage.repos.len() {
+        let kept = sum(&usage.repos);
+        let mut rest = [0u64; 4];
+        for ((r, a), k) in rest.iter_mut().zip(all).zip(kept) {
+            *r = a.saturating_sub(k);
         }
-        set(OTHER, sum);
+        set(OTHER, rest);
     }
 }
 
@@ -151,15 +142,16 @@ pub fn router(state: AppState) -> Router {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use airdock_storage::{RepoName, RepoStats};
+    use airdock_storage::RepoUsage;
 
-    fn repo(name: &str, bytes: u64) -> RepoStats {
-        RepoStats {
-            name: RepoName::parse(name).expect("name"),
+    fn repo(name: &str, bytes: u64) -> RepoUsage {
+        RepoUsage {
+            name: name.to_owned(),
             blobs: 1,
             manifests: 2,
             tags: 3,
             bytes,
+            ..RepoUsage::default()
         }
     }
 
@@ -175,11 +167,12 @@ mod tests {
     #[test]
     fn the_largest_repositories_get_series_and_the_rest_are_summed() {
         let m = metrics::get();
-        let stats = StoreStats {
-            repositories: vec![repo("a", 10), repo("b", 30), repo("d", 20), repo("c", 20)],
+        let stats = Usage {
+            repos: vec![repo("a", 10), repo("b", 30), repo("d", 20), repo("c", 20)],
             blobs: 4,
             manifests: 8,
             bytes: 80,
+            repositories: 4,
         };
         publish(m, stats, 2);
         let lines = repository_lines(m);
@@ -197,9 +190,9 @@ mod tests {
         assert_eq!(m.stored_bytes.get(), 80);
         assert_eq!(m.repositories.get(), 4);
         // Repositories that are gone leave no series behind; no `_other` without a rest.
-        let stats = StoreStats {
-            repositories: vec![repo("a", 10)],
-            ..StoreStats::default()
+        let stats = Usage {
+            repos: vec![repo("a", 10)],
+            ..Usage::default()
         };
         publish(m, stats, 2);
         let lines = repository_lines(m);

@@ -452,9 +452,10 @@ async fn metrics_move_with_push_pull_import_gc_and_failed_logins() {
         ),
         1.0
     );
+    // Config, layer and the manifest's own file.
     assert_eq!(
         val(&after, "airdock_repository_blobs{repository=\"lab/big\"}"),
-        2.0
+        3.0
     );
     let other = val(
         &after,
