@@ -619,6 +619,16 @@ fn wait_line(s: &Server, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
     }
 }
 
+/// The audit line of request `id`, and its action, user and result.
+fn audit_of(s: &Server, id: &str) -> (Value, [String; 3]) {
+    let line = wait_line(s, "audit", |v| {
+        v["target"] == "airdock::audit" && v["request_id"] == id
+    });
+    let field = |k: &str| line[k].as_str().unwrap_or_default().to_owned();
+    let summary = [field("action"), field("user"), field("result")];
+    (line, summary)
+}
+
 #[tokio::test]
 async fn json_access_and_audit_lines_and_request_ids() {
     let dir = scratch_dir("airdock-obs-");
@@ -682,10 +692,8 @@ async fn json_access_and_audit_lines_and_request_ids() {
         .await
         .expect("delete");
     assert_eq!(r.status(), StatusCode::ACCEPTED);
-    let audit = wait_line(&s, "audit", |v| {
-        v["target"] == "airdock::audit" && v["request_id"] == "it-delete"
-    });
-    assert_eq!(audit["action"], "delete_tag");
+    let (audit, summary) = audit_of(&s, "it-delete");
+    assert_eq!(summary, ["delete_tag", "alice", "ok"]);
     assert_eq!(audit["resource"], "lab/app:v1");
     assert_eq!(audit["user"], "alice");
     assert_eq!(audit["result"], "ok");
@@ -702,17 +710,8 @@ async fn json_access_and_audit_lines_and_request_ids() {
         .await
         .expect("import");
     assert_eq!(r.status(), StatusCode::CREATED);
-    let audit = wait_line(&s, "audit", |v| {
-        v["target"] == "airdock::audit" && v["request_id"] == "it-import"
-    });
-    assert_eq!(
-        (&audit["action"], &audit["user"], &audit["result"]),
-        (
-            &Value::from("import"),
-            &Value::from("admin-token"),
-            &Value::from("ok")
-        )
-    );
+    let (audit, summary) = audit_of(&s, "it-import");
+    assert_eq!(summary, ["import", "admin-token", "ok"]);
     assert_eq!(audit["resource"], "lab/imported");
     let r = c
         .post(s.url("/admin/v1/gc"))
@@ -722,17 +721,8 @@ async fn json_access_and_audit_lines_and_request_ids() {
         .await
         .expect("gc");
     assert_eq!(r.status(), StatusCode::FORBIDDEN);
-    let audit = wait_line(&s, "audit", |v| {
-        v["target"] == "airdock::audit" && v["request_id"] == "it-gc-bob"
-    });
-    assert_eq!(
-        (&audit["action"], &audit["user"], &audit["result"]),
-        (
-            &Value::from("gc"),
-            &Value::from("bob"),
-            &Value::from("refused")
-        )
-    );
+    let (_, summary) = audit_of(&s, "it-gc-bob");
+    assert_eq!(summary, ["gc", "bob", "refused"]);
 
     // The 401 challenge before a login is no refusal at info (nor an audit entry, for an
     // anonymous delete), and a failed login names the address and the user.
