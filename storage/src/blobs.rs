@@ -7,7 +7,6 @@ use std::path::{Path, PathBuf};
 
 use tokio::io::{AsyncRead, AsyncReadExt};
 
-use crate::pins::{Pin, Pins};
 use crate::{Algorithm, Digest, Hasher, StoreError};
 
 /// Body bytes move in buffers of this size: large enough that a write costs one syscall
@@ -350,56 +349,28 @@ pub(crate) fn persist(src: &Path, dst: &Path) -> io::Result<bool> {
     Ok(false)
 }
 
-/// Store `bytes`, whose digest the caller computed and pinned, under that digest: for
-/// manifests, which arrive whole. Returns whether the blob was already there.
-pub(crate) async fn store_bytes(root: &Path, digest: &Digest, bytes: Vec<u8>) -> io::Result<bool> {
-    use std::io::Write;
-    let tmp_dir = root.join(crate::layout::TMP);
-    let dst = crate::layout::blob_path(root, digest);
-    tokio::task::spawn_blocking(move || {
-        let (guard, mut file) = TempFile::create(&tmp_dir)?;
-        file.write_all(&bytes)?;
-        file.sync_data()?;
-        drop(file);
-        let existed = persist(guard.path(), &dst)?;
-        guard.disarm();
-        Ok(existed)
-    })
-    .await
-    .map_err(io::Error::other)?
-}
-
-/// Write `reader` into the store under its digest (verified against `expected` if given).
-/// The digest is pinned before the file is made visible; the pin is returned so the caller
-/// can keep the blob safe from GC until it has linked it.
-pub(crate) async fn ingest<R: AsyncRead + Unpin>(
+/// Stream `reader` into a new file under `tmp/`, hashing it with `alg` as it is written.
+/// The file is removed when the returned guard drops, unless [`commit_temp`] persisted it.
+pub(crate) async fn write_temp<R: AsyncRead + Unpin>(
     root: &Path,
-    pins: &Pins,
-    expected: Option<&Digest>,
     alg: Algorithm,
     reader: R,
     limit: Option<u64>,
-) -> Result<(Ingested, Pin), StoreError> {
-    let alg = expected.map(Digest::algorithm).unwrap_or(alg);
+) -> Result<(TempFile, File, Digest, u64), StoreError> {
     let tmp_dir = root.join(crate::layout::TMP);
     let (guard, file) = TempFile::create(&tmp_dir)?;
     let sink = Sink::new(file, 0);
     let (sink, hasher, size) = copy_hashing(reader, sink, Some(alg.hasher()), limit).await?;
-    let file = sink.into_file();
     let digest = match hasher {
         Some(h) => h.finish(),
         None => return Err(StoreError::Io(io::Error::other("hasher lost"))),
     };
-    if let Some(expected) = expected {
-        if *expected != digest {
-            return Err(StoreError::DigestMismatch {
-                expected: expected.clone(),
-                actual: digest,
-            });
-        }
-    }
-    let pin = pins.pin(&digest);
-    let dst = crate::layout::blob_path(root, &digest);
+    Ok((guard, sink.into_file(), digest, size))
+}
+
+/// Make a temp file of [`write_temp`] the blob at `dst`: fsync it, rename it into place,
+/// fsync the directory (see [`persist`]). Returns whether the blob was already there.
+pub(crate) async fn commit_temp(guard: TempFile, file: File, dst: PathBuf) -> io::Result<bool> {
     let src = guard.path().to_owned();
     let existed = tokio::task::spawn_blocking(move || -> io::Result<bool> {
         file.sync_data()?;
@@ -409,12 +380,5 @@ pub(crate) async fn ingest<R: AsyncRead + Unpin>(
     .await
     .map_err(io::Error::other)??;
     guard.disarm();
-    Ok((
-        Ingested {
-            digest,
-            size,
-            existed,
-        },
-        pin,
-    ))
+    Ok(existed)
 }
