@@ -102,6 +102,8 @@ impl RegistryError {
                 // so clients already treat it as "not possible"; DENIED says why (zot
                 // answers a delete of a blob in use the same way).
                 S::Denied(_) => (StatusCode::METHOD_NOT_ALLOWED, code::DENIED),
+                S::RangeInvalid { .. } => (StatusCode::RANGE_NOT_SATISFIABLE, code::BLOB_UNKNOWN),
+                S::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, code::UNKNOWN),
                 S::Io(e) if e.kind() == std::io::ErrorKind::StorageFull => {
                     (StatusCode::INSUFFICIENT_STORAGE, code::UNKNOWN)
                 }

@@ -60,6 +60,18 @@ pub enum StoreError {
     /// The operation is understood but refused (a blob still referenced by a manifest).
     #[error("denied: {0}")]
     Denied(String),
+    /// A read of a blob outside it (`len` `None`: to its end). The HTTP layer checks client
+    /// ranges first, so this is the backend contract's guard, not a client-facing answer.
+    #[error("range from {start} ({}) is not inside a blob of {size} bytes", match len { Some(n) => format!("{n} bytes"), None => "to the end".to_owned() })]
+    RangeInvalid {
+        start: u64,
+        len: Option<u64>,
+        size: u64,
+    },
+    /// The blob backend is unreachable or throttling and retries ran out (S3 `SlowDown`,
+    /// 503, a timeout): worth retrying later, not a fault of the request.
+    #[error("blob storage unavailable: {0}")]
+    Unavailable(String),
     #[error("storage I/O error: {0}")]
     Io(#[from] io::Error),
     #[error("data directory {0} is in use by another airdock process")]
@@ -73,7 +85,10 @@ impl StoreError {
     pub fn is_client_error(&self) -> bool {
         !matches!(
             self,
-            StoreError::Io(_) | StoreError::Corrupt(_) | StoreError::Locked(_)
+            StoreError::Io(_)
+                | StoreError::Corrupt(_)
+                | StoreError::Locked(_)
+                | StoreError::Unavailable(_)
         )
     }
 }

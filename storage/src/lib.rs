@@ -4,6 +4,7 @@
 
 pub mod backup;
 mod blobs;
+pub mod blobstore;
 mod digest;
 mod error;
 mod fsck;
@@ -29,6 +30,7 @@ use std::time::SystemTime;
 use tokio::io::AsyncRead;
 
 pub use blobs::{read_range, Ingested};
+pub use blobstore::{BlobClock, BlobStore};
 pub use digest::{Algorithm, Digest, Hasher, Hex};
 pub use error::StoreError;
 pub use fsck::{FsckProblem, FsckReport};

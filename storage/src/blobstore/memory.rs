@@ -1,0 +1,245 @@
+//! An in-memory [`BlobStore`]: the contract's reference implementation, for unit tests of
+//! the store and of the contract suite itself. Never used to serve: nothing survives the
+//! process. [`MemBlobStore::reopen`] stands in for a restart (the bytes stay, anything an
+//! implementation keeps only in memory, like a running hash, is gone).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use tokio::io::AsyncReadExt;
+
+use super::{BlobRead, BlobStore, Body, ByteRange, DigestStream, SessionRecord, Written};
+use crate::{Digest, StoreError, UploadId};
+
+struct Session {
+    data: Vec<u8>,
+    info: Bytes,
+    started: SystemTime,
+    last_write: SystemTime,
+    /// A request is appending or finishing: a second one is refused.
+    busy: bool,
+}
+
+#[derive(Default)]
+struct State {
+    blobs: HashMap<Digest, Bytes>,
+    sessions: HashMap<UploadId, Session>,
+}
+
+/// Blobs and sessions in a shared map. Clones and [`MemBlobStore::reopen`]s see the same data.
+#[derive(Clone, Default)]
+pub struct MemBlobStore {
+    state: Arc<Mutex<State>>,
+}
+
+impl MemBlobStore {
+    pub fn new() -> MemBlobStore {
+        MemBlobStore::default()
+    }
+
+    /// A new instance over the same data, as after a restart.
+    pub fn reopen(&self) -> MemBlobStore {
+        self.clone()
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Read `body` whole, refusing more than `limit` bytes.
+async fn read_body(body: Body<'_>, limit: Option<u64>) -> Result<Vec<u8>, StoreError> {
+    let mut buf = Vec::new();
+    let cap = limit.map_or(u64::MAX, |l| l.saturating_add(1));
+    body.take(cap)
+        .read_to_end(&mut buf)
+        .await
+        .map_err(|e| StoreError::UploadInvalid(format!("reading the body: {e}")))?;
+    if let Some(limit) = limit.filter(|l| buf.len() as u64 > *l) {
+        return Err(StoreError::TooLarge(format!("body exceeds {limit} bytes")));
+    }
+    Ok(buf)
+}
+
+fn verify(expected: &Digest, data: &[u8]) -> Result<(), StoreError> {
+    let actual = Digest::of(expected.algorithm(), data);
+    if actual != *expected {
+        return Err(StoreError::DigestMismatch {
+            expected: expected.clone(),
+            actual,
+        });
+    }
+    Ok(())
+}
+
+impl MemBlobStore {
+    fn store(&self, d: &Digest, data: Vec<u8>) -> Written {
+        let size = data.len() as u64;
+        let mut st = self.state();
+        let existed = st.blobs.contains_key(d);
+        if !existed {
+            st.blobs.insert(d.clone(), Bytes::from(data));
+        }
+        Written { size, existed }
+    }
+
+    /// Claim session `id` for one writer.
+    fn claim(&self, id: &UploadId) -> Result<u64, StoreError> {
+        let mut st = self.state();
+        let s = st.sessions.get_mut(id).ok_or(StoreError::UploadUnknown)?;
+        if s.busy {
+            return Err(StoreError::UploadInvalid(
+                "another request is writing to this upload".into(),
+            ));
+        }
+        s.busy = true;
+        Ok(s.data.len() as u64)
+    }
+
+    fn release(&self, id: &UploadId) {
+        if let Some(s) = self.state().sessions.get_mut(id) {
+            s.busy = false;
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl BlobStore for MemBlobStore {
+    fn kind(&self) -> &'static str {
+        "memory"
+    }
+
+    async fn put(
+        &self,
+        expected: &Digest,
+        body: Body<'_>,
+        limit: Option<u64>,
+    ) -> Result<Written, StoreError> {
+        let data = read_body(body, limit).await?;
+        verify(expected, &data)?;
+        Ok(self.store(expected, data))
+    }
+
+    async fn stat(&self, d: &Digest) -> Result<Option<u64>, StoreError> {
+        Ok(self.state().blobs.get(d).map(|b| b.len() as u64))
+    }
+
+    async fn read(&self, d: &Digest, range: ByteRange) -> Result<BlobRead, StoreError> {
+        let blob = self
+            .state()
+            .blobs
+            .get(d)
+            .cloned()
+            .ok_or_else(|| StoreError::BlobUnknown(d.clone()))?;
+        let size = blob.len() as u64;
+        let (start, len) = range.resolve(size)?;
+        // In range by `resolve`, so the casts cannot truncate.
+        let part = blob.slice(start as usize..(start + len) as usize);
+        let items = (!part.is_empty()).then_some(Ok(part));
+        Ok(BlobRead {
+            size,
+            stream: Box::pin(futures_util::stream::iter(items)),
+        })
+    }
+
+    async fn delete(&self, d: &Digest) -> Result<bool, StoreError> {
+        Ok(self.state().blobs.remove(d).is_some())
+    }
+
+    fn list(&self) -> DigestStream<'_> {
+        let all: Vec<_> = self.state().blobs.keys().cloned().map(Ok).collect();
+        Box::pin(futures_util::stream::iter(all))
+    }
+
+    async fn begin(&self, id: &UploadId, info: Bytes) -> Result<(), StoreError> {
+        let mut st = self.state();
+        if st.sessions.contains_key(id) {
+            return Err(StoreError::UploadInvalid(format!(
+                "upload {id} is already open"
+            )));
+        }
+        let now = SystemTime::now();
+        st.sessions.insert(
+            id.clone(),
+            Session {
+                data: Vec::new(),
+                info,
+                started: now,
+                last_write: now,
+                busy: false,
+            },
+        );
+        Ok(())
+    }
+
+    async fn append(
+        &self,
+        id: &UploadId,
+        offset: u64,
+        expect_len: Option<u64>,
+        body: Body<'_>,
+    ) -> Result<u64, StoreError> {
+        let current = self.claim(id)?;
+        if offset != current {
+            self.release(id);
+            return Err(StoreError::UploadOutOfOrder {
+                requested: offset,
+                current,
+            });
+        }
+        let chunk = read_body(body, None).await;
+        let mut st = self.state();
+        // Aborted meanwhile: the write fails.
+        let s = st.sessions.get_mut(id).ok_or(StoreError::UploadUnknown)?;
+        s.busy = false;
+        let chunk = chunk?;
+        if let Some(announced) = expect_len.filter(|n| *n != chunk.len() as u64) {
+            return Err(StoreError::ChunkLength {
+                announced,
+                received: chunk.len() as u64,
+                holds: current,
+            });
+        }
+        s.data.extend_from_slice(&chunk);
+        s.last_write = SystemTime::now();
+        Ok(s.data.len() as u64)
+    }
+
+    async fn session_size(&self, id: &UploadId) -> Result<u64, StoreError> {
+        let st = self.state();
+        let s = st.sessions.get(id).ok_or(StoreError::UploadUnknown)?;
+        Ok(s.data.len() as u64)
+    }
+
+    async fn finish(&self, id: &UploadId, expected: &Digest) -> Result<Written, StoreError> {
+        self.claim(id)?;
+        let data = {
+            let mut st = self.state();
+            let s = st.sessions.remove(id).ok_or(StoreError::UploadUnknown)?;
+            s.data
+        };
+        verify(expected, &data)?;
+        Ok(self.store(expected, data))
+    }
+
+    async fn abort(&self, id: &UploadId) -> Result<bool, StoreError> {
+        Ok(self.state().sessions.remove(id).is_some())
+    }
+
+    async fn sessions(&self) -> Result<Vec<SessionRecord>, StoreError> {
+        Ok(self
+            .state()
+            .sessions
+            .iter()
+            .map(|(id, s)| SessionRecord {
+                id: id.clone(),
+                size: s.data.len() as u64,
+                info: s.info.clone(),
+                started: s.started,
+                last_write: s.last_write,
+            })
+            .collect())
+    }
+}
