@@ -369,6 +369,40 @@ pub(crate) async fn store_bytes(root: &Path, digest: &Digest, bytes: Vec<u8>) ->
     .map_err(io::Error::other)?
 }
 
+/// Stream `reader` into a new file under `tmp/`, hashing it with `alg` as it is written.
+/// The file is removed when the returned guard drops, unless [`commit_temp`] persisted it.
+pub(crate) async fn write_temp<R: AsyncRead + Unpin>(
+    root: &Path,
+    alg: Algorithm,
+    reader: R,
+    limit: Option<u64>,
+) -> Result<(TempFile, File, Digest, u64), StoreError> {
+    let tmp_dir = root.join(crate::layout::TMP);
+    let (guard, file) = TempFile::create(&tmp_dir)?;
+    let sink = Sink::new(file, 0);
+    let (sink, hasher, size) = copy_hashing(reader, sink, Some(alg.hasher()), limit).await?;
+    let digest = match hasher {
+        Some(h) => h.finish(),
+        None => return Err(StoreError::Io(io::Error::other("hasher lost"))),
+    };
+    Ok((guard, sink.into_file(), digest, size))
+}
+
+/// Make a temp file of [`write_temp`] the blob at `dst`: fsync it, rename it into place,
+/// fsync the directory (see [`persist`]). Returns whether the blob was already there.
+pub(crate) async fn commit_temp(guard: TempFile, file: File, dst: PathBuf) -> io::Result<bool> {
+    let src = guard.path().to_owned();
+    let existed = tokio::task::spawn_blocking(move || -> io::Result<bool> {
+        file.sync_data()?;
+        drop(file);
+        persist(&src, &dst)
+    })
+    .await
+    .map_err(io::Error::other)??;
+    guard.disarm();
+    Ok(existed)
+}
+
 /// Write `reader` into the store under its digest (verified against `expected` if given).
 /// The digest is pinned before the file is made visible; the pin is returned so the caller
 /// can keep the blob safe from GC until it has linked it.
@@ -381,15 +415,7 @@ pub(crate) async fn ingest<R: AsyncRead + Unpin>(
     limit: Option<u64>,
 ) -> Result<(Ingested, Pin), StoreError> {
     let alg = expected.map(Digest::algorithm).unwrap_or(alg);
-    let tmp_dir = root.join(crate::layout::TMP);
-    let (guard, file) = TempFile::create(&tmp_dir)?;
-    let sink = Sink::new(file, 0);
-    let (sink, hasher, size) = copy_hashing(reader, sink, Some(alg.hasher()), limit).await?;
-    let file = sink.into_file();
-    let digest = match hasher {
-        Some(h) => h.finish(),
-        None => return Err(StoreError::Io(io::Error::other("hasher lost"))),
-    };
+    let (guard, file, digest, size) = write_temp(root, alg, reader, limit).await?;
     if let Some(expected) = expected {
         if *expected != digest {
             return Err(StoreError::DigestMismatch {
@@ -400,15 +426,7 @@ pub(crate) async fn ingest<R: AsyncRead + Unpin>(
     }
     let pin = pins.pin(&digest);
     let dst = crate::layout::blob_path(root, &digest);
-    let src = guard.path().to_owned();
-    let existed = tokio::task::spawn_blocking(move || -> io::Result<bool> {
-        file.sync_data()?;
-        drop(file);
-        persist(&src, &dst)
-    })
-    .await
-    .map_err(io::Error::other)??;
-    guard.disarm();
+    let existed = commit_temp(guard, file, dst).await?;
     Ok((
         Ingested {
             digest,

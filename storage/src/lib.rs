@@ -490,6 +490,7 @@ impl Store {
             algorithm,
             owner: Some(owner.to_owned()),
         };
+        let info = serde_json::to_vec(&info).map_err(io::Error::other)?;
         let dir2 = dir.clone();
         let created = tokio::task::spawn_blocking(move || {
             uploads::create(&dir2, &info).inspect_err(|_| {

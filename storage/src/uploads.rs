@@ -555,15 +555,19 @@ pub(crate) fn data_path(dir: &Path) -> PathBuf {
     dir.join("data")
 }
 
-pub(crate) fn create(dir: &Path, info: &Info) -> io::Result<()> {
+pub(crate) fn info_path(dir: &Path) -> PathBuf {
+    dir.join("info.json")
+}
+
+/// Fill a new session directory: an empty `data` and the store's `info` record.
+pub(crate) fn create(dir: &Path, info: &[u8]) -> io::Result<()> {
     fs::create_dir_all(dir)?;
     File::create(data_path(dir))?;
-    let json = serde_json::to_vec(info).map_err(io::Error::other)?;
-    fs::write(dir.join("info.json"), json)
+    fs::write(info_path(dir), info)
 }
 
 pub(crate) fn read_info(dir: &Path) -> Result<Info, StoreError> {
-    match fs::read(dir.join("info.json")) {
+    match fs::read(info_path(dir)) {
         Ok(bytes) => serde_json::from_slice(&bytes).map_err(|_| StoreError::UploadUnknown),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Err(StoreError::UploadUnknown),
         Err(e) => Err(e.into()),

@@ -10,8 +10,10 @@ use std::time::SystemTime;
 use bytes::Bytes;
 use tokio::io::AsyncReadExt;
 
-use super::{BlobRead, BlobStore, Body, ByteRange, DigestStream, SessionRecord, Written};
-use crate::{Digest, StoreError, UploadId};
+use super::{
+    BlobClock, BlobRead, BlobStore, Body, ByteRange, DigestStream, SessionRecord, Written,
+};
+use crate::{Algorithm, Digest, StoreError, UploadId};
 
 struct Session {
     data: Vec<u8>,
@@ -153,7 +155,12 @@ impl BlobStore for MemBlobStore {
         Box::pin(futures_util::stream::iter(all))
     }
 
-    async fn begin(&self, id: &UploadId, info: Bytes) -> Result<(), StoreError> {
+    async fn begin(
+        &self,
+        id: &UploadId,
+        _algorithm: Algorithm,
+        info: Bytes,
+    ) -> Result<(), StoreError> {
         let mut st = self.state();
         if st.sessions.contains_key(id) {
             return Err(StoreError::UploadInvalid(format!(
@@ -241,5 +248,59 @@ impl BlobStore for MemBlobStore {
                 last_write: s.last_write,
             })
             .collect())
+    }
+}
+
+/// A [`BlobClock`] in memory: the reference for the clock's rules.
+#[derive(Default)]
+pub struct MemClock {
+    times: Mutex<HashMap<Digest, SystemTime>>,
+}
+
+impl MemClock {
+    fn times(&self) -> MutexGuard<'_, HashMap<Digest, SystemTime>> {
+        self.times.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl BlobClock for MemClock {
+    fn touch(&self, d: &Digest, at: SystemTime) {
+        let mut times = self.times();
+        let t = times.entry(d.clone()).or_insert(at);
+        *t = (*t).max(at);
+    }
+
+    fn last_used(&self, d: &Digest) -> Option<SystemTime> {
+        self.times().get(d).copied()
+    }
+
+    fn forget(&self, d: &Digest) {
+        self.times().remove(d);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::blobstore::testsuite::{self, Harness};
+
+    struct MemHarness(MemBlobStore);
+
+    #[async_trait::async_trait]
+    impl Harness for MemHarness {
+        fn store(&self) -> &dyn BlobStore {
+            &self.0
+        }
+
+        async fn restart(&mut self) {
+            self.0 = self.0.reopen();
+        }
+    }
+
+    crate::blobstore_contract_tests!(MemHarness(MemBlobStore::new()));
+
+    #[test]
+    fn clock_keeps_the_latest_touch() {
+        testsuite::clock_keeps_the_latest_touch(&MemClock::default());
     }
 }

@@ -31,9 +31,12 @@ use bytes::Bytes;
 use futures_util::Stream;
 use tokio::io::AsyncRead;
 
-use crate::{Digest, StoreError, UploadId};
+use crate::{Algorithm, Digest, StoreError, UploadId};
 
+pub mod fs;
 pub mod memory;
+#[cfg(any(test, feature = "testsuite"))]
+pub mod testsuite;
 
 /// A request or file body being streamed into a backend. A `&mut dyn` rather than a generic
 /// so that [`BlobStore`] can be a trait object: the store picks its backend at run time (by
@@ -135,7 +138,9 @@ pub struct SessionRecord {
 ///   write (body error, digest mismatch, size limit, backend error) leaves nothing visible.
 /// - **Durable on success.** When `put` or `finish` returns `Ok`, the blob survives a crash
 ///   or power loss of this host (file and directory entry fsynced; an S3 PUT acknowledged).
-///   When `append` returns `Ok`, the session's bytes up to the new size do too.
+///   A session's state after `begin` and `append` survives a restart of the process; after
+///   a power loss it may be shorter or gone (the client asks for the upload's status and
+///   resumes from there, or starts over), never longer or different.
 /// - **Idempotent.** Putting a blob that exists succeeds with `existed: true` after verifying
 ///   the new bytes, and leaves the stored blob untouched. Concurrent puts of the same digest
 ///   all succeed and store it once. `delete` of an absent blob and `abort` of an unknown
@@ -171,7 +176,8 @@ pub trait BlobStore: Send + Sync + 'static {
     async fn read(&self, d: &Digest, range: ByteRange) -> Result<BlobRead, StoreError>;
 
     /// Remove blob `d`. `Ok(true)` if it was there, `Ok(false)` if it was not: never an error
-    /// for an absent blob. Durable on return.
+    /// for an absent blob. Need not be durable (a blob deleted just before a power loss may
+    /// come back, which is harmless: GC finds it again).
     async fn delete(&self, d: &Digest) -> Result<bool, StoreError>;
 
     /// Every stored blob, in no particular order, streamed (a store may hold millions). For
@@ -197,9 +203,16 @@ pub trait BlobStore: Send + Sync + 'static {
     // refused (`UploadInvalid`), never interleaved.
 
     /// Open session `id` (minted by the store) with `info`, the store's own small record of
-    /// it (repository, owner, algorithm), kept verbatim and returned by `sessions`. Durable
-    /// on return. `UploadInvalid` if `id` is already open.
-    async fn begin(&self, id: &UploadId, info: Bytes) -> Result<(), StoreError>;
+    /// it (repository, owner), kept verbatim and returned by `sessions`. `algorithm` is what
+    /// the running hash uses: the client's `digest-algorithm`, else the default; a `finish`
+    /// with a digest of another algorithm still works, by hashing the bytes again.
+    /// `UploadInvalid` if `id` is already open.
+    async fn begin(
+        &self,
+        id: &UploadId,
+        algorithm: Algorithm,
+        info: Bytes,
+    ) -> Result<(), StoreError>;
 
     /// Append `body` at `offset`, which must be the session's current size
     /// (`UploadOutOfOrder` otherwise, nothing written). With `expect_len`, the body must carry
@@ -224,7 +237,8 @@ pub trait BlobStore: Send + Sync + 'static {
     async fn finish(&self, id: &UploadId, expected: &Digest) -> Result<Written, StoreError>;
 
     /// Remove session `id` and everything it holds. `Ok(false)` if it was not open. A write
-    /// in flight on it fails, and a `finish` in flight either completes first or fails.
+    /// in flight on it may still report success, but every later call on the session
+    /// answers `UploadUnknown`; a `finish` in flight either completes first or fails.
     async fn abort(&self, id: &UploadId) -> Result<bool, StoreError>;
 
     /// Every open session, for the store's caps at start, the admin listing and expiry
