@@ -7,7 +7,6 @@ use std::path::{Path, PathBuf};
 
 use tokio::io::{AsyncRead, AsyncReadExt};
 
-use crate::pins::{Pin, Pins};
 use crate::{Algorithm, Digest, Hasher, StoreError};
 
 /// Body bytes move in buffers of this size: large enough that a write costs one syscall
@@ -350,25 +349,6 @@ pub(crate) fn persist(src: &Path, dst: &Path) -> io::Result<bool> {
     Ok(false)
 }
 
-/// Store `bytes`, whose digest the caller computed and pinned, under that digest: for
-/// manifests, which arrive whole. Returns whether the blob was already there.
-pub(crate) async fn store_bytes(root: &Path, digest: &Digest, bytes: Vec<u8>) -> io::Result<bool> {
-    use std::io::Write;
-    let tmp_dir = root.join(crate::layout::TMP);
-    let dst = crate::layout::blob_path(root, digest);
-    tokio::task::spawn_blocking(move || {
-        let (guard, mut file) = TempFile::create(&tmp_dir)?;
-        file.write_all(&bytes)?;
-        file.sync_data()?;
-        drop(file);
-        let existed = persist(guard.path(), &dst)?;
-        guard.disarm();
-        Ok(existed)
-    })
-    .await
-    .map_err(io::Error::other)?
-}
-
 /// Stream `reader` into a new file under `tmp/`, hashing it with `alg` as it is written.
 /// The file is removed when the returned guard drops, unless [`commit_temp`] persisted it.
 pub(crate) async fn write_temp<R: AsyncRead + Unpin>(
@@ -401,38 +381,4 @@ pub(crate) async fn commit_temp(guard: TempFile, file: File, dst: PathBuf) -> io
     .map_err(io::Error::other)??;
     guard.disarm();
     Ok(existed)
-}
-
-/// Write `reader` into the store under its digest (verified against `expected` if given).
-/// The digest is pinned before the file is made visible; the pin is returned so the caller
-/// can keep the blob safe from GC until it has linked it.
-pub(crate) async fn ingest<R: AsyncRead + Unpin>(
-    root: &Path,
-    pins: &Pins,
-    expected: Option<&Digest>,
-    alg: Algorithm,
-    reader: R,
-    limit: Option<u64>,
-) -> Result<(Ingested, Pin), StoreError> {
-    let alg = expected.map(Digest::algorithm).unwrap_or(alg);
-    let (guard, file, digest, size) = write_temp(root, alg, reader, limit).await?;
-    if let Some(expected) = expected {
-        if *expected != digest {
-            return Err(StoreError::DigestMismatch {
-                expected: expected.clone(),
-                actual: digest,
-            });
-        }
-    }
-    let pin = pins.pin(&digest);
-    let dst = crate::layout::blob_path(root, &digest);
-    let existed = commit_temp(guard, file, dst).await?;
-    Ok((
-        Ingested {
-            digest,
-            size,
-            existed,
-        },
-        pin,
-    ))
 }

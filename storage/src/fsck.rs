@@ -12,8 +12,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
+use crate::blobstore::{fs::FsBlobStore, BlobStore};
 use crate::meta::Op;
-use crate::uploads::{self, Open, Sessions};
+use crate::uploads::{self, Open};
 use crate::{
     blobs, layout, pins, Digest, Inner, ManifestCache, Meta, RepoName, Store, StoreError, Txn,
 };
@@ -67,7 +68,7 @@ impl Store {
     pub async fn open_read_only(root: impl AsRef<Path>) -> Result<Store, StoreError> {
         let root = root.as_ref().to_owned();
         let root2 = root.clone();
-        let (lock, meta, on_disk) = tokio::task::spawn_blocking(move || {
+        let (lock, meta) = tokio::task::spawn_blocking(move || {
             let lock = match File::open(root2.join(layout::LOCK)) {
                 Ok(lock) => {
                     match lock.try_lock_shared() {
@@ -84,21 +85,22 @@ impl Store {
                 Err(e) if e.kind() == io::ErrorKind::NotFound => File::open(&root2)?,
                 Err(e) => return Err(e.into()),
             };
-            let on_disk = match uploads::scan(&root2.join(layout::UPLOADS)) {
-                Ok(found) => found,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
-                Err(e) => return Err(e.into()),
-            };
-            Ok((lock, Meta::open(&root2, true)?, on_disk))
+            Ok((lock, Meta::open(&root2, true)?))
         })
         .await
         .map_err(io::Error::other)??;
+        let blobs = FsBlobStore::new(root.clone());
+        let on_disk = match blobs.sessions().await {
+            Ok(found) => uploads::entries(found),
+            Err(StoreError::Io(e)) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(e),
+        };
         Ok(Store {
             inner: Arc::new(Inner {
                 root,
                 _lock: lock,
                 meta,
-                sessions: Sessions::default(),
+                blobs: Box::new(blobs),
                 open_uploads: Open::with(on_disk),
                 pins: pins::Pins::default(),
                 gc: tokio::sync::Mutex::new(()),

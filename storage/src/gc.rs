@@ -44,8 +44,7 @@ use serde::Serialize;
 use crate::meta::{Op, Repo, State};
 use crate::pins::Pins;
 use crate::retention::{self, Retention};
-use crate::uploads::{self, Taken};
-use crate::{layout, Digest, RepoName, Store, StoreError, Tag, Txn, UploadId};
+use crate::{layout, Digest, RepoName, Store, StoreError, Tag, Txn};
 
 /// A blob file's last write and size.
 type Written = (SystemTime, u64);
@@ -320,56 +319,21 @@ impl Store {
     /// Remove upload sessions not written to for `ttl`. A session being written is busy
     /// and skipped; one claimed here is gone before any later request can claim it.
     pub async fn expire_uploads(&self, ttl: Duration) -> Result<u64, StoreError> {
-        let dir = self.inner.root.join(layout::UPLOADS);
-        let names = tokio::task::spawn_blocking(move || -> io::Result<Vec<String>> {
-            fs::read_dir(dir)?
-                .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
-                .collect()
-        })
-        .await
-        .map_err(io::Error::other)??;
         let cutoff = SystemTime::now()
             .checked_sub(ttl)
             .unwrap_or(SystemTime::UNIX_EPOCH);
         let mut expired = 0;
-        for name in names {
-            let Ok(id) = UploadId::parse(&name) else {
-                continue;
-            };
-            let dir = layout::upload_dir(&self.inner.root, &id);
-            // Idle since the last write to `data` (or creation, for an empty session).
-            let idle = || {
-                let last = [uploads::data_path(&dir), dir.clone()]
-                    .iter()
-                    .filter_map(|p| mtime(p))
-                    .max();
-                last.is_none_or(|t| t <= cutoff)
-            };
-            // Look before claiming: a claim makes a concurrent PATCH of a live session fail
-            // as busy, so only sessions that already look expired are claimed.
-            if !idle() {
+        // The backend's record of the last write (the `data` file's mtime on a filesystem,
+        // which every buffer of a chunk in flight moves on), so a session idle across
+        // restarts expires on time and one being written does not.
+        for session in self.inner.blobs.sessions().await? {
+            let id = &session.id;
+            if session.last_write > cutoff {
                 continue;
             }
-            let hot = match self.inner.sessions.take(&id) {
-                Taken::Free(hot) => hot,
-                Taken::Busy => continue,
-            };
-            // Again under the claim: a write may have landed between the look and the claim.
-            if !idle() {
-                self.inner.sessions.put_back(&id, hot);
-                continue;
-            }
-            let removed = tokio::task::spawn_blocking(move || fs::remove_dir_all(dir))
-                .await
-                .map_err(io::Error::other)?;
-            self.inner.sessions.forget(&id);
-            match removed {
-                Ok(()) => {
-                    self.inner.open_uploads.release(&id);
-                    expired += 1;
-                }
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(e.into()),
+            if self.inner.blobs.abort(id).await? {
+                self.inner.open_uploads.release(id);
+                expired += 1;
             }
         }
         Ok(expired)
@@ -619,6 +583,7 @@ fn sweep(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{uploads, UploadId};
     use crate::{Algorithm, Reference, Tag, OCI_INDEX, OCI_MANIFEST};
 
     fn name(s: &str) -> RepoName {

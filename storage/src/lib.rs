@@ -48,15 +48,35 @@ pub use uploads::{UploadId, UploadSession};
 pub use usage::{RepoUsage, Usage};
 pub use vitals::Vitals;
 
+use blobstore::fs::FsBlobStore;
 use meta::{Meta, Op, Repo};
+use uploads::Open;
 pub use uploads::UploadLimits;
-use uploads::{Hot, Open, Sessions, Taken};
-
-/// Upload sessions found on disk at open.
-type OnDisk = Vec<(UploadId, uploads::Entry)>;
 
 /// Compact the journal at start when it has grown past this.
 const COMPACT_AT: u64 = 64 << 20;
+
+/// Hashes what passes through it (for [`Store::ingest_blob`] without a digest).
+struct HashingReader<R> {
+    inner: R,
+    hasher: Hasher,
+}
+
+impl<R: AsyncRead + Unpin> AsyncRead for HashingReader<R> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let this = &mut *self;
+        let polled = std::pin::Pin::new(&mut this.inner).poll_read(cx, buf);
+        if let std::task::Poll::Ready(Ok(())) = polled {
+            this.hasher.update(&buf.filled()[before..]);
+        }
+        polled
+    }
+}
 
 /// The store. Cheap to clone: everything is behind one `Arc`.
 #[derive(Clone)]
@@ -70,7 +90,9 @@ struct Inner {
     /// server, or `airdock import --data-dir`) from replaying and appending the same journal.
     _lock: File,
     meta: Meta,
-    sessions: Sessions,
+    /// Where blob bytes and upload sessions live (the blob-storage contract). The store
+    /// adds what no backend knows: repositories and links (`meta`), pins, session caps.
+    blobs: Box<dyn BlobStore>,
     /// Open sessions on disk, their owners, against the caps.
     open_uploads: Open,
     /// Digests writers are relying on right now; GC leaves them alone.
@@ -108,8 +130,8 @@ impl Store {
     pub async fn open(root: impl AsRef<Path>) -> Result<Store, StoreError> {
         let root = root.as_ref().to_owned();
         let root2 = root.clone();
-        let (lock, meta, open_uploads) =
-            tokio::task::spawn_blocking(move || -> Result<(File, Meta, OnDisk), StoreError> {
+        let (lock, meta) =
+            tokio::task::spawn_blocking(move || -> Result<(File, Meta), StoreError> {
                 if blobs::skip_dir_fsync() {
                     tracing::warn!("AIRDOCK_TEST_SKIP_DIR_FSYNC=1: directory entries are not made durable; a power loss can lose acknowledged writes (test-only setting)");
                 }
@@ -130,19 +152,20 @@ impl Store {
                 for entry in fs::read_dir(root2.join(layout::TMP))? {
                     let _ = fs::remove_file(entry?.path());
                 }
-                // Sessions left by an earlier run count against the cap until they finish,
-                // are cancelled or expire.
-                let open_uploads = uploads::scan(&root2.join(layout::UPLOADS))?;
-                Ok((lock, Meta::open(&root2, false)?, open_uploads))
+                Ok((lock, Meta::open(&root2, false)?))
             })
             .await
             .map_err(io::Error::other)??;
+        let blobs = FsBlobStore::new(root.clone());
+        let open_uploads = uploads::entries(blobs.sessions().await?);
         let store = Store {
             inner: Arc::new(Inner {
                 root,
                 _lock: lock,
                 meta,
-                sessions: Sessions::default(),
+                blobs: Box::new(blobs),
+                // Sessions left by an earlier run count against the cap until they finish,
+                // are cancelled or expire.
                 open_uploads: Open::with(open_uploads),
                 pins: pins::Pins::default(),
                 gc: tokio::sync::Mutex::new(()),
@@ -193,17 +216,56 @@ impl Store {
         &self,
         expected: Option<&Digest>,
         alg: Algorithm,
+        mut reader: R,
+    ) -> Result<(Ingested, Pin), StoreError> {
+        let Some(expected) = expected else {
+            return self.ingest_unknown(alg, reader).await;
+        };
+        // Pinned before it is visible: GC cannot take it between the write and the link.
+        let pin = self.inner.pins.pin(expected);
+        let written = self.inner.blobs.put(expected, &mut reader, None).await?;
+        Ok((
+            Ingested {
+                digest: expected.clone(),
+                size: written.size,
+                existed: written.existed,
+            },
+            pin,
+        ))
+    }
+
+    /// Store a blob whose digest nobody knows yet: streamed into a session (not counted
+    /// against the caps) through a hashing reader, then finished under the digest that gave.
+    /// No request path comes here (pushes and imports always know the digest); tests do.
+    async fn ingest_unknown<R: AsyncRead + Unpin + Send>(
+        &self,
+        alg: Algorithm,
         reader: R,
     ) -> Result<(Ingested, Pin), StoreError> {
-        blobs::ingest(
-            &self.inner.root,
-            &self.inner.pins,
-            expected,
-            alg,
-            reader,
-            None,
-        )
-        .await
+        let blobs = &self.inner.blobs;
+        let id = UploadId::new();
+        blobs.begin(&id, alg, bytes::Bytes::new()).await?;
+        let mut hashing = HashingReader {
+            inner: reader,
+            hasher: alg.hasher(),
+        };
+        let result = async {
+            blobs.append(&id, 0, None, &mut hashing).await?;
+            let digest = hashing.hasher.finish();
+            let pin = self.inner.pins.pin(&digest);
+            let written = blobs.finish(&id, &digest).await?;
+            let ingested = Ingested {
+                digest,
+                size: written.size,
+                existed: written.existed,
+            };
+            Ok::<_, StoreError>((ingested, pin))
+        }
+        .await;
+        if result.is_err() {
+            let _ = blobs.abort(&id).await;
+        }
+        result
     }
 
     /// Keep GC away from `d` (file and links) until the returned pin is dropped, whatever
@@ -483,62 +545,39 @@ impl Store {
         owner: &str,
     ) -> Result<UploadId, StoreError> {
         let id = UploadId::new();
-        self.reserve_upload(&id, owner, repo).await?;
-        let dir = layout::upload_dir(&self.inner.root, &id);
+        self.reserve_upload(&id, owner, repo, algorithm).await?;
         let info = uploads::Info {
             repo: repo.clone(),
             algorithm,
             owner: Some(owner.to_owned()),
         };
         let info = serde_json::to_vec(&info).map_err(io::Error::other)?;
-        let dir2 = dir.clone();
-        let created = tokio::task::spawn_blocking(move || {
-            uploads::create(&dir2, &info).inspect_err(|_| {
-                let _ = fs::remove_dir_all(&dir2);
-            })
-        })
-        .await
-        .map_err(io::Error::other)
-        .and_then(|r| r);
-        if let Err(e) = created {
-            // A half-made session whose directory could not be removed keeps its slot until
-            // expiry removes it (and releases the slot then); otherwise the slot is free now.
-            if !dir.exists() {
+        let blobs = &self.inner.blobs;
+        if let Err(e) = blobs
+            .begin(&id, algorithm.unwrap_or_default(), info.into())
+            .await
+        {
+            // A half-made session that could not be removed keeps its slot until expiry
+            // removes it (and releases the slot then); otherwise the slot is free now.
+            if blobs.abort(&id).await.is_ok() {
                 self.inner.open_uploads.release(&id);
             }
-            return Err(e.into());
+            return Err(e);
         }
-        self.inner.sessions.insert(
-            &id,
-            Hot {
-                offset: 0,
-                hasher: algorithm.unwrap_or_default().hasher(),
-            },
-        );
         Ok(id)
     }
 
-    fn session(
-        &self,
-        repo: &RepoName,
-        id: &UploadId,
-    ) -> Result<(PathBuf, uploads::Info), StoreError> {
-        let dir = layout::upload_dir(&self.inner.root, id);
-        let info = uploads::read_info(&dir)?;
-        if info.repo != *repo {
-            return Err(StoreError::UploadUnknown);
-        }
-        Ok((dir, info))
+    /// The session `id` of `repo`, or `UploadUnknown` (also for another repository's).
+    fn session(&self, repo: &RepoName, id: &UploadId) -> Result<uploads::Entry, StoreError> {
+        self.inner
+            .open_uploads
+            .get(repo, id)
+            .ok_or(StoreError::UploadUnknown)
     }
 
     /// Bytes received so far.
     pub fn upload_status(&self, repo: &RepoName, id: &UploadId) -> Result<u64, StoreError> {
-        let (dir, _) = self.session(repo, id)?;
-        match fs::metadata(uploads::data_path(&dir)) {
-            Ok(m) => Ok(m.len()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(StoreError::UploadUnknown),
-            Err(e) => Err(e.into()),
-        }
+        Ok(self.session(repo, id)?.size)
     }
 
     /// Append a chunk. `start` (from `Content-Range`) must equal the bytes held so far;
@@ -549,110 +588,18 @@ impl Store {
         id: &UploadId,
         start: Option<u64>,
         len: Option<u64>,
-        reader: R,
+        mut reader: R,
     ) -> Result<u64, StoreError> {
-        let (dir, _) = self.session(repo, id)?;
-        let hot = match self.inner.sessions.take(id) {
-            Taken::Free(hot) => hot,
-            Taken::Busy => {
-                return Err(StoreError::UploadInvalid(
-                    "another request is writing to this upload".into(),
-                ))
-            }
-        };
-        self.inner.open_uploads.touch(id, SystemTime::now());
-        let result = self.append_claimed(&dir, hot, start, len, reader).await;
+        let session = self.session(repo, id)?;
+        let open = &self.inner.open_uploads;
+        open.touch(id, SystemTime::now());
+        let offset = start.unwrap_or(session.size);
+        let result = self.inner.blobs.append(id, offset, len, &mut reader).await;
         // Idle is measured from the end of the last write, not its start.
-        self.inner.open_uploads.touch(id, SystemTime::now());
-        match result {
-            Ok((size, hot)) => {
-                self.inner.sessions.put_back(id, hot);
-                Ok(size)
-            }
-            Err((e, hot)) => {
-                self.inner.sessions.put_back(id, hot);
-                Err(e)
-            }
-        }
-    }
-
-    async fn append_claimed<R: AsyncRead + Unpin + Send>(
-        &self,
-        dir: &Path,
-        hot: Option<Hot>,
-        start: Option<u64>,
-        len: Option<u64>,
-        reader: R,
-    ) -> Result<(u64, Option<Hot>), (StoreError, Option<Hot>)> {
-        let file = match uploads::open_write(dir) {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Err((StoreError::UploadUnknown, hot))
-            }
-            Err(e) => return Err((e.into(), hot)),
-        };
-        let current = match file.metadata() {
-            Ok(m) => m.len(),
-            Err(e) => return Err((e.into(), hot)),
-        };
-        if let Some(start) = start {
-            if start != current {
-                return Err((
-                    StoreError::UploadOutOfOrder {
-                        requested: start,
-                        current,
-                    },
-                    hot,
-                ));
-            }
-        }
-        // The running hash only helps if it covers exactly the bytes on disk.
-        let (hasher, alg) = match hot {
-            Some(h) if h.offset == current => {
-                let alg = h.hasher.algorithm();
-                (Some(h.hasher), Some(alg))
-            }
-            _ => (None, None),
-        };
-        let rollback = |file: &File| {
-            let _ = file.set_len(current);
-        };
-        let probe = match file.try_clone() {
-            Ok(f) => f,
-            Err(e) => return Err((e.into(), None)),
-        };
-        let sink = blobs::Sink::new(file, current);
-        match blobs::copy_hashing(reader, sink, hasher, None).await {
-            Ok((_, hasher, n)) => {
-                if let Some(len) = len {
-                    if n != len {
-                        rollback(&probe);
-                        // A length mismatch, not an out-of-order chunk: report both
-                        // lengths and where the upload stands after the rollback.
-                        return Err((
-                            StoreError::ChunkLength {
-                                announced: len,
-                                received: n,
-                                holds: current,
-                            },
-                            None,
-                        ));
-                    }
-                }
-                let hot = match (hasher, alg) {
-                    (Some(hasher), Some(_)) => Some(Hot {
-                        offset: current + n,
-                        hasher,
-                    }),
-                    _ => None,
-                };
-                Ok((current + n, hot))
-            }
-            Err(e) => {
-                rollback(&probe);
-                Err((e, None))
-            }
-        }
+        open.touch(id, SystemTime::now());
+        let size = result?;
+        open.set_size(id, size);
+        Ok(size)
     }
 
     /// Close a session: append the optional last chunk, verify the whole upload against
@@ -664,8 +611,8 @@ impl Store {
         expected: &Digest,
         reader: R,
     ) -> Result<Ingested, StoreError> {
-        let (dir, info) = self.session(repo, id)?;
-        if let Some(alg) = info.algorithm {
+        let session = self.session(repo, id)?;
+        if let Some(alg) = session.algorithm {
             if alg != expected.algorithm() {
                 return Err(StoreError::DigestInvalid(format!(
                     "upload was opened for {alg}, digest is {}",
@@ -673,60 +620,20 @@ impl Store {
                 )));
             }
         }
-        let size = self.append_upload(repo, id, None, None, reader).await?;
-        let hot = match self.inner.sessions.take(id) {
-            Taken::Free(hot) => hot,
-            Taken::Busy => {
-                return Err(StoreError::UploadInvalid(
-                    "another request is writing to this upload".into(),
-                ))
-            }
-        };
-        let data = uploads::data_path(&dir);
-        let alg = expected.algorithm();
-        let known = match hot {
-            Some(h) if h.offset == size && h.hasher.algorithm() == alg => Some(h.hasher.finish()),
-            _ => None,
-        };
-        let data2 = data.clone();
-        let digest = match known {
-            Some(d) => d,
-            None => {
-                tokio::task::spawn_blocking(move || blobs::hash_file(&data2, alg))
-                    .await
-                    .map_err(io::Error::other)??
-                    .0
-            }
-        };
-        if digest != *expected {
-            self.inner.sessions.forget(id);
-            if fs::remove_dir_all(&dir).is_ok() {
+        self.append_upload(repo, id, None, None, reader).await?;
+        let _pin = self.inner.pins.pin(expected);
+        let written = match self.inner.blobs.finish(id, expected).await {
+            Ok(w) => w,
+            Err(e @ StoreError::DigestMismatch { .. }) => {
+                // The backend removed the session.
                 self.inner.open_uploads.release(id);
+                return Err(e);
             }
-            return Err(StoreError::DigestMismatch {
-                expected: expected.clone(),
-                actual: digest,
-            });
-        }
-        let _pin = self.inner.pins.pin(&digest);
-        let dst = layout::blob_path(&self.inner.root, &digest);
-        let dir2 = dir.clone();
-        let existed = tokio::task::spawn_blocking(move || -> io::Result<bool> {
-            File::open(&data)?.sync_data()?;
-            let existed = blobs::persist(&data, &dst)?;
-            fs::remove_dir_all(&dir2)?;
-            Ok(existed)
-        })
-        .await
-        .map_err(io::Error::other)?;
-        self.inner.sessions.forget(id);
-        let existed = match existed {
-            Ok(existed) => existed,
-            // Its directory went with a cancel (an admin's, or its repository's deletion).
+            // Its session went with a cancel (an admin's, or its repository's deletion).
             Err(_) if !self.inner.open_uploads.contains(id) => {
                 return Err(StoreError::UploadUnknown)
             }
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err(e),
         };
         // Released and linked under the journal lock, against which a repository delete
         // cancels its sessions: a session cancelled first links nothing (the stored bytes
@@ -735,21 +642,18 @@ impl Store {
         if !self.inner.open_uploads.release(id) {
             return Err(StoreError::UploadUnknown);
         }
-        self.link_locked(&mut locked, repo, &digest).await?;
+        self.link_locked(&mut locked, repo, expected).await?;
         drop(locked);
         Ok(Ingested {
-            digest,
-            size,
-            existed,
+            digest: expected.clone(),
+            size: written.size,
+            existed: written.existed,
         })
     }
 
     pub async fn cancel_upload(&self, repo: &RepoName, id: &UploadId) -> Result<(), StoreError> {
-        let (dir, _) = self.session(repo, id)?;
-        self.inner.sessions.forget(id);
-        tokio::task::spawn_blocking(move || fs::remove_dir_all(dir))
-            .await
-            .map_err(io::Error::other)??;
+        self.session(repo, id)?;
+        self.inner.blobs.abort(id).await?;
         self.inner.open_uploads.release(id);
         Ok(())
     }
@@ -807,7 +711,7 @@ impl Store {
         .await
         .map_err(io::Error::other)??;
         if !found {
-            blobs::store_bytes(&self.inner.root, &digest, bytes.to_vec()).await?;
+            self.inner.blobs.put(&digest, &mut &bytes[..], None).await?;
         }
         let mut txn = if check_refs {
             Txn::new()

@@ -11,7 +11,8 @@ use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
-use crate::{layout, Algorithm, Hasher, RepoName, Store, StoreError};
+use crate::blobstore::SessionRecord;
+use crate::{Algorithm, Hasher, RepoName, Store, StoreError};
 
 /// An upload session id: 32 lowercase hex characters, safe as a directory name.
 #[derive(Clone, PartialEq, Eq, Hash, Debug, Serialize)]
@@ -152,6 +153,11 @@ pub(crate) struct Entry {
     pub started: SystemTime,
     /// The last write (or the start): what "idle" is measured from.
     pub last: SystemTime,
+    /// Bytes held, as the backend last reported (after each chunk): upload status and the
+    /// admin listing answer from here, without asking the backend.
+    pub size: u64,
+    /// The `digest-algorithm` the session was opened for, if any.
+    pub algorithm: Option<Algorithm>,
 }
 
 /// A new session would pass a cap; what may be expired to make room, else how long to wait.
@@ -272,6 +278,7 @@ impl Open {
         id: &UploadId,
         owner: &str,
         repo: &RepoName,
+        algorithm: Option<Algorithm>,
         now: SystemTime,
     ) -> Result<(), Full> {
         let mut st = self.state();
@@ -310,6 +317,8 @@ impl Open {
                 repo: Some(repo.clone()),
                 started: now,
                 last: now,
+                size: 0,
+                algorithm,
             },
         );
         Ok(())
@@ -325,6 +334,23 @@ impl Open {
         if let Some(e) = self.state().sessions.get_mut(id) {
             e.last = now;
         }
+    }
+
+    /// The session now holds `size` bytes (a chunk landed).
+    pub(crate) fn set_size(&self, id: &UploadId, size: u64) {
+        if let Some(e) = self.state().sessions.get_mut(id) {
+            e.size = size;
+        }
+    }
+
+    /// `id`'s entry if it is open for `repo`; a half-made session (no repository) is
+    /// nobody's.
+    pub(crate) fn get(&self, repo: &RepoName, id: &UploadId) -> Option<Entry> {
+        self.state()
+            .sessions
+            .get(id)
+            .filter(|e| e.repo.as_ref() == Some(repo))
+            .cloned()
     }
 
     pub(crate) fn contains(&self, id: &UploadId) -> bool {
@@ -394,11 +420,12 @@ impl Store {
         id: &UploadId,
         owner: &str,
         repo: &RepoName,
+        algorithm: Option<Algorithm>,
     ) -> Result<(), StoreError> {
         let open = &self.inner.open_uploads;
         // A few rounds at most: a slot freed here may be taken by a concurrent POST first.
         for _ in 0..3 {
-            let full = match open.reserve(id, owner, repo, SystemTime::now()) {
+            let full = match open.reserve(id, owner, repo, algorithm, SystemTime::now()) {
                 Ok(()) => return Ok(()),
                 Err(full) => full,
             };
@@ -413,43 +440,29 @@ impl Store {
                 return Err(full.into_error());
             }
         }
-        open.reserve(id, owner, repo, SystemTime::now())
+        open.reserve(id, owner, repo, algorithm, SystemTime::now())
             .map_err(Full::into_error)
     }
 
-    /// Expire `id` if it is still idle since `idle_before` and nobody is writing to it.
+    /// Expire `id` if it is still idle since `idle_before` (a chunk in flight touched it
+    /// when it started, so a session being written is never idle).
     async fn evict_upload(
         &self,
         id: &UploadId,
         idle_before: SystemTime,
     ) -> Result<bool, StoreError> {
-        let hot = match self.inner.sessions.take(id) {
-            Taken::Free(hot) => hot,
-            Taken::Busy => return Ok(false),
-        };
-        // Under the claim: written to since it was chosen, it is not idle after all.
         if self
             .inner
             .open_uploads
             .last_write(id)
             .is_none_or(|t| t > idle_before)
         {
-            self.inner.sessions.put_back(id, hot);
             return Ok(false);
         }
-        let dir = layout::upload_dir(&self.inner.root, id);
-        let removed = tokio::task::spawn_blocking(move || fs::remove_dir_all(dir))
-            .await
-            .map_err(io::Error::other)?;
-        self.inner.sessions.forget(id);
-        match removed {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        if let Err(e) = self.inner.blobs.abort(id).await {
             // Still counted, as any session whose directory stays; expiry retries it.
-            Err(e) => {
-                tracing::warn!(upload = %id, error = %e, "cannot expire an idle upload session");
-                return Ok(false);
-            }
+            tracing::warn!(upload = %id, error = %e, "cannot expire an idle upload session");
+            return Ok(false);
         }
         if self.inner.open_uploads.release(id) {
             tracing::info!(upload = %id, "expired an idle upload session to make room under a cap");
@@ -463,26 +476,17 @@ impl Store {
         if let Some(repo) = repo {
             entries.retain(|(_, e)| e.repo.as_ref() == Some(repo));
         }
-        let root = self.inner.root.clone();
-        let sized = tokio::task::spawn_blocking(move || {
-            entries
-                .into_iter()
-                .map(|(id, e)| {
-                    let data = data_path(&layout::upload_dir(&root, &id));
-                    let size = fs::metadata(data).map_or(0, |m| m.len());
-                    UploadSession {
-                        id,
-                        repository: e.repo,
-                        owner: e.owner.to_string(),
-                        size,
-                        started: unix(e.started),
-                        last_write: unix(e.last),
-                    }
-                })
-                .collect::<Vec<_>>()
-        })
-        .await;
-        let mut sessions = sized.unwrap_or_default();
+        let mut sessions: Vec<UploadSession> = entries
+            .into_iter()
+            .map(|(id, e)| UploadSession {
+                id,
+                repository: e.repo,
+                owner: e.owner.to_string(),
+                size: e.size,
+                started: unix(e.started),
+                last_write: unix(e.last),
+            })
+            .collect();
         sessions.sort_by(|a, b| (a.started, a.id.as_str()).cmp(&(b.started, b.id.as_str())));
         sessions
     }
@@ -497,58 +501,39 @@ impl Store {
         Ok(())
     }
 
-    /// Remove the directories of sessions no longer counted. A directory that cannot be
-    /// removed now is logged; expiry removes it later.
+    /// Remove sessions no longer counted. One that cannot be removed now is logged; expiry
+    /// removes it later.
     pub(crate) async fn remove_sessions(&self, ids: Vec<UploadId>) {
-        for id in &ids {
-            self.inner.sessions.forget(id);
-        }
-        let root = self.inner.root.clone();
-        let done = tokio::task::spawn_blocking(move || {
-            for id in ids {
-                match fs::remove_dir_all(layout::upload_dir(&root, &id)) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                    Err(e) => tracing::warn!(upload = %id, error = %e, "cannot remove a cancelled upload session"),
-                }
+        for id in ids {
+            if let Err(e) = self.inner.blobs.abort(&id).await {
+                tracing::warn!(upload = %id, error = %e, "cannot remove a cancelled upload session");
             }
-        })
-        .await;
-        if let Err(e) = done {
-            tracing::warn!(error = %e, "removing cancelled upload sessions failed");
         }
     }
 }
 
-/// Session directories under `uploads/` (names that are valid ids) with what their
-/// `info.json` and times say, for the registry at open. Reads only.
-pub(crate) fn scan(uploads: &Path) -> io::Result<Vec<(UploadId, Entry)>> {
-    let mut out = Vec::new();
-    for entry in fs::read_dir(uploads)? {
-        let entry = entry?;
-        let Ok(id) = UploadId::parse(&entry.file_name().to_string_lossy()) else {
-            continue;
-        };
-        let dir = entry.path();
-        let info = read_info(&dir).ok();
-        let mtime = |p: &Path| fs::metadata(p).and_then(|m| m.modified()).ok();
-        let started = mtime(&dir).unwrap_or_else(SystemTime::now);
-        let last = mtime(&data_path(&dir)).map_or(started, |t| t.max(started));
-        out.push((
-            id,
-            Entry {
+/// The store's view of the sessions a backend holds (at open): owner, repository and
+/// algorithm from the store's own record (`info`), times and size from the backend.
+pub(crate) fn entries(records: Vec<SessionRecord>) -> Vec<(UploadId, Entry)> {
+    records
+        .into_iter()
+        .map(|r| {
+            let info: Option<Info> = serde_json::from_slice(&r.info).ok();
+            let entry = Entry {
                 owner: info
                     .as_ref()
                     .and_then(|i| i.owner.as_deref())
                     .unwrap_or("")
                     .into(),
+                algorithm: info.as_ref().and_then(|i| i.algorithm),
                 repo: info.map(|i| i.repo),
-                started,
-                last,
-            },
-        ));
-    }
-    Ok(out)
+                started: r.started,
+                last: r.last_write,
+                size: r.size,
+            };
+            (r.id, entry)
+        })
+        .collect()
 }
 
 pub(crate) fn data_path(dir: &Path) -> PathBuf {
@@ -566,14 +551,6 @@ pub(crate) fn create(dir: &Path, info: &[u8]) -> io::Result<()> {
     fs::write(info_path(dir), info)
 }
 
-pub(crate) fn read_info(dir: &Path) -> Result<Info, StoreError> {
-    match fs::read(info_path(dir)) {
-        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|_| StoreError::UploadUnknown),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Err(StoreError::UploadUnknown),
-        Err(e) => Err(e.into()),
-    }
-}
-
 /// Writes go to explicit offsets (the session's current length), not `O_APPEND`.
 pub(crate) fn open_write(dir: &Path) -> io::Result<File> {
     OpenOptions::new().write(true).open(data_path(dir))
@@ -582,6 +559,7 @@ pub(crate) fn open_write(dir: &Path) -> io::Result<File> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::layout;
     use crate::Digest;
 
     fn name(s: &str) -> RepoName {

@@ -241,8 +241,10 @@ pub trait BlobStore: Send + Sync + 'static {
     /// answers `UploadUnknown`; a `finish` in flight either completes first or fails.
     async fn abort(&self, id: &UploadId) -> Result<bool, StoreError>;
 
-    /// Every open session, for the store's caps at start, the admin listing and expiry
-    /// (the store aborts those idle past its limit; backends expire nothing on their own).
+    /// Every open session, for the store's caps at start and expiry (the store aborts
+    /// those whose `last_write` is older than its limit; backends expire nothing on their
+    /// own). `last_write` must move while a chunk is being written, not only when it ends,
+    /// or expiry could abort a session in the middle of a long chunk.
     async fn sessions(&self) -> Result<Vec<SessionRecord>, StoreError>;
 }
 
