@@ -597,7 +597,16 @@ impl Store {
         let result = self.inner.blobs.append(id, offset, len, &mut reader).await;
         // Idle is measured from the end of the last write, not its start.
         open.touch(id, SystemTime::now());
-        let size = result?;
+        let size = match result {
+            Ok(size) => size,
+            // The backend is the truth about what it holds (a rollback that failed may have
+            // left more): the status a client asks for next must say where to resume.
+            Err(e @ StoreError::UploadOutOfOrder { current, .. }) => {
+                open.set_size(id, current);
+                return Err(e);
+            }
+            Err(e) => return Err(e),
+        };
         open.set_size(id, size);
         Ok(size)
     }
