@@ -23,6 +23,7 @@ mod logins;
 mod operate;
 mod powerloss;
 mod proxy;
+mod s3;
 mod security;
 mod skopeo;
 mod stress;
