@@ -29,6 +29,18 @@ async fn read(s3: &S3Blobs, d: &Digest, range: ByteRange) -> Vec<u8> {
     chunks.concat()
 }
 
+/// A new sha256 session holding `bytes`.
+async fn session_holding(s3: &S3Blobs, bytes: &[u8]) -> UploadId {
+    let id = new_id();
+    s3.begin(&id, Algorithm::Sha256, Bytes::new())
+        .await
+        .expect("begin");
+    s3.append(&id, 0, None, &mut &bytes[..])
+        .await
+        .expect("append");
+    id
+}
+
 async fn setup(gw: &Versitygw, prefix: &str) -> (S3Blobs, tempfile::TempDir) {
     let state = tempfile::tempdir().expect("tmp");
     let s3 = S3Blobs::open(&gw.config(prefix), state.path())
@@ -219,13 +231,7 @@ async fn small_sessions_land_under_their_digest_and_sha512_is_verified() {
     }
     let bytes = data(PART_SIZE + 3, 10);
     let d = Digest::of(Algorithm::Sha512, &bytes);
-    let id = new_id();
-    s3.begin(&id, Algorithm::Sha256, Bytes::new())
-        .await
-        .expect("begin");
-    s3.append(&id, 0, None, &mut &bytes[..])
-        .await
-        .expect("append");
+    let id = session_holding(&s3, &bytes).await;
     s3.finish(&id, &d).await.expect("sha512 finish");
     assert!(read(&s3, &d, ByteRange::ALL).await == bytes);
 }
@@ -235,13 +241,7 @@ async fn abort_removes_the_multipart_upload() {
     let gw = Versitygw::start();
     let (s3, _state) = setup(&gw, "").await;
     let bytes = data(PART_SIZE + 10, 4);
-    let id = new_id();
-    s3.begin(&id, Algorithm::Sha256, Bytes::new())
-        .await
-        .expect("begin");
-    s3.append(&id, 0, None, &mut &bytes[..])
-        .await
-        .expect("append");
+    let id = session_holding(&s3, &bytes).await;
     assert!(!pending_parts(&gw).is_empty(), "a part is pending in S3");
     assert!(s3.abort(&id).await.expect("abort"));
     assert!(!s3.abort(&id).await.expect("abort again"));
