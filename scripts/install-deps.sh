@@ -80,6 +80,35 @@ if [[ "$(cargo fuzz --version 2>/dev/null)" != "cargo-fuzz $CARGO_FUZZ_VERSION" 
     cargo install cargo-fuzz --version "$CARGO_FUZZ_VERSION" --locked
 fi
 
+# versitygw: the real S3-compatible server the S3 tests start on loopback (storage-s3/,
+# tests/it/s3.rs, the S3 conformance run). Pinned; built with `go install` from the Go module
+# proxy into target/tools/bin (or $AIRDOCK_TOOLS_BIN), where the tests look; rebuilt only
+# when missing or of another version (~1.5 min).
+VERSITYGW_MODULE=github.com/versity/versitygw/cmd/versitygw
+VERSITYGW_VERSION=v1.8.0
+TOOLS_BIN=${AIRDOCK_TOOLS_BIN:-$PWD/target/tools/bin}
+GO=$(command -v go || true)
+if [[ -z $GO && -x /usr/local/go/bin/go ]]; then
+    GO=/usr/local/go/bin/go
+fi
+if [[ -z $GO ]]; then
+    echo "install-deps: \`go\` is missing; it is needed to build versitygw" >&2
+    exit 1
+fi
+mkdir -p "$TOOLS_BIN"
+have=""
+if [[ -x $TOOLS_BIN/versitygw ]]; then
+    have=$("$GO" version -m "$TOOLS_BIN/versitygw" 2>/dev/null |
+        awk '$1 == "mod" { print $3; exit }' || true)
+fi
+if [[ $have != "$VERSITYGW_VERSION" ]]; then
+    echo "install-deps: go install $VERSITYGW_MODULE@$VERSITYGW_VERSION"
+    # -mod=mod: its go.mod needs updating to build outside its own repository.
+    GOBIN=$TOOLS_BIN GOFLAGS=-mod=mod GOTOOLCHAIN=local \
+        "$GO" install "$VERSITYGW_MODULE@$VERSITYGW_VERSION"
+fi
+echo "versitygw $("$GO" version -m "$TOOLS_BIN/versitygw" | awk '$1 == "mod" { print $3; exit }')"
+
 # The real-client tests (tests/it/clients/) have their own installer:
 # docker, containerd, podman via apt; crane, oras, crictl via `go install`.
 if [[ -f scripts/install-clients.sh ]]; then

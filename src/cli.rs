@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand};
 
 use crate::config::{
     parse_duration, AuthConfig, AuthMode, Config, DurationValue, GcConfig, LimitsConfig, LogConfig,
-    LogFormat, MetricsConfig, StorageConfig, TlsConfig, UploadsConfig,
+    LogFormat, MetricsConfig, S3Keys, StorageConfig, StorageDriver, TlsConfig, UploadsConfig,
 };
 
 #[derive(Parser, Debug)]
@@ -102,6 +102,30 @@ pub struct ServeArgs {
     /// filesystem (default 256). [key: storage.min_free_mib]
     #[arg(long, env = "AIRDOCK_MIN_FREE_MIB")]
     pub min_free_mib: Option<u64>,
+    /// Where blobs live: `filesystem` (under --data-dir) or `s3`. [key: storage.driver]
+    #[arg(long = "storage", env = "AIRDOCK_STORAGE")]
+    pub storage_driver: Option<StorageDriver>,
+    /// `http(s)://host:port` of an S3-compatible server (default: AWS S3).
+    /// [key: storage.s3.endpoint]
+    #[arg(long, env = "AIRDOCK_S3_ENDPOINT")]
+    pub s3_endpoint: Option<String>,
+    /// The bucket blobs go to with `--storage s3`. [key: storage.s3.bucket]
+    #[arg(long, env = "AIRDOCK_S3_BUCKET")]
+    pub s3_bucket: Option<String>,
+    /// The bucket's region (default us-east-1). [key: storage.s3.region]
+    #[arg(long, env = "AIRDOCK_S3_REGION")]
+    pub s3_region: Option<String>,
+    /// Keep keys under this prefix of the bucket. [key: storage.s3.prefix]
+    #[arg(long, env = "AIRDOCK_S3_PREFIX")]
+    pub s3_prefix: Option<String>,
+    /// `true`: the bucket goes in the URL path, not the host name (default: true with
+    /// --s3-endpoint). [key: storage.s3.path_style]
+    #[arg(long, env = "AIRDOCK_S3_PATH_STYLE")]
+    pub s3_path_style: Option<bool>,
+    /// Answer blob GETs with a redirect to a presigned S3 URL rather than streaming them.
+    /// [key: storage.s3.redirect]
+    #[arg(long, env = "AIRDOCK_S3_REDIRECT")]
+    pub s3_redirect: bool,
     /// Bearer token for the admin API (`/admin/v1/...`). When unset, one is generated
     /// into `<data-dir>/admin-token` (mode 0600) on first start and reused after.
     #[arg(long, env = "AIRDOCK_ADMIN_TOKEN", hide_env_values = true)]
@@ -233,6 +257,19 @@ impl ServeArgs {
             storage: StorageConfig {
                 allow_referenced_blob_delete: self.allow_referenced_blob_delete.then_some(true),
                 min_free_mib: self.min_free_mib,
+                driver: self.storage_driver,
+                s3: S3Keys {
+                    endpoint: self.s3_endpoint.clone(),
+                    bucket: self.s3_bucket.clone(),
+                    region: self.s3_region.clone(),
+                    prefix: self.s3_prefix.clone(),
+                    path_style: self.s3_path_style,
+                    redirect: self.s3_redirect.then_some(true),
+                    // From AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or the file, never a
+                    // flag: a secret on a command line shows in `ps`.
+                    access_key_id: None,
+                    secret_access_key: None,
+                },
             },
             retention: Vec::new(),
             trusted_proxies: self.trusted_proxies.clone(),

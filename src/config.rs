@@ -223,6 +223,64 @@ pub struct StorageConfig {
     /// `/readyz` answers 503 while less than this many MiB are free on the data dir's
     /// filesystem (default 256), so a balancer stops sending pushes before writes fail.
     pub min_free_mib: Option<u64>,
+    /// Where blobs live: `filesystem` (the data dir, the default) or `s3`.
+    pub driver: Option<StorageDriver>,
+    pub s3: S3Keys,
+}
+
+/// `storage.driver`.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageDriver {
+    #[default]
+    Filesystem,
+    S3,
+}
+
+impl std::str::FromStr for StorageDriver {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "filesystem" => Ok(StorageDriver::Filesystem),
+            "s3" => Ok(StorageDriver::S3),
+            _ => Err(format!("`{s}` is not a storage driver (filesystem or s3)")),
+        }
+    }
+}
+
+/// Default of `storage.s3.region`.
+pub const DEFAULT_S3_REGION: &str = "us-east-1";
+
+/// `storage.s3.*`: the bucket blobs live in with `storage.driver: s3`.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct S3Keys {
+    /// `http(s)://host:port` of an S3-compatible server (MinIO, Ceph, versitygw …); unset:
+    /// AWS S3 of `region`.
+    pub endpoint: Option<String>,
+    pub bucket: Option<String>,
+    /// Default `us-east-1`.
+    pub region: Option<String>,
+    /// Keys go under `PREFIX/` (default: the bucket's root).
+    pub prefix: Option<String>,
+    /// Bucket in the path, not the host name (default: true with a custom endpoint).
+    pub path_style: Option<bool>,
+    /// Answer blob GETs with a 307 to a presigned S3 URL instead of streaming them through
+    /// airdock (default false: clients often reach only the registry).
+    pub redirect: Option<bool>,
+    /// Credentials; `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY` win over them.
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<String>,
+}
+
+/// Where blobs live, resolved.
+#[derive(Debug, Clone, Default)]
+pub enum BlobBackend {
+    /// `<data-dir>/blobs`.
+    #[default]
+    Filesystem,
+    /// A bucket.
+    S3(airdock_storage_s3::S3Config),
 }
 
 /// One retention rule, for every repository matching one of `repos`: keep the newest
@@ -439,6 +497,14 @@ impl Config {
                 err(
                     "retention.repos",
                     "a rule needs keep_newest or untagged_older_than".into(),
+                );
+            }
+        }
+        if let Some(e) = &self.storage.s3.endpoint {
+            if !(e.starts_with("https://") || e.starts_with("http://")) {
+                err(
+                    "storage.s3.endpoint",
+                    format!("{e:?} must be an http(s) URL like https://s3.lab:9000"),
                 );
             }
         }
@@ -675,6 +741,7 @@ pub struct Settings {
     pub min_free_mib: u64,
     pub log_format: LogFormat,
     pub metrics: MetricsSettings,
+    pub blobs: BlobBackend,
 }
 
 /// Default of `limits.max_open_uploads`.
@@ -777,6 +844,16 @@ impl Config {
             other.storage.allow_referenced_blob_delete,
         );
         pick(&mut self.storage.min_free_mib, other.storage.min_free_mib);
+        pick(&mut self.storage.driver, other.storage.driver);
+        let (s, t) = (&mut self.storage.s3, other.storage.s3);
+        pick(&mut s.endpoint, t.endpoint);
+        pick(&mut s.bucket, t.bucket);
+        pick(&mut s.region, t.region);
+        pick(&mut s.prefix, t.prefix);
+        pick(&mut s.path_style, t.path_style);
+        pick(&mut s.redirect, t.redirect);
+        pick(&mut s.access_key_id, t.access_key_id);
+        pick(&mut s.secret_access_key, t.secret_access_key);
         if !other.retention.is_empty() {
             self.retention = other.retention;
         }
@@ -841,7 +918,9 @@ file authentication is off and anyone could push; set auth.htpasswd"
                 });
             }
         }
+        let blobs = self.storage.blob_backend()?;
         Ok(Settings {
+            blobs,
             gc,
             gc_interval: self.gc.interval.map_or(Duration::ZERO, |d| d.0),
             allow_referenced_blob_delete: self
@@ -874,9 +953,153 @@ file authentication is off and anyone could push; set auth.htpasswd"
     }
 }
 
+impl StorageConfig {
+    /// `storage.driver` and `storage.s3.*`, checked together: a bucket is required with
+    /// `s3`, and bucket keys without `s3` are refused rather than silently unused (blobs
+    /// would go to local disk while the operator believes they are in S3).
+    pub fn blob_backend(&self) -> Result<BlobBackend, ConfigError> {
+        let err = |msg: String| ConfigError {
+            location: None,
+            msg,
+        };
+        let s3 = &self.s3;
+        match self.driver.unwrap_or_default() {
+            StorageDriver::Filesystem => {
+                let set = [
+                    ("storage.s3.endpoint", s3.endpoint.is_some()),
+                    ("storage.s3.bucket", s3.bucket.is_some()),
+                    ("storage.s3.prefix", s3.prefix.is_some()),
+                    ("storage.s3.redirect", s3.redirect.is_some()),
+                ];
+                if let Some((key, _)) = set.iter().find(|(_, on)| *on) {
+                    return Err(err(format!(
+                        "{key} is set but storage.driver is filesystem: set storage.driver \
+(--storage, AIRDOCK_STORAGE) to s3, or remove the storage.s3 keys"
+                    )));
+                }
+                Ok(BlobBackend::Filesystem)
+            }
+            StorageDriver::S3 => {
+                let bucket = s3.bucket.clone().filter(|b| !b.is_empty()).ok_or_else(|| {
+                    err("storage.driver s3 needs storage.s3.bucket (--s3-bucket, AIRDOCK_S3_BUCKET)"
+                        .into())
+                })?;
+                // The environment's standard variables win, as with every AWS tool.
+                let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+                let access_key_id = env("AWS_ACCESS_KEY_ID").or_else(|| s3.access_key_id.clone());
+                let secret_access_key =
+                    env("AWS_SECRET_ACCESS_KEY").or_else(|| s3.secret_access_key.clone());
+                if access_key_id.is_some() != secret_access_key.is_some() {
+                    return Err(err(
+                        "S3 credentials come in pairs: an access key id (AWS_ACCESS_KEY_ID or \
+storage.s3.access_key_id) and a secret (AWS_SECRET_ACCESS_KEY or storage.s3.secret_access_key)"
+                            .into(),
+                    ));
+                }
+                Ok(BlobBackend::S3(airdock_storage_s3::S3Config {
+                    path_style: s3.path_style.unwrap_or(s3.endpoint.is_some()),
+                    endpoint: s3.endpoint.clone(),
+                    bucket,
+                    region: s3
+                        .region
+                        .clone()
+                        .unwrap_or_else(|| DEFAULT_S3_REGION.into()),
+                    prefix: s3.prefix.clone().unwrap_or_default(),
+                    redirect: s3.redirect.unwrap_or(false),
+                    access_key_id,
+                    secret_access_key,
+                }))
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn storage_driver_and_s3_keys() {
+        let s = Config::parse("")
+            .expect("empty")
+            .settings()
+            .expect("settings");
+        assert!(matches!(s.blobs, BlobBackend::Filesystem));
+        let text = "storage:\n  driver: s3\n  s3:\n    endpoint: http://127.0.0.1:7070\n    \
+bucket: reg\n    prefix: lab/a\n    access_key_id: k\n    secret_access_key: s\n";
+        let s = Config::parse(text)
+            .expect("parse")
+            .settings()
+            .expect("settings");
+        let BlobBackend::S3(config) = s.blobs else {
+            panic!("not s3");
+        };
+        assert_eq!(config.endpoint.as_deref(), Some("http://127.0.0.1:7070"));
+        assert_eq!(
+            (config.bucket.as_str(), config.prefix.as_str()),
+            ("reg", "lab/a")
+        );
+        assert_eq!(config.region, DEFAULT_S3_REGION);
+        assert!(
+            config.path_style,
+            "a custom endpoint defaults to path style"
+        );
+        assert!(!config.redirect);
+        // Flags win over the file.
+        let flags = Config {
+            storage: StorageConfig {
+                s3: S3Keys {
+                    bucket: Some("other".into()),
+                    redirect: Some(true),
+                    path_style: Some(false),
+                    ..S3Keys::default()
+                },
+                ..StorageConfig::default()
+            },
+            ..Config::default()
+        };
+        let s = Config::parse(text)
+            .expect("parse")
+            .overlay(flags)
+            .settings();
+        let BlobBackend::S3(config) = s.expect("settings").blobs else {
+            panic!("not s3");
+        };
+        assert_eq!(config.bucket, "other");
+        assert!(config.redirect && !config.path_style);
+    }
+
+    #[test]
+    fn bad_storage_keys_are_refused() {
+        let e = Config::parse("storage:\n  driver: s4\n").expect_err("bad driver");
+        assert_eq!(e.location, Some(2), "{e}");
+        let e = Config::parse("storage:\n  s3:\n    bucket: a\n    regoin: x\n").expect_err("typo");
+        assert_eq!(e.location, Some(4), "{e}");
+        let e = Config::parse("storage:\n  s3:\n    endpoint: s3.lab:9000\n").expect_err("url");
+        assert_eq!(e.location, Some(3), "{e}");
+        assert!(e.to_string().contains("storage.s3.endpoint"), "{e}");
+        let e = Config::parse("storage:\n  driver: s3\n")
+            .expect("parse")
+            .settings()
+            .expect_err("no bucket");
+        assert!(e.to_string().contains("storage.s3.bucket"), "{e}");
+        let e = Config::parse("storage:\n  s3:\n    bucket: a\n")
+            .expect("parse")
+            .settings()
+            .expect_err("bucket without the driver");
+        assert!(e.to_string().contains("storage.driver"), "{e}");
+        let e =
+            Config::parse("storage:\n  driver: s3\n  s3:\n    bucket: a\n    access_key_id: k\n")
+                .expect("parse")
+                .settings();
+        // Only when the environment does not supply the secret.
+        if std::env::var_os("AWS_SECRET_ACCESS_KEY").is_none() {
+            assert!(e
+                .expect_err("half a key pair")
+                .to_string()
+                .contains("pairs"));
+        }
+    }
 
     #[test]
     fn unknown_key_names_key_and_line() {

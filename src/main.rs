@@ -193,6 +193,14 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     let settings = file.overlay(args.to_config()).settings()?;
     airdock::observe::logging::init(settings.log_format);
+    if let airdock::config::BlobBackend::S3(_) = settings.blobs {
+        // Refuse rather than quietly keep blobs on local disk: the S3 blob store exists
+        // (storage-s3/) but the store does not yet write through it.
+        anyhow::bail!(
+            "storage.driver s3 (--storage s3) is not yet supported by `airdock serve`; \
+use storage.driver filesystem (the default)"
+        );
+    }
     let open_files = raise_open_files_limit();
     let store = airdock::storage::Store::open(&settings.data_dir)
         .await

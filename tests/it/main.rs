@@ -24,6 +24,7 @@ mod observe;
 mod operate;
 mod powerloss;
 mod proxy;
+mod s3;
 mod security;
 mod skopeo;
 mod stress;

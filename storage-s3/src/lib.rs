@@ -1,0 +1,559 @@
+//! Blobs on S3-compatible object storage: the S3 implementation of the store's
+//! [`BlobStore`] contract, through `object_store` (SigV4, retries with backoff on
+//! `SlowDown`/503, multipart uploads, conditional puts, presigning).
+//!
+//! The bucket, under `PREFIX/`:
+//!
+//! ```text
+//! PREFIX/
+//! ├── blobs/<alg>/<hex[0..2]>/<hex>   blobs whose digest was known before they were written
+//! │                                   (monolithic puts, and sessions that stayed under one
+//! │                                   part): a verified single PUT with `If-None-Match: *`,
+//! │                                   or a multipart upload completed only after the hash
+//! │                                   matched
+//! └── objects/<upload-id>             blobs of chunked upload sessions, completed where
+//!                                     their multipart upload started
+//! ```
+//!
+//! S3 cannot rename, and a multipart upload completes under the key it was created with,
+//! which a chunked session must pick before it knows its digest. Rather than copy a finished
+//! session to `blobs/…` (Distribution's copy-on-commit, a multi-GB server-side copy inside
+//! the client's PUT), the session's object stays where it landed and the local object index
+//! (`index.rs`) records "digest → object". No object is listed on a request path: a blob's
+//! object is found from its digest and the index alone.
+
+mod hash;
+mod index;
+mod sessions;
+pub mod testing;
+
+use std::io;
+use std::path::{Path as FsPath, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use airdock_storage::blobstore::{
+    BlobRead, BlobStore, Body, ByteRange, DigestStream, SessionRecord, Written,
+};
+use airdock_storage::{Algorithm, Digest, StoreError, UploadId};
+use bytes::{Bytes, BytesMut};
+use futures_util::stream::{self, StreamExt, TryStreamExt};
+use object_store::aws::{AmazonS3, AmazonS3Builder, S3ConditionalPut};
+use object_store::multipart::{MultipartStore, PartId};
+use object_store::path::Path;
+use object_store::signer::Signer;
+use object_store::{
+    BackoffConfig, ClientOptions, GetOptions, GetRange, MultipartId, ObjectStore, ObjectStoreExt,
+    PutMode, PutOptions, PutPayload, RetryConfig,
+};
+use tokio::io::AsyncReadExt;
+
+use crate::hash::StateHasher;
+
+/// Every part but the last of a multipart upload is this long. S3 needs at least 5 MiB;
+/// 8 MiB halves the requests of a large layer, and bounds what one upload request holds in
+/// memory (one part).
+pub const PART_SIZE: usize = 8 * 1024 * 1024;
+
+/// Bytes read from a body at a time.
+const READ_SIZE: usize = 256 * 1024;
+
+/// Where the bucket is and how to use it (`storage.s3.*`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct S3Config {
+    /// `http(s)://host:port` of an S3-compatible server; `None`: AWS, from the region.
+    pub endpoint: Option<String>,
+    pub bucket: String,
+    pub region: String,
+    /// Keys live under `PREFIX/` (empty: at the bucket's root).
+    pub prefix: String,
+    /// `bucket` in the path rather than the host name (what MinIO, Ceph and most
+    /// self-hosted servers expect).
+    pub path_style: bool,
+    /// Offer presigned GET URLs ([`BlobStore::redirect_url`]).
+    pub redirect: bool,
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<String>,
+}
+
+/// The blob store on S3. Cheap to clone.
+#[derive(Clone)]
+pub struct S3Blobs {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    s3: AmazonS3,
+    prefix: Option<Path>,
+    redirect: bool,
+    index: index::Index,
+    sessions: sessions::Sessions,
+}
+
+/// An `object_store` error in the store's terms. Throttling (`SlowDown`, 503, 429) and
+/// unreachable servers were already retried with backoff by `object_store`; what arrives
+/// here is final, and is `Unavailable` (worth retrying later) rather than an I/O fault.
+pub(crate) fn s3_error(e: object_store::Error) -> StoreError {
+    use object_store::client::{HttpError, HttpErrorKind};
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+    let mut unavailable = false;
+    while let Some(s) = source {
+        if let Some(h) = s.downcast_ref::<HttpError>() {
+            unavailable |= matches!(
+                h.kind(),
+                HttpErrorKind::Connect | HttpErrorKind::Timeout | HttpErrorKind::Interrupted
+            );
+        }
+        let text = s.to_string();
+        // The retry error's status is not public; its message carries it.
+        unavailable |= ["SlowDown", "status code: 503", "status code: 429"]
+            .iter()
+            .any(|m| text.contains(m));
+        source = s.source();
+    }
+    if unavailable {
+        StoreError::Unavailable(format!("S3: {e}"))
+    } else {
+        StoreError::Io(io::Error::other(format!("S3: {e}")))
+    }
+}
+
+fn body_error(e: io::Error) -> StoreError {
+    StoreError::UploadInvalid(format!("reading the body: {e}"))
+}
+
+impl S3Blobs {
+    /// Connect to the bucket; `state_dir` (on local disk, under the data dir) holds the
+    /// object index and the state of open upload sessions. Nothing is sent to S3 yet.
+    pub async fn open(cfg: &S3Config, state_dir: &FsPath) -> Result<S3Blobs, StoreError> {
+        // object_store's reqwest is built without a bundled crypto provider: give it the
+        // ring provider the server's TLS already uses. Err means one is installed already.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let mut b = AmazonS3Builder::new()
+            .with_bucket_name(&cfg.bucket)
+            .with_region(&cfg.region)
+            .with_virtual_hosted_style_request(!cfg.path_style)
+            // `If-None-Match: *`, which AWS, MinIO, Ceph and versitygw honour.
+            .with_conditional_put(S3ConditionalPut::ETagMatch)
+            .with_retry(RetryConfig {
+                backoff: BackoffConfig {
+                    init_backoff: Duration::from_millis(100),
+                    max_backoff: Duration::from_secs(5),
+                    base: 2.0,
+                },
+                max_retries: 8,
+                retry_timeout: Duration::from_secs(120),
+            })
+            .with_client_options(
+                ClientOptions::new()
+                    .with_allow_http(true)
+                    .with_connect_timeout(Duration::from_secs(10))
+                    // The longest request sends one part.
+                    .with_timeout(Duration::from_secs(300)),
+            );
+        if let Some(e) = &cfg.endpoint {
+            b = b.with_endpoint(e);
+        }
+        if let (Some(k), Some(s)) = (&cfg.access_key_id, &cfg.secret_access_key) {
+            b = b.with_access_key_id(k).with_secret_access_key(s);
+        }
+        let s3 = b
+            .build()
+            .map_err(|e| StoreError::Io(io::Error::other(format!("S3 configuration: {e}"))))?;
+        let prefix = cfg.prefix.trim_matches('/');
+        let prefix = (!prefix.is_empty())
+            .then(|| Path::parse(prefix))
+            .transpose()
+            .map_err(|e| StoreError::Io(io::Error::other(format!("storage.s3.prefix: {e}"))))?;
+        tokio::fs::create_dir_all(state_dir).await?;
+        let index = index::Index::open(&state_dir.join("objects")).await?;
+        let sessions = sessions::Sessions::new(state_dir.join("sessions")).await?;
+        Ok(S3Blobs {
+            inner: Arc::new(Inner {
+                s3,
+                prefix,
+                redirect: cfg.redirect,
+                index,
+                sessions,
+            }),
+        })
+    }
+
+    /// Ask the bucket something cheap, to fail at start (bad endpoint, bucket, keys)
+    /// rather than on the first push.
+    pub async fn check(&self) -> Result<(), StoreError> {
+        let probe = self.key("blobs/.probe");
+        match self.inner.s3.head(&probe).await {
+            Ok(_) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(s3_error(e)),
+        }
+    }
+
+    fn key(&self, rel: &str) -> Path {
+        match &self.inner.prefix {
+            Some(p) => Path::from(format!("{p}/{rel}")),
+            None => Path::from(rel),
+        }
+    }
+
+    /// `PREFIX/blobs/<alg>/<hex[0..2]>/<hex>`: built from a validated digest only.
+    fn blob_key(&self, d: &Digest) -> Path {
+        let hex = d.hex();
+        self.key(&format!("blobs/{}/{}/{}", d.algorithm(), &hex[..2], &*hex))
+    }
+
+    /// `PREFIX/objects/<upload-id>`: the object a chunked session completes into.
+    fn object_key(&self, id: &UploadId) -> Path {
+        self.key(&format!("objects/{id}"))
+    }
+
+    /// Where blob `d`'s bytes are: its session object if the index names one, its digest
+    /// key otherwise.
+    fn locate(&self, d: &Digest) -> Path {
+        match self.inner.index.get(d) {
+            Some(id) => self.object_key(&id),
+            None => self.blob_key(d),
+        }
+    }
+
+    /// A verified blob's one PUT, refused by S3 if the key exists (`If-None-Match: *`).
+    /// Returns whether it existed (same digest, so the same bytes).
+    async fn put_create(&self, key: &Path, bytes: Bytes) -> Result<bool, StoreError> {
+        let opts = PutOptions {
+            mode: PutMode::Create,
+            ..PutOptions::default()
+        };
+        match self
+            .inner
+            .s3
+            .put_opts(key, PutPayload::from(bytes), opts)
+            .await
+        {
+            Ok(_) => Ok(false),
+            Err(object_store::Error::AlreadyExists { .. }) => Ok(true),
+            Err(e) => Err(s3_error(e)),
+        }
+    }
+
+    async fn put_part(
+        &self,
+        key: &Path,
+        upload: &MultipartId,
+        n: usize,
+        bytes: Bytes,
+    ) -> Result<PartId, StoreError> {
+        self.inner
+            .s3
+            .put_part(key, upload, n, bytes.into())
+            .await
+            .map_err(s3_error)
+    }
+
+    /// Best effort: an upload that cannot be aborted now is left to the bucket's
+    /// `AbortIncompleteMultipartUpload` lifecycle rule (see README).
+    async fn abort_multipart(&self, key: &Path, upload: &MultipartId) {
+        if let Err(e) = self.inner.s3.abort_multipart(key, upload).await {
+            tracing::warn!(%key, error = %e, "cannot abort an S3 multipart upload");
+        }
+    }
+
+    /// Read up to `PART_SIZE - buf.len()` more bytes of `body` into `buf`, hashing them.
+    /// Returns the bytes read (0 at the end of the body).
+    async fn fill(
+        body: &mut Body<'_>,
+        buf: &mut BytesMut,
+        hasher: &mut StateHasher,
+        scratch: &mut [u8],
+    ) -> Result<usize, StoreError> {
+        let want = (PART_SIZE - buf.len()).min(scratch.len());
+        let n = body.read(&mut scratch[..want]).await.map_err(body_error)?;
+        hasher.update(&scratch[..n]);
+        buf.extend_from_slice(&scratch[..n]);
+        Ok(n)
+    }
+
+    async fn put_inner(
+        &self,
+        expected: &Digest,
+        mut body: Body<'_>,
+        limit: Option<u64>,
+        existed: bool,
+        multipart: &mut Option<(MultipartId, Vec<PartId>)>,
+    ) -> Result<Written, StoreError> {
+        let key = self.blob_key(expected);
+        let mut hasher = StateHasher::new(expected.algorithm());
+        let mut buf = BytesMut::new();
+        let mut scratch = vec![0u8; READ_SIZE];
+        let mut size: u64 = 0;
+        loop {
+            let n = Self::fill(&mut body, &mut buf, &mut hasher, &mut scratch).await?;
+            if n == 0 {
+                break;
+            }
+            size = add(size, n)?;
+            if let Some(limit) = limit.filter(|l| size > *l) {
+                return Err(StoreError::TooLarge(format!("body exceeds {limit} bytes")));
+            }
+            if existed {
+                // Verified and dropped: nothing to write.
+                buf.clear();
+            } else if buf.len() == PART_SIZE {
+                if multipart.is_none() {
+                    let id = self
+                        .inner
+                        .s3
+                        .create_multipart(&key)
+                        .await
+                        .map_err(s3_error)?;
+                    *multipart = Some((id, Vec::new()));
+                }
+                if let Some((id, parts)) = multipart.as_mut() {
+                    let part = self.put_part(&key, id, parts.len(), buf.split().freeze());
+                    parts.push(part.await?);
+                }
+            }
+        }
+        check(expected, hasher.finish())?;
+        if existed {
+            return Ok(Written {
+                size,
+                existed: true,
+            });
+        }
+        let existed = match multipart.take() {
+            None => self.put_create(&key, buf.freeze()).await?,
+            Some((id, mut parts)) => {
+                let done = async {
+                    if !buf.is_empty() {
+                        let n = parts.len();
+                        parts.push(self.put_part(&key, &id, n, buf.freeze()).await?);
+                    }
+                    self.inner
+                        .s3
+                        .complete_multipart(&key, &id, parts)
+                        .await
+                        .map_err(s3_error)
+                }
+                .await;
+                if done.is_err() {
+                    self.abort_multipart(&key, &id).await;
+                }
+                done?;
+                false
+            }
+        };
+        Ok(Written { size, existed })
+    }
+}
+
+#[async_trait::async_trait]
+impl BlobStore for S3Blobs {
+    fn kind(&self) -> &'static str {
+        "s3"
+    }
+
+    /// Hashes while streaming. A blob under one part is sent as one PUT after its hash
+    /// matched; a larger one as a multipart upload to its digest key, completed only after
+    /// the hash matched and aborted otherwise, so nothing partial or wrong is ever visible.
+    async fn put(
+        &self,
+        expected: &Digest,
+        body: Body<'_>,
+        limit: Option<u64>,
+    ) -> Result<Written, StoreError> {
+        let existed = self.stat(expected).await?.is_some();
+        let mut multipart = None;
+        let r = self
+            .put_inner(expected, body, limit, existed, &mut multipart)
+            .await;
+        if let Some((id, _)) = multipart {
+            self.abort_multipart(&self.blob_key(expected), &id).await;
+        }
+        r
+    }
+
+    async fn stat(&self, d: &Digest) -> Result<Option<u64>, StoreError> {
+        match self.inner.s3.head(&self.locate(d)).await {
+            Ok(meta) => Ok(Some(meta.size)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(s3_error(e)),
+        }
+    }
+
+    /// One ranged GET, streamed as S3 sends it; the blob's size comes from the response.
+    async fn read(&self, d: &Digest, range: ByteRange) -> Result<BlobRead, StoreError> {
+        let empty = |size| BlobRead {
+            size,
+            stream: Box::pin(stream::empty()),
+        };
+        let get_range = match range.len {
+            // HTTP cannot ask for zero bytes.
+            Some(0) => {
+                let size = self
+                    .stat(d)
+                    .await?
+                    .ok_or_else(|| StoreError::BlobUnknown(d.clone()))?;
+                range.resolve(size)?;
+                return Ok(empty(size));
+            }
+            Some(len) => {
+                let end = range
+                    .start
+                    .checked_add(len)
+                    .ok_or(StoreError::RangeInvalid {
+                        start: range.start,
+                        len: range.len,
+                        size: 0,
+                    })?;
+                Some(GetRange::Bounded(range.start..end))
+            }
+            None if range.start == 0 => None,
+            None => Some(GetRange::Offset(range.start)),
+        };
+        let opts = GetOptions {
+            range: get_range,
+            ..GetOptions::default()
+        };
+        match self.inner.s3.get_opts(&self.locate(d), opts).await {
+            Ok(r) => {
+                let size = r.meta.size;
+                let (start, len) = range.resolve(size)?;
+                if r.range != (start..start + len) {
+                    return Err(StoreError::RangeInvalid {
+                        start: range.start,
+                        len: range.len,
+                        size,
+                    });
+                }
+                Ok(BlobRead {
+                    size,
+                    stream: Box::pin(
+                        r.into_stream()
+                            .map_err(|e| io::Error::other(format!("S3: {e}"))),
+                    ),
+                })
+            }
+            Err(object_store::Error::NotFound { .. }) => Err(StoreError::BlobUnknown(d.clone())),
+            // A range S3 refused (416): say why in the contract's terms.
+            Err(e) if range != ByteRange::ALL => {
+                let size = self
+                    .stat(d)
+                    .await?
+                    .ok_or_else(|| StoreError::BlobUnknown(d.clone()))?;
+                match range.resolve(size)? {
+                    (_, 0) => Ok(empty(size)),
+                    _ => Err(s3_error(e)),
+                }
+            }
+            Err(e) => Err(s3_error(e)),
+        }
+    }
+
+    async fn delete(&self, d: &Digest) -> Result<bool, StoreError> {
+        // S3 answers a DELETE the same whether the key existed or not.
+        let existed = self.stat(d).await?.is_some();
+        match self.inner.s3.delete(&self.locate(d)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => return Err(s3_error(e)),
+        }
+        // After the object is gone: a crash in between leaves an index entry whose object
+        // is missing, which `stat` answers as "not stored".
+        self.inner.index.remove(d).await?;
+        Ok(existed)
+    }
+
+    /// A paginated listing of `blobs/` (keys that are not digest keys are skipped), then the
+    /// index's session objects.
+    fn list(&self) -> DigestStream<'_> {
+        let prefix = self.key("blobs");
+        let listed = self.inner.s3.list(Some(&prefix)).filter_map(move |meta| {
+            let r = match meta {
+                Err(e) => Some(Err(s3_error(e))),
+                Ok(meta) => {
+                    let parts: Vec<_> = meta.location.parts().collect();
+                    let d = match parts.as_slice() {
+                        [.., alg, _, hex] => {
+                            Digest::parse(&format!("{}:{}", alg.as_ref(), hex.as_ref())).ok()
+                        }
+                        _ => None,
+                    };
+                    d.filter(|d| self.blob_key(d) == meta.location).map(Ok)
+                }
+            };
+            std::future::ready(r)
+        });
+        let indexed = stream::iter(self.inner.index.entries().into_iter().map(|(d, _)| Ok(d)));
+        Box::pin(listed.chain(indexed))
+    }
+
+    async fn redirect_url(&self, d: &Digest, ttl: Duration) -> Result<Option<String>, StoreError> {
+        if !self.inner.redirect {
+            return Ok(None);
+        }
+        self.inner
+            .s3
+            .signed_url(http::Method::GET, &self.locate(d), ttl)
+            .await
+            .map(|u| Some(u.to_string()))
+            .map_err(s3_error)
+    }
+
+    async fn begin(
+        &self,
+        id: &UploadId,
+        algorithm: Algorithm,
+        info: Bytes,
+    ) -> Result<(), StoreError> {
+        self.session_begin(id, algorithm, info).await
+    }
+
+    async fn append(
+        &self,
+        id: &UploadId,
+        offset: u64,
+        expect_len: Option<u64>,
+        body: Body<'_>,
+    ) -> Result<u64, StoreError> {
+        self.session_append(id, offset, expect_len, body).await
+    }
+
+    async fn session_size(&self, id: &UploadId) -> Result<u64, StoreError> {
+        self.session_len(id).await
+    }
+
+    async fn finish(&self, id: &UploadId, expected: &Digest) -> Result<Written, StoreError> {
+        self.session_finish(id, expected).await
+    }
+
+    async fn abort(&self, id: &UploadId) -> Result<bool, StoreError> {
+        self.session_abort(id).await
+    }
+
+    async fn sessions(&self) -> Result<Vec<SessionRecord>, StoreError> {
+        self.session_records().await
+    }
+}
+
+pub(crate) fn add(size: u64, n: usize) -> Result<u64, StoreError> {
+    u64::try_from(n)
+        .ok()
+        .and_then(|n| size.checked_add(n))
+        .ok_or_else(|| StoreError::TooLarge("blob size overflows".into()))
+}
+
+pub(crate) fn check(expected: &Digest, actual: Digest) -> Result<(), StoreError> {
+    if &actual == expected {
+        Ok(())
+    } else {
+        Err(StoreError::DigestMismatch {
+            expected: expected.clone(),
+            actual,
+        })
+    }
+}
+
+/// Where the S3 backend keeps its local state under a data dir: the object index and the
+/// open sessions (until metadata moves out of the data dir, see issue 11).
+pub fn state_dir(data_dir: &FsPath) -> PathBuf {
+    data_dir.join("s3")
+}
