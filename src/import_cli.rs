@@ -18,7 +18,7 @@ use airdock_storage::{RepoName, Store};
 use crate::admin::IMPORT_PATH;
 use crate::error::RegistryError;
 use crate::imgpkg::import::Counting;
-use crate::imgpkg::{self, ImportOptions, ImportReport};
+use crate::imgpkg::{ImportOptions, ImportReport};
 
 /// Flags of `airdock import`.
 #[derive(clap::Args, Debug, Clone)]
@@ -152,7 +152,7 @@ async fn to_data_dir(
         inner: input,
         count: counter,
     };
-    match imgpkg::import(&store, repo, reader, &options).await {
+    match crate::archive::import(&store, repo, reader, &options).await {
         Ok(report) => Ok(Outcome::Report(report_json(&report))),
         // The same status and body the server would answer with.
         Err(error) => {

@@ -14,6 +14,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("rules", &[]),
     ("forwarded", &[]),
     ("imgpkg", &[]),
+    // docker / OCI archives, and the dispatch between them and imgpkg tars.
+    ("archive", &["imgpkg"]),
     ("error", &["imgpkg"]),
     ("config", &["forwarded", "rules"]),
     ("tls", &["sys"]),
@@ -26,6 +28,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     (
         "admin",
         &[
+            "archive",
             "auth",
             "config",
             "error",
@@ -40,7 +43,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     // `airdock health`: a small HTTP client, nothing of the server.
     ("health_cli", &[]),
     // The commands, at the top: nothing uses them but `cli` and `main.rs`.
-    ("import_cli", &["admin", "error", "imgpkg"]),
+    ("import_cli", &["admin", "archive", "error", "imgpkg"]),
     ("cli", &["config", "forwarded", "health_cli", "import_cli"]),
 ];
 

@@ -15,7 +15,7 @@ use airdock_storage::RepoName;
 
 use crate::error::{code, RegistryError};
 use crate::http::Query;
-use crate::imgpkg::{self, ImportOptions};
+use crate::imgpkg::ImportOptions;
 use crate::AppState;
 
 /// The import endpoint's path.
@@ -43,7 +43,7 @@ pub async fn import(State(st): State<AppState>, req: Request) -> Result<Response
         ..ImportOptions::default()
     };
     let reader = body_reader(body);
-    let report = match imgpkg::import(&st.store, &repo, reader, &options).await {
+    let report = match crate::archive::import(&st.store, &repo, reader, &options).await {
         Ok(report) => report,
         Err(error) => {
             if error.http_status() < 500 {

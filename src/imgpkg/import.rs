@@ -95,7 +95,7 @@ pub struct ImportError {
 }
 
 impl ImportError {
-    fn new(kind: ErrorKind, entry: Option<&str>, message: impl Into<String>) -> ImportError {
+    pub fn new(kind: ErrorKind, entry: Option<&str>, message: impl Into<String>) -> ImportError {
         ImportError {
             kind,
             entry: entry.map(str::to_owned),
@@ -168,6 +168,8 @@ pub struct BlobReport {
 /// The import's JSON report.
 #[derive(Clone, Debug, Serialize)]
 pub struct ImportReport {
+    /// What the upload was: `imgpkg`, `docker-archive` or `oci-archive` (see `crate::archive`).
+    pub format: &'static str,
     /// The id of the import record (`GET /admin/v1/imports`, `DELETE …/imports/<id>`).
     pub import_id: String,
     pub repository: String,
@@ -497,7 +499,7 @@ fn classify(name: &[u8]) -> Result<Member, &'static str> {
     )
 }
 
-fn storage_err(what: &str, e: StoreError) -> ImportError {
+pub fn storage_err(what: &str, e: StoreError) -> ImportError {
     let kind = if e.is_client_error() {
         match e {
             StoreError::DigestMismatch { .. } | StoreError::DigestInvalid(_) => ErrorKind::Digest,
@@ -515,7 +517,7 @@ fn storage_err(what: &str, e: StoreError) -> ImportError {
     ImportError::new(kind, None, format!("{what}: {e}"))
 }
 
-fn read_err(entry: Option<&str>, e: ReadError) -> ImportError {
+pub fn read_err(entry: Option<&str>, e: ReadError) -> ImportError {
     let kind = match &e.kind {
         ReadErrorKind::Source(io) => {
             if io
@@ -1040,6 +1042,7 @@ async fn commit(
         _ => None,
     };
     Ok(ImportReport {
+        format: "imgpkg",
         import_id,
         repository: repo.to_string(),
         root_bundle,
