@@ -1,5 +1,5 @@
-//! `POST|PUT /admin/v1/import?repository=<name>` takes an `imgpkg copy --to-tar` tarball
-//! (plain or gzip) as a streamed body and answers `201` with the import report, or a 4xx in
+//! `POST|PUT /admin/v1/import?repository=<name>` takes an `imgpkg copy --to-tar` tarball, a
+//! `docker save` archive or an OCI image-layout archive (plain or gzip) as a streamed body and answers `201` with the import report, or a 4xx in
 //! the OCI error shape naming the offending tar entry.
 
 use std::io;
@@ -33,21 +33,34 @@ pub async fn import(State(st): State<AppState>, req: Request) -> Result<Response
             ))
         }
     };
-    let options = ImportOptions {
+    let options = options(&parts.extensions);
+    run(&st, repo, &options, body_reader(body)).await
+}
+
+/// The options of an import request.
+pub(crate) fn options(extensions: &axum::http::Extensions) -> ImportOptions {
+    ImportOptions {
         // The host clients reach us by (behind a trusted proxy: the proxy's), for the
         // relocated `images.yml` in the report.
-        registry_host: parts
-            .extensions
+        registry_host: extensions
             .get::<crate::forwarded::Client>()
             .and_then(|c| c.host().map(str::to_owned)),
         ..ImportOptions::default()
-    };
-    let reader = body_reader(body);
-    let report = match crate::archive::import(&st.store, &repo, reader, &options).await {
+    }
+}
+
+/// Imports `reader` (any archive `crate::archive` takes) into `repo`: 201 with the report.
+pub(crate) async fn run(
+    st: &AppState,
+    repo: RepoName,
+    options: &ImportOptions,
+    reader: impl tokio::io::AsyncRead + Unpin + Send + 'static,
+) -> Result<Response, RegistryError> {
+    let report = match crate::archive::import(&st.store, &repo, reader, options).await {
         Ok(report) => report,
         Err(error) => {
             if error.http_status() < 500 {
-                tracing::warn!(repository = %repo, error = %error, "imgpkg import refused");
+                tracing::warn!(repository = %repo, error = %error, "import refused");
             }
             return Err(RegistryError::Import {
                 repository: repo,
@@ -57,12 +70,13 @@ pub async fn import(State(st): State<AppState>, req: Request) -> Result<Response
     };
     tracing::info!(
         repository = %repo,
+        format = report.format,
         images = report.images.len(),
         new_blobs = report.blobs.new,
         present_blobs = report.blobs.present,
         bytes = report.tar_bytes,
         seconds = report.seconds,
-        "imgpkg tar imported"
+        "archive imported"
     );
     let body = serde_json::to_string_pretty(&report).unwrap_or_else(|_| "{}".to_owned());
     Ok((

@@ -528,6 +528,28 @@ impl Store {
         Ok((dir, info))
     }
 
+    /// The repository and owner of session `id`, for callers that address sessions by id
+    /// alone (the admin API's import uploads).
+    pub fn upload_session(&self, id: &UploadId) -> Result<(RepoName, Option<String>), StoreError> {
+        let info = uploads::read_info(&layout::upload_dir(&self.inner.root, id))?;
+        Ok((info.repo, info.owner))
+    }
+
+    /// The bytes a session holds, opened for reading (an import reads the archive uploaded
+    /// into it). Reading does not touch the session; it stays open until cancelled.
+    pub async fn open_upload_data(
+        &self,
+        repo: &RepoName,
+        id: &UploadId,
+    ) -> Result<tokio::fs::File, StoreError> {
+        let (dir, _) = self.session(repo, id)?;
+        match tokio::fs::File::open(uploads::data_path(&dir)).await {
+            Ok(f) => Ok(f),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(StoreError::UploadUnknown),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Bytes received so far.
     pub fn upload_status(&self, repo: &RepoName, id: &UploadId) -> Result<u64, StoreError> {
         let (dir, _) = self.session(repo, id)?;
