@@ -23,18 +23,20 @@ pub const IMPORT_PATH: &str = "/admin/v1/import";
 
 pub async fn import(State(st): State<AppState>, req: Request) -> Result<Response, RegistryError> {
     let (parts, body) = req.into_parts();
-    let query = Query::parse(parts.uri.query());
-    let repo = match query.get("repository") {
-        Some(r) => RepoName::parse(r)?,
-        None => {
-            return Err(RegistryError::BadRequest(
-                code::NAME_INVALID,
-                "the `repository` query parameter is required".into(),
-            ))
-        }
-    };
+    let repo = repository_param(parts.uri.query())?;
     let options = options(&parts.extensions);
     run(&st, repo, &options, body_reader(body)).await
+}
+
+/// The `repository` query parameter an import names its target by.
+pub(crate) fn repository_param(query: Option<&str>) -> Result<RepoName, RegistryError> {
+    match Query::parse(query).get("repository") {
+        Some(r) => Ok(RepoName::parse(r)?),
+        None => Err(RegistryError::BadRequest(
+            code::NAME_INVALID,
+            "the `repository` query parameter is required".into(),
+        )),
+    }
 }
 
 /// The options of an import request.

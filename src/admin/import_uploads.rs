@@ -27,9 +27,9 @@ use tokio_util::io::StreamReader;
 
 use airdock_storage::{RepoName, StoreError, UploadId};
 
-use crate::error::{code, RegistryError};
+use crate::error::RegistryError;
 use crate::http::uploads::parse_content_range;
-use crate::http::{empty, set, Query, UPLOAD_UUID};
+use crate::http::{empty, set, UPLOAD_UUID};
 use crate::AppState;
 
 /// The collection path (POST).
@@ -74,16 +74,7 @@ fn reader(req: Request) -> impl tokio::io::AsyncRead + Unpin + Send + 'static {
 
 /// POST `?repository=` → 202 with the new session's location.
 pub async fn start(State(st): State<AppState>, req: Request) -> Result<Response, RegistryError> {
-    let query = Query::parse(req.uri().query());
-    let repo = match query.get("repository") {
-        Some(r) => RepoName::parse(r)?,
-        None => {
-            return Err(RegistryError::BadRequest(
-                code::NAME_INVALID,
-                "the `repository` query parameter is required".into(),
-            ))
-        }
-    };
+    let repo = super::import::repository_param(req.uri().query())?;
     let id = st.store.start_upload(&repo, None, OWNER).await?;
     Ok(session_response(StatusCode::ACCEPTED, &id, 0))
 }

@@ -26,7 +26,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, BufReader, ReadBuf};
 use airdock_storage::{RepoName, Store};
 
 use crate::imgpkg::gzip::{self, Compression, GzipDecoder};
-use crate::imgpkg::import::{read_err, Counting};
+use crate::imgpkg::import::{read_err, read_prefix, Counting};
 use crate::imgpkg::names::parse_tar_member_name;
 use crate::imgpkg::stream::TarReader;
 use crate::imgpkg::tarfmt::Kind;
@@ -58,18 +58,7 @@ pub async fn import<R: AsyncRead + Unpin + Send + 'static>(
         inner: body,
         count: received.clone(),
     };
-    let mut prefix = Vec::with_capacity(6);
-    while prefix.len() < 6 {
-        let mut b = [0u8; 6];
-        let n = body
-            .read(&mut b[..6 - prefix.len()])
-            .await
-            .map_err(|e| interrupted(&e))?;
-        if n == 0 {
-            break;
-        }
-        prefix.extend_from_slice(&b[..n]);
-    }
+    let prefix = read_prefix(&mut body).await?;
     let stream = io::Cursor::new(prefix.clone()).chain(body);
     let tar: Box<dyn AsyncRead + Unpin + Send> = match gzip::sniff(&prefix) {
         _ if prefix.is_empty() => Box::new(stream),
@@ -93,14 +82,6 @@ pub async fn import<R: AsyncRead + Unpin + Send + 'static>(
     report.upload_bytes = received.load(Ordering::Relaxed);
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
-}
-
-fn interrupted(e: &io::Error) -> ImportError {
-    ImportError::new(
-        ErrorKind::Interrupted,
-        None,
-        format!("reading the upload: {e}"),
-    )
 }
 
 type Replay = tokio::io::Chain<io::Cursor<Vec<u8>>, Box<dyn AsyncRead + Unpin + Send>>;

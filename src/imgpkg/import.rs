@@ -200,21 +200,7 @@ pub async fn import<R: AsyncRead + Unpin + Send>(
         count: received.clone(),
     };
     // Sniff the first bytes (they may arrive in several chunks) and put them back in front.
-    let mut prefix = Vec::with_capacity(6);
-    while prefix.len() < 6 {
-        let mut b = [0u8; 6];
-        let n = body.read(&mut b[..6 - prefix.len()]).await.map_err(|e| {
-            ImportError::new(
-                ErrorKind::Interrupted,
-                None,
-                format!("reading the upload: {e}"),
-            )
-        })?;
-        if n == 0 {
-            break;
-        }
-        prefix.extend_from_slice(&b[..n]);
-    }
+    let prefix = read_prefix(&mut body).await?;
     if prefix.is_empty() {
         return Err(ImportError::new(
             ErrorKind::Tar,
@@ -240,6 +226,27 @@ pub async fn import<R: AsyncRead + Unpin + Send>(
     outcome.upload_bytes = received.load(Ordering::Relaxed);
     outcome.seconds = started.elapsed().as_secs_f64();
     Ok(outcome)
+}
+
+/// The first (up to) 6 bytes of `body`, enough to tell the compression; they may arrive in
+/// several reads.
+pub async fn read_prefix<R: AsyncRead + Unpin>(body: &mut R) -> Result<Vec<u8>, ImportError> {
+    let mut prefix = Vec::with_capacity(6);
+    while prefix.len() < 6 {
+        let mut b = [0u8; 6];
+        let n = body.read(&mut b[..6 - prefix.len()]).await.map_err(|e| {
+            ImportError::new(
+                ErrorKind::Interrupted,
+                None,
+                format!("reading the upload: {e}"),
+            )
+        })?;
+        if n == 0 {
+            break;
+        }
+        prefix.extend_from_slice(&b[..n]);
+    }
+    Ok(prefix)
 }
 
 /// Counts bytes read through it into a shared counter (the report's upload size, the
