@@ -118,49 +118,27 @@ pub(super) async fn upload(
     let token = read_token(args)?;
     let client = http_client(args.ca_cert.as_deref())?;
     let start_url = admin_url(server, UPLOADS_PATH, repo)?;
-    let mut failures = 0;
-    let id = loop {
-        let sent = client
-            .post(start_url.clone())
-            .bearer_auth(&token)
-            .send()
-            .await;
-        match sent {
-            Ok(resp) if resp.status().as_u16() == 202 => {
-                let id = resp
-                    .headers()
-                    .get("docker-upload-uuid")
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_owned)
-                    .and_then(|id| airdock_storage::UploadId::parse(&id).ok())
-                    .ok_or_else(|| {
-                        anyhow!("{server} opened no upload session (no valid Docker-Upload-UUID)")
-                    })?;
-                break id;
-            }
-            Ok(resp) if resp.status().is_client_error() => {
-                let status = resp.status().as_u16();
-                let body = resp.text().await.unwrap_or_default();
-                return Ok(Outcome::Failed { status, body });
-            }
-            other => {
-                failures += 1;
-                if failures >= MAX_FAILURES {
-                    return match other {
-                        Ok(resp) => Err(anyhow!(
-                            "opening an upload session on {server}: status {}",
-                            resp.status()
-                        )),
-                        Err(e) => Err(describe(
-                            &e,
-                            &format!("opening an upload session on {server}"),
-                        )),
-                    };
-                }
-                tokio::time::sleep(backoff(failures)).await;
-            }
-        }
-    };
+    // Opening the session is not retried: an unreachable or untrusted server at the start is
+    // a mistake to report at once, not a flaky link (the retries begin once bytes are moving).
+    let resp = client
+        .post(start_url)
+        .bearer_auth(&token)
+        .send()
+        .await
+        .map_err(|e| describe(&e, &format!("opening an upload session on {server}")))?;
+    if resp.status().as_u16() != 202 {
+        let status = resp.status().as_u16();
+        let body = resp.text().await.unwrap_or_default();
+        return Ok(Outcome::Failed { status, body });
+    }
+    let id = resp
+        .headers()
+        .get("docker-upload-uuid")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|id| airdock_storage::UploadId::parse(id).ok())
+        .ok_or_else(|| {
+            anyhow!("{server} opened no upload session (no valid Docker-Upload-UUID)")
+        })?;
     // The session's URL under the same prefix as --server (a `Location` is server-absolute,
     // which a path-prefixing proxy would not route).
     let mut url = admin_url(server, &format!("{UPLOADS_PATH}{id}"), repo)?;
