@@ -3,7 +3,7 @@
 #
 #   scripts/fuzz.sh [SECONDS_PER_TARGET]
 #
-# SECONDS_PER_TARGET defaults to $FUZZ_SECONDS, else 45 (9 targets: 7 minutes of fuzzing
+# SECONDS_PER_TARGET defaults to $FUZZ_SECONDS, else 45 (11 targets: 8 minutes of fuzzing
 # after a clean build of about 444 s of CPU, 4 minutes on 2 idle cores). Needs the nightly toolchain and
 # cargo-fuzz (scripts/install-deps.sh installs cargo-fuzz).
 #

@@ -18,7 +18,7 @@ use airdock_storage::{RepoName, Store};
 use crate::admin::IMPORT_PATH;
 use crate::error::RegistryError;
 use crate::imgpkg::import::Counting;
-use crate::imgpkg::{self, ImportOptions, ImportReport};
+use crate::imgpkg::{ImportOptions, ImportReport};
 
 /// Flags of `airdock import`.
 #[derive(clap::Args, Debug, Clone)]
@@ -57,6 +57,13 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<()> {
     let (input, total) = open_input(&args.file).await?;
     let progress = Progress::start(&args, total);
     let result = match &args.server {
+        // A file goes through a resumable upload session; stdin, which cannot be re-read
+        // from an offset, in one request.
+        Some(url) if args.file != Path::new("-") && total.is_some() => {
+            drop(input);
+            let total = total.unwrap_or(0);
+            resumable::upload(&args, url, &repo, &args.file, total, progress.counter()).await
+        }
         Some(url) => to_server(&args, url, &repo, input, total, progress.counter()).await,
         None => to_data_dir(&args, &repo, input, progress.counter()).await,
     };
@@ -159,7 +166,7 @@ async fn to_data_dir(
         inner: input,
         count: counter,
     };
-    match imgpkg::import(&store, repo, reader, &options).await {
+    match crate::archive::import(&store, repo, reader, &options).await {
         Ok(report) => Ok(Outcome::Report(report_json(&report))),
         // The same status and body the server would answer with.
         Err(error) => {
@@ -208,6 +215,11 @@ fn tar_file_name(file: &Path) -> Option<String> {
 
 /// `http[s]://host[:port][/prefix]` and the repository → the import endpoint's URL.
 fn import_url(server: &str, repo: &RepoName) -> anyhow::Result<reqwest::Url> {
+    admin_url(server, IMPORT_PATH, repo)
+}
+
+/// `http[s]://host[:port][/prefix]` + an admin path + `?repository=`.
+fn admin_url(server: &str, admin_path: &str, repo: &RepoName) -> anyhow::Result<reqwest::Url> {
     let expected = "expected http[s]://HOST[:PORT][/PREFIX]";
     let mut url = reqwest::Url::parse(server).map_err(|e| anyhow!("--server {server:?}: {e}"))?;
     if !matches!(url.scheme(), "http" | "https") || !url.has_host() {
@@ -219,7 +231,7 @@ fn import_url(server: &str, repo: &RepoName) -> anyhow::Result<reqwest::Url> {
     if url.query().is_some() || url.fragment().is_some() {
         bail!("--server {server:?}: {expected}");
     }
-    let path = format!("{}{IMPORT_PATH}", url.path().trim_end_matches('/'));
+    let path = format!("{}{admin_path}", url.path().trim_end_matches('/'));
     url.set_path(&path);
     // Repository names are `[a-z0-9._/-]` only: nothing to escape.
     url.set_query(Some(&format!("repository={repo}")));
@@ -319,6 +331,8 @@ async fn to_server(
         Ok(Outcome::Failed { status, body })
     }
 }
+
+mod resumable;
 
 /// A progress line on stderr, only when it is a terminal.
 struct Progress {

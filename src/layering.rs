@@ -16,6 +16,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("metrics", &[]),
     ("forwarded", &[]),
     ("imgpkg", &[]),
+    // docker / OCI archives, and the dispatch between them and imgpkg tars.
+    ("archive", &["imgpkg"]),
     ("error", &["imgpkg"]),
     ("config", &["forwarded", "rules"]),
     ("tls", &["sys"]),
@@ -36,6 +38,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     (
         "admin",
         &[
+            "archive",
             "auth",
             "config",
             "error",
@@ -67,7 +70,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     // `airdock health`: a small HTTP client; of the server, only the listen-address parser.
     ("health_cli", &["config"]),
     // The commands, at the top: nothing uses them but `cli` and `main.rs`.
-    ("import_cli", &["admin", "error", "imgpkg"]),
+    ("import_cli", &["admin", "archive", "error", "imgpkg"]),
     ("user_cli", &["auth"]),
     (
         "cli",

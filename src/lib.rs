@@ -2,6 +2,7 @@
 //! binary and the tests start exactly the same server.
 
 pub mod admin;
+pub mod archive;
 pub mod auth;
 pub mod cli;
 pub mod config;

@@ -1,5 +1,5 @@
-//! `POST|PUT /admin/v1/import?repository=<name>` takes an `imgpkg copy --to-tar` tarball
-//! (plain or gzip) as a streamed body and answers `201` with the import report, or a 4xx in
+//! `POST|PUT /admin/v1/import?repository=<name>` takes an `imgpkg copy --to-tar` tarball, a
+//! `docker save` archive or an OCI image-layout archive (plain or gzip) as a streamed body and answers `201` with the import report, or a 4xx in
 //! the OCI error shape naming the offending tar entry.
 
 use std::io;
@@ -15,7 +15,7 @@ use airdock_storage::RepoName;
 
 use crate::error::{code, RegistryError};
 use crate::http::Query;
-use crate::imgpkg::{self, ImportOptions};
+use crate::imgpkg::ImportOptions;
 use crate::metrics::{self, ImportResult};
 use crate::AppState;
 
@@ -24,17 +24,27 @@ pub const IMPORT_PATH: &str = "/admin/v1/import";
 
 pub async fn import(State(st): State<AppState>, req: Request) -> Result<Response, RegistryError> {
     let (parts, body) = req.into_parts();
+    let repo = repository_param(parts.uri.query())?;
+    let options = options(&parts)?;
+    run(&st, repo, &options, body_reader(body)).await
+}
+
+/// The `repository` query parameter an import names its target by.
+pub(crate) fn repository_param(query: Option<&str>) -> Result<RepoName, RegistryError> {
+    match Query::parse(query).get("repository") {
+        Some(r) => Ok(RepoName::parse(r)?),
+        None => Err(RegistryError::BadRequest(
+            code::NAME_INVALID,
+            "the `repository` query parameter is required".into(),
+        )),
+    }
+}
+
+/// The options of an import request (the whole import, or the `PUT` finishing an import
+/// upload session).
+pub(crate) fn options(parts: &axum::http::request::Parts) -> Result<ImportOptions, RegistryError> {
     let query = Query::parse(parts.uri.query());
-    let repo = match query.get("repository") {
-        Some(r) => RepoName::parse(r)?,
-        None => {
-            return Err(RegistryError::BadRequest(
-                code::NAME_INVALID,
-                "the `repository` query parameter is required".into(),
-            ))
-        }
-    };
-    let options = ImportOptions {
+    Ok(ImportOptions {
         // The host clients reach us by (behind a trusted proxy: the proxy's), for the
         // relocated `images.yml` in the report.
         registry_host: parts
@@ -51,13 +61,21 @@ pub async fn import(State(st): State<AppState>, req: Request) -> Result<Response
             .get::<crate::auth::AdminPrincipal>()
             .map(|p| p.0.clone()),
         ..ImportOptions::default()
-    };
-    let reader = body_reader(body);
-    let report = match imgpkg::import(&st.store, &repo, reader, &options).await {
+    })
+}
+
+/// Imports `reader` (any archive `crate::archive` takes) into `repo`: 201 with the report.
+pub(crate) async fn run(
+    st: &AppState,
+    repo: RepoName,
+    options: &ImportOptions,
+    reader: impl tokio::io::AsyncRead + Unpin + Send + 'static,
+) -> Result<Response, RegistryError> {
+    let report = match crate::archive::import(&st.store, &repo, reader, options).await {
         Ok(report) => report,
         Err(error) => {
             if error.http_status() < 500 {
-                tracing::warn!(repository = %repo, error = %error, "imgpkg import refused");
+                tracing::warn!(repository = %repo, error = %error, "import refused");
                 metrics::get().import(ImportResult::Refused, 0, 0.0);
             } else {
                 metrics::get().import(ImportResult::Failed, 0, 0.0);
@@ -71,12 +89,13 @@ pub async fn import(State(st): State<AppState>, req: Request) -> Result<Response
     metrics::get().import(ImportResult::Ok, report.tar_bytes, report.seconds);
     tracing::info!(
         repository = %repo,
+        format = report.format,
         images = report.images.len(),
         new_blobs = report.blobs.new,
         present_blobs = report.blobs.present,
         bytes = report.tar_bytes,
         seconds = report.seconds,
-        "imgpkg tar imported"
+        "archive imported"
     );
     let body = serde_json::to_string_pretty(&report).unwrap_or_else(|_| "{}".to_owned());
     Ok((

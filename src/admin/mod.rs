@@ -1,4 +1,5 @@
-//! The admin API under `/admin/v1/`, one file per concept: the imgpkg import (`import`),
+//! The admin API under `/admin/v1/`, one file per concept: the import (`import`), its
+//! resumable uploads (`import_uploads`),
 //! online GC (`gc`), repository removal (`repositories`), import records (`imports`), upload
 //! sessions (`uploads`), disk usage (`usage`), the timers (`tasks`). Who may call it is decided once, by the auth
 //! layer in front of every `/admin/*` path (`crate::auth`, which also holds the admin token):
@@ -6,6 +7,7 @@
 
 pub mod gc;
 pub mod import;
+pub mod import_uploads;
 pub mod imports;
 pub mod repositories;
 pub mod tasks;
@@ -38,6 +40,14 @@ pub fn routes() -> Router<AppState> {
         .route(
             "/admin/v1/imports/{id}",
             get(imports::get_import).delete(imports::delete_import),
+        )
+        .route(import_uploads::UPLOADS_PATH, post(import_uploads::start))
+        .route(
+            "/admin/v1/imports/uploads/{id}",
+            get(import_uploads::status)
+                .patch(import_uploads::patch)
+                .put(import_uploads::finish)
+                .delete(import_uploads::cancel),
         )
         .route("/admin/v1/uploads", get(uploads::list))
         .route("/admin/v1/uploads/{id}", delete(uploads::cancel))
@@ -113,6 +123,11 @@ mod tests {
             ("/admin/v1/imports", Method::GET),
             ("/admin/v1/gc", Method::POST),
             ("/admin/v1/import?repository=a", Method::POST),
+            ("/admin/v1/imports/uploads/?repository=a", Method::POST),
+            (
+                "/admin/v1/imports/uploads/0123456789abcdef0123456789abcdef",
+                Method::PATCH,
+            ),
             ("/admin/v1/repositories/a", Method::DELETE),
             ("/admin/v1/nothing", Method::GET),
         ] {

@@ -50,6 +50,9 @@ pub struct ImportOptions {
     pub tar_name: Option<String>,
     /// Who imports (the admin principal), for the import record.
     pub imported_by: Option<String>,
+    /// The upload's bytes as received (before any decompression), counted by a caller that
+    /// reads the upload before handing a decoded stream on: the import record's size.
+    pub received: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
 }
 
 impl Default for ImportOptions {
@@ -60,6 +63,7 @@ impl Default for ImportOptions {
             registry_host: None,
             tar_name: None,
             imported_by: None,
+            received: None,
         }
     }
 }
@@ -101,7 +105,7 @@ pub struct ImportError {
 }
 
 impl ImportError {
-    fn new(kind: ErrorKind, entry: Option<&str>, message: impl Into<String>) -> ImportError {
+    pub fn new(kind: ErrorKind, entry: Option<&str>, message: impl Into<String>) -> ImportError {
         ImportError {
             kind,
             entry: entry.map(str::to_owned),
@@ -174,6 +178,8 @@ pub struct BlobReport {
 /// The import's JSON report.
 #[derive(Clone, Debug, Serialize)]
 pub struct ImportReport {
+    /// What the upload was: `imgpkg`, `docker-archive` or `oci-archive` (see `crate::archive`).
+    pub format: &'static str,
     /// The id of the import record (`GET /admin/v1/imports`, `DELETE …/imports/<id>`).
     pub import_id: String,
     pub repository: String,
@@ -204,21 +210,7 @@ pub async fn import<R: AsyncRead + Unpin + Send>(
         count: received.clone(),
     };
     // Sniff the first bytes (they may arrive in several chunks) and put them back in front.
-    let mut prefix = Vec::with_capacity(6);
-    while prefix.len() < 6 {
-        let mut b = [0u8; 6];
-        let n = body.read(&mut b[..6 - prefix.len()]).await.map_err(|e| {
-            ImportError::new(
-                ErrorKind::Interrupted,
-                None,
-                format!("reading the upload: {e}"),
-            )
-        })?;
-        if n == 0 {
-            break;
-        }
-        prefix.extend_from_slice(&b[..n]);
-    }
+    let prefix = read_prefix(&mut body).await?;
     if prefix.is_empty() {
         return Err(ImportError::new(
             ErrorKind::Tar,
@@ -244,6 +236,27 @@ pub async fn import<R: AsyncRead + Unpin + Send>(
     outcome.upload_bytes = received.load(Ordering::Relaxed);
     outcome.seconds = started.elapsed().as_secs_f64();
     Ok(outcome)
+}
+
+/// The first (up to) 6 bytes of `body`, enough to tell the compression; they may arrive in
+/// several reads.
+pub async fn read_prefix<R: AsyncRead + Unpin>(body: &mut R) -> Result<Vec<u8>, ImportError> {
+    let mut prefix = Vec::with_capacity(6);
+    while prefix.len() < 6 {
+        let mut b = [0u8; 6];
+        let n = body.read(&mut b[..6 - prefix.len()]).await.map_err(|e| {
+            ImportError::new(
+                ErrorKind::Interrupted,
+                None,
+                format!("reading the upload: {e}"),
+            )
+        })?;
+        if n == 0 {
+            break;
+        }
+        prefix.extend_from_slice(&b[..n]);
+    }
+    Ok(prefix)
 }
 
 /// Counts bytes read through it into a shared counter (the report's upload size, the
@@ -503,7 +516,7 @@ fn classify(name: &[u8]) -> Result<Member, &'static str> {
     )
 }
 
-fn storage_err(what: &str, e: StoreError) -> ImportError {
+pub fn storage_err(what: &str, e: StoreError) -> ImportError {
     let kind = if e.is_client_error() {
         match e {
             StoreError::DigestMismatch { .. } | StoreError::DigestInvalid(_) => ErrorKind::Digest,
@@ -521,7 +534,7 @@ fn storage_err(what: &str, e: StoreError) -> ImportError {
     ImportError::new(kind, None, format!("{what}: {e}"))
 }
 
-fn read_err(entry: Option<&str>, e: ReadError) -> ImportError {
+pub fn read_err(entry: Option<&str>, e: ReadError) -> ImportError {
     let kind = match &e.kind {
         ReadErrorKind::Source(io) => {
             if io
@@ -952,7 +965,9 @@ async fn commit(
     // exactly when they do (a kill -9 leaves both or neither).
     let mut record = ImportRecord::new(repo.clone());
     record.name = opts.tar_name.clone();
-    record.size = Some(upload_bytes);
+    record.size = Some(opts.received.as_ref().map_or(upload_bytes, |c| {
+        c.load(std::sync::atomic::Ordering::Relaxed)
+    }));
     record.imported_by = opts.imported_by.clone();
     let mut linked = HashSet::new();
     for d in &staged.txn_links {
@@ -1052,6 +1067,7 @@ async fn commit(
         _ => None,
     };
     Ok(ImportReport {
+        format: "imgpkg",
         import_id,
         repository: repo.to_string(),
         root_bundle,

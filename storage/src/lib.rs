@@ -575,6 +575,36 @@ impl Store {
             .ok_or(StoreError::UploadUnknown)
     }
 
+    /// The repository and owner of session `id`, for callers that address sessions by id
+    /// alone (the admin API's import uploads).
+    pub fn upload_session(&self, id: &UploadId) -> Result<(RepoName, Option<String>), StoreError> {
+        let entry = self
+            .inner
+            .open_uploads
+            .by_id(id)
+            .ok_or(StoreError::UploadUnknown)?;
+        let repo = entry.repo.ok_or(StoreError::UploadUnknown)?;
+        Ok((repo, Some(entry.owner.to_string())))
+    }
+
+    /// The bytes a session holds, opened for reading (an import reads the archive uploaded
+    /// into it). Reading does not touch the session; it stays open until cancelled.
+    pub async fn open_upload_data(
+        &self,
+        repo: &RepoName,
+        id: &UploadId,
+    ) -> Result<tokio::fs::File, StoreError> {
+        self.session(repo, id)?;
+        // The session's bytes where the filesystem backend keeps them (the only backend the
+        // store runs on today); another backend needs a read of session data in the contract.
+        let dir = layout::upload_dir(&self.inner.root, id);
+        match tokio::fs::File::open(uploads::data_path(&dir)).await {
+            Ok(f) => Ok(f),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(StoreError::UploadUnknown),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Bytes received so far.
     pub fn upload_status(&self, repo: &RepoName, id: &UploadId) -> Result<u64, StoreError> {
         Ok(self.session(repo, id)?.size)

@@ -353,6 +353,11 @@ impl Open {
             .cloned()
     }
 
+    /// Session `id`, whatever its repository (callers that address sessions by id alone).
+    pub(crate) fn by_id(&self, id: &UploadId) -> Option<Entry> {
+        self.state().sessions.get(id).cloned()
+    }
+
     pub(crate) fn contains(&self, id: &UploadId) -> bool {
         self.state().sessions.contains_key(id)
     }

@@ -17,6 +17,7 @@ mod imgpkg;
 mod imgpkg_clients;
 mod imgpkg_tools;
 mod import_cli;
+mod import_uploads;
 mod imports;
 mod inproc;
 mod logins;

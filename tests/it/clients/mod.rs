@@ -9,6 +9,7 @@
 //! | docker (Debian `docker.io`, own `dockerd`) | `docker` |
 //! | containerd `ctr` and crictl through the CRI plugin (Debian `containerd`) | `containerd` |
 //! | podman (Debian) | `podman` |
+//! | archives written by `docker save`, skopeo and `podman save`, imported, pulled by docker and ctr | `archives` |
 //! | skopeo copy `--all` and sync (Debian) | `skopeo_sync` |
 //! | crane (go-containerregistry) | `crane` |
 //! | oras | `oras` |
@@ -18,12 +19,13 @@
 pub(crate) mod harness;
 pub(crate) mod image;
 
+mod archives;
 pub(crate) mod containerd;
 mod crane;
 pub(crate) mod docker;
 mod netns;
 mod oras;
-mod podman;
+pub(crate) mod podman;
 mod secure;
 mod selfhost;
 mod skopeo_sync;

@@ -13,13 +13,13 @@ use super::image::{host_arch, resolve, Flavor, Image, Index, OCI_MANIFEST};
 use crate::support::Server;
 
 /// podman with every piece of state and configuration in one directory.
-struct Podman {
+pub(crate) struct Podman {
     bin: PathBuf,
     dir: tempfile::TempDir,
 }
 
 impl Podman {
-    fn new() -> Podman {
+    pub(crate) fn new() -> Podman {
         require_root("the podman test");
         let bin = tool("podman");
         let dir = state_dir("airdock-podman-");
@@ -55,7 +55,7 @@ impl Podman {
         Podman { bin, dir }
     }
 
-    fn path(&self, name: &str) -> PathBuf {
+    pub(crate) fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
 
@@ -79,7 +79,7 @@ impl Podman {
             .args(["--events-backend", "file", "--cgroup-manager", "cgroupfs"])
     }
 
-    fn run(&self, args: &[&str]) -> Out {
+    pub(crate) fn run(&self, args: &[&str]) -> Out {
         self.cmd().args(args).run()
     }
 
