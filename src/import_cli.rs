@@ -182,8 +182,8 @@ fn report_json(report: &ImportReport) -> String {
 
 /// The admin token to send: the file's text or the variable's value without surrounding
 /// whitespace (the server reads its token file the same way).
-fn read_token(args: &ImportArgs) -> anyhow::Result<String> {
-    let secret = match &args.token_file {
+pub(crate) fn read_token(token_file: Option<&Path>) -> anyhow::Result<String> {
+    let secret = match token_file {
         Some(p) => {
             std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?
         }
@@ -208,6 +208,14 @@ fn tar_file_name(file: &Path) -> Option<String> {
 
 /// `http[s]://host[:port][/prefix]` and the repository → the import endpoint's URL.
 fn import_url(server: &str, repo: &RepoName) -> anyhow::Result<reqwest::Url> {
+    let mut url = admin_url(server, IMPORT_PATH)?;
+    // Repository names are `[a-z0-9._/-]` only: nothing to escape.
+    url.set_query(Some(&format!("repository={repo}")));
+    Ok(url)
+}
+
+/// `http[s]://host[:port][/prefix]` and an admin path → that endpoint's URL (no query).
+pub(crate) fn admin_url(server: &str, admin_path: &str) -> anyhow::Result<reqwest::Url> {
     let expected = "expected http[s]://HOST[:PORT][/PREFIX]";
     let mut url = reqwest::Url::parse(server).map_err(|e| anyhow!("--server {server:?}: {e}"))?;
     if !matches!(url.scheme(), "http" | "https") || !url.has_host() {
@@ -219,16 +227,14 @@ fn import_url(server: &str, repo: &RepoName) -> anyhow::Result<reqwest::Url> {
     if url.query().is_some() || url.fragment().is_some() {
         bail!("--server {server:?}: {expected}");
     }
-    let path = format!("{}{IMPORT_PATH}", url.path().trim_end_matches('/'));
+    let path = format!("{}{admin_path}", url.path().trim_end_matches('/'));
     url.set_path(&path);
-    // Repository names are `[a-z0-9._/-]` only: nothing to escape.
-    url.set_query(Some(&format!("repository={repo}")));
     Ok(url)
 }
 
 /// The HTTP client: HTTP/1.1 over TCP or TLS (rustls), trusting the system's roots and, with
 /// `--ca-cert`, the CAs of that PEM file (e.g. the `ca.crt` of `airdock cert init`).
-fn http_client(ca_cert: Option<&Path>) -> anyhow::Result<reqwest::Client> {
+pub(crate) fn http_client(ca_cert: Option<&Path>) -> anyhow::Result<reqwest::Client> {
     let mut builder = reqwest::Client::builder()
         .user_agent(concat!("airdock-import/", env!("CARGO_PKG_VERSION")))
         // Bounds on a dead network or peer; none on the whole exchange, which lasts as long
@@ -252,7 +258,7 @@ fn http_client(ca_cert: Option<&Path>) -> anyhow::Result<reqwest::Client> {
 /// A failed exchange as one line: what was being done and the chain of causes (reqwest's
 /// own message repeats the URL and hides the cause), with what to do when the server's
 /// certificate was not trusted.
-fn describe(e: &reqwest::Error, doing: &str) -> anyhow::Error {
+pub(crate) fn describe(e: &reqwest::Error, doing: &str) -> anyhow::Error {
     let mut msg = doing.to_owned();
     let mut cause = std::error::Error::source(e);
     if cause.is_none() {
@@ -279,7 +285,7 @@ async fn to_server(
     total: Option<u64>,
     counter: Arc<AtomicU64>,
 ) -> anyhow::Result<Outcome> {
-    let token = read_token(args)?;
+    let token = read_token(args.token_file.as_deref())?;
     let mut url = import_url(server, repo)?;
     if let Some(name) = tar_file_name(&args.file) {
         // For the import record (`GET /admin/v1/imports`).
@@ -365,7 +371,7 @@ impl Progress {
     }
 }
 
-fn human(n: u64) -> String {
+pub(crate) fn human(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut v = n as f64;
     let mut u = 0;

@@ -9,6 +9,7 @@ mod connections;
 mod crash;
 mod deploy;
 mod diskfull;
+mod export;
 mod fixture;
 mod gc;
 mod health;
