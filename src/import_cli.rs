@@ -49,6 +49,10 @@ pub struct ImportArgs {
     /// Print the JSON report (or JSON error) on stdout instead of a summary.
     #[arg(long)]
     pub json: bool,
+    /// Read and verify the whole tar and report what the import would do (new and present
+    /// blobs, tags created or moved, missing references); change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 /// Runs the command. Errors carry the message to print; the process then exits non-zero.
@@ -141,9 +145,13 @@ async fn to_data_dir(
     input: Input,
     counter: Arc<AtomicU64>,
 ) -> anyhow::Result<Outcome> {
-    let store = Store::open(&args.data_dir)
-        .await
-        .with_context(|| format!("opening data dir {}", args.data_dir.display()))?;
+    // A dry run writes nothing: the data dir is opened read-only.
+    let store = if args.dry_run {
+        Store::open_read_only(&args.data_dir).await
+    } else {
+        Store::open(&args.data_dir).await
+    }
+    .with_context(|| format!("opening data dir {}", args.data_dir.display()))?;
     let options = ImportOptions {
         registry_host: args.registry_host.clone(),
         tar_name: tar_file_name(&args.file),
@@ -153,6 +161,7 @@ async fn to_data_dir(
             Ok(u) if !u.is_empty() => format!("local:{u}"),
             _ => "local".to_owned(),
         }),
+        dry_run: args.dry_run,
         ..ImportOptions::default()
     };
     let reader = Counting {
@@ -291,6 +300,9 @@ async fn to_server(
         // For the import record (`GET /admin/v1/imports`).
         url.query_pairs_mut().append_pair("name", &name);
     }
+    if args.dry_run {
+        url.query_pairs_mut().append_pair("dry_run", "true");
+    }
     let client = http_client(args.ca_cert.as_deref())?;
     // Streamed in 1 MiB reads; the progress line counts what was handed to the connection.
     let chunks = tokio_util::io::ReaderStream::with_capacity(input, 1 << 20).inspect(move |c| {
@@ -319,7 +331,7 @@ async fn to_server(
         .text()
         .await
         .map_err(|e| describe(&e, &format!("reading the answer of {server}")))?;
-    if status == 201 {
+    if status == 201 || (args.dry_run && status == 200) {
         Ok(Outcome::Report(body))
     } else {
         Ok(Outcome::Failed { status, body })
@@ -390,7 +402,12 @@ fn print_summary(file: &Path, r: &serde_json::Value) {
     let s = |v: &serde_json::Value| v.as_str().unwrap_or("").to_owned();
     let n = |v: &serde_json::Value| v.as_u64().unwrap_or(0);
     println!(
-        "imported {} into {} in {:.2} s ({})",
+        "{} {} into {} in {:.2} s ({})",
+        if r["dry_run"].is_object() {
+            "checked"
+        } else {
+            "imported"
+        },
         file.display(),
         s(&r["repository"]),
         r["seconds"].as_f64().unwrap_or(0.0),
@@ -433,6 +450,38 @@ fn print_summary(file: &Path, r: &serde_json::Value) {
             k => format!(", {k} non-distributable left out"),
         }
     );
+    if let Some(dry) = r["dry_run"].as_object() {
+        println!("dry run: nothing was changed");
+        for t in dry
+            .get("tags")
+            .and_then(|t| t.as_array())
+            .into_iter()
+            .flatten()
+        {
+            let from = t["from"]
+                .as_str()
+                .map(|f| format!(" (from {f})"))
+                .unwrap_or_default();
+            println!(
+                "  tag {} would {}: {}{from}",
+                s(&t["tag"]),
+                match t["change"].as_str() {
+                    Some("create") => "be created",
+                    Some("move") => "move",
+                    _ => "stay",
+                },
+                s(&t["digest"])
+            );
+        }
+        for m in dry
+            .get("missing")
+            .and_then(|m| m.as_array())
+            .into_iter()
+            .flatten()
+        {
+            println!("  missing: {}: {}", s(&m["entry"]), s(&m["message"]));
+        }
+    }
     if let Some(yml) = r["images_yml"].as_str() {
         println!("\n.imgpkg/images.yml after `imgpkg pull` from this registry:\n{yml}");
     }

@@ -9,6 +9,7 @@ mod connections;
 mod crash;
 mod deploy;
 mod diskfull;
+mod dry_run;
 mod export;
 mod fixture;
 mod gc;
