@@ -23,19 +23,18 @@ use std::io;
 use bytes::{Bytes, BytesMut};
 use futures_util::Stream;
 use serde::Deserialize;
-use tokio::io::{AsyncReadExt, BufReader};
+use tokio::io::AsyncReadExt;
 
 use airdock_storage::{Digest, ManifestRecord, Pin, Reference, RepoName, Store, StoreError};
 
-use super::gzip::{GzipDecoder, InflateLimits};
-use super::lock::{ImagesLock, MAX_IMAGES_LOCK};
+use super::bundle_layer;
+use super::lock::ImagesLock;
 use super::manifest::{
     is_distributable, is_image_media_type, is_index_media_type, BUNDLE_CONFIG_LABEL, DOCKER_LAYER,
     ROOT_BUNDLE_LABEL,
 };
 use super::names::{tar_member_name, truncate};
 use super::refs::DigestRef;
-use super::stream::TarReader;
 use super::tarfmt::{self, Kind, BLOCK};
 
 /// Largest config blob inlined into `manifest.json` (imgpkg inlines every one).
@@ -940,43 +939,10 @@ impl Planner<'_> {
             .store
             .open_blob(repo, &layer.digest)
             .map_err(|e| store_err(&format!("bundle layer {}", layer.digest), e))?;
-        let gz = GzipDecoder::new(
-            BufReader::new(tokio::fs::File::from_std(file)),
-            InflateLimits::default(),
-        );
-        let mut tar = TarReader::new(gz);
-        loop {
-            let e = match tar.next_entry().await {
-                Ok(Some(e)) => e,
-                Ok(None) => return Err(bad("the bundle layer has no .imgpkg/images.yml".into())),
-                Err(e) => return Err(bad(format!("reading the bundle layer: {e}"))),
-            };
-            if e.kind != Kind::Regular || clean_path(&e.name) != b".imgpkg/images.yml" {
-                continue;
-            }
-            if e.size > MAX_IMAGES_LOCK {
-                return Err(bad(format!(
-                    ".imgpkg/images.yml of {} bytes is too large",
-                    e.size
-                )));
-            }
-            let bytes = tar
-                .read_entry_to_vec()
-                .await
-                .map_err(|e| bad(format!("reading .imgpkg/images.yml: {e}")))?;
-            return ImagesLock::parse(&bytes)
-                .map_err(|e| bad(format!(".imgpkg/images.yml: {}", e.0)));
-        }
+        bundle_layer::images_lock(tokio::fs::File::from_std(file))
+            .await
+            .map_err(bad)
     }
-}
-
-/// `./a//b` → `a/b`, the path as Go's `filepath.Clean` leaves it for the comparison.
-fn clean_path(name: &[u8]) -> Vec<u8> {
-    let parts: Vec<&[u8]> = name
-        .split(|&c| c == b'/')
-        .filter(|p| !p.is_empty() && *p != b".")
-        .collect();
-    parts.join(&b'/')
 }
 
 fn is_bundle(config: &[u8]) -> bool {

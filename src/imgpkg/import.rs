@@ -28,10 +28,13 @@ use airdock_storage::{
     StoreError, Tag, Txn,
 };
 
+use super::bundle_layer;
+#[cfg(test)]
+use super::bundle_layer::clean_path;
 use super::dry_run::{self, DryRunReport, Kept, Missing};
 use super::gzip::{self, Compression, GzipDecoder, InflateLimitExceeded, InflateLimits};
 use super::locations::{self, LocationsImage};
-use super::lock::{ImagesLock, MAX_IMAGES_LOCK};
+use super::lock::ImagesLock;
 use super::manifest::{self, ImageSet, Item, DOCKER_LAYER};
 use super::names::{self, truncate};
 use super::stream::{ReadError, ReadErrorKind, TarReader};
@@ -953,40 +956,7 @@ async fn read_images_lock(
                 })?)
             }
         };
-    let gz = GzipDecoder::new(BufReader::new(file), InflateLimits::default());
-    let mut tar = TarReader::new(gz);
-    loop {
-        let e = match tar.next_entry().await {
-            Ok(Some(e)) => e,
-            Ok(None) => return Err(bad("the bundle layer has no .imgpkg/images.yml".into())),
-            Err(e) => return Err(bad(format!("reading the bundle layer: {e}"))),
-        };
-        if e.kind != Kind::Regular || clean_path(&e.name) != b".imgpkg/images.yml" {
-            continue;
-        }
-        if e.size > MAX_IMAGES_LOCK {
-            return Err(bad(format!(
-                ".imgpkg/images.yml of {} bytes is too large",
-                e.size
-            )));
-        }
-        let bytes = tar
-            .read_entry_to_vec()
-            .await
-            .map_err(|e| bad(format!("reading .imgpkg/images.yml: {e}")))?;
-        // Stop here: nothing after images.yml matters, and bundle layers from other tar
-        // writers need not end the way ours must.
-        return ImagesLock::parse(&bytes).map_err(|e| bad(format!(".imgpkg/images.yml: {}", e.0)));
-    }
-}
-
-/// `./a//b` → `a/b`, as Go's `filepath.Clean` would see the path for our comparison.
-fn clean_path(name: &[u8]) -> Vec<u8> {
-    let parts: Vec<&[u8]> = name
-        .split(|&c| c == b'/')
-        .filter(|p| !p.is_empty() && *p != b".")
-        .collect();
-    parts.join(&b'/')
+    bundle_layer::images_lock(file).await.map_err(bad)
 }
 
 fn tag(s: &str) -> Result<Tag, ImportError> {
