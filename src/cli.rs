@@ -39,6 +39,9 @@ pub enum Command {
     Backup(BackupArgs),
     /// Bring a backup back into an empty data dir, verifying every blob; prints a JSON report.
     Restore(RestoreArgs),
+    /// Export a bundle (with everything it references), image or index as an imgpkg
+    /// `--to-tar` tarball, from a server or a data dir.
+    Export(crate::export_cli::ExportArgs),
     /// Configuration file tools.
     #[command(subcommand)]
     Config(ConfigCommand),

@@ -7,6 +7,7 @@ use serde_json::json;
 
 use airdock_storage::{RepoName, StoreError};
 
+use crate::imgpkg::export::ExportError;
 use crate::imgpkg::ImportError;
 
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +36,9 @@ pub enum RegistryError {
         repository: RepoName,
         error: ImportError,
     },
+    /// An export could not be planned (nothing is sent then).
+    #[error(transparent)]
+    Export(#[from] ExportError),
 }
 
 /// The auth layer's errors; mapped below with the rest.
@@ -127,6 +131,10 @@ impl RegistryError {
             }
             // The importer classifies its errors (tar, digest, size, …) as data.
             RegistryError::Import { error, .. } => (
+                StatusCode::from_u16(error.http_status()).unwrap_or(StatusCode::BAD_REQUEST),
+                error.code(),
+            ),
+            RegistryError::Export(error) => (
                 StatusCode::from_u16(error.http_status()).unwrap_or(StatusCode::BAD_REQUEST),
                 error.code(),
             ),

@@ -49,6 +49,10 @@ pub struct ImportArgs {
     /// Print the JSON report (or JSON error) on stdout instead of a summary.
     #[arg(long)]
     pub json: bool,
+    /// Read and verify the whole tar and report what the import would do (new and present
+    /// blobs, tags created or moved, missing references); change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 /// Runs the command. Errors carry the message to print; the process then exits non-zero.
@@ -148,9 +152,13 @@ async fn to_data_dir(
     input: Input,
     counter: Arc<AtomicU64>,
 ) -> anyhow::Result<Outcome> {
-    let store = Store::open(&args.data_dir)
-        .await
-        .with_context(|| format!("opening data dir {}", args.data_dir.display()))?;
+    // A dry run writes nothing: the data dir is opened read-only.
+    let store = if args.dry_run {
+        Store::open_read_only(&args.data_dir).await
+    } else {
+        Store::open(&args.data_dir).await
+    }
+    .with_context(|| format!("opening data dir {}", args.data_dir.display()))?;
     let options = ImportOptions {
         registry_host: args.registry_host.clone(),
         tar_name: tar_file_name(&args.file),
@@ -160,6 +168,7 @@ async fn to_data_dir(
             Ok(u) if !u.is_empty() => format!("local:{u}"),
             _ => "local".to_owned(),
         }),
+        dry_run: args.dry_run,
         ..ImportOptions::default()
     };
     let reader = Counting {
@@ -189,8 +198,8 @@ fn report_json(report: &ImportReport) -> String {
 
 /// The admin token to send: the file's text or the variable's value without surrounding
 /// whitespace (the server reads its token file the same way).
-fn read_token(args: &ImportArgs) -> anyhow::Result<String> {
-    let secret = match &args.token_file {
+pub(crate) fn read_token(token_file: Option<&Path>) -> anyhow::Result<String> {
+    let secret = match token_file {
         Some(p) => {
             std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?
         }
@@ -215,11 +224,23 @@ fn tar_file_name(file: &Path) -> Option<String> {
 
 /// `http[s]://host[:port][/prefix]` and the repository → the import endpoint's URL.
 fn import_url(server: &str, repo: &RepoName) -> anyhow::Result<reqwest::Url> {
-    admin_url(server, IMPORT_PATH, repo)
+    repo_url(server, IMPORT_PATH, repo)
 }
 
 /// `http[s]://host[:port][/prefix]` + an admin path + `?repository=`.
-fn admin_url(server: &str, admin_path: &str, repo: &RepoName) -> anyhow::Result<reqwest::Url> {
+pub(crate) fn repo_url(
+    server: &str,
+    admin_path: &str,
+    repo: &RepoName,
+) -> anyhow::Result<reqwest::Url> {
+    let mut url = admin_url(server, admin_path)?;
+    // Repository names are `[a-z0-9._/-]` only: nothing to escape.
+    url.set_query(Some(&format!("repository={repo}")));
+    Ok(url)
+}
+
+/// `http[s]://host[:port][/prefix]` and an admin path → that endpoint's URL (no query).
+pub(crate) fn admin_url(server: &str, admin_path: &str) -> anyhow::Result<reqwest::Url> {
     let expected = "expected http[s]://HOST[:PORT][/PREFIX]";
     let mut url = reqwest::Url::parse(server).map_err(|e| anyhow!("--server {server:?}: {e}"))?;
     if !matches!(url.scheme(), "http" | "https") || !url.has_host() {
@@ -233,14 +254,12 @@ fn admin_url(server: &str, admin_path: &str, repo: &RepoName) -> anyhow::Result<
     }
     let path = format!("{}{admin_path}", url.path().trim_end_matches('/'));
     url.set_path(&path);
-    // Repository names are `[a-z0-9._/-]` only: nothing to escape.
-    url.set_query(Some(&format!("repository={repo}")));
     Ok(url)
 }
 
 /// The HTTP client: HTTP/1.1 over TCP or TLS (rustls), trusting the system's roots and, with
 /// `--ca-cert`, the CAs of that PEM file (e.g. the `ca.crt` of `airdock cert init`).
-fn http_client(ca_cert: Option<&Path>) -> anyhow::Result<reqwest::Client> {
+pub(crate) fn http_client(ca_cert: Option<&Path>) -> anyhow::Result<reqwest::Client> {
     let mut builder = reqwest::Client::builder()
         .user_agent(concat!("airdock-import/", env!("CARGO_PKG_VERSION")))
         // Bounds on a dead network or peer; none on the whole exchange, which lasts as long
@@ -264,7 +283,7 @@ fn http_client(ca_cert: Option<&Path>) -> anyhow::Result<reqwest::Client> {
 /// A failed exchange as one line: what was being done and the chain of causes (reqwest's
 /// own message repeats the URL and hides the cause), with what to do when the server's
 /// certificate was not trusted.
-fn describe(e: &reqwest::Error, doing: &str) -> anyhow::Error {
+pub(crate) fn describe(e: &reqwest::Error, doing: &str) -> anyhow::Error {
     let mut msg = doing.to_owned();
     let mut cause = std::error::Error::source(e);
     if cause.is_none() {
@@ -291,11 +310,14 @@ async fn to_server(
     total: Option<u64>,
     counter: Arc<AtomicU64>,
 ) -> anyhow::Result<Outcome> {
-    let token = read_token(args)?;
+    let token = read_token(args.token_file.as_deref())?;
     let mut url = import_url(server, repo)?;
     if let Some(name) = tar_file_name(&args.file) {
         // For the import record (`GET /admin/v1/imports`).
         url.query_pairs_mut().append_pair("name", &name);
+    }
+    if args.dry_run {
+        url.query_pairs_mut().append_pair("dry_run", "true");
     }
     let client = http_client(args.ca_cert.as_deref())?;
     // Streamed in 1 MiB reads; the progress line counts what was handed to the connection.
@@ -325,7 +347,7 @@ async fn to_server(
         .text()
         .await
         .map_err(|e| describe(&e, &format!("reading the answer of {server}")))?;
-    if status == 201 {
+    if status == 201 || (args.dry_run && status == 200) {
         Ok(Outcome::Report(body))
     } else {
         Ok(Outcome::Failed { status, body })
@@ -379,7 +401,7 @@ impl Progress {
     }
 }
 
-fn human(n: u64) -> String {
+pub(crate) fn human(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut v = n as f64;
     let mut u = 0;
@@ -398,7 +420,12 @@ fn print_summary(file: &Path, r: &serde_json::Value) {
     let s = |v: &serde_json::Value| v.as_str().unwrap_or("").to_owned();
     let n = |v: &serde_json::Value| v.as_u64().unwrap_or(0);
     println!(
-        "imported {} into {} in {:.2} s ({})",
+        "{} {} into {} in {:.2} s ({})",
+        if r["dry_run"].is_object() {
+            "checked"
+        } else {
+            "imported"
+        },
         file.display(),
         s(&r["repository"]),
         r["seconds"].as_f64().unwrap_or(0.0),
@@ -441,6 +468,38 @@ fn print_summary(file: &Path, r: &serde_json::Value) {
             k => format!(", {k} non-distributable left out"),
         }
     );
+    if let Some(dry) = r["dry_run"].as_object() {
+        println!("dry run: nothing was changed");
+        for t in dry
+            .get("tags")
+            .and_then(|t| t.as_array())
+            .into_iter()
+            .flatten()
+        {
+            let from = t["from"]
+                .as_str()
+                .map(|f| format!(" (from {f})"))
+                .unwrap_or_default();
+            println!(
+                "  tag {} would {}: {}{from}",
+                s(&t["tag"]),
+                match t["change"].as_str() {
+                    Some("create") => "be created",
+                    Some("move") => "move",
+                    _ => "stay",
+                },
+                s(&t["digest"])
+            );
+        }
+        for m in dry
+            .get("missing")
+            .and_then(|m| m.as_array())
+            .into_iter()
+            .flatten()
+        {
+            println!("  missing: {}: {}", s(&m["entry"]), s(&m["message"]));
+        }
+    }
     if let Some(yml) = r["images_yml"].as_str() {
         println!("\n.imgpkg/images.yml after `imgpkg pull` from this registry:\n{yml}");
     }

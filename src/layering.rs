@@ -72,10 +72,12 @@ const ALLOWED: &[(&str, &[&str])] = &[
     // The commands, at the top: nothing uses them but `cli` and `main.rs`.
     ("import_cli", &["admin", "archive", "error", "imgpkg"]),
     ("user_cli", &["auth"]),
+    ("export_cli", &["auth", "imgpkg", "import_cli"]),
     (
         "cli",
         &[
             "config",
+            "export_cli",
             "forwarded",
             "health_cli",
             "import_cli",

@@ -7,6 +7,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod export_cli;
 pub mod forwarded;
 pub mod health;
 pub mod health_cli;

@@ -33,6 +33,12 @@ fn main() -> anyhow::Result<()> {
                 .build()?;
             rt.block_on(airdock::import_cli::run(args))
         }
+        Command::Export(args) => {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(airdock::export_cli::run(args))
+        }
         Command::Gc(args) => {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()

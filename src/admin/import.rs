@@ -1,6 +1,8 @@
 //! `POST|PUT /admin/v1/import?repository=<name>` takes an `imgpkg copy --to-tar` tarball, a
-//! `docker save` archive or an OCI image-layout archive (plain or gzip) as a streamed body and answers `201` with the import report, or a 4xx in
-//! the OCI error shape naming the offending tar entry.
+//! `docker save` archive or an OCI image-layout archive (plain or gzip) as a streamed body and
+//! answers `201` with the import report, or a 4xx in the OCI error shape naming the offending
+//! tar entry. With `&dry_run=true` it reads and verifies the same way, changes nothing, and
+//! answers `200` with the report it would give.
 
 use std::io;
 
@@ -60,6 +62,16 @@ pub(crate) fn options(parts: &axum::http::request::Parts) -> Result<ImportOption
             .extensions
             .get::<crate::auth::AdminPrincipal>()
             .map(|p| p.0.clone()),
+        dry_run: match query.get("dry_run") {
+            None | Some("false" | "0") => false,
+            Some("true" | "1" | "") => true,
+            Some(other) => {
+                return Err(RegistryError::BadRequest(
+                    code::UNSUPPORTED,
+                    format!("dry_run={other:?}: expected true or false"),
+                ))
+            }
+        },
         ..ImportOptions::default()
     })
 }
@@ -95,15 +107,17 @@ pub(crate) async fn run(
         present_blobs = report.blobs.present,
         bytes = report.tar_bytes,
         seconds = report.seconds,
+        dry_run = options.dry_run,
         "archive imported"
     );
     let body = serde_json::to_string_pretty(&report).unwrap_or_else(|_| "{}".to_owned());
-    Ok((
-        StatusCode::CREATED,
-        [(header::CONTENT_TYPE, "application/json")],
-        body,
-    )
-        .into_response())
+    // A dry run created nothing.
+    let status = if options.dry_run {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    Ok((status, [(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
 /// The longest tar name kept in a record.

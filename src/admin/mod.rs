@@ -1,10 +1,11 @@
 //! The admin API under `/admin/v1/`, one file per concept: the import (`import`), its
-//! resumable uploads (`import_uploads`),
+//! resumable uploads (`import_uploads`), the imgpkg export (`export`),
 //! online GC (`gc`), repository removal (`repositories`), import records (`imports`), upload
 //! sessions (`uploads`), disk usage (`usage`), the timers (`tasks`). Who may call it is decided once, by the auth
 //! layer in front of every `/admin/*` path (`crate::auth`, which also holds the admin token):
 //! no handler here checks credentials, and every refusal is a `RegistryError`.
 
+pub mod export;
 pub mod gc;
 pub mod import;
 pub mod import_uploads;
@@ -31,6 +32,10 @@ pub use tasks::spawn_background;
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route(IMPORT_PATH, post(import::import).put(import::import))
+        .route(
+            crate::auth::EXPORT_PATH,
+            get(export::export).post(export::export),
+        )
         .route("/admin/v1/gc", post(gc::gc))
         .route(
             "/admin/v1/repositories/{*name}",

@@ -733,6 +733,7 @@ async fn commit(
         upload_bytes: 0,
         seconds: 0.0,
         images_yml: None,
+        dry_run: None,
     })
 }
 

@@ -82,6 +82,15 @@ pub async fn import<R: AsyncRead + Unpin + Send + 'static>(
     let (format, tar) = sniff(tar).await?;
     let mut report = match format {
         Format::Imgpkg => imgpkg::import(store, repo, tar, opts).await?,
+        // The dry run reads imgpkg tars only so far: an archive's blobs would be stored
+        // (unlinked) on the way, which a dry run must not do. Refused, never committed.
+        Format::ImageArchive if opts.dry_run => {
+            return Err(ImportError::new(
+                ErrorKind::Unsupported,
+                None,
+                "dry_run is supported for imgpkg tars only, not yet for docker or OCI archives",
+            ))
+        }
         Format::ImageArchive => import::import_tar(store, repo, tar, opts).await?,
     };
     report.upload_bytes = received.load(Ordering::Relaxed);

@@ -110,6 +110,32 @@ enum Need {
     Catalog,
     Repo(String, Right),
     Admin,
+    /// The export (`/admin/v1/export`): an admin, or pull on every repository it reads,
+    /// checked by the handler through [`ReadCheck`] as it finds them.
+    Export,
+}
+
+/// The path of the export, the one admin route that pull rights open (it reveals nothing a
+/// pull of the same repositories would not).
+pub const EXPORT_PATH: &str = "/admin/v1/export";
+
+/// Left in the request of an export by the layer: may the caller read a repository? The
+/// same 401 (with the scope to ask for) or 403 a pull of it would get; always `Ok` for an
+/// admin, and for everyone when authentication is off (then `/v2` pulls are open too).
+#[derive(Clone)]
+pub struct ReadCheck(Arc<ReadFn>);
+
+/// A repository name → the pull decision for it.
+type ReadFn = dyn Fn(&str) -> Result<(), AuthError> + Send + Sync;
+
+impl ReadCheck {
+    fn anyone() -> ReadCheck {
+        ReadCheck(Arc::new(|_| Ok(())))
+    }
+
+    pub fn check(&self, repo: &str) -> Result<(), AuthError> {
+        (self.0)(repo)
+    }
 }
 
 /// Who the caller turned out to be, and where their rights come from.
@@ -285,7 +311,7 @@ impl Auth {
             Need::Repo(name, Right::Push) => Some(format!("repository:{name}:pull,push")),
             Need::Repo(name, Right::Delete) => Some(format!("repository:{name}:delete")),
             Need::Catalog => Some("registry:catalog:*".to_owned()),
-            Need::Login | Need::Admin => None,
+            Need::Login | Need::Admin | Need::Export => None,
         };
         let challenge = if *need == Need::Admin {
             ADMIN_CHALLENGE.to_owned()
@@ -477,6 +503,8 @@ impl Auth {
                 }))))
             }
             Need::Admin => admit_admin(Some(&self.policy), caller).map(|()| None),
+            // Someone who may log in; each repository is checked as the export reads it.
+            Need::Export => self.decide(caller, &Need::Login, client),
             Need::Repo(repo, right) => {
                 if self.rights(caller, repo).has(*right) {
                     return Ok(None);
@@ -530,6 +558,9 @@ pub fn unknown_users(settings: &crate::config::Settings, users: &Htpasswd) -> Ve
 
 /// What `method path` needs. `None` for paths outside `/v2` and `/admin`.
 fn classify(method: &Method, path: &str) -> Option<Need> {
+    if path == EXPORT_PATH {
+        return Some(Need::Export);
+    }
     if path == "/admin" || path.starts_with("/admin/") {
         return Some(Need::Admin);
     }
@@ -586,6 +617,11 @@ pub async fn layer(State(gate): State<Gate>, req: Request, next: Next) -> Respon
         return next.run(req).await;
     };
     let Some(auth) = gate.auth else {
+        if need == Need::Export {
+            let mut req = req;
+            req.extensions_mut().insert(ReadCheck::anyone());
+            return next.run(req).await;
+        }
         if need != Need::Admin {
             return next.run(req).await;
         }
@@ -648,6 +684,19 @@ pub async fn layer(State(gate): State<Gate>, req: Request, next: Next) -> Respon
         req.extensions_mut().insert(caller.principal());
     }
     let principal = caller.who();
+    if need == Need::Export {
+        let check = if admit_admin(Some(&auth.policy), &caller).is_ok() {
+            ReadCheck::anyone()
+        } else {
+            let auth = Arc::clone(&auth);
+            ReadCheck(Arc::new(move |repo: &str| {
+                auth.decide(&caller, &Need::Repo(repo.to_owned(), Right::Pull), &client)
+                    .map(|_| ())
+            }))
+        };
+        req.extensions_mut().insert(check);
+        return by(principal, next.run(req).await);
+    }
     if let Need::Repo(repo, Right::Push) = &need {
         if let Err(e) = check_mount(&auth, &caller, &client, repo, &mut req) {
             return RegistryError::from(e).into_response();
@@ -820,6 +869,8 @@ mod tests {
             Some(Need::Repo("a".into(), Right::Push))
         );
         assert_eq!(n(Method::POST, "/admin/v1/import"), Some(Need::Admin));
+        assert_eq!(n(Method::GET, "/admin/v1/export"), Some(Need::Export));
+        assert_eq!(n(Method::GET, "/admin/v1/exports"), Some(Need::Admin));
         assert_eq!(n(Method::GET, "/token"), None);
         assert_eq!(n(Method::GET, "/v2/nothing"), Some(Need::Login));
     }

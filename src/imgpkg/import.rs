@@ -28,9 +28,13 @@ use airdock_storage::{
     StoreError, Tag, Txn,
 };
 
+use super::bundle_layer;
+#[cfg(test)]
+use super::bundle_layer::clean_path;
+use super::dry_run::{self, DryRunReport, Kept, Missing};
 use super::gzip::{self, Compression, GzipDecoder, InflateLimitExceeded, InflateLimits};
 use super::locations::{self, LocationsImage};
-use super::lock::{ImagesLock, MAX_IMAGES_LOCK};
+use super::lock::ImagesLock;
 use super::manifest::{self, ImageSet, Item, DOCKER_LAYER};
 use super::names::{self, truncate};
 use super::stream::{ReadError, ReadErrorKind, TarReader};
@@ -53,6 +57,8 @@ pub struct ImportOptions {
     /// The upload's bytes as received (before any decompression), counted by a caller that
     /// reads the upload before handing a decoded stream on: the import record's size.
     pub received: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
+    /// Read and verify everything, write nothing, and report what the import would do.
+    pub dry_run: bool,
 }
 
 impl Default for ImportOptions {
@@ -64,6 +70,7 @@ impl Default for ImportOptions {
             tar_name: None,
             imported_by: None,
             received: None,
+            dry_run: false,
         }
     }
 }
@@ -180,7 +187,9 @@ pub struct BlobReport {
 pub struct ImportReport {
     /// What the upload was: `imgpkg`, `docker-archive` or `oci-archive` (see `crate::archive`).
     pub format: &'static str,
-    /// The id of the import record (`GET /admin/v1/imports`, `DELETE …/imports/<id>`).
+    /// The id of the import record (`GET /admin/v1/imports`, `DELETE …/imports/<id>`);
+    /// empty (and left out) for a dry run, which records nothing.
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub import_id: String,
     pub repository: String,
     pub root_bundle: Option<RootBundle>,
@@ -194,6 +203,9 @@ pub struct ImportReport {
     /// The root bundle's `.imgpkg/images.yml` as `imgpkg pull` rewrites it, when a bundle
     /// was imported and the registry host is known.
     pub images_yml: Option<String>,
+    /// Only for a dry run: the tags it would set and what is missing.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dry_run: Option<DryRunReport>,
 }
 
 /// Imports one imgpkg tar (plain or gzip) read from `body` into `repo`.
@@ -389,6 +401,7 @@ async fn start_blob<R: AsyncRead + Unpin>(
     tar: &mut TarReader<R>,
     digest: Digest,
     entry: String,
+    kept: Option<&mut Kept>,
 ) -> Result<Started, ImportError> {
     let at = Some(entry.as_str());
     let tar_failed = |tar: &mut TarReader<R>, e: io::Error| match tar.take_data_error() {
@@ -402,9 +415,18 @@ async fn start_blob<R: AsyncRead + Unpin>(
     let mut all_zero = true;
     let mut seen = 0u64;
     // Claimed (pinned) rather than just looked at: GC cannot collect it before the commit.
-    if let Some(pin) = store.claim_blob(&digest) {
+    // A dry run only pins (in memory): claiming touches the file, and it writes nothing.
+    let present = match &kept {
+        Some(_) => Some((store.pin_blob(&digest), store.blob_exists(&digest))),
+        None => store.claim_blob(&digest).map(|pin| (pin, true)),
+    };
+    if let Some((pin, existed)) = present {
         let mut hasher = digest.algorithm().hasher();
         let mut buf = vec![0u8; CHUNK];
+        let mut keep = match &kept {
+            Some(k) if !existed && k.wants(&digest, tar.remaining()) => Some(Vec::new()),
+            _ => None,
+        };
         loop {
             let n = match tar.data().read(&mut buf).await {
                 Ok(n) => n,
@@ -416,6 +438,9 @@ async fn start_blob<R: AsyncRead + Unpin>(
             hasher.update(&buf[..n]);
             all_zero &= buf[..n].iter().all(|&b| b == 0);
             seen += n as u64;
+            if let Some(k) = &mut keep {
+                k.extend_from_slice(&buf[..n]);
+            }
         }
         let actual = hasher.finish();
         if actual != digest {
@@ -425,11 +450,14 @@ async fn start_blob<R: AsyncRead + Unpin>(
                 &actual.to_string(),
             ));
         }
+        if let (Some(k), Some(bytes)) = (kept, keep) {
+            k.keep(digest.clone(), bytes);
+        }
         return Ok(Started::Present(
             digest,
             Received {
                 size: seen,
-                existed: true,
+                existed,
                 entry,
                 _pin: pin,
             },
@@ -575,6 +603,8 @@ struct Staged {
     blobs: BlobReport,
     locations: Vec<(Digest, LocationsImage)>,
     root_lock: Option<ImagesLock>,
+    /// Dry run: layers the real import would refuse for.
+    missing: Vec<Missing>,
 }
 
 async fn run<T: AsyncRead + Unpin + Send>(
@@ -587,7 +617,16 @@ async fn run<T: AsyncRead + Unpin + Send>(
     let mut tar = TarReader::new(stream);
     let mut pipeline = Pipeline::default();
     let mut received: BTreeMap<Digest, Received> = BTreeMap::new();
-    let read = read_entries(store, &mut tar, &mut pipeline, &mut received, opts).await;
+    let mut kept = opts.dry_run.then(Kept::default);
+    let read = read_entries(
+        store,
+        &mut tar,
+        &mut pipeline,
+        &mut received,
+        kept.as_mut(),
+        opts,
+    )
+    .await;
     let set = match read {
         Ok(set) => set,
         Err(e) => {
@@ -599,7 +638,7 @@ async fn run<T: AsyncRead + Unpin + Send>(
     };
     let tar_bytes = tar.offset();
     drop(tar);
-    let staged = stage(store, repo, &set, &received).await?;
+    let staged = stage(store, repo, &set, &received, kept.as_ref()).await?;
     // The whole upload has been read by now (the reader checks what follows the tar's end).
     let upload_bytes = received_bytes.load(Ordering::Relaxed);
     commit(store, repo, &set, staged, (tar_bytes, upload_bytes), opts).await
@@ -612,6 +651,7 @@ async fn read_entries<T: AsyncRead + Unpin + Send>(
     tar: &mut TarReader<T>,
     pipeline: &mut Pipeline,
     received: &mut BTreeMap<Digest, Received>,
+    mut kept: Option<&mut Kept>,
     opts: &ImportOptions,
 ) -> Result<ImageSet, ImportError> {
     let mut names: HashSet<Vec<u8>> = HashSet::new();
@@ -670,6 +710,9 @@ async fn read_entries<T: AsyncRead + Unpin + Send>(
                 for (d, r) in received.iter() {
                     check_wanted(&wanted, d, r.size, &r.entry)?;
                 }
+                if let Some(k) = kept.as_deref_mut() {
+                    k.know(&parsed);
+                }
                 set = Some(parsed);
             }
             Member::Blob(d) => {
@@ -678,7 +721,7 @@ async fn read_entries<T: AsyncRead + Unpin + Send>(
                     // cannot make us write gigabytes (gzip bombs included).
                     check_wanted(&wanted, &d, entry.size, &name)?;
                 }
-                let started = start_blob(store, tar, d, name).await?;
+                let started = start_blob(store, tar, d, name, kept.as_deref_mut()).await?;
                 match started {
                     Started::Present(d, r) => {
                         received.insert(d, r);
@@ -745,8 +788,10 @@ async fn stage(
     repo: &RepoName,
     set: &ImageSet,
     received: &BTreeMap<Digest, Received>,
+    kept: Option<&Kept>,
 ) -> Result<Staged, ImportError> {
     let mut staged = Staged::default();
+    let dry = kept.is_some();
     for (d, need) in set.layers() {
         if received.contains_key(d) {
             // Counted below with every other tar entry.
@@ -756,14 +801,23 @@ async fn stage(
             staged.blobs.skipped_non_distributable += 1;
             continue;
         } else {
-            return Err(ImportError::new(
+            let e = ImportError::new(
                 ErrorKind::MissingBlob,
                 Some(&names::tar_member_name(d)),
                 format!(
                     "not found in tar, nor in repository {repo} (layer of {}; hint: a non-distributable layer needs --include-non-distributable-layers on `imgpkg copy --to-tar`)",
                     need.used_by
                 ),
-            ));
+            );
+            // A dry run lists every missing reference rather than stopping at the first.
+            if !dry {
+                return Err(e);
+            }
+            staged.missing.push(Missing {
+                entry: e.entry.unwrap_or_default(),
+                message: e.message,
+            });
+            continue;
         }
         staged.txn_links.push(d.clone());
     }
@@ -771,6 +825,12 @@ async fn stage(
         count(&mut staged.blobs, r.existed, r.size);
     }
     for (d, raw) in set.configs() {
+        if dry {
+            if !received.contains_key(d) {
+                count(&mut staged.blobs, store.blob_exists(d), raw.len() as u64);
+            }
+            continue;
+        }
         let (ing, pin) = store
             .ingest_blob_pinned(Some(d), d.algorithm(), raw.as_bytes())
             .await
@@ -781,7 +841,7 @@ async fn stage(
         }
         staged.txn_links.push(d.clone());
     }
-    for m in set.manifests() {
+    for m in set.manifests().into_iter().filter(|_| !dry) {
         let (_, pin) = store
             .ingest_blob_pinned(Some(m.digest), m.digest.algorithm(), m.bytes)
             .await
@@ -807,7 +867,7 @@ async fn stage(
             if !visited.insert(bundle.clone()) {
                 continue;
             }
-            let lock = read_images_lock(store, set, &bundle).await?;
+            let lock = read_images_lock(store, set, &bundle, kept).await?;
             let walk = locations::walk_bundle(set, &bundle, &lock)
                 .map_err(|e| ImportError::new(ErrorKind::Manifest, Some("manifest.json"), e.0))?;
             queue.extend(walk.nested_bundles.iter().cloned());
@@ -816,6 +876,10 @@ async fn stage(
                 (&image.layer_digest, &image.layer),
                 (&image.config_digest, &image.config),
             ] {
+                if dry {
+                    count(&mut staged.blobs, store.blob_exists(d), bytes.len() as u64);
+                    continue;
+                }
                 let (ing, pin) = store
                     .ingest_blob_pinned(Some(d), d.algorithm(), &bytes[..])
                     .await
@@ -825,11 +889,13 @@ async fn stage(
                 staged.txn_links.push(d.clone());
             }
             let digest = &image.manifest_digest;
-            let (_, pin) = store
-                .ingest_blob_pinned(Some(digest), digest.algorithm(), &image.manifest[..])
-                .await
-                .map_err(|e| storage_err("storing an ImageLocations manifest", e))?;
-            staged.pins.push(pin);
+            if !dry {
+                let (_, pin) = store
+                    .ingest_blob_pinned(Some(digest), digest.algorithm(), &image.manifest[..])
+                    .await
+                    .map_err(|e| storage_err("storing an ImageLocations manifest", e))?;
+                staged.pins.push(pin);
+            }
             if bundle == root.digest {
                 staged.root_lock = Some(lock);
             }
@@ -854,6 +920,7 @@ async fn read_images_lock(
     store: &Store,
     set: &ImageSet,
     bundle: &Digest,
+    kept: Option<&Kept>,
 ) -> Result<ImagesLock, ImportError> {
     let at = Some("manifest.json");
     let Some(Item::Image(img)) = set.top_level(bundle).map(|t| &t.item) else {
@@ -892,44 +959,17 @@ async fn read_images_lock(
             format!("bundle {bundle}: {msg}"),
         )
     };
-    let file = store
-        .open_stored_blob(&layer.digest)
-        .await
-        .map_err(|e| storage_err(&format!("reading bundle layer {}", layer.digest), e))?;
-    let gz = GzipDecoder::new(BufReader::new(file), InflateLimits::default());
-    let mut tar = TarReader::new(gz);
-    loop {
-        let e = match tar.next_entry().await {
-            Ok(Some(e)) => e,
-            Ok(None) => return Err(bad("the bundle layer has no .imgpkg/images.yml".into())),
-            Err(e) => return Err(bad(format!("reading the bundle layer: {e}"))),
+    // A dry run stored nothing: a new bundle layer is in memory.
+    let file: Box<dyn AsyncRead + Unpin + Send + '_> =
+        match kept.and_then(|k| k.get(&layer.digest)) {
+            Some(bytes) => Box::new(bytes),
+            None => {
+                Box::new(store.open_stored_blob(&layer.digest).await.map_err(|e| {
+                    storage_err(&format!("reading bundle layer {}", layer.digest), e)
+                })?)
+            }
         };
-        if e.kind != Kind::Regular || clean_path(&e.name) != b".imgpkg/images.yml" {
-            continue;
-        }
-        if e.size > MAX_IMAGES_LOCK {
-            return Err(bad(format!(
-                ".imgpkg/images.yml of {} bytes is too large",
-                e.size
-            )));
-        }
-        let bytes = tar
-            .read_entry_to_vec()
-            .await
-            .map_err(|e| bad(format!("reading .imgpkg/images.yml: {e}")))?;
-        // Stop here: nothing after images.yml matters, and bundle layers from other tar
-        // writers need not end the way ours must.
-        return ImagesLock::parse(&bytes).map_err(|e| bad(format!(".imgpkg/images.yml: {}", e.0)));
-    }
-}
-
-/// `./a//b` → `a/b`, as Go's `filepath.Clean` would see the path for our comparison.
-fn clean_path(name: &[u8]) -> Vec<u8> {
-    let parts: Vec<&[u8]> = name
-        .split(|&c| c == b'/')
-        .filter(|p| !p.is_empty() && *p != b".")
-        .collect();
-    parts.join(&b'/')
+    bundle_layer::images_lock(file).await.map_err(bad)
 }
 
 fn tag(s: &str) -> Result<Tag, ImportError> {
@@ -1050,12 +1090,27 @@ async fn commit(
         }
     }
 
-    let import_id = record.id.clone();
-    txn.record_import(record);
-    store
-        .commit(txn)
-        .await
-        .map_err(|e| storage_err("committing the import", e))?;
+    let (import_id, dry_run) = if opts.dry_run {
+        let tags: Vec<(Tag, Digest)> = record
+            .tags
+            .iter()
+            .map(|t| (t.tag.clone(), t.digest.clone()))
+            .collect();
+        let report = DryRunReport {
+            would_import: staged.missing.is_empty(),
+            tags: dry_run::tag_changes(store, repo, &tags),
+            missing: staged.missing,
+        };
+        (String::new(), Some(report))
+    } else {
+        let import_id = record.id.clone();
+        txn.record_import(record);
+        store
+            .commit(txn)
+            .await
+            .map_err(|e| storage_err("committing the import", e))?;
+        (import_id, None)
+    };
 
     let root_bundle = set.root_bundle().map(|(top, img)| RootBundle {
         original_ref: top.orig_ref.clone(),
@@ -1077,6 +1132,7 @@ async fn commit(
         upload_bytes: 0,
         seconds: 0.0,
         images_yml,
+        dry_run,
     })
 }
 

@@ -7,6 +7,9 @@
 //! normalisation ([`refs`]), ImageLocations images ([`locations`]) and Go-compatible YAML
 //! ([`yaml`]); [`synth`] builds imgpkg-format tars for tests and benchmarks. [`import`] drives them against `airdock_storage`.
 
+pub mod bundle_layer;
+pub mod dry_run;
+pub mod export;
 pub mod gzip;
 pub mod import;
 pub mod locations;

@@ -14,7 +14,7 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use airdock_storage::RepoName;
 
-use super::{admin_url, describe, http_client, read_token, ImportArgs, Outcome};
+use super::{admin_url, describe, http_client, read_token, repo_url, ImportArgs, Outcome};
 use crate::admin::import_uploads::UPLOADS_PATH;
 
 /// Bytes per `PATCH`: what a drop can cost again, and the request count (a 10 GiB tar is
@@ -115,9 +115,9 @@ pub(super) async fn upload(
     total: u64,
     counter: Arc<AtomicU64>,
 ) -> anyhow::Result<Outcome> {
-    let token = read_token(args)?;
+    let token = read_token(args.token_file.as_deref())?;
     let client = http_client(args.ca_cert.as_deref())?;
-    let start_url = admin_url(server, UPLOADS_PATH, repo)?;
+    let start_url = repo_url(server, UPLOADS_PATH, repo)?;
     // Opening the session is not retried: an unreachable or untrusted server at the start is
     // a mistake to report at once, not a flaky link (the retries begin once bytes are moving).
     let resp = client
@@ -141,8 +141,7 @@ pub(super) async fn upload(
         })?;
     // The session's URL under the same prefix as --server (a `Location` is server-absolute,
     // which a path-prefixing proxy would not route).
-    let mut url = admin_url(server, &format!("{UPLOADS_PATH}{id}"), repo)?;
-    url.set_query(None);
+    let url = admin_url(server, &format!("{UPLOADS_PATH}{id}"))?;
     let session = Session {
         client,
         token,

@@ -32,14 +32,14 @@ fn find_tool(name: &str) -> Option<PathBuf> {
 
 /// imgpkg with a private HOME in a scratch directory it keeps alive, so no docker
 /// credentials or imgpkg config from the machine leak in. Every registry here is plain HTTP.
-struct Imgpkg {
+pub(crate) struct Imgpkg {
     bin: PathBuf,
     home: PathBuf,
     work: TempDir,
 }
 
 impl Imgpkg {
-    fn new(prefix: &str) -> Imgpkg {
+    pub(crate) fn new(prefix: &str) -> Imgpkg {
         let bin = find_tool("imgpkg").unwrap_or_else(|| {
             panic!(
                 "`imgpkg` (0.43.1) is not installed: run scripts/install-clients.sh, or put it on PATH"
@@ -52,11 +52,11 @@ impl Imgpkg {
     }
 
     /// The scratch directory for the test's own files.
-    fn dir(&self) -> &Path {
+    pub(crate) fn dir(&self) -> &Path {
         self.work.path()
     }
 
-    fn run(&self, args: &[&str]) -> Output {
+    pub(crate) fn run(&self, args: &[&str]) -> Output {
         let out = Command::new(&self.bin)
             .args(args)
             .arg("--registry-insecure")
@@ -79,7 +79,7 @@ impl Imgpkg {
     }
 
     /// `imgpkg pull --recursive` of `bundle` into `out`; returns its stdout.
-    fn pull(&self, bundle: &str, out: &Path) -> String {
+    pub(crate) fn pull(&self, bundle: &str, out: &Path) -> String {
         let o = self.run(&[
             "pull",
             "-b",
@@ -101,7 +101,7 @@ fn write(path: &Path, text: &str) {
 }
 
 /// Every `image:` of a lock file imgpkg wrote (ImagesLock or BundleLock).
-fn lock_file_images(path: &Path) -> Vec<String> {
+pub(crate) fn lock_file_images(path: &Path) -> Vec<String> {
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     lock_images(&text)
 }

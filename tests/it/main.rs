@@ -9,6 +9,8 @@ mod connections;
 mod crash;
 mod deploy;
 mod diskfull;
+mod dry_run;
+mod export;
 mod fixture;
 mod gc;
 mod health;
