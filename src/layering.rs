@@ -65,7 +65,16 @@ const ALLOWED: &[(&str, &[&str])] = &[
     // The web console: pages over the store, the rights of `auth`, the importer for uploads.
     (
         "ui",
-        &["auth", "error", "forwarded", "http", "imgpkg", "lib", "sys"],
+        &[
+            "admin",
+            "auth",
+            "error",
+            "forwarded",
+            "http",
+            "imgpkg",
+            "lib",
+            "sys",
+        ],
     ),
     ("server", &["config", "lib"]),
     ("health", &["config", "lib"]),

@@ -34,9 +34,31 @@ pub async fn import(State(st): State<AppState>, req: Request) -> Result<Response
             ))
         }
     };
-    let options = ImportOptions {
-        // The host clients reach us by (behind a trusted proxy: the proxy's), for the
-        // relocated `images.yml` in the report.
+    // Put there by the auth layer for every admin request it lets through.
+    let by = parts
+        .extensions
+        .get::<crate::auth::AdminPrincipal>()
+        .map(|p| p.0.clone());
+    let options = options(&parts, &query, by)?;
+    let report = run(&st, &repo, body, &options).await?;
+    let body = serde_json::to_string_pretty(&report).unwrap_or_else(|_| "{}".to_owned());
+    Ok((
+        StatusCode::CREATED,
+        [(header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response())
+}
+
+/// The import options of a request: the host clients reach us by (behind a trusted proxy:
+/// the proxy's), for the relocated `images.yml` in the report; the tar's name and who
+/// imports, for the record.
+pub fn options(
+    parts: &axum::http::request::Parts,
+    query: &Query,
+    imported_by: Option<String>,
+) -> Result<ImportOptions, RegistryError> {
+    Ok(ImportOptions {
         registry_host: parts
             .extensions
             .get::<crate::forwarded::Client>()
@@ -45,15 +67,21 @@ pub async fn import(State(st): State<AppState>, req: Request) -> Result<Response
             query.get("name"),
             parts.headers.get(header::CONTENT_DISPOSITION),
         )?,
-        // Put there by the auth layer for every admin request it lets through.
-        imported_by: parts
-            .extensions
-            .get::<crate::auth::AdminPrincipal>()
-            .map(|p| p.0.clone()),
+        imported_by,
         ..ImportOptions::default()
-    };
+    })
+}
+
+/// Import the tar streamed as `body` into `repo` and log the outcome: the one import path of
+/// the admin API and the console's upload page.
+pub async fn run(
+    st: &AppState,
+    repo: &RepoName,
+    body: Body,
+    options: &ImportOptions,
+) -> Result<imgpkg::ImportReport, RegistryError> {
     let reader = body_reader(body);
-    let report = match imgpkg::import(&st.store, &repo, reader, &options).await {
+    let report = match imgpkg::import(&st.store, repo, reader, options).await {
         Ok(report) => report,
         Err(error) => {
             if error.http_status() < 500 {
@@ -63,7 +91,7 @@ pub async fn import(State(st): State<AppState>, req: Request) -> Result<Response
                 metrics::get().import(ImportResult::Failed, 0, 0.0);
             }
             return Err(RegistryError::Import {
-                repository: repo,
+                repository: repo.clone(),
                 error,
             });
         }
@@ -78,13 +106,7 @@ pub async fn import(State(st): State<AppState>, req: Request) -> Result<Response
         seconds = report.seconds,
         "imgpkg tar imported"
     );
-    let body = serde_json::to_string_pretty(&report).unwrap_or_else(|_| "{}".to_owned());
-    Ok((
-        StatusCode::CREATED,
-        [(header::CONTENT_TYPE, "application/json")],
-        body,
-    )
-        .into_response())
+    Ok(report)
 }
 
 /// The longest tar name kept in a record.

@@ -11,6 +11,7 @@ pub mod assets;
 mod manifest;
 mod repos;
 pub mod session;
+mod upload;
 pub mod view;
 
 use std::sync::Arc;
@@ -82,6 +83,7 @@ pub fn router(app: AppState) -> Router {
         .route("/ui/static/{file}", get(assets::serve))
         .route("/ui/login", get(sign_in_page).post(sign_in))
         .route("/ui/logout", post(sign_out))
+        .route("/ui/upload", get(upload::page).post(upload::upload))
         .route(
             "/ui/repositories/{*rest}",
             get(repos::get).post(repos::post),

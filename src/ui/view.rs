@@ -9,6 +9,7 @@ use super::Viewer;
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Nav {
     Repositories,
+    Upload,
     SignIn,
 }
 
@@ -43,6 +44,9 @@ pub fn page(title: &str, viewer: &Viewer, nav: Nav, body: Markup) -> Markup {
                     a.brand href="/ui/" { "airdock" }
                     nav {
                         (item(Nav::Repositories, "/ui/", "Repositories"))
+                        @if viewer.is_admin() {
+                            (item(Nav::Upload, "/ui/upload", "Upload"))
+                        }
                     }
                     div.who {
                         button.theme type="button" id="theme" title="Switch light / dark theme" { "◐" }

@@ -29,9 +29,14 @@ export async function open() {
   const context = await browser.newContext({ viewport: { width: 1280, height: 860 } });
   const page = await context.newPage();
   const problems = [];
+  // URL prefixes a scenario expects to answer with an error status (Chromium logs each as an error).
+  const expectFailure = new Set();
   page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
   page.on('console', (m) => {
-    if (m.type() === 'error') problems.push(`console error: ${m.text()} (${m.location()?.url ?? ''})`);
+    const url = m.location()?.url ?? '';
+    if (m.type() === 'error' && !([...expectFailure].some((u) => url.startsWith(u)) && /status of 4\d\d/.test(m.text()))) {
+      problems.push(`console error: ${m.text()} (${url})`);
+    }
   });
   page.on('requestfailed', (r) => {
     // A navigation away from a page aborts what it still loads; that is not a failure.
@@ -40,7 +45,7 @@ export async function open() {
   page.on('request', (r) => {
     if (!r.url().startsWith(BASE())) problems.push(`external request: ${r.url()}`);
   });
-  return { browser, context, page, problems };
+  return { browser, context, page, problems, expectFailure };
 }
 
 export async function signIn(page, user, password) {

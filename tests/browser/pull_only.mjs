@@ -21,6 +21,15 @@ await run(async ({ page, context }) => {
   check(r.status() === 403, `forged delete without a CSRF token: ${r.status()}`);
   r = await page.request.post(url, { form: { _csrf: csrf.replace(/^./, (c) => (c === 'a' ? 'b' : 'a')) }, maxRedirects: 0 });
   check(r.status() === 403, `forged delete with a wrong CSRF token: ${r.status()}`);
+  // No upload for a user who is not an admin: no link, and the server refuses.
+  check(await page.locator('header nav a:text("Upload")').count() === 0, 'no Upload link for a non-admin');
+  r = await page.request.get(`${BASE()}/ui/upload`, { maxRedirects: 0 });
+  check(r.status() === 403, `the upload page refuses a non-admin: ${r.status()}`);
+  r = await page.request.post(`${BASE()}/ui/upload?repository=team/x`, {
+    headers: { 'X-CSRF-Token': csrf, 'Content-Type': 'application/octet-stream' }, data: Buffer.alloc(1024), maxRedirects: 0,
+  });
+  check(r.status() === 403, `a forged upload by a non-admin: ${r.status()}`);
+
   await context.clearCookies();
   r = await page.request.post(url, { form: { _csrf: csrf }, maxRedirects: 0 });
   check(r.status() === 403, `a token replayed without its session cookie: ${r.status()}`);

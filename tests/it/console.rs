@@ -261,3 +261,56 @@ async fn root_redirects_to_the_console_and_the_api_is_unchanged() {
         "{cookie}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn console_upload_shows_progress_report_and_refusal() {
+    use airdock::imgpkg::synth::{self, Blob, Element, Image};
+    use airdock::imgpkg::tarfmt::Kind;
+
+    let lab = lab();
+    let dir = crate::support::scratch_dir("console-upload-");
+    let bundle = dir.path().join("platform-bundle.tar");
+    std::fs::write(&bundle, crate::fixture::fixture_tar("platform-bundle")).expect("write");
+    // 24 MiB of incompressible layer: long enough at 8 MiB/s for the bar to move visibly.
+    let image = Image::oci(
+        vec![Blob::new(
+            "application/vnd.oci.image.layer.v1.tar+gzip",
+            xorshift_bytes(24 << 20, 7),
+        )],
+        &[],
+    );
+    let big = dir.path().join("big.tar");
+    std::fs::write(
+        &big,
+        synth::imgpkg_tar(&[Element::Image {
+            image,
+            source_repo: "example.org/big".into(),
+            tag: "v1".into(),
+            root_bundle: false,
+        }]),
+    )
+    .expect("write");
+    // A real tar with a symlink entry appended before its end marker.
+    let mut hostile = crate::fixture::fixture_tar("guestbook-bundle");
+    hostile.truncate(hostile.len() - 1024);
+    hostile.extend_from_slice(&synth::raw_header("evil", Kind::Symlink, 0, b"/etc/passwd"));
+    hostile.extend_from_slice(&[0u8; 1024]);
+    let evil = dir.path().join("hostile.tar");
+    std::fs::write(&evil, hostile).expect("write");
+
+    let path = |p: &Path| p.to_str().expect("utf-8").to_owned();
+    let (bundle, big, evil) = (path(&bundle), path(&big), path(&evil));
+    let vars = [
+        ("BUNDLE_REPO", "team/bundle"),
+        ("BUNDLE_TAR", bundle.as_str()),
+        ("BIG_REPO", "team/big"),
+        ("BIG_TAR", big.as_str()),
+        ("HOSTILE_REPO", "team/hostile"),
+        ("HOSTILE_TAR", evil.as_str()),
+        ("HOSTILE_ENTRY", "evil"),
+    ];
+    tokio::task::block_in_place(|| browse(&lab.server, "upload.mjs", ALICE, &vars));
+    assert!(!lab.tags("team/bundle").await.is_empty());
+    assert!(lab.tags("team/big").await.contains(&"v1".to_owned()));
+    assert!(lab.tags("team/hostile").await.is_empty());
+}

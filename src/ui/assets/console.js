@@ -57,6 +57,65 @@
     if (msg && !window.confirm(msg)) ev.preventDefault();
   }, true);
 
+  // The upload page: the file goes as the raw body of one XMLHttpRequest (fetch() reports
+  // no upload progress), the server streams it into the importer and answers with the
+  // report, or the refusal, as HTML to show.
+  function human(n) {
+    var u = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+    var i = 0;
+    while (n >= 1024 && i < u.length - 1) { n /= 1024; i++; }
+    return (i === 0 ? n : n.toFixed(n < 10 ? 2 : 1)) + ' ' + u[i];
+  }
+  document.addEventListener('submit', function (ev) {
+    var form = ev.target;
+    if (form.id !== 'upload-form') return;
+    ev.preventDefault();
+    var file = form.querySelector('input[type="file"]').files[0];
+    var repo = form.querySelector('input[name="repository"]').value.trim();
+    if (!file || !repo) return;
+    var status = document.getElementById('upload-status');
+    var bar = document.getElementById('upload-progress');
+    var text = document.getElementById('upload-text');
+    var result = document.getElementById('upload-result');
+    var button = form.querySelector('button[type="submit"]');
+    status.hidden = false;
+    status.removeAttribute('data-done');
+    result.innerHTML = '';
+    bar.max = file.size || 1;
+    bar.value = 0;
+    button.disabled = true;
+    var started = performance.now();
+    var xhr = new XMLHttpRequest();
+    xhr.open('POST', form.getAttribute('action') + '?repository=' + encodeURIComponent(repo) +
+      '&name=' + encodeURIComponent(file.name));
+    xhr.setRequestHeader('X-CSRF-Token', form.querySelector('input[name="_csrf"]').value);
+    xhr.setRequestHeader('Content-Type', 'application/octet-stream');
+    xhr.upload.onprogress = function (e) {
+      var secs = Math.max((performance.now() - started) / 1000, 0.001);
+      bar.value = e.loaded;
+      text.textContent = human(e.loaded) + ' of ' + human(e.total || file.size) + ' · ' +
+        human(e.loaded / secs) + '/s';
+    };
+    xhr.upload.onload = function () {
+      bar.value = bar.max;
+      text.textContent = human(file.size) + ' sent · importing…';
+    };
+    xhr.onload = function () {
+      button.disabled = false;
+      var secs = (performance.now() - started) / 1000;
+      status.setAttribute('data-done', String(xhr.status));
+      text.textContent = (xhr.status === 201 ? 'Imported: ' : 'Refused: ') + human(file.size) +
+        ' in ' + secs.toFixed(1) + ' s';
+      result.innerHTML = xhr.responseText;
+    };
+    xhr.onerror = function () {
+      button.disabled = false;
+      status.setAttribute('data-done', 'error');
+      text.textContent = 'The upload failed: the connection was lost.';
+    };
+    xhr.send(file);
+  });
+
   // "/" focuses the page's filter, as on most tools.
   document.addEventListener('keydown', function (ev) {
     if (ev.key !== '/' || ev.ctrlKey || ev.metaKey || ev.altKey) return;
