@@ -879,10 +879,33 @@ async fn read_images_lock(
             format!("bundle {bundle}: {msg}"),
         )
     };
+    match read_layer_lock(store, &layer.digest).await {
+        Ok(lock) => Ok(lock),
+        Err(LayerLockError::Storage(e)) => Err(storage_err(
+            &format!("reading bundle layer {}", layer.digest),
+            e,
+        )),
+        Err(LayerLockError::Bad(msg)) => Err(bad(msg)),
+    }
+}
+
+/// Why [`read_layer_lock`] found no images lock.
+#[derive(Debug)]
+pub enum LayerLockError {
+    Storage(StoreError),
+    /// The layer is no gzip tar holding a valid `.imgpkg/images.yml`; says why.
+    Bad(String),
+}
+
+/// Reads `.imgpkg/images.yml` out of a bundle layer in the content store (a gzip tar, read
+/// as a stream with bounded inflation; the file itself at most `MAX_IMAGES_LOCK`). The
+/// caller checks that whoever asks may read the layer.
+pub async fn read_layer_lock(store: &Store, layer: &Digest) -> Result<ImagesLock, LayerLockError> {
+    let bad = LayerLockError::Bad;
     let file = store
-        .open_stored_blob(&layer.digest)
+        .open_stored_blob(layer)
         .await
-        .map_err(|e| storage_err(&format!("reading bundle layer {}", layer.digest), e))?;
+        .map_err(LayerLockError::Storage)?;
     let gz = GzipDecoder::new(BufReader::new(file), InflateLimits::default());
     let mut tar = TarReader::new(gz);
     loop {

@@ -42,6 +42,18 @@ fn config_of(bytes: &[u8]) -> Option<(Digest, u64)> {
     Some((Digest::parse(&c.digest).ok()?, c.size))
 }
 
+/// The layer digests of an image manifest's bytes, in order.
+pub fn layers_of(bytes: &[u8]) -> Vec<Digest> {
+    serde_json::from_slice::<Image>(bytes)
+        .map(|i| {
+            i.layers
+                .iter()
+                .filter_map(|l| Digest::parse(&l.digest).ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// The bytes of a blob `repo` holds, up to `max` (`None` when absent or larger).
 pub async fn small_blob(c: &Console, repo: &RepoName, d: &Digest, max: u64) -> Option<Vec<u8>> {
     let (file, len) = c.app.store.open_blob(repo, d).ok()?;
@@ -159,6 +171,9 @@ pub async fn page(
             dt { "Type" } dd { (type_cell(record, bundle)) br; small.muted { (record.media_type.as_str()) } }
             dt { "Size" } dd { (view::bytes(pull_size(c, repo, record))) " to pull · manifest " (view::bytes(record.size)) }
             dt { "Tags" } dd { @if tags.is_empty() { span.muted { "none (untagged)" } } @for t in &tags { span.badge { (t) } " " } }
+            @if bundle {
+                dt { "Bundle" } dd { a href=(super::bundles::bundle_href(repo.as_str(), digest)) { "its images.yml, each image present or missing" } }
+            }
             @if let Some(s) = &record.subject {
                 dt { "Refers to" } dd { a href=(manifest_href(repo.as_str(), s)) { code { (s) } } }
             }

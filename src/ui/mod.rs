@@ -8,6 +8,7 @@
 //! the spec's JSON for a client, so they are mapped here, once.
 
 pub mod assets;
+mod bundles;
 mod manifest;
 mod repos;
 pub mod session;
@@ -84,6 +85,7 @@ pub fn router(app: AppState) -> Router {
         .route("/ui/login", get(sign_in_page).post(sign_in))
         .route("/ui/logout", post(sign_out))
         .route("/ui/upload", get(upload::page).post(upload::upload))
+        .route("/ui/bundles", get(bundles::list))
         .route(
             "/ui/repositories/{*rest}",
             get(repos::get).post(repos::post),

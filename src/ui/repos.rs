@@ -111,6 +111,7 @@ pub async fn list(State(c): State<Console>, req: Request) -> Result<Response, Ui
 enum Target {
     Repo(RepoName),
     Manifest(RepoName, Digest),
+    Bundle(RepoName, Digest),
     DeleteTag(RepoName, Tag),
 }
 
@@ -126,6 +127,9 @@ fn target(rest: &str) -> Result<Target, UiError> {
     let repo = RepoName::parse(name).map_err(bad)?;
     if let Some(d) = action.strip_prefix("manifests/") {
         return Ok(Target::Manifest(repo, Digest::parse(d).map_err(bad)?));
+    }
+    if let Some(d) = action.strip_prefix("bundles/") {
+        return Ok(Target::Bundle(repo, Digest::parse(d).map_err(bad)?));
     }
     if let Some(t) = action
         .strip_prefix("tags/")
@@ -169,6 +173,10 @@ pub async fn get(State(c): State<Console>, req: Request) -> Result<Response, UiE
         Target::Manifest(repo, digest) => {
             require_pull(&viewer, &repo, parts.uri.path())?;
             super::manifest::page(&c, &viewer, &repo, &digest).await
+        }
+        Target::Bundle(repo, digest) => {
+            require_pull(&viewer, &repo, parts.uri.path())?;
+            super::bundles::page(&c, &viewer, &repo, &digest).await
         }
         Target::DeleteTag(..) => Err(UiError::BadRequest(
             "deleting a tag takes a POST from its repository page".into(),

@@ -9,6 +9,7 @@ use super::Viewer;
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Nav {
     Repositories,
+    Bundles,
     Upload,
     SignIn,
 }
@@ -44,6 +45,7 @@ pub fn page(title: &str, viewer: &Viewer, nav: Nav, body: Markup) -> Markup {
                     a.brand href="/ui/" { "airdock" }
                     nav {
                         (item(Nav::Repositories, "/ui/", "Repositories"))
+                        (item(Nav::Bundles, "/ui/bundles", "Bundles"))
                         @if viewer.is_admin() {
                             (item(Nav::Upload, "/ui/upload", "Upload"))
                         }

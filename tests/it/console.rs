@@ -314,3 +314,24 @@ async fn console_upload_shows_progress_report_and_refusal() {
     assert!(lab.tags("team/big").await.contains(&"v1".to_owned()));
     assert!(lab.tags("team/hostile").await.is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn console_bundle_shows_every_images_yml_entry_present() {
+    let lab = lab();
+    let r = lab
+        .c
+        .post(lab.server.url("/admin/v1/import?repository=team/bundle"))
+        .basic_auth(ALICE.0, Some(ALICE.1))
+        .body(crate::fixture::fixture_tar("platform-bundle"))
+        .send()
+        .await
+        .expect("import");
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let report: serde_json::Value = r.json().await.expect("report");
+    let tag = report["root_bundle"]["tag"]
+        .as_str()
+        .expect("root bundle tag")
+        .to_owned();
+    let vars = [("REPO", "team/bundle"), ("TAG", tag.as_str())];
+    tokio::task::block_in_place(|| browse(&lab.server, "bundles.mjs", ALICE, &vars));
+}
