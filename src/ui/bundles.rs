@@ -57,12 +57,9 @@ pub async fn list(State(c): State<Console>, req: Request) -> Result<Response, Ui
         let (rows, _) = c
             .app
             .store
-            .tag_rows(&repo, "", None, usize::MAX)
+            .tag_rows(&repo, "", None, usize::MAX, true)
             .unwrap_or_default();
         for row in rows {
-            if is_imgpkg_tag(&row.tag) {
-                continue;
-            }
             if is_bundle(&c, &repo, &row.record).await {
                 found.push((repo.clone(), row));
             }

@@ -133,7 +133,12 @@ pub async fn page(
     let tags = c.app.store.tags_of(repo, digest);
     let bundle = is_bundle(c, repo, record).await;
     let referrers = c.app.store.referrers(repo, digest, None).await;
-    let reference = match tags.first() {
+    // A person's tag rather than imgpkg's `sha256-….imgpkg` where there is one.
+    let reference = match tags
+        .iter()
+        .find(|t| !airdock_storage::is_imgpkg_tag(t))
+        .or(tags.first())
+    {
         Some(t) => format!(":{t}"),
         None => format!("@{digest}"),
     };

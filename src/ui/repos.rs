@@ -315,6 +315,9 @@ async fn repository(
     query: &Query,
 ) -> Result<Response, UiError> {
     let p = paging(query);
+    // imgpkg's own tags (one per image it copied, and the locations image) are noise to a
+    // person; shown on request.
+    let show_imgpkg = query.get("imgpkg").is_some_and(|v| v == "1");
     let Some(summary) = c.app.store.repo_summary(repo) else {
         return Err(UiError::NotFound(format!(
             "there is no repository {repo} that you may pull"
@@ -323,7 +326,7 @@ async fn repository(
     let (rows, more) = c
         .app
         .store
-        .tag_rows(repo, p.q, p.after, p.n)
+        .tag_rows(repo, p.q, p.after, p.n, !show_imgpkg)
         .unwrap_or_default();
     let may_delete = viewer.rights(repo.as_str()).delete;
     let mut shown = Vec::with_capacity(rows.len());
@@ -352,10 +355,11 @@ async fn repository(
     let base = repo_href(repo.as_str());
     let next = shown.last().filter(|_| more).map(|(last, _, _)| {
         format!(
-            "{base}?q={}&after={}&n={}",
+            "{base}?q={}&after={}&n={}{}",
             url_part(p.q),
             url_part(&last.tag),
-            p.n
+            p.n,
+            if show_imgpkg { "&imgpkg=1" } else { "" }
         )
     });
     let body = html! {
@@ -371,6 +375,8 @@ async fn repository(
         p.summary {
             (summary.tags) " tags · " (summary.manifests) " manifests · " (view::bytes(summary.bytes))
             @if let Some(t) = summary.last_push { " · last push " (view::when(t)) }
+            " · "
+            @if show_imgpkg { a href=(base) { "hide imgpkg's own tags" } } @else { a href={ (base) "?imgpkg=1" } { "show imgpkg's own tags" } }
         }
         @if let Some(t) = deleted { p.notice role="status" { "Tag " code { (t) } " deleted." } }
         div id="results" {

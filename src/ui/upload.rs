@@ -168,8 +168,8 @@ fn report_view(viewer: &Viewer, r: &ImportReport) -> Markup {
                     @for i in &r.images {
                         tr {
                             td { (i.kind) }
-                            td { (i.original_ref.as_deref().unwrap_or("")) }
-                            td { @for t in &i.tags { span.badge { (t) } " " } }
+                            td.wrap { (i.original_ref.as_deref().unwrap_or("")) }
+                            td.wrap { @for t in &i.tags { span.badge { (t) } " " } }
                             td { (link(&i.digest)) }
                         }
                     }

@@ -100,7 +100,8 @@ impl Store {
     }
 
     /// Tags of `repo` containing `filter`, in lexical order, after `after`, at most `n`, each
-    /// with its manifest record and time; the flag says whether more follow. `None` if the
+    /// with its manifest record and time; the flag says whether more follow. With
+    /// `hide_imgpkg`, imgpkg's own tags (`sha256-….imgpkg`) are left out. `None` if the
     /// repository does not exist.
     pub fn tag_rows(
         &self,
@@ -108,6 +109,7 @@ impl Store {
         filter: &str,
         after: Option<&str>,
         n: usize,
+        hide_imgpkg: bool,
     ) -> Option<(Vec<TagRow>, bool)> {
         let state = self.inner.meta.read();
         let r = state.repos.get(repo)?;
@@ -115,7 +117,10 @@ impl Store {
         let mut more = false;
         for (tag, e) in &r.tags {
             let t = tag.as_str();
-            if !t.contains(filter) || after.is_some_and(|a| t <= a) {
+            if !t.contains(filter)
+                || after.is_some_and(|a| t <= a)
+                || (hide_imgpkg && crate::is_imgpkg_tag(t))
+            {
                 continue;
             }
             let Some(record) = r.manifests.get(&e.digest) else {
@@ -206,12 +211,12 @@ mod tests {
         assert_eq!(s.repo_summaries("", None, 10, &only_b).total, 1);
 
         let name = RepoName::parse("b").expect("name");
-        let (rows, more) = s.tag_rows(&name, "", Some("v1"), 5).expect("repo");
+        let (rows, more) = s.tag_rows(&name, "", Some("v1"), 5, true).expect("repo");
         assert_eq!((rows.len(), more), (1, false));
         assert_eq!(rows[0].tag, "v2");
         assert_eq!(s.tags_of(&name, &rows[0].record.digest), ["v2"]);
         assert!(s
-            .tag_rows(&RepoName::parse("none").expect("n"), "", None, 5)
+            .tag_rows(&RepoName::parse("none").expect("n"), "", None, 5, false)
             .is_none());
     }
 }
