@@ -14,7 +14,7 @@ use maud::{html, Markup};
 
 use airdock_storage::{is_imgpkg_tag, Digest, Reference, RepoName, Tag};
 
-use super::manifest::{is_bundle, layers_of};
+use super::manifest::{is_bundle, layers_of, no_manifest};
 use super::repos::{manifest_href, pull_commands, repo_href};
 use super::view::{self, Nav};
 use super::{Console, UiError, Viewer};
@@ -238,7 +238,7 @@ pub async fn page(
         .app
         .store
         .stat_manifest(repo, &Reference::Digest(digest.clone()))
-        .map_err(|_| UiError::NotFound(format!("{repo} holds no manifest {digest}")))?;
+        .map_err(|_| no_manifest(repo, digest))?;
     if !is_bundle(c, repo, &record).await {
         return Err(UiError::NotFound(format!(
             "{digest} in {repo} is not an imgpkg bundle"

@@ -116,6 +116,11 @@ fn has_bundle_label(config: &[u8]) -> bool {
         .is_some_and(|l| l.contains_key(BUNDLE_CONFIG_LABEL))
 }
 
+/// The refusal for a manifest digest `repo` does not hold.
+pub fn no_manifest(repo: &RepoName, digest: &Digest) -> UiError {
+    UiError::NotFound(format!("{repo} holds no manifest {digest}"))
+}
+
 pub async fn page(
     c: &Console,
     viewer: &Viewer,
@@ -127,7 +132,7 @@ pub async fn page(
         .store
         .get_manifest(repo, &Reference::Digest(digest.clone()))
         .await
-        .map_err(|_| UiError::NotFound(format!("{repo} holds no manifest {digest}")))?;
+        .map_err(|_| no_manifest(repo, digest))?;
     let record = &m.record;
     let text = String::from_utf8_lossy(&m.bytes);
     let tags = c.app.store.tags_of(repo, digest);
