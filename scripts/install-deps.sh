@@ -17,6 +17,8 @@ declare -A PACKAGE_FOR=(
     [python3]=python3 # conformance/run.sh: free ports, summaries
     [nginx]=nginx-light # tests/it/proxy.rs: TLS-terminating reverse proxy in front of airdock
     [fusermount3]=fuse3 # tests/it/powerloss.rs: FUSE mounts when not root (root uses mount(2))
+    [chromium]=chromium # tests/it/console.rs: the web console in a headless browser
+    [npm]=npm           # tests/browser: installs playwright-core (node comes with it)
 )
 
 missing=()
@@ -108,6 +110,15 @@ if [[ $have != "$VERSITYGW_VERSION" ]]; then
         "$GO" install "$VERSITYGW_MODULE@$VERSITYGW_VERSION"
 fi
 echo "versitygw $("$GO" version -m "$TOOLS_BIN/versitygw" | awk '$1 == "mod" { print $3; exit }')"
+
+# tests/browser: playwright-core from npm, pinned by its lockfile, driving Debian's chromium
+# (no browser download). Skipped when the installed copy is the locked version.
+want=$(node -p "require('./tests/browser/package-lock.json').packages['node_modules/playwright-core'].version")
+have=$(node -p "require('./tests/browser/node_modules/playwright-core/package.json').version" 2>/dev/null || true)
+if [[ "$want" != "$have" ]]; then
+    echo "install-deps: installing playwright-core $want in tests/browser"
+    (cd tests/browser && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund)
+fi
 
 # The real-client tests (tests/it/clients/) have their own installer:
 # docker, containerd, podman via apt; crane, oras, crictl via `go install`.

@@ -65,6 +65,20 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "sys",
         ],
     ),
+    // The web console: pages over the store, the rights of `auth`, the importer for uploads.
+    (
+        "ui",
+        &[
+            "admin",
+            "auth",
+            "error",
+            "forwarded",
+            "http",
+            "imgpkg",
+            "lib",
+            "sys",
+        ],
+    ),
     ("server", &["config", "lib"]),
     ("health", &["config", "lib"]),
     // `airdock health`: a small HTTP client; of the server, only the listen-address parser.

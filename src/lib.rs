@@ -23,6 +23,7 @@ pub mod rules;
 pub mod server;
 pub mod sys;
 pub mod tls;
+pub mod ui;
 pub mod user_cli;
 
 use std::future::Future;
@@ -99,6 +100,7 @@ pub fn app(state: AppState) -> Router {
     };
     let limiter = state.limiter.clone();
     let forwarding = state.forwarding.clone();
+    let console = ui::router(state.clone());
     let router = Router::new()
         .route("/v2", get(http::base).head(http::base))
         .route("/v2/", any(http::dispatch))
@@ -125,7 +127,9 @@ pub fn app(state: AppState) -> Router {
         .method_not_allowed_fallback(|method: axum::http::Method| async move {
             error::RegistryError::Unsupported(format!("{method} is not allowed here"))
         })
-        .with_state(state);
+        .with_state(state)
+        // The web console: its own pages, rights checks and sessions, all under `/ui/`.
+        .merge(console);
     router
         .layer(axum::middleware::from_fn_with_state(limiter, limits::layer))
         .layer(axum::middleware::from_fn_with_state(gate, auth::layer))

@@ -17,7 +17,7 @@ use airdock_storage::RepoName;
 
 use crate::error::{code, RegistryError};
 use crate::http::Query;
-use crate::imgpkg::ImportOptions;
+use crate::imgpkg::{ImportOptions, ImportReport};
 use crate::metrics::{self, ImportResult};
 use crate::AppState;
 
@@ -76,14 +76,34 @@ pub(crate) fn options(parts: &axum::http::request::Parts) -> Result<ImportOption
     })
 }
 
-/// Imports `reader` (any archive `crate::archive` takes) into `repo`: 201 with the report.
+/// Imports `reader` (any archive `crate::archive` takes) into `repo`: 201 with the report
+/// (200 for a dry run).
 pub(crate) async fn run(
     st: &AppState,
     repo: RepoName,
     options: &ImportOptions,
     reader: impl tokio::io::AsyncRead + Unpin + Send + 'static,
 ) -> Result<Response, RegistryError> {
-    let report = match crate::archive::import(&st.store, &repo, reader, options).await {
+    let report = import_report(st, &repo, reader, options).await?;
+    let body = serde_json::to_string_pretty(&report).unwrap_or_else(|_| "{}".to_owned());
+    // A dry run created nothing.
+    let status = if options.dry_run {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    Ok((status, [(header::CONTENT_TYPE, "application/json")], body).into_response())
+}
+
+/// Imports `reader` into `repo`, counts and logs the outcome: the one import path of the
+/// admin API (whole uploads and upload sessions) and the console's upload page.
+pub(crate) async fn import_report(
+    st: &AppState,
+    repo: &RepoName,
+    reader: impl tokio::io::AsyncRead + Unpin + Send + 'static,
+    options: &ImportOptions,
+) -> Result<ImportReport, RegistryError> {
+    let report = match crate::archive::import(&st.store, repo, reader, options).await {
         Ok(report) => report,
         Err(error) => {
             if error.http_status() < 500 {
@@ -93,7 +113,7 @@ pub(crate) async fn run(
                 metrics::get().import(ImportResult::Failed, 0, 0.0);
             }
             return Err(RegistryError::Import {
-                repository: repo,
+                repository: repo.clone(),
                 error,
             });
         }
@@ -110,14 +130,7 @@ pub(crate) async fn run(
         dry_run = options.dry_run,
         "archive imported"
     );
-    let body = serde_json::to_string_pretty(&report).unwrap_or_else(|_| "{}".to_owned());
-    // A dry run created nothing.
-    let status = if options.dry_run {
-        StatusCode::OK
-    } else {
-        StatusCode::CREATED
-    };
-    Ok((status, [(header::CONTENT_TYPE, "application/json")], body).into_response())
+    Ok(report)
 }
 
 /// The longest tar name kept in a record.
@@ -225,7 +238,7 @@ fn ext_value(v: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
-fn body_reader(body: Body) -> impl tokio::io::AsyncRead + Unpin + Send {
+pub(crate) fn body_reader(body: Body) -> impl tokio::io::AsyncRead + Unpin + Send {
     StreamReader::new(body.into_data_stream().map_err(io::Error::other))
 }
 

@@ -532,6 +532,55 @@ impl Auth {
     }
 }
 
+/// What the web console (`crate::ui`) asks of the auth configuration: its sign-in goes
+/// through the same throttle, cache and bcrypt check as Basic credentials, and its rights
+/// come from the same rules, so a page can never show or do more than the API allows.
+impl Auth {
+    /// Check a sign-in. `Ok(false)` for a wrong user or password; `Err` when the address is
+    /// locked out (429) or the user file cannot be read.
+    pub async fn sign_in(
+        self: &Arc<Self>,
+        ip: Option<IpAddr>,
+        user: &str,
+        password: &str,
+    ) -> Result<bool, AuthError> {
+        match self.check_password(ip, user, password).await? {
+            Login::Valid => Ok(true),
+            Login::Invalid => Ok(false),
+            Login::Unavailable => Err(AuthError::Denied(USERS_UNAVAILABLE.to_owned())),
+        }
+    }
+
+    /// Rights of a signed-in user (`Some`) or an anonymous visitor on `repo`.
+    pub fn rights_of(&self, user: Option<&str>, repo: &str) -> Rights {
+        let who = match user {
+            Some(u) => Subject::User(u.to_owned()),
+            None => Subject::Anonymous,
+        };
+        self.policy.rights(&who, repo)
+    }
+
+    pub fn is_admin(&self, user: &str) -> bool {
+        self.policy.is_admin(&Subject::User(user.to_owned()))
+    }
+
+    /// Whether anonymous visitors may pull anything at all (else the console asks them to
+    /// sign in first).
+    pub fn anonymous_may_browse(&self) -> bool {
+        self.policy.anonymous_has_rights()
+    }
+
+    /// Whether `user` is still in the user file: a console session ends when its user is
+    /// removed, as a cached Basic login does.
+    pub async fn user_exists(self: &Arc<Self>, user: &str) -> bool {
+        if self.users.due() {
+            let me = Arc::clone(self);
+            let _ = tokio::task::spawn_blocking(move || me.users.refresh()).await;
+        }
+        self.users.contains(user)
+    }
+}
+
 /// Users that `access` rules or `auth.admins` name but the htpasswd file lacks (a typo, or
 /// a user not added yet): such a rule grants nothing. For `config check`.
 pub fn unknown_users(settings: &crate::config::Settings, users: &Htpasswd) -> Vec<String> {

@@ -11,6 +11,7 @@ mod fsck;
 mod gc;
 mod imports;
 pub mod layout;
+mod listing;
 mod manifest;
 mod meta;
 mod names;
@@ -36,6 +37,7 @@ pub use error::StoreError;
 pub use fsck::{FsckProblem, FsckReport};
 pub use gc::{GcOptions, GcReport, HeldBack, RepoDigest, RepoTag};
 pub use imports::{ImportRecord, ImportRemoval, ImportedTag};
+pub use listing::{RepoPage, RepoSummary, TagRow};
 pub use manifest::{
     Descriptor, ManifestRecord, MediaType, DOCKER_LIST, DOCKER_MANIFEST, MAX_MANIFEST_BYTES,
     OCI_INDEX, OCI_MANIFEST,

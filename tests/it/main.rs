@@ -6,6 +6,7 @@ mod api;
 mod backup;
 mod clients;
 mod connections;
+mod console;
 mod crash;
 mod deploy;
 mod diskfull;

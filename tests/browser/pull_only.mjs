@@ -1,0 +1,36 @@
+// A user who may only pull sees no delete button, and the server refuses a forged delete
+// (403), as it refuses one without or with a wrong CSRF token.
+import { check, env, run, signIn, BASE } from './lib.mjs';
+
+const REPO = env('REPO');
+const TAG = env('DELETE_TAG');
+
+await run(async ({ page, context }) => {
+  await signIn(page, env('AIRDOCK_USER'), env('AIRDOCK_PASSWORD'));
+  await page.goto(`${BASE()}/ui/repositories/${REPO}`);
+  check(await page.locator(`tr[data-tag="${TAG}"]`).count() === 1, `tag ${TAG} listed`);
+  check(await page.locator('button:text("Delete")').count() === 0, 'no Delete button for a pull-only user');
+
+  // The session's own CSRF token (from the sign-out form): the right is still missing.
+  const csrf = await page.getAttribute('input[name="_csrf"]', 'value');
+  const url = `${BASE()}/ui/repositories/${REPO}/-/tags/${TAG}/delete`;
+  let r = await page.request.post(url, { form: { _csrf: csrf }, maxRedirects: 0 });
+  check(r.status() === 403, `forged delete with a valid CSRF token: ${r.status()}`);
+  check((await r.text()).includes('delete right'), 'the refusal says which right is missing');
+  r = await page.request.post(url, { form: {}, maxRedirects: 0 });
+  check(r.status() === 403, `forged delete without a CSRF token: ${r.status()}`);
+  r = await page.request.post(url, { form: { _csrf: csrf.replace(/^./, (c) => (c === 'a' ? 'b' : 'a')) }, maxRedirects: 0 });
+  check(r.status() === 403, `forged delete with a wrong CSRF token: ${r.status()}`);
+  // No upload for a user who is not an admin: no link, and the server refuses.
+  check(await page.locator('header nav a:text("Upload")').count() === 0, 'no Upload link for a non-admin');
+  r = await page.request.get(`${BASE()}/ui/upload`, { maxRedirects: 0 });
+  check(r.status() === 403, `the upload page refuses a non-admin: ${r.status()}`);
+  r = await page.request.post(`${BASE()}/ui/upload?repository=team/x`, {
+    headers: { 'X-CSRF-Token': csrf, 'Content-Type': 'application/octet-stream' }, data: Buffer.alloc(1024), maxRedirects: 0,
+  });
+  check(r.status() === 403, `a forged upload by a non-admin: ${r.status()}`);
+
+  await context.clearCookies();
+  r = await page.request.post(url, { form: { _csrf: csrf }, maxRedirects: 0 });
+  check(r.status() === 403, `a token replayed without its session cookie: ${r.status()}`);
+});
