@@ -4,7 +4,7 @@
 //! A backend's tests implement [`Harness`] and expand [`crate::blobstore_contract_tests!`]
 //! with an expression that builds one, which makes one `#[tokio::test]` per case:
 //!
-//! ```ignore
+//! ```text
 //! airdock_storage::blobstore_contract_tests!(MyHarness::new().await);
 //! ```
 //!
