@@ -3,7 +3,7 @@
 #
 #   scripts/fuzz.sh [SECONDS_PER_TARGET]
 #
-# SECONDS_PER_TARGET defaults to $FUZZ_SECONDS, else 45 (11 targets: 8 minutes of fuzzing
+# SECONDS_PER_TARGET defaults to $FUZZ_SECONDS, else 30 (11 targets: 6 minutes of fuzzing
 # after a clean build of about 444 s of CPU, 4 minutes on 2 idle cores). Needs the nightly toolchain and
 # cargo-fuzz (scripts/install-deps.sh installs cargo-fuzz).
 #
@@ -32,7 +32,7 @@ if ! command -v cargo >/dev/null 2>&1 && [[ -x "$HOME/.cargo/bin/cargo" ]]; then
     export PATH="$HOME/.cargo/bin:$PATH"
 fi
 
-SECONDS_PER_TARGET=${1:-${FUZZ_SECONDS:-45}}
+SECONDS_PER_TARGET=${1:-${FUZZ_SECONDS:-30}}
 RSS_MB=${FUZZ_RSS_MB:-2048}
 if ! [[ $SECONDS_PER_TARGET =~ ^[0-9]+$ ]] || ((SECONDS_PER_TARGET < 1)); then
     echo "fuzz.sh: SECONDS_PER_TARGET must be a positive number, got '$SECONDS_PER_TARGET'" >&2

@@ -10,7 +10,7 @@
 # 4. cargo test --workspace --no-fail-fast (unit and integration tests, incl. skopeo;
 #    every test binary runs even when an earlier one failed)
 # 5. conformance/run.sh against the release binary (when present)
-# 6. scripts/fuzz.sh: every fuzz target for FUZZ_SECONDS (default 45) each
+# 6. scripts/fuzz.sh: every fuzz target for FUZZ_SECONDS (default 30) each
 #
 # Every step runs even when an earlier one failed (except that tests need a
 # build); the script ends with a summary and exits non-zero on any failure.
@@ -21,7 +21,7 @@
 #   CONFORMANCE_TOTAL_TIMEOUT=SECONDS
 #                            limit for all of conformance/run.sh (default 1800;
 #                            its own per-suite knobs are in conformance/README.md)
-#   FUZZ_SECONDS=SECONDS     per fuzz target (default 45; 0 skips fuzzing)
+#   FUZZ_SECONDS=SECONDS     per fuzz target (default 30; 0 skips fuzzing)
 #   FUZZ_TOTAL_TIMEOUT=SECONDS
 #                            limit for all of scripts/fuzz.sh, build included
 #                            (default 1200)
@@ -96,12 +96,12 @@ fi
 
 # Fuzzing needs nightly; it builds its own target dir (fuzz/target), so it runs after the
 # stable steps and does not disturb their cache.
-if [[ "${FUZZ_SECONDS:-45}" == 0 ]]; then
+if [[ "${FUZZ_SECONDS:-30}" == 0 ]]; then
     skip_step "fuzz" "FUZZ_SECONDS=0"
 else
     run_step "fuzz" fuzz.log \
         timeout --kill-after=30 "${FUZZ_TOTAL_TIMEOUT:-1200}" \
-        bash scripts/fuzz.sh "${FUZZ_SECONDS:-45}" || true
+        bash scripts/fuzz.sh "${FUZZ_SECONDS:-30}" || true
 fi
 
 # ---------------------------------------------------------------------------
