@@ -269,8 +269,10 @@ async fn upload_sessions_refuse_what_they_should() {
     assert_eq!(resp.status(), StatusCode::NOT_FOUND);
 }
 
-/// A TCP proxy to `upstream` that cuts each of its first `cuts` connections once the client
-/// has sent `after` bytes on it, and reports each cut on `cut_tx`.
+/// A TCP proxy to `upstream` that cuts connections once the client has sent `after` bytes on
+/// one, `cuts` times in all, and reports each cut on `cut_tx`. A cut is spent when it happens,
+/// not when a connection opens: a connection that ends early (a short status request, or one
+/// the server's restart closed) must not use one up.
 fn flaky_proxy(
     upstream: std::net::SocketAddr,
     cuts: usize,
@@ -287,9 +289,7 @@ fn flaky_proxy(
                 // Upstream is restarting: the client sees a dropped connection.
                 continue;
             };
-            let cut = cut_left
-                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-                .is_ok();
+            let cut_left = Arc::clone(&cut_left);
             let cut_tx = cut_tx.clone();
             let (mut c_read, mut s_write) = (
                 client.try_clone().expect("clone"),
@@ -304,7 +304,11 @@ fn flaky_proxy(
                         Ok(0) | Err(_) => break,
                         Ok(n) => n,
                     };
-                    if cut && sent + n as u64 > after {
+                    if sent + n as u64 > after
+                        && cut_left
+                            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                            .is_ok()
+                    {
                         let _ = c_read.shutdown(Shutdown::Both);
                         let _ = s_write.shutdown(Shutdown::Both);
                         let _ = cut_tx.send(());
