@@ -16,7 +16,15 @@ static RUN: AtomicU64 = AtomicU64::new(0);
 fuzz_target!(|data: &[u8]| {
     // Directory fsyncs only cost time here: no power is cut.
     std::env::set_var("AIRDOCK_TEST_SKIP_DIR_FSYNC", "1");
-    let base = std::env::temp_dir().join(format!(
+    // On tmpfs where there is one: each run fsyncs the restored files, which on a disk costs
+    // most of a run's time (≈ 100 runs in 30 s instead of thousands).
+    let shm = std::path::Path::new("/dev/shm");
+    let scratch = if shm.is_dir() {
+        shm.to_owned()
+    } else {
+        std::env::temp_dir()
+    };
+    let base = scratch.join(format!(
         "airdock-fuzz-restore-{}-{}",
         std::process::id(),
         RUN.fetch_add(1, Ordering::Relaxed)
