@@ -66,6 +66,14 @@ impl Store {
     /// exists) still refuses a data dir a server is using. Anything that would write through
     /// this store fails.
     pub async fn open_read_only(root: impl AsRef<Path>) -> Result<Store, StoreError> {
+        Store::open_read_only_with(root, None).await
+    }
+
+    /// [`Store::open_read_only`] with blobs in `blobs` (`None`: the filesystem under `root`).
+    pub async fn open_read_only_with(
+        root: impl AsRef<Path>,
+        blobs: Option<Box<dyn BlobStore>>,
+    ) -> Result<Store, StoreError> {
         let root = root.as_ref().to_owned();
         let root2 = root.clone();
         let (lock, meta) = tokio::task::spawn_blocking(move || {
@@ -89,7 +97,16 @@ impl Store {
         })
         .await
         .map_err(io::Error::other)??;
-        let blobs = FsBlobStore::new(root.clone());
+        let (blobs, clock): (Box<dyn BlobStore>, Box<dyn crate::BlobClock>) = match blobs {
+            None => (
+                Box::new(FsBlobStore::new(root.clone())),
+                Box::new(crate::blobstore::fs::MtimeClock::new(root.clone())),
+            ),
+            Some(b) => (
+                b,
+                Box::new(crate::blobstore::memory::MemClock::since(SystemTime::now())),
+            ),
+        };
         let on_disk = match blobs.sessions().await {
             Ok(found) => uploads::entries(found),
             Err(StoreError::Io(e)) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
@@ -97,10 +114,11 @@ impl Store {
         };
         Ok(Store {
             inner: Arc::new(Inner {
-                root,
+                root: root.clone(),
                 _lock: lock,
                 meta,
-                blobs: Box::new(blobs),
+                blobs,
+                clock,
                 open_uploads: Open::with(on_disk),
                 pins: pins::Pins::default(),
                 gc: tokio::sync::Mutex::new(()),
@@ -112,6 +130,9 @@ impl Store {
     /// Check the whole store. With `repair`, fix what can be fixed without losing data.
     /// Safe on a serving store: the metadata checks and repairs hold the journal lock.
     pub async fn fsck(&self, repair: bool) -> Result<FsckReport, StoreError> {
+        // It re-hashes files: on another backend every blob would look missing, and a
+        // repair would drop every link. Refused whole.
+        self.require_filesystem("fsck")?;
         let root = self.inner.root.clone();
         // Hashing is the slow part and needs no lock: blob files never change in place.
         let mut report = tokio::task::spawn_blocking(move || -> io::Result<FsckReport> {

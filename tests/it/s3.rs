@@ -1,8 +1,17 @@
-//! airdock with `storage.driver: s3`: its configuration as `airdock config check` and
-//! `airdock serve` see it.
+//! airdock with `storage.driver: s3`: its configuration as `airdock config check` sees it,
+//! and a server keeping its blobs in a real S3 server (versitygw on loopback).
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use airdock_storage_s3::testing::{self, Versitygw};
+use reqwest::StatusCode;
 
 use crate::security::airdock;
-use crate::support::scratch_dir;
+use crate::support::{self, scratch_dir, Server, AIRDOCK_BIN};
+
+const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 
 #[test]
 fn s3_keys_are_checked() {
@@ -35,30 +44,260 @@ bucket: reg\n    prefix: lab\n    redirect: true\n";
     );
 }
 
-/// Until the store writes through the blob contract, `--storage s3` is refused at start with
-/// a clear message: blobs must never silently go to local disk instead.
-#[test]
-fn serve_refuses_s3_until_supported() {
-    let dir = scratch_dir("airdock-s3serve-");
-    let data = dir.path().join("data");
-    let (ok, out, err) = airdock(
-        &[
-            "serve",
-            "--addr",
-            "127.0.0.1:0",
-            "--data-dir",
-            data.to_str().expect("utf-8"),
-            "--storage",
-            "s3",
-            "--s3-bucket",
-            "reg",
-        ],
-        "",
-    );
-    assert!(!ok, "{out}");
-    assert!(err.contains("not yet supported"), "{err}");
+/// A server on S3 with its data dir, and the versitygw it uses (stopped by PID on drop).
+pub(crate) struct OnS3 {
+    pub(crate) server: Server,
+    pub(crate) gw: Versitygw,
+}
+
+pub(crate) const S3_ENV: [(&str, &str); 2] = [
+    ("AWS_ACCESS_KEY_ID", testing::ACCESS_KEY),
+    ("AWS_SECRET_ACCESS_KEY", testing::SECRET_KEY),
+];
+
+/// `airdock serve --storage s3` against a fresh versitygw, keys under `prefix`.
+pub(crate) fn serve_on_s3(prefix: &str, extra: &[&str]) -> OnS3 {
+    let gw = Versitygw::start();
+    let endpoint = gw.endpoint();
+    let mut args = vec![
+        "--storage",
+        "s3",
+        "--s3-endpoint",
+        &endpoint,
+        "--s3-bucket",
+        testing::BUCKET,
+        "--s3-prefix",
+        prefix,
+    ];
+    args.extend_from_slice(extra);
+    let data = scratch_dir("airdock-s3-");
+    let server = Server::start_in_env(data, &args, &S3_ENV);
+    OnS3 { server, gw }
+}
+
+/// `airdock` with the S3 credentials in its environment.
+fn airdock_s3(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(AIRDOCK_BIN)
+        .args(args)
+        .envs(S3_ENV)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run airdock");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Everything a pull and a push touch goes to the bucket and comes back from it: monolithic
+/// and chunked blob pushes, manifests, `HEAD`, `GET` with `Range`, a mount, a restart; the
+/// data dir holds no blob file. The data dir is bound to its bucket: served again without
+/// storage flags it finds it, with another bucket it is refused, and the maintenance commands
+/// that still work on files (gc, fsck, backup) refuse it rather than act on missing files.
+#[tokio::test]
+async fn serve_on_s3_keeps_every_blob_in_the_bucket() {
+    let mut s3 = serve_on_s3("lab/one", &[]);
+    let s = &s3.server;
+    let c = support::client(Duration::from_secs(30));
+    let config = b"{}".to_vec();
+    let layer = support::xorshift_bytes(12 << 20, 7);
+    let cfg = support::push_blob(&c, s, "app", &config).await;
+    // The layer in two chunks, the first under S3's 5 MiB part minimum.
+    let loc = support::post(&c, s, "/v2/app/blobs/uploads/").await;
+    assert_eq!(loc.status(), StatusCode::ACCEPTED);
+    let mut at = loc.headers()["location"]
+        .to_str()
+        .expect("location")
+        .to_owned();
+    for (start, end) in [(0usize, 3 << 20), (3 << 20, layer.len())] {
+        let r = c
+            .patch(s.url(&at))
+            .header("Content-Type", "application/octet-stream")
+            .header("Content-Range", format!("{start}-{}", end - 1))
+            .body(layer[start..end].to_vec())
+            .send()
+            .await
+            .expect("patch");
+        assert_eq!(r.status(), StatusCode::ACCEPTED);
+        at = r.headers()["location"]
+            .to_str()
+            .expect("location")
+            .to_owned();
+    }
+    let lay = support::sha256(&layer);
+    let sep = if at.contains('?') { '&' } else { '?' };
+    let r = c
+        .put(s.url(&format!("{at}{sep}digest={lay}")))
+        .send()
+        .await
+        .expect("put");
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let manifest = support::image_manifest(&cfg, config.len(), &lay, layer.len());
+    let r = support::put_manifest(&c, s, "app", "v1", OCI_MANIFEST, manifest.as_bytes()).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    // Mounted into another repository from the bucket.
+    let r = support::post(
+        &c,
+        s,
+        &format!("/v2/other/blobs/uploads/?mount={lay}&from=app"),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+
+    let check = |s: &Server| {
+        // A fresh client: a pooled connection to a server since restarted would fail.
+        let c = support::client(Duration::from_secs(30));
+        let (lay, layer, manifest) = (lay.clone(), layer.clone(), manifest.clone());
+        let url = s.url("");
+        async move {
+            let url = |p: &str| format!("{}{p}", url.trim_end_matches('/'));
+            let m = c
+                .get(url("/v2/app/manifests/v1"))
+                .header("Accept", OCI_MANIFEST);
+            let m = m.send().await.expect("manifest");
+            assert_eq!(m.status(), StatusCode::OK);
+            assert_eq!(m.bytes().await.expect("bytes"), manifest.as_bytes());
+            for repo in ["app", "other"] {
+                let got = c.get(url(&format!("/v2/{repo}/blobs/{lay}"))).send().await;
+                let got = got.expect("get").bytes().await.expect("bytes");
+                assert!(got == layer, "{repo}: the layer comes back whole");
+            }
+            let head = c.head(url(&format!("/v2/app/blobs/{lay}"))).send().await;
+            let head = head.expect("head");
+            assert_eq!(
+                head.headers()["content-length"],
+                layer.len().to_string().as_str()
+            );
+            let part = c
+                .get(url(&format!("/v2/app/blobs/{lay}")))
+                .header("Range", "bytes=5000000-5000099")
+                .send()
+                .await
+                .expect("range");
+            assert_eq!(part.status(), StatusCode::PARTIAL_CONTENT);
+            let want = format!("bytes 5000000-5000099/{}", layer.len());
+            assert_eq!(part.headers()["content-range"], want.as_str());
+            assert_eq!(
+                part.bytes().await.expect("bytes"),
+                &layer[5_000_000..5_000_100]
+            );
+        }
+    };
+    check(s).await;
+    let objects = walk(&s3.gw.root.path().join(testing::BUCKET).join("lab/one"));
     assert!(
-        !data.join("blobs").exists(),
-        "nothing written to local disk"
+        objects >= 3,
+        "config, layer and manifest are objects: {objects}"
     );
+    assert_eq!(
+        walk(&s.data_dir().join("blobs")),
+        0,
+        "no blob file on local disk"
+    );
+
+    // Restarted with the same flags; then without any (the data dir names its bucket).
+    s3.server.restart();
+    check(&s3.server).await;
+    let data = s3.server.data_dir().to_owned();
+    let data_arg = data.to_str().expect("utf-8").to_owned();
+    s3.server.kill();
+    let (ok, out, err) = airdock_s3(&["gc", "--data-dir", &data_arg]);
+    assert!(!ok && err.contains("not supported"), "{out}{err}");
+    let (ok, out, err) = airdock_s3(&["fsck", "--data-dir", &data_arg]);
+    assert!(!ok && err.contains("not supported"), "{out}{err}");
+    let to = data.join("backup.tar");
+    let (ok, _, err) = airdock_s3(&[
+        "backup",
+        "--data-dir",
+        &data_arg,
+        "--to",
+        to.to_str().expect("utf-8"),
+    ]);
+    assert!(!ok && err.contains("not supported"), "{err}");
+    let endpoint = s3.gw.endpoint();
+    let (ok, _, err) = airdock_s3(&[
+        "serve",
+        "--addr",
+        "127.0.0.1:0",
+        "--data-dir",
+        &data_arg,
+        "--storage",
+        "s3",
+        "--s3-endpoint",
+        &endpoint,
+        "--s3-bucket",
+        testing::BUCKET,
+        "--s3-prefix",
+        "lab/two",
+    ]);
+    assert!(
+        !ok && err.contains("keeps its blobs in bucket airdock (prefix lab/one)"),
+        "{err}"
+    );
+    // The data dir moved elsewhere and served with no storage flags at all.
+    let moved = scratch_dir("airdock-s3-again-");
+    std::fs::rename(&data, moved.path()).expect("move the data dir");
+    let served = Server::start_in_env(moved, &[], &S3_ENV);
+    check(&served).await;
+}
+
+/// Files under `dir`, recursively (0 if it does not exist).
+fn walk(dir: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| {
+            let p = e.path();
+            if p.is_dir() {
+                walk(&p)
+            } else {
+                1
+            }
+        })
+        .sum()
+}
+
+/// `--s3-redirect`: a blob GET answers 307 to a presigned URL the bucket serves; a blob the
+/// repository does not hold is still 404 (the redirect is decided after the read check).
+#[tokio::test]
+async fn redirects_blob_gets_to_presigned_urls_when_asked() {
+    let s3 = serve_on_s3("", &["--s3-redirect"]);
+    let s = &s3.server;
+    let c = support::client(Duration::from_secs(30));
+    let bytes = b"presigned".to_vec();
+    let d = support::push_blob(&c, s, "app", &bytes).await;
+    let plain = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let r = plain
+        .get(s.url(&format!("/v2/app/blobs/{d}")))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(r.status(), StatusCode::TEMPORARY_REDIRECT);
+    let to = r.headers()["location"]
+        .to_str()
+        .expect("location")
+        .to_owned();
+    assert!(to.contains("X-Amz-Signature"), "{to}");
+    let got = plain.get(&to).send().await.expect("presigned get");
+    assert_eq!(got.status(), StatusCode::OK);
+    assert_eq!(got.bytes().await.expect("bytes"), &bytes[..]);
+    let r = plain
+        .get(s.url(&format!("/v2/elsewhere/blobs/{d}")))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    // HEAD is answered here, never redirected.
+    let r = plain
+        .head(s.url(&format!("/v2/app/blobs/{d}")))
+        .send()
+        .await
+        .expect("head");
+    assert_eq!(r.status(), StatusCode::OK);
 }
