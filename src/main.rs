@@ -173,11 +173,6 @@ fn refuse_s3(data_dir: &std::path::Path, what: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// GC sweeps blob files; other backends refuse it (`StoreError::Unsupported`).
-fn store_gc_supported(store: &airdock::storage::Store) -> bool {
-    store.blob_backend() == "filesystem"
-}
-
 /// Print `value` as pretty JSON on stdout.
 fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
@@ -252,18 +247,7 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
     state.forwarding =
         airdock::forwarded::Forwarding::new(settings.trusted_proxies.clone(), tls.is_some());
     state.scrape = airdock::observe::Scrape::new(&settings.metrics);
-    let gc_interval = if store_gc_supported(&state.store) {
-        settings.gc_interval
-    } else {
-        if !settings.gc_interval.is_zero() {
-            tracing::warn!(
-                backend = state.store.blob_backend(),
-                "scheduled GC is off: garbage collection of blobs on this storage is not supported yet"
-            );
-        }
-        std::time::Duration::ZERO
-    };
-    airdock::admin::spawn_background(state.store.clone(), state.gc.clone(), gc_interval);
+    airdock::admin::spawn_background(state.store.clone(), state.gc.clone(), settings.gc_interval);
     let listener = bind(settings.addr).await?;
     let addr = listener.local_addr()?;
     let metrics_listener = match settings.metrics.addr {

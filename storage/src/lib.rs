@@ -267,7 +267,7 @@ impl Store {
         // Pinned before it is visible: GC cannot take it between the write and the link.
         let pin = self.inner.pins.pin(expected);
         let written = self.inner.blobs.put(expected, &mut reader, None).await?;
-        self.touch(expected);
+        self.touch_written(expected);
         Ok((
             Ingested {
                 digest: expected.clone(),
@@ -298,7 +298,7 @@ impl Store {
             let digest = hashing.hasher.finish();
             let pin = self.inner.pins.pin(&digest);
             let written = blobs.finish(&id, &digest).await?;
-            self.touch(&digest);
+            self.touch_written(&digest);
             let ingested = Ingested {
                 digest,
                 size: written.size,
@@ -353,6 +353,15 @@ impl Store {
     /// Restart `d`'s grace window: GC leaves it alone for that long from now.
     fn touch(&self, d: &Digest) {
         self.inner.clock.touch(d, SystemTime::now());
+    }
+
+    /// [`Store::touch`] after the backend wrote or finished `d`. On the filesystem that write
+    /// set the clock itself (a new file's mtime, or `persist` touching the file it found),
+    /// so the extra syscalls are skipped on the hot path.
+    fn touch_written(&self, d: &Digest) {
+        if self.inner.blobs.kind() != "filesystem" {
+            self.touch(d);
+        }
     }
 
     /// Monolithic push: store and link into `repo`.
@@ -755,6 +764,8 @@ impl Store {
             }
             Err(e) => return Err(e),
         };
+        // Its grace window starts now: the client's manifest referencing it comes next.
+        self.touch_written(expected);
         // Released and linked under the journal lock, against which a repository delete
         // cancels its sessions: a session cancelled first links nothing (the stored bytes
         // are left to GC), so finishing it cannot bring a deleted repository back.
@@ -818,8 +829,10 @@ impl Store {
         // visible but not yet durable, and this push acknowledges it (`stat_durable`).
         if self.inner.blobs.stat_durable(&digest).await?.is_none() {
             self.inner.blobs.put(&digest, &mut &bytes[..], None).await?;
+            self.touch_written(&digest);
+        } else {
+            self.touch(&digest);
         }
-        self.touch(&digest);
         let mut txn = if check_refs {
             Txn::new()
         } else {
