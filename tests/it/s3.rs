@@ -454,3 +454,53 @@ async fn gc_on_s3_deletes_only_unreferenced_objects() {
     let again = gc(c.clone()).await;
     assert_eq!(again["blobs_deleted"], 0, "{again}");
 }
+
+/// An upload session that grew past one part has a multipart upload open in the bucket;
+/// when the session expires (`--upload-ttl`), that multipart upload is aborted, so no
+/// orphaned parts are left in the bucket.
+#[tokio::test]
+async fn expired_sessions_abort_their_multipart_uploads() {
+    let s3 = serve_on_s3("expiry", &["--upload-ttl", "2s"]);
+    let s = &s3.server;
+    let c = support::client(Duration::from_secs(30));
+    let loc = support::post(&c, s, "/v2/app/blobs/uploads/").await;
+    assert_eq!(loc.status(), StatusCode::ACCEPTED);
+    let at = loc.headers()["location"]
+        .to_str()
+        .expect("location")
+        .to_owned();
+    let chunk = support::xorshift_bytes(9 << 20, 3);
+    let r = c
+        .patch(s.url(&at))
+        .header("Content-Type", "application/octet-stream")
+        .header("Content-Range", format!("0-{}", chunk.len() - 1))
+        .body(chunk)
+        .send()
+        .await
+        .expect("patch");
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    // versitygw keeps the parts of open multipart uploads as files under the bucket's
+    // hidden staging directory until they are completed or aborted.
+    let bucket = s3.gw.root.path().join(testing::BUCKET);
+    let staged = |bucket: &Path| {
+        std::fs::read_dir(bucket)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with('.'))
+            .map(|e| walk(&e.path()))
+            .sum::<usize>()
+    };
+    assert!(staged(&bucket) > 0, "a part is staged in the bucket");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while staged(&bucket) > 0 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        staged(&bucket),
+        0,
+        "the expired session's multipart upload was aborted"
+    );
+    let r = c.get(s.url(&at)).send().await.expect("status");
+    assert_eq!(r.status(), StatusCode::NOT_FOUND, "the session is gone");
+}
