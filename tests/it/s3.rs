@@ -58,21 +58,22 @@ pub(crate) const S3_ENV: [(&str, &str); 2] = [
 /// `airdock serve --storage s3` against a fresh versitygw, keys under `prefix`.
 pub(crate) fn serve_on_s3(prefix: &str, extra: &[&str]) -> OnS3 {
     let gw = Versitygw::start();
-    let endpoint = gw.endpoint();
-    let mut args = vec![
-        "--storage",
-        "s3",
-        "--s3-endpoint",
-        &endpoint,
-        "--s3-bucket",
-        testing::BUCKET,
-        "--s3-prefix",
-        prefix,
-    ];
+    let flags = s3_flags(&gw, prefix);
+    let mut args: Vec<&str> = flags.iter().map(String::as_str).collect();
     args.extend_from_slice(extra);
     let data = scratch_dir("airdock-s3-");
     let server = Server::start_in_env(data, &args, &S3_ENV);
     OnS3 { server, gw }
+}
+
+/// The storage flags of a server whose blobs are in `gw`'s bucket under `prefix`.
+fn s3_flags(gw: &Versitygw, prefix: &str) -> Vec<String> {
+    let bucket = testing::BUCKET;
+    let flags = ["--storage", "s3", "--s3-endpoint", &gw.endpoint()];
+    let flags = flags
+        .into_iter()
+        .chain(["--s3-bucket", bucket, "--s3-prefix", prefix]);
+    flags.map(str::to_owned).collect()
 }
 
 /// `airdock` with the S3 credentials in its environment.
@@ -220,22 +221,10 @@ async fn serve_on_s3_keeps_every_blob_in_the_bucket() {
         to.to_str().expect("utf-8"),
     ]);
     assert!(!ok && err.contains("not supported"), "{err}");
-    let endpoint = s3.gw.endpoint();
-    let (ok, _, err) = airdock_s3(&[
-        "serve",
-        "--addr",
-        "127.0.0.1:0",
-        "--data-dir",
-        &data_arg,
-        "--storage",
-        "s3",
-        "--s3-endpoint",
-        &endpoint,
-        "--s3-bucket",
-        testing::BUCKET,
-        "--s3-prefix",
-        "lab/two",
-    ]);
+    let mut args = vec!["serve", "--addr", "127.0.0.1:0", "--data-dir", &data_arg];
+    let flags = s3_flags(&s3.gw, "lab/two");
+    args.extend(flags.iter().map(String::as_str));
+    let (ok, _, err) = airdock_s3(&args);
     assert!(
         !ok && err.contains("keeps its blobs in bucket airdock (prefix lab/one)"),
         "{err}"

@@ -343,24 +343,6 @@ mod tests {
 
     #[tokio::test]
     async fn reads_a_session_back_without_closing_it() {
-        let s = MemBlobStore::new();
-        let id = UploadId::new();
-        s.begin(&id, crate::Algorithm::Sha256, Bytes::new())
-            .await
-            .expect("begin");
-        s.append(&id, 0, None, &mut &b"abc"[..])
-            .await
-            .expect("append");
-        let read = s.read_session(&id).await.expect("read");
-        assert_eq!(read.size, 3);
-        let got: Vec<Bytes> = futures_util::TryStreamExt::try_collect(read.stream)
-            .await
-            .expect("bytes");
-        assert_eq!(got.concat(), b"abc");
-        assert_eq!(s.session_size(&id).await.expect("still open"), 3);
-        assert!(matches!(
-            s.read_session(&UploadId::new()).await,
-            Err(StoreError::UploadUnknown)
-        ));
+        testsuite::read_session_leaves_it_open(&MemBlobStore::new()).await;
     }
 }
