@@ -803,6 +803,13 @@ mod tests {
         );
         let r = s.gc(&now).await.expect("gc");
         assert_eq!(r.blobs_deleted, 0, "{r:?}");
+        // fsck re-hashes through the contract too; a repair is not offered there.
+        let f = s.fsck(false).await.expect("fsck");
+        assert!(f.clean && f.blobs_checked == 3, "{f:?}");
+        assert!(matches!(
+            s.fsck(true).await,
+            Err(StoreError::Unsupported(_))
+        ));
     }
 
     #[tokio::test]

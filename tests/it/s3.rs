@@ -210,7 +210,21 @@ async fn serve_on_s3_keeps_every_blob_in_the_bucket() {
     let report: serde_json::Value = serde_json::from_str(&out).expect("gc report");
     assert_eq!(report["blobs_deleted"], 0, "{report}");
     assert!(report["blobs_kept"].as_u64() >= Some(3), "{report}");
+    // fsck re-hashes every object through the bucket: clean, then a rotten object is found
+    // (and named); a repair is refused on S3 rather than done halfway.
     let (ok, out, err) = airdock_s3(&["fsck", "--data-dir", &data_arg]);
+    assert!(ok, "{out}{err}");
+    let report: serde_json::Value = serde_json::from_str(&out).expect("fsck report");
+    assert!(report["blobs_checked"].as_u64() >= Some(3), "{report}");
+    let hex = cfg.trim_start_matches("sha256:");
+    let key = format!("lab/one/blobs/sha256/{}/{hex}", &hex[..2]);
+    std::fs::write(s3.gw.object_path(&key), b"{\"rotten\":1}").expect("rot the config");
+    let (ok, out, _) = airdock_s3(&["fsck", "--data-dir", &data_arg]);
+    assert!(
+        !ok && out.contains(&cfg),
+        "the rotten config is named: {out}"
+    );
+    let (ok, out, err) = airdock_s3(&["fsck", "--repair", "--data-dir", &data_arg]);
     assert!(!ok && err.contains("not supported"), "{out}{err}");
     let to = data.join("backup.tar");
     let (ok, _, err) = airdock_s3(&[
