@@ -13,7 +13,7 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/.." && pwd)
 
 # Knobs (all optional).
-suites=${CONFORMANCE_SUITES:-main sparse legacy auth-tls}  # subset/order of: main sparse legacy auth-tls
+suites=${CONFORMANCE_SUITES:-main sparse legacy auth-tls s3-main s3-sparse}  # subset/order of: main sparse legacy auth-tls s3-main s3-sparse
 results_root=${CONFORMANCE_RESULTS_DIR:-$here/results}
 bin_dir=${CONFORMANCE_BIN_DIR:-$here/bin}
 suite_timeout=${CONFORMANCE_TIMEOUT:-900}          # seconds per suite run
@@ -86,6 +86,40 @@ stop_server() {
   fi
   server_data=
 }
+# The S3 server of the s3-* runs: one versitygw for the whole script, on a free loopback
+# port with its own temp dir; each airdock server gets its own key prefix in its bucket.
+s3_pid=
+s3_root=
+s3_port=
+use_s3=0  # set for the s3-* runs only
+s3_bin=${VERSITYGW:-$root/target/tools/bin/versitygw}
+[[ -x $s3_bin ]] || s3_bin=versitygw
+stop_s3() {
+  [[ -n $s3_pid ]] || return 0
+  kill -TERM "$s3_pid" 2>/dev/null
+  wait "$s3_pid" 2>/dev/null
+  s3_pid=
+  [[ -n $s3_root ]] && rm -rf "$s3_root"
+  s3_root=
+}
+start_s3() { # LOGFILE: starts versitygw once; sets s3_port
+  [[ -n $s3_pid ]] && return 0
+  command -v "$s3_bin" >/dev/null 2>&1 || { echo "   $s3_bin not found (scripts/install-deps.sh installs it)"; return 1; }
+  s3_root=$(mktemp -d "${TMPDIR:-/tmp}/airdock-conformance-s3.XXXXXX") || return 1
+  mkdir "$s3_root/airdock" || return 1
+  s3_port=$(free_port) || return 1
+  "$s3_bin" --port "127.0.0.1:$s3_port" --access conformance --secret conformance-secret \
+    posix "$s3_root" >>"$1" 2>&1 &
+  s3_pid=$!
+  for _ in $(seq 1 200); do  # up to 20s
+    kill -0 "$s3_pid" 2>/dev/null || { s3_pid=; echo "   versitygw exited at start"; return 1; }
+    curl -s -o /dev/null --max-time 1 "http://127.0.0.1:$s3_port/" && return 0
+    sleep 0.1
+  done
+  echo "   versitygw did not answer in 20s"
+  return 1
+}
+
 suite_pid=
 cleanup() {
   if [[ -n $suite_pid ]]; then
@@ -94,6 +128,7 @@ cleanup() {
     suite_pid=
   fi
   stop_server
+  stop_s3
 }
 trap cleanup EXIT
 trap 'echo "run.sh: interrupted" >&2; exit 130' INT TERM
@@ -135,8 +170,14 @@ start_server() {
       [[ $sparse == 1 ]] && args+=(--sparse)
       args+=("${extra[@]}")
       args+=("${server_extra[@]}")
+      if [[ $use_s3 == 1 ]]; then
+        # Blobs on S3: a prefix per server, so every run starts from an empty store.
+        args+=(--storage s3 --s3-endpoint "http://127.0.0.1:$s3_port" --s3-bucket airdock
+          --s3-prefix "$(basename "$server_data")")
+      fi
       echo "+ $airdock ${args[*]}" >>"$log"
-      "$airdock" "${args[@]}" >>"$log" 2>&1 &
+      AWS_ACCESS_KEY_ID=conformance AWS_SECRET_ACCESS_KEY=conformance-secret \
+        "$airdock" "${args[@]}" >>"$log" 2>&1 &
     fi
     server_pid=$!
     for _ in $(seq 1 300); do  # up to 30s
@@ -269,7 +310,26 @@ for suite in $suites; do
     auth-tls) run_auth_tls ;;
     sparse) run_main conformance-main-sparse 1 ;;
     legacy) run_legacy conformance-legacy ;;
-    *) die "unknown suite '$suite' (expected main, sparse, legacy, auth-tls)" ;;
+    s3-main | s3-sparse)
+      # The main suite again with blobs on S3 (versitygw), every switch on.
+      mkdir -p "$results_root/conformance-$suite"
+      if start_s3 "$results_root/conformance-$suite/s3.log"; then
+        use_s3=1
+        if [[ $suite == s3-main ]]; then
+          run_main conformance-s3-main 0
+        else
+          run_main conformance-s3-sparse 1
+        fi
+        rc=$?
+        use_s3=0
+        (exit "$rc")
+      else
+        echo "conformance-$suite: 0 passed, 1 failed, 0 skipped"
+        echo "0 1 0" >"$results_root/conformance-$suite/counts"
+        false
+      fi
+      ;;
+    *) die "unknown suite '$suite' (expected main, sparse, legacy, auth-tls, s3-main, s3-sparse)" ;;
   esac
   rc=$?
   [[ $rc == 0 ]] || overall_rc=1
@@ -278,6 +338,7 @@ for suite in $suites; do
     sparse) record "$results_root/conformance-main-sparse" ;;
     legacy) record "$results_root/conformance-legacy" ;;
     auth-tls) record "$results_root/conformance-main-auth-tls" ;;
+    s3-main | s3-sparse) record "$results_root/conformance-$suite" ;;
   esac
 done
 

@@ -108,6 +108,7 @@ impl RegistryError {
                 S::Denied(_) => (StatusCode::METHOD_NOT_ALLOWED, code::DENIED),
                 S::RangeInvalid { .. } => (StatusCode::RANGE_NOT_SATISFIABLE, code::BLOB_UNKNOWN),
                 S::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, code::UNKNOWN),
+                S::Unsupported(_) => (StatusCode::NOT_IMPLEMENTED, code::UNSUPPORTED),
                 S::Io(e) if e.kind() == std::io::ErrorKind::StorageFull => {
                     (StatusCode::INSUFFICIENT_STORAGE, code::UNKNOWN)
                 }

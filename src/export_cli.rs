@@ -15,7 +15,7 @@ use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use tokio::io::AsyncWriteExt;
 
-use airdock_storage::{Digest, Reference, RepoName, Store, Tag};
+use airdock_storage::{Digest, Reference, RepoName, Tag};
 
 use crate::auth::EXPORT_PATH;
 use crate::imgpkg::export::{self, Wanted};
@@ -153,7 +153,7 @@ async fn from_data_dir(args: &ExportArgs) -> anyhow::Result<(Chunks, Option<u64>
             .transpose()?;
         wanted = export::wanted_from_lock(&bytes, repo.as_ref())?;
     }
-    let store = Store::open_read_only(&args.data_dir)
+    let store = crate::backend::open_store_read_only(&args.data_dir)
         .await
         .with_context(|| format!("opening data dir {}", args.data_dir.display()))?;
     let plan = export::plan(&store, &args.registry_host, &wanted, &|_| true).await?;

@@ -13,7 +13,7 @@ use anyhow::{anyhow, bail, Context as _};
 use futures_util::StreamExt;
 use tokio::io::{AsyncRead, BufReader};
 
-use airdock_storage::{RepoName, Store};
+use airdock_storage::RepoName;
 
 use crate::admin::IMPORT_PATH;
 use crate::error::RegistryError;
@@ -154,9 +154,9 @@ async fn to_data_dir(
 ) -> anyhow::Result<Outcome> {
     // A dry run writes nothing: the data dir is opened read-only.
     let store = if args.dry_run {
-        Store::open_read_only(&args.data_dir).await
+        crate::backend::open_store_read_only(&args.data_dir).await
     } else {
-        Store::open(&args.data_dir).await
+        crate::backend::open_store(&args.data_dir, &crate::config::BlobBackend::Filesystem).await
     }
     .with_context(|| format!("opening data dir {}", args.data_dir.display()))?;
     let options = ImportOptions {

@@ -20,6 +20,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("archive", &["imgpkg"]),
     ("error", &["imgpkg"]),
     ("config", &["forwarded", "rules"]),
+    // Which blob backend a data dir uses, and opening its store.
+    ("backend", &["config"]),
     ("tls", &["sys"]),
     ("limits", &["config", "error"]),
     ("http", &["error", "forwarded", "lib"]),
@@ -84,9 +86,12 @@ const ALLOWED: &[(&str, &[&str])] = &[
     // `airdock health`: a small HTTP client; of the server, only the listen-address parser.
     ("health_cli", &["config"]),
     // The commands, at the top: nothing uses them but `cli` and `main.rs`.
-    ("import_cli", &["admin", "archive", "error", "imgpkg"]),
+    (
+        "import_cli",
+        &["admin", "archive", "backend", "config", "error", "imgpkg"],
+    ),
     ("user_cli", &["auth"]),
-    ("export_cli", &["auth", "imgpkg", "import_cli"]),
+    ("export_cli", &["auth", "backend", "imgpkg", "import_cli"]),
     (
         "cli",
         &[

@@ -46,11 +46,13 @@ fn main() -> anyhow::Result<()> {
             rt.block_on(run_gc(args))
         }
         Command::Backup(args) => {
+            refuse_s3(&args.data_dir, "backup")?;
             let report = airdock::storage::backup::backup(&args.data_dir, &args.to)
                 .with_context(|| format!("backing up {}", args.data_dir.display()))?;
             print_json(&report)
         }
         Command::Restore(args) => {
+            refuse_s3(&args.data_dir, "restore")?;
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?;
@@ -152,10 +154,23 @@ fn check_config(file: &std::path::Path) -> Vec<String> {
     problems
 }
 
+/// The store of an offline command: blobs where the data dir was bound (see
+/// `airdock::backend`).
 async fn open_store(dir: &std::path::Path) -> anyhow::Result<airdock::storage::Store> {
-    airdock::storage::Store::open(dir)
+    airdock::backend::open_store(dir, &airdock::config::BlobBackend::Filesystem)
         .await
         .with_context(|| format!("opening data dir {}", dir.display()))
+}
+
+/// `backup` and `restore` copy blob files: refused for a data dir whose blobs are on S3.
+fn refuse_s3(data_dir: &std::path::Path, what: &str) -> anyhow::Result<()> {
+    if airdock_storage_s3::binding::bound(data_dir)?.is_some() {
+        anyhow::bail!(
+            "{what} of a data dir whose blobs are on S3 is not supported yet ({} is bound to a bucket)",
+            data_dir.display()
+        );
+    }
+    Ok(())
 }
 
 /// Print `value` as pretty JSON on stdout.
@@ -183,7 +198,7 @@ async fn run_fsck(args: FsckArgs) -> anyhow::Result<bool> {
     let store = if args.repair {
         open_store(&args.data_dir).await?
     } else {
-        airdock::storage::Store::open_read_only(&args.data_dir)
+        airdock::backend::open_store_read_only(&args.data_dir)
             .await
             .with_context(|| format!("opening data dir {} to check", args.data_dir.display()))?
     };
@@ -199,16 +214,8 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     let settings = file.overlay(args.to_config()).settings()?;
     airdock::observe::logging::init(settings.log_format);
-    if let airdock::config::BlobBackend::S3(_) = settings.blobs {
-        // Refuse rather than quietly keep blobs on local disk: the S3 blob store exists
-        // (storage-s3/) but the store does not yet write through it.
-        anyhow::bail!(
-            "storage.driver s3 (--storage s3) is not yet supported by `airdock serve`; \
-use storage.driver filesystem (the default)"
-        );
-    }
     let open_files = raise_open_files_limit();
-    let store = airdock::storage::Store::open(&settings.data_dir)
+    let store = airdock::backend::open_store(&settings.data_dir, &settings.blobs)
         .await
         .with_context(|| format!("opening data dir {}", settings.data_dir.display()))?;
     let tls = match &settings.tls {

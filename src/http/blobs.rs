@@ -4,11 +4,16 @@ use axum::body::Body;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 
+use airdock_storage::blobstore::ByteRange;
 use airdock_storage::{Digest, RepoName};
 
 use super::{empty, set, Req, Result, CONTENT_DIGEST};
 use crate::error::RegistryError;
 use crate::AppState;
+
+/// How long a presigned blob URL stays valid: long enough for a slow pull of a large layer
+/// to start, short enough that a leaked URL soon stops working.
+const REDIRECT_TTL: std::time::Duration = std::time::Duration::from_secs(15 * 60);
 
 /// GET/HEAD → 200 with the bytes (or 206 for a satisfiable `Range`, 416 otherwise).
 pub async fn get(
@@ -18,15 +23,34 @@ pub async fn get(
     req: &Req,
 ) -> Result<Response> {
     let head = req.method == axum::http::Method::HEAD;
+    if !head {
+        // Opt-in (`storage.s3.redirect`): the client fetches the bytes from the bucket with a
+        // presigned URL; by default (and on the filesystem) they stream through here.
+        if let Some(url) = state
+            .store
+            .blob_redirect(repo, digest, REDIRECT_TTL)
+            .await?
+        {
+            let mut resp = StatusCode::TEMPORARY_REDIRECT.into_response();
+            set(&mut resp, header::LOCATION, url);
+            set(&mut resp, CONTENT_DIGEST, digest.to_string());
+            return Ok(resp);
+        }
+    }
+    let range = req.header(header::RANGE);
     // HEAD goes through `stat_blob`, which also restarts the blob's GC grace window: a
-    // client that HEADs a blob and skips its upload is about to reference it.
-    let (file, size) = if head {
-        (None, state.store.stat_blob(repo, digest)?)
+    // client that HEADs a blob and skips its upload is about to reference it. A GET without
+    // `Range` learns the size from the read itself (one request to the backend, not two).
+    let (read, size) = if head {
+        (None, state.store.stat_blob(repo, digest).await?)
+    } else if range.is_none() {
+        let read = state.store.read_blob(repo, digest, ByteRange::ALL).await?;
+        let size = read.size;
+        (Some(read), size)
     } else {
-        let (f, n) = state.store.open_blob(repo, digest)?;
-        (Some(f), n)
+        (None, state.store.blob_size(repo, digest).await?)
     };
-    let range = match req.header(header::RANGE) {
+    let range = match range {
         Some(r) => parse_range(r, size)?,
         None => None,
     };
@@ -34,8 +58,19 @@ pub async fn get(
         Some((s, e)) => (StatusCode::PARTIAL_CONTENT, s, e - s + 1),
         None => (StatusCode::OK, 0, size),
     };
-    let body = match file {
-        Some(file) => Body::from_stream(airdock_storage::read_range(file, start, len)),
+    let read = match read {
+        Some(read) => Some(read),
+        None if head => None,
+        None => {
+            let part = ByteRange {
+                start,
+                len: Some(len),
+            };
+            Some(state.store.read_blob(repo, digest, part).await?)
+        }
+    };
+    let body = match read {
+        Some(read) => Body::from_stream(read.stream),
         None => Body::empty(),
     };
     let mut resp = (status, body).into_response();

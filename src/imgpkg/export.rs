@@ -275,7 +275,7 @@ struct Streamer {
     /// Index of the next blob to start.
     next: usize,
     /// The blob being read: its file, bytes left, and padding to write after it.
-    current: Option<(tokio::fs::File, u64, u64, Digest)>,
+    current: Option<(airdock_storage::blobstore::BlobReader, u64, u64, Digest)>,
     started: bool,
     ended: bool,
 }
@@ -324,6 +324,7 @@ impl Streamer {
             let (file, len) = self
                 .store
                 .open_blob(&b.repo, &b.digest)
+                .await
                 .map_err(|e| io::Error::other(format!("opening blob {}: {e}", b.digest)))?;
             if len != b.size {
                 return Err(io::Error::other(format!(
@@ -331,12 +332,7 @@ impl Streamer {
                     b.digest, b.size
                 )));
             }
-            self.current = Some((
-                tokio::fs::File::from_std(file),
-                b.size,
-                tarfmt::padding(b.size),
-                b.digest.clone(),
-            ));
+            self.current = Some((file, b.size, tarfmt::padding(b.size), b.digest.clone()));
             return Ok(Some(Bytes::from(header(
                 &tar_member_name(&b.digest),
                 b.size,
@@ -460,6 +456,7 @@ pub async fn plan(
     for w in wanted {
         p.wanted(w).await?;
     }
+    p.check_sizes().await?;
     let mut elements: Vec<(String, String)> = p.top.into_values().collect();
     // imgpkg sorts the set by `Manifest.Digest/Config.Digest` (images) or `Digest` (indexes).
     elements.sort();
@@ -491,6 +488,28 @@ pub async fn plan(
 }
 
 impl Planner<'_> {
+    /// Every planned layer is stored with the size its manifest gives, so the tar's length
+    /// and every header are right before the first byte is sent.
+    async fn check_sizes(&self) -> Result<(), ExportError> {
+        for b in self.blobs.values() {
+            let (repo, d, size) = (&b.repo, &b.digest, b.size);
+            let len = self
+                .store
+                .blob_size(repo, d)
+                .await
+                .map_err(|e| store_err(&format!("layer {d} in {repo}"), e))?;
+            if len != size {
+                return Err(ExportError::new(
+                    ExportErrorKind::Storage,
+                    format!(
+                        "layer {d} is {len} bytes stored, {size} in its manifest (run `airdock fsck`)"
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     fn check(&self, repo: &RepoName) -> Result<(), ExportError> {
         if (self.may_read)(repo) {
             Ok(())
@@ -588,6 +607,7 @@ impl Planner<'_> {
         let (file, len) = self
             .store
             .open_blob(repo, &desc.digest)
+            .await
             .map_err(|e| store_err(&format!("config {} in {repo}", desc.digest), e))?;
         if len > MAX_CONFIG {
             return Err(ExportError::new(
@@ -596,8 +616,7 @@ impl Planner<'_> {
             ));
         }
         let mut bytes = Vec::with_capacity(len as usize);
-        tokio::fs::File::from_std(file)
-            .take(MAX_CONFIG + 1)
+        file.take(MAX_CONFIG + 1)
             .read_to_end(&mut bytes)
             .await
             .map_err(|e| store_err(&format!("reading config {}", desc.digest), e.into()))?;
@@ -823,19 +842,9 @@ impl Planner<'_> {
         if self.blobs.contains_key(d) {
             return Ok(());
         }
+        // Pinned now; its stored size is checked against `size` once the walk is done
+        // (`check_sizes`), before the first byte of the tar.
         self.pins.push(self.store.pin_blob(d));
-        let (_, len) = self
-            .store
-            .open_blob(repo, d)
-            .map_err(|e| store_err(&format!("layer {d} in {repo}"), e))?;
-        if len != size {
-            return Err(ExportError::new(
-                ExportErrorKind::Storage,
-                format!(
-                    "layer {d} is {len} bytes on disk, {size} in its manifest (run `airdock fsck`)"
-                ),
-            ));
-        }
         self.blobs.insert(
             d.clone(),
             PlannedBlob {
@@ -938,10 +947,9 @@ impl Planner<'_> {
         let (file, _) = self
             .store
             .open_blob(repo, &layer.digest)
-            .map_err(|e| store_err(&format!("bundle layer {}", layer.digest), e))?;
-        bundle_layer::images_lock(tokio::fs::File::from_std(file))
             .await
-            .map_err(bad)
+            .map_err(|e| store_err(&format!("bundle layer {}", layer.digest), e))?;
+        bundle_layer::images_lock(file).await.map_err(bad)
     }
 }
 

@@ -416,9 +416,18 @@ async fn start_blob<R: AsyncRead + Unpin>(
     let mut seen = 0u64;
     // Claimed (pinned) rather than just looked at: GC cannot collect it before the commit.
     // A dry run only pins (in memory): claiming touches the file, and it writes nothing.
+    let looked = format!("looking up {entry}");
     let present = match &kept {
-        Some(_) => Some((store.pin_blob(&digest), store.blob_exists(&digest))),
-        None => store.claim_blob(&digest).map(|pin| (pin, true)),
+        Some(_) => {
+            let pin = store.pin_blob(&digest);
+            let exists = store.blob_exists(&digest).await;
+            Some((pin, exists.map_err(|e| storage_err(&looked, e))?))
+        }
+        None => store
+            .claim_blob(&digest)
+            .await
+            .map_err(|e| storage_err(&looked, e))?
+            .map(|pin| (pin, true)),
     };
     if let Some((pin, existed)) = present {
         let mut hasher = digest.algorithm().hasher();
@@ -827,7 +836,9 @@ async fn stage(
     for (d, raw) in set.configs() {
         if dry {
             if !received.contains_key(d) {
-                count(&mut staged.blobs, store.blob_exists(d), raw.len() as u64);
+                let existed = store.blob_exists(d).await;
+                let existed = existed.map_err(|e| storage_err(&format!("looking up {d}"), e))?;
+                count(&mut staged.blobs, existed, raw.len() as u64);
             }
             continue;
         }
@@ -877,7 +888,10 @@ async fn stage(
                 (&image.config_digest, &image.config),
             ] {
                 if dry {
-                    count(&mut staged.blobs, store.blob_exists(d), bytes.len() as u64);
+                    let existed = store.blob_exists(d).await;
+                    let existed =
+                        existed.map_err(|e| storage_err(&format!("looking up {d}"), e))?;
+                    count(&mut staged.blobs, existed, bytes.len() as u64);
                     continue;
                 }
                 let (ing, pin) = store

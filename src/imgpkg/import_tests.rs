@@ -701,11 +701,16 @@ async fn synthetic_bundle_with_foreign_layer_and_index() {
     let m: Value = serde_json::from_slice(&loc.bytes).expect("json");
     let layer_digest =
         airdock_storage::Digest::parse(m["layers"][0]["digest"].as_str().expect("d")).expect("d");
-    let (file, _) = s
+    let (mut file, _) = s
         .open_blob(&r, &layer_digest)
+        .await
         .expect("locations layer linked");
+    let mut bytes = Vec::new();
+    tokio::io::AsyncReadExt::read_to_end(&mut file, &mut bytes)
+        .await
+        .expect("read");
     let mut yaml = String::new();
-    let gz = flate2::read::GzDecoder::new(file);
+    let gz = flate2::read::GzDecoder::new(&bytes[..]);
     for e in tar::Archive::new(gz).entries().expect("tar") {
         let mut e = e.expect("entry");
         if e.path().expect("p").ends_with("image-locations.yml") {
@@ -727,9 +732,8 @@ async fn synthetic_bundle_with_foreign_layer_and_index() {
             &airdock_storage::Digest::parse(&child.digest.to_string()).expect("d")
         ));
     }
-    assert!(
-        !s.blob_exists(&airdock_storage::Digest::parse(&foreign.digest.to_string()).expect("d"))
-    );
+    let foreign = airdock_storage::Digest::parse(&foreign.digest.to_string()).expect("d");
+    assert!(!s.blob_exists(&foreign).await.expect("stat"));
     let yml_out = report.images_yml.expect("images.yml");
     assert!(
         yml_out.contains(&format!("image: 127.0.0.1:5001/mirror/app@{}", win.digest)),

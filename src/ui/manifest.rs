@@ -2,7 +2,7 @@
 //! the pull commands, its config and layers (an image) or children with platforms (an
 //! index), the referrers that name it (signatures, SBOMs) and its JSON as stored.
 
-use std::io::Read;
+use tokio::io::AsyncReadExt;
 
 use axum::response::Response;
 use maud::{html, Markup};
@@ -56,17 +56,12 @@ pub fn layers_of(bytes: &[u8]) -> Vec<Digest> {
 
 /// The bytes of a blob `repo` holds, up to `max` (`None` when absent or larger).
 pub async fn small_blob(c: &Console, repo: &RepoName, d: &Digest, max: u64) -> Option<Vec<u8>> {
-    let (file, len) = c.app.store.open_blob(repo, d).ok()?;
+    let (file, len) = c.app.store.open_blob(repo, d).await.ok()?;
     if len > max {
         return None;
     }
-    tokio::task::spawn_blocking(move || {
-        let mut out = Vec::with_capacity(len as usize);
-        file.take(max).read_to_end(&mut out).ok().map(|_| out)
-    })
-    .await
-    .ok()
-    .flatten()
+    let mut out = Vec::with_capacity(len as usize);
+    file.take(max).read_to_end(&mut out).await.ok().map(|_| out)
 }
 
 /// Whether the config of image `record` carries imgpkg's bundle label. Remembered per

@@ -22,6 +22,7 @@
 //! (`index.rs`) records "digest → object". No object is listed on a request path: a blob's
 //! object is found from its digest and the index alone.
 
+pub mod binding;
 mod hash;
 mod index;
 mod sessions;

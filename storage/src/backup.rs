@@ -580,7 +580,7 @@ mod tests {
         let r = Store::open_read_only(&dst).await.expect("open");
         let a = RepoName::parse("a").expect("name");
         assert!(r.repo_has_blob(&a, &sha(&[5u8; 70_000])));
-        assert!(!r.blob_exists(&sha(b"garbage")));
+        assert!(!r.blob_exists(&sha(b"garbage")).await.expect("stat"));
         assert!(r.fsck(false).await.expect("fsck").clean);
         drop(r);
 

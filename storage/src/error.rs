@@ -72,6 +72,9 @@ pub enum StoreError {
     /// 503, a timeout): worth retrying later, not a fault of the request.
     #[error("blob storage unavailable: {0}")]
     Unavailable(String),
+    /// What this store's blob backend cannot do (yet): named, never done half.
+    #[error("not supported: {0}")]
+    Unsupported(String),
     #[error("storage I/O error: {0}")]
     Io(#[from] io::Error),
     #[error("data directory {0} is in use by another airdock process")]

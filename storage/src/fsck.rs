@@ -66,6 +66,14 @@ impl Store {
     /// exists) still refuses a data dir a server is using. Anything that would write through
     /// this store fails.
     pub async fn open_read_only(root: impl AsRef<Path>) -> Result<Store, StoreError> {
+        Store::open_read_only_with(root, None).await
+    }
+
+    /// [`Store::open_read_only`] with blobs in `blobs` (`None`: the filesystem under `root`).
+    pub async fn open_read_only_with(
+        root: impl AsRef<Path>,
+        blobs: Option<Box<dyn BlobStore>>,
+    ) -> Result<Store, StoreError> {
         let root = root.as_ref().to_owned();
         let root2 = root.clone();
         let (lock, meta) = tokio::task::spawn_blocking(move || {
@@ -89,7 +97,16 @@ impl Store {
         })
         .await
         .map_err(io::Error::other)??;
-        let blobs = FsBlobStore::new(root.clone());
+        let (blobs, clock): (Box<dyn BlobStore>, Box<dyn crate::BlobClock>) = match blobs {
+            None => (
+                Box::new(FsBlobStore::new(root.clone())),
+                Box::new(crate::blobstore::fs::MtimeClock::new(root.clone())),
+            ),
+            Some(b) => (
+                b,
+                Box::new(crate::blobstore::memory::MemClock::since(SystemTime::now())),
+            ),
+        };
         let on_disk = match blobs.sessions().await {
             Ok(found) => uploads::entries(found),
             Err(StoreError::Io(e)) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
@@ -97,10 +114,11 @@ impl Store {
         };
         Ok(Store {
             inner: Arc::new(Inner {
-                root,
+                root: root.clone(),
                 _lock: lock,
                 meta,
-                blobs: Box::new(blobs),
+                blobs,
+                clock,
                 open_uploads: Open::with(on_disk),
                 pins: pins::Pins::default(),
                 gc: tokio::sync::Mutex::new(()),
@@ -109,39 +127,117 @@ impl Store {
         })
     }
 
+    /// fsck's first step through the contract: every listed blob read back and hashed
+    /// (`found` gets each one listed). One blob at a time, a chunk at a time.
+    async fn rehash_blobs(&self, found: &mut HashSet<Digest>) -> Result<FsckReport, StoreError> {
+        use futures_util::TryStreamExt;
+        let mut report = FsckReport::default();
+        let listed: Vec<Digest> = self.inner.blobs.list().try_collect().await?;
+        for d in listed {
+            let read = match self
+                .inner
+                .blobs
+                .read(&d, crate::blobstore::ByteRange::ALL)
+                .await
+            {
+                Ok(r) => r,
+                // Deleted by a concurrent GC since the listing: nothing to check.
+                Err(StoreError::BlobUnknown(_)) => continue,
+                Err(e) => return Err(e),
+            };
+            let mut hasher = d.algorithm().hasher();
+            let mut stream = read.stream;
+            let mut size = 0u64;
+            while let Some(chunk) = stream.try_next().await? {
+                hasher.update(&chunk);
+                size += chunk.len() as u64;
+            }
+            report.blobs_checked += 1;
+            report.bytes_checked += size;
+            if hasher.finish() != d {
+                report.corrupt_blobs.push(d.clone());
+            }
+            found.insert(d);
+        }
+        Ok(report)
+    }
+
     /// Check the whole store. With `repair`, fix what can be fixed without losing data.
     /// Safe on a serving store: the metadata checks and repairs hold the journal lock.
     pub async fn fsck(&self, repair: bool) -> Result<FsckReport, StoreError> {
+        // On another backend than the filesystem, the check re-hashes through the contract;
+        // a repair (which quarantines by renaming files) is not supported there yet.
+        let on_fs = self.inner.blobs.kind() == "filesystem";
+        if !on_fs && repair {
+            self.require_filesystem("fsck --repair")?;
+        }
+        let mut remote: HashSet<Digest> = HashSet::new();
         let root = self.inner.root.clone();
         // Hashing is the slow part and needs no lock: blob files never change in place.
-        let mut report = tokio::task::spawn_blocking(move || -> io::Result<FsckReport> {
-            let (found, strays) = layout::walk_blobs(&root)?;
-            let mut report = FsckReport {
-                stray_files: strays.iter().map(|p| p.display().to_string()).collect(),
-                ..FsckReport::default()
-            };
-            for d in found {
-                match blobs::hash_file(&layout::blob_path(&root, &d), d.algorithm()) {
-                    Ok((actual, size)) => {
-                        report.blobs_checked += 1;
-                        report.bytes_checked += size;
-                        if actual != d {
-                            report.corrupt_blobs.push(d);
+        let mut report = if !on_fs {
+            self.rehash_blobs(&mut remote).await?
+        } else {
+            tokio::task::spawn_blocking(move || -> io::Result<FsckReport> {
+                let (found, strays) = layout::walk_blobs(&root)?;
+                let mut report = FsckReport {
+                    stray_files: strays.iter().map(|p| p.display().to_string()).collect(),
+                    ..FsckReport::default()
+                };
+                for d in found {
+                    match blobs::hash_file(&layout::blob_path(&root, &d), d.algorithm()) {
+                        Ok((actual, size)) => {
+                            report.blobs_checked += 1;
+                            report.bytes_checked += size;
+                            if actual != d {
+                                report.corrupt_blobs.push(d);
+                            }
                         }
+                        // Deleted by a concurrent GC since the listing: nothing to check.
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                        Err(e) => return Err(e),
                     }
-                    // Deleted by a concurrent GC since the listing: nothing to check.
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(e),
                 }
-            }
-            Ok(report)
-        })
-        .await
-        .map_err(io::Error::other)??;
+                Ok(report)
+            })
+            .await
+            .map_err(io::Error::other)??
+        };
 
         let corrupt: HashSet<Digest> = report.corrupt_blobs.iter().cloned().collect();
         let root = &self.inner.root;
-        let usable = |d: &Digest| !corrupt.contains(d) && layout::blob_path(root, d).is_file();
+        let mut locked = self.inner.meta.lock().await;
+        if !on_fs {
+            // Stored since the listing and linked before the lock: asked once, under it.
+            let named: Vec<Digest> = {
+                let state = locked.state();
+                let all = state.repos.values().flat_map(|r| {
+                    let children = r.manifests.values().flat_map(|m| &m.manifests);
+                    r.blobs
+                        .iter()
+                        .chain(r.manifests.keys())
+                        .chain(children.map(|c| &c.digest))
+                });
+                let unseen = all.filter(|d| !remote.contains(*d));
+                unseen
+                    .cloned()
+                    .collect::<HashSet<_>>()
+                    .into_iter()
+                    .collect()
+            };
+            for d in named {
+                if self.inner.blobs.stat(&d).await?.is_some() {
+                    remote.insert(d);
+                }
+            }
+        }
+        let usable = |d: &Digest| {
+            !corrupt.contains(d)
+                && if on_fs {
+                    layout::blob_path(root, d).is_file()
+                } else {
+                    remote.contains(d)
+                }
+        };
         let state_of = |d: &Digest| {
             if corrupt.contains(d) {
                 "corrupt"
@@ -149,7 +245,6 @@ impl Store {
                 "missing"
             }
         };
-        let mut locked = self.inner.meta.lock().await;
         let mut txn = Txn::new();
         {
             let state = locked.state();

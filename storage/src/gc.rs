@@ -142,13 +142,12 @@ impl HeldBack {
     }
 }
 
-fn mtime(p: &std::path::Path) -> Option<SystemTime> {
-    fs::metadata(p).and_then(|m| m.modified()).ok()
-}
-
 impl Store {
     /// Run one garbage collection. Safe while the store serves; see the module docs.
     pub async fn gc(&self, opts: &GcOptions) -> Result<GcReport, StoreError> {
+        // The filesystem lists and sweeps files on blocking threads (as before the contract);
+        // another backend through the contract, with the store's `BlobClock` as its clock.
+        let on_fs = self.inner.blobs.kind() == "filesystem";
         let _one_at_a_time = self.inner.gc.lock().await;
         let started = Instant::now();
         let mut report = GcReport {
@@ -165,17 +164,26 @@ impl Store {
         //    fan-out directory per blocking task and gathered here, so the large lists live
         //    in the runtime's few allocator arenas, not in those of the many blocking
         //    threads, which would each keep the memory of a run for themselves.
-        let (shards, _strays) = {
+        let shards = if on_fs {
             let root = root.clone();
             tokio::task::spawn_blocking(move || layout::blob_shards(&root))
                 .await
                 .map_err(io::Error::other)??
+                .0
+        } else {
+            Vec::new()
         };
         let mut old: Vec<Digest> = Vec::new();
         // Files inside the window (last write, size): the report says which of them only
         // the window kept.
         let mut young: Vec<(Digest, SystemTime, u64)> = Vec::new();
         let mut total = 0u64;
+        if !on_fs {
+            let (n, older, younger) = self.candidates(cutoff).await?;
+            total = n;
+            old = older;
+            young = younger;
+        }
         for shard in shards {
             let root = root.clone();
             let (n, older, younger) = tokio::task::spawn_blocking(move || -> io::Result<_> {
@@ -201,11 +209,11 @@ impl Store {
             young.extend(younger);
         }
         old.sort_unstable();
-        let root = &self.inner.root;
         // Re-read under the lock: a write may have touched it since the listing.
+        let clock = &self.inner.clock;
+        // The clock is the file's mtime on the filesystem (`MtimeClock`).
         let still_old = |d: &Digest| {
-            old.binary_search(d).is_ok()
-                && mtime(&layout::blob_path(root, d)).is_some_and(|t| t <= cutoff)
+            old.binary_search(d).is_ok() && clock.last_used(d).is_some_and(|t| t <= cutoff)
         };
 
         // 2. Metadata: untagged manifests (if asked) and links nothing references.
@@ -218,7 +226,7 @@ impl Store {
             let state = locked.state();
             let younger_than = |d: &Digest, age: Duration| {
                 let cut = now.checked_sub(age).unwrap_or(SystemTime::UNIX_EPOCH);
-                mtime(&layout::blob_path(root, d)).is_none_or(|t| t > cut)
+                clock.last_used(d).is_none_or(|t| t > cut)
             };
             plan(
                 &state,
@@ -267,9 +275,15 @@ impl Store {
             let root = self.inner.root.clone();
             let pins = self.inner.pins.clone();
             let dry = opts.dry_run;
+            let store = self.clone();
+            let handle = tokio::runtime::Handle::current();
             // The journal lock stays held across this: that is what keeps commits out.
             let (n, bytes, touched) = tokio::task::spawn_blocking(move || {
-                sweep(&root, batch, &current, &pins, cutoff, dry)
+                if on_fs {
+                    sweep(&root, batch, &current, &pins, cutoff, dry).map_err(StoreError::from)
+                } else {
+                    store.sweep_blobs(&handle, batch, &current, cutoff, dry)
+                }
             })
             .await
             .map_err(io::Error::other)??;
@@ -314,6 +328,82 @@ impl Store {
             "gc finished"
         );
         Ok(report)
+    }
+
+    /// Step 1 through the contract: every stored blob (`list`), split by the clock into
+    /// those last used before `cutoff` (sorted) and the younger ones with their time and
+    /// size (one `stat` each, for the report). Returns the count listed too.
+    async fn candidates(
+        &self,
+        cutoff: SystemTime,
+    ) -> Result<(u64, Vec<Digest>, Vec<(Digest, SystemTime, u64)>), StoreError> {
+        use futures_util::TryStreamExt;
+        let (mut total, mut old, mut young) = (0u64, Vec::new(), Vec::new());
+        let mut listed = self.inner.blobs.list();
+        while let Some(d) = listed.try_next().await? {
+            total += 1;
+            match self.inner.clock.last_used(&d) {
+                Some(t) if t <= cutoff => old.push(d),
+                Some(t) => young.push((d, t)),
+                // No record at all: no time to run a window from, so it is kept.
+                None => {}
+            }
+        }
+        drop(listed);
+        let mut sized = Vec::with_capacity(young.len());
+        for (d, t) in young {
+            if let Some(n) = self.inner.blobs.stat(&d).await? {
+                sized.push((d, t, n));
+            }
+        }
+        old.sort_unstable();
+        Ok((total, old, sized))
+    }
+
+    /// [`sweep`] through the contract, on a blocking thread that waits for each backend
+    /// call: the pin lock is held across a blob's delete as the filesystem sweep holds it
+    /// across the unlink, so a writer pinning `d` meanwhile waits and then finds it absent.
+    /// One `DELETE` at a time under that (std) lock, never on a runtime thread.
+    fn sweep_blobs(
+        &self,
+        handle: &tokio::runtime::Handle,
+        batch: Vec<Digest>,
+        live: &HashSet<Digest>,
+        cutoff: SystemTime,
+        dry: bool,
+    ) -> Result<(u64, u64, Vec<Written>), StoreError> {
+        let (blobs, clock) = (&self.inner.blobs, &self.inner.clock);
+        let (mut n, mut bytes, mut touched) = (0, 0, Vec::new());
+        for d in batch {
+            if live.contains(&d) {
+                continue;
+            }
+            let pinned = self.inner.pins.lock();
+            if pinned.contains_key(&d) {
+                continue;
+            }
+            let Some(size) = handle.block_on(blobs.stat(&d))? else {
+                continue;
+            };
+            match clock.last_used(&d) {
+                Some(t) if t > cutoff => {
+                    touched.push((t, size));
+                    continue;
+                }
+                Some(_) => {}
+                None => continue,
+            }
+            if !dry {
+                if !handle.block_on(blobs.delete(&d))? {
+                    continue;
+                }
+                clock.forget(&d);
+            }
+            drop(pinned);
+            n += 1;
+            bytes += size;
+        }
+        Ok((n, bytes, touched))
     }
 
     /// Remove upload sessions not written to for `ttl`. A session being written is busy
@@ -652,6 +742,76 @@ mod tests {
         d
     }
 
+    /// GC through the contract (a backend other than the filesystem, here the in-memory
+    /// one): the store's clock decides age, so nothing is swept within a grace window of the
+    /// open or of a touch; then only what nothing references and nobody pins goes, and a
+    /// second run finds nothing.
+    #[tokio::test]
+    async fn sweeps_through_the_contract_on_the_clock() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mem = crate::blobstore::memory::MemBlobStore::new();
+        let s = Store::open_with(dir.path(), Some(Box::new(mem)))
+            .await
+            .expect("open");
+        let repo = name("app");
+        let kept = push_image(&s, &repo, "kept", Some("v1")).await;
+        let dropped = push_image(&s, &repo, "dropped", Some("v2")).await;
+        s.delete_manifest(&repo, &Reference::Digest(dropped.clone()))
+            .await
+            .expect("delete");
+        let pinned = sha(b"pinned");
+        let (_, pin) = s
+            .ingest_blob_pinned(Some(&pinned), Algorithm::Sha256, &b"pinned"[..])
+            .await
+            .expect("ingest");
+        // Within the window (every blob was written or touched just now): nothing goes.
+        let r = s.gc(&opts(false)).await.expect("gc");
+        assert_eq!((r.blobs_deleted, r.links_dropped), (0, 0), "{r:?}");
+        assert!(r.held_back.blobs > 0, "the window held them: {r:?}");
+        let now = GcOptions {
+            grace: Duration::ZERO,
+            ..opts(false)
+        };
+        let dry = s
+            .gc(&GcOptions {
+                dry_run: true,
+                ..now.clone()
+            })
+            .await
+            .expect("dry run");
+        let r = s.gc(&now).await.expect("gc");
+        // The dropped image's manifest, config and layer; not the pinned blob.
+        assert_eq!(r.blobs_deleted, 3, "{r:?}");
+        assert_eq!(
+            dry.blobs_deleted, r.blobs_deleted,
+            "a dry run counts the same"
+        );
+        assert!(s.blob_exists(&pinned).await.expect("stat"), "pinned");
+        assert!(!s.blob_exists(&dropped).await.expect("stat"));
+        let m = s
+            .get_manifest(&repo, &Reference::Digest(kept.clone()))
+            .await
+            .expect("kept manifest");
+        for b in &m.record.blobs {
+            assert!(s.stat_blob(&repo, &b.digest).await.is_ok(), "kept blob");
+        }
+        drop(pin);
+        let r = s.gc(&now).await.expect("gc");
+        assert_eq!(
+            r.blobs_deleted, 1,
+            "the pin is gone, and so is the blob: {r:?}"
+        );
+        let r = s.gc(&now).await.expect("gc");
+        assert_eq!(r.blobs_deleted, 0, "{r:?}");
+        // fsck re-hashes through the contract too; a repair is not offered there.
+        let f = s.fsck(false).await.expect("fsck");
+        assert!(f.clean && f.blobs_checked == 3, "{f:?}");
+        assert!(matches!(
+            s.fsck(true).await,
+            Err(StoreError::Unsupported(_))
+        ));
+    }
+
     #[tokio::test]
     async fn sweeps_only_old_unreferenced_unpinned_blobs() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -680,15 +840,15 @@ mod tests {
             .await
             .expect("dry");
         assert_eq!((dry.blobs_deleted, dry.links_dropped), (1, 1), "{dry:?}");
-        assert!(s.blob_exists(&stray) && s.repo_has_blob(&repo, &stray));
+        assert!(s.blob_exists(&stray).await.expect("stat") && s.repo_has_blob(&repo, &stray));
         let r = s.gc(&opts(true)).await.expect("gc");
         assert_eq!((r.blobs_deleted, r.links_dropped), (1, 1), "{r:?}");
-        assert!(!s.blob_exists(&stray) && !s.repo_has_blob(&repo, &stray));
-        assert!(s.blob_exists(&unlinked), "pinned");
+        assert!(!s.blob_exists(&stray).await.expect("stat") && !s.repo_has_blob(&repo, &stray));
+        assert!(s.blob_exists(&unlinked).await.expect("stat"), "pinned");
         drop(pin);
         let r = s.gc(&opts(true)).await.expect("gc");
         assert_eq!(r.blobs_deleted, 1);
-        assert!(!s.blob_exists(&unlinked));
+        assert!(!s.blob_exists(&unlinked).await.expect("stat"));
         // The tagged image is whole.
         let got = s
             .get_manifest(&repo, &Reference::parse("v1").expect("t"))
@@ -696,7 +856,7 @@ mod tests {
             .expect("get");
         assert_eq!(got.record.digest, m);
         for b in &got.record.blobs {
-            assert!(s.stat_blob(&repo, &b.digest).is_ok());
+            assert!(s.stat_blob(&repo, &b.digest).await.is_ok());
         }
         assert!(s.fsck(false).await.expect("fsck").clean);
     }
@@ -741,9 +901,13 @@ mod tests {
             .await
             .expect("ingest")
             .digest;
-        assert!(s.claim_blob(&sha(b"absent")).is_none());
+        assert!(s
+            .claim_blob(&sha(b"absent"))
+            .await
+            .expect("claim")
+            .is_none());
         age_everything(dir.path());
-        let claim = s.claim_blob(&d).expect("present");
+        let claim = s.claim_blob(&d).await.expect("claim").expect("present");
         let zero = GcOptions {
             grace: Duration::ZERO,
             ..GcOptions::default()
@@ -770,7 +934,7 @@ mod tests {
         assert!(again.existed);
         let r = s.gc(&opts(false)).await.expect("gc");
         assert_eq!(r.blobs_deleted, 0);
-        assert!(s.blob_exists(&d));
+        assert!(s.blob_exists(&d).await.expect("stat"));
     }
 
     #[tokio::test]
@@ -1074,7 +1238,7 @@ mod tests {
             let m = s.get_manifest(repo, tag).await.expect("acked manifest");
             assert_eq!(&m.bytes[..], &body[..]);
             for b in &m.record.blobs {
-                let (_, n) = s.open_blob(repo, &b.digest).expect("acked blob");
+                let (_, n) = s.open_blob(repo, &b.digest).await.expect("acked blob");
                 assert!(n > 0);
             }
         }

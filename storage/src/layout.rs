@@ -105,7 +105,7 @@ pub(crate) fn blob_path(root: &Path, d: &Digest) -> PathBuf {
         .join(hex)
 }
 
-pub(crate) fn journal_path(root: &Path) -> PathBuf {
+pub fn journal_path(root: &Path) -> PathBuf {
     root.join(META).join(JOURNAL)
 }
 

@@ -50,7 +50,10 @@ pub use uploads::{UploadId, UploadSession};
 pub use usage::{RepoUsage, Usage};
 pub use vitals::Vitals;
 
-use blobstore::fs::FsBlobStore;
+use blobstore::fs::{FsBlobStore, MtimeClock};
+use blobstore::memory::MemClock;
+pub use blobstore::BlobRead;
+use blobstore::{BlobReader, ByteRange};
 use meta::{Meta, Op, Repo};
 use uploads::Open;
 pub use uploads::UploadLimits;
@@ -95,6 +98,9 @@ struct Inner {
     /// Where blob bytes and upload sessions live (the blob-storage contract). The store
     /// adds what no backend knows: repositories and links (`meta`), pins, session caps.
     blobs: Box<dyn BlobStore>,
+    /// When each blob was last written or claimed: the file's mtime on the filesystem, a
+    /// record in memory for backends without one (see `BlobClock`).
+    clock: Box<dyn BlobClock>,
     /// Open sessions on disk, their owners, against the caps.
     open_uploads: Open,
     /// Digests writers are relying on right now; GC leaves them alone.
@@ -128,8 +134,18 @@ pub struct Referrer {
 }
 
 impl Store {
-    /// Open (creating if needed) the store under `root`.
+    /// Open (creating if needed) the store under `root`, blobs on the local filesystem.
     pub async fn open(root: impl AsRef<Path>) -> Result<Store, StoreError> {
+        Store::open_with(root, None).await
+    }
+
+    /// Open the store under `root` with its blob bytes and upload sessions in `blobs`
+    /// (`None`: the filesystem under `root`). `root` still holds the metadata journal and
+    /// the lock either way.
+    pub async fn open_with(
+        root: impl AsRef<Path>,
+        blobs: Option<Box<dyn BlobStore>>,
+    ) -> Result<Store, StoreError> {
         let root = root.as_ref().to_owned();
         let root2 = root.clone();
         let (lock, meta) =
@@ -158,14 +174,23 @@ impl Store {
             })
             .await
             .map_err(io::Error::other)??;
-        let blobs = FsBlobStore::new(root.clone());
+        let (blobs, clock): (Box<dyn BlobStore>, Box<dyn BlobClock>) = match blobs {
+            None => (
+                Box::new(FsBlobStore::new(root.clone())),
+                Box::new(MtimeClock::new(root.clone())),
+            ),
+            // A backend without a writable time per blob: the clock is kept in memory, and
+            // after a restart every blob counts as used at the open (see `MemClock`).
+            Some(b) => (b, Box::new(MemClock::since(SystemTime::now()))),
+        };
         let open_uploads = uploads::entries(blobs.sessions().await?);
         let store = Store {
             inner: Arc::new(Inner {
                 root,
                 _lock: lock,
                 meta,
-                blobs: Box::new(blobs),
+                blobs,
+                clock,
                 // Sessions left by an earlier run count against the cap until they finish,
                 // are cancelled or expire.
                 open_uploads: Open::with(open_uploads),
@@ -179,6 +204,22 @@ impl Store {
             store.inner.meta.compact(&store.inner.root).await?;
         }
         Ok(store)
+    }
+
+    /// `kind()` of the blob backend: `"filesystem"`, `"s3"`, …
+    pub fn blob_backend(&self) -> &'static str {
+        self.inner.blobs.kind()
+    }
+
+    /// `Unsupported` unless blobs are on the local filesystem: for the maintenance
+    /// commands that still work on blob files directly.
+    fn require_filesystem(&self, what: &str) -> Result<(), StoreError> {
+        match self.inner.blobs.kind() {
+            "filesystem" => Ok(()),
+            other => Err(StoreError::Unsupported(format!(
+                "{what} of blobs on {other} storage is not supported yet"
+            ))),
+        }
     }
 
     pub fn root(&self) -> &Path {
@@ -226,6 +267,7 @@ impl Store {
         // Pinned before it is visible: GC cannot take it between the write and the link.
         let pin = self.inner.pins.pin(expected);
         let written = self.inner.blobs.put(expected, &mut reader, None).await?;
+        self.touch_written(expected);
         Ok((
             Ingested {
                 digest: expected.clone(),
@@ -256,6 +298,7 @@ impl Store {
             let digest = hashing.hasher.finish();
             let pin = self.inner.pins.pin(&digest);
             let written = blobs.finish(&id, &digest).await?;
+            self.touch_written(&digest);
             let ingested = Ingested {
                 digest,
                 size: written.size,
@@ -289,20 +332,36 @@ impl Store {
 
     /// If `d` is stored, pin it (and restart its grace window) and return the pin; else
     /// `None`. The race-free form of "`blob_exists`, so skip writing it": pinned before
-    /// looking, the file cannot be collected between the look and the writer's commit.
-    pub fn claim_blob(&self, d: &Digest) -> Option<Pin> {
+    /// looking, the blob cannot be collected between the look and the writer's commit.
+    pub async fn claim_blob(&self, d: &Digest) -> Result<Option<Pin>, StoreError> {
         let pin = self.inner.pins.pin(d);
-        let path = layout::blob_path(&self.inner.root, d);
-        blobs::touch(&path).ok()?;
-        // The caller will acknowledge something that needs this file, whose rename by a
-        // concurrent writer may not be durable yet: make its directory entry durable. Without
-        // that, it counts as absent and the caller writes it again.
-        blobs::fsync_dir(path.parent()?).ok()?;
-        Some(pin)
+        // The caller will acknowledge something that needs this blob, which a concurrent
+        // writer may have made visible but not yet durable: `stat_durable` makes it so.
+        // Without that, it counts as absent and the caller writes it again.
+        if self.inner.blobs.stat_durable(d).await?.is_none() {
+            return Ok(None);
+        }
+        self.touch(d);
+        Ok(Some(pin))
     }
 
-    pub fn blob_exists(&self, d: &Digest) -> bool {
-        layout::blob_path(&self.inner.root, d).exists()
+    /// Whether `d` is stored (in any repository, or none yet). One `stat` of the backend.
+    pub async fn blob_exists(&self, d: &Digest) -> Result<bool, StoreError> {
+        Ok(self.inner.blobs.stat(d).await?.is_some())
+    }
+
+    /// Restart `d`'s grace window: GC leaves it alone for that long from now.
+    fn touch(&self, d: &Digest) {
+        self.inner.clock.touch(d, SystemTime::now());
+    }
+
+    /// [`Store::touch`] after the backend wrote or finished `d`. On the filesystem that write
+    /// set the clock itself (a new file's mtime, or `persist` touching the file it found),
+    /// so the extra syscalls are skipped on the hot path.
+    fn touch_written(&self, d: &Digest) {
+        if self.inner.blobs.kind() != "filesystem" {
+            self.touch(d);
+        }
     }
 
     /// Monolithic push: store and link into `repo`.
@@ -334,7 +393,6 @@ impl Store {
         repo: &RepoName,
         d: &Digest,
     ) -> Result<(), StoreError> {
-        let root = &self.inner.root;
         let linked = locked
             .state()
             .repos
@@ -345,9 +403,29 @@ impl Store {
         }
         let mut txn = Txn::new();
         txn.link_blob(repo.clone(), d.clone());
-        locked
-            .commit(txn, |d| layout::blob_path(root, d).exists())
-            .await
+        self.commit_locked(locked, txn).await
+    }
+
+    /// Commit `txn` under the journal lock, checking it against what the backend stores
+    /// right now. Asked under the lock: GC deletes under it too, so a blob found here is
+    /// still there when the transaction is applied.
+    async fn commit_locked(
+        &self,
+        locked: &mut meta::Locked<'_>,
+        txn: Txn,
+    ) -> Result<(), StoreError> {
+        use futures_util::{StreamExt, TryStreamExt};
+        let needed = txn.needs_stored();
+        let blobs = &self.inner.blobs;
+        // Concurrent, bounded: an import's one transaction may link hundreds of blobs, and
+        // on S3 each look is a round trip.
+        let stored: std::collections::HashSet<Digest> = futures_util::stream::iter(needed)
+            .map(|d| async move { Ok::<_, StoreError>(blobs.stat(&d).await?.map(|_| d)) })
+            .buffer_unordered(16)
+            .try_filter_map(|d| async move { Ok(d) })
+            .try_collect()
+            .await?;
+        locked.commit(txn, |d| stored.contains(d)).await
     }
 
     pub fn repo_has_blob(&self, repo: &RepoName, d: &Digest) -> bool {
@@ -403,66 +481,82 @@ impl Store {
         if !visible {
             return Ok(false);
         }
-        // Pinned before looking at the file: from here GC cannot delete it, and the touch
+        // Pinned before looking at the blob: from here GC cannot delete it, and the touch
         // gives the new link a fresh grace window before GC may drop it as unreferenced.
         let _pin = self.inner.pins.pin(d);
-        let path = layout::blob_path(&self.inner.root, d);
-        match blobs::touch(&path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
-            Err(e) => return Err(e.into()),
+        if self.inner.blobs.stat(d).await?.is_none() {
+            return Ok(false);
         }
+        self.touch(d);
         self.link(repo, d).await?;
         Ok(true)
     }
 
-    /// Size of a blob `repo` may serve.
-    pub fn stat_blob(&self, repo: &RepoName, d: &Digest) -> Result<u64, StoreError> {
-        if !self.repo_has_blob(repo, d) {
-            return Err(StoreError::BlobUnknown(d.clone()));
-        }
-        let path = layout::blob_path(&self.inner.root, d);
-        match fs::metadata(&path) {
-            Ok(m) => {
-                // A client that HEADs a blob and skips its upload will reference it in a
-                // manifest soon: restart its grace window. Best effort (read-only disks).
-                let _ = blobs::touch(&path);
-                Ok(m.len())
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                Err(StoreError::BlobUnknown(d.clone()))
-            }
-            Err(e) => Err(e.into()),
-        }
+    /// Size of a blob `repo` may serve. Restarts its grace window: a client that `HEAD`s a
+    /// blob and skips its upload will reference it in a manifest soon.
+    pub async fn stat_blob(&self, repo: &RepoName, d: &Digest) -> Result<u64, StoreError> {
+        let size = self.blob_size(repo, d).await?;
+        self.touch(d);
+        Ok(size)
     }
 
-    /// Open a blob `repo` may serve, with its size.
-    pub fn open_blob(&self, repo: &RepoName, d: &Digest) -> Result<(File, u64), StoreError> {
+    /// Size of a blob `repo` may serve, without touching its grace window (an export
+    /// planning its tar).
+    pub async fn blob_size(&self, repo: &RepoName, d: &Digest) -> Result<u64, StoreError> {
         if !self.repo_has_blob(repo, d) {
             return Err(StoreError::BlobUnknown(d.clone()));
         }
-        match File::open(layout::blob_path(&self.inner.root, d)) {
-            Ok(f) => {
-                let len = f.metadata()?.len();
-                Ok((f, len))
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                Err(StoreError::BlobUnknown(d.clone()))
-            }
-            Err(e) => Err(e.into()),
+        self.inner
+            .blobs
+            .stat(d)
+            .await?
+            .ok_or_else(|| StoreError::BlobUnknown(d.clone()))
+    }
+
+    /// Stream `range` of a blob `repo` may serve (`BlobUnknown` if it does not hold it),
+    /// with the whole blob's size.
+    pub async fn read_blob(
+        &self,
+        repo: &RepoName,
+        d: &Digest,
+        range: ByteRange,
+    ) -> Result<BlobRead, StoreError> {
+        if !self.repo_has_blob(repo, d) {
+            return Err(StoreError::BlobUnknown(d.clone()));
         }
+        self.inner.blobs.read(d, range).await
+    }
+
+    /// A URL the client may fetch blob `d` of `repo` from directly for `ttl`, when the
+    /// backend is configured to hand those out (S3 presigned GETs, `storage.s3.redirect`);
+    /// `None`: serve the bytes. `BlobUnknown` if `repo` does not hold it.
+    pub async fn blob_redirect(
+        &self,
+        repo: &RepoName,
+        d: &Digest,
+        ttl: std::time::Duration,
+    ) -> Result<Option<String>, StoreError> {
+        if !self.repo_has_blob(repo, d) {
+            return Err(StoreError::BlobUnknown(d.clone()));
+        }
+        self.inner.blobs.redirect_url(d, ttl).await
+    }
+
+    /// Open a blob `repo` may serve as a reader, with its size.
+    pub async fn open_blob(
+        &self,
+        repo: &RepoName,
+        d: &Digest,
+    ) -> Result<(BlobReader, u64), StoreError> {
+        let read = self.read_blob(repo, d, ByteRange::ALL).await?;
+        Ok((BlobReader::new(read.stream), read.size))
     }
 
     /// Open a stored blob whatever repository holds it (or none yet): for the importer,
     /// which reads a bundle's layer back before its transaction links it.
-    pub async fn open_stored_blob(&self, d: &Digest) -> Result<tokio::fs::File, StoreError> {
-        match tokio::fs::File::open(layout::blob_path(&self.inner.root, d)).await {
-            Ok(f) => Ok(f),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                Err(StoreError::BlobUnknown(d.clone()))
-            }
-            Err(e) => Err(e.into()),
-        }
+    pub async fn open_stored_blob(&self, d: &Digest) -> Result<BlobReader, StoreError> {
+        let read = self.inner.blobs.read(d, ByteRange::ALL).await?;
+        Ok(BlobReader::new(read.stream))
     }
 
     /// Remove a blob from `repo`. The bytes stay until no repository holds them (GC).
@@ -595,16 +689,10 @@ impl Store {
         &self,
         repo: &RepoName,
         id: &UploadId,
-    ) -> Result<tokio::fs::File, StoreError> {
+    ) -> Result<BlobReader, StoreError> {
         self.session(repo, id)?;
-        // The session's bytes where the filesystem backend keeps them (the only backend the
-        // store runs on today); another backend needs a read of session data in the contract.
-        let dir = layout::upload_dir(&self.inner.root, id);
-        match tokio::fs::File::open(uploads::data_path(&dir)).await {
-            Ok(f) => Ok(f),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(StoreError::UploadUnknown),
-            Err(e) => Err(e.into()),
-        }
+        let read = self.inner.blobs.read_session(id).await?;
+        Ok(BlobReader::new(read.stream))
     }
 
     /// Bytes received so far.
@@ -676,6 +764,8 @@ impl Store {
             }
             Err(e) => return Err(e),
         };
+        // Its grace window starts now: the client's manifest referencing it comes next.
+        self.touch_written(expected);
         // Released and linked under the journal lock, against which a repository delete
         // cancels its sessions: a session cancelled first links nothing (the stored bytes
         // are left to GC), so finishing it cannot bring a deleted repository back.
@@ -735,24 +825,13 @@ impl Store {
         let record = ManifestRecord::parse(digest.clone(), media_type, bytes)?;
         // Pinned until committed: GC must not delete the manifest's bytes in between.
         let _pin = self.inner.pins.pin(&digest);
-        let path = layout::blob_path(&self.inner.root, &digest);
-        // Found already stored: a concurrent push of the same manifest may have renamed it in
-        // without its directory fsync done yet, and this push acknowledges it, so the entry
-        // must be made durable here too (as `persist` does for a blob found present).
-        let found = tokio::task::spawn_blocking(move || match blobs::touch(&path) {
-            Ok(()) => {
-                let dir = path
-                    .parent()
-                    .ok_or_else(|| io::Error::other("blob path has no parent"))?;
-                blobs::fsync_dir(dir).map(|()| true)
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
-            Err(e) => Err(e),
-        })
-        .await
-        .map_err(io::Error::other)??;
-        if !found {
+        // Found already stored: a concurrent push of the same manifest may have made it
+        // visible but not yet durable, and this push acknowledges it (`stat_durable`).
+        if self.inner.blobs.stat_durable(&digest).await?.is_none() {
             self.inner.blobs.put(&digest, &mut &bytes[..], None).await?;
+            self.touch_written(&digest);
+        } else {
+            self.touch(&digest);
         }
         let mut txn = if check_refs {
             Txn::new()
@@ -810,8 +889,20 @@ impl Store {
         if let Some(bytes) = self.inner.manifests.get(d) {
             return Ok(bytes);
         }
-        let path = layout::blob_path(&self.inner.root, d);
-        let bytes = bytes::Bytes::from(tokio::fs::read(&path).await?);
+        let read = self.inner.blobs.read(d, ByteRange::ALL).await?;
+        if read.size > MAX_MANIFEST_BYTES as u64 {
+            return Err(StoreError::TooLarge(format!(
+                "stored manifest {d} is {} bytes, past the {MAX_MANIFEST_BYTES} byte limit",
+                read.size
+            )));
+        }
+        // Bounded by the check above (manifests are refused past it when pushed).
+        let mut bytes = bytes::BytesMut::with_capacity(read.size as usize);
+        let mut stream = read.stream;
+        while let Some(chunk) = futures_util::StreamExt::next(&mut stream).await {
+            bytes.extend_from_slice(&chunk?);
+        }
+        let bytes = bytes.freeze();
         self.inner.manifests.insert(d, &bytes);
         Ok(bytes)
     }
@@ -1037,11 +1128,11 @@ impl Store {
 
     /// Apply a metadata transaction atomically and durably.
     pub async fn commit(&self, txn: Txn) -> Result<(), StoreError> {
-        let root = &self.inner.root;
-        self.inner
-            .meta
-            .commit(txn, |d| layout::blob_path(root, d).exists())
-            .await
+        if txn.ops.is_empty() {
+            return Ok(());
+        }
+        let mut locked = self.inner.meta.lock().await;
+        self.commit_locked(&mut locked, txn).await
     }
 }
 
@@ -1112,7 +1203,10 @@ mod tests {
         let wrong = Digest::of(Algorithm::Sha256, b"other");
         let err = s.push_blob(&name("a"), &wrong, &b"bytes"[..]).await;
         assert!(matches!(err, Err(StoreError::DigestMismatch { .. })));
-        assert!(!s.blob_exists(&Digest::of(Algorithm::Sha256, b"bytes")));
+        assert!(!s
+            .blob_exists(&Digest::of(Algorithm::Sha256, b"bytes"))
+            .await
+            .expect("stat"));
         assert!(!s.repo_exists(&name("a")));
         assert_eq!(files_under(&dir.path().join(layout::TMP)), 0);
     }
@@ -1126,13 +1220,13 @@ mod tests {
             .await
             .expect("push");
         assert!(!first.existed);
-        assert!(s.stat_blob(&name("b"), &d).is_err());
+        assert!(s.stat_blob(&name("b"), &d).await.is_err());
         let again = s
             .push_blob(&name("b"), &d, &b"layer"[..])
             .await
             .expect("push");
         assert!(again.existed);
-        assert_eq!(s.stat_blob(&name("b"), &d).expect("stat"), 5);
+        assert_eq!(s.stat_blob(&name("b"), &d).await.expect("stat"), 5);
         let anyone = |_: &RepoName| true;
         assert!(s
             .mount_blob(&name("c"), &d, Some(&name("a")), &anyone)
@@ -1176,7 +1270,7 @@ mod tests {
         );
         assert_eq!(a.expect("a").digest, d);
         assert_eq!(b.expect("b").digest, d);
-        assert_eq!(s.stat_blob(&name("a"), &d).expect("a"), 3 << 20);
+        assert_eq!(s.stat_blob(&name("a"), &d).await.expect("a"), 3 << 20);
     }
 
     /// The cap counts sessions from POST until finish, cancel or a failed finish, and

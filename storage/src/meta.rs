@@ -65,6 +65,22 @@ pub struct Txn {
 }
 
 impl Txn {
+    /// The blobs this transaction needs stored (what it links, and every manifest's own
+    /// bytes), each once: the store asks its backend about these before the check.
+    pub(crate) fn needs_stored(&self) -> Vec<Digest> {
+        let mut seen = HashSet::new();
+        self.ops
+            .iter()
+            .filter_map(|op| match op {
+                Op::Link { digest, .. } => Some(digest),
+                Op::Manifest { record, .. } => Some(&record.digest),
+                _ => None,
+            })
+            .filter(|d| seen.insert(*d))
+            .cloned()
+            .collect()
+    }
+
     /// A transaction whose manifests must have every reference present (the default).
     pub fn new() -> Txn {
         Txn {
@@ -475,18 +491,6 @@ impl Meta {
             meta: self,
             journal: self.journal.lock().await,
         }
-    }
-
-    /// Check, journal durably, then apply `txn`.
-    pub(crate) async fn commit(
-        &self,
-        txn: Txn,
-        blob_exists: impl Fn(&Digest) -> bool,
-    ) -> Result<(), StoreError> {
-        if txn.ops.is_empty() {
-            return Ok(());
-        }
-        self.lock().await.commit(txn, blob_exists).await
     }
 
     /// Rewrite the journal as the shortest list of ops that rebuilds the current state,

@@ -132,7 +132,7 @@ pub(crate) async fn assert_blobs_servable(s: &Server, repo: &str, t: &str, bytes
 /// The registry holds what imgpkg made in Distribution for `name`: same tags (the
 /// ImageLocations image's own digest tag aside, see src/imgpkg/locations.rs), manifests
 /// byte for byte with the right Content-Type, index children by digest, blobs servable.
-async fn assert_fixture_state(s: &Server, repo: &str, name: &str) {
+pub(crate) async fn assert_fixture_state(s: &Server, repo: &str, name: &str) {
     let state = expected_json(name, "registry/registry-state.json");
     let want: Vec<String> = expected_json(name, "tags-list.json")["tags"]
         .as_array()

@@ -17,7 +17,9 @@ use std::time::SystemTime;
 use bytes::Bytes;
 use futures_util::TryStreamExt;
 
-use super::{BlobRead, BlobStore, Body, ByteRange, DigestStream, SessionRecord, Written};
+use super::{
+    BlobClock, BlobRead, BlobStore, Body, ByteRange, DigestStream, SessionRecord, Written,
+};
 use crate::blobs::{self, Sink};
 use crate::uploads::{self, Hot, Sessions, Taken};
 use crate::{layout, Algorithm, Digest, StoreError, UploadId};
@@ -175,6 +177,24 @@ impl BlobStore for FsBlobStore {
         }
     }
 
+    async fn stat_durable(&self, d: &Digest) -> Result<Option<u64>, StoreError> {
+        let path = self.blob_path(d);
+        // The file may have been renamed in by a concurrent writer whose directory fsync has
+        // not run yet: make its entry durable before anyone acknowledges on the strength of
+        // it. On a blocking thread: an fsync can take milliseconds.
+        Ok(blocking(move || match fs::metadata(&path) {
+            Ok(m) => {
+                let dir = path
+                    .parent()
+                    .ok_or_else(|| io::Error::other("blob path has no parent"))?;
+                blobs::fsync_dir(dir).map(|()| Some(m.len()))
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        })
+        .await?)
+    }
+
     async fn read(&self, d: &Digest, range: ByteRange) -> Result<BlobRead, StoreError> {
         let file = match File::open(self.blob_path(d)) {
             Ok(f) => f,
@@ -293,6 +313,20 @@ impl BlobStore for FsBlobStore {
         }
     }
 
+    async fn read_session(&self, id: &UploadId) -> Result<BlobRead, StoreError> {
+        let dir = layout::upload_dir(&self.root, id);
+        let file = match File::open(uploads::data_path(&dir)) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(StoreError::UploadUnknown),
+            Err(e) => return Err(e.into()),
+        };
+        let size = file.metadata()?.len();
+        Ok(BlobRead {
+            size,
+            stream: Box::pin(blobs::read_range(file, 0, size)),
+        })
+    }
+
     async fn session_size(&self, id: &UploadId) -> Result<u64, StoreError> {
         let dir = layout::upload_dir(&self.root, id);
         match fs::metadata(uploads::data_path(&dir)) {
@@ -385,6 +419,43 @@ impl BlobStore for FsBlobStore {
     }
 }
 
+/// The filesystem store's [`BlobClock`]: a blob file's mtime, which GC's candidate scan reads
+/// (set by every write that lands the file, and by `touch`). Durable with the file, so no
+/// touch is lost to a restart.
+pub struct MtimeClock {
+    root: PathBuf,
+}
+
+impl MtimeClock {
+    pub fn new(root: impl Into<PathBuf>) -> MtimeClock {
+        MtimeClock { root: root.into() }
+    }
+}
+
+impl BlobClock for MtimeClock {
+    fn touch(&self, d: &Digest, at: SystemTime) {
+        // Best effort (a read-only disk, a blob deleted meanwhile): a lost touch only means
+        // GC may see an older time, and writers that rely on the blob also hold a pin.
+        let path = layout::blob_path(&self.root, d);
+        let newer = fs::metadata(&path)
+            .and_then(|m| m.modified())
+            .map_or(true, |t| t < at);
+        if newer {
+            let _ = File::open(&path).and_then(|f| f.set_modified(at));
+        }
+    }
+
+    fn last_used(&self, d: &Digest) -> Option<SystemTime> {
+        fs::metadata(layout::blob_path(&self.root, d))
+            .and_then(|m| m.modified())
+            .ok()
+    }
+
+    fn forget(&self, _d: &Digest) {
+        // The time went with the file.
+    }
+}
+
 /// Session directories under `uploads/` whose names are valid ids, with their `info.json`
 /// (empty if unreadable: a half-made session, which expiry removes) and times (`started`
 /// from the directory, `last_write` from `data`).
@@ -447,6 +518,33 @@ mod tests {
     }
 
     crate::blobstore_contract_tests!(FsHarness::new().await);
+
+    #[tokio::test]
+    async fn reads_a_session_back_without_closing_it() {
+        let h = FsHarness::new().await;
+        testsuite::read_session_leaves_it_open(&h.store).await;
+    }
+
+    /// The mtime clock: its time is the file's, it only moves forward, and the touch of a
+    /// blob that is not there is a no-op.
+    #[tokio::test]
+    async fn mtime_clock() {
+        let h = FsHarness::new().await;
+        let clock = MtimeClock::new(h.dir.path());
+        let d = Digest::of(Algorithm::Sha256, b"timed");
+        assert_eq!(clock.last_used(&d), None);
+        clock.touch(&d, SystemTime::now());
+        assert_eq!(clock.last_used(&d), None);
+        h.store
+            .put(&d, &mut &b"timed"[..], None)
+            .await
+            .expect("put");
+        let written = clock.last_used(&d).expect("a file has a time");
+        let later = written + std::time::Duration::from_secs(60);
+        clock.touch(&d, later);
+        clock.touch(&d, written);
+        assert_eq!(clock.last_used(&d), Some(later));
+    }
 
     fn entries(dir: &Path) -> usize {
         fs::read_dir(dir).map_or(0, |d| d.count())

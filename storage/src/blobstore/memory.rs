@@ -214,6 +214,19 @@ impl BlobStore for MemBlobStore {
         Ok(s.data.len() as u64)
     }
 
+    async fn read_session(&self, id: &UploadId) -> Result<BlobRead, StoreError> {
+        let data = {
+            let st = self.state();
+            let s = st.sessions.get(id).ok_or(StoreError::UploadUnknown)?;
+            Bytes::copy_from_slice(&s.data)
+        };
+        let items = (!data.is_empty()).then_some(Ok(data.clone()));
+        Ok(BlobRead {
+            size: data.len() as u64,
+            stream: Box::pin(futures_util::stream::iter(items)),
+        })
+    }
+
     async fn session_size(&self, id: &UploadId) -> Result<u64, StoreError> {
         let st = self.state();
         let s = st.sessions.get(id).ok_or(StoreError::UploadUnknown)?;
@@ -251,13 +264,27 @@ impl BlobStore for MemBlobStore {
     }
 }
 
-/// A [`BlobClock`] in memory: the reference for the clock's rules.
+/// A [`BlobClock`] in memory: the reference for the clock's rules, and the clock of a
+/// store whose backend has no writable "last used" time of its own (S3: `LastModified`
+/// cannot be refreshed without rewriting the object).
 #[derive(Default)]
 pub struct MemClock {
     times: Mutex<HashMap<Digest, SystemTime>>,
+    /// What a blob with no record answers: the time the store opened. Touches are lost with
+    /// the process, and this is the clock's rule for that (a blob written or claimed just
+    /// before a restart keeps a whole grace window after it).
+    since: Option<SystemTime>,
 }
 
 impl MemClock {
+    /// A clock that answers `since` for every blob it has no record of.
+    pub fn since(since: SystemTime) -> MemClock {
+        MemClock {
+            times: Mutex::default(),
+            since: Some(since),
+        }
+    }
+
     fn times(&self) -> MutexGuard<'_, HashMap<Digest, SystemTime>> {
         self.times.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -271,7 +298,7 @@ impl BlobClock for MemClock {
     }
 
     fn last_used(&self, d: &Digest) -> Option<SystemTime> {
-        self.times().get(d).copied()
+        self.times().get(d).copied().or(self.since)
     }
 
     fn forget(&self, d: &Digest) {
@@ -302,5 +329,20 @@ mod tests {
     #[test]
     fn clock_keeps_the_latest_touch() {
         testsuite::clock_keeps_the_latest_touch(&MemClock::default());
+        let opened = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1000);
+        let clock = MemClock::since(opened);
+        let d = Digest::of(crate::Algorithm::Sha256, b"never touched");
+        assert_eq!(clock.last_used(&d), Some(opened));
+        let later = opened + std::time::Duration::from_secs(5);
+        clock.touch(&d, later);
+        clock.touch(&d, opened);
+        assert_eq!(clock.last_used(&d), Some(later));
+        clock.forget(&d);
+        assert_eq!(clock.last_used(&d), Some(opened));
+    }
+
+    #[tokio::test]
+    async fn reads_a_session_back_without_closing_it() {
+        testsuite::read_session_leaves_it_open(&MemBlobStore::new()).await;
     }
 }

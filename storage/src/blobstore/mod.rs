@@ -47,6 +47,11 @@ pub type Body<'a> = &'a mut (dyn AsyncRead + Unpin + Send);
 /// read, never per chunk.
 pub type ByteStream = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send + 'static>>;
 
+/// A blob (or a session's bytes) as an [`AsyncRead`], for readers that parse what they read
+/// (an import reading a bundle layer back, an export's tar stream): the backend's
+/// [`ByteStream`] behind a reader, so no caller depends on where the bytes live.
+pub type BlobReader = tokio_util::io::StreamReader<ByteStream, Bytes>;
+
 /// Digests streaming out of [`BlobStore::list`].
 pub type DigestStream<'a> = Pin<Box<dyn Stream<Item = Result<Digest, StoreError>> + Send + 'a>>;
 
@@ -170,6 +175,16 @@ pub trait BlobStore: Send + Sync + 'static {
     /// The size of blob `d`, or `None` if it is not stored. Cheap (one `stat` or `HEAD`).
     async fn stat(&self, d: &Digest) -> Result<Option<u64>, StoreError>;
 
+    /// [`BlobStore::stat`] for a caller about to acknowledge something that depends on `d`
+    /// being stored (a push that found it present, an import claiming it): when `Some`, the
+    /// blob is durable, even if what made it visible was a concurrent writer whose own
+    /// durability step has not finished (a file renamed in, its directory not yet fsynced).
+    /// The default is `stat`, right for backends that show an object only once it is durable
+    /// (an S3 PUT is acknowledged before anyone can `HEAD` the object).
+    async fn stat_durable(&self, d: &Digest) -> Result<Option<u64>, StoreError> {
+        self.stat(d).await
+    }
+
     /// Stream `range` of blob `d`. `BlobUnknown` if it is not stored; `RangeInvalid` if the
     /// range is not inside it (see [`ByteRange::resolve`]). The stream reads ahead at most a
     /// bounded amount (a chunk or two), so a slow client holds little memory.
@@ -226,6 +241,20 @@ pub trait BlobStore: Send + Sync + 'static {
         expect_len: Option<u64>,
         body: Body<'_>,
     ) -> Result<u64, StoreError>;
+
+    /// The bytes session `id` holds so far, streamed from the start, for a store that
+    /// consumes an upload itself rather than making it a blob (an import upload: the
+    /// archive is parsed, its entries become blobs). The session is not changed and stays
+    /// open. `UploadUnknown` if it is not open. A backend that cannot read back an
+    /// unfinished upload says so with `UploadInvalid` (the default): S3 has no read of the
+    /// parts of a multipart upload before it is completed.
+    async fn read_session(&self, id: &UploadId) -> Result<BlobRead, StoreError> {
+        let _ = id;
+        Err(StoreError::UploadInvalid(format!(
+            "the {} storage backend cannot read back an unfinished upload",
+            self.kind()
+        )))
+    }
 
     /// Bytes session `id` holds, or `UploadUnknown`.
     async fn session_size(&self, id: &UploadId) -> Result<u64, StoreError>;

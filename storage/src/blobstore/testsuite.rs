@@ -580,6 +580,27 @@ pub async fn session_has_one_writer_at_a_time<H: Harness>(h: H) {
     finish_and_check(s, &id, b"first ").await;
 }
 
+/// For backends that can read an unfinished session back ([`BlobStore::read_session`]; S3
+/// cannot, so this is not a contract case): the bytes so far, and the session stays open.
+pub async fn read_session_leaves_it_open(s: &dyn BlobStore) {
+    let id = UploadId::new();
+    s.begin(&id, Algorithm::Sha256, Bytes::new())
+        .await
+        .expect("begin");
+    s.append(&id, 0, None, &mut &b"abc"[..])
+        .await
+        .expect("append");
+    let read = s.read_session(&id).await.expect("read");
+    assert_eq!(read.size, 3);
+    let got: Vec<Bytes> = read.stream.try_collect().await.expect("bytes");
+    assert_eq!(got.concat(), b"abc");
+    assert_eq!(s.session_size(&id).await.expect("still open"), 3);
+    assert!(matches!(
+        s.read_session(&UploadId::new()).await,
+        Err(StoreError::UploadUnknown)
+    ));
+}
+
 // ---- the clock -----------------------------------------------------------------------
 
 /// [`BlobClock`]'s own rules, for any implementation.
