@@ -9,9 +9,11 @@
 
 pub mod assets;
 mod bundles;
+mod imports;
 mod manifest;
 mod repos;
 pub mod session;
+mod storage;
 mod upload;
 pub mod view;
 
@@ -86,6 +88,10 @@ pub fn router(app: AppState) -> Router {
         .route("/ui/logout", post(sign_out))
         .route("/ui/upload", get(upload::page).post(upload::upload))
         .route("/ui/bundles", get(bundles::list))
+        .route("/ui/imports", get(imports::list))
+        .route("/ui/imports/{*rest}", get(imports::get).post(imports::post))
+        .route("/ui/storage", get(storage::page))
+        .route("/ui/storage/gc", post(storage::gc))
         .route(
             "/ui/repositories/{*rest}",
             get(repos::get).post(repos::post),
@@ -154,6 +160,23 @@ impl Viewer {
             (Some(a), Some(u)) => a.is_admin(u),
             _ => false,
         }
+    }
+
+    /// Admin work (uploads, imports, storage and GC) as the admin API is: anonymous visitors
+    /// are sent to sign in (then back to `path`), other users refused. `what` names the
+    /// work in the refusal.
+    pub fn require_admin(&self, path: &str, what: &str) -> Result<(), UiError> {
+        if self.is_admin() {
+            return Ok(());
+        }
+        if self.auth_on() && self.user.is_none() {
+            return Err(UiError::SignIn(path.into()));
+        }
+        Err(UiError::Forbidden(if self.auth_on() {
+            format!("{what} needs an admin (auth.admins), as the admin API does")
+        } else {
+            format!("{what} needs authentication with an admin user (auth.htpasswd and auth.admins); without it only the admin API does this, with the admin token")
+        }))
     }
 
     /// Whether this viewer may see anything at all without signing in first.

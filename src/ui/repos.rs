@@ -35,7 +35,7 @@ fn paging<'a>(q: &'a Query) -> Paging<'a> {
     }
 }
 
-fn url_part(s: &str) -> String {
+pub fn url_part(s: &str) -> String {
     form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
