@@ -39,11 +39,13 @@ use view::Nav;
 pub struct Console {
     pub app: AppState,
     pub sessions: Arc<Sessions>,
-    /// Which image manifests are imgpkg bundles (their config's label), by digest.
+    /// Which image configs carry imgpkg's bundle label, by config digest.
     pub bundles: Arc<Known>,
+    /// The last usage report, for the Storage page.
+    pub usage: Arc<storage::UsageCache>,
 }
 
-/// A bounded memo of a yes/no fact about a manifest digest (manifests never change).
+/// A bounded memo of a yes/no fact about a digest (content never changes).
 #[derive(Default)]
 pub struct Known {
     /// std Mutex: map operations only, never held across an `.await`.
@@ -78,6 +80,7 @@ pub fn router(app: AppState) -> Router {
         app,
         sessions: Arc::new(Sessions::new()),
         bundles: Arc::default(),
+        usage: Arc::default(),
     };
     Router::new()
         .route("/", get(|| async { Redirect::to("/ui/") }))

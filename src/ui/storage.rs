@@ -8,7 +8,11 @@ use axum::extract::{Request, State};
 use axum::response::Response;
 use maud::{html, Markup};
 
-use airdock_storage::{GcReport, RepoUsage, Usage};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use airdock_storage::{GcReport, RepoUsage, Store, StoreError, Usage};
 
 use super::repos::{repo_href, url_part};
 use super::view::{self, Nav};
@@ -19,6 +23,70 @@ const PAGE: usize = 50;
 const PAGE_MAX: usize = 500;
 /// Deleted manifests listed by name in a report (the count is always whole).
 const LISTED: usize = 100;
+
+/// A usage report younger than this is shown while a newer one is computed in the
+/// background; an older one is recomputed before the page renders.
+const STALE_OK: Duration = Duration::from_secs(2);
+
+/// The last usage report and the store generation it was computed at. Computing one walks
+/// every repository and `stat`s every blob (hundreds of milliseconds at 10,000
+/// repositories), so the page reuses it while the metadata has not changed, and, when it
+/// has changed only moments ago, shows it (saying how old it is) while a fresh one is
+/// computed in the background.
+#[derive(Default)]
+pub struct UsageCache {
+    /// std Mutex: read or swapped under it, never held across an `.await`.
+    last: Mutex<Option<Cached>>,
+    refreshing: AtomicBool,
+}
+
+#[derive(Clone)]
+struct Cached {
+    usage: Arc<Usage>,
+    generation: u64,
+    at: Instant,
+}
+
+impl UsageCache {
+    fn current(&self) -> Option<Cached> {
+        self.last.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Compute a report now and keep it.
+    async fn refresh(&self, store: &Store) -> Result<Cached, StoreError> {
+        // Read before computing: a commit during the computation leaves the report marked
+        // older than it may be, never newer.
+        let generation = store.generation();
+        let usage = Arc::new(store.usage().await?);
+        let fresh = Cached {
+            usage,
+            generation,
+            at: Instant::now(),
+        };
+        *self.last.lock().unwrap_or_else(|e| e.into_inner()) = Some(fresh.clone());
+        Ok(fresh)
+    }
+
+    /// A report for the page, and whether it may be behind the store.
+    async fn get(self: &Arc<Self>, store: &Store) -> Result<(Cached, bool), StoreError> {
+        match self.current() {
+            Some(c) if c.generation == store.generation() => Ok((c, false)),
+            Some(c) if c.at.elapsed() < STALE_OK => {
+                if !self.refreshing.swap(true, Ordering::AcqRel) {
+                    let (me, store) = (Arc::clone(self), store.clone());
+                    tokio::spawn(async move {
+                        if let Err(e) = me.refresh(&store).await {
+                            tracing::warn!(error = %e, "usage refresh failed");
+                        }
+                        me.refreshing.store(false, Ordering::Release);
+                    });
+                }
+                Ok((c, true))
+            }
+            _ => Ok((self.refresh(store).await?, false)),
+        }
+    }
+}
 
 /// How the per-repository table is ordered.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -60,6 +128,9 @@ pub async fn gc(State(c): State<Console>, req: Request) -> Result<Response, UiEr
     // An unticked box sends nothing: absent means no, not the server's default.
     opts.delete_untagged = fields.get("delete_untagged").is_some();
     let report = crate::admin::gc::run(&c.app, &opts).await?;
+    if !report.dry_run {
+        c.usage.refresh(&c.app.store).await?;
+    }
     tracing::info!(
         user = ?viewer.user, dry_run = report.dry_run, blobs = report.blobs_deleted,
         bytes = report.bytes_freed, manifests = report.manifests_deleted.len(),
@@ -83,36 +154,50 @@ async fn render(
         Some("size") => Sort::Size,
         _ => Sort::Name,
     };
-    let mut usage = c.app.store.usage().await?;
-    let totals = Totals::of(&usage);
-    if !filter.is_empty() {
-        usage.repos.retain(|r| r.name.contains(filter));
-    }
-    let matching = usage.repos.len();
+    let (cached, behind) = c.usage.get(&c.app.store).await?;
+    let usage = &cached.usage;
+    let totals = Totals::of(usage);
+    let mut repos: Vec<&RepoUsage> = usage
+        .repos
+        .iter()
+        .filter(|r| r.name.contains(filter))
+        .collect();
+    let matching = repos.len();
     let (rows, next) = match sort {
         Sort::Name => {
+            // `usage.repos` is in name order.
             let after = q.get("after").filter(|a| !a.is_empty());
-            let more = usage.page(after, Some(n));
-            let next = usage.repos.last().filter(|_| more).map(|l| {
+            if let Some(a) = after {
+                repos.retain(|r| r.name.as_str() > a);
+            }
+            let more = repos.len() > n;
+            repos.truncate(n);
+            let next = repos.last().filter(|_| more).map(|l| {
                 format!(
                     "/ui/storage?q={}&sort=name&n={n}&after={}",
                     url_part(filter),
                     url_part(&l.name)
                 )
             });
-            (usage.repos, next)
+            (repos, next)
         }
         Sort::Size => {
             let from = q
                 .get("from")
                 .and_then(|v| v.parse::<usize>().ok())
                 .unwrap_or(0);
-            let end = from.saturating_add(n);
-            // Only the first `end` need ordering.
-            usage.top(end);
-            let more = matching > end;
-            let rows: Vec<RepoUsage> = usage.repos.into_iter().skip(from).collect();
-            let next = more.then(|| {
+            let end = from.saturating_add(n).min(repos.len());
+            // Largest first, ties by name, as `Usage::top`; only the first `end` are ordered.
+            let order = |a: &&RepoUsage, b: &&RepoUsage| {
+                b.bytes.cmp(&a.bytes).then_with(|| a.name.cmp(&b.name))
+            };
+            if end > 0 && end < repos.len() {
+                repos.select_nth_unstable_by(end - 1, order);
+                repos.truncate(end);
+            }
+            repos.sort_unstable_by(order);
+            let rows: Vec<&RepoUsage> = repos.into_iter().skip(from).collect();
+            let next = (matching > end).then(|| {
                 format!(
                     "/ui/storage?q={}&sort=size&n={n}&from={end}",
                     url_part(filter)
@@ -136,6 +221,10 @@ async fn render(
                 @if sort == Sort::Size { input type="hidden" name="sort" value="size"; }
                 input type="search" name="q" value=(filter) placeholder="Filter repositories" aria-label="Filter repositories by name" accesskey="f";
             }
+        }
+        p.muted.asof {
+            "As of " (view::when(cached_unix(&cached)))
+            @if behind { " · the store changed since; this page shows the new figures in a moment" }
         }
         dl.facts.totals {
             dt { "Stored" } dd.total-bytes { strong { (view::bytes(totals.bytes)) } " (" (totals.bytes) " bytes)" }
@@ -200,6 +289,11 @@ async fn render(
         @if let Some(next) = next { p.pager { a href=(next) rel="next" { "Next page →" } } }
     };
     Ok(viewer.render("Storage", Nav::Storage, body))
+}
+
+/// When `c` was computed, in seconds since the epoch.
+fn cached_unix(c: &Cached) -> u64 {
+    crate::sys::now().saturating_sub(c.at.elapsed().as_secs())
 }
 
 /// The store's totals, taken before the page is filtered.
