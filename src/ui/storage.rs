@@ -347,3 +347,41 @@ fn report_view(r: &GcReport) -> Markup {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use airdock_storage::{Algorithm, Digest, RepoName};
+
+    /// The report is reused while the store is unchanged, shown (marked) for a moment after
+    /// a change while a new one is computed, and recomputed once it is older than that.
+    #[tokio::test]
+    async fn usage_is_reused_until_the_store_changes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).await.expect("store");
+        let cache = Arc::new(UsageCache::default());
+        let (first, behind) = cache.get(&store).await.expect("usage");
+        assert!(!behind);
+        assert_eq!(first.usage.repositories, 0);
+        let (again, _) = cache.get(&store).await.expect("usage");
+        assert!(Arc::ptr_eq(&first.usage, &again.usage), "reused");
+
+        let bytes = b"layer";
+        let repo = RepoName::parse("a").expect("name");
+        let d = Digest::of(Algorithm::Sha256, bytes);
+        store.push_blob(&repo, &d, &bytes[..]).await.expect("push");
+        let (shown, behind) = cache.get(&store).await.expect("usage");
+        assert!(
+            behind && Arc::ptr_eq(&first.usage, &shown.usage),
+            "marked stale"
+        );
+        // Older than STALE_OK: recomputed before the page renders.
+        if let Some(c) = cache.last.lock().expect("lock").as_mut() {
+            c.at = Instant::now() - STALE_OK - Duration::from_millis(1);
+        }
+        let (fresh, behind) = cache.get(&store).await.expect("usage");
+        assert!(!behind);
+        assert_eq!(fresh.usage.repositories, 1);
+        assert_eq!(fresh.generation, store.generation());
+    }
+}
