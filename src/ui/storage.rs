@@ -24,15 +24,16 @@ const PAGE_MAX: usize = 500;
 /// Deleted manifests listed by name in a report (the count is always whole).
 const LISTED: usize = 100;
 
-/// A usage report younger than this is shown while a newer one is computed in the
-/// background; an older one is recomputed before the page renders.
-const STALE_OK: Duration = Duration::from_secs(2);
+/// A usage report younger than this is shown (marked) while a newer one is computed in the
+/// background; an older one is recomputed before the page renders. Computing one takes about
+/// a second at 10,000 repositories and 100,000 manifests (BENCHMARKS.md), so on a store that
+/// keeps changing at most one page view a minute waits for it.
+const STALE_OK: Duration = Duration::from_secs(60);
 
 /// The last usage report and the store generation it was computed at. Computing one walks
-/// every repository and `stat`s every blob (hundreds of milliseconds at 10,000
-/// repositories), so the page reuses it while the metadata has not changed, and, when it
-/// has changed only moments ago, shows it (saying how old it is) while a fresh one is
-/// computed in the background.
+/// every repository and `stat`s every blob, so the page reuses it while the metadata has not
+/// changed and, when it changed, shows it (saying how old it is) while a fresh one is
+/// computed in the background, unless it is older than [`STALE_OK`].
 #[derive(Default)]
 pub struct UsageCache {
     /// std Mutex: read or swapped under it, never held across an `.await`.
@@ -224,7 +225,7 @@ async fn render(
         }
         p.muted.asof {
             "As of " (view::when(cached_unix(&cached)))
-            @if behind { " · the store changed since; this page shows the new figures in a moment" }
+            @if behind { " · the store changed since; new figures are being computed, reload in a moment" }
         }
         dl.facts.totals {
             dt { "Stored" } dd.total-bytes { strong { (view::bytes(totals.bytes)) } " (" (totals.bytes) " bytes)" }
