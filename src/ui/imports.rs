@@ -159,8 +159,19 @@ pub async fn get(State(c): State<Console>, req: Request) -> Result<Response, UiE
 pub async fn post(State(c): State<Console>, req: Request) -> Result<Response, UiError> {
     let (parts, body) = req.into_parts();
     let viewer = c.viewer(&parts).await?;
+    let result = remove(&c, &viewer, &parts, body).await;
+    Ok(viewer.answer(result))
+}
+
+/// The removal itself; refusals become the answer `post` attributes to the viewer.
+async fn remove(
+    c: &Console,
+    viewer: &Viewer,
+    parts: &axum::http::request::Parts,
+    body: axum::body::Body,
+) -> Result<Response, UiError> {
     let form = read_form(body).await?;
-    c.check_csrf(&viewer, field(&form, "_csrf"))?;
+    c.check_csrf(viewer, field(&form, "_csrf"))?;
     // The server decides, whatever the page showed.
     if let Err(e) = viewer.require_admin(parts.uri.path(), "removing an import") {
         tracing::info!(user = ?viewer.user, path = parts.uri.path(), "console import removal refused");

@@ -190,12 +190,33 @@ impl Viewer {
         }
     }
 
-    /// Attach the session cookie when the browser does not have it yet.
+    /// Attach the session cookie when the browser does not have it yet, and name the
+    /// signed-in user to the access and audit logs (`crate::observe`), as the auth layer
+    /// does for the API.
     pub fn finish(&self, mut resp: Response) -> Response {
+        if let Some(u) = &self.user {
+            resp.extensions_mut()
+                .insert(crate::auth::Principal(u.clone()));
+        }
         if self.new_sid {
             if let Ok(v) = HeaderValue::from_str(&session::set_cookie(&self.sid, self.secure)) {
                 resp.headers_mut().append(header::SET_COOKIE, v);
             }
+        }
+        resp
+    }
+
+    /// The answer to an action of this viewer, a refusal included, attributed to them in
+    /// the logs.
+    pub fn answer(&self, result: Result<Response, UiError>) -> Response {
+        let resp = match result {
+            Ok(r) => r,
+            Err(e) => e.into_response(),
+        };
+        let mut resp = resp;
+        if let Some(u) = &self.user {
+            resp.extensions_mut()
+                .insert(crate::auth::Principal(u.clone()));
         }
         resp
     }

@@ -189,8 +189,19 @@ pub async fn get(State(c): State<Console>, req: Request) -> Result<Response, UiE
 pub async fn post(State(c): State<Console>, req: Request) -> Result<Response, UiError> {
     let (parts, body) = req.into_parts();
     let viewer = c.viewer(&parts).await?;
+    let result = delete_tag(&c, &viewer, &parts, body).await;
+    Ok(viewer.answer(result))
+}
+
+/// The delete itself; refusals become the answer `post` attributes to the viewer.
+async fn delete_tag(
+    c: &Console,
+    viewer: &Viewer,
+    parts: &axum::http::request::Parts,
+    body: axum::body::Body,
+) -> Result<Response, UiError> {
     let form = read_form(body).await?;
-    c.check_csrf(&viewer, field(&form, "_csrf"))?;
+    c.check_csrf(viewer, field(&form, "_csrf"))?;
     let rest = parts
         .uri
         .path()

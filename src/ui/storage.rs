@@ -106,13 +106,24 @@ pub async fn page(State(c): State<Console>, req: Request) -> Result<Response, Ui
     render(&c, &viewer, &q, None).await
 }
 
-/// `POST /ui/storage/gc` with `_csrf`, `dry_run` and optionally `delete_untagged`: one GC,
+/// `POST /ui/storage/gc?dry_run=1|0` with `_csrf` and optionally `delete_untagged`: one GC,
 /// then the page with its report.
 pub async fn gc(State(c): State<Console>, req: Request) -> Result<Response, UiError> {
     let (parts, body) = req.into_parts();
     let viewer = c.viewer(&parts).await?;
+    let result = run_gc(&c, &viewer, &parts, body).await;
+    Ok(viewer.answer(result))
+}
+
+/// The run itself; refusals become the answer `gc` attributes to the viewer.
+async fn run_gc(
+    c: &Console,
+    viewer: &Viewer,
+    parts: &axum::http::request::Parts,
+    body: axum::body::Body,
+) -> Result<Response, UiError> {
     let form = read_form(body).await?;
-    c.check_csrf(&viewer, field(&form, "_csrf"))?;
+    c.check_csrf(viewer, field(&form, "_csrf"))?;
     // The server decides, whatever the page showed.
     if let Err(e) = viewer.require_admin("/ui/storage", "garbage collection") {
         tracing::info!(user = ?viewer.user, "console GC refused");
@@ -124,8 +135,9 @@ pub async fn gc(State(c): State<Console>, req: Request) -> Result<Response, UiEr
         .finish();
     let fields = Query::parse(Some(&encoded));
     let mut opts = crate::admin::gc::options(&c.app, &fields)?;
-    // Only an explicit "no" runs for real: a form that lost its field stays harmless.
-    opts.dry_run = fields.get("dry_run") != Some("0");
+    // `dry_run` is in the URL, so that the audit line says which it was; only an explicit
+    // "no" runs for real.
+    opts.dry_run = Query::parse(parts.uri.query()).get("dry_run") != Some("0");
     // An unticked box sends nothing: absent means no, not the server's default.
     opts.delete_untagged = fields.get("delete_untagged").is_some();
     let report = crate::admin::gc::run(&c.app, &opts).await?;
@@ -137,7 +149,7 @@ pub async fn gc(State(c): State<Console>, req: Request) -> Result<Response, UiEr
         bytes = report.bytes_freed, manifests = report.manifests_deleted.len(),
         "garbage collection from the console"
     );
-    render(&c, &viewer, &Query::default(), Some(&report)).await
+    render(c, viewer, &Query::default(), Some(&report)).await
 }
 
 async fn render(
@@ -240,18 +252,16 @@ async fn render(
                 " (newer files are held back: a push may be about to reference them)."
                 @if !gc.retention.is_empty() { " Retention rules: " (gc.retention.len()) "." }
             }
-            form.inline method="post" action="/ui/storage/gc" {
+            form.inline method="post" action="/ui/storage/gc?dry_run=1" {
                 (view::csrf_field(viewer))
-                input type="hidden" name="dry_run" value="1";
                 label.check { input type="checkbox" name="delete_untagged" value="1" checked[gc.delete_untagged]; " delete untagged manifests" }
                 " "
                 button.primary type="submit" id="gc-dry-run" { "Dry run" }
             }
             " "
-            form.inline method="post" action="/ui/storage/gc"
+            form.inline method="post" action="/ui/storage/gc?dry_run=0"
                 data-confirm="Run garbage collection now? Blobs nothing references (outside the grace window) are deleted for good." {
                 (view::csrf_field(viewer))
-                input type="hidden" name="dry_run" value="0";
                 @if gc.delete_untagged { input type="hidden" name="delete_untagged" value="1"; }
                 button.danger type="submit" id="gc-run" { "Run GC" }
             }

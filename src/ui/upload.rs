@@ -57,8 +57,19 @@ pub async fn page(State(c): State<Console>, req: Request) -> Result<Response, Ui
 pub async fn upload(State(c): State<Console>, req: Request) -> Result<Response, UiError> {
     let (parts, body) = req.into_parts();
     let viewer = c.viewer(&parts).await?;
+    let result = import(&c, &viewer, &parts, body).await;
+    Ok(viewer.answer(result))
+}
+
+/// The import itself; refusals become the answer `upload` attributes to the viewer.
+async fn import(
+    c: &Console,
+    viewer: &Viewer,
+    parts: &axum::http::request::Parts,
+    body: axum::body::Body,
+) -> Result<Response, UiError> {
     let token = parts.headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok());
-    c.check_csrf(&viewer, token)?;
+    c.check_csrf(viewer, token)?;
     viewer.require_admin("/ui/upload", "uploading an imgpkg tar")?;
     let q = Query::parse(parts.uri.query());
     let repo = match RepoName::parse(q.get("repository").unwrap_or("")) {
@@ -72,7 +83,7 @@ pub async fn upload(State(c): State<Console>, req: Request) -> Result<Response, 
     };
     // The record names the console user as the importer, and the file's name (`?name=`).
     // The record names the console's user as the importer (no admin principal here).
-    let options = match crate::admin::import::options(&parts) {
+    let options = match crate::admin::import::options(parts) {
         Ok(o) => crate::imgpkg::ImportOptions {
             imported_by: viewer.user.clone(),
             ..o
@@ -94,7 +105,7 @@ pub async fn upload(State(c): State<Console>, req: Request) -> Result<Response, 
     {
         Ok(report) => {
             tracing::info!(user = ?viewer.user, repository = %repo, id = %report.import_id, "imported from the console");
-            Ok(fragment(StatusCode::CREATED, report_view(&viewer, &report)))
+            Ok(fragment(StatusCode::CREATED, report_view(viewer, &report)))
         }
         Err(RegistryError::Import { error, .. }) => {
             let status =

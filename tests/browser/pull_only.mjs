@@ -45,7 +45,7 @@ await run(async ({ page, context }) => {
   check(r.status() === 403, `a forged import removal by a non-admin: ${r.status()}`);
   check((await r.text()).includes('admin'), 'the refusal says an admin is needed');
   for (const dry of ['1', '0']) {
-    r = await page.request.post(`${BASE()}/ui/storage/gc`, { form: { _csrf: csrf, dry_run: dry }, maxRedirects: 0 });
+    r = await page.request.post(`${BASE()}/ui/storage/gc?dry_run=${dry}`, { form: { _csrf: csrf }, maxRedirects: 0 });
     check(r.status() === 403, `a forged GC (dry_run=${dry}) by a non-admin: ${r.status()}`);
   }
 

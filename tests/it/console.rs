@@ -260,6 +260,13 @@ async fn console_pull_only_user_sees_no_delete_and_forged_posts_get_403() {
     assert!(lab.tags(REPO).await.contains(&"v2".to_owned()));
     let (status, _) = lab.admin(false, &format!("/admin/v1/imports/{id}")).await;
     assert_eq!(status, StatusCode::OK, "the import is still there");
+    let logs = lab.server.logs();
+    assert!(
+        logs.lines().any(|l| l.contains("action=remove_import")
+            && l.contains("user=bob")
+            && l.contains("result=refused")),
+        "the forged removal is in the audit log, refused:\n{logs}"
+    );
 }
 
 /// The import history, one import's report, its removal preview and the removal; the
@@ -294,6 +301,14 @@ async fn console_lists_imports_shows_a_report_and_removes_one() {
     tokio::task::block_in_place(|| browse(&lab.server, "imports.mjs", ALICE, &vars));
     let (status, _) = lab.admin(false, &format!("/admin/v1/imports/{id}")).await;
     assert_eq!(status, StatusCode::NOT_FOUND, "the record is gone");
+    let logs = lab.server.logs();
+    assert!(
+        logs.lines().any(|l| l.contains("action=remove_import")
+            && l.contains(&format!("resource={id}"))
+            && l.contains("user=alice")
+            && l.contains("result=ok")),
+        "the removal is in the audit log:\n{logs}"
+    );
     assert!(!lab.tags("team/bundle").await.contains(&tag));
     let (status, _) = lab
         .admin(false, &format!("/admin/v1/imports/{other_id}"))
@@ -378,6 +393,14 @@ async fn console_storage_usage_and_gc_dry_run_then_run() {
     tokio::task::block_in_place(|| browse(&lab.server, "storage.mjs", ALICE, &vars));
     let (_, dry) = lab.admin(true, "/admin/v1/gc?dry_run=true").await;
     assert_eq!(dry["bytes_freed"], 0, "{dry}");
+    let logs = lab.server.logs();
+    assert!(
+        logs.lines().any(|l| l.contains("action=gc")
+            && l.contains("resource=dry_run=0")
+            && l.contains("user=alice")
+            && l.contains("result=ok")),
+        "the console's GC run is in the audit log:\n{logs}"
+    );
     assert!(lab.tags(REPO).await.contains(&"v1".to_owned()));
 }
 
