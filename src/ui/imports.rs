@@ -12,7 +12,7 @@ use airdock_storage::{is_imgpkg_tag, Digest, ImportRecord, ImportRemoval, Refere
 
 use super::repos::{manifest_href, repo_href, url_part};
 use super::view::{self, Nav};
-use super::{field, read_form, Console, UiError, Viewer};
+use super::{Console, UiError, Viewer};
 use crate::http::Query;
 
 /// Imports per page of the history.
@@ -170,8 +170,7 @@ async fn remove(
     parts: &axum::http::request::Parts,
     body: axum::body::Body,
 ) -> Result<Response, UiError> {
-    let form = read_form(body).await?;
-    c.check_csrf(viewer, field(&form, "_csrf"))?;
+    c.checked_form(viewer, body).await?;
     // The server decides, whatever the page showed.
     if let Err(e) = viewer.require_admin(parts.uri.path(), "removing an import") {
         tracing::info!(user = ?viewer.user, path = parts.uri.path(), "console import removal refused");

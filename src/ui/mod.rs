@@ -277,6 +277,17 @@ impl Console {
         })
     }
 
+    /// The urlencoded form of a state-changing request, once its CSRF token checked out.
+    pub async fn checked_form(
+        &self,
+        viewer: &Viewer,
+        body: axum::body::Body,
+    ) -> Result<Vec<(String, String)>, UiError> {
+        let form = read_form(body).await?;
+        self.check_csrf(viewer, field(&form, "_csrf"))?;
+        Ok(form)
+    }
+
     /// The viewer of a state-changing request, which must carry the session's CSRF token
     /// (form field `_csrf` or header `X-CSRF-Token`) and come with the session cookie.
     pub fn check_csrf(&self, viewer: &Viewer, given: Option<&str>) -> Result<(), UiError> {
@@ -441,8 +452,7 @@ fn sign_in_form(viewer: &Viewer, next: &str, error: Option<&str>) -> Response {
 async fn sign_in(State(c): State<Console>, req: Request) -> Result<Response, UiError> {
     let (parts, body) = req.into_parts();
     let viewer = c.viewer(&parts).await?;
-    let form = read_form(body).await?;
-    c.check_csrf(&viewer, field(&form, "_csrf"))?;
+    let form = c.checked_form(&viewer, body).await?;
     let next = safe_next(field(&form, "next")).to_owned();
     let Some(auth) = &viewer.auth else {
         return Ok(Redirect::to(&next).into_response());
@@ -476,8 +486,7 @@ async fn sign_in(State(c): State<Console>, req: Request) -> Result<Response, UiE
 async fn sign_out(State(c): State<Console>, req: Request) -> Result<Response, UiError> {
     let (parts, body) = req.into_parts();
     let viewer = c.viewer(&parts).await?;
-    let form = read_form(body).await?;
-    c.check_csrf(&viewer, field(&form, "_csrf"))?;
+    c.checked_form(&viewer, body).await?;
     c.sessions.sign_out(&viewer.sid);
     // A new anonymous id: the old one named a session that is gone.
     let sid = Sessions::new_id().map_err(UiError::internal)?;

@@ -9,7 +9,7 @@ use maud::{html, Markup};
 use airdock_storage::{Digest, ManifestRecord, Reference, RepoName, Tag, TagRow};
 
 use super::view::{self, Nav};
-use super::{field, read_form, Console, UiError, Viewer};
+use super::{Console, UiError, Viewer};
 use crate::http::Query;
 
 /// Rows per page unless `n` says otherwise, and the most `n` may ask for.
@@ -200,8 +200,7 @@ async fn delete_tag(
     parts: &axum::http::request::Parts,
     body: axum::body::Body,
 ) -> Result<Response, UiError> {
-    let form = read_form(body).await?;
-    c.check_csrf(viewer, field(&form, "_csrf"))?;
+    c.checked_form(viewer, body).await?;
     let rest = parts
         .uri
         .path()

@@ -16,7 +16,7 @@ use airdock_storage::{GcReport, RepoUsage, Store, StoreError, Usage};
 
 use super::repos::{repo_href, url_part};
 use super::view::{self, Nav};
-use super::{field, read_form, Console, UiError, Viewer};
+use super::{Console, UiError, Viewer};
 use crate::http::Query;
 
 const PAGE: usize = 50;
@@ -122,8 +122,7 @@ async fn run_gc(
     parts: &axum::http::request::Parts,
     body: axum::body::Body,
 ) -> Result<Response, UiError> {
-    let form = read_form(body).await?;
-    c.check_csrf(viewer, field(&form, "_csrf"))?;
+    let form = c.checked_form(viewer, body).await?;
     // The server decides, whatever the page showed.
     if let Err(e) = viewer.require_admin("/ui/storage", "garbage collection") {
         tracing::info!(user = ?viewer.user, "console GC refused");
