@@ -73,7 +73,8 @@ struct Audit {
 }
 
 /// The audit entry of a request, if it is an admin action (anything under `/admin` but a
-/// read) or a delete of the registry API.
+/// read), a delete of the registry API, or one of the console's actions (tag delete, upload,
+/// import removal, GC).
 fn audit_of(method: &Method, class: RouteClass, uri: &Uri) -> Option<Audit> {
     let path = uri.path();
     let audit = |action, target: &str| {
@@ -108,6 +109,27 @@ fn audit_of(method: &Method, class: RouteClass, uri: &Uri) -> Option<Audit> {
                 }
             }
             audit("admin", path)
+        }
+        // The console's actions, as their admin API and registry API equivalents are.
+        RouteClass::Ui if *method == Method::POST => {
+            if path == "/ui/storage/gc" {
+                return audit("gc", uri.query().unwrap_or(""));
+            }
+            if path == "/ui/upload" {
+                let q = crate::http::Query::parse(uri.query());
+                return audit("import", q.get("repository").unwrap_or(""));
+            }
+            if let Some(id) = path
+                .strip_prefix("/ui/imports/")
+                .and_then(|r| r.strip_suffix("/remove"))
+            {
+                return audit("remove_import", id);
+            }
+            let (repo, tag) = path
+                .strip_prefix("/ui/repositories/")?
+                .strip_suffix("/delete")?
+                .split_once("/-/tags/")?;
+            audit("delete_tag", &format!("{repo}:{tag}"))
         }
         _ if *method == Method::DELETE => {
             let rest = path.strip_prefix("/v2/")?;
@@ -406,5 +428,24 @@ mod tests {
             Some(("delete", "a/blobs/nonsense".into()))
         );
         assert_eq!(a(Method::DELETE, "/livez"), None);
+        // The console's actions, by POST; its sign-in and pages are not.
+        assert_eq!(
+            a(Method::POST, "/ui/storage/gc?dry_run=0"),
+            Some(("gc", "dry_run=0".into()))
+        );
+        assert_eq!(
+            a(Method::POST, "/ui/upload?repository=lab/b&name=x.tar"),
+            Some(("import", "lab/b".into()))
+        );
+        assert_eq!(
+            a(Method::POST, "/ui/imports/0123/remove"),
+            Some(("remove_import", "0123".into()))
+        );
+        assert_eq!(
+            a(Method::POST, "/ui/repositories/a/b/-/tags/v1/delete"),
+            Some(("delete_tag", "a/b:v1".into()))
+        );
+        assert_eq!(a(Method::POST, "/ui/login"), None);
+        assert_eq!(a(Method::GET, "/ui/storage"), None);
     }
 }

@@ -35,13 +35,6 @@ struct Image {
     layers: Vec<Desc>,
 }
 
-/// The config descriptor of an image manifest's bytes.
-fn config_of(bytes: &[u8]) -> Option<(Digest, u64)> {
-    let image: Image = serde_json::from_slice(bytes).ok()?;
-    let c = image.config?;
-    Some((Digest::parse(&c.digest).ok()?, c.size))
-}
-
 /// The layer digests of an image manifest's bytes, in order.
 pub fn layers_of(bytes: &[u8]) -> Vec<Digest> {
     serde_json::from_slice::<Image>(bytes)
@@ -64,33 +57,29 @@ pub async fn small_blob(c: &Console, repo: &RepoName, d: &Digest, max: u64) -> O
     file.take(max).read_to_end(&mut out).await.ok().map(|_| out)
 }
 
-/// Whether the config of image `record` carries imgpkg's bundle label. Remembered per
-/// digest (a manifest never changes), so a page of tags reads each config once.
+/// Whether the config of image `record` carries imgpkg's bundle label. The config is the
+/// record's first blob (the store lists an image manifest's config before its layers), so
+/// the manifest is not read; the answer is remembered per config digest (content never
+/// changes), so each config is read once, whichever manifests share it.
 pub async fn is_bundle(c: &Console, repo: &RepoName, record: &ManifestRecord) -> bool {
-    if record.is_index() {
+    if !matches!(
+        record.media_type.as_str(),
+        airdock_storage::OCI_MANIFEST | airdock_storage::DOCKER_MANIFEST
+    ) {
         return false;
     }
-    if let Some(known) = c.bundles.get(&record.digest) {
+    let Some(config) = record.blobs.first() else {
+        return false;
+    };
+    if let Some(known) = c.bundles.get(&config.digest) {
         return known;
     }
-    let Ok(m) = c
-        .app
-        .store
-        .get_manifest(repo, &Reference::Digest(record.digest.clone()))
-        .await
-    else {
-        return false;
-    };
-    let Some((config, _)) = config_of(&m.bytes) else {
-        c.bundles.put(&record.digest, false);
-        return false;
-    };
-    let Some(bytes) = small_blob(c, repo, &config, MAX_CONFIG).await else {
+    let Some(bytes) = small_blob(c, repo, &config.digest, MAX_CONFIG).await else {
         // Absent config (a sparse mirror): not remembered, it may come later.
         return false;
     };
     let yes = has_bundle_label(&bytes);
-    c.bundles.put(&record.digest, yes);
+    c.bundles.put(&config.digest, yes);
     yes
 }
 

@@ -9,9 +9,11 @@
 
 pub mod assets;
 mod bundles;
+mod imports;
 mod manifest;
 mod repos;
 pub mod session;
+mod storage;
 mod upload;
 pub mod view;
 
@@ -37,11 +39,13 @@ use view::Nav;
 pub struct Console {
     pub app: AppState,
     pub sessions: Arc<Sessions>,
-    /// Which image manifests are imgpkg bundles (their config's label), by digest.
+    /// Which image configs carry imgpkg's bundle label, by config digest.
     pub bundles: Arc<Known>,
+    /// The last usage report, for the Storage page.
+    pub usage: Arc<storage::UsageCache>,
 }
 
-/// A bounded memo of a yes/no fact about a manifest digest (manifests never change).
+/// A bounded memo of a yes/no fact about a digest (content never changes).
 #[derive(Default)]
 pub struct Known {
     /// std Mutex: map operations only, never held across an `.await`.
@@ -76,6 +80,7 @@ pub fn router(app: AppState) -> Router {
         app,
         sessions: Arc::new(Sessions::new()),
         bundles: Arc::default(),
+        usage: Arc::default(),
     };
     Router::new()
         .route("/", get(|| async { Redirect::to("/ui/") }))
@@ -86,6 +91,10 @@ pub fn router(app: AppState) -> Router {
         .route("/ui/logout", post(sign_out))
         .route("/ui/upload", get(upload::page).post(upload::upload))
         .route("/ui/bundles", get(bundles::list))
+        .route("/ui/imports", get(imports::list))
+        .route("/ui/imports/{*rest}", get(imports::get).post(imports::post))
+        .route("/ui/storage", get(storage::page))
+        .route("/ui/storage/gc", post(storage::gc))
         .route(
             "/ui/repositories/{*rest}",
             get(repos::get).post(repos::post),
@@ -156,6 +165,23 @@ impl Viewer {
         }
     }
 
+    /// Admin work (uploads, imports, storage and GC) as the admin API is: anonymous visitors
+    /// are sent to sign in (then back to `path`), other users refused. `what` names the
+    /// work in the refusal.
+    pub fn require_admin(&self, path: &str, what: &str) -> Result<(), UiError> {
+        if self.is_admin() {
+            return Ok(());
+        }
+        if self.auth_on() && self.user.is_none() {
+            return Err(UiError::SignIn(path.into()));
+        }
+        Err(UiError::Forbidden(if self.auth_on() {
+            format!("{what} needs an admin (auth.admins), as the admin API does")
+        } else {
+            format!("{what} needs authentication with an admin user (auth.htpasswd and auth.admins); without it only the admin API does this, with the admin token")
+        }))
+    }
+
     /// Whether this viewer may see anything at all without signing in first.
     fn must_sign_in(&self) -> bool {
         match &self.auth {
@@ -164,12 +190,33 @@ impl Viewer {
         }
     }
 
-    /// Attach the session cookie when the browser does not have it yet.
+    /// Attach the session cookie when the browser does not have it yet, and name the
+    /// signed-in user to the access and audit logs (`crate::observe`), as the auth layer
+    /// does for the API.
     pub fn finish(&self, mut resp: Response) -> Response {
+        if let Some(u) = &self.user {
+            resp.extensions_mut()
+                .insert(crate::auth::Principal(u.clone()));
+        }
         if self.new_sid {
             if let Ok(v) = HeaderValue::from_str(&session::set_cookie(&self.sid, self.secure)) {
                 resp.headers_mut().append(header::SET_COOKIE, v);
             }
+        }
+        resp
+    }
+
+    /// The answer to an action of this viewer, a refusal included, attributed to them in
+    /// the logs.
+    pub fn answer(&self, result: Result<Response, UiError>) -> Response {
+        let resp = match result {
+            Ok(r) => r,
+            Err(e) => e.into_response(),
+        };
+        let mut resp = resp;
+        if let Some(u) = &self.user {
+            resp.extensions_mut()
+                .insert(crate::auth::Principal(u.clone()));
         }
         resp
     }
@@ -228,6 +275,17 @@ impl Console {
             auth,
             host: client.host().unwrap_or("localhost").to_owned(),
         })
+    }
+
+    /// The urlencoded form of a state-changing request, once its CSRF token checked out.
+    pub async fn checked_form(
+        &self,
+        viewer: &Viewer,
+        body: axum::body::Body,
+    ) -> Result<Vec<(String, String)>, UiError> {
+        let form = read_form(body).await?;
+        self.check_csrf(viewer, field(&form, "_csrf"))?;
+        Ok(form)
     }
 
     /// The viewer of a state-changing request, which must carry the session's CSRF token
@@ -394,8 +452,7 @@ fn sign_in_form(viewer: &Viewer, next: &str, error: Option<&str>) -> Response {
 async fn sign_in(State(c): State<Console>, req: Request) -> Result<Response, UiError> {
     let (parts, body) = req.into_parts();
     let viewer = c.viewer(&parts).await?;
-    let form = read_form(body).await?;
-    c.check_csrf(&viewer, field(&form, "_csrf"))?;
+    let form = c.checked_form(&viewer, body).await?;
     let next = safe_next(field(&form, "next")).to_owned();
     let Some(auth) = &viewer.auth else {
         return Ok(Redirect::to(&next).into_response());
@@ -429,8 +486,7 @@ async fn sign_in(State(c): State<Console>, req: Request) -> Result<Response, UiE
 async fn sign_out(State(c): State<Console>, req: Request) -> Result<Response, UiError> {
     let (parts, body) = req.into_parts();
     let viewer = c.viewer(&parts).await?;
-    let form = read_form(body).await?;
-    c.check_csrf(&viewer, field(&form, "_csrf"))?;
+    c.checked_form(&viewer, body).await?;
     c.sessions.sign_out(&viewer.sid);
     // A new anonymous id: the old one named a session that is gone.
     let sid = Sessions::new_id().map_err(UiError::internal)?;

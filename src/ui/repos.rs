@@ -9,7 +9,7 @@ use maud::{html, Markup};
 use airdock_storage::{Digest, ManifestRecord, Reference, RepoName, Tag, TagRow};
 
 use super::view::{self, Nav};
-use super::{field, read_form, Console, UiError, Viewer};
+use super::{Console, UiError, Viewer};
 use crate::http::Query;
 
 /// Rows per page unless `n` says otherwise, and the most `n` may ask for.
@@ -35,7 +35,7 @@ fn paging<'a>(q: &'a Query) -> Paging<'a> {
     }
 }
 
-fn url_part(s: &str) -> String {
+pub fn url_part(s: &str) -> String {
     form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
@@ -189,8 +189,18 @@ pub async fn get(State(c): State<Console>, req: Request) -> Result<Response, UiE
 pub async fn post(State(c): State<Console>, req: Request) -> Result<Response, UiError> {
     let (parts, body) = req.into_parts();
     let viewer = c.viewer(&parts).await?;
-    let form = read_form(body).await?;
-    c.check_csrf(&viewer, field(&form, "_csrf"))?;
+    let result = delete_tag(&c, &viewer, &parts, body).await;
+    Ok(viewer.answer(result))
+}
+
+/// The delete itself; refusals become the answer `post` attributes to the viewer.
+async fn delete_tag(
+    c: &Console,
+    viewer: &Viewer,
+    parts: &axum::http::request::Parts,
+    body: axum::body::Body,
+) -> Result<Response, UiError> {
+    c.checked_form(viewer, body).await?;
     let rest = parts
         .uri
         .path()

@@ -22,27 +22,11 @@ use crate::imgpkg::ImportReport;
 /// The header console.js sends the CSRF token in (the body is the tar).
 const CSRF_HEADER: &str = "x-csrf-token";
 
-/// Uploads are admin work, as the import API is: anonymous visitors are sent to sign in,
-/// other users refused.
-fn require_admin(viewer: &Viewer) -> Result<(), UiError> {
-    if viewer.is_admin() {
-        return Ok(());
-    }
-    if viewer.auth_on() && viewer.user.is_none() {
-        return Err(UiError::SignIn("/ui/upload".into()));
-    }
-    Err(UiError::Forbidden(if viewer.auth_on() {
-        "uploading an imgpkg tar needs an admin (auth.admins), as the import API does".into()
-    } else {
-        "uploads need authentication with an admin user (auth.htpasswd and auth.admins); without it only the admin API takes imports, with the admin token".into()
-    }))
-}
-
 /// `GET /ui/upload`.
 pub async fn page(State(c): State<Console>, req: Request) -> Result<Response, UiError> {
     let (parts, _) = req.into_parts();
     let viewer = c.viewer(&parts).await?;
-    require_admin(&viewer)?;
+    viewer.require_admin("/ui/upload", "uploading an imgpkg tar")?;
     let q = Query::parse(parts.uri.query());
     let body = html! {
         h1 { "Upload an imgpkg tar" }
@@ -73,9 +57,20 @@ pub async fn page(State(c): State<Console>, req: Request) -> Result<Response, Ui
 pub async fn upload(State(c): State<Console>, req: Request) -> Result<Response, UiError> {
     let (parts, body) = req.into_parts();
     let viewer = c.viewer(&parts).await?;
+    let result = import(&c, &viewer, &parts, body).await;
+    Ok(viewer.answer(result))
+}
+
+/// The import itself; refusals become the answer `upload` attributes to the viewer.
+async fn import(
+    c: &Console,
+    viewer: &Viewer,
+    parts: &axum::http::request::Parts,
+    body: axum::body::Body,
+) -> Result<Response, UiError> {
     let token = parts.headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok());
-    c.check_csrf(&viewer, token)?;
-    require_admin(&viewer)?;
+    c.check_csrf(viewer, token)?;
+    viewer.require_admin("/ui/upload", "uploading an imgpkg tar")?;
     let q = Query::parse(parts.uri.query());
     let repo = match RepoName::parse(q.get("repository").unwrap_or("")) {
         Ok(r) => r,
@@ -88,7 +83,7 @@ pub async fn upload(State(c): State<Console>, req: Request) -> Result<Response, 
     };
     // The record names the console user as the importer, and the file's name (`?name=`).
     // The record names the console's user as the importer (no admin principal here).
-    let options = match crate::admin::import::options(&parts) {
+    let options = match crate::admin::import::options(parts) {
         Ok(o) => crate::imgpkg::ImportOptions {
             imported_by: viewer.user.clone(),
             ..o
@@ -110,7 +105,7 @@ pub async fn upload(State(c): State<Console>, req: Request) -> Result<Response, 
     {
         Ok(report) => {
             tracing::info!(user = ?viewer.user, repository = %repo, id = %report.import_id, "imported from the console");
-            Ok(fragment(StatusCode::CREATED, report_view(&viewer, &report)))
+            Ok(fragment(StatusCode::CREATED, report_view(viewer, &report)))
         }
         Err(RegistryError::Import { error, .. }) => {
             let status =

@@ -11,6 +11,8 @@ pub enum Nav {
     Repositories,
     Bundles,
     Upload,
+    Imports,
+    Storage,
     SignIn,
 }
 
@@ -48,6 +50,8 @@ pub fn page(title: &str, viewer: &Viewer, nav: Nav, body: Markup) -> Markup {
                         (item(Nav::Bundles, "/ui/bundles", "Bundles"))
                         @if viewer.is_admin() {
                             (item(Nav::Upload, "/ui/upload", "Upload"))
+                            (item(Nav::Imports, "/ui/imports", "Imports"))
+                            (item(Nav::Storage, "/ui/storage", "Storage"))
                         }
                     }
                     div.who {
@@ -107,6 +111,31 @@ pub fn ago(then: u64, now: u64) -> String {
         _ => (d / 31_536_000, "year"),
     };
     format!("{n} {unit}{} ago", if n == 1 { "" } else { "s" })
+}
+
+/// `1 hour 30 minutes`: a length of time in its two largest units.
+pub fn span(secs: u64) -> String {
+    let units = [
+        (86_400, "day"),
+        (3600, "hour"),
+        (60, "minute"),
+        (1, "second"),
+    ];
+    let mut rest = secs;
+    let mut parts = Vec::new();
+    for (size, name) in units {
+        let n = rest / size;
+        if n > 0 && parts.len() < 2 {
+            parts.push(format!("{n} {name}{}", if n == 1 { "" } else { "s" }));
+            rest -= n * size;
+        } else if !parts.is_empty() {
+            break;
+        }
+    }
+    if parts.is_empty() {
+        return "0 seconds".to_owned();
+    }
+    parts.join(" ")
 }
 
 /// A time as the console shows it: relative, with the absolute UTC time beside it and in
@@ -236,6 +265,15 @@ mod tests {
         assert_eq!(ago(0, 7200), "2 hours ago");
         assert_eq!(ago(0, 86_400 * 3), "3 days ago");
         assert_eq!(ago(200, 100), "just now");
+    }
+
+    #[test]
+    fn spans() {
+        assert_eq!(span(0), "0 seconds");
+        assert_eq!(span(3600), "1 hour");
+        assert_eq!(span(5400), "1 hour 30 minutes");
+        assert_eq!(span(86_400 + 61), "1 day");
+        assert_eq!(span(90), "1 minute 30 seconds");
     }
 
     #[test]

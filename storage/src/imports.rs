@@ -99,6 +99,15 @@ impl Store {
         state.imports.get(id).map(|(_, r)| r.clone())
     }
 
+    /// What [`Store::remove_import`] would do now, changing nothing: the preview a person
+    /// confirms. A push between the preview and the removal may change the answer; the
+    /// removal decides again under the journal lock.
+    pub fn preview_import_removal(&self, id: &str) -> Option<ImportRemoval> {
+        let state = self.inner.meta.read();
+        let (_, record) = state.imports.get(id)?;
+        Some(plan_removal(&state, record).1)
+    }
+
     /// Undo import `id`: drop the tags it set that still point where it set them, then the
     /// manifests it put that nothing kept reaches any more, and the record itself, in one
     /// transaction. Blob links and bytes are left to GC. `None` if there is no such record.

@@ -222,6 +222,12 @@ impl Store {
         }
     }
 
+    /// How many metadata commits this store has applied since it was opened: anything
+    /// derived from the metadata (a usage report, say) is current while this is unchanged.
+    pub fn generation(&self) -> u64 {
+        self.inner.meta.generation()
+    }
+
     pub fn root(&self) -> &Path {
         &self.inner.root
     }

@@ -470,6 +470,11 @@ impl Meta {
         })
     }
 
+    /// The number of commits applied so far (see `Locked::generation`).
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
     pub(crate) fn read(&self) -> RwLockReadGuard<'_, State> {
         // A panic while holding the lock cannot leave State half-updated (apply is
         // infallible), so a poisoned lock is still consistent.

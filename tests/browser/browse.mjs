@@ -1,25 +1,9 @@
 // Sign in, list repositories, filter them, open a repository, a multi-platform index and
 // one of its images; switch the theme; check each page's weight (HTML + script + style).
-import { BASE, check, env, run, shot, signIn } from './lib.mjs';
+import { BASE, check, env, run, shot, signIn, weight } from './lib.mjs';
 
 const REPO = env('REPO'); // holds tags `IMAGE_TAG` (an image) and `INDEX_TAG` (an index)
 const OTHER = env('OTHER_REPO'); // another repository, hidden by the filter
-const LIMIT = 150 * 1024;
-
-// Bytes of the page's HTML plus every script and stylesheet it loads, fetched with the
-// page's own cookies.
-async function weight(page) {
-  const html = await (await page.request.get(page.url())).body();
-  const assets = await page.evaluate(() => [
-    ...[...document.querySelectorAll('script[src]')].map((s) => s.src),
-    ...[...document.querySelectorAll('link[rel="stylesheet"]')].map((l) => l.href),
-  ]);
-  let total = html.length;
-  for (const a of assets) total += (await (await page.request.get(a)).body()).length;
-  check(total < LIMIT, `${new URL(page.url()).pathname}: ${total} bytes of HTML, script and style (< ${LIMIT})`);
-  return total;
-}
-
 await run(async ({ page }) => {
   await signIn(page, env('AIRDOCK_USER'), env('AIRDOCK_PASSWORD'));
   const names = await page.$$eval('#results tbody tr td:first-child a', (as) => as.map((a) => a.textContent));

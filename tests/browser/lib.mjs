@@ -58,6 +58,22 @@ export async function signIn(page, user, password) {
   check((await page.textContent('header .user')) === user, `the header names ${user}`);
 }
 
+const LIMIT = 150 * 1024;
+
+// Bytes of the page's HTML plus every script and stylesheet it loads, fetched with the
+// page's own cookies; fails above 150 KB (issue 13's budget, before the data).
+export async function weight(page) {
+  const html = await (await page.request.get(page.url())).body();
+  const assets = await page.evaluate(() => [
+    ...[...document.querySelectorAll('script[src]')].map((s) => s.src),
+    ...[...document.querySelectorAll('link[rel="stylesheet"]')].map((l) => l.href),
+  ]);
+  let total = html.length;
+  for (const a of assets) total += (await (await page.request.get(a)).body()).length;
+  check(total < LIMIT, `${new URL(page.url()).pathname}: ${total} bytes of HTML, script and style (< ${LIMIT})`);
+  return total;
+}
+
 export async function shot(page, name) {
   const dir = env('SCREENSHOTS');
   mkdirSync(dir, { recursive: true });

@@ -118,6 +118,41 @@ impl Lab {
         self.image(OTHER, Some("latest"), 5, 1_000).await;
     }
 
+    /// Import fixture tar `fixture` into `repo` through the admin API (as alice, naming the
+    /// tar `name`); returns the import report.
+    async fn import(&self, repo: &str, name: &str, fixture: &str) -> serde_json::Value {
+        let r = self
+            .c
+            .post(
+                self.server
+                    .url(&format!("/admin/v1/import?repository={repo}&name={name}")),
+            )
+            .basic_auth(ALICE.0, Some(ALICE.1))
+            .body(crate::fixture::fixture_tar(fixture))
+            .send()
+            .await
+            .expect("import");
+        assert_eq!(r.status(), StatusCode::CREATED, "import {fixture}");
+        r.json().await.expect("report")
+    }
+
+    /// `GET` or `POST` of an admin API path as alice, its status and JSON.
+    async fn admin(&self, post: bool, path: &str) -> (StatusCode, serde_json::Value) {
+        let url = self.server.url(path);
+        let req = if post {
+            self.c.post(url)
+        } else {
+            self.c.get(url)
+        };
+        let r = req
+            .basic_auth(ALICE.0, Some(ALICE.1))
+            .send()
+            .await
+            .expect("admin request");
+        let status = r.status();
+        (status, r.json().await.unwrap_or(serde_json::Value::Null))
+    }
+
     async fn tags(&self, repo: &str) -> Vec<String> {
         let v: serde_json::Value = self
             .c
@@ -212,9 +247,161 @@ async fn console_deletes_a_tag_with_confirmation() {
 async fn console_pull_only_user_sees_no_delete_and_forged_posts_get_403() {
     let lab = lab();
     lab.seed().await;
-    let vars = [("REPO", REPO), ("DELETE_TAG", "v2")];
+    let report = lab
+        .import("team/bundle", "platform-bundle.tar", "platform-bundle")
+        .await;
+    let id = report["import_id"].as_str().expect("import id").to_owned();
+    let vars = [
+        ("REPO", REPO),
+        ("DELETE_TAG", "v2"),
+        ("IMPORT_ID", id.as_str()),
+    ];
     tokio::task::block_in_place(|| browse(&lab.server, "pull_only.mjs", BOB, &vars));
     assert!(lab.tags(REPO).await.contains(&"v2".to_owned()));
+    let (status, _) = lab.admin(false, &format!("/admin/v1/imports/{id}")).await;
+    assert_eq!(status, StatusCode::OK, "the import is still there");
+    let logs = lab.server.logs();
+    assert!(
+        logs.lines().any(|l| l.contains("action=remove_import")
+            && l.contains("user=bob")
+            && l.contains("result=refused")),
+        "the forged removal is in the audit log, refused:\n{logs}"
+    );
+}
+
+/// The import history, one import's report, its removal preview and the removal; the
+/// other import and everything it brought stay.
+#[tokio::test(flavor = "multi_thread")]
+async fn console_lists_imports_shows_a_report_and_removes_one() {
+    let lab = lab();
+    let other = lab
+        .import("team/guest", "guestbook-bundle.tar", "guestbook-bundle")
+        .await;
+    let report = lab
+        .import("team/bundle", "platform-bundle.tar", "platform-bundle")
+        .await;
+    let id = report["import_id"].as_str().expect("import id").to_owned();
+    let other_id = other["import_id"].as_str().expect("import id").to_owned();
+    let tag = report["root_bundle"]["tag"]
+        .as_str()
+        .expect("root bundle tag")
+        .to_owned();
+    let (_, record) = lab.admin(false, &format!("/admin/v1/imports/{id}")).await;
+    let manifests = record["manifests"].as_array().expect("manifests").len();
+    let manifests = manifests.to_string();
+    let vars = [
+        ("IMPORT_ID", id.as_str()),
+        ("IMPORT_NAME", "platform-bundle.tar"),
+        ("IMPORT_REPO", "team/bundle"),
+        ("IMPORT_TAG", tag.as_str()),
+        ("IMPORT_MANIFESTS", manifests.as_str()),
+        ("OTHER_IMPORT_ID", other_id.as_str()),
+    ];
+    let other_tags = lab.tags("team/guest").await;
+    tokio::task::block_in_place(|| browse(&lab.server, "imports.mjs", ALICE, &vars));
+    let (status, _) = lab.admin(false, &format!("/admin/v1/imports/{id}")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "the record is gone");
+    let logs = lab.server.logs();
+    assert!(
+        logs.lines().any(|l| l.contains("action=remove_import")
+            && l.contains(&format!("resource={id}"))
+            && l.contains("user=alice")
+            && l.contains("result=ok")),
+        "the removal is in the audit log:\n{logs}"
+    );
+    assert!(!lab.tags("team/bundle").await.contains(&tag));
+    let (status, _) = lab
+        .admin(false, &format!("/admin/v1/imports/{other_id}"))
+        .await;
+    assert_eq!(status, StatusCode::OK, "the other import stays");
+    assert_eq!(lab.tags("team/guest").await, other_tags);
+}
+
+/// The storage page's numbers are the admin API's; a GC dry run then a run, through the
+/// page, free exactly what the API's dry run said, and the grace window holds back a
+/// fresh blob.
+#[tokio::test(flavor = "multi_thread")]
+async fn console_storage_usage_and_gc_dry_run_then_run() {
+    let lab = lab();
+    lab.seed().await;
+    // Garbage past the grace window: an image whose manifest is deleted, its files aged.
+    let (junk, _) = lab.image("team/junk", Some("old"), 9, 120_000).await;
+    let m: serde_json::Value = lab
+        .c
+        .get(lab.server.url("/v2/team/junk/manifests/old"))
+        .basic_auth(ALICE.0, Some(ALICE.1))
+        .header("Accept", OCI_MANIFEST)
+        .send()
+        .await
+        .expect("get manifest")
+        .json()
+        .await
+        .expect("manifest json");
+    let r = lab
+        .c
+        .delete(lab.server.url(&format!("/v2/team/junk/manifests/{junk}")))
+        .basic_auth(ALICE.0, Some(ALICE.1))
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let old = std::time::SystemTime::now() - Duration::from_secs(7200);
+    for d in crate::support::manifest_blobs(&m)
+        .into_iter()
+        .chain([junk.as_str()])
+    {
+        // The documented layout (storage/src/layout.rs): blobs/sha256/<hex[..2]>/<hex>.
+        let hex = d.strip_prefix("sha256:").expect("sha256 digest");
+        let path = lab
+            .server
+            .data_dir()
+            .join("blobs/sha256")
+            .join(&hex[..2])
+            .join(hex);
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .and_then(|f| f.set_modified(old))
+            .expect("age a blob");
+    }
+    // A fresh blob nothing references: the grace window holds it back.
+    lab.blob("team/junk", &xorshift_bytes(30_000, 10)).await;
+
+    let (status, usage) = lab.admin(false, "/admin/v1/usage").await;
+    assert_eq!(status, StatusCode::OK);
+    let app = usage["repos"]
+        .as_array()
+        .expect("repos")
+        .iter()
+        .find(|r| r["name"] == REPO)
+        .expect("team/app")
+        .clone();
+    let (status, dry) = lab.admin(true, "/admin/v1/gc?dry_run=true").await;
+    assert_eq!(status, StatusCode::OK);
+    let freed = dry["bytes_freed"].as_u64().expect("freed");
+    assert!(freed > 120_000, "{dry}");
+    let n = |v: &serde_json::Value| v.as_u64().expect("number").to_string();
+    let vars = [
+        ("REPO", REPO.to_owned()),
+        ("EXPECT_TOTAL_BYTES", n(&usage["bytes"])),
+        ("EXPECT_REPO_BYTES", n(&app["bytes"])),
+        ("EXPECT_REPO_UNIQUE", n(&app["unique_bytes"])),
+        ("EXPECT_FREED_BYTES", freed.to_string()),
+        ("EXPECT_HELD_BLOBS", n(&dry["held_back"]["blobs"])),
+    ];
+    let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    tokio::task::block_in_place(|| browse(&lab.server, "storage.mjs", ALICE, &vars));
+    let (_, dry) = lab.admin(true, "/admin/v1/gc?dry_run=true").await;
+    assert_eq!(dry["bytes_freed"], 0, "{dry}");
+    let logs = lab.server.logs();
+    assert!(
+        logs.lines().any(|l| l.contains("action=gc")
+            && l.contains("resource=dry_run=0")
+            && l.contains("user=alice")
+            && l.contains("result=ok")),
+        "the console's GC run is in the audit log:\n{logs}"
+    );
+    assert!(lab.tags(REPO).await.contains(&"v1".to_owned()));
 }
 
 /// `/` sends browsers to the console; the API's paths are untouched by it.

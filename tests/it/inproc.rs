@@ -741,3 +741,33 @@ async fn gc_timer_collects_unreferenced_blobs() {
         "the timed GC did not collect an unreferenced blob"
     );
 }
+
+/// With authentication off the console has no admin (a browser holds no admin token): the
+/// Imports and Storage pages and their actions are refused, saying what would enable them.
+#[tokio::test]
+async fn console_imports_and_storage_need_an_admin_user() {
+    let app = App::new().await;
+    for path in [
+        "/ui/imports",
+        "/ui/imports/0123456789abcdef0123456789abcdef",
+        "/ui/imports/0123456789abcdef0123456789abcdef/remove",
+        "/ui/storage",
+    ] {
+        let a = app.get(path).await;
+        assert_eq!(a.status, StatusCode::FORBIDDEN, "GET {path}");
+        let text = String::from_utf8_lossy(&a.body);
+        assert!(text.contains("auth.htpasswd and auth.admins"), "{text}");
+    }
+    for path in [
+        "/ui/storage/gc",
+        "/ui/imports/0123456789abcdef0123456789abcdef/remove",
+    ] {
+        let a = app.bare(Method::POST, path).await;
+        assert_eq!(a.status, StatusCode::FORBIDDEN, "POST {path}");
+    }
+    // And no link to them in the navigation.
+    let a = app.get("/ui/").await;
+    assert_eq!(a.status, StatusCode::OK);
+    let text = String::from_utf8_lossy(&a.body);
+    assert!(!text.contains("/ui/storage") && !text.contains("/ui/imports"));
+}

@@ -1,0 +1,397 @@
+//! The Storage page (`/ui/storage`): what the store and each repository use (unique and
+//! shared bytes, the code behind `GET /admin/v1/usage`), and garbage collection: a dry run
+//! (what would be freed, what the grace window holds back) and a run, by POST to
+//! `/ui/storage/gc`. Admin work, as the admin API's usage and GC are; GC runs through the
+//! admin API's own `admin::gc::{options, run}`, with the server's defaults.
+
+use axum::extract::{Request, State};
+use axum::response::Response;
+use maud::{html, Markup};
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use airdock_storage::{GcReport, RepoUsage, Store, StoreError, Usage};
+
+use super::repos::{repo_href, url_part};
+use super::view::{self, Nav};
+use super::{Console, UiError, Viewer};
+use crate::http::Query;
+
+const PAGE: usize = 50;
+const PAGE_MAX: usize = 500;
+/// Deleted manifests listed by name in a report (the count is always whole).
+const LISTED: usize = 100;
+
+/// A usage report younger than this is shown (marked) while a newer one is computed in the
+/// background; an older one is recomputed before the page renders. Computing one takes about
+/// a second at 10,000 repositories and 100,000 manifests (BENCHMARKS.md), so on a store that
+/// keeps changing at most one page view a minute waits for it.
+const STALE_OK: Duration = Duration::from_secs(60);
+
+/// The last usage report and the store generation it was computed at. Computing one walks
+/// every repository and `stat`s every blob, so the page reuses it while the metadata has not
+/// changed and, when it changed, shows it (saying how old it is) while a fresh one is
+/// computed in the background, unless it is older than [`STALE_OK`].
+#[derive(Default)]
+pub struct UsageCache {
+    /// std Mutex: read or swapped under it, never held across an `.await`.
+    last: Mutex<Option<Cached>>,
+    refreshing: AtomicBool,
+}
+
+#[derive(Clone)]
+struct Cached {
+    usage: Arc<Usage>,
+    generation: u64,
+    at: Instant,
+}
+
+impl UsageCache {
+    fn current(&self) -> Option<Cached> {
+        self.last.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Compute a report now and keep it.
+    async fn refresh(&self, store: &Store) -> Result<Cached, StoreError> {
+        // Read before computing: a commit during the computation leaves the report marked
+        // older than it may be, never newer.
+        let generation = store.generation();
+        let usage = Arc::new(store.usage().await?);
+        let fresh = Cached {
+            usage,
+            generation,
+            at: Instant::now(),
+        };
+        *self.last.lock().unwrap_or_else(|e| e.into_inner()) = Some(fresh.clone());
+        Ok(fresh)
+    }
+
+    /// A report for the page, and whether it may be behind the store.
+    async fn get(self: &Arc<Self>, store: &Store) -> Result<(Cached, bool), StoreError> {
+        match self.current() {
+            Some(c) if c.generation == store.generation() => Ok((c, false)),
+            Some(c) if c.at.elapsed() < STALE_OK => {
+                if !self.refreshing.swap(true, Ordering::AcqRel) {
+                    let (me, store) = (Arc::clone(self), store.clone());
+                    tokio::spawn(async move {
+                        if let Err(e) = me.refresh(&store).await {
+                            tracing::warn!(error = %e, "usage refresh failed");
+                        }
+                        me.refreshing.store(false, Ordering::Release);
+                    });
+                }
+                Ok((c, true))
+            }
+            _ => Ok((self.refresh(store).await?, false)),
+        }
+    }
+}
+
+/// How the per-repository table is ordered.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Sort {
+    Name,
+    /// Largest first; paged by position (`from`), since sizes are not unique.
+    Size,
+}
+
+/// `GET /ui/storage[?q=&sort=name|size&after=&from=&n=]`.
+pub async fn page(State(c): State<Console>, req: Request) -> Result<Response, UiError> {
+    let (parts, _) = req.into_parts();
+    let viewer = c.viewer(&parts).await?;
+    viewer.require_admin("/ui/storage", "the storage page")?;
+    let q = Query::parse(parts.uri.query());
+    render(&c, &viewer, &q, None).await
+}
+
+/// `POST /ui/storage/gc?dry_run=1|0` with `_csrf` and optionally `delete_untagged`: one GC,
+/// then the page with its report.
+pub async fn gc(State(c): State<Console>, req: Request) -> Result<Response, UiError> {
+    let (parts, body) = req.into_parts();
+    let viewer = c.viewer(&parts).await?;
+    let result = run_gc(&c, &viewer, &parts, body).await;
+    Ok(viewer.answer(result))
+}
+
+/// The run itself; refusals become the answer `gc` attributes to the viewer.
+async fn run_gc(
+    c: &Console,
+    viewer: &Viewer,
+    parts: &axum::http::request::Parts,
+    body: axum::body::Body,
+) -> Result<Response, UiError> {
+    let form = c.checked_form(viewer, body).await?;
+    // The server decides, whatever the page showed.
+    if let Err(e) = viewer.require_admin("/ui/storage", "garbage collection") {
+        tracing::info!(user = ?viewer.user, "console GC refused");
+        return Err(e);
+    }
+    // The form's fields are the admin API's query parameters (dry_run, delete_untagged).
+    let encoded: String = form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(form.iter().filter(|(k, _)| k != "_csrf"))
+        .finish();
+    let fields = Query::parse(Some(&encoded));
+    let mut opts = crate::admin::gc::options(&c.app, &fields)?;
+    // `dry_run` is in the URL, so that the audit line says which it was; only an explicit
+    // "no" runs for real.
+    opts.dry_run = Query::parse(parts.uri.query()).get("dry_run") != Some("0");
+    // An unticked box sends nothing: absent means no, not the server's default.
+    opts.delete_untagged = fields.get("delete_untagged").is_some();
+    let report = crate::admin::gc::run(&c.app, &opts).await?;
+    if !report.dry_run {
+        c.usage.refresh(&c.app.store).await?;
+    }
+    tracing::info!(
+        user = ?viewer.user, dry_run = report.dry_run, blobs = report.blobs_deleted,
+        bytes = report.bytes_freed, manifests = report.manifests_deleted.len(),
+        "garbage collection from the console"
+    );
+    render(c, viewer, &Query::default(), Some(&report)).await
+}
+
+async fn render(
+    c: &Console,
+    viewer: &Viewer,
+    q: &Query,
+    report: Option<&GcReport>,
+) -> Result<Response, UiError> {
+    let n = q
+        .get("n")
+        .and_then(|v| v.parse::<usize>().ok())
+        .map_or(PAGE, |n| n.clamp(1, PAGE_MAX));
+    let filter = q.get("q").unwrap_or("").trim();
+    let sort = match q.get("sort") {
+        Some("size") => Sort::Size,
+        _ => Sort::Name,
+    };
+    let (cached, behind) = c.usage.get(&c.app.store).await?;
+    let usage = &cached.usage;
+    let totals = Totals::of(usage);
+    let mut repos: Vec<&RepoUsage> = usage
+        .repos
+        .iter()
+        .filter(|r| r.name.contains(filter))
+        .collect();
+    let matching = repos.len();
+    let (rows, next) = match sort {
+        Sort::Name => {
+            // `usage.repos` is in name order.
+            let after = q.get("after").filter(|a| !a.is_empty());
+            if let Some(a) = after {
+                repos.retain(|r| r.name.as_str() > a);
+            }
+            let more = repos.len() > n;
+            repos.truncate(n);
+            let next = repos.last().filter(|_| more).map(|l| {
+                format!(
+                    "/ui/storage?q={}&sort=name&n={n}&after={}",
+                    url_part(filter),
+                    url_part(&l.name)
+                )
+            });
+            (repos, next)
+        }
+        Sort::Size => {
+            let from = q
+                .get("from")
+                .and_then(|v| v.parse::<usize>().ok())
+                .unwrap_or(0);
+            let end = from.saturating_add(n).min(repos.len());
+            // Largest first, ties by name, as `Usage::top`; only the first `end` are ordered.
+            let order = |a: &&RepoUsage, b: &&RepoUsage| {
+                b.bytes.cmp(&a.bytes).then_with(|| a.name.cmp(&b.name))
+            };
+            if end > 0 && end < repos.len() {
+                repos.select_nth_unstable_by(end - 1, order);
+                repos.truncate(end);
+            }
+            repos.sort_unstable_by(order);
+            let rows: Vec<&RepoUsage> = repos.into_iter().skip(from).collect();
+            let next = (matching > end).then(|| {
+                format!(
+                    "/ui/storage?q={}&sort=size&n={n}&from={end}",
+                    url_part(filter)
+                )
+            });
+            (rows, next)
+        }
+    };
+    let sort_link = |s: Sort, label: &str| {
+        let key = if s == Sort::Size { "size" } else { "name" };
+        html! {
+            @if s == sort { strong { (label) } }
+            @else { a href={ "/ui/storage?q=" (url_part(filter)) "&sort=" (key) } { (label) } }
+        }
+    };
+    let gc = &c.app.gc;
+    let body = html! {
+        div.heading {
+            h1 { "Storage" }
+            form.filter method="get" action="/ui/storage" role="search" {
+                @if sort == Sort::Size { input type="hidden" name="sort" value="size"; }
+                input type="search" name="q" value=(filter) placeholder="Filter repositories" aria-label="Filter repositories by name" accesskey="f";
+            }
+        }
+        p.muted.asof {
+            "As of " (view::when(cached_unix(&cached)))
+            @if behind { " · the store changed since; new figures are being computed, reload in a moment" }
+        }
+        dl.facts.totals {
+            dt { "Stored" } dd.total-bytes { strong { (view::bytes(totals.bytes)) } " (" (totals.bytes) " bytes)" }
+            dt { "Blobs" } dd.total-blobs { (totals.blobs) }
+            dt { "Manifests" } dd.total-manifests { (totals.manifests) }
+            dt { "Repositories" } dd.total-repos { (totals.repos) }
+        }
+        section.gc {
+            h2 { "Garbage collection" }
+            p.muted {
+                "Frees blobs no manifest references, after a grace window of " (view::span(gc.grace.as_secs()))
+                " (newer files are held back: a push may be about to reference them)."
+                @if !gc.retention.is_empty() { " Retention rules: " (gc.retention.len()) "." }
+            }
+            form.inline method="post" action="/ui/storage/gc?dry_run=1" {
+                (view::csrf_field(viewer))
+                label.check { input type="checkbox" name="delete_untagged" value="1" checked[gc.delete_untagged]; " delete untagged manifests" }
+                " "
+                button.primary type="submit" id="gc-dry-run" { "Dry run" }
+            }
+            " "
+            form.inline method="post" action="/ui/storage/gc?dry_run=0"
+                data-confirm="Run garbage collection now? Blobs nothing references (outside the grace window) are deleted for good." {
+                (view::csrf_field(viewer))
+                @if gc.delete_untagged { input type="hidden" name="delete_untagged" value="1"; }
+                button.danger type="submit" id="gc-run" { "Run GC" }
+            }
+            @if let Some(r) = report { (report_view(r)) }
+        }
+        h2 { "By repository" }
+        p.muted {
+            (matching) " repositor" (if matching == 1 { "y" } else { "ies" })
+            @if !filter.is_empty() { " matching “" (filter) "”" }
+            " · sort by " (sort_link(Sort::Name, "name")) " · " (sort_link(Sort::Size, "size"))
+            ". Unique bytes are what deleting the repository would free; shared bytes are blobs other repositories use too."
+        }
+        @if rows.is_empty() {
+            p.empty { "No repositories." }
+        } @else {
+            table.list.usage {
+                thead { tr {
+                    th { "Repository" } th.num { "Size" } th.num { "Unique" } th.num { "Shared" }
+                    th.num { "Blobs" } th.num { "Manifests" } th.num { "Tags" }
+                } }
+                tbody {
+                    @for r in &rows {
+                        tr data-repo=(r.name) {
+                            td.wrap { a href=(repo_href(&r.name)) { (r.name) } }
+                            td.num.bytes data-bytes=(r.bytes) { (view::bytes(r.bytes)) }
+                            td.num.unique data-bytes=(r.unique_bytes) { (view::bytes(r.unique_bytes)) }
+                            td.num.shared data-bytes=(r.shared_bytes) { (view::bytes(r.shared_bytes)) }
+                            td.num { (r.blobs) }
+                            td.num { (r.manifests) }
+                            td.num { (r.tags) }
+                        }
+                    }
+                }
+            }
+        }
+        @if let Some(next) = next { p.pager { a href=(next) rel="next" { "Next page →" } } }
+    };
+    Ok(viewer.render("Storage", Nav::Storage, body))
+}
+
+/// When `c` was computed, in seconds since the epoch.
+fn cached_unix(c: &Cached) -> u64 {
+    crate::sys::now().saturating_sub(c.at.elapsed().as_secs())
+}
+
+/// The store's totals, taken before the page is filtered.
+struct Totals {
+    bytes: u64,
+    blobs: u64,
+    manifests: u64,
+    repos: u64,
+}
+
+impl Totals {
+    fn of(u: &Usage) -> Totals {
+        Totals {
+            bytes: u.bytes,
+            blobs: u.blobs,
+            manifests: u.manifests,
+            repos: u.repositories,
+        }
+    }
+}
+
+fn report_view(r: &GcReport) -> Markup {
+    let verb = if r.dry_run { "would free" } else { "freed" };
+    html! {
+        div.gc-report role="status" data-dry-run=(r.dry_run) {
+            h3 { @if r.dry_run { "Dry run: nothing was changed" } @else { "Garbage collection done" } }
+            dl.facts {
+                dt { "Bytes " (verb) } dd.freed { strong { (view::bytes(r.bytes_freed)) } " (" (r.bytes_freed) " bytes)" }
+                dt { "Blobs " @if r.dry_run { "to delete" } @else { "deleted" } } dd.blobs-deleted { (r.blobs_deleted) }
+                dt { "Blobs kept" } dd { (r.blobs_kept) }
+                dt { "Manifests " @if r.dry_run { "to delete" } @else { "deleted" } } dd { (r.manifests_deleted.len()) }
+                @if !r.tags_dropped.is_empty() { dt { "Tags dropped by retention" } dd { (r.tags_dropped.len()) } }
+                dt { "Held back by the grace window" } dd.held-back {
+                    (r.held_back.blobs) (if r.held_back.blobs == 1 { " blob, " } else { " blobs, " }) (view::bytes(r.held_back.bytes))
+                    @if let (Some(a), Some(b)) = (&r.held_back.earliest_collectable, &r.held_back.latest_collectable) {
+                        " (collectable from " (a.replace('T', " ")) " to " (b.replace('T', " ")) ")"
+                    }
+                }
+                @if r.uploads_expired > 0 { dt { "Upload sessions expired" } dd { (r.uploads_expired) } }
+                dt { "Took" } dd { (r.elapsed_ms) " ms" }
+            }
+            @if !r.manifests_deleted.is_empty() {
+                details {
+                    summary { "Manifests " @if r.dry_run { "to delete" } @else { "deleted" } }
+                    ul.plain {
+                        @for m in r.manifests_deleted.iter().take(LISTED) { li { (m.repo.as_str()) "@" code { (m.digest) } } }
+                        @if r.manifests_deleted.len() > LISTED { li.muted { "and " (r.manifests_deleted.len() - LISTED) " more" } }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use airdock_storage::{Algorithm, Digest, RepoName};
+
+    /// The report is reused while the store is unchanged, shown (marked) for a moment after
+    /// a change while a new one is computed, and recomputed once it is older than that.
+    #[tokio::test]
+    async fn usage_is_reused_until_the_store_changes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).await.expect("store");
+        let cache = Arc::new(UsageCache::default());
+        let (first, behind) = cache.get(&store).await.expect("usage");
+        assert!(!behind);
+        assert_eq!(first.usage.repositories, 0);
+        let (again, _) = cache.get(&store).await.expect("usage");
+        assert!(Arc::ptr_eq(&first.usage, &again.usage), "reused");
+
+        let bytes = b"layer";
+        let repo = RepoName::parse("a").expect("name");
+        let d = Digest::of(Algorithm::Sha256, bytes);
+        store.push_blob(&repo, &d, &bytes[..]).await.expect("push");
+        let (shown, behind) = cache.get(&store).await.expect("usage");
+        assert!(
+            behind && Arc::ptr_eq(&first.usage, &shown.usage),
+            "marked stale"
+        );
+        // Older than STALE_OK: recomputed before the page renders.
+        if let Some(c) = cache.last.lock().expect("lock").as_mut() {
+            c.at = Instant::now() - STALE_OK - Duration::from_millis(1);
+        }
+        let (fresh, behind) = cache.get(&store).await.expect("usage");
+        assert!(!behind);
+        assert_eq!(fresh.usage.repositories, 1);
+        assert_eq!(fresh.generation, store.generation());
+    }
+}
