@@ -234,9 +234,12 @@ async fn read_entries<R: AsyncRead + Unpin + Send>(
                 let (ingested, pin) = match kept.as_mut() {
                     Some(k) => dry_run::take(store, tar, expected.as_ref(), alg, k, at).await?,
                     None => {
-                        let stored = store
-                            .ingest_blob_pinned(expected.as_ref(), alg, tar.data())
-                            .await;
+                        // Written cold when the name says the digest, as the imgpkg import
+                        // writes its layers (nobody reads them right away).
+                        let stored = match &expected {
+                            Some(d) => store.ingest_cold_blob_pinned(d, tar.data()).await,
+                            None => store.ingest_blob_pinned(None, alg, tar.data()).await,
+                        };
                         if let Some(e) = tar.take_data_error() {
                             return Err(read_err(Some(at), e));
                         }

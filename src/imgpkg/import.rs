@@ -410,9 +410,8 @@ async fn start_blob<R: AsyncRead + Unpin>(
     let expected = digest.clone();
     let task = tokio::spawn(async move {
         let body = tokio_util::io::StreamReader::new(Box::pin(chunks));
-        writer
-            .ingest_blob_pinned(Some(&expected), expected.algorithm(), body)
-            .await
+        // Written cold: an import's layers are not read right away (see `BlobStore::put_cold`).
+        writer.ingest_cold_blob_pinned(&expected, body).await
     });
     loop {
         let mut chunk = bytes::BytesMut::with_capacity(CHUNK);

@@ -336,6 +336,30 @@ impl Store {
         self.ingest_pinned(expected, alg, reader).await
     }
 
+    /// [`Store::ingest_blob_pinned`] of a blob whose digest is known and that nobody will
+    /// read soon (an import's layers): written past the caches where the backend can
+    /// ([`BlobStore::put_cold`]), with the same verification and durability.
+    pub async fn ingest_cold_blob_pinned<R: AsyncRead + Unpin + Send>(
+        &self,
+        expected: &Digest,
+        mut reader: R,
+    ) -> Result<(Ingested, Pin), StoreError> {
+        let pin = self.inner.pins.pin(expected);
+        let written = self
+            .inner
+            .blobs
+            .put_cold(expected, &mut reader, None)
+            .await?;
+        Ok((
+            Ingested {
+                digest: expected.clone(),
+                size: written.size,
+                existed: written.existed,
+            },
+            pin,
+        ))
+    }
+
     /// If `d` is stored, pin it (and restart its grace window) and return the pin; else
     /// `None`. The race-free form of "`blob_exists`, so skip writing it": pinned before
     /// looking, the blob cannot be collected between the look and the writer's commit.
