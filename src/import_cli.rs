@@ -490,8 +490,10 @@ fn print_summary(file: &Path, r: &serde_json::Value) {
             .into_iter()
             .flatten()
         {
+            // Only a move says where from (an unchanged tag is already where it would go).
             let from = t["from"]
                 .as_str()
+                .filter(|_| t["change"] == "move")
                 .map(|f| format!(" (from {f})"))
                 .unwrap_or_default();
             println!(
