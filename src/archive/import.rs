@@ -26,9 +26,9 @@ use airdock_storage::{
     StoreError, Tag, Txn, MAX_MANIFEST_BYTES,
 };
 
-use crate::imgpkg::dry_run::{self as imgpkg_dry, DryRunReport, Missing};
+use crate::imgpkg::dry_run::Missing;
 use crate::imgpkg::gzip::{self, Compression, GzipDecoder, InflateLimits};
-use crate::imgpkg::import::{read_err, storage_err};
+use crate::imgpkg::import::{commit_or_report, read_err, storage_err};
 use crate::imgpkg::import::{BlobReport, ImageReport};
 use crate::imgpkg::names::truncate;
 use crate::imgpkg::stream::TarReader;
@@ -830,27 +830,8 @@ async fn commit(
             tags: m.tags.iter().map(|t| t.as_str().to_owned()).collect(),
         });
     }
-    let (import_id, dry_run) = if opts.dry_run {
-        let tags: Vec<(Tag, Digest)> = record
-            .tags
-            .iter()
-            .map(|t| (t.tag.clone(), t.digest.clone()))
-            .collect();
-        let dry = DryRunReport {
-            would_import: plan.missing.is_empty(),
-            tags: imgpkg_dry::tag_changes(store, repo, &tags),
-            missing: plan.missing,
-        };
-        (String::new(), Some(dry))
-    } else {
-        let import_id = record.id.clone();
-        txn.record_import(record);
-        store
-            .commit(txn)
-            .await
-            .map_err(|e| storage_err("committing the import", e))?;
-        (import_id, None)
-    };
+    let (import_id, dry_run) =
+        commit_or_report(store, repo, txn, record, opts.dry_run, plan.missing).await?;
     Ok(ImportReport {
         format,
         import_id,

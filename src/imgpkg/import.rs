@@ -1026,27 +1026,8 @@ async fn commit(
         }
     }
 
-    let (import_id, dry_run) = if opts.dry_run {
-        let tags: Vec<(Tag, Digest)> = record
-            .tags
-            .iter()
-            .map(|t| (t.tag.clone(), t.digest.clone()))
-            .collect();
-        let report = DryRunReport {
-            would_import: staged.missing.is_empty(),
-            tags: dry_run::tag_changes(store, repo, &tags),
-            missing: staged.missing,
-        };
-        (String::new(), Some(report))
-    } else {
-        let import_id = record.id.clone();
-        txn.record_import(record);
-        store
-            .commit(txn)
-            .await
-            .map_err(|e| storage_err("committing the import", e))?;
-        (import_id, None)
-    };
+    let (import_id, dry_run) =
+        commit_or_report(store, repo, txn, record, opts.dry_run, staged.missing).await?;
 
     let root_bundle = set.root_bundle().map(|(top, img)| RootBundle {
         original_ref: top.orig_ref.clone(),
@@ -1070,6 +1051,39 @@ async fn commit(
         images_yml,
         dry_run,
     })
+}
+
+/// The last step of every import: commit `txn` with its `record` (the import's id comes
+/// back), or for a dry run commit nothing and report the record's tags against the
+/// repository and what is `missing`.
+pub(crate) async fn commit_or_report(
+    store: &Store,
+    repo: &RepoName,
+    mut txn: Txn,
+    record: ImportRecord,
+    dry: bool,
+    missing: Vec<Missing>,
+) -> Result<(String, Option<DryRunReport>), ImportError> {
+    if dry {
+        let tags: Vec<(Tag, Digest)> = record
+            .tags
+            .iter()
+            .map(|t| (t.tag.clone(), t.digest.clone()))
+            .collect();
+        let report = DryRunReport {
+            would_import: missing.is_empty(),
+            tags: dry_run::tag_changes(store, repo, &tags),
+            missing,
+        };
+        return Ok((String::new(), Some(report)));
+    }
+    let import_id = record.id.clone();
+    txn.record_import(record);
+    store
+        .commit(txn)
+        .await
+        .map_err(|e| storage_err("committing the import", e))?;
+    Ok((import_id, None))
 }
 
 /// Sets tag `t` → `d` in `txn` and notes it in the import record.
