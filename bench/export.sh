@@ -41,153 +41,23 @@ while [ $# -gt 0 ]; do
     *) echo "unknown option $1 (see --help)" >&2; exit 2;;
   esac
 done
-missing=()
-for t in python3:python3 curl:curl docker-registry:docker-registry; do
-  command -v "${t%%:*}" >/dev/null 2>&1 || missing+=("${t#*:}")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-  echo "missing tools; install them with:  apt-get install -y ${missing[*]}" >&2
-  exit 127
-fi
-IMGPKG=$(command -v imgpkg || true)
-[ -n "$IMGPKG" ] || IMGPKG=${AIRDOCK_TOOLS_BIN:-$ROOT/target/tools/bin}/imgpkg
-[ -x "$IMGPKG" ] || { echo "imgpkg not found; install it with:  scripts/install-clients.sh" >&2; exit 127; }
-[ -x "$BIN" ] || { echo "no airdock binary at $BIN; build it first:  cargo build --release  (or --bin PATH)" >&2; exit 2; }
-BIN=$(cd "$(dirname "$BIN")" && pwd)/$(basename "$BIN")
-mkdir -p "$(dirname "$OUT")" "$DATA_ROOT"
-OUT=$(cd "$(dirname "$OUT")" && pwd)/$(basename "$OUT")
-RUN=$(mktemp -d "${DATA_ROOT%/}/airdock-export-bench.XXXXXX") || exit 1
-PY=""
-cleanup() {
-  if [ -f "$RUN/pids" ]; then
-    while read -r pid; do kill "$pid" 2>/dev/null; done < "$RUN/pids"
-  fi
-  [ -n "$PY" ] && kill "$PY" 2>/dev/null
-  wait 2>/dev/null
-  rm -rf "$RUN"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+# shellcheck source=bench/lib/common.sh
+. "$HERE/lib/common.sh"
+need_tools python3:python3 curl:curl docker-registry:docker-registry
+need_imgpkg
+need_bin
+imgpkg_bench_setup airdock-export-bench
 
 export BENCH_RUN=$RUN BENCH_BIN=$BIN BENCH_IMGPKG=$IMGPKG BENCH_GIB=$GIB BENCH_LAYER_MIB=$LAYER_MIB \
   BENCH_REPS=$REPS BENCH_OUT=$OUT BENCH_CMDLINE=$CMDLINE
-python3 - <<'PY' &
-import json, math, os, platform, re, shutil, socket, statistics, subprocess, sys, tarfile, threading, time
-import urllib.request
+run_driver <<'PY'
+import os, statistics, subprocess, tarfile, time
 
-E = os.environ
-RUN, BIN, IMGPKG = E["BENCH_RUN"], E["BENCH_BIN"], E["BENCH_IMGPKG"]
+from imgpkgbench import (E, BIN, RUN, RssSampler, airdock_import, children_cpu, cpu, imgpkg,
+                         kill_children, loadavg, log, machine, make_bundle_tars, start_airdock,
+                         start_distribution, status, stop)
+
 GIB, LAYER, REPS, OUT = float(E["BENCH_GIB"]), int(E["BENCH_LAYER_MIB"]) << 20, int(E["BENCH_REPS"]), E["BENCH_OUT"]
-HOME = os.path.join(RUN, "home")
-os.makedirs(HOME)
-
-
-def log(msg):
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-def spawn(args, **kw):
-    p = subprocess.Popen(args, **kw)
-    with open(os.path.join(RUN, "pids"), "a") as f:
-        f.write(f"{p.pid}\n")
-    return p
-
-
-def stop(p):
-    if p.poll() is None:
-        p.terminate()
-        try:
-            p.wait(10)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
-
-
-def imgpkg(*args):
-    env = dict(E, HOME=HOME, DOCKER_CONFIG=os.path.join(HOME, ".docker"))
-    r = subprocess.run([IMGPKG, *args, "--registry-insecure"], env=env, capture_output=True, text=True)
-    if r.returncode != 0:
-        raise SystemExit(f"imgpkg {' '.join(args)} failed:\n{r.stdout}\n{r.stderr}")
-
-
-def status(pid, key):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith(key + ":"):
-                return int(line.split()[1]) * 1024
-    return 0
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_airdock(data):
-    p = spawn([BIN, "serve", "--addr", "127.0.0.1:0", "--data-dir", data],
-              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    deadline = time.time() + 30
-    while time.time() < deadline:
-        line = p.stdout.readline()
-        m = re.search(r"listening on (?:https?://)?(127\.0\.0\.1:\d+)", line)
-        if m:
-            threading.Thread(target=p.stdout.read, daemon=True).start()
-            return p, m.group(1)
-        if not line and p.poll() is not None:
-            break
-    raise SystemExit("airdock did not start")
-
-
-def start_distribution(storage):
-    port = free_port()
-    cfg = os.path.join(RUN, "registry.yml")
-    with open(cfg, "w") as f:
-        f.write(f"version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n"
-                f"  filesystem:\n    rootdirectory: {storage}\nhttp:\n  addr: 127.0.0.1:{port}\n")
-    p = spawn(["docker-registry", "serve", cfg], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 30
-    while time.time() < deadline:
-        if subprocess.run(["curl", "-sf", "-o", "/dev/null", f"http://127.0.0.1:{port}/v2/"]).returncode == 0:
-            return p, f"127.0.0.1:{port}"
-        time.sleep(0.1)
-    raise SystemExit("docker-registry did not start")
-
-
-def make_tar():
-    n = math.ceil(GIB * (1 << 30) / LAYER)
-    gen = os.path.join(RUN, "gen-data")
-    srv, host = start_airdock(gen)
-    log(f"generating {n} images of {LAYER >> 20} MiB random layers via imgpkg push to {host}")
-    refs = []
-    for i in range(n):
-        d = os.path.join(RUN, "img")
-        os.makedirs(d)
-        with open(os.path.join(d, "layer.bin"), "wb") as f:
-            left = LAYER - 2048
-            while left > 0:
-                k = min(left, 4 << 20)
-                f.write(os.urandom(k))
-                left -= k
-        imgpkg("push", "-i", f"{host}/gen/img{i}:v1", "-f", d)
-        shutil.rmtree(d)
-        head = urllib.request.Request(f"http://{host}/v2/gen/img{i}/manifests/v1", method="HEAD",
-                                      headers={"Accept": "*/*"})
-        with urllib.request.urlopen(head) as resp:
-            refs.append(f"{host}/gen/img{i}@{resp.headers['Docker-Content-Digest']}")
-    b = os.path.join(RUN, "bundle")
-    os.makedirs(os.path.join(b, ".imgpkg"))
-    with open(os.path.join(b, ".imgpkg", "images.yml"), "w") as f:
-        f.write("---\napiVersion: imgpkg.carvel.dev/v1alpha1\nimages:\n")
-        f.writelines(f"- image: {r}\n" for r in refs)
-        f.write("kind: ImagesLock\n")
-    imgpkg("push", "-b", f"{host}/gen/bundle:1.0", "-f", b)
-    shutil.rmtree(b)
-    tar = os.path.join(RUN, "bundle.tar")
-    imgpkg("copy", "-b", f"{host}/gen/bundle:1.0", "--to-tar", tar)
-    stop(srv)
-    shutil.rmtree(gen)
-    return tar, n
 
 
 def members(path):
@@ -195,105 +65,106 @@ def members(path):
         return sorted((m.name, m.size) for m in t.getmembers() if m.name != "manifest.json")
 
 
-def loadavg():
-    with open("/proc/loadavg") as f:
-        return " ".join(f.read().split()[:3])
+def main():
+    t = make_bundle_tars([GIB], LAYER)[0]
+    tar, images, size = t["path"], t["images"], t["bytes"]
+    air_data = os.path.join(RUN, "air-data")
+    air, air_host = start_airdock(air_data)
+    token = open(os.path.join(air_data, "admin-token")).read().strip()
+    code, body = airdock_import(air_host, token, tar)
+    if code != "201":
+        raise SystemExit(f"import into airdock failed: {code} {body[:2000]}")
+    dist, dist_host = start_distribution(os.path.join(RUN, "dist-data"))
+    imgpkg("copy", "--tar", tar, "--to-repo", f"{dist_host}/lib/app")
+    expected = members(tar)
+    out = os.path.join(RUN, "out.tar")
+    load_start = loadavg()
 
+    def run_airdock():
+        sampler = RssSampler(air.pid).start()
+        load = loadavg()
+        c0, s0 = children_cpu(), cpu(air.pid)
+        t0 = time.perf_counter()
+        r = subprocess.run(["curl", "-sS", "-f", "-H", f"Authorization: Bearer {token}", "-o", out,
+                            f"http://{air_host}/admin/v1/export?repository=lib/app&tag=1.0"])
+        wall = time.perf_counter() - t0
+        server_cpu, client_cpu = cpu(air.pid) - s0, children_cpu() - c0
+        samples = sampler.stop()
+        if r.returncode != 0:
+            raise SystemExit("airdock export failed")
+        return {"wall": wall, "rss": max(samples or [0]), "load": load,
+                "server_cpu": server_cpu, "client_cpu": client_cpu}
 
-tar, images = make_tar()
-size = os.path.getsize(tar)
-log(f"{tar}: {size / (1 << 30):.2f} GiB, {images} images + bundle")
-air_data = os.path.join(RUN, "air-data")
-air, air_host = start_airdock(air_data)
-token = open(os.path.join(air_data, "admin-token")).read().strip()
-r = subprocess.run(["curl", "-sS", "-T", tar, "-H", f"Authorization: Bearer {token}", "-o", "/dev/null",
-                    "-w", "%{http_code}", f"http://{air_host}/admin/v1/import?repository=lib/app"],
-                   capture_output=True, text=True)
-if r.stdout != "201":
-    raise SystemExit(f"import into airdock failed: {r.stdout} {r.stderr}")
-dist, dist_host = start_distribution(os.path.join(RUN, "dist-data"))
-imgpkg("copy", "--tar", tar, "--to-repo", f"{dist_host}/lib/app")
-expected = members(tar)
-out = os.path.join(RUN, "out.tar")
+    def run_imgpkg():
+        load = loadavg()
+        c0, s0 = children_cpu(), cpu(dist.pid)
+        t0 = time.perf_counter()
+        imgpkg("copy", "-b", f"{dist_host}/lib/app:1.0", "--to-tar", out)
+        wall = time.perf_counter() - t0
+        return {"wall": wall, "load": load, "server_cpu": cpu(dist.pid) - s0,
+                "client_cpu": children_cpu() - c0}
 
-
-def run_airdock():
-    samples, done = [], threading.Event()
-
-    def sample():
-        while not done.is_set():
-            samples.append(status(air.pid, "VmRSS"))
-            time.sleep(0.02)
-
-    th = threading.Thread(target=sample, daemon=True)
-    load = loadavg()
-    th.start()
+    res = {"airdock": [], "imgpkg": []}
+    for i in range(REPS):
+        order = [("airdock", run_airdock), ("imgpkg", run_imgpkg)]
+        if i % 2:
+            order.reverse()
+        for name, fn in order:
+            if os.path.exists(out):
+                os.remove(out)
+            # Writeback of the previous run's file is not paid by this one (untimed).
+            subprocess.run(["sync"])
+            m = fn()
+            if members(out) != expected:
+                raise SystemExit(f"{name}: the tar's blob entries differ from the original's")
+            res[name].append(m)
+            log(f"{name} rep {i + 1}: {m['wall']:.2f} s (load {m['load']})")
+    hwm = status(air.pid, "VmHWM")
+    stop(air)
+    os.remove(out)
+    subprocess.run(["sync"])
     t0 = time.perf_counter()
-    r = subprocess.run(["curl", "-sS", "-f", "-H", f"Authorization: Bearer {token}", "-o", out,
-                        f"http://{air_host}/admin/v1/export?repository=lib/app&tag=1.0"])
-    wall = time.perf_counter() - t0
-    done.set()
-    th.join()
-    if r.returncode != 0:
-        raise SystemExit("airdock export failed")
-    return {"wall": wall, "rss": max(samples or [0]), "load": load}
+    subprocess.run([BIN, "export", "--data-dir", air_data, "-r", "lib/app", "-t", "1.0", "-o", out],
+                   check=True, capture_output=True)
+    offline = time.perf_counter() - t0
+    if members(out) != expected:
+        raise SystemExit("airdock export --data-dir: blob entries differ")
+    stop(dist)
+
+    med = {k: statistics.median(m["wall"] for m in v) for k, v in res.items()}
+    ratio = med["imgpkg"] / med["airdock"]
+    gib = size / (1 << 30)
+    cpu_of = lambda rs: (f"{statistics.median(r['server_cpu'] for r in rs):.2f} + "
+                         f"{statistics.median(r['client_cpu'] for r in rs):.2f}")
+    lines = [
+        "# Export benchmark (issue 15)", "",
+        f"- command: `{E['BENCH_CMDLINE']}`",
+        f"- machine: {machine()}",
+        f"- load average (1/5/15 min) before the first run {load_start}, after the last {loadavg()}",
+        f"- bundle: {images} images of {LAYER >> 20} MiB random layers + the bundle, tar {gib:.2f} GiB",
+        f"- {REPS} repetitions, interleaved (A,B then B,A …); each writes a new file on the same disk, "
+        "`sync` (untimed) between runs. CPU s: user + system seconds of the server (/proc/PID/stat) "
+        "and of the client (curl, imgpkg) during the export.", "",
+        "| system | median s | GiB/s | CPU s server + client (median) | runs (s) | load at start of each |",
+        "|---|---|---|---|---|---|",
+    ]
+    for k, label in [("airdock", "airdock `GET /admin/v1/export` (curl -o)"),
+                     ("imgpkg", "`imgpkg copy -b … --to-tar` from Distribution 2.8")]:
+        runs = ", ".join(f"{m['wall']:.2f}" for m in res[k])
+        loads = "; ".join(m["load"].split()[0] for m in res[k])
+        lines.append(f"| {label} | {med[k]:.2f} | {gib / med[k]:.2f} | {cpu_of(res[k])} | {runs} | {loads} |")
+    lines += ["",
+              f"- airdock `export --data-dir` (server stopped): {offline:.2f} s",
+              f"- airdock server peak RSS during the exports: {max(m['rss'] for m in res['airdock']) / (1 << 20):.1f} MiB "
+              f"(VmHWM {hwm / (1 << 20):.1f} MiB)",
+              f"- speed-up: {ratio:.2f}× (target ≥ 2×: {'met' if ratio >= 2 else 'missed'})", ""]
+    with open(OUT, "w") as f:
+        f.write("\n".join(lines))
+    print("\n".join(lines))
 
 
-def run_imgpkg():
-    load = loadavg()
-    t0 = time.perf_counter()
-    imgpkg("copy", "-b", f"{dist_host}/lib/app:1.0", "--to-tar", out)
-    return {"wall": time.perf_counter() - t0, "load": load}
-
-
-res = {"airdock": [], "imgpkg": []}
-for i in range(REPS):
-    order = [("airdock", run_airdock), ("imgpkg", run_imgpkg)]
-    if i % 2:
-        order.reverse()
-    for name, fn in order:
-        if os.path.exists(out):
-            os.remove(out)
-        subprocess.run(["sync"])
-        m = fn()
-        got = members(out)
-        if got != expected:
-            raise SystemExit(f"{name}: the tar's blob entries differ from the original's")
-        res[name].append(m)
-        log(f"{name} rep {i + 1}: {m['wall']:.2f} s")
-hwm = status(air.pid, "VmHWM")
-stop(air)
-t0 = time.perf_counter()
-subprocess.run([BIN, "export", "--data-dir", air_data, "-r", "lib/app", "-t", "1.0", "-o", out],
-               check=True, capture_output=True)
-offline = time.perf_counter() - t0
-if members(out) != expected:
-    raise SystemExit("airdock export --data-dir: blob entries differ")
-stop(dist)
-
-med = {k: statistics.median(m["wall"] for m in v) for k, v in res.items()}
-ratio = med["imgpkg"] / med["airdock"]
-gib = size / (1 << 30)
-lines = [
-    "# Export benchmark (issue 15)", "",
-    f"- command: `{E['BENCH_CMDLINE']}`",
-    f"- machine: {platform.node()}, {os.cpu_count()} CPUs, {platform.platform()}",
-    f"- bundle: {images} images of {LAYER >> 20} MiB random layers + the bundle, tar {gib:.2f} GiB",
-    f"- {REPS} repetitions, interleaved; each writes a new file on the same disk", "",
-    "| system | median s | GiB/s | runs (s) | load at start |", "|---|---|---|---|---|",
-]
-for k, label in [("airdock", "airdock `GET /admin/v1/export` (curl -o)"),
-                 ("imgpkg", "`imgpkg copy -b … --to-tar` from Distribution 2.8")]:
-    runs = ", ".join(f"{m['wall']:.2f}" for m in res[k])
-    loads = "; ".join(m["load"] for m in res[k])
-    lines.append(f"| {label} | {med[k]:.2f} | {gib / med[k]:.2f} | {runs} | {loads} |")
-lines += ["",
-          f"- airdock `export --data-dir` (server stopped): {offline:.2f} s",
-          f"- airdock server peak RSS during the exports: {max(m['rss'] for m in res['airdock']) / (1 << 20):.1f} MiB (VmHWM {hwm / (1 << 20):.1f} MiB)",
-          f"- speed-up: {ratio:.2f}× (target ≥ 2×: {'met' if ratio >= 2 else 'missed'})", ""]
-with open(OUT, "w") as f:
-    f.write("\n".join(lines))
-print("\n".join(lines))
+try:
+    main()
+finally:
+    kill_children()
 PY
-PY=$!
-wait "$PY"

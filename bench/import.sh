@@ -48,225 +48,28 @@ while [ $# -gt 0 ]; do
   esac
 done
 
-missing=()
-for t in python3:python3 curl:curl docker-registry:docker-registry openssl:openssl sha256sum:coreutils; do
-  command -v "${t%%:*}" >/dev/null 2>&1 || missing+=("${t#*:}")
-done
-[ "$PROFILE" = 1 ] && { command -v perf >/dev/null 2>&1 || missing+=(linux-perf); }
-if [ ${#missing[@]} -gt 0 ]; then
-  echo "missing tools; install them with:  apt-get install -y ${missing[*]}" >&2
-  exit 127
-fi
-IMGPKG=$(command -v imgpkg || true)
-[ -n "$IMGPKG" ] || IMGPKG=${AIRDOCK_TOOLS_BIN:-$ROOT/target/tools/bin}/imgpkg
-if [ ! -x "$IMGPKG" ]; then
-  echo "imgpkg not found (PATH, target/tools/bin); install it with:  scripts/install-clients.sh" >&2
-  exit 127
-fi
-if [ ! -x "$BIN" ]; then
-  echo "no airdock binary at $BIN; build it first:  cargo build --release  (or pass --bin PATH)" >&2
-  exit 2
-fi
-BIN=$(cd "$(dirname "$BIN")" && pwd)/$(basename "$BIN")
-mkdir -p "$(dirname "$OUT")" "$DATA_ROOT"
-OUT=$(cd "$(dirname "$OUT")" && pwd)/$(basename "$OUT")
-
-RUN=$(mktemp -d "${DATA_ROOT%/}/airdock-import-bench.XXXXXX") || exit 1
-PY=""
-cleanup() {
-  # The driver records every process it starts in $RUN/pids; stop each by PID, then the driver.
-  if [ -f "$RUN/pids" ]; then
-    while read -r pid; do kill "$pid" 2>/dev/null; done < "$RUN/pids"
-  fi
-  [ -n "$PY" ] && kill "$PY" 2>/dev/null
-  wait 2>/dev/null
-  rm -rf "$RUN"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+# shellcheck source=bench/lib/common.sh
+. "$HERE/lib/common.sh"
+tools=(python3:python3 curl:curl docker-registry:docker-registry openssl:openssl sha256sum:coreutils)
+[ "$PROFILE" = 1 ] && tools+=(perf:linux-perf)
+need_tools "${tools[@]}"
+need_imgpkg
+need_bin
+imgpkg_bench_setup airdock-import-bench
 
 export BENCH_RUN=$RUN BENCH_BIN=$BIN BENCH_IMGPKG=$IMGPKG BENCH_GIB=$GIB BENCH_LAYER_MIB=$LAYER_MIB \
   BENCH_REPS=$REPS BENCH_OUT=$OUT BENCH_PROFILE=$PROFILE BENCH_WAITQ=$WAITQ BENCH_CMDLINE=$CMDLINE BENCH_ROOT=$ROOT
-python3 - <<'PY' &
-import json, math, os, re, shutil, signal, socket, statistics, subprocess, sys, threading, time
-import resource
-import urllib.request
+run_driver <<'PY'
+import json, os, re, shutil, signal, statistics, subprocess, time
 
-E = os.environ
-RUN, BIN, IMGPKG = E["BENCH_RUN"], E["BENCH_BIN"], E["BENCH_IMGPKG"]
+from imgpkgbench import (E, BIN, IMGPKG, RUN, RssSampler, airdock_import, children_cpu, cpu,
+                         kill_children, log, imgpkg, loadavg, machine, make_bundle_tars, spawn,
+                         start_airdock, start_distribution, status, stop)
+
 GIBS = [float(x) for x in E["BENCH_GIB"].split(",")]
 LAYER = int(E["BENCH_LAYER_MIB"]) << 20
 REPS, OUT, PROFILE = int(E["BENCH_REPS"]), E["BENCH_OUT"], E["BENCH_PROFILE"] == "1"
 WAITQ = float(E["BENCH_WAITQ"])
-HOME = os.path.join(RUN, "home")  # imgpkg's private HOME: no credentials from the machine
-os.makedirs(HOME)
-children = []
-
-
-def log(msg):
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-def spawn(args, **kw):
-    p = subprocess.Popen(args, **kw)
-    children.append(p)
-    with open(os.path.join(RUN, "pids"), "a") as f:
-        f.write(f"{p.pid}\n")
-    return p
-
-
-def stop(p):
-    if p.poll() is None:
-        p.terminate()
-        try:
-            p.wait(10)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
-
-
-def stop_all(*_):
-    for p in children:
-        if p.poll() is None:
-            p.kill()
-    sys.exit(130)
-
-
-signal.signal(signal.SIGTERM, stop_all)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def imgpkg(*args, check=True):
-    env = dict(E, HOME=HOME, DOCKER_CONFIG=os.path.join(HOME, ".docker"))
-    r = subprocess.run([IMGPKG, *args, "--registry-insecure"], env=env, capture_output=True, text=True)
-    if check and r.returncode != 0:
-        raise SystemExit(f"imgpkg {' '.join(args)} failed:\n{r.stdout}\n{r.stderr}")
-    return r.stdout + r.stderr
-
-
-def status(pid, key):
-    """A `kB` field of /proc/PID/status, in bytes."""
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith(key + ":"):
-                return int(line.split()[1]) * 1024
-    return 0
-
-
-def cpu(pid):
-    """CPU seconds (user + system) a process has used so far."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def children_cpu():
-    r = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return r.ru_utime + r.ru_stime
-
-
-def start_airdock(data):
-    p = spawn([BIN, "serve", "--addr", "127.0.0.1:0", "--data-dir", data],
-              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    deadline = time.time() + 30
-    while time.time() < deadline:
-        line = p.stdout.readline()
-        m = re.search(r"listening on (?:https?://)?(127\.0\.0\.1:\d+)", line)
-        if m:
-            # Keep draining stdout so the server never blocks on a full pipe.
-            threading.Thread(target=p.stdout.read, daemon=True).start()
-            return p, m.group(1)
-        if not line and p.poll() is not None:
-            break
-    raise SystemExit("airdock did not start")
-
-
-def wait_http(url):
-    deadline = time.time() + 30
-    while time.time() < deadline:
-        if subprocess.run(["curl", "-sf", "-o", "/dev/null", url]).returncode == 0:
-            return
-        time.sleep(0.1)
-    raise SystemExit(f"{url} did not answer")
-
-
-def start_distribution(storage):
-    port = free_port()
-    cfg = os.path.join(RUN, f"registry-{port}.yml")
-    with open(cfg, "w") as f:
-        f.write(f"""version: 0.1
-log:
-  level: error
-  accesslog:
-    disabled: true
-storage:
-  filesystem:
-    rootdirectory: {storage}
-  delete:
-    enabled: true
-http:
-  addr: 127.0.0.1:{port}
-""")
-    p = spawn(["docker-registry", "serve", cfg], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wait_http(f"http://127.0.0.1:{port}/v2/")
-    return p, f"127.0.0.1:{port}"
-
-
-# ---- 1. the tars, written by imgpkg ----
-def make_tars():
-    counts = [math.ceil(g * (1 << 30) / LAYER) for g in GIBS]
-    gen = os.path.join(RUN, "gen-data")
-    srv, host = start_airdock(gen)
-    log(f"generating {max(counts)} images of {LAYER >> 20} MiB random layers via imgpkg push to {host}")
-    refs = []
-    for i in range(max(counts)):
-        d = os.path.join(RUN, "img")
-        os.makedirs(d)
-        with open(os.path.join(d, "layer.bin"), "wb") as f:
-            left = LAYER - 2048  # the layer is a tar.gz of this file: a little overhead
-            while left > 0:
-                n = min(left, 4 << 20)
-                f.write(os.urandom(n))
-                left -= n
-        imgpkg("push", "-i", f"{host}/gen/img{i}:v1", "-f", d)
-        shutil.rmtree(d)
-        head = urllib.request.Request(f"http://{host}/v2/gen/img{i}/manifests/v1", method="HEAD",
-                                      headers={"Accept": "*/*"})
-        with urllib.request.urlopen(head) as resp:
-            refs.append(f"{host}/gen/img{i}@{resp.headers['Docker-Content-Digest']}")
-    tars = []
-    for g, n in zip(GIBS, counts):
-        b = os.path.join(RUN, "bundle")
-        os.makedirs(os.path.join(b, ".imgpkg"))
-        os.makedirs(os.path.join(b, "config"))
-        with open(os.path.join(b, ".imgpkg", "images.yml"), "w") as f:
-            f.write("---\napiVersion: imgpkg.carvel.dev/v1alpha1\nimages:\n")
-            for r in refs[:n]:
-                f.write(f"- image: {r}\n")
-            f.write("kind: ImagesLock\n")
-        with open(os.path.join(b, "config", "app.yml"), "w") as f:
-            f.write("images: %d\n" % n)
-        ref = f"{host}/gen/bundle-{g}:1.0"
-        imgpkg("push", "-b", ref, "-f", b)
-        shutil.rmtree(b)
-        tar = os.path.join(RUN, f"bundle-{g}GiB.tar")
-        imgpkg("copy", "-b", ref, "--to-tar", tar)
-        tars.append({"gib": g, "images": n, "path": tar, "bytes": os.path.getsize(tar)})
-        log(f"{tar}: {os.path.getsize(tar) / (1 << 30):.2f} GiB, {n} images + bundle")
-    stop(srv)
-    shutil.rmtree(gen)
-    return tars
-
-
-# ---- 2. the measurements ----
-def loadavg():
-    with open("/proc/loadavg") as f:
-        return " ".join(f.read().split()[:3])
 
 
 def run_airdock(t, perf=False):
@@ -274,42 +77,27 @@ def run_airdock(t, perf=False):
     srv, host = start_airdock(data)
     token = open(os.path.join(data, "admin-token")).read().strip()
     idle = status(srv.pid, "VmRSS")
-    samples, done = [], threading.Event()
-
-    def sample():
-        while not done.is_set():
-            try:
-                samples.append(status(srv.pid, "VmRSS"))
-            except OSError:
-                return
-            time.sleep(0.02)
-
     rec = None
     if perf:
         rec = spawn(["perf", "record", "-g", "-o", os.path.join(RUN, "perf.data"), "-p", str(srv.pid)],
                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(1)
-    th = threading.Thread(target=sample, daemon=True)
     load = loadavg()
-    th.start()
+    sampler = RssSampler(srv.pid).start()
     c0, s0 = children_cpu(), cpu(srv.pid)
     t0 = time.perf_counter()
-    r = subprocess.run(["curl", "-sS", "-T", t["path"], "-H", f"Authorization: Bearer {token}",
-                        "-w", "\n%{http_code}", f"http://{host}/admin/v1/import?repository=lib/app"],
-                       capture_output=True, text=True)
+    code, body = airdock_import(host, token, t["path"])
     wall = time.perf_counter() - t0
     server_cpu, client_cpu = cpu(srv.pid) - s0, children_cpu() - c0
-    done.set()
-    th.join()
+    samples = sampler.stop()
     hwm = status(srv.pid, "VmHWM")
     if rec:
         rec.send_signal(signal.SIGINT)
         rec.wait(60)
     stop(srv)
     shutil.rmtree(data)
-    body, _, code = r.stdout.rpartition("\n")
     if code != "201":
-        raise SystemExit(f"airdock import failed ({code}): {body[:2000]} {r.stderr}")
+        raise SystemExit(f"airdock import failed ({code}): {body[:2000]}")
     report = json.loads(body)
     # Every image, the bundle and its ImageLocations image are in the report.
     if len(report.get("images", [])) < t["images"] + 2 or not report.get("root_bundle"):
@@ -359,14 +147,6 @@ def write_rates(nbytes):
     return out
 
 
-def machine():
-    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
-    mem = next((int(l.split()[1]) for l in open("/proc/meminfo") if l.startswith("MemTotal")), 0)
-    fs = subprocess.run(["df", "-T", RUN], capture_output=True, text=True).stdout.splitlines()[-1].split()
-    kernel = os.uname().release
-    return f"{os.cpu_count()} CPUs ({cpu}), {mem / (1 << 20):.0f} GiB RAM, Linux {kernel}, data dir on {fs[1]} ({fs[0]})"
-
-
 def mb(x):
     return x / 1e6
 
@@ -377,7 +157,7 @@ def mib(x):
 
 def main():
     load_start = loadavg()
-    tars = make_tars()
+    tars = make_bundle_tars(GIBS, LAYER)
     if WAITQ > 0:
         log(f"waiting up to {WAITQ:.0f} s for the load to drop below 1.0 (now {loadavg()})")
         end = time.time() + WAITQ
@@ -507,13 +287,5 @@ def write_report(tars, results, load_start, load_end, sum_rate, ossl, wr, prof):
 try:
     main()
 finally:
-    for p in children:
-        if p.poll() is None:
-            p.kill()
-            p.wait()
+    kill_children()
 PY
-PY=$!
-wait "$PY"
-rc=$?
-PY=""
-exit $rc

@@ -19,7 +19,7 @@ use airdock_storage::{Digest, Reference, RepoName, Tag};
 
 use crate::auth::EXPORT_PATH;
 use crate::imgpkg::export::{self, Wanted};
-use crate::import_cli::{admin_url, describe, http_client, human, read_token};
+use crate::import_cli::{admin_url, describe, http_client, human, read_token, Target};
 
 /// Flags of `airdock export`.
 #[derive(clap::Args, Debug, Clone)]
@@ -43,19 +43,8 @@ pub struct ExportArgs {
     /// Where to write the tar; `-` writes to stdout.
     #[arg(long, short = 'o')]
     pub output: PathBuf,
-    /// Data directory to read from directly (opened read-only).
-    #[arg(long, env = "AIRDOCK_DATA_DIR", default_value = "./airdock-data")]
-    pub data_dir: PathBuf,
-    /// Export from a running airdock instead (`http[s]://HOST:PORT`); takes precedence
-    /// over --data-dir.
-    #[arg(long, env = "AIRDOCK_SERVER")]
-    pub server: Option<String>,
-    /// PEM file of the CA(s) that signed an https --server's certificate.
-    #[arg(long, env = "AIRDOCK_CA_CERT")]
-    pub ca_cert: Option<PathBuf>,
-    /// File holding the admin token for --server (else $AIRDOCK_ADMIN_TOKEN, else --user).
-    #[arg(long)]
-    pub token_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub target: Target,
     /// Log in to --server as this user (password from $AIRDOCK_PASSWORD); pull rights on
     /// every repository exported suffice.
     #[arg(long)]
@@ -70,7 +59,7 @@ pub struct ExportArgs {
 pub async fn run(args: ExportArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let counter = Arc::new(AtomicU64::new(0));
-    let (stream, total) = match &args.server {
+    let (stream, total) = match &args.target.server {
         Some(server) => from_server(&args, server).await?,
         None => from_data_dir(&args).await?,
     };
@@ -153,9 +142,9 @@ async fn from_data_dir(args: &ExportArgs) -> anyhow::Result<(Chunks, Option<u64>
             .transpose()?;
         wanted = export::wanted_from_lock(&bytes, repo.as_ref())?;
     }
-    let store = crate::backend::open_store_read_only(&args.data_dir)
+    let store = crate::backend::open_store_read_only(&args.target.data_dir)
         .await
-        .with_context(|| format!("opening data dir {}", args.data_dir.display()))?;
+        .with_context(|| format!("opening data dir {}", args.target.data_dir.display()))?;
     let plan = export::plan(&store, &args.registry_host, &wanted, &|_| true).await?;
     let len = plan.tar_len();
     Ok((Box::pin(plan.into_stream(store)), Some(len)))
@@ -180,13 +169,13 @@ async fn from_server(args: &ExportArgs, server: &str) -> anyhow::Result<(Chunks,
             q.append_pair("ref", &format!("{}{sep}{}", w.repo, w.reference));
         }
     }
-    let client = http_client(args.ca_cert.as_deref())?;
+    let client = http_client(args.target.ca_cert.as_deref())?;
     let request = match lock {
         Some(body) => client.post(url).body(body),
         None => client.get(url),
     };
     let request = match (
-        &args.token_file,
+        &args.target.token_file,
         std::env::var("AIRDOCK_ADMIN_TOKEN"),
         &args.user,
     ) {
@@ -195,7 +184,7 @@ async fn from_server(args: &ExportArgs, server: &str) -> anyhow::Result<(Chunks,
                 .map_err(|_| anyhow!("--user needs the password in $AIRDOCK_PASSWORD"))?;
             request.basic_auth(user, Some(password))
         }
-        _ => request.bearer_auth(read_token(args.token_file.as_deref())?),
+        _ => request.bearer_auth(read_token(args.target.token_file.as_deref())?),
     };
     let response = request
         .send()

@@ -17,8 +17,30 @@ use airdock_storage::RepoName;
 
 use crate::admin::IMPORT_PATH;
 use crate::error::RegistryError;
-use crate::imgpkg::import::Counting;
+use crate::imgpkg::upload::Counting;
 use crate::imgpkg::{ImportOptions, ImportReport};
+
+/// Where `airdock import` and `airdock export` work: straight on a data directory, or
+/// through a running server. One set of flags, so the two commands spell them alike.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Target {
+    /// Data directory to work on directly. An import needs it free (no server running on
+    /// it); an export opens it read-only (a server may be stopped, or its disk read-only).
+    #[arg(long, env = "AIRDOCK_DATA_DIR", default_value = "./airdock-data")]
+    pub data_dir: PathBuf,
+    /// Talk to a running airdock instead (`http://HOST:PORT` or `https://HOST:PORT`);
+    /// takes precedence over --data-dir.
+    #[arg(long, env = "AIRDOCK_SERVER")]
+    pub server: Option<String>,
+    /// PEM file of the CA(s) that signed an https --server's certificate, trusted besides
+    /// the system's roots (e.g. the `ca.crt` of `airdock cert init`).
+    #[arg(long, env = "AIRDOCK_CA_CERT")]
+    pub ca_cert: Option<PathBuf>,
+    /// File holding the admin token for --server (else $AIRDOCK_ADMIN_TOKEN; an export
+    /// also takes --user).
+    #[arg(long)]
+    pub token_file: Option<PathBuf>,
+}
 
 /// Flags of `airdock import`.
 #[derive(clap::Args, Debug, Clone)]
@@ -28,20 +50,8 @@ pub struct ImportArgs {
     /// Repository to import into (every image of the tar lands in it, as with imgpkg).
     #[arg(long, short = 'r')]
     pub repository: String,
-    /// Data directory to write into directly. No server may be running on it.
-    #[arg(long, env = "AIRDOCK_DATA_DIR", default_value = "./airdock-data")]
-    pub data_dir: PathBuf,
-    /// Stream the tar to a running airdock instead (`http://HOST:PORT` or
-    /// `https://HOST:PORT`); takes precedence over --data-dir.
-    #[arg(long, env = "AIRDOCK_SERVER")]
-    pub server: Option<String>,
-    /// PEM file of the CA(s) that signed an https --server's certificate, trusted besides
-    /// the system's roots (e.g. the `ca.crt` of `airdock cert init`).
-    #[arg(long, env = "AIRDOCK_CA_CERT")]
-    pub ca_cert: Option<PathBuf>,
-    /// File holding the admin token for --server (else $AIRDOCK_ADMIN_TOKEN).
-    #[arg(long)]
-    pub token_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub target: Target,
     /// Registry host (`HOST:PORT`) clients will pull from, to show the relocated
     /// images.yml when importing into a data directory.
     #[arg(long)]
@@ -60,7 +70,7 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<()> {
     let repo = RepoName::parse(&args.repository).map_err(|e| anyhow!("--repository: {e}"))?;
     let (input, total) = open_input(&args.file).await?;
     let progress = Progress::start(&args, total);
-    let result = match &args.server {
+    let result = match &args.target.server {
         // A file goes through a resumable upload session; stdin, which cannot be re-read
         // from an offset, in one request.
         Some(url) if args.file != Path::new("-") && total.is_some() => {
@@ -154,11 +164,15 @@ async fn to_data_dir(
 ) -> anyhow::Result<Outcome> {
     // A dry run writes nothing: the data dir is opened read-only.
     let store = if args.dry_run {
-        crate::backend::open_store_read_only(&args.data_dir).await
+        crate::backend::open_store_read_only(&args.target.data_dir).await
     } else {
-        crate::backend::open_store(&args.data_dir, &crate::config::BlobBackend::Filesystem).await
+        crate::backend::open_store(
+            &args.target.data_dir,
+            &crate::config::BlobBackend::Filesystem,
+        )
+        .await
     }
-    .with_context(|| format!("opening data dir {}", args.data_dir.display()))?;
+    .with_context(|| format!("opening data dir {}", args.target.data_dir.display()))?;
     let options = ImportOptions {
         registry_host: args.registry_host.clone(),
         tar_name: tar_file_name(&args.file),
@@ -310,7 +324,7 @@ async fn to_server(
     total: Option<u64>,
     counter: Arc<AtomicU64>,
 ) -> anyhow::Result<Outcome> {
-    let token = read_token(args.token_file.as_deref())?;
+    let token = read_token(args.target.token_file.as_deref())?;
     let mut url = import_url(server, repo)?;
     if let Some(name) = tar_file_name(&args.file) {
         // For the import record (`GET /admin/v1/imports`).
@@ -319,7 +333,7 @@ async fn to_server(
     if args.dry_run {
         url.query_pairs_mut().append_pair("dry_run", "true");
     }
-    let client = http_client(args.ca_cert.as_deref())?;
+    let client = http_client(args.target.ca_cert.as_deref())?;
     // Streamed in 1 MiB reads; the progress line counts what was handed to the connection.
     let chunks = tokio_util::io::ReaderStream::with_capacity(input, 1 << 20).inspect(move |c| {
         if let Ok(c) = c {
@@ -476,8 +490,10 @@ fn print_summary(file: &Path, r: &serde_json::Value) {
             .into_iter()
             .flatten()
         {
+            // Only a move says where from (an unchanged tag is already where it would go).
             let from = t["from"]
                 .as_str()
+                .filter(|_| t["change"] == "move")
                 .map(|f| format!(" (from {f})"))
                 .unwrap_or_default();
             println!(

@@ -20,3 +20,67 @@ stop_pids() {
   done
   return 0
 }
+
+# Exit 127 naming the Debian packages to install when a tool is missing. Arguments:
+# `tool:package` pairs.
+need_tools() {
+  local missing=() t
+  for t in "$@"; do
+    command -v "${t%%:*}" >/dev/null 2>&1 || missing+=("${t#*:}")
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    echo "missing tools; install them with:  apt-get install -y ${missing[*]}" >&2
+    exit 127
+  fi
+}
+
+# Exit 2 unless $BIN is an executable airdock binary; make it absolute.
+need_bin() {
+  if [ ! -x "$BIN" ]; then
+    echo "no airdock binary at $BIN; build it first:  cargo build --release  (or pass --bin PATH)" >&2
+    exit 2
+  fi
+  BIN=$(cd "$(dirname "$BIN")" && pwd)/$(basename "$BIN")
+}
+
+# Set IMGPKG to imgpkg on PATH or in target/tools/bin (scripts/install-clients.sh), or exit 127.
+need_imgpkg() {
+  IMGPKG=$(command -v imgpkg || true)
+  [ -n "$IMGPKG" ] || IMGPKG=${AIRDOCK_TOOLS_BIN:-$ROOT/target/tools/bin}/imgpkg
+  if [ ! -x "$IMGPKG" ]; then
+    echo "imgpkg not found (PATH, target/tools/bin); install it with:  scripts/install-clients.sh" >&2
+    exit 127
+  fi
+}
+
+# The imgpkg benches (import.sh, export.sh): make $OUT absolute and the temp dir $RUN under
+# $DATA_ROOT (prefix $1), removed at exit after every process recorded in $RUN/pids (by the
+# Python driver, see imgpkgbench.py) and the driver itself are stopped by PID.
+imgpkg_bench_setup() {
+  mkdir -p "$(dirname "$OUT")" "$DATA_ROOT"
+  OUT=$(cd "$(dirname "$OUT")" && pwd)/$(basename "$OUT")
+  RUN=$(mktemp -d "${DATA_ROOT%/}/$1.XXXXXX") || exit 1
+  PY=""
+  trap imgpkg_bench_cleanup EXIT
+  trap 'exit 130' INT TERM
+}
+
+imgpkg_bench_cleanup() {
+  if [ -f "$RUN/pids" ]; then
+    while read -r pid; do kill "$pid" 2>/dev/null; done < "$RUN/pids"
+  fi
+  [ -n "$PY" ] && kill "$PY" 2>/dev/null
+  wait 2>/dev/null
+  rm -rf "$RUN"
+}
+
+# Run the Python driver read from stdin (with bench/lib importable) and return its status.
+run_driver() {
+  # <&0: an async command would otherwise read /dev/null, not the caller's here-document.
+  PYTHONPATH="$HERE/lib${PYTHONPATH:+:$PYTHONPATH}" python3 - <&0 &
+  PY=$!
+  wait "$PY"
+  local rc=$?
+  PY=""
+  return $rc
+}

@@ -26,14 +26,17 @@ use airdock_storage::{
     StoreError, Tag, Txn, MAX_MANIFEST_BYTES,
 };
 
+use crate::imgpkg::dry_run::Missing;
 use crate::imgpkg::gzip::{self, Compression, GzipDecoder, InflateLimits};
-use crate::imgpkg::import::{read_err, storage_err};
+use crate::imgpkg::import::{commit_or_report, read_err, storage_err};
 use crate::imgpkg::import::{BlobReport, ImageReport};
 use crate::imgpkg::names::truncate;
 use crate::imgpkg::stream::TarReader;
 use crate::imgpkg::tarfmt::Kind;
+use crate::imgpkg::upload;
 use crate::imgpkg::{ErrorKind, ImportError, ImportOptions, ImportReport};
 
+use super::dry_run::{self, Kept};
 use super::model::{self, Descriptor, DockerImage, Parsed};
 use super::paths::{self, MAX_LINK_HOPS};
 
@@ -81,6 +84,8 @@ fn err(kind: ErrorKind, entry: &str, msg: impl Into<String>) -> ImportError {
 /// Every entry of the archive, by normalised path.
 struct Entries {
     files: BTreeMap<String, File>,
+    /// A dry run: what was kept of the blobs it did not store.
+    kept: Option<Kept>,
 }
 
 impl Entries {
@@ -123,6 +128,20 @@ impl Entries {
         }
     }
 
+    /// A blob of the archive (or of the store) read back into memory, at most `limit` bytes.
+    async fn read_back(
+        &self,
+        store: &Store,
+        d: &Digest,
+        limit: u64,
+        entry: &str,
+    ) -> Result<Vec<u8>, ImportError> {
+        match &self.kept {
+            Some(k) => k.read(store, d, limit, entry).await,
+            None => read_stored(store, d, limit, entry).await,
+        }
+    }
+
     fn doc(&self, name: &str) -> Option<&[u8]> {
         match self.files.get(name) {
             Some(File::Doc(b)) => Some(b),
@@ -154,16 +173,10 @@ async fn read_entries<R: AsyncRead + Unpin + Send>(
     opts: &ImportOptions,
 ) -> Result<Entries, ImportError> {
     let mut files: BTreeMap<String, File> = BTreeMap::new();
+    let mut kept = opts.dry_run.then(Kept::default);
     let mut current: Option<String> = None;
-    loop {
-        let entry = match tar.next_entry().await {
-            Ok(Some(e)) => e,
-            Ok(None) => break,
-            Err(e) if tar.in_trailer() => return Err(read_err(None, e)),
-            Err(e) => return Err(read_err(current.as_deref(), e)),
-        };
+    while let Some(entry) = upload::next_entry(tar, &mut current).await? {
         let shown = entry.display_name();
-        current = Some(shown.clone());
         let at = shown.as_str();
         let path = paths::normalize(&entry.name).map_err(|e| err(ErrorKind::Entry, at, e.0))?;
         if files.contains_key(&path) {
@@ -218,20 +231,30 @@ async fn read_entries<R: AsyncRead + Unpin + Send>(
                 let alg = expected
                     .as_ref()
                     .map_or(Algorithm::Sha256, Digest::algorithm);
-                let stored = store
-                    .ingest_blob_pinned(expected.as_ref(), alg, tar.data())
-                    .await;
-                if let Some(e) = tar.take_data_error() {
-                    return Err(read_err(Some(at), e));
-                }
-                let (ingested, pin) = stored.map_err(|e| match e {
-                    StoreError::DigestMismatch { actual, .. } => err(
-                        ErrorKind::Digest,
-                        at,
-                        format!("content hashes to {actual}, not to the digest in its name"),
-                    ),
-                    e => storage_err(&format!("storing {at}"), e),
-                })?;
+                let (ingested, pin) = match kept.as_mut() {
+                    Some(k) => dry_run::take(store, tar, expected.as_ref(), alg, k, at).await?,
+                    None => {
+                        // Written cold when the name says the digest, as the imgpkg import
+                        // writes its layers (nobody reads them right away).
+                        let stored = match &expected {
+                            Some(d) => store.ingest_cold_blob_pinned(d, tar.data()).await,
+                            None => store.ingest_blob_pinned(None, alg, tar.data()).await,
+                        };
+                        if let Some(e) = tar.take_data_error() {
+                            return Err(read_err(Some(at), e));
+                        }
+                        stored.map_err(|e| match e {
+                            StoreError::DigestMismatch { actual, .. } => err(
+                                ErrorKind::Digest,
+                                at,
+                                format!(
+                                    "content hashes to {actual}, not to the digest in its name"
+                                ),
+                            ),
+                            e => storage_err(&format!("storing {at}"), e),
+                        })?
+                    }
+                };
                 File::Blob {
                     digest: ingested.digest,
                     size: ingested.size,
@@ -249,7 +272,7 @@ async fn read_entries<R: AsyncRead + Unpin + Send>(
         };
         files.insert(path, file);
     }
-    Ok(Entries { files })
+    Ok(Entries { files, kept })
 }
 
 /// One manifest to store, in commit order (children before parents).
@@ -270,9 +293,34 @@ struct Plan {
     pins: Vec<BlobPin>,
     blobs: BlobReport,
     counted: HashSet<Digest>,
+    /// A dry run lists what is missing instead of failing on the first.
+    dry: bool,
+    missing: Vec<Missing>,
 }
 
 impl Plan {
+    fn new(dry: bool) -> Plan {
+        Plan {
+            dry,
+            ..Plan::default()
+        }
+    }
+
+    /// `r`, except that in a dry run a missing blob is listed and comes back as `None`.
+    fn absent<T>(&mut self, r: Result<T, ImportError>) -> Result<Option<T>, ImportError> {
+        match r {
+            Ok(v) => Ok(Some(v)),
+            Err(e) if self.dry && e.kind == ErrorKind::MissingBlob => {
+                self.missing.push(Missing {
+                    entry: e.entry.unwrap_or_default(),
+                    message: e.message,
+                });
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     fn link(&mut self, d: &Digest, size: u64, existed: bool) {
         self.links.push(d.clone());
         if self.counted.insert(d.clone()) {
@@ -311,7 +359,7 @@ impl Plan {
 }
 
 /// Reads a stored blob back into memory, at most `limit` bytes.
-async fn read_stored(
+pub(super) async fn read_stored(
     store: &Store,
     d: &Digest,
     limit: u64,
@@ -342,40 +390,59 @@ async fn plan_docker(
     entries: &Entries,
     images: Vec<DockerImage>,
 ) -> Result<Plan, ImportError> {
-    let mut plan = Plan::default();
+    let mut plan = Plan::new(entries.kept.is_some());
     for (n, image) in images.iter().enumerate() {
         let at = format!("manifest.json[{n}]");
-        let (config, config_size, config_existed) = entries.blob(&image.config, &at)?;
-        if config_size > MAX_MANIFEST_BYTES as u64 {
-            return Err(err(
-                ErrorKind::TooLarge,
-                &image.config,
-                format!("image config of {config_size} bytes is larger than the {MAX_MANIFEST_BYTES}-byte limit"),
-            ));
+        // In a dry run a missing config or layer is listed, the other layers still checked,
+        // and the image (whose manifest needs them all) left out.
+        let mut whole = true;
+        let config = plan.absent(entries.blob(&image.config, &at))?;
+        let mut diff_ids = None;
+        if let Some((config, config_size, config_existed)) = &config {
+            if *config_size > MAX_MANIFEST_BYTES as u64 {
+                return Err(err(
+                    ErrorKind::TooLarge,
+                    &image.config,
+                    format!("image config of {config_size} bytes is larger than the {MAX_MANIFEST_BYTES}-byte limit"),
+                ));
+            }
+            let raw = entries
+                .read_back(store, config, MAX_MANIFEST_BYTES as u64, &image.config)
+                .await?;
+            let ids = model::parse_diff_ids(&raw)
+                .map_err(|e| err(ErrorKind::Manifest, &image.config, e.0))?;
+            if ids.len() != image.layers.len() {
+                return Err(err(
+                    ErrorKind::Manifest,
+                    &at,
+                    format!(
+                        "{} layers listed, but config {} has {} rootfs.diff_ids",
+                        image.layers.len(),
+                        image.config,
+                        ids.len()
+                    ),
+                ));
+            }
+            plan.link(config, *config_size, *config_existed);
+            diff_ids = Some(ids);
+        } else {
+            whole = false;
         }
-        let raw = read_stored(store, &config, MAX_MANIFEST_BYTES as u64, &image.config).await?;
-        let diff_ids = model::parse_diff_ids(&raw)
-            .map_err(|e| err(ErrorKind::Manifest, &image.config, e.0))?;
-        if diff_ids.len() != image.layers.len() {
-            return Err(err(
-                ErrorKind::Manifest,
-                &at,
-                format!(
-                    "{} layers listed, but config {} has {} rootfs.diff_ids",
-                    image.layers.len(),
-                    image.config,
-                    diff_ids.len()
-                ),
-            ));
-        }
-        plan.link(&config, config_size, config_existed);
         let mut layers = Vec::with_capacity(image.layers.len());
-        for (path, diff_id) in image.layers.iter().zip(&diff_ids) {
-            let (digest, size, existed) = entries.blob(path, &at)?;
-            let media_type = layer_media_type(store, &digest, diff_id, path).await?;
+        for (i, path) in image.layers.iter().enumerate() {
+            let Some((digest, size, existed)) = plan.absent(entries.blob(path, &at))? else {
+                whole = false;
+                continue;
+            };
+            if let Some(diff_id) = diff_ids.as_ref().map(|ids| &ids[i]) {
+                let media_type = layer_media_type(store, entries, &digest, diff_id, path).await?;
+                layers.push((digest.clone(), size, media_type));
+            }
             plan.link(&digest, size, existed);
-            layers.push((digest, size, media_type));
         }
+        let Some((config, config_size, _)) = config.filter(|_| whole) else {
+            continue;
+        };
         let bytes = model::docker_manifest((&config, config_size), &layers);
         let digest = Digest::of(Algorithm::Sha256, &bytes);
         let first_ref = image.repo_tags.as_ref().and_then(|t| t.first()).cloned();
@@ -417,12 +484,41 @@ fn push_manifest(plan: &mut Plan, m: Staged) -> usize {
 /// writers store it gzipped: then the DiffID is checked on the inflated bytes.
 async fn layer_media_type(
     store: &Store,
+    entries: &Entries,
     digest: &Digest,
     diff_id: &Digest,
     path: &str,
 ) -> Result<&'static str, ImportError> {
     if digest == diff_id {
         return Ok(model::DOCKER_LAYER_TAR);
+    }
+    let mismatch = |actual: &Digest| {
+        err(
+            ErrorKind::Digest,
+            path,
+            format!("layer content hashes to {actual}, but the image config's rootfs.diff_ids says {diff_id}"),
+        )
+    };
+    // A dry run inflated the layer while it streamed by (it is not stored to read back).
+    let kept = match &entries.kept {
+        Some(k) => {
+            let stored = store.blob_exists(digest).await;
+            let stored = stored.map_err(|e| storage_err(&format!("looking up {path}"), e))?;
+            (!stored).then_some(k)
+        }
+        None => None,
+    };
+    if let Some(k) = kept {
+        return match k.inflated(digest) {
+            None => Err(mismatch(digest)),
+            Some(Err(e)) => Err(err(
+                ErrorKind::Tar,
+                path,
+                format!("inflating the layer: {e}"),
+            )),
+            Some(Ok(actual)) if actual != diff_id => Err(mismatch(actual)),
+            Some(Ok(_)) => Ok(model::DOCKER_LAYER_GZIP),
+        };
     }
     let open = |what: &'static str| {
         move |e: StoreError| storage_err(&format!("reading layer {path} back ({what})"), e)
@@ -436,13 +532,6 @@ async fn layer_media_type(
         .read(&mut head)
         .await
         .map_err(|e| open("sniff")(e.into()))?;
-    let mismatch = |actual: &Digest| {
-        err(
-            ErrorKind::Digest,
-            path,
-            format!("layer content hashes to {actual}, but the image config's rootfs.diff_ids says {diff_id}"),
-        )
-    };
     if gzip::sniff(&head[..n]) != Compression::Gzip {
         return Err(mismatch(digest));
     }
@@ -500,8 +589,13 @@ async fn plan_oci(
     if top.is_empty() {
         return Err(err(ErrorKind::Manifest, "index.json", "lists no image"));
     }
-    let blobs = entries.by_digest();
-    let mut plan = Plan::default();
+    let layout = Layout {
+        store,
+        repo,
+        entries,
+        blobs: entries.by_digest(),
+    };
+    let mut plan = Plan::new(entries.kept.is_some());
     for (n, desc) in top.iter().enumerate() {
         let at = format!("index.json manifests[{n}]");
         let name = desc
@@ -509,7 +603,9 @@ async fn plan_oci(
             .get(model::CONTAINERD_NAME)
             .or_else(|| desc.annotations.get(model::REF_NAME))
             .cloned();
-        let index = walk(store, repo, &blobs, &mut plan, desc, &at, 0, name.clone()).await?;
+        let walked = layout.walk(&mut plan, desc, &at, 0, name.clone()).await?;
+        // A dry run goes on past a missing manifest (listed): it has nothing to tag.
+        let Some(index) = walked else { continue };
         // The tag: from the ref.name annotation (usually the tag alone), else from the
         // full name containerd and docker add.
         let tag_ref = desc
@@ -530,139 +626,155 @@ async fn plan_oci(
     Ok(plan)
 }
 
-/// Checks a blob the archive should carry: present with the described size, or already in
-/// the repository. Returns whether the archive holds it.
-fn check_blob(
-    store: &Store,
-    repo: &RepoName,
-    blobs: &HashMap<&Digest, (u64, bool)>,
-    desc: &Descriptor,
-    referrer: &str,
-) -> Result<Option<(u64, bool)>, ImportError> {
-    let entry = paths::blob_path(&desc.digest);
-    match blobs.get(&desc.digest) {
-        Some(&(size, existed)) if size == desc.size => Ok(Some((size, existed))),
-        Some(&(size, _)) => Err(err(
-            ErrorKind::Size,
-            &entry,
-            format!("{size} bytes, but {referrer} says {}", desc.size),
-        )),
-        None if store.repo_has_blob(repo, &desc.digest) => Ok(None),
-        None => Err(err(
-            ErrorKind::MissingBlob,
-            &entry,
-            format!("referenced by {referrer} but neither in the archive nor in repository {repo}"),
-        )),
-    }
+/// An OCI layout archive being walked from its `index.json`.
+struct Layout<'a> {
+    store: &'a Store,
+    repo: &'a RepoName,
+    entries: &'a Entries,
+    /// Every blob of the archive by digest (a layout names blobs by digest, not path).
+    blobs: HashMap<&'a Digest, (u64, bool)>,
 }
 
-/// Stages the manifest `desc` names and everything below it; returns its plan index.
-#[allow(clippy::too_many_arguments)] // one recursive walk; a struct would only rename them
-async fn walk(
-    store: &Store,
-    repo: &RepoName,
-    blobs: &HashMap<&Digest, (u64, bool)>,
-    plan: &mut Plan,
-    desc: &Descriptor,
-    referrer: &str,
-    depth: usize,
-    original_ref: Option<String>,
-) -> Result<usize, ImportError> {
-    if depth > MAX_INDEX_DEPTH {
-        return Err(err(
-            ErrorKind::Manifest,
-            referrer,
-            format!("indexes nested more than {MAX_INDEX_DEPTH} deep"),
-        ));
-    }
-    let entry = paths::blob_path(&desc.digest);
-    if desc.size > MAX_MANIFEST_BYTES as u64 {
-        return Err(err(
-            ErrorKind::TooLarge,
-            &entry,
-            format!(
-                "a manifest of {} bytes is larger than the {MAX_MANIFEST_BYTES}-byte limit",
-                desc.size
-            ),
-        ));
-    }
-    if let Some(i) = plan.manifests.iter().position(|m| m.digest == desc.digest) {
-        return Ok(i);
-    }
-    // Manifests must come with the archive (the tags and the record name them), even when
-    // the repository has them already.
-    let Some(&(size, _)) = blobs.get(&desc.digest) else {
-        return Err(err(
-            ErrorKind::MissingBlob,
-            &entry,
-            format!("manifest referenced by {referrer} is not in the archive"),
-        ));
-    };
-    if size != desc.size {
-        return Err(err(
-            ErrorKind::Size,
-            &entry,
-            format!("{size} bytes, but {referrer} says {}", desc.size),
-        ));
-    }
-    let bytes = read_stored(store, &desc.digest, size, &entry).await?;
-    let parsed = model::parse_manifest(&bytes, &desc.media_type)
-        .map_err(|e| err(ErrorKind::Manifest, &entry, e.0))?;
-    let (media_type, kind) = match parsed {
-        Parsed::Index {
-            media_type,
-            manifests,
-        } => {
-            for (n, child) in manifests.iter().enumerate() {
-                let at = format!("{entry} manifests[{n}]");
-                Box::pin(walk(store, repo, blobs, plan, child, &at, depth + 1, None)).await?;
-            }
-            (media_type, "index")
+impl Layout<'_> {
+    /// Checks a blob the archive should carry: present with the described size, or already
+    /// in the repository. Returns whether the archive holds it.
+    fn check_blob(
+        &self,
+        desc: &Descriptor,
+        referrer: &str,
+    ) -> Result<Option<(u64, bool)>, ImportError> {
+        let entry = paths::blob_path(&desc.digest);
+        match self.blobs.get(&desc.digest) {
+            Some(&(size, existed)) if size == desc.size => Ok(Some((size, existed))),
+            Some(&(size, _)) => Err(err(
+                ErrorKind::Size,
+                &entry,
+                format!("{size} bytes, but {referrer} says {}", desc.size),
+            )),
+            None if self.store.repo_has_blob(self.repo, &desc.digest) => Ok(None),
+            None => Err(err(
+                ErrorKind::MissingBlob,
+                &entry,
+                format!(
+                    "referenced by {referrer} but neither in the archive nor in repository {}",
+                    self.repo
+                ),
+            )),
         }
-        Parsed::Image {
-            media_type,
-            config,
-            layers,
-        } => {
-            let at = format!("{entry} config");
-            if let Some((size, existed)) = check_blob(store, repo, blobs, &config, &at)? {
-                plan.link(&config.digest, size, existed);
-            } else {
+    }
+
+    /// Links a config or layer `desc` names, if the archive or the repository has it.
+    fn link(&self, plan: &mut Plan, desc: &Descriptor, referrer: &str) -> Result<(), ImportError> {
+        match plan.absent(self.check_blob(desc, referrer))? {
+            Some(Some((size, existed))) => plan.link(&desc.digest, size, existed),
+            Some(None) => {
                 plan.blobs.present += 1;
-                plan.links.push(config.digest.clone());
+                plan.links.push(desc.digest.clone());
             }
-            for (n, layer) in layers.iter().enumerate() {
-                let at = format!("{entry} layers[{n}]");
-                let carried =
-                    blobs.contains_key(&layer.digest) || store.repo_has_blob(repo, &layer.digest);
-                if !carried && !crate::imgpkg::manifest::is_distributable(&layer.media_type) {
-                    // Non-distributable (foreign) layers are fetched from their URLs.
-                    continue;
-                }
-                match check_blob(store, repo, blobs, layer, &at)? {
-                    Some((size, existed)) => plan.link(&layer.digest, size, existed),
-                    None => {
-                        plan.blobs.present += 1;
-                        plan.links.push(layer.digest.clone());
-                    }
-                }
-            }
-            (media_type, "image")
+            // Missing: listed by a dry run.
+            None => {}
         }
-    };
-    let kind = if depth > 0 { "index-child" } else { kind };
-    plan.manifests.push(Staged {
-        digest: desc.digest.clone(),
-        media_type,
-        bytes,
-        kind,
-        original_ref,
-        tags: Vec::new(),
-    });
-    Ok(plan.manifests.len() - 1)
+        Ok(())
+    }
+
+    /// Stages the manifest `desc` names and everything below it; returns its plan index
+    /// (`None`: missing, in a dry run).
+    async fn walk(
+        &self,
+        plan: &mut Plan,
+        desc: &Descriptor,
+        referrer: &str,
+        depth: usize,
+        original_ref: Option<String>,
+    ) -> Result<Option<usize>, ImportError> {
+        if depth > MAX_INDEX_DEPTH {
+            return Err(err(
+                ErrorKind::Manifest,
+                referrer,
+                format!("indexes nested more than {MAX_INDEX_DEPTH} deep"),
+            ));
+        }
+        let entry = paths::blob_path(&desc.digest);
+        if desc.size > MAX_MANIFEST_BYTES as u64 {
+            return Err(err(
+                ErrorKind::TooLarge,
+                &entry,
+                format!(
+                    "a manifest of {} bytes is larger than the {MAX_MANIFEST_BYTES}-byte limit",
+                    desc.size
+                ),
+            ));
+        }
+        if let Some(i) = plan.manifests.iter().position(|m| m.digest == desc.digest) {
+            return Ok(Some(i));
+        }
+        // Manifests must come with the archive (the tags and the record name them), even
+        // when the repository has them already.
+        let Some(&(size, _)) = self.blobs.get(&desc.digest) else {
+            return plan.absent(Err(err(
+                ErrorKind::MissingBlob,
+                &entry,
+                format!("manifest referenced by {referrer} is not in the archive"),
+            )));
+        };
+        if size != desc.size {
+            return Err(err(
+                ErrorKind::Size,
+                &entry,
+                format!("{size} bytes, but {referrer} says {}", desc.size),
+            ));
+        }
+        let bytes = self
+            .entries
+            .read_back(self.store, &desc.digest, size, &entry)
+            .await?;
+        let parsed = model::parse_manifest(&bytes, &desc.media_type)
+            .map_err(|e| err(ErrorKind::Manifest, &entry, e.0))?;
+        let (media_type, kind) = match parsed {
+            Parsed::Index {
+                media_type,
+                manifests,
+            } => {
+                for (n, child) in manifests.iter().enumerate() {
+                    let at = format!("{entry} manifests[{n}]");
+                    Box::pin(self.walk(plan, child, &at, depth + 1, None)).await?;
+                }
+                (media_type, "index")
+            }
+            Parsed::Image {
+                media_type,
+                config,
+                layers,
+            } => {
+                self.link(plan, &config, &format!("{entry} config"))?;
+                for (n, layer) in layers.iter().enumerate() {
+                    let carried = self.blobs.contains_key(&layer.digest)
+                        || self.store.repo_has_blob(self.repo, &layer.digest);
+                    if !carried && !crate::imgpkg::manifest::is_distributable(&layer.media_type) {
+                        // Non-distributable (foreign) layers are fetched from their URLs.
+                        continue;
+                    }
+                    self.link(plan, layer, &format!("{entry} layers[{n}]"))?;
+                }
+                (media_type, "image")
+            }
+        };
+        let kind = if depth > 0 { "index-child" } else { kind };
+        plan.manifests.push(Staged {
+            digest: desc.digest.clone(),
+            media_type,
+            bytes,
+            kind,
+            original_ref,
+            tags: Vec::new(),
+        });
+        Ok(Some(plan.manifests.len() - 1))
+    }
 }
 
 /// Stores the manifests (pinned) and commits links, manifests, tags and the import record.
+/// A dry run checks the manifests the same way and reports the tags against the repository
+/// instead.
 async fn commit(
     store: &Store,
     repo: &RepoName,
@@ -686,11 +798,13 @@ async fn commit(
     }
     let mut images = Vec::new();
     for m in &plan.manifests {
-        let (_, pin) = store
-            .ingest_blob_pinned(Some(&m.digest), m.digest.algorithm(), &m.bytes[..])
-            .await
-            .map_err(|e| storage_err(&format!("storing manifest {}", m.digest), e))?;
-        plan.pins.push(pin);
+        if !opts.dry_run {
+            let (_, pin) = store
+                .ingest_blob_pinned(Some(&m.digest), m.digest.algorithm(), &m.bytes[..])
+                .await
+                .map_err(|e| storage_err(&format!("storing manifest {}", m.digest), e))?;
+            plan.pins.push(pin);
+        }
         let rec =
             ManifestRecord::parse(m.digest.clone(), &m.media_type, &m.bytes).map_err(|e| {
                 ImportError::new(
@@ -716,12 +830,8 @@ async fn commit(
             tags: m.tags.iter().map(|t| t.as_str().to_owned()).collect(),
         });
     }
-    let import_id = record.id.clone();
-    txn.record_import(record);
-    store
-        .commit(txn)
-        .await
-        .map_err(|e| storage_err("committing the import", e))?;
+    let (import_id, dry_run) =
+        commit_or_report(store, repo, txn, record, opts.dry_run, plan.missing).await?;
     Ok(ImportReport {
         format,
         import_id,
@@ -733,7 +843,7 @@ async fn commit(
         upload_bytes: 0,
         seconds: 0.0,
         images_yml: None,
-        dry_run: None,
+        dry_run,
     })
 }
 

@@ -10,6 +10,7 @@
 //! archive (whose own checks then say what is wrong). The bytes read to decide are replayed
 //! in front of the rest of the stream.
 
+mod dry_run;
 pub mod import;
 pub mod model;
 pub mod paths;
@@ -21,15 +22,15 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use tokio::io::{AsyncRead, AsyncReadExt, BufReader, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
 
 use airdock_storage::{RepoName, Store};
 
-use crate::imgpkg::gzip::{self, Compression, GzipDecoder};
-use crate::imgpkg::import::{read_err, read_prefix, Counting};
+use crate::imgpkg::import::read_err;
 use crate::imgpkg::names::parse_tar_member_name;
 use crate::imgpkg::stream::TarReader;
 use crate::imgpkg::tarfmt::Kind;
+use crate::imgpkg::upload;
 use crate::imgpkg::{self, ErrorKind, ImportError, ImportOptions, ImportReport};
 
 /// The kinds of upload, as the first tar entry shows them.
@@ -54,43 +55,15 @@ pub async fn import<R: AsyncRead + Unpin + Send + 'static>(
 ) -> Result<ImportReport, ImportError> {
     let started = Instant::now();
     let received = Arc::new(AtomicU64::new(0));
-    let mut body = Counting {
-        inner: body,
-        count: received.clone(),
-    };
+    let tar = upload::open(body, received.clone(), opts.inflate).await?;
     // The record's size is the upload's, even when what the importers read is inflated.
     let opts = &ImportOptions {
         received: Some(received.clone()),
         ..opts.clone()
     };
-    let prefix = read_prefix(&mut body).await?;
-    let stream = io::Cursor::new(prefix.clone()).chain(body);
-    let tar: Box<dyn AsyncRead + Unpin + Send> = match gzip::sniff(&prefix) {
-        _ if prefix.is_empty() => Box::new(stream),
-        Compression::Gzip => Box::new(GzipDecoder::new(
-            BufReader::with_capacity(256 << 10, stream),
-            opts.inflate,
-        )),
-        Compression::None => Box::new(stream),
-        // Another compression: the imgpkg importer refuses it with its own message.
-        _ => {
-            let mut report = imgpkg::import(store, repo, stream, opts).await?;
-            report.seconds = started.elapsed().as_secs_f64();
-            return Ok(report);
-        }
-    };
-    let (format, tar) = sniff(tar).await?;
+    let (format, tar) = sniff(Box::new(tar)).await?;
     let mut report = match format {
-        Format::Imgpkg => imgpkg::import(store, repo, tar, opts).await?,
-        // The dry run reads imgpkg tars only so far: an archive's blobs would be stored
-        // (unlinked) on the way, which a dry run must not do. Refused, never committed.
-        Format::ImageArchive if opts.dry_run => {
-            return Err(ImportError::new(
-                ErrorKind::Unsupported,
-                None,
-                "dry_run is supported for imgpkg tars only, not yet for docker or OCI archives",
-            ))
-        }
+        Format::Imgpkg => imgpkg::import::import_tar(store, repo, tar, opts).await?,
         Format::ImageArchive => import::import_tar(store, repo, tar, opts).await?,
     };
     report.upload_bytes = received.load(Ordering::Relaxed);

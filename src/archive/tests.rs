@@ -9,6 +9,7 @@ use airdock_storage::{Algorithm, Digest, Reference, RepoName, Store, Tag};
 use serde_json::{json, Value};
 
 use super::*;
+use crate::imgpkg::dry_run::tests::snapshot;
 use crate::imgpkg::synth;
 use crate::imgpkg::tarfmt::{self, Kind, BLOCK};
 
@@ -57,6 +58,26 @@ fn repo(s: &str) -> RepoName {
 
 async fn run(s: &Store, r: &RepoName, tar: Vec<u8>) -> Result<ImportReport, ImportError> {
     import(s, r, io::Cursor::new(tar), &ImportOptions::default()).await
+}
+
+/// A dry run of `tar`, checked to have left every file of the store as it was.
+async fn dry(
+    dir: &Path,
+    s: &Store,
+    r: &RepoName,
+    tar: Vec<u8>,
+) -> Result<ImportReport, ImportError> {
+    let before = snapshot(dir);
+    let opts = ImportOptions {
+        dry_run: true,
+        ..ImportOptions::default()
+    };
+    let report = import(s, r, io::Cursor::new(tar), &opts).await;
+    assert_eq!(snapshot(dir), before, "a dry run changed the store");
+    if let Ok(report) = &report {
+        assert!(report.import_id.is_empty());
+    }
+    report
 }
 
 fn tags(s: &Store, r: &RepoName) -> BTreeMap<String, String> {
@@ -333,9 +354,29 @@ async fn refused(tar: Vec<u8>, kind: ErrorKind, entry: &str) -> ImportError {
         .await
         .expect("setup");
     let before = journal(dir.path());
+    let dry_run = dry(dir.path(), &s, &r, tar.clone()).await;
     let e = run(&s, &r, tar)
         .await
         .expect_err("hostile archive accepted");
+    // A dry run refuses the same way, except that it lists what is missing.
+    match dry_run {
+        Err(d) => assert_eq!(
+            (d.kind, &d.entry, &d.message),
+            (e.kind, &e.entry, &e.message)
+        ),
+        Ok(report) => {
+            assert_eq!(e.kind, ErrorKind::MissingBlob, "dry run accepted {e}");
+            let dr = report.dry_run.expect("dry-run report");
+            assert!(!dr.would_import);
+            assert!(
+                dr.missing
+                    .iter()
+                    .any(|m| Some(&m.entry) == e.entry.as_ref()),
+                "{:?} lacks {e}",
+                dr.missing
+            );
+        }
+    }
     assert_eq!(e.kind, kind, "{e}");
     assert_eq!(e.entry.as_deref(), Some(entry), "{e}");
     assert!(e.http_status() >= 400 && e.http_status() < 500, "{e}");
@@ -413,6 +454,16 @@ async fn hostile_classic_archives_are_refused_naming_the_entry() {
     let b = img(2);
     let tar = classic(&[(&a, &["x/a:1"]), (&b, &["y/b:1"])], false);
     refused(tar, ErrorKind::Manifest, "manifest.json[1]").await;
+    // A gzipped layer whose inflated bytes are not the DiffID; one that is not gzip.
+    for layer in [synth::gzip(&other.layer), other.layer.clone()] {
+        let tar = tar_of(&[
+            E::F("l/layer.tar", &layer),
+            E::F(&cfg, &a.config),
+            E::F("manifest.json", &good_mj),
+        ]);
+        let e = refused(tar, ErrorKind::Digest, "l/layer.tar").await;
+        assert!(e.message.contains(&sha(&other.layer).to_string()), "{e}");
+    }
     // Broken manifest.json.
     let tar = tar_of(&[E::F("manifest.json", b"[{\"Config\": 3}]")]);
     refused(tar, ErrorKind::Manifest, "manifest.json").await;
@@ -527,4 +578,80 @@ async fn imgpkg_tars_still_go_to_the_imgpkg_importer() {
     assert_eq!(tags(&s, &repo("imgpkg")), tags(&s, &repo("imgpkg2")));
     let e = run(&s, &repo("x"), Vec::new()).await.expect_err("empty");
     assert_eq!(e.kind, ErrorKind::Tar);
+}
+
+#[tokio::test]
+async fn a_dry_run_predicts_the_import_and_changes_nothing() {
+    let (dir, s) = store().await;
+    let (a, b) = (img(1), img(2));
+    // Classic (b's layer gzipped, as some writers store it), and an OCI layout.
+    let cfg_a = format!("{}.json", hex(&sha(&a.config)));
+    let cfg_b = format!("{}.json", hex(&sha(&b.config)));
+    let mj = serde_json::to_vec(&json!([
+        {"Config": cfg_a, "RepoTags": ["x/app:1.0", "x/app:latest"], "Layers": ["a/layer.tar"]},
+        {"Config": cfg_b, "RepoTags": ["x/app:2.0"], "Layers": ["b/layer.tar.gz"]},
+    ]))
+    .expect("json");
+    let gz = synth::gzip(&b.layer);
+    let classic_tar = tar_of(&[
+        E::F("a/layer.tar", &a.layer),
+        E::F("b/layer.tar.gz", &gz),
+        E::F(&cfg_a, &a.config),
+        E::F(&cfg_b, &b.config),
+        E::F("manifest.json", &mj),
+    ]);
+    let (oci_tar, _) = oci_layout(&[(&a, "v1"), (&b, "v2")], false);
+    for (name, tar) in [("classic", classic_tar), ("oci", oci_tar)] {
+        let r = repo(name);
+        let report = dry(dir.path(), &s, &r, tar.clone()).await.expect("dry run");
+        let d = report.dry_run.clone().expect("dry-run report");
+        assert!(d.would_import && d.missing.is_empty(), "{d:?}");
+        assert!(d.tags.iter().all(|t| t.change == "create"), "{d:?}");
+        assert!(tags(&s, &r).is_empty());
+        let real = run(&s, &r, tar.clone()).await.expect("import");
+        assert_eq!(real.format, report.format);
+        assert_eq!(real.blobs, report.blobs, "{name}: same blob accounting");
+        assert_eq!(
+            real.images, report.images,
+            "{name}: same manifests and tags"
+        );
+        let now = tags(&s, &r);
+        assert_eq!(now.len(), d.tags.len());
+        for t in &d.tags {
+            assert_eq!(now[&t.tag], t.digest, "{name}: {t:?}");
+        }
+        // Again: every tag unchanged, nothing new.
+        let again = dry(dir.path(), &s, &r, tar).await.expect("dry run");
+        let d = again.dry_run.expect("dry-run report");
+        assert!(d.tags.iter().all(|t| t.change == "unchanged"), "{d:?}");
+        assert_eq!(again.blobs.new, 0);
+    }
+    // A tag that moves says from what; a layer left out is listed, and the rest still
+    // checked.
+    let r = repo("classic");
+    let before = tags(&s, &r);
+    let c = img(3);
+    let cfg_c = format!("{}.json", hex(&sha(&c.config)));
+    let mj = serde_json::to_vec(&json!([
+        {"Config": cfg_c, "RepoTags": ["x/app:1.0"], "Layers": ["c/layer.tar"]},
+        {"Config": cfg_a, "RepoTags": ["x/app:3.0"], "Layers": ["gone/layer.tar"]},
+    ]))
+    .expect("json");
+    let tar = tar_of(&[
+        E::F("c/layer.tar", &c.layer),
+        E::F(&cfg_c, &c.config),
+        E::F(&cfg_a, &a.config),
+        E::F("manifest.json", &mj),
+    ]);
+    let report = dry(dir.path(), &s, &r, tar).await.expect("dry run");
+    let d = report.dry_run.expect("dry-run report");
+    assert!(!d.would_import);
+    assert_eq!(d.missing.len(), 1, "{:?}", d.missing);
+    assert_eq!(d.missing[0].entry, "gone/layer.tar");
+    let moved = d.tags.iter().find(|t| t.tag == "1.0").expect("1.0");
+    assert_eq!(
+        (moved.change, moved.from.as_ref()),
+        ("move", before.get("1.0"))
+    );
+    assert_eq!(report.blobs.new, 2, "c's layer and config");
 }

@@ -122,7 +122,7 @@ pub(crate) fn tag_changes(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::path::{Path, PathBuf};
     use std::time::SystemTime;
 
@@ -144,7 +144,7 @@ mod tests {
     }
 
     /// Every file under the data dir with its bytes and mtime.
-    fn snapshot(root: &Path) -> BTreeMap<PathBuf, (Vec<u8>, Option<SystemTime>)> {
+    pub(crate) fn snapshot(root: &Path) -> BTreeMap<PathBuf, (Vec<u8>, Option<SystemTime>)> {
         let mut out = BTreeMap::new();
         let mut todo = vec![root.to_owned()];
         while let Some(dir) = todo.pop() {

@@ -14,14 +14,12 @@
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::io;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Instant;
 
 use serde::Serialize;
-use tokio::io::{AsyncRead, AsyncReadExt, BufReader, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt};
 
 use airdock_storage::{
     Digest, ImportRecord, ImportedTag, Ingested, ManifestRecord, Pin as BlobPin, RepoName, Store,
@@ -32,13 +30,14 @@ use super::bundle_layer;
 #[cfg(test)]
 use super::bundle_layer::clean_path;
 use super::dry_run::{self, DryRunReport, Kept, Missing};
-use super::gzip::{self, Compression, GzipDecoder, InflateLimitExceeded, InflateLimits};
+use super::gzip::{InflateLimitExceeded, InflateLimits};
 use super::locations::{self, LocationsImage};
 use super::lock::ImagesLock;
 use super::manifest::{self, ImageSet, Item, DOCKER_LAYER};
 use super::names::{self, truncate};
 use super::stream::{ReadError, ReadErrorKind, TarReader};
 use super::tarfmt::Kind;
+use super::upload;
 
 /// Tunables of one import.
 #[derive(Clone, Debug)]
@@ -217,80 +216,14 @@ pub async fn import<R: AsyncRead + Unpin + Send>(
 ) -> Result<ImportReport, ImportError> {
     let started = Instant::now();
     let received = Arc::new(AtomicU64::new(0));
-    let mut body = Counting {
-        inner: body,
-        count: received.clone(),
+    let tar = upload::open(body, received.clone(), opts.inflate).await?;
+    let opts = &ImportOptions {
+        received: Some(received),
+        ..opts.clone()
     };
-    // Sniff the first bytes (they may arrive in several chunks) and put them back in front.
-    let prefix = read_prefix(&mut body).await?;
-    if prefix.is_empty() {
-        return Err(ImportError::new(
-            ErrorKind::Tar,
-            None,
-            "the upload is empty",
-        ));
-    }
-    let stream = io::Cursor::new(prefix.clone()).chain(body);
-    let mut outcome = match gzip::sniff(&prefix) {
-        Compression::None => run(store, repo, stream, opts, &received).await?,
-        Compression::Gzip => {
-            let gz = GzipDecoder::new(BufReader::with_capacity(256 << 10, stream), opts.inflate);
-            run(store, repo, gz, opts, &received).await?
-        }
-        other => {
-            return Err(ImportError::new(
-                ErrorKind::Unsupported,
-                None,
-                format!("the upload is {other:?}-compressed; send a plain tar or a .tar.gz"),
-            ))
-        }
-    };
-    outcome.upload_bytes = received.load(Ordering::Relaxed);
+    let mut outcome = import_tar(store, repo, tar, opts).await?;
     outcome.seconds = started.elapsed().as_secs_f64();
     Ok(outcome)
-}
-
-/// The first (up to) 6 bytes of `body`, enough to tell the compression; they may arrive in
-/// several reads.
-pub async fn read_prefix<R: AsyncRead + Unpin>(body: &mut R) -> Result<Vec<u8>, ImportError> {
-    let mut prefix = Vec::with_capacity(6);
-    while prefix.len() < 6 {
-        let mut b = [0u8; 6];
-        let n = body.read(&mut b[..6 - prefix.len()]).await.map_err(|e| {
-            ImportError::new(
-                ErrorKind::Interrupted,
-                None,
-                format!("reading the upload: {e}"),
-            )
-        })?;
-        if n == 0 {
-            break;
-        }
-        prefix.extend_from_slice(&b[..n]);
-    }
-    Ok(prefix)
-}
-
-/// Counts bytes read through it into a shared counter (the report's upload size, the
-/// CLI's progress line).
-pub struct Counting<R> {
-    pub inner: R,
-    pub count: Arc<AtomicU64>,
-}
-
-impl<R: AsyncRead + Unpin> AsyncRead for Counting<R> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        let before = buf.filled().len();
-        let r = Pin::new(&mut this.inner).poll_read(cx, buf);
-        let n = buf.filled().len() - before;
-        this.count.fetch_add(n as u64, Ordering::Relaxed);
-        r
-    }
 }
 
 /// Blob writes allowed to overlap: while the store makes blob N durable (fsync), the tar
@@ -437,10 +370,7 @@ async fn start_blob<R: AsyncRead + Unpin>(
             _ => None,
         };
         loop {
-            let n = match tar.data().read(&mut buf).await {
-                Ok(n) => n,
-                Err(e) => return Err(tar_failed(tar, e)),
-            };
+            let n = upload::fill(tar, &mut buf, &entry).await?;
             if n == 0 {
                 break;
             }
@@ -480,9 +410,8 @@ async fn start_blob<R: AsyncRead + Unpin>(
     let expected = digest.clone();
     let task = tokio::spawn(async move {
         let body = tokio_util::io::StreamReader::new(Box::pin(chunks));
-        writer
-            .ingest_blob_pinned(Some(&expected), expected.algorithm(), body)
-            .await
+        // Written cold: an import's layers are not read right away (see `BlobStore::put_cold`).
+        writer.ingest_cold_blob_pinned(&expected, body).await
     });
     loop {
         let mut chunk = bytes::BytesMut::with_capacity(CHUNK);
@@ -616,12 +545,13 @@ struct Staged {
     missing: Vec<Missing>,
 }
 
-async fn run<T: AsyncRead + Unpin + Send>(
+/// Imports one imgpkg tar from its plain tar stream (an upload [`upload::open`] has opened,
+/// counting its bytes into `opts.received`).
+pub async fn import_tar<T: AsyncRead + Unpin + Send>(
     store: &Store,
     repo: &RepoName,
     stream: T,
     opts: &ImportOptions,
-    received_bytes: &AtomicU64,
 ) -> Result<ImportReport, ImportError> {
     let mut tar = TarReader::new(stream);
     let mut pipeline = Pipeline::default();
@@ -649,7 +579,10 @@ async fn run<T: AsyncRead + Unpin + Send>(
     drop(tar);
     let staged = stage(store, repo, &set, &received, kept.as_ref()).await?;
     // The whole upload has been read by now (the reader checks what follows the tar's end).
-    let upload_bytes = received_bytes.load(Ordering::Relaxed);
+    let upload_bytes = opts
+        .received
+        .as_ref()
+        .map_or(tar_bytes, |c| c.load(Ordering::Relaxed));
     commit(store, repo, &set, staged, (tar_bytes, upload_bytes), opts).await
 }
 
@@ -669,17 +602,8 @@ async fn read_entries<T: AsyncRead + Unpin + Send>(
     let mut wanted: BTreeMap<Digest, u64> = BTreeMap::new();
     let mut current: Option<String> = None;
 
-    loop {
-        let entry = match tar.next_entry().await {
-            Ok(Some(e)) => e,
-            Ok(None) => break,
-            // Past the end-of-archive marker no entry is to blame (the bytes there are
-            // padding or garbage after the last one).
-            Err(e) if tar.in_trailer() => return Err(read_err(None, e)),
-            Err(e) => return Err(read_err(current.as_deref(), e)),
-        };
+    while let Some(entry) = upload::next_entry(tar, &mut current).await? {
         let name = entry.display_name();
-        current = Some(name.clone());
         let at = Some(name.as_str());
         if entry.kind != Kind::Regular {
             return Err(ImportError::new(
@@ -1019,9 +943,7 @@ async fn commit(
     // exactly when they do (a kill -9 leaves both or neither).
     let mut record = ImportRecord::new(repo.clone());
     record.name = opts.tar_name.clone();
-    record.size = Some(opts.received.as_ref().map_or(upload_bytes, |c| {
-        c.load(std::sync::atomic::Ordering::Relaxed)
-    }));
+    record.size = Some(upload_bytes);
     record.imported_by = opts.imported_by.clone();
     let mut linked = HashSet::new();
     for d in &staged.txn_links {
@@ -1104,27 +1026,8 @@ async fn commit(
         }
     }
 
-    let (import_id, dry_run) = if opts.dry_run {
-        let tags: Vec<(Tag, Digest)> = record
-            .tags
-            .iter()
-            .map(|t| (t.tag.clone(), t.digest.clone()))
-            .collect();
-        let report = DryRunReport {
-            would_import: staged.missing.is_empty(),
-            tags: dry_run::tag_changes(store, repo, &tags),
-            missing: staged.missing,
-        };
-        (String::new(), Some(report))
-    } else {
-        let import_id = record.id.clone();
-        txn.record_import(record);
-        store
-            .commit(txn)
-            .await
-            .map_err(|e| storage_err("committing the import", e))?;
-        (import_id, None)
-    };
+    let (import_id, dry_run) =
+        commit_or_report(store, repo, txn, record, opts.dry_run, staged.missing).await?;
 
     let root_bundle = set.root_bundle().map(|(top, img)| RootBundle {
         original_ref: top.orig_ref.clone(),
@@ -1143,11 +1046,44 @@ async fn commit(
         images,
         blobs: staged.blobs,
         tar_bytes,
-        upload_bytes: 0,
+        upload_bytes,
         seconds: 0.0,
         images_yml,
         dry_run,
     })
+}
+
+/// The last step of every import: commit `txn` with its `record` (the import's id comes
+/// back), or for a dry run commit nothing and report the record's tags against the
+/// repository and what is `missing`.
+pub(crate) async fn commit_or_report(
+    store: &Store,
+    repo: &RepoName,
+    mut txn: Txn,
+    record: ImportRecord,
+    dry: bool,
+    missing: Vec<Missing>,
+) -> Result<(String, Option<DryRunReport>), ImportError> {
+    if dry {
+        let tags: Vec<(Tag, Digest)> = record
+            .tags
+            .iter()
+            .map(|t| (t.tag.clone(), t.digest.clone()))
+            .collect();
+        let report = DryRunReport {
+            would_import: missing.is_empty(),
+            tags: dry_run::tag_changes(store, repo, &tags),
+            missing,
+        };
+        return Ok((String::new(), Some(report)));
+    }
+    let import_id = record.id.clone();
+    txn.record_import(record);
+    store
+        .commit(txn)
+        .await
+        .map_err(|e| storage_err("committing the import", e))?;
+    Ok((import_id, None))
 }
 
 /// Sets tag `t` → `d` in `txn` and notes it in the import record.

@@ -5,7 +5,8 @@
 //! fuzzed without a store: the tar format ([`tarfmt`], [`stream`]), gzip ([`gzip`]), the
 //! `manifest.json` model ([`manifest`]), bundle lock files ([`lock`]), reference
 //! normalisation ([`refs`]), ImageLocations images ([`locations`]) and Go-compatible YAML
-//! ([`yaml`]); [`synth`] builds imgpkg-format tars for tests and benchmarks. [`import`] drives them against `airdock_storage`.
+//! ([`yaml`]); [`upload`] opens an upload (counted, gzip inflated) and walks its tar for both
+//! importers; [`synth`] builds imgpkg-format tars for tests and benchmarks. [`import`] drives them against `airdock_storage`.
 
 pub mod bundle_layer;
 pub mod dry_run;
@@ -20,6 +21,7 @@ pub mod refs;
 pub mod stream;
 pub mod synth;
 pub mod tarfmt;
+pub mod upload;
 pub mod yaml;
 
 pub use import::{import, ErrorKind, ImportError, ImportOptions, ImportReport};

@@ -115,8 +115,8 @@ pub(super) async fn upload(
     total: u64,
     counter: Arc<AtomicU64>,
 ) -> anyhow::Result<Outcome> {
-    let token = read_token(args.token_file.as_deref())?;
-    let client = http_client(args.ca_cert.as_deref())?;
+    let token = read_token(args.target.token_file.as_deref())?;
+    let client = http_client(args.target.ca_cert.as_deref())?;
     let start_url = repo_url(server, UPLOADS_PATH, repo)?;
     // Opening the session is not retried: an unreachable or untrusted server at the start is
     // a mistake to report at once, not a flaky link (the retries begin once bytes are moving).

@@ -45,6 +45,26 @@ impl TempFile {
         Ok((TempFile { path, armed: true }, file))
     }
 
+    /// [`TempFile::create`] opened for direct I/O (`O_DIRECT`) where the filesystem allows
+    /// it; the flag says whether it did (tmpfs and some FUSE filesystems refuse it).
+    fn create_direct(dir: &Path) -> io::Result<(TempFile, File, bool)> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let path = dir.join(crate::random::id());
+        let direct = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .custom_flags(rustix::fs::OFlags::DIRECT.bits() as i32)
+            .open(&path);
+        match direct {
+            Ok(file) => Ok((TempFile { path, armed: true }, file, true)),
+            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error()) => {
+                let (t, f) = TempFile::create(dir)?;
+                Ok((t, f, false))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     pub(crate) fn path(&self) -> &Path {
         &self.path
     }
@@ -63,23 +83,59 @@ impl Drop for TempFile {
 }
 
 /// Where received bytes go: a file written at explicit offsets (the upload's current length),
-/// through the page cache.
+/// through the page cache, or for a cold blob with direct I/O.
 ///
-/// Direct I/O was tried: it halves the CPU of a push on this kind of machine, but leaves the
-/// blob uncached, and the first pull then pays the disk read and the page-cache fill it
-/// avoided, so a push and a pull together cost more. Buffered writes keep the pull warm.
+/// Direct I/O was tried for pushes: it halves the CPU of a push on this kind of machine, but
+/// leaves the blob uncached, and the first pull then pays the disk read and the page-cache
+/// fill it avoided, so a push and a pull together cost more. Buffered writes keep the pull
+/// warm. An import's blobs are not read right away, so they are written cold (`O_DIRECT`):
+/// no copy into the page cache, no first touch of fresh page-cache memory, no writeback.
 pub(crate) struct Sink {
     file: File,
     pos: u64,
+    /// The file is open with `O_DIRECT`: aligned writes go straight to the disk.
+    direct: bool,
 }
+
+/// What direct I/O needs aligned to: buffer addresses, file offsets and lengths (a multiple
+/// of every logical block size in use).
+const DIRECT_ALIGN: usize = 4096;
 
 impl Sink {
     pub(crate) fn new(file: File, pos: u64) -> Sink {
-        Sink { file, pos }
+        Sink {
+            file,
+            pos,
+            direct: false,
+        }
     }
 
-    fn write(&mut self, data: &[u8]) -> io::Result<()> {
+    fn write(&mut self, mut data: &[u8]) -> io::Result<()> {
         use std::os::unix::fs::FileExt;
+        if self.direct {
+            let whole = data.len() - data.len() % DIRECT_ALIGN;
+            let aligned = (data.as_ptr() as usize).is_multiple_of(DIRECT_ALIGN)
+                && self.pos.is_multiple_of(DIRECT_ALIGN as u64);
+            if aligned && whole > 0 {
+                match self.file.write_all_at(&data[..whole], self.pos) {
+                    Ok(()) => {
+                        self.pos += whole as u64;
+                        data = &data[whole..];
+                    }
+                    // The filesystem opened it but takes no direct writes: buffered it is.
+                    Err(e) if e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error()) => {
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            if !data.is_empty() {
+                // A tail shorter than a block (the body's last bytes), or anything unaligned:
+                // through the page cache from here on, which `sync_data` flushes like the rest.
+                let flags = rustix::fs::fcntl_getfl(&self.file)?;
+                rustix::fs::fcntl_setfl(&self.file, flags - rustix::fs::OFlags::DIRECT)?;
+                self.direct = false;
+            }
+        }
         self.file.write_all_at(data, self.pos)?;
         self.pos += data.len() as u64;
         Ok(())
@@ -90,24 +146,33 @@ impl Sink {
     }
 }
 
-/// One transfer buffer.
-struct Buf(Vec<u8>);
+/// One transfer buffer, starting at a [`DIRECT_ALIGN`] boundary so that a direct write can
+/// take it as it is (found inside a larger allocation: no unsafe aligned allocation).
+struct Buf {
+    mem: Vec<u8>,
+    start: usize,
+    len: usize,
+}
 
 impl Buf {
-    fn new(size: usize) -> Buf {
-        Buf(vec![0u8; size])
+    fn new(len: usize) -> Buf {
+        let mem = vec![0u8; len + DIRECT_ALIGN];
+        // At most DIRECT_ALIGN - 1; if the platform cannot say, unaligned (then the direct
+        // sink writes it buffered).
+        let start = mem.as_ptr().align_offset(DIRECT_ALIGN).min(DIRECT_ALIGN);
+        Buf { mem, start, len }
     }
 
     fn len(&self) -> usize {
-        self.0.len()
+        self.len
     }
 
     fn bytes(&self) -> &[u8] {
-        &self.0
+        &self.mem[self.start..self.start + self.len]
     }
 
     fn bytes_mut(&mut self) -> &mut [u8] {
-        &mut self.0
+        &mut self.mem[self.start..self.start + self.len]
     }
 }
 
@@ -349,17 +414,28 @@ pub(crate) fn persist(src: &Path, dst: &Path) -> io::Result<bool> {
     Ok(false)
 }
 
-/// Stream `reader` into a new file under `tmp/`, hashing it with `alg` as it is written.
+/// Stream `reader` into a new file under `tmp/`, hashing it with `alg` as it is written
+/// (`cold`: with direct I/O where the filesystem allows it, see [`Sink`]).
 /// The file is removed when the returned guard drops, unless [`commit_temp`] persisted it.
 pub(crate) async fn write_temp<R: AsyncRead + Unpin>(
     root: &Path,
     alg: Algorithm,
     reader: R,
     limit: Option<u64>,
+    cold: bool,
 ) -> Result<(TempFile, File, Digest, u64), StoreError> {
     let tmp_dir = root.join(crate::layout::TMP);
-    let (guard, file) = TempFile::create(&tmp_dir)?;
-    let sink = Sink::new(file, 0);
+    let (guard, file, direct) = if cold {
+        TempFile::create_direct(&tmp_dir)?
+    } else {
+        let (guard, file) = TempFile::create(&tmp_dir)?;
+        (guard, file, false)
+    };
+    let sink = Sink {
+        file,
+        pos: 0,
+        direct,
+    };
     let (sink, hasher, size) = copy_hashing(reader, sink, Some(alg.hasher()), limit).await?;
     let digest = match hasher {
         Some(h) => h.finish(),

@@ -267,12 +267,26 @@ impl Store {
         alg: Algorithm,
         mut reader: R,
     ) -> Result<(Ingested, Pin), StoreError> {
-        let Some(expected) = expected else {
-            return self.ingest_unknown(alg, reader).await;
-        };
+        match expected {
+            Some(expected) => self.ingest_known(expected, &mut reader, false).await,
+            None => self.ingest_unknown(alg, reader).await,
+        }
+    }
+
+    /// Store a blob under the digest it must have, through the caches or (`cold`) past them.
+    async fn ingest_known(
+        &self,
+        expected: &Digest,
+        reader: blobstore::Body<'_>,
+        cold: bool,
+    ) -> Result<(Ingested, Pin), StoreError> {
         // Pinned before it is visible: GC cannot take it between the write and the link.
         let pin = self.inner.pins.pin(expected);
-        let written = self.inner.blobs.put(expected, &mut reader, None).await?;
+        let written = if cold {
+            self.inner.blobs.put_cold(expected, reader, None).await?
+        } else {
+            self.inner.blobs.put(expected, reader, None).await?
+        };
         self.touch_written(expected);
         Ok((
             Ingested {
@@ -334,6 +348,17 @@ impl Store {
         reader: R,
     ) -> Result<(Ingested, Pin), StoreError> {
         self.ingest_pinned(expected, alg, reader).await
+    }
+
+    /// [`Store::ingest_blob_pinned`] of a blob whose digest is known and that nobody will
+    /// read soon (an import's layers): written past the caches where the backend can
+    /// ([`BlobStore::put_cold`]), with the same verification and durability.
+    pub async fn ingest_cold_blob_pinned<R: AsyncRead + Unpin + Send>(
+        &self,
+        expected: &Digest,
+        mut reader: R,
+    ) -> Result<(Ingested, Pin), StoreError> {
+        self.ingest_known(expected, &mut reader, true).await
     }
 
     /// If `d` is stored, pin it (and restart its grace window) and return the pin; else

@@ -172,6 +172,18 @@ pub trait BlobStore: Send + Sync + 'static {
         limit: Option<u64>,
     ) -> Result<Written, StoreError>;
 
+    /// [`BlobStore::put`] of a blob nobody is expected to read soon (an import's): the same
+    /// guarantees, but an implementation may bypass its caches to write it cheaper (the
+    /// filesystem store writes it with direct I/O). By default, `put`.
+    async fn put_cold(
+        &self,
+        expected: &Digest,
+        body: Body<'_>,
+        limit: Option<u64>,
+    ) -> Result<Written, StoreError> {
+        self.put(expected, body, limit).await
+    }
+
     /// The size of blob `d`, or `None` if it is not stored. Cheap (one `stat` or `HEAD`).
     async fn stat(&self, d: &Digest) -> Result<Option<u64>, StoreError>;
 

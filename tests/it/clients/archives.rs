@@ -3,7 +3,10 @@
 //! the installed dockerd), `skopeo copy … docker-archive:` (the classic layout: `<hex>.tar` layers,
 //! `<id>/layer.tar` symlinks, `repositories`) and `… oci-archive:`, and `podman save` in both
 //! its formats. Each archive is also made hostile (a flipped byte in a layer, a layer left
-//! out) and must be refused with the entry named and the repository unchanged.
+//! out) and must be refused with the entry named and the repository unchanged. Each is
+//! dry-run first (`?dry_run=true`): the report predicts the import (same blobs, images and
+//! tags), a hostile variant gets the same refusal or, for a missing layer, a report listing
+//! it, and the repository is unchanged.
 
 use std::fs;
 use std::time::Instant;
@@ -21,10 +24,24 @@ const TOKEN: &str = "archives-admin-token";
 
 /// `POST /admin/v1/import?repository=`: status and JSON body.
 fn import(http: &Http, server: &Server, repo: &str, body: Vec<u8>) -> (u16, Value) {
+    post_import(http, server, &format!("repository={repo}"), body)
+}
+
+/// The same with `&dry_run=true`.
+fn dry_run(http: &Http, server: &Server, repo: &str, body: Vec<u8>) -> (u16, Value) {
+    post_import(
+        http,
+        server,
+        &format!("repository={repo}&dry_run=true"),
+        body,
+    )
+}
+
+fn post_import(http: &Http, server: &Server, query: &str, body: Vec<u8>) -> (u16, Value) {
     let auth = format!("Bearer {TOKEN}");
     let resp = http.request(
         "POST",
-        &server.url(&format!("/admin/v1/import?repository={repo}")),
+        &server.url(&format!("/admin/v1/import?{query}")),
         &[("Authorization", auth.as_str())],
         Some(body),
     );
@@ -103,7 +120,13 @@ fn assert_hostile_refused(http: &Http, server: &Server, repo: &str, archive: &[u
     let mut flipped = es.clone();
     let mid = flipped[layer].2.len() / 2;
     flipped[layer].2[mid] ^= 0x55;
+    let dry = dry_run(http, server, repo, rebuild(&flipped));
     let (status, body) = import(http, server, repo, rebuild(&flipped));
+    assert_eq!(
+        dry,
+        (status, body.clone()),
+        "dry run of a flipped byte in {name}"
+    );
     assert_eq!(status, 400, "flipped byte in {name}: {body}");
     assert_eq!(body["errors"][0]["code"], "DIGEST_INVALID", "{body}");
     let detail = body["errors"][0]["detail"].to_string();
@@ -116,6 +139,14 @@ fn assert_hostile_refused(http: &Http, server: &Server, repo: &str, archive: &[u
     let mut missing = es.clone();
     missing.remove(layer);
     let fresh = format!("{repo}-fresh");
+    let (status, dry) = dry_run(http, server, &fresh, rebuild(&missing));
+    assert_eq!(status, 200, "dry run, {name} left out: {dry}");
+    assert_eq!(dry["dry_run"]["would_import"], false, "{dry}");
+    let listed = dry["dry_run"]["missing"].to_string();
+    assert!(
+        listed.contains(name.trim_start_matches("./")),
+        "the dry run must list {name}: {dry}"
+    );
     let (status, body) = import(http, server, &fresh, rebuild(&missing));
     assert_eq!(status, 400, "{name} left out: {body}");
     assert_eq!(body["errors"][0]["code"], "MANIFEST_BLOB_UNKNOWN", "{body}");
@@ -248,14 +279,46 @@ fn archives_from_docker_skopeo_and_podman_import_and_pull_back() {
     ];
     for (file, repo, format, want_tags) in &kinds {
         let bytes = fs::read(w.join(file)).expect("archive");
+        let (status, dry) = dry_run(&http, &server, repo, bytes.clone());
+        assert_eq!(status, 200, "{file} dry run: {dry}");
+        let listed = http.get(&server.url(&format!("/v2/{repo}/tags/list")));
+        assert_eq!(listed.status, 404, "{file}: a dry run created {repo}");
+        let predicted: Vec<&str> = dry["dry_run"]["tags"]
+            .as_array()
+            .expect("tags")
+            .iter()
+            .inspect(|t| assert_eq!(t["change"], "create", "{file}: {dry}"))
+            .filter_map(|t| t["tag"].as_str())
+            .collect();
+        assert_eq!(predicted, *want_tags, "{file}: {dry}");
         let (status, report) = import(&http, &server, repo, bytes.clone());
         assert_eq!(status, 201, "{file}: {report}");
         assert_eq!(report["format"], *format, "{file}: {report}");
-        let tags: Vec<String> = tag_state(&http, &server, repo)
-            .into_iter()
-            .map(|t| t.0)
-            .collect();
+        for key in ["format", "blobs", "images"] {
+            assert_eq!(report[key], dry[key], "{file}: dry run's {key}");
+        }
+        let state = tag_state(&http, &server, repo);
+        for t in dry["dry_run"]["tags"].as_array().expect("tags") {
+            assert!(
+                state.contains(&(
+                    t["tag"].as_str().unwrap_or_default().to_owned(),
+                    t["digest"].as_str().unwrap_or_default().to_owned()
+                )),
+                "{file}: {t} not set as predicted: {state:?}"
+            );
+        }
+        let tags: Vec<String> = state.into_iter().map(|t| t.0).collect();
         assert_eq!(tags, *want_tags, "{file}: {report}");
+        let (_, again) = dry_run(&http, &server, repo, bytes.clone());
+        assert_eq!(again["blobs"]["new"], 0, "{file}: {again}");
+        assert!(
+            again["dry_run"]["tags"]
+                .as_array()
+                .expect("tags")
+                .iter()
+                .all(|t| t["change"] == "unchanged"),
+            "{file}: {again}"
+        );
         assert_hostile_refused(&http, &server, repo, &bytes);
     }
     let imported = started.elapsed();
