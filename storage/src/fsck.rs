@@ -123,6 +123,7 @@ impl Store {
                 pins: pins::Pins::default(),
                 gc: tokio::sync::Mutex::new(()),
                 manifests: ManifestCache::default(),
+                sizes: crate::usage::SizeCache::default(),
             }),
         })
     }
@@ -331,6 +332,7 @@ impl Store {
             .await
             .map_err(io::Error::other)??;
             report.quarantined = moved;
+            self.inner.sizes.forget(&report.corrupt_blobs);
             locked.commit(txn, |_| true).await?;
             // Every problem was acted on; missing index children are kept (see the field).
             report.clean = true;

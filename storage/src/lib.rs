@@ -110,6 +110,8 @@ struct Inner {
     /// Manifest bytes by digest. They never change, are small and are read on every pull,
     /// so a pull is answered without a file read or a blocking thread.
     manifests: ManifestCache,
+    /// Blob sizes the usage report has seen (content-addressed, so they never change).
+    sizes: usage::SizeCache,
 }
 
 /// One page of a sorted listing.
@@ -197,6 +199,7 @@ impl Store {
                 pins: pins::Pins::default(),
                 gc: tokio::sync::Mutex::new(()),
                 manifests: ManifestCache::default(),
+                sizes: usage::SizeCache::default(),
             }),
         };
         let len = fs::metadata(layout::journal_path(&store.inner.root))?.len();

@@ -3,10 +3,15 @@
 //! manifest's own bytes, a layer, a config or a child); it is `unique` to a repository
 //! that alone references it and `shared` otherwise, so deleting a repository frees about
 //! its unique bytes (after GC's grace window).
+//!
+//! A blob's size never changes (its name is its content's digest), so sizes once `stat`ed
+//! are remembered ([`SizeCache`]): a later report `stat`s only blobs it has not seen, which
+//! matters on S3, where each `stat` is a `HEAD` and `/metrics` asks on every scrape.
 
 use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::io;
+use std::sync::Mutex;
 
 use serde::Serialize;
 
@@ -96,6 +101,39 @@ fn census(state: &State) -> (Vec<Census>, HashMap<Digest, u32>) {
     (repos, holders)
 }
 
+/// Sizes of referenced blobs seen by earlier reports. Bounded by what the metadata
+/// references: each report keeps only the digests it counted. Forgotten for a blob fsck
+/// quarantines (a corrupt file's length is not its content's); a blob GC deletes is no longer
+/// referenced, and if it is pushed again its size is the same.
+#[derive(Default)]
+pub(crate) struct SizeCache(Mutex<HashMap<Digest, u64>>);
+
+impl SizeCache {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Digest, u64>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The remembered sizes of `digests`.
+    fn known<'a>(&self, digests: impl Iterator<Item = &'a Digest>) -> HashMap<Digest, u64> {
+        let map = self.lock();
+        digests
+            .filter_map(|d| map.get(d).map(|&n| (d.clone(), n)))
+            .collect()
+    }
+
+    /// Remember `sizes`, the whole set of sizes a report counted.
+    fn replace(&self, sizes: HashMap<Digest, u64>) {
+        *self.lock() = sizes;
+    }
+
+    pub(crate) fn forget(&self, digests: &[Digest]) {
+        let mut map = self.lock();
+        for d in digests {
+            map.remove(d);
+        }
+    }
+}
+
 impl Store {
     /// Disk usage of every repository (sorted by name). The metadata is copied under the
     /// read lock; the sizes are `stat`ed afterwards on a blocking thread. A blob whose file
@@ -112,38 +150,46 @@ impl Store {
             (repos, holders, manifests.len() as u64)
         };
         let root = self.inner.root.clone();
+        let known = self.inner.sizes.known(holders.keys());
+        let unseen: Vec<Digest> = holders
+            .keys()
+            .filter(|d| !known.contains_key(*d))
+            .cloned()
+            .collect();
         // Another backend than the filesystem is asked through the contract, a few stats
-        // at a time (each an S3 `HEAD`); the filesystem in one blocking task, as before.
-        let remote: Option<HashMap<Digest, u64>> = if self.inner.blobs.kind() == "filesystem" {
-            None
+        // at a time (each an S3 `HEAD`); the filesystem in one blocking task.
+        let found: HashMap<Digest, u64> = if self.inner.blobs.kind() == "filesystem" {
+            tokio::task::spawn_blocking(move || -> Result<HashMap<Digest, u64>, StoreError> {
+                let mut found = HashMap::with_capacity(unseen.len());
+                for d in unseen {
+                    match fs::metadata(layout::blob_path(&root, &d)) {
+                        Ok(m) => {
+                            found.insert(d, m.len());
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                Ok(found)
+            })
+            .await
+            .map_err(io::Error::other)??
         } else {
             use futures_util::{StreamExt, TryStreamExt};
             let blobs = &self.inner.blobs;
-            let found: Vec<(Digest, u64)> = futures_util::stream::iter(holders.keys().cloned())
+            let found: Vec<(Digest, u64)> = futures_util::stream::iter(unseen)
                 .map(|d| async move { Ok::<_, StoreError>(blobs.stat(&d).await?.map(|n| (d, n))) })
                 .buffer_unordered(16)
                 .try_filter_map(|x| async move { Ok(x) })
                 .try_collect()
                 .await?;
-            Some(found.into_iter().collect())
+            found.into_iter().collect()
         };
+        let mut counted = known;
+        counted.extend(found);
+        self.inner.sizes.replace(counted.clone());
         tokio::task::spawn_blocking(move || -> Result<Usage, StoreError> {
-            let mut sizes: HashMap<&Digest, u64> = HashMap::with_capacity(holders.len());
-            for d in holders.keys() {
-                if let Some(remote) = &remote {
-                    if let Some(&n) = remote.get(d) {
-                        sizes.insert(d, n);
-                    }
-                    continue;
-                }
-                match fs::metadata(layout::blob_path(&root, d)) {
-                    Ok(m) => {
-                        sizes.insert(d, m.len());
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(e.into()),
-                }
-            }
+            let sizes = counted;
             let mut usage = Usage {
                 blobs: sizes.len() as u64,
                 bytes: sizes.values().sum(),
@@ -249,5 +295,27 @@ mod tests {
         let mut page = u.clone();
         assert!(!page.page(Some("a"), Some(1)));
         assert_eq!(page.repos[0].name, "b/c");
+    }
+
+    #[tokio::test]
+    async fn sizes_are_stated_once_and_only_referenced_ones_kept() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = Store::open(dir.path()).await.expect("open");
+        let layer = vec![3u8; 500];
+        let m = push(&s, "a", "v1", b"{}", &[&layer]).await;
+        let first = s.usage().await.expect("usage");
+        assert_eq!(first.bytes, 500 + 2 + m);
+        // The second report stats nothing it has seen: with the layer's file gone behind the
+        // store's back it still counts the size it saw (a blob's size is its content's).
+        std::fs::remove_file(layout::blob_path(dir.path(), &sha(&layer))).expect("rm");
+        assert_eq!(s.usage().await.expect("usage"), first);
+        // A newly referenced blob is stated; the cache holds what the report counted only.
+        let m2 = push(&s, "b", "v1", b"{\"b\":1}", &[&[9u8; 40]]).await;
+        let second = s.usage().await.expect("usage");
+        assert_eq!(second.bytes, first.bytes + 40 + 7 + m2);
+        assert_eq!(s.inner.sizes.lock().len() as u64, second.blobs);
+        // Forgotten (as fsck does for a quarantined blob): stated again, and now absent.
+        s.inner.sizes.forget(&[sha(&layer)]);
+        assert_eq!(s.usage().await.expect("usage").bytes, second.bytes - 500);
     }
 }
