@@ -100,16 +100,10 @@ DPORT=$(freeport); APORT=$(freeport)
 while [ "$APORT" = "$DPORT" ] || [ "$APORT" = "$SPORT" ] || [ "$DPORT" = "$SPORT" ]; do
   DPORT=$(freeport); APORT=$(freeport)
 done
-cat > "$RUN/distribution.yml" <<YML
-# written by bench/s3.sh: s3 driver on the run's versitygw, blob GETs served through the
-# registry (as airdock does by default), delete enabled, loopback only, log level warn, access log off
-version: 0.1
-log:
-  level: warn
-  accesslog:
-    disabled: true
-storage:
-  s3:
+{
+  echo "# written by bench/s3.sh: s3 driver on the run's versitygw, blob GETs served through the"
+  echo "# registry (as airdock does by default), delete enabled, loopback only"
+  distribution_yml "$DPORT" "  s3:
     regionendpoint: http://127.0.0.1:$SPORT
     region: us-east-1
     bucket: distribution
@@ -119,18 +113,8 @@ storage:
     v4auth: true
     forcepathstyle: true
   redirect:
-    disable: true
-  cache:
-    blobdescriptor: inmemory
-  delete:
-    enabled: true
-  maintenance:
-    uploadpurging:
-      enabled: false
-http:
-  addr: 127.0.0.1:$DPORT
-  secret: airdock-bench-$(od -An -tx8 -N8 /dev/urandom | tr -d ' ')
-YML
+    disable: true"
+} > "$RUN/distribution.yml"
 # setsid: each server in its own session (a Ctrl-C reaches only this script, whose cleanup
 # stops them); in a non-interactive shell setsid execs, so $! is the server's PID.
 # Distribution's AWS SDK panics when AWS_CA_BUNDLE is set.

@@ -32,6 +32,7 @@ import time
 import urllib.parse
 
 import airbench as ab
+from report import cell, fmt, med
 
 A, D = "airdock", "distribution"
 REPO = "tags/big"
@@ -107,35 +108,6 @@ def list_rep(t, it):
         t.info["middle_page_entries"] = len(got)
     h.close()
     return wl, len(items), pages, first, middle
-
-
-def med(v):
-    v = [x for x in v if x is not None]
-    return statistics.median(v) if v else None
-
-
-def fmt(x):
-    if x is None:
-        return "–"
-    ax = abs(x)
-    if ax >= 1000:
-        return "{:,.0f}".format(x)
-    if ax >= 100:
-        return "%.0f" % x
-    if ax >= 10:
-        return "%.1f" % x
-    if ax >= 1:
-        return "%.2f" % x
-    return "%.3f" % x
-
-
-def cell(v):
-    v = [x for x in v if x is not None]
-    if not v:
-        return "–"
-    if len(v) == 1:
-        return "%s (n=1)" % fmt(v[0])
-    return "**%s** (min %s, max %s, n=%d)" % (fmt(statistics.median(v)), fmt(min(v)), fmt(max(v)), len(v))
 
 
 ROWS = [
