@@ -24,6 +24,7 @@
 # PATH; scripts/install-deps.sh installs it). Every process it starts is stopped by PID at exit
 # and its temp dir (under --data-root, default /var/tmp) removed.
 set -uo pipefail
+export PYTHONDONTWRITEBYTECODE=1   # lib/s3bench.py imports airbench and report: no __pycache__ in bench/lib
 HERE=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=bench/lib/common.sh
 . "$HERE/lib/common.sh"
