@@ -120,28 +120,11 @@ fi
 DPORT=$(freeport); APORT=$(freeport)
 while [ "$APORT" = "$DPORT" ]; do APORT=$(freeport); done
 mkdir -p "$RUN/distribution" "$RUN/airdock"
-cat > "$RUN/distribution.yml" <<YML
-# written by bench/run.sh: filesystem storage, delete enabled, loopback only; log level warn
-# and access log off (its cheapest logging, as airdock logs nothing per request by default)
-version: 0.1
-log:
-  level: warn
-  accesslog:
-    disabled: true
-storage:
-  filesystem:
-    rootdirectory: $RUN/distribution
-  cache:
-    blobdescriptor: inmemory
-  delete:
-    enabled: true
-  maintenance:
-    uploadpurging:
-      enabled: false
-http:
-  addr: 127.0.0.1:$DPORT
-  secret: airdock-bench-$(od -An -tx8 -N8 /dev/urandom | tr -d ' ')
-YML
+{
+  echo "# written by bench/run.sh: filesystem storage, delete enabled, loopback only"
+  distribution_yml "$DPORT" "  filesystem:
+    rootdirectory: $RUN/distribution"
+} > "$RUN/distribution.yml"
 # setsid: each server in its own session, so a Ctrl-C of this script does not reach it
 # before cleanup; in a non-interactive shell setsid execs, so $! is the server's PID.
 setsid docker-registry serve "$RUN/distribution.yml" > "$RUN/distribution.log" 2>&1 &

@@ -318,12 +318,18 @@ def cpu_ticks():
     return sum(v), v[3] + v[4]
 
 
+# Processes the servers depend on (--helper NAME=PID, e.g. the S3 server of bench/s3.sh): their
+# CPU is recorded per figure and counted with the servers', not as other processes'.
+HELPERS = {}
+
+
 def others_snapshot(targets):
-    """(wall, busy CPU s of the whole machine, CPU s of the servers, CPU s of this client and
-    its waited-for children: wrk, ab, worker processes)."""
+    """(wall, busy CPU s of the whole machine, CPU s of the servers and helpers, CPU s of this
+    client and its waited-for children: wrk, ab, worker processes)."""
     tot, idle = cpu_ticks()
     ct = os.times()
-    return (time.time(), (tot - idle) / CLK_TCK, sum(proc_cpu_s(t.pid) or 0 for t in targets),
+    pids = [t.pid for t in targets] + list(HELPERS.values())
+    return (time.time(), (tot - idle) / CLK_TCK, sum(proc_cpu_s(p) or 0 for p in pids),
             ct.user + ct.system + ct.children_user + ct.children_system)
 
 
@@ -868,10 +874,15 @@ def main():
     ap.add_argument("--list-iters", type=int, default=5)
     ap.add_argument("--figures", default=",".join(n for n, _ in FIGS_REPEATED) + ",listing")
     ap.add_argument("--cache-dir", default="/var/tmp/airdock-bench-cache")
+    ap.add_argument("--helper", action="append", default=[], help="NAME=PID of a process the servers use "
+                    "(an S3 server): its CPU per figure goes to info.helper_cpu_s")
     ap.add_argument("--deadline", type=float, default=0, help="seconds; repetitions past it are skipped")
     a = ap.parse_args()
     t_start = time.time()
     targets = [Target(s) for s in a.target]
+    for spec in a.helper:
+        n, _, p = spec.partition("=")
+        HELPERS[n] = int(p)
     want = set(x.strip() for x in a.figures.split(",") if x.strip())
     state = {}
     out = {"tool": "bench/lib/airbench.py", "started": time.strftime("%Y-%m-%d %H:%M:%S %z"),
@@ -889,12 +900,17 @@ def main():
     def run_one(t, fname, fn, rep):
         say("rep %d %-13s %s" % (rep + 1, fname, t.name))
         snap0 = others_snapshot(targets)
+        h0 = {n: proc_cpu_s(p) for n, p in HELPERS.items()}
         try:
             fn(t, rep, a, big, state)
         except (Fail, OSError, subprocess.SubprocessError, ValueError, KeyError) as e:
             t.errors.append("rep %d %s: %s: %s" % (rep + 1, fname, type(e).__name__, e))
             say("ERROR %s %s: %s" % (t.name, fname, e))
         t.info.setdefault("rss_trace_kib", []).append((rep + 1, fname, proc_status_kib(t.pid, "VmRSS")))
+        for n, p in HELPERS.items():
+            c1 = proc_cpu_s(p)
+            if c1 is not None and h0[n] is not None:
+                t.info.setdefault("helper_cpu_s", {}).setdefault(n, {}).setdefault(fname, []).append(c1 - h0[n])
         o = others_pct(snap0, others_snapshot(targets))
         if o is not None:
             others.append(o)

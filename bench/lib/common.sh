@@ -21,6 +21,31 @@ stop_pids() {
   return 0
 }
 
+# Distribution's config on stdout: log level warn and access log off (its cheapest logging, as
+# airdock logs nothing per request by default), the storage driver block $2 (YAML indented by
+# two spaces), in-memory blob descriptor cache, delete enabled, no upload purging, 127.0.0.1:$1.
+distribution_yml() {
+  cat <<YML
+version: 0.1
+log:
+  level: warn
+  accesslog:
+    disabled: true
+storage:
+$2
+  cache:
+    blobdescriptor: inmemory
+  delete:
+    enabled: true
+  maintenance:
+    uploadpurging:
+      enabled: false
+http:
+  addr: 127.0.0.1:$1
+  secret: airdock-bench-$(od -An -tx8 -N8 /dev/urandom | tr -d ' ')
+YML
+}
+
 # Exit 127 naming the Debian packages to install when a tool is missing. Arguments:
 # `tool:package` pairs.
 need_tools() {
