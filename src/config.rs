@@ -12,6 +12,7 @@ use airdock_storage::{GcOptions, Retention};
 use serde::Deserialize;
 
 use crate::forwarded::TrustedNet;
+use crate::imgpkg::names::is_imgpkg_tag;
 pub use crate::rules::AccessRule;
 use crate::rules::Glob;
 
@@ -306,7 +307,10 @@ impl RetentionRule {
         Retention {
             name: format!("retention[{i}]"),
             repos: Arc::new(move |r: &str| repos.iter().any(|g| g.matches(r))),
-            tags: Arc::new(move |t: &str| tags.as_ref().is_none_or(|g| g.matches(t))),
+            // imgpkg's own tags keep a bundle's images: no rule may count or drop them.
+            tags: Arc::new(move |t: &str| {
+                !is_imgpkg_tag(t) && tags.as_ref().is_none_or(|g| g.matches(t))
+            }),
             keep_newest: self.keep_newest,
             untagged_older_than: self.untagged_older_than.map(|d| d.0),
         }
@@ -1017,6 +1021,21 @@ storage.s3.access_key_id) and a secret (AWS_SECRET_ACCESS_KEY or storage.s3.secr
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retention_matchers_never_accept_imgpkg_tags() {
+        let text = "retention:\n  - repos: ['*']\n    keep_newest: 1\n  - repos: ['*']\n    \
+tags: 'sha256-*'\n    keep_newest: 1\n";
+        let config = Config::parse(text).expect("parse");
+        assert_eq!(config.retention.len(), 2);
+        for (i, rule) in config.retention.iter().enumerate() {
+            let r = rule.to_storage(i);
+            assert!((r.tags)("v1") || i == 1);
+            assert!((r.tags)("sha256-abc") || i == 0);
+            assert!(!(r.tags)("sha256-abc.imgpkg"));
+            assert!(!(r.tags)("sha256-abc.image-locations.imgpkg"));
+        }
+    }
 
     #[test]
     fn storage_driver_and_s3_keys() {

@@ -19,7 +19,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     // docker / OCI archives, and the dispatch between them and imgpkg tars.
     ("archive", &["imgpkg"]),
     ("error", &["imgpkg"]),
-    ("config", &["forwarded", "rules"]),
+    ("config", &["forwarded", "imgpkg", "rules"]),
     // Which blob backend a data dir uses, and opening its store.
     ("backend", &["config"]),
     ("tls", &["sys"]),

@@ -22,8 +22,8 @@ use std::time::Instant;
 use tokio::io::{AsyncRead, AsyncReadExt, BufReader};
 
 use airdock_storage::{
-    Algorithm, Digest, ImportRecord, ImportedTag, ManifestRecord, Pin as BlobPin, RepoName, Store,
-    StoreError, Tag, Txn, MAX_MANIFEST_BYTES,
+    Algorithm, Digest, ImportRecord, ImportedTag, Ingest, ManifestRecord, Pin as BlobPin, RepoName,
+    Store, StoreError, Tag, Txn, MAX_MANIFEST_BYTES,
 };
 
 use crate::imgpkg::dry_run::Missing;
@@ -237,8 +237,16 @@ async fn read_entries<R: AsyncRead + Unpin + Send>(
                         // Written cold when the name says the digest, as the imgpkg import
                         // writes its layers (nobody reads them right away).
                         let stored = match &expected {
-                            Some(d) => store.ingest_cold_blob_pinned(d, tar.data()).await,
-                            None => store.ingest_blob_pinned(None, alg, tar.data()).await,
+                            Some(d) => {
+                                store
+                                    .ingest_blob(Some(d), alg, tar.data(), Ingest { cold: true })
+                                    .await
+                            }
+                            None => {
+                                store
+                                    .ingest_blob(None, alg, tar.data(), Ingest::default())
+                                    .await
+                            }
                         };
                         if let Some(e) = tar.take_data_error() {
                             return Err(read_err(Some(at), e));
@@ -800,7 +808,12 @@ async fn commit(
     for m in &plan.manifests {
         if !opts.dry_run {
             let (_, pin) = store
-                .ingest_blob_pinned(Some(&m.digest), m.digest.algorithm(), &m.bytes[..])
+                .ingest_blob(
+                    Some(&m.digest),
+                    m.digest.algorithm(),
+                    &m.bytes[..],
+                    Ingest::default(),
+                )
                 .await
                 .map_err(|e| storage_err(&format!("storing manifest {}", m.digest), e))?;
             plan.pins.push(pin);

@@ -5,7 +5,7 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use airdock_storage::blobstore::ByteRange;
-use airdock_storage::{Digest, RepoName};
+use airdock_storage::{BlobDelete, Digest, RepoName};
 
 use super::{empty, set, Req, Result, CONTENT_DIGEST};
 use crate::error::RegistryError;
@@ -133,14 +133,10 @@ pub fn parse_range(value: &str, size: u64) -> Result<Option<(u64, u64)>> {
 /// DELETE → 202; the blob leaves this repository. 405 DENIED while a manifest of the
 /// repository references it (as zot answers), unless `--allow-referenced-blob-delete`.
 pub async fn delete(state: &AppState, repo: &RepoName, digest: &Digest) -> Result<Response> {
-    if state.allow_referenced_blob_delete {
-        state
-            .store
-            .delete_blob_even_if_referenced(repo, digest)
-            .await?;
-    } else {
-        state.store.delete_blob(repo, digest).await?;
-    }
+    let how = BlobDelete {
+        even_if_referenced: state.allow_referenced_blob_delete,
+    };
+    state.store.delete_blob(repo, digest, how).await?;
     Ok(empty(StatusCode::ACCEPTED))
 }
 

@@ -6,7 +6,7 @@ use axum::http::{header, HeaderName, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
 
-use airdock_storage::{Reference, RepoName, StoreError, Tag, MAX_MANIFEST_BYTES};
+use airdock_storage::{ManifestDelete, Reference, RepoName, StoreError, Tag, MAX_MANIFEST_BYTES};
 
 use super::{append, empty, set, Req, Result, CONTENT_DIGEST};
 use crate::AppState;
@@ -114,18 +114,10 @@ pub async fn delete(
     req: &Req,
 ) -> Result<Response> {
     let cascade = matches!(req.query.get("cascade"), Some("" | "1" | "true"));
-    if state.allow_referenced_blob_delete {
-        state
-            .store
-            .delete_manifest_even_if_listed(repo, reference, cascade)
-            .await?;
-    } else if cascade {
-        state
-            .store
-            .delete_manifest_and_orphans(repo, reference)
-            .await?;
-    } else {
-        state.store.delete_manifest(repo, reference).await?;
-    }
+    let how = ManifestDelete {
+        orphans: cascade,
+        even_if_listed: state.allow_referenced_blob_delete,
+    };
+    state.store.delete_manifest(repo, reference, how).await?;
     Ok(empty(StatusCode::ACCEPTED))
 }

@@ -22,8 +22,8 @@ use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 use airdock_storage::{
-    Digest, ImportRecord, ImportedTag, Ingested, ManifestRecord, Pin as BlobPin, RepoName, Store,
-    StoreError, Tag, Txn,
+    Digest, ImportRecord, ImportedTag, Ingest, Ingested, ManifestRecord, Pin as BlobPin, RepoName,
+    Store, StoreError, Tag, Txn,
 };
 
 use super::bundle_layer;
@@ -411,7 +411,14 @@ async fn start_blob<R: AsyncRead + Unpin>(
     let task = tokio::spawn(async move {
         let body = tokio_util::io::StreamReader::new(Box::pin(chunks));
         // Written cold: an import's layers are not read right away (see `BlobStore::put_cold`).
-        writer.ingest_cold_blob_pinned(&expected, body).await
+        writer
+            .ingest_blob(
+                Some(&expected),
+                expected.algorithm(),
+                body,
+                Ingest { cold: true },
+            )
+            .await
     });
     loop {
         let mut chunk = bytes::BytesMut::with_capacity(CHUNK);
@@ -767,7 +774,7 @@ async fn stage(
             continue;
         }
         let (ing, pin) = store
-            .ingest_blob_pinned(Some(d), d.algorithm(), raw.as_bytes())
+            .ingest_blob(Some(d), d.algorithm(), raw.as_bytes(), Ingest::default())
             .await
             .map_err(|e| storage_err(&format!("storing config {d}"), e))?;
         staged.pins.push(pin);
@@ -778,7 +785,12 @@ async fn stage(
     }
     for m in set.manifests().into_iter().filter(|_| !dry) {
         let (_, pin) = store
-            .ingest_blob_pinned(Some(m.digest), m.digest.algorithm(), m.bytes)
+            .ingest_blob(
+                Some(m.digest),
+                m.digest.algorithm(),
+                m.bytes,
+                Ingest::default(),
+            )
             .await
             .map_err(|e| storage_err(&format!("storing manifest {}", m.digest), e))?;
         staged.pins.push(pin);
@@ -819,7 +831,7 @@ async fn stage(
                     continue;
                 }
                 let (ing, pin) = store
-                    .ingest_blob_pinned(Some(d), d.algorithm(), &bytes[..])
+                    .ingest_blob(Some(d), d.algorithm(), &bytes[..], Ingest::default())
                     .await
                     .map_err(|e| storage_err("storing an ImageLocations blob", e))?;
                 staged.pins.push(pin);
@@ -829,7 +841,12 @@ async fn stage(
             let digest = &image.manifest_digest;
             if !dry {
                 let (_, pin) = store
-                    .ingest_blob_pinned(Some(digest), digest.algorithm(), &image.manifest[..])
+                    .ingest_blob(
+                        Some(digest),
+                        digest.algorithm(),
+                        &image.manifest[..],
+                        Ingest::default(),
+                    )
                     .await
                     .map_err(|e| storage_err("storing an ImageLocations manifest", e))?;
                 staged.pins.push(pin);

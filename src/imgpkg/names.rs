@@ -4,6 +4,13 @@
 
 use airdock_storage::Digest;
 
+/// imgpkg's own tags: `sha256-<hex>.imgpkg`, `sha256-<hex>.image-locations.imgpkg`. They
+/// keep a bundle's images and its locations image tagged, so retention never counts them and
+/// the console folds them away.
+pub fn is_imgpkg_tag(tag: &str) -> bool {
+    tag.starts_with("sha256-") && tag.ends_with(".imgpkg")
+}
+
 /// imgpkg's default upload tag for an item: `sha256-<hex>.imgpkg`.
 pub fn imgpkg_tag(d: &Digest) -> String {
     format!("{}-{}.imgpkg", d.algorithm().as_str(), d.hex())

@@ -12,7 +12,7 @@ use axum::extract::{Request, State};
 use axum::response::Response;
 use maud::{html, Markup};
 
-use airdock_storage::{is_imgpkg_tag, Digest, Reference, RepoName, Tag};
+use airdock_storage::{Digest, Reference, RepoName, Tag};
 
 use super::manifest::{is_bundle, layers_of, no_manifest};
 use super::repos::{manifest_href, pull_commands, repo_href};
@@ -20,6 +20,7 @@ use super::view::{self, Nav};
 use super::{Console, UiError, Viewer};
 use crate::http::Query;
 use crate::imgpkg::bundle_layer;
+use crate::imgpkg::names::is_imgpkg_tag;
 
 /// Bundles per page of the list, and how deep nested bundles are followed.
 const PAGE: usize = 50;
@@ -66,7 +67,7 @@ pub async fn list(State(c): State<Console>, req: Request) -> Result<Response, Ui
         let (rows, _) = c
             .app
             .store
-            .tag_rows(&repo, "", None, usize::MAX, true)
+            .tag_rows(&repo, "", None, usize::MAX, &is_imgpkg_tag)
             .unwrap_or_default();
         for row in rows {
             if is_bundle(&c, &repo, &row.record).await {

@@ -8,12 +8,13 @@ use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Redirect, Response};
 use maud::{html, Markup};
 
-use airdock_storage::{is_imgpkg_tag, Digest, ImportRecord, ImportRemoval, Reference};
+use airdock_storage::{Digest, ImportRecord, ImportRemoval, Reference};
 
 use super::repos::{manifest_href, repo_href, url_part};
 use super::view::{self, Nav};
 use super::{Console, UiError, Viewer};
 use crate::http::Query;
+use crate::imgpkg::names::is_imgpkg_tag;
 
 /// Imports per page of the history.
 const PAGE: usize = 50;

@@ -125,7 +125,7 @@ pub async fn page(
     // A person's tag rather than imgpkg's `sha256-….imgpkg` where there is one.
     let reference = match tags
         .iter()
-        .find(|t| !airdock_storage::is_imgpkg_tag(t))
+        .find(|t| !crate::imgpkg::names::is_imgpkg_tag(t))
         .or(tags.first())
     {
         Some(t) => format!(":{t}"),

@@ -6,11 +6,12 @@ use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Redirect, Response};
 use maud::{html, Markup};
 
-use airdock_storage::{Digest, ManifestRecord, Reference, RepoName, Tag, TagRow};
+use airdock_storage::{Digest, ManifestDelete, ManifestRecord, Reference, RepoName, Tag, TagRow};
 
 use super::view::{self, Nav};
 use super::{Console, UiError, Viewer};
 use crate::http::Query;
+use crate::imgpkg::names::is_imgpkg_tag;
 
 /// Rows per page unless `n` says otherwise, and the most `n` may ask for.
 const PAGE: usize = 50;
@@ -218,7 +219,11 @@ async fn delete_tag(
     }
     c.app
         .store
-        .delete_manifest(&repo, &Reference::Tag(tag.clone()))
+        .delete_manifest(
+            &repo,
+            &Reference::Tag(tag.clone()),
+            ManifestDelete::default(),
+        )
         .await?;
     tracing::info!(user = ?viewer.user, repository = %repo, tag = %tag.as_str(), "tag deleted from the console");
     let to = format!(
@@ -336,7 +341,9 @@ async fn repository(
     let (rows, more) = c
         .app
         .store
-        .tag_rows(repo, p.q, p.after, p.n, !show_imgpkg)
+        .tag_rows(repo, p.q, p.after, p.n, &|t| {
+            !show_imgpkg && is_imgpkg_tag(t)
+        })
         .unwrap_or_default();
     let may_delete = viewer.rights(repo.as_str()).delete;
     let mut shown = Vec::with_capacity(rows.len());

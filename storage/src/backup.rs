@@ -39,7 +39,7 @@ use tokio::io::AsyncWriteExt;
 
 use crate::blobs::{fsync_dir, TempFile};
 use crate::meta::{replay, Replayed, State};
-use crate::{layout, Digest, Hasher, Store, StoreError};
+use crate::{layout, Digest, Hasher, Ingest, Store, StoreError};
 
 /// The first entry of every backup, and its `format`.
 const MARKER: &str = "airdock-backup.json";
@@ -498,7 +498,12 @@ fn ingest(
     let (mut tx, rx) = tokio::io::duplex(1 << 16);
     let task = {
         let (store, d) = (store.clone(), d.clone());
-        handle.spawn(async move { store.ingest_blob(Some(&d), d.algorithm(), rx).await })
+        handle.spawn(async move {
+            store
+                .ingest_blob(Some(&d), d.algorithm(), rx, Ingest::default())
+                .await
+                .map(|(i, _)| i)
+        })
     };
     let mut buf = vec![0u8; 1 << 16];
     let fed = loop {
@@ -561,7 +566,7 @@ mod tests {
         image(&s, "a", "v1", &[5u8; 70_000]).await;
         image(&s, "b/c", "v1", b"small").await;
         // Unreferenced: not part of the snapshot.
-        s.ingest_blob(None, Algorithm::Sha256, &b"garbage"[..])
+        s.ingest_blob(None, Algorithm::Sha256, &b"garbage"[..], Ingest::default())
             .await
             .expect("ingest");
         let tar = dir.path().join("b.tar");

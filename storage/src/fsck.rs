@@ -14,10 +14,9 @@ use serde::Serialize;
 
 use crate::blobstore::{fs::FsBlobStore, BlobStore};
 use crate::meta::Op;
+use crate::store::{Inner, ManifestCache};
 use crate::uploads::{self, Open};
-use crate::{
-    blobs, layout, pins, Digest, Inner, ManifestCache, Meta, RepoName, Store, StoreError, Txn,
-};
+use crate::{blobs, layout, pins, Digest, Meta, RepoName, Store, StoreError, Txn};
 
 /// One broken reference.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]

@@ -674,7 +674,9 @@ fn sweep(
 mod tests {
     use super::*;
     use crate::{uploads, UploadId};
-    use crate::{Algorithm, Reference, Tag, OCI_INDEX, OCI_MANIFEST};
+    use crate::{
+        Algorithm, BlobDelete, Ingest, ManifestDelete, Reference, Tag, OCI_INDEX, OCI_MANIFEST,
+    };
 
     fn name(s: &str) -> RepoName {
         RepoName::parse(s).expect("name")
@@ -756,12 +758,21 @@ mod tests {
         let repo = name("app");
         let kept = push_image(&s, &repo, "kept", Some("v1")).await;
         let dropped = push_image(&s, &repo, "dropped", Some("v2")).await;
-        s.delete_manifest(&repo, &Reference::Digest(dropped.clone()))
-            .await
-            .expect("delete");
+        s.delete_manifest(
+            &repo,
+            &Reference::Digest(dropped.clone()),
+            ManifestDelete::default(),
+        )
+        .await
+        .expect("delete");
         let pinned = sha(b"pinned");
         let (_, pin) = s
-            .ingest_blob_pinned(Some(&pinned), Algorithm::Sha256, &b"pinned"[..])
+            .ingest_blob(
+                Some(&pinned),
+                Algorithm::Sha256,
+                &b"pinned"[..],
+                Ingest::default(),
+            )
             .await
             .expect("ingest");
         // Within the window (every blob was written or touched just now): nothing goes.
@@ -823,9 +834,15 @@ mod tests {
             .await
             .expect("push");
         let unlinked = s
-            .ingest_blob(None, Algorithm::Sha256, &b"imported, not yet committed"[..])
+            .ingest_blob(
+                None,
+                Algorithm::Sha256,
+                &b"imported, not yet committed"[..],
+                Ingest::default(),
+            )
             .await
             .expect("ingest")
+            .0
             .digest;
         // Young: nothing goes.
         let r = s.gc(&opts(true)).await.expect("gc");
@@ -897,9 +914,15 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let s = Store::open(dir.path()).await.expect("open");
         let d = s
-            .ingest_blob(None, Algorithm::Sha256, &b"for the import"[..])
+            .ingest_blob(
+                None,
+                Algorithm::Sha256,
+                &b"for the import"[..],
+                Ingest::default(),
+            )
             .await
             .expect("ingest")
+            .0
             .digest;
         assert!(s
             .claim_blob(&sha(b"absent"))
@@ -922,16 +945,17 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let s = Store::open(dir.path()).await.expect("open");
         let d = s
-            .ingest_blob(None, Algorithm::Sha256, &b"x"[..])
+            .ingest_blob(None, Algorithm::Sha256, &b"x"[..], Ingest::default())
             .await
             .expect("ingest")
+            .0
             .digest;
         age_everything(dir.path());
         let again = s
-            .ingest_blob(None, Algorithm::Sha256, &b"x"[..])
+            .ingest_blob(None, Algorithm::Sha256, &b"x"[..], Ingest::default())
             .await
             .expect("ingest");
-        assert!(again.existed);
+        assert!(again.0.existed);
         let r = s.gc(&opts(false)).await.expect("gc");
         assert_eq!(r.blobs_deleted, 0);
         assert!(s.blob_exists(&d).await.expect("stat"));
@@ -1017,21 +1041,39 @@ mod tests {
             .await
             .expect("index");
         let child = Reference::Digest(a.clone());
-        match s.delete_manifest(&repo, &child).await {
+        match s
+            .delete_manifest(&repo, &child, ManifestDelete::default())
+            .await
+        {
             Err(StoreError::Denied(m)) => assert!(m.contains(&idx_d.to_string()), "{m}"),
             other => panic!("child delete not refused: {other:?}"),
         }
         assert!(matches!(
-            s.delete_manifest_and_orphans(&repo, &child).await,
+            s.delete_manifest(
+                &repo,
+                &child,
+                ManifestDelete {
+                    orphans: true,
+                    ..Default::default()
+                }
+            )
+            .await,
             Err(StoreError::Denied(_))
         ));
         assert!(s.repo_has_manifest(&repo, &a));
         assert!(s.fsck(false).await.expect("fsck").clean);
 
         // The opt-in leaves the index with a missing child: reported, not a problem.
-        s.delete_manifest_even_if_listed(&repo, &child, false)
-            .await
-            .expect("opt-in delete");
+        s.delete_manifest(
+            &repo,
+            &child,
+            ManifestDelete {
+                even_if_listed: true,
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("opt-in delete");
         let r = s.fsck(false).await.expect("fsck");
         assert!(r.clean, "{r:?}");
         assert_eq!(r.missing_children.len(), 1, "{r:?}");
@@ -1049,11 +1091,11 @@ mod tests {
         assert!(s.get_manifest(&repo, &tag).await.is_ok(), "the index stays");
 
         // Index first, then each child: what clients and the conformance suites do.
-        s.delete_manifest(&repo, &Reference::Digest(idx_d))
+        s.delete_manifest(&repo, &Reference::Digest(idx_d), ManifestDelete::default())
             .await
             .expect("index");
         let c = push_image(&s, &repo, "c", None).await;
-        s.delete_manifest(&repo, &Reference::Digest(c))
+        s.delete_manifest(&repo, &Reference::Digest(c), ManifestDelete::default())
             .await
             .expect("a child no index lists");
     }
@@ -1088,19 +1130,26 @@ mod tests {
         // Its blobs are referenced: deleting one is refused.
         let layer = sha(b"layer a");
         assert!(matches!(
-            s.delete_blob(&repo, &layer).await,
+            s.delete_blob(&repo, &layer, BlobDelete::default()).await,
             Err(StoreError::Denied(_))
         ));
-        s.delete_manifest_and_orphans(&repo, &Reference::Digest(sha(&i1)))
-            .await
-            .expect("delete");
+        s.delete_manifest(
+            &repo,
+            &Reference::Digest(sha(&i1)),
+            ManifestDelete {
+                orphans: true,
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("delete");
         assert!(!s.repo_has_manifest(&repo, &a), "orphaned child goes");
         assert!(s.repo_has_manifest(&repo, &b), "tagged child stays");
         assert!(
             s.repo_has_manifest(&repo, &c),
             "child of another index stays"
         );
-        s.delete_blob(&repo, &layer)
+        s.delete_blob(&repo, &layer, BlobDelete::default())
             .await
             .expect("now unreferenced");
         // Deleting everything empties the repository out of the catalog.
@@ -1276,7 +1325,8 @@ mod tests {
         txn.push(tag_at(&repo, "v-new", &d[2], Some(300)));
         // As a journal written before tags had times: counts as oldest.
         txn.push(tag_at(&repo, "v-legacy", &d[3], None));
-        // imgpkg's tag: never counted nor dropped, keeps its bundle.
+        // imgpkg's tag: the rule's matcher rejects it (as the server's always do), so it is
+        // never counted nor dropped, and keeps its bundle.
         txn.push(tag_at(&repo, &imgpkg, &d[4], Some(1)));
         txn.push(tag_at(&repo, "v-bundle", &d[4], Some(50)));
         // An import whose tag is alive keeps every manifest it brought (d[5] is untagged).

@@ -100,16 +100,16 @@ impl Store {
     }
 
     /// Tags of `repo` containing `filter`, in lexical order, after `after`, at most `n`, each
-    /// with its manifest record and time; the flag says whether more follow. With
-    /// `hide_imgpkg`, imgpkg's own tags (`sha256-….imgpkg`) are left out. `None` if the
-    /// repository does not exist.
+    /// with its manifest record and time; the flag says whether more follow. Tags `hide`
+    /// accepts are left out (the console hides imgpkg's own tags). `None` if the repository
+    /// does not exist.
     pub fn tag_rows(
         &self,
         repo: &RepoName,
         filter: &str,
         after: Option<&str>,
         n: usize,
-        hide_imgpkg: bool,
+        hide: &dyn Fn(&str) -> bool,
     ) -> Option<(Vec<TagRow>, bool)> {
         let state = self.inner.meta.read();
         let r = state.repos.get(repo)?;
@@ -117,10 +117,7 @@ impl Store {
         let mut more = false;
         for (tag, e) in &r.tags {
             let t = tag.as_str();
-            if !t.contains(filter)
-                || after.is_some_and(|a| t <= a)
-                || (hide_imgpkg && crate::is_imgpkg_tag(t))
-            {
+            if !t.contains(filter) || after.is_some_and(|a| t <= a) || hide(t) {
                 continue;
             }
             let Some(record) = r.manifests.get(&e.digest) else {
@@ -211,12 +208,16 @@ mod tests {
         assert_eq!(s.repo_summaries("", None, 10, &only_b).total, 1);
 
         let name = RepoName::parse("b").expect("name");
-        let (rows, more) = s.tag_rows(&name, "", Some("v1"), 5, true).expect("repo");
+        let (rows, more) = s
+            .tag_rows(&name, "", Some("v1"), 5, &|t| t.ends_with(".imgpkg"))
+            .expect("repo");
         assert_eq!((rows.len(), more), (1, false));
         assert_eq!(rows[0].tag, "v2");
         assert_eq!(s.tags_of(&name, &rows[0].record.digest), ["v2"]);
         assert!(s
-            .tag_rows(&RepoName::parse("none").expect("n"), "", None, 5, false)
+            .tag_rows(&RepoName::parse("none").expect("n"), "", None, 5, &|_| {
+                false
+            })
             .is_none());
     }
 }

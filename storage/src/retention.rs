@@ -2,10 +2,11 @@
 //! manifests no tag keeps once they are older than a duration. GC applies them in its
 //! metadata step, under the journal lock.
 //!
-//! What a rule never removes: imgpkg's own tags (`sha256-<hex>.imgpkg` and
-//! `sha256-<hex>.image-locations.imgpkg`), which keep a bundle's images and its locations
-//! image tagged; and every manifest of an import some tag of which still points where the
-//! import set it (so a kept bundle keeps everything its import brought with it).
+//! A rule counts and drops only the tags its `tags` matcher accepts, so a tag the caller
+//! must never lose (the server keeps imgpkg's own `sha256-<hex>.imgpkg` tags out of every
+//! matcher) is left out there. What a rule never removes besides: every manifest of an
+//! import some tag of which still points where the import set it (so a kept bundle keeps
+//! everything its import brought with it).
 
 use std::collections::HashSet;
 use std::fmt;
@@ -26,7 +27,7 @@ pub struct Retention {
     pub name: String,
     /// Which repositories the rule applies to.
     pub repos: Matcher,
-    /// Which tags `keep_newest` counts (and may drop).
+    /// Which tags `keep_newest` counts (and may drop); a tag it rejects is never dropped.
     pub tags: Matcher,
     /// Keep this many of the matching tags, newest (by when they were last set) first.
     pub keep_newest: Option<usize>,
@@ -44,11 +45,6 @@ impl fmt::Debug for Retention {
     }
 }
 
-/// imgpkg's own tags: `sha256-<hex>.imgpkg`, `sha256-<hex>.image-locations.imgpkg`.
-pub fn is_imgpkg_tag(tag: &str) -> bool {
-    tag.starts_with("sha256-") && tag.ends_with(".imgpkg")
-}
-
 /// The tags of `repo` that some rule's `keep_newest` leaves out. Each rule decides on its
 /// own; a tag any rule drops goes. Tags with no recorded time (older journals) count as
 /// oldest; ties go by name, so the result does not depend on map order.
@@ -61,7 +57,7 @@ pub(crate) fn tags_to_drop<'a>(repo: &'a Repo, rules: &[&Retention]) -> HashSet<
         let mut candidates: Vec<(&Tag, u64)> = repo
             .tags
             .iter()
-            .filter(|(t, _)| !is_imgpkg_tag(t.as_str()) && (rule.tags)(t.as_str()))
+            .filter(|(t, _)| (rule.tags)(t.as_str()))
             .map(|(t, e)| (t, e.at))
             .collect();
         candidates.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| b.0.cmp(a.0)));

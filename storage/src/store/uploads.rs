@@ -1,0 +1,192 @@
+//! The store's upload sessions: begin, append, finish, cancel, against the caps on open
+//! sessions. Session bytes live in the blob backend; the store adds owners and caps.
+
+use std::time::SystemTime;
+
+use tokio::io::AsyncRead;
+
+use crate::*;
+
+impl Store {
+    /// Refuse new sessions ([`StoreError::TooManyUploads`]) while `max` are open; `None`
+    /// lifts the cap. Sessions already open are never cut short by it.
+    pub fn set_max_open_uploads(&self, max: Option<usize>) {
+        let limits = self.inner.open_uploads.limits();
+        self.set_upload_limits(UploadLimits {
+            max_open: max,
+            ..limits
+        });
+    }
+
+    /// The caps on open sessions (see [`UploadLimits`]).
+    pub fn set_upload_limits(&self, limits: UploadLimits) {
+        self.inner.open_uploads.set_limits(limits);
+    }
+
+    /// Upload sessions on disk (including those left by an earlier run).
+    pub fn open_uploads(&self) -> usize {
+        self.inner.open_uploads.len()
+    }
+
+    /// Open a session for `owner` (opaque here: the HTTP layer names a user or a client
+    /// address). At a cap, the idle sessions of whoever holds the most are expired to make
+    /// room; if none is idle the caller is refused, never anyone else's open session.
+    pub async fn start_upload(
+        &self,
+        repo: &RepoName,
+        algorithm: Option<Algorithm>,
+        owner: &str,
+    ) -> Result<UploadId, StoreError> {
+        let id = UploadId::new();
+        self.reserve_upload(&id, owner, repo, algorithm).await?;
+        let info = uploads::Info {
+            repo: repo.clone(),
+            algorithm,
+            owner: Some(owner.to_owned()),
+        };
+        let info = serde_json::to_vec(&info).map_err(io::Error::other)?;
+        let blobs = &self.inner.blobs;
+        if let Err(e) = blobs
+            .begin(&id, algorithm.unwrap_or_default(), info.into())
+            .await
+        {
+            // A half-made session that could not be removed keeps its slot until expiry
+            // removes it (and releases the slot then); otherwise the slot is free now.
+            if blobs.abort(&id).await.is_ok() {
+                self.inner.open_uploads.release(&id);
+            }
+            return Err(e);
+        }
+        Ok(id)
+    }
+
+    /// The session `id` of `repo`, or `UploadUnknown` (also for another repository's).
+    pub(crate) fn session(
+        &self,
+        repo: &RepoName,
+        id: &UploadId,
+    ) -> Result<uploads::Entry, StoreError> {
+        self.inner
+            .open_uploads
+            .get(repo, id)
+            .ok_or(StoreError::UploadUnknown)
+    }
+
+    /// The repository and owner of session `id`, for callers that address sessions by id
+    /// alone (the admin API's import uploads).
+    pub fn upload_session(&self, id: &UploadId) -> Result<(RepoName, Option<String>), StoreError> {
+        let entry = self
+            .inner
+            .open_uploads
+            .by_id(id)
+            .ok_or(StoreError::UploadUnknown)?;
+        let repo = entry.repo.ok_or(StoreError::UploadUnknown)?;
+        Ok((repo, Some(entry.owner.to_string())))
+    }
+
+    /// The bytes a session holds, opened for reading (an import reads the archive uploaded
+    /// into it). Reading does not touch the session; it stays open until cancelled.
+    pub async fn open_upload_data(
+        &self,
+        repo: &RepoName,
+        id: &UploadId,
+    ) -> Result<BlobReader, StoreError> {
+        self.session(repo, id)?;
+        let read = self.inner.blobs.read_session(id).await?;
+        Ok(BlobReader::new(read.stream))
+    }
+
+    /// Bytes received so far.
+    pub fn upload_status(&self, repo: &RepoName, id: &UploadId) -> Result<u64, StoreError> {
+        Ok(self.session(repo, id)?.size)
+    }
+
+    /// Append a chunk. `start` (from `Content-Range`) must equal the bytes held so far;
+    /// `len`, when known, must equal the bytes received. A failed chunk is rolled back.
+    pub async fn append_upload<R: AsyncRead + Unpin + Send>(
+        &self,
+        repo: &RepoName,
+        id: &UploadId,
+        start: Option<u64>,
+        len: Option<u64>,
+        mut reader: R,
+    ) -> Result<u64, StoreError> {
+        let session = self.session(repo, id)?;
+        let open = &self.inner.open_uploads;
+        open.touch(id, SystemTime::now());
+        let offset = start.unwrap_or(session.size);
+        let result = self.inner.blobs.append(id, offset, len, &mut reader).await;
+        // Idle is measured from the end of the last write, not its start.
+        open.touch(id, SystemTime::now());
+        let size = match result {
+            Ok(size) => size,
+            // The backend is the truth about what it holds (a rollback that failed may have
+            // left more): the status a client asks for next must say where to resume.
+            Err(e @ StoreError::UploadOutOfOrder { current, .. }) => {
+                open.set_size(id, current);
+                return Err(e);
+            }
+            Err(e) => return Err(e),
+        };
+        open.set_size(id, size);
+        Ok(size)
+    }
+
+    /// Close a session: append the optional last chunk, verify the whole upload against
+    /// `expected`, make it a blob and link it into `repo`.
+    pub async fn finish_upload<R: AsyncRead + Unpin + Send>(
+        &self,
+        repo: &RepoName,
+        id: &UploadId,
+        expected: &Digest,
+        reader: R,
+    ) -> Result<Ingested, StoreError> {
+        let session = self.session(repo, id)?;
+        if let Some(alg) = session.algorithm {
+            if alg != expected.algorithm() {
+                return Err(StoreError::DigestInvalid(format!(
+                    "upload was opened for {alg}, digest is {}",
+                    expected.algorithm()
+                )));
+            }
+        }
+        self.append_upload(repo, id, None, None, reader).await?;
+        let _pin = self.inner.pins.pin(expected);
+        let written = match self.inner.blobs.finish(id, expected).await {
+            Ok(w) => w,
+            Err(e @ StoreError::DigestMismatch { .. }) => {
+                // The backend removed the session.
+                self.inner.open_uploads.release(id);
+                return Err(e);
+            }
+            // Its session went with a cancel (an admin's, or its repository's deletion).
+            Err(_) if !self.inner.open_uploads.contains(id) => {
+                return Err(StoreError::UploadUnknown)
+            }
+            Err(e) => return Err(e),
+        };
+        // Its grace window starts now: the client's manifest referencing it comes next.
+        self.touch_written(expected);
+        // Released and linked under the journal lock, against which a repository delete
+        // cancels its sessions: a session cancelled first links nothing (the stored bytes
+        // are left to GC), so finishing it cannot bring a deleted repository back.
+        let mut locked = self.inner.meta.lock().await;
+        if !self.inner.open_uploads.release(id) {
+            return Err(StoreError::UploadUnknown);
+        }
+        self.link_locked(&mut locked, repo, expected).await?;
+        drop(locked);
+        Ok(Ingested {
+            digest: expected.clone(),
+            size: written.size,
+            existed: written.existed,
+        })
+    }
+
+    pub async fn cancel_upload(&self, repo: &RepoName, id: &UploadId) -> Result<(), StoreError> {
+        self.session(repo, id)?;
+        self.inner.blobs.abort(id).await?;
+        self.inner.open_uploads.release(id);
+        Ok(())
+    }
+}
