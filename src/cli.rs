@@ -9,7 +9,8 @@ use clap::{Parser, Subcommand};
 
 use crate::config::{
     parse_duration, AuthConfig, AuthMode, Config, DurationValue, GcConfig, LimitsConfig, LogConfig,
-    LogFormat, MetricsConfig, S3Keys, StorageConfig, StorageDriver, TlsConfig, UploadsConfig,
+    LogFormat, MetadataConfig, MetricsConfig, S3Keys, StorageConfig, StorageDriver, TlsConfig,
+    UploadsConfig,
 };
 
 #[derive(Parser, Debug)]
@@ -105,6 +106,11 @@ pub struct ServeArgs {
     /// filesystem (default 256). [key: storage.min_free_mib]
     #[arg(long, env = "AIRDOCK_MIN_FREE_MIB")]
     pub min_free_mib: Option<u64>,
+    /// `postgres://user:password@host:port/dbname`: keep repository metadata in PostgreSQL,
+    /// shared by every airdock given the same URL (replicas behind a load balancer, each with
+    /// its own --data-dir). Unset: the journal in the data dir. [key: metadata.url]
+    #[arg(long, env = "AIRDOCK_METADATA_URL")]
+    pub metadata_url: Option<String>,
     /// Where blobs live: `filesystem` (under --data-dir) or `s3`. [key: storage.driver]
     #[arg(long = "storage", env = "AIRDOCK_STORAGE")]
     pub storage_driver: Option<StorageDriver>,
@@ -273,6 +279,9 @@ impl ServeArgs {
                     access_key_id: None,
                     secret_access_key: None,
                 },
+            },
+            metadata: MetadataConfig {
+                url: self.metadata_url.clone(),
             },
             retention: Vec::new(),
             trusted_proxies: self.trusted_proxies.clone(),

@@ -157,7 +157,7 @@ fn check_config(file: &std::path::Path) -> Vec<String> {
 /// The store of an offline command: blobs where the data dir was bound (see
 /// `airdock::backend`).
 async fn open_store(dir: &std::path::Path) -> anyhow::Result<airdock::storage::Store> {
-    airdock::backend::open_store(dir, &airdock::config::BlobBackend::Filesystem)
+    airdock::backend::open_store(dir, &airdock::config::BlobBackend::Filesystem, None)
         .await
         .with_context(|| format!("opening data dir {}", dir.display()))
 }
@@ -215,21 +215,35 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
     let settings = file.overlay(args.to_config()).settings()?;
     airdock::observe::logging::init(settings.log_format);
     let open_files = raise_open_files_limit();
-    let store = airdock::backend::open_store(&settings.data_dir, &settings.blobs)
+    let store = airdock::backend::open_store(
+        &settings.data_dir,
+        &settings.blobs,
+        settings.metadata_url.as_deref(),
+    )
+    .await
+    .with_context(|| format!("opening data dir {}", settings.data_dir.display()))?;
+    let configured = args.admin_token.is_some() || args.admin_token_file.is_some();
+    let shared = airdock::auth::SharedSecrets::of(&store, configured)
         .await
-        .with_context(|| format!("opening data dir {}", settings.data_dir.display()))?;
+        .context("reading the secrets replicas share from the metadata database")?;
     let tls = match &settings.tls {
         Some((cert, key)) => Some(airdock::tls::server_config(cert, key)?),
         None => None,
     };
     let (admin_token, _) = airdock::auth::admin_token::AdminToken::resolve(
-        args.admin_token.as_deref(),
+        args.admin_token
+            .as_deref()
+            .or(shared.admin_token.as_deref()),
         args.admin_token_file.as_deref(),
         &settings.data_dir,
     )
     .context("setting up the admin token")?;
-    let auth =
-        airdock::auth::Auth::new(&settings.auth, settings.access.clone(), &settings.data_dir)?;
+    let auth = airdock::auth::Auth::new_with_key(
+        &settings.auth,
+        settings.access.clone(),
+        &settings.data_dir,
+        shared.token_key,
+    )?;
     let mut state = AppState::new(store, settings.sparse);
     state.auth = auth;
     state.admin_token = Some(admin_token);
