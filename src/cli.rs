@@ -40,6 +40,9 @@ pub enum Command {
     Backup(BackupArgs),
     /// Bring a backup back into an empty data dir, verifying every blob; prints a JSON report.
     Restore(RestoreArgs),
+    /// Move a data dir's metadata (no server using it) into an empty PostgreSQL database,
+    /// so that replicas can serve it (`--metadata-url`); prints a JSON report.
+    MigrateMetadata(MigrateMetadataArgs),
     /// Export a bundle (with everything it references), image or index as an imgpkg
     /// `--to-tar` tarball, from a server or a data dir.
     Export(crate::export_cli::ExportArgs),
@@ -350,6 +353,17 @@ pub struct RestoreArgs {
     /// it held that the backup does not reference are left to GC.
     #[arg(long)]
     pub force: bool,
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct MigrateMetadataArgs {
+    /// The data dir whose journal moves (no server may be using it). It is then bound to
+    /// the database: serve it with `--metadata-url`.
+    #[arg(long)]
+    pub from_data_dir: PathBuf,
+    /// `postgres://user:password@host:port/db` of an empty database (tables are created).
+    #[arg(long, env = "AIRDOCK_METADATA_URL")]
+    pub to: String,
 }
 
 #[derive(clap::Args, Debug, Clone)]

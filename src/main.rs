@@ -45,6 +45,16 @@ fn main() -> anyhow::Result<()> {
                 .build()?;
             rt.block_on(run_gc(args))
         }
+        Command::MigrateMetadata(args) => {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            let migrate = airdock::storage::migrate_metadata(&args.from_data_dir, &args.to);
+            let report = rt.block_on(migrate).with_context(|| {
+                format!("moving the metadata of {}", args.from_data_dir.display())
+            })?;
+            print_json(&report)
+        }
         Command::Backup(args) => {
             refuse_s3(&args.data_dir, "backup")?;
             let report = airdock::storage::backup::backup(&args.data_dir, &args.to)
@@ -162,8 +172,15 @@ async fn open_store(dir: &std::path::Path) -> anyhow::Result<airdock::storage::S
         .with_context(|| format!("opening data dir {}", dir.display()))
 }
 
-/// `backup` and `restore` copy blob files: refused for a data dir whose blobs are on S3.
+/// `backup` and `restore` copy blob files and the journal: refused for a data dir whose blobs
+/// are on S3 or whose metadata is in PostgreSQL.
 fn refuse_s3(data_dir: &std::path::Path, what: &str) -> anyhow::Result<()> {
+    if let Some(db) = airdock::storage::metadata_database(data_dir)? {
+        anyhow::bail!(
+            "{what} of a data dir whose metadata is in PostgreSQL ({db}) is not supported yet: \
+             back up the database (pg_dump) and the bucket"
+        );
+    }
     if airdock_storage_s3::binding::bound(data_dir)?.is_some() {
         anyhow::bail!(
             "{what} of a data dir whose blobs are on S3 is not supported yet ({} is bound to a bucket)",

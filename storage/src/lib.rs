@@ -14,6 +14,7 @@ pub mod layout;
 mod listing;
 mod manifest;
 mod meta;
+mod migrate;
 mod names;
 #[cfg(any(test, feature = "testsuite"))]
 pub mod pgtest;
@@ -42,6 +43,8 @@ pub use manifest::{
     OCI_INDEX, OCI_MANIFEST,
 };
 pub use meta::Txn;
+pub use migrate::{migrate_metadata, MigrateReport};
+pub use store::metadata_database;
 
 /// Whether `url` is a `metadata.url` the store can use (a PostgreSQL URL it can speak to);
 /// the reason for a person if not. Nothing is connected to.

@@ -284,6 +284,52 @@ impl State {
         }
     }
 
+    /// The shortest list of transactions that rebuilds this state: one per repository (its
+    /// links, manifests and tags), then one with every import record in its original order.
+    /// What compaction writes and what `migrate-metadata` inserts.
+    fn records(&self) -> Vec<Record> {
+        let mut out = Vec::new();
+        for (name, repo) in &self.repos {
+            let mut ops = Vec::new();
+            for d in &repo.blobs {
+                ops.push(Op::Link {
+                    repo: name.clone(),
+                    digest: d.clone(),
+                });
+            }
+            for rec in repo.manifests.values() {
+                ops.push(Op::Manifest {
+                    repo: name.clone(),
+                    record: (**rec).clone(),
+                });
+            }
+            for (t, e) in &repo.tags {
+                ops.push(Op::Tag {
+                    repo: name.clone(),
+                    tag: t.clone(),
+                    digest: e.digest.clone(),
+                    at: (e.at != 0).then_some(e.at),
+                });
+            }
+            out.push(Record { ops });
+        }
+        if !self.imports.is_empty() {
+            let mut records: Vec<&(u64, ImportRecord)> = self.imports.values().collect();
+            records.sort_by_key(|(seq, _)| *seq);
+            let ops = records
+                .into_iter()
+                .map(|(_, r)| Op::Import { record: r.clone() })
+                .collect();
+            out.push(Record { ops });
+        }
+        out
+    }
+
+    /// [`State::records`] as the JSON of their journal lines (and table rows).
+    pub(crate) fn record_bodies(&self) -> serde_json::Result<Vec<String>> {
+        self.records().iter().map(serde_json::to_string).collect()
+    }
+
     /// Check that `txn` leaves no dangling reference, given what `blob_exists` says is stored.
     fn check(&self, txn: &Txn, blob_exists: impl Fn(&Digest) -> bool) -> Result<(), StoreError> {
         // What earlier ops of this transaction add, per repository.
@@ -728,49 +774,12 @@ impl Meta {
             return Ok(());
         }
         let mut out = Vec::new();
-        {
-            let state = self.read();
-            for (name, repo) in &state.repos {
-                let mut ops = Vec::new();
-                for d in &repo.blobs {
-                    ops.push(Op::Link {
-                        repo: name.clone(),
-                        digest: d.clone(),
-                    });
-                }
-                for rec in repo.manifests.values() {
-                    ops.push(Op::Manifest {
-                        repo: name.clone(),
-                        record: (**rec).clone(),
-                    });
-                }
-                for (t, e) in &repo.tags {
-                    ops.push(Op::Tag {
-                        repo: name.clone(),
-                        tag: t.clone(),
-                        digest: e.digest.clone(),
-                        at: (e.at != 0).then_some(e.at),
-                    });
-                }
-                let json = serde_json::to_vec(&Record { ops }).map_err(io::Error::other)?;
-                out.extend_from_slice(checksum(&json).as_bytes());
-                out.push(b' ');
-                out.extend_from_slice(&json);
-                out.push(b'\n');
-            }
-            if !state.imports.is_empty() {
-                let mut records: Vec<&(u64, ImportRecord)> = state.imports.values().collect();
-                records.sort_by_key(|(seq, _)| *seq);
-                let ops = records
-                    .into_iter()
-                    .map(|(_, r)| Op::Import { record: r.clone() })
-                    .collect();
-                let json = serde_json::to_vec(&Record { ops }).map_err(io::Error::other)?;
-                out.extend_from_slice(checksum(&json).as_bytes());
-                out.push(b' ');
-                out.extend_from_slice(&json);
-                out.push(b'\n');
-            }
+        for record in self.read().records() {
+            let json = serde_json::to_vec(&record).map_err(io::Error::other)?;
+            out.extend_from_slice(checksum(&json).as_bytes());
+            out.push(b' ');
+            out.extend_from_slice(&json);
+            out.push(b'\n');
         }
         let root: PathBuf = root.to_owned();
         let file = tokio::task::spawn_blocking(move || -> io::Result<File> {
@@ -789,6 +798,14 @@ impl Meta {
         *journal = Journal::File(Arc::new(file));
         Ok(())
     }
+}
+
+/// Write `bodies` (transactions' JSON) into the empty journal table of `db` in one database
+/// transaction (see `migrate_metadata`).
+pub(crate) async fn import_into(db: Db, bodies: Vec<String>) -> Result<(), StoreError> {
+    let mut link = pg::Link::new(db);
+    link.migrate().await?;
+    link.import(bodies).await
 }
 
 /// The lock of one GC run over all replicas (see `Meta::gc_lock`).

@@ -244,3 +244,50 @@ async fn a_lost_database_is_503_with_retry_after_until_it_returns() {
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
 }
+
+/// `airdock migrate-metadata`: a single node's registry moves into PostgreSQL and is served
+/// from there (its data dir, and a second replica) without re-pushing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_node_moves_into_postgres_without_re_pushing() {
+    let pg = Postgres::start();
+    let url = pg.database();
+    let gw = Versitygw::start();
+    let mut args = s3_flags(&gw, "moved");
+    let c = client(Duration::from_secs(30));
+    let single = {
+        let a: Vec<&str> = args.iter().map(String::as_str).collect();
+        Server::start_in_env(scratch_dir("airdock-single-"), &a, &S3_ENV)
+    };
+    let d = push_image(&c, &single, "lab/app", "v1", 3).await;
+    let dir = single.into_data_dir();
+    let out = std::process::Command::new(crate::support::AIRDOCK_BIN)
+        .args(["migrate-metadata", "--from-data-dir"])
+        .arg(dir.path())
+        .args(["--to", &url])
+        .output()
+        .expect("run migrate-metadata");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).expect("JSON report");
+    assert_eq!(report["tags"], 1);
+    args.extend(["--metadata-url".to_owned(), url.clone()]);
+    let a: Vec<&str> = args.iter().map(String::as_str).collect();
+    let moved = Server::start_in_env(dir, &a, &S3_ENV);
+    let other = Server::start_in_env(scratch_dir("airdock-replica-"), &a, &S3_ENV);
+    for s in [&moved, &other] {
+        assert_eq!(resolve(&c, s, "lab/app", "v1").await, Some(d.clone()));
+    }
+    // Once moved, the data dir is not served from its old journal by mistake.
+    let dir = moved.into_data_dir();
+    let out = std::process::Command::new(crate::support::AIRDOCK_BIN)
+        .args(["migrate-metadata", "--from-data-dir"])
+        .arg(dir.path())
+        .args(["--to", &url])
+        .output()
+        .expect("run migrate-metadata");
+    assert!(!out.status.success(), "migrated twice");
+    drop(pg);
+}

@@ -250,6 +250,35 @@ impl Link {
         self.kept(r)
     }
 
+    /// Insert `bodies` in order into the empty journal table and commit, all in one
+    /// transaction under the journal lock; refused if the table holds anything.
+    pub(crate) async fn import(&mut self, bodies: Vec<String>) -> Result<(), StoreError> {
+        let rows = self.begin_locked(0).await?;
+        if !rows.is_empty() {
+            self.rollback().await;
+            return Err(StoreError::Unsupported(format!(
+                "the metadata database {} already holds metadata ({} transactions or more); \
+                 migrate into an empty database",
+                self.db.shown,
+                rows.len()
+            )));
+        }
+        let db = self.db.shown.clone();
+        let c = self.conn().await?;
+        let r = async {
+            let Some(insert) = &c.insert else {
+                return Err(unavailable(&db, "the journal table is not prepared"));
+            };
+            for body in &bodies {
+                timed(&db, QUERY_TIMEOUT, c.client.query_one(insert, &[body])).await?;
+            }
+            timed(&db, QUERY_TIMEOUT, c.client.batch_execute("COMMIT")).await
+        }
+        .await;
+        self.in_txn = false;
+        self.kept(r)
+    }
+
     /// End the transaction [`Link::begin_locked`] opened without committing. If that fails
     /// the connection is dropped, which rolls back as surely.
     pub(crate) async fn rollback(&mut self) {

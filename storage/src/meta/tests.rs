@@ -350,3 +350,77 @@ async fn a_data_dir_keeps_to_one_kind_of_journal() {
         Ok(_) => panic!("a PostgreSQL data dir opened with a local journal"),
     }
 }
+
+/// `migrate-metadata`: a single node's journal goes into an empty database whole, the data
+/// dir then serves from the database; a bound data dir or a database holding metadata is
+/// refused and nothing changes.
+#[tokio::test]
+async fn a_single_nodes_journal_moves_into_postgres_whole() {
+    let rig = Rig::postgres();
+    let url = rig.url.as_deref().expect("url");
+    let dir = tempfile::tempdir().expect("dir");
+    let local = |dir: &Path| {
+        let blobs = Box::new(FsBlobStore::new(rig.blobs.path()));
+        Store::open_with_metadata(dir.to_owned(), Some(blobs), None)
+    };
+    let s = local(dir.path()).await.expect("local");
+    let cfg = Digest::of(Algorithm::Sha256, b"{}");
+    let layer = Digest::of(Algorithm::Sha256, b"layer");
+    let body = manifest_json(&cfg, &layer);
+    for repo in ["a", "b/c"] {
+        let repo = name(repo);
+        s.push_blob(&repo, &cfg, &b"{}"[..]).await.expect("cfg");
+        s.push_blob(&repo, &layer, &b"layer"[..])
+            .await
+            .expect("layer");
+        let v1 = Reference::parse("v1").expect("ref");
+        s.put_manifest(&repo, &v1, OCI_MANIFEST, &body, &[tag("v2")], true)
+            .await
+            .expect("manifest");
+    }
+    let before = snapshot(&s);
+    drop(s);
+    let report = migrate_metadata(dir.path(), url).await.expect("migrate");
+    assert_eq!(
+        (report.repositories, report.manifests, report.tags),
+        (2, 2, 4)
+    );
+    assert!(!layout::journal_path(dir.path()).exists());
+    assert!(layout::migrated_journal_path(dir.path()).exists());
+    let s = rig.open(dir.path()).await;
+    assert_eq!(snapshot(&s), before);
+    let other = tempfile::tempdir().expect("other");
+    assert_eq!(
+        snapshot(&rig.open(other.path()).await),
+        before,
+        "any replica"
+    );
+    drop(s);
+    match migrate_metadata(dir.path(), url).await {
+        Err(StoreError::Unsupported(m)) => assert!(m.contains("PostgreSQL database"), "{m}"),
+        other => panic!(
+            "a bound data dir migrated again: {:?}",
+            other.map(|r| r.tags)
+        ),
+    }
+    let second = tempfile::tempdir().expect("second");
+    let s = local(second.path()).await.expect("local");
+    s.push_blob(&name("z"), &cfg, &b"{}"[..])
+        .await
+        .expect("push");
+    drop(s);
+    match migrate_metadata(second.path(), url).await {
+        Err(StoreError::Unsupported(m)) => assert!(m.contains("already holds metadata"), "{m}"),
+        other => panic!(
+            "merged into a database with metadata: {:?}",
+            other.map(|r| r.tags)
+        ),
+    }
+    let s = local(second.path()).await.expect("still a single node");
+    assert!(s.repo_exists(&name("z")));
+    assert_eq!(
+        snapshot(&rig.open(tempfile::tempdir().expect("t").path()).await),
+        before,
+        "the database is unchanged"
+    );
+}

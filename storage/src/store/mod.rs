@@ -254,7 +254,7 @@ impl Store {
 
 /// Refuse a data dir whose own journal holds metadata (opening it on a database would set
 /// that aside silently), else record which database it is bound to.
-fn bind_to_database(root: &Path, shown: &str) -> Result<(), StoreError> {
+pub(crate) fn bind_to_database(root: &Path, shown: &str) -> Result<(), StoreError> {
     let journal = layout::journal_path(root);
     let holds = match fs::metadata(&journal) {
         Ok(m) => m.len() > 0,
@@ -282,6 +282,16 @@ fn bind_to_database(root: &Path, shown: &str) -> Result<(), StoreError> {
     guard.disarm();
     crate::blobs::fsync_dir(&root.join(layout::META))?;
     Ok(())
+}
+
+/// The PostgreSQL database (URL without password) the data dir `root` is bound to, if any:
+/// its metadata is there, not in its journal (commands that read the journal refuse it).
+pub fn metadata_database(root: &Path) -> io::Result<Option<String>> {
+    match fs::read_to_string(layout::database_path(root)) {
+        Ok(db) => Ok(Some(db.trim().to_owned())),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 /// Refuse to open a data dir bound to a database with a local journal: its metadata is not
