@@ -145,17 +145,23 @@ impl HeldBack {
 impl Store {
     /// Run one garbage collection. Safe while the store serves; see the module docs.
     pub async fn gc(&self, opts: &GcOptions) -> Result<GcReport, StoreError> {
-        // The filesystem lists and sweeps files on blocking threads (as before the contract);
-        // another backend through the contract, with the store's `BlobClock` as its clock.
-        let on_fs = self.inner.blobs.kind() == "filesystem";
         let _one_at_a_time = self.inner.gc.lock().await;
         // With replicas on one database: one GC over all of them (the race argument for the
         // others' pushes is the same as for this process's; see ARCHITECTURE.md).
-        let Some(_one_replica) = self.inner.meta.gc_lock().await? else {
+        let Some(one_replica) = self.inner.meta.gc_lock().await? else {
             return Err(StoreError::Busy(
                 "a GC is running on another replica; try again when it has finished".into(),
             ));
         };
+        let report = self.gc_run(opts).await;
+        one_replica.release().await;
+        report
+    }
+
+    async fn gc_run(&self, opts: &GcOptions) -> Result<GcReport, StoreError> {
+        // The filesystem lists and sweeps files on blocking threads (as before the contract);
+        // another backend through the contract, with the store's `BlobClock` as its clock.
+        let on_fs = self.inner.blobs.kind() == "filesystem";
         let started = Instant::now();
         let mut report = GcReport {
             dry_run: opts.dry_run,

@@ -421,7 +421,9 @@ struct Remote {
     done: AtomicU64,
     /// The last round's failure, if it failed (std Mutex: a string copied in or out).
     failed: std::sync::Mutex<Option<String>>,
-    db: pg::Db,
+    /// The connection GC's lock is taken on (tokio Mutex, in an `Arc` so that the lock's
+    /// guard owns it: one GC per process at a time anyway).
+    gc: Arc<tokio::sync::Mutex<pg::Link>>,
 }
 
 pub(crate) struct Meta {
@@ -625,7 +627,7 @@ impl Meta {
                 started: AtomicU64::new(0),
                 done: AtomicU64::new(0),
                 failed: std::sync::Mutex::new(None),
-                db,
+                gc: Arc::new(tokio::sync::Mutex::new(pg::Link::new(db))),
             }),
             generation: AtomicU64::new(0),
             poisoned: AtomicBool::new(false),
@@ -717,16 +719,16 @@ impl Meta {
     }
 
     /// With PostgreSQL: take the lock that lets one replica at a time run GC, on a
-    /// connection of its own that the returned guard keeps (dropping it closes the
-    /// connection, which releases the lock even if this process dies). `None`: another
-    /// replica is running GC. With a file journal there is no one else: always granted.
+    /// connection of its own (a session lock: if this process dies, its connection closes and
+    /// the lock goes with it). `None`: another replica is running GC. With a file journal
+    /// there is no one else: always granted. Give it back with [`GcLock::release`].
     pub(crate) async fn gc_lock(&self) -> Result<Option<GcLock>, StoreError> {
         let Some(remote) = &self.remote else {
-            return Ok(Some(GcLock { _link: None }));
+            return Ok(Some(GcLock { link: None }));
         };
-        let mut link = pg::Link::new(remote.db.clone());
+        let mut link = Arc::clone(&remote.gc).lock_owned().await;
         if link.try_lock(pg::GC_LOCK).await? {
-            Ok(Some(GcLock { _link: Some(link) }))
+            Ok(Some(GcLock { link: Some(link) }))
         } else {
             Ok(None)
         }
@@ -810,7 +812,28 @@ pub(crate) async fn import_into(db: Db, bodies: Vec<String>) -> Result<(), Store
 
 /// The lock of one GC run over all replicas (see `Meta::gc_lock`).
 pub(crate) struct GcLock {
-    _link: Option<pg::Link>,
+    link: Option<tokio::sync::OwnedMutexGuard<pg::Link>>,
+}
+
+impl GcLock {
+    /// Unlock now: a closed connection also releases it, but only once the server has noticed,
+    /// and the next run (here or on another replica) would find it still taken.
+    pub(crate) async fn release(mut self) {
+        if let Some(link) = self.link.as_mut() {
+            link.unlock(pg::GC_LOCK).await;
+        }
+    }
+}
+
+impl Drop for GcLock {
+    /// Dropped without `release` (a panicking run): closing the connection releases it.
+    fn drop(&mut self) {
+        if let Some(link) = self.link.as_mut() {
+            if link.holds(pg::GC_LOCK) {
+                link.disconnect();
+            }
+        }
+    }
 }
 
 /// What a journal's intact lines build, and where they end.

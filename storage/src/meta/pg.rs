@@ -153,6 +153,8 @@ pub(crate) struct Link {
     conn: Option<Conn>,
     /// A transaction opened by [`Link::begin_locked`] is still open on `conn`.
     in_txn: bool,
+    /// The session lock [`Link::try_lock`] took, until [`Link::unlock`].
+    locked: Option<i32>,
 }
 
 impl Link {
@@ -161,7 +163,13 @@ impl Link {
             db,
             conn: None,
             in_txn: false,
+            locked: None,
         }
+    }
+
+    /// Whether this connection holds session lock `key`.
+    pub(crate) fn holds(&self, key: i32) -> bool {
+        self.locked == Some(key)
     }
 
     pub(crate) fn in_txn(&self) -> bool {
@@ -172,6 +180,7 @@ impl Link {
     pub(crate) fn disconnect(&mut self) {
         self.conn = None;
         self.in_txn = false;
+        self.locked = None;
     }
 
     async fn conn(&mut self) -> Result<&mut Conn, StoreError> {
@@ -339,7 +348,27 @@ impl Link {
         )
         .await
         .map(|row| row.get::<_, bool>(0));
+        if r.as_ref().is_ok_and(|taken| *taken) {
+            self.locked = Some(key);
+        }
         self.kept(r)
+    }
+
+    /// Release session lock `key` (or drop the connection, which does).
+    pub(crate) async fn unlock(&mut self, key: i32) {
+        if let Some(c) = &self.conn {
+            let done = timed(
+                &self.db.shown,
+                QUERY_TIMEOUT,
+                c.client
+                    .execute("SELECT pg_advisory_unlock($1, $2)", &[&LOCK_CLASS, &key]),
+            )
+            .await;
+            if done.is_err() {
+                self.disconnect();
+            }
+        }
+        self.locked = None;
     }
 }
 

@@ -424,3 +424,126 @@ async fn a_single_nodes_journal_moves_into_postgres_whole() {
         "the database is unchanged"
     );
 }
+
+/// GC over replicas: one run at a time, and a run on A while B pushes never leaves a tag,
+/// manifest or link naming a missing blob on any replica. B's push may be refused cleanly
+/// (its fresh blob is not pinned on A, and the grace window here is zero) but never
+/// acknowledged with something missing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn gc_on_one_replica_while_another_pushes_loses_nothing_reachable() {
+    let pg = Postgres::start();
+    let url = pg.database();
+    let blobs = crate::blobstore::memory::MemBlobStore::new();
+    let (da, db) = (
+        tempfile::tempdir().expect("a"),
+        tempfile::tempdir().expect("b"),
+    );
+    let open = |dir: &Path| {
+        let blobs: Box<dyn BlobStore> = Box::new(blobs.clone());
+        Store::open_with_metadata(dir.to_owned(), Some(blobs), Some(&url))
+    };
+    let a = open(da.path()).await.expect("a");
+    let b = open(db.path()).await.expect("b");
+    let opts = GcOptions {
+        grace: std::time::Duration::ZERO,
+        ..GcOptions::default()
+    };
+    // Garbage: stored, never linked.
+    let mut junk = Vec::new();
+    for i in 0..20u32 {
+        let bytes = format!("junk {i}").into_bytes();
+        let d = Digest::of(Algorithm::Sha256, &bytes);
+        a.ingest_blob(Some(&d), Algorithm::Sha256, &bytes[..], Ingest::default())
+            .await
+            .expect("junk");
+        junk.push(d);
+    }
+    // One GC over all replicas at a time.
+    let held = a.inner.meta.gc_lock().await.expect("lock").expect("free");
+    assert!(matches!(b.gc(&opts).await, Err(StoreError::Busy(_))));
+    drop(held);
+    let repo = name("r");
+    let pushes = {
+        let b = b.clone();
+        let repo = repo.clone();
+        tokio::spawn(async move {
+            let (mut ok, mut refused) = (0, 0);
+            for i in 0..30u32 {
+                let cfg_bytes = format!("{{\"i\":{i}}}").into_bytes();
+                let cfg = Digest::of(Algorithm::Sha256, &cfg_bytes);
+                let layer_bytes = format!("layer {i}").into_bytes();
+                let layer = Digest::of(Algorithm::Sha256, &layer_bytes);
+                let pushed = async {
+                    b.push_blob(&repo, &cfg, &cfg_bytes[..]).await?;
+                    b.push_blob(&repo, &layer, &layer_bytes[..]).await?;
+                    let body = manifest_json(&cfg, &layer);
+                    let t = Reference::parse(&format!("t{i}")).expect("ref");
+                    b.put_manifest(&repo, &t, OCI_MANIFEST, &body, &[], true)
+                        .await
+                };
+                match pushed.await {
+                    Ok(_) => ok += 1,
+                    // Refused cleanly: a blob or the manifest's own bytes, fresh on B but not
+                    // pinned on A, went with A's GC (grace zero) before B's commit checked it.
+                    Err(
+                        StoreError::ManifestBlobUnknown(_)
+                        | StoreError::BlobUnknown(_)
+                        | StoreError::ManifestUnknown(_),
+                    ) => refused += 1,
+                    Err(e) => panic!("push {i}: {e}"),
+                }
+            }
+            (ok, refused)
+        })
+    };
+    let mut runs = 0;
+    while !pushes.is_finished() {
+        a.gc(&opts).await.expect("gc");
+        runs += 1;
+    }
+    let (ok, refused) = pushes.await.expect("pushes");
+    assert!(
+        runs > 1 && ok > 0,
+        "runs {runs}, pushed {ok}, refused {refused}"
+    );
+    for d in &junk {
+        assert!(!a.blob_exists(d).await.expect("stat"), "garbage collected");
+    }
+    a.sync().await.expect("sync");
+    b.sync().await.expect("sync");
+    for s in [&a, &b] {
+        let named = named_blobs(s);
+        for d in named {
+            assert!(
+                s.blob_exists(&d).await.expect("stat"),
+                "{d} is named but gone"
+            );
+        }
+    }
+    assert_eq!(snapshot(&a), snapshot(&b));
+}
+
+/// Every blob `s`'s metadata names (links, manifests' own bytes, their layers and configs),
+/// after checking that every tag names a manifest held.
+fn named_blobs(s: &Store) -> Vec<Digest> {
+    let state = s.inner.meta.read();
+    for (r, repo) in &state.repos {
+        for (t, e) in &repo.tags {
+            let m = repo.manifests.get(&e.digest);
+            assert!(m.is_some(), "{r}:{t} names a manifest it does not hold");
+        }
+    }
+    state
+        .repos
+        .values()
+        .flat_map(|repo| {
+            let links = repo.blobs.iter().cloned();
+            let own = repo.manifests.keys().cloned();
+            let refs = repo
+                .manifests
+                .values()
+                .flat_map(|m| m.blobs.iter().map(|b| b.digest.clone()));
+            links.chain(own).chain(refs).collect::<Vec<_>>()
+        })
+        .collect()
+}
