@@ -245,6 +245,16 @@ async fn a_lost_database_is_503_with_retry_after_until_it_returns() {
     }
 }
 
+/// `airdock migrate-metadata --from-data-dir dir --to url`.
+fn migrate_metadata(dir: &std::path::Path, url: &str) -> std::process::Output {
+    std::process::Command::new(crate::support::AIRDOCK_BIN)
+        .args(["migrate-metadata", "--from-data-dir"])
+        .arg(dir)
+        .args(["--to", url])
+        .output()
+        .expect("run migrate-metadata")
+}
+
 /// `airdock migrate-metadata`: a single node's registry moves into PostgreSQL and is served
 /// from there (its data dir, and a second replica) without re-pushing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -260,12 +270,7 @@ async fn a_single_node_moves_into_postgres_without_re_pushing() {
     };
     let d = push_image(&c, &single, "lab/app", "v1", 3).await;
     let dir = single.into_data_dir();
-    let out = std::process::Command::new(crate::support::AIRDOCK_BIN)
-        .args(["migrate-metadata", "--from-data-dir"])
-        .arg(dir.path())
-        .args(["--to", &url])
-        .output()
-        .expect("run migrate-metadata");
+    let out = migrate_metadata(dir.path(), &url);
     assert!(
         out.status.success(),
         "{}",
@@ -282,12 +287,7 @@ async fn a_single_node_moves_into_postgres_without_re_pushing() {
     }
     // Once moved, the data dir is not served from its old journal by mistake.
     let dir = moved.into_data_dir();
-    let out = std::process::Command::new(crate::support::AIRDOCK_BIN)
-        .args(["migrate-metadata", "--from-data-dir"])
-        .arg(dir.path())
-        .args(["--to", &url])
-        .output()
-        .expect("run migrate-metadata");
+    let out = migrate_metadata(dir.path(), &url);
     assert!(!out.status.success(), "migrated twice");
     drop(pg);
 }

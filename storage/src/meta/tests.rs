@@ -2,14 +2,12 @@
 //! and the tests of replicas sharing one PostgreSQL database.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use crate::blobstore::fs::FsBlobStore;
 use crate::pgtest::Postgres;
+use crate::tests::{manifest_json, name};
 use crate::*;
-
-fn name(s: &str) -> RepoName {
-    RepoName::parse(s).expect("name")
-}
 
 /// Stores opened on one journal kind, with their blobs in one shared directory (as replicas
 /// share a bucket), each on its own data dir.
@@ -45,15 +43,31 @@ impl Rig {
     }
 }
 
-fn manifest_json(config: &Digest, layer: &Digest) -> Vec<u8> {
-    format!(
-        r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config}","size":2}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"{layer}","size":5}}]}}"#
-    )
-    .into_bytes()
-}
-
 fn tag(s: &str) -> Tag {
     Tag::parse(s).expect("tag")
+}
+
+/// Push a config and a layer into `repo` of `s`; the manifest naming them.
+async fn push_image_blobs(s: &Store, repo: &RepoName) -> Vec<u8> {
+    let cfg = Digest::of(Algorithm::Sha256, b"{}");
+    let layer = Digest::of(Algorithm::Sha256, b"layer");
+    s.push_blob(repo, &cfg, &b"{}"[..]).await.expect("cfg");
+    s.push_blob(repo, &layer, &b"layer"[..])
+        .await
+        .expect("layer");
+    manifest_json(&cfg, &layer)
+}
+
+/// Put manifest `body` into `repo` of `s` under tag `t`.
+async fn put_tagged(
+    s: &Store,
+    repo: &RepoName,
+    t: &str,
+    body: &[u8],
+) -> Result<Arc<ManifestRecord>, StoreError> {
+    let reference = Reference::parse(t).expect("ref");
+    s.put_manifest(repo, &reference, OCI_MANIFEST, body, &[], true)
+        .await
 }
 
 /// A commit is checked before it is journalled, a refused one changes nothing, and what
@@ -150,37 +164,14 @@ async fn a_commit_on_one_replica_is_read_by_another_after_its_sync() {
     let a = rig.open(da.path()).await;
     let b = rig.open(db.path()).await;
     let repo = name("r");
-    let cfg = Digest::of(Algorithm::Sha256, b"{}");
-    let layer = Digest::of(Algorithm::Sha256, b"layer");
-    a.push_blob(&repo, &cfg, &b"{}"[..]).await.expect("cfg");
-    a.push_blob(&repo, &layer, &b"layer"[..])
-        .await
-        .expect("layer");
-    let body = manifest_json(&cfg, &layer);
-    let m = a
-        .put_manifest(
-            &repo,
-            &Reference::parse("v1").expect("ref"),
-            OCI_MANIFEST,
-            &body,
-            &[],
-            true,
-        )
-        .await
-        .expect("manifest");
+    let body = push_image_blobs(&a, &repo).await;
+    let m = put_tagged(&a, &repo, "v1", &body).await.expect("manifest");
     b.sync().await.expect("sync");
     assert_eq!(b.resolve_tag(&repo, &tag("v1")), Some(m.digest.clone()));
     // And the other way round: B's commit is checked against A's links, which it caught up.
-    b.put_manifest(
-        &repo,
-        &Reference::parse("v2").expect("ref"),
-        OCI_MANIFEST,
-        &body,
-        &[],
-        true,
-    )
-    .await
-    .expect("B tags A's manifest");
+    put_tagged(&b, &repo, "v2", &body)
+        .await
+        .expect("B tags A's manifest");
     a.sync().await.expect("sync");
     assert_eq!(a.resolve_tag(&repo, &tag("v2")), Some(m.digest.clone()));
     assert_eq!(snapshot(&a), snapshot(&b));
@@ -197,13 +188,7 @@ async fn racing_replicas_serialize_into_one_history() {
     let a = rig.open(dirs[0].path()).await;
     let b = rig.open(dirs[1].path()).await;
     let repo = name("r");
-    let cfg = Digest::of(Algorithm::Sha256, b"{}");
-    let layer = Digest::of(Algorithm::Sha256, b"layer");
-    a.push_blob(&repo, &cfg, &b"{}"[..]).await.expect("cfg");
-    a.push_blob(&repo, &layer, &b"layer"[..])
-        .await
-        .expect("layer");
-    let body = manifest_json(&cfg, &layer);
+    let body = push_image_blobs(&a, &repo).await;
     let digest = Digest::of(Algorithm::Sha256, &body);
     let pushes = {
         let (a, repo, body) = (a.clone(), repo.clone(), body.clone());
@@ -398,10 +383,7 @@ async fn a_single_nodes_journal_moves_into_postgres_whole() {
     drop(s);
     match migrate_metadata(dir.path(), url).await {
         Err(StoreError::Unsupported(m)) => assert!(m.contains("PostgreSQL database"), "{m}"),
-        other => panic!(
-            "a bound data dir migrated again: {:?}",
-            other.map(|r| r.tags)
-        ),
+        other => panic!("a bound data dir migrated again: {other:?}"),
     }
     let second = tempfile::tempdir().expect("second");
     let s = local(second.path()).await.expect("local");
@@ -411,10 +393,7 @@ async fn a_single_nodes_journal_moves_into_postgres_whole() {
     drop(s);
     match migrate_metadata(second.path(), url).await {
         Err(StoreError::Unsupported(m)) => assert!(m.contains("already holds metadata"), "{m}"),
-        other => panic!(
-            "merged into a database with metadata: {:?}",
-            other.map(|r| r.tags)
-        ),
+        other => panic!("merged into a database with metadata: {other:?}"),
     }
     let s = local(second.path()).await.expect("still a single node");
     assert!(s.repo_exists(&name("z")));
