@@ -291,3 +291,56 @@ async fn a_single_node_moves_into_postgres_without_re_pushing() {
     assert!(!out.status.success(), "migrated twice");
     drop(pg);
 }
+
+/// Imports racing through two replicas into one repository: each is one transaction, so each
+/// is whole (its record with it), and both replicas list the same tags, digests and records.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn imports_racing_through_two_replicas_stay_whole_and_agree() {
+    const TOKEN: &str = "replica-admin-token";
+    let cl = Cluster::start(2, &["--admin-token", TOKEN]);
+    let (a, b) = (&cl.replicas[0], &cl.replicas[1]);
+    let c = client(Duration::from_secs(60));
+    let import = |s: &'static str, fixture: &'static str| {
+        let server = if s == "a" { a } else { b };
+        let (c, base) = (c.clone(), server.base_url());
+        async move {
+            for _ in 0..3 {
+                let tar = crate::fixture::fixture_tar(fixture);
+                assert!(
+                    crate::crash::post_import(&c, &base, TOKEN, "lab/bundle", tar).await,
+                    "import through {s}"
+                );
+            }
+        }
+    };
+    tokio::join!(import("a", "platform-bundle"), import("b", "multi-image"));
+    let mut seen = Vec::new();
+    for s in [a, b] {
+        let tags = get_json(&c, s, "/v2/lab/bundle/tags/list").await;
+        let mut resolved = Vec::new();
+        for t in tags["tags"].as_array().expect("tags") {
+            let t = t.as_str().expect("tag");
+            resolved.push((t.to_owned(), resolve(&c, s, "lab/bundle", t).await));
+        }
+        assert!(resolved.iter().all(|(_, d)| d.is_some()), "{resolved:?}");
+        let records = c
+            .get(s.url("/admin/v1/imports?repository=lab/bundle"))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .expect("imports")
+            .json::<Value>()
+            .await
+            .expect("json");
+        let ids: Vec<String> = records["imports"]
+            .as_array()
+            .expect("imports")
+            .iter()
+            .map(|r| r["id"].to_string())
+            .collect();
+        assert_eq!(ids.len(), 6, "every import recorded once");
+        assert!(ids.iter().all(|id| id.len() > 4), "{ids:?}");
+        seen.push((resolved, ids));
+    }
+    assert_eq!(seen[0], seen[1], "both replicas hold the same history");
+}
