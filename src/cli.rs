@@ -329,6 +329,9 @@ pub struct GcArgs {
     /// Also expire upload sessions idle this long (default 24h; `0` = keep them).
     #[arg(long, env = "AIRDOCK_UPLOAD_TTL", value_parser = parse_duration)]
     pub upload_ttl: Option<Duration>,
+    /// The PostgreSQL database of a replica's data dir (its metadata is there).
+    #[arg(long, env = "AIRDOCK_METADATA_URL")]
+    pub metadata_url: Option<String>,
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -375,6 +378,10 @@ pub struct FsckArgs {
     /// files. Good data is never deleted.
     #[arg(long)]
     pub repair: bool,
+    /// The PostgreSQL database of a replica's data dir (its metadata is there). The data
+    /// dir is then opened for writing (its lock taken), also for a check.
+    #[arg(long, env = "AIRDOCK_METADATA_URL")]
+    pub metadata_url: Option<String>,
 }
 
 impl GcPolicy {

@@ -165,9 +165,12 @@ fn check_config(file: &std::path::Path) -> Vec<String> {
 }
 
 /// The store of an offline command: blobs where the data dir was bound (see
-/// `airdock::backend`).
-async fn open_store(dir: &std::path::Path) -> anyhow::Result<airdock::storage::Store> {
-    airdock::backend::open_store(dir, &airdock::config::BlobBackend::Filesystem, None)
+/// `airdock::backend`), metadata in its journal or in the database at `metadata`.
+async fn open_store(
+    dir: &std::path::Path,
+    metadata: Option<&str>,
+) -> anyhow::Result<airdock::storage::Store> {
+    airdock::backend::open_store(dir, &airdock::config::BlobBackend::Filesystem, metadata)
         .await
         .with_context(|| format!("opening data dir {}", dir.display()))
 }
@@ -203,7 +206,7 @@ async fn run_gc(args: GcArgs) -> anyhow::Result<()> {
         Some(path) => Config::load(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?,
         None => Config::default(),
     };
-    let store = open_store(&args.data_dir).await?;
+    let store = open_store(&args.data_dir, args.metadata_url.as_deref()).await?;
     let mut opts = file.overlay(args.to_config()).gc_options();
     opts.dry_run = args.dry_run;
     let report = store.gc(&opts).await.context("gc")?;
@@ -212,8 +215,8 @@ async fn run_gc(args: GcArgs) -> anyhow::Result<()> {
 
 async fn run_fsck(args: FsckArgs) -> anyhow::Result<bool> {
     // A check writes nothing, so it works on a read-only copy or mount of a data dir.
-    let store = if args.repair {
-        open_store(&args.data_dir).await?
+    let store = if args.repair || args.metadata_url.is_some() {
+        open_store(&args.data_dir, args.metadata_url.as_deref()).await?
     } else {
         airdock::backend::open_store_read_only(&args.data_dir)
             .await

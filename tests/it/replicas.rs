@@ -11,7 +11,7 @@ use airdock_storage_s3::testing::Versitygw;
 use reqwest::StatusCode;
 use serde_json::Value;
 
-use crate::s3::{s3_flags, S3_ENV};
+use crate::s3::{airdock_s3, s3_flags, S3_ENV};
 use crate::security::{basic, htpasswd};
 use crate::support::{
     client, get, get_json, image_manifest, push_blob, put_manifest, scratch_dir, sha256, Server,
@@ -285,8 +285,18 @@ async fn a_single_node_moves_into_postgres_without_re_pushing() {
     for s in [&moved, &other] {
         assert_eq!(resolve(&c, s, "lab/app", "v1").await, Some(d.clone()));
     }
-    // Once moved, the data dir is not served from its old journal by mistake.
+    // The offline commands work on a replica's data dir with the database's URL: fsck finds
+    // everything the database names in the bucket, GC runs (the replica stopped).
     let dir = moved.into_data_dir();
+    let d_arg = dir.path().to_str().expect("utf-8");
+    let (ok, out, err) = airdock_s3(&["fsck", "--data-dir", d_arg, "--metadata-url", &url]);
+    assert!(ok, "fsck: {out}{err}");
+    let fsck: Value = serde_json::from_str(&out).expect("fsck report");
+    assert_eq!(fsck["clean"], true, "{fsck}");
+    let (ok, out, err) = airdock_s3(&["gc", "--data-dir", d_arg, "--metadata-url", &url]);
+    assert!(ok, "gc: {out}{err}");
+    assert_eq!(resolve(&c, &other, "lab/app", "v1").await, Some(d.clone()));
+    // Once moved, the data dir is not served from its old journal by mistake.
     let out = migrate_metadata(dir.path(), &url);
     assert!(!out.status.success(), "migrated twice");
     drop(pg);

@@ -77,7 +77,7 @@ pub(crate) fn s3_flags(gw: &Versitygw, prefix: &str) -> Vec<String> {
 }
 
 /// `airdock` with the S3 credentials in its environment.
-fn airdock_s3(args: &[&str]) -> (bool, String, String) {
+pub(crate) fn airdock_s3(args: &[&str]) -> (bool, String, String) {
     let out = Command::new(AIRDOCK_BIN)
         .args(args)
         .envs(S3_ENV)
