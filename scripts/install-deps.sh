@@ -38,6 +38,14 @@ for module in "${!PY_PACKAGE_FOR[@]}"; do
     fi
 done
 
+# PostgreSQL's server (storage/src/pgtest.rs: the metadata tests start their own, `initdb` into a
+# temp dir and `postgres` on a free loopback port, as the `postgres` account the package creates
+# when the tests run as root). Debian keeps the binaries off the PATH, in
+# /usr/lib/postgresql/<version>/bin.
+if ! command -v initdb >/dev/null 2>&1 && ! compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null; then
+    missing+=(postgresql)
+fi
+
 if ((${#missing[@]} == 0)); then
     echo "install-deps: all test dependencies present (${!PACKAGE_FOR[*]})"
 else

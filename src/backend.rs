@@ -33,10 +33,16 @@ pub async fn blob_backend(
     Ok(Some(Box::new(blobs)))
 }
 
-/// Open the store under `data_dir` with its blobs where [`blob_backend`] says.
-pub async fn open_store(data_dir: &Path, configured: &BlobBackend) -> Result<Store, StoreError> {
+/// Open the store under `data_dir` with its blobs where [`blob_backend`] says, and its
+/// metadata in the PostgreSQL database at `metadata` (`metadata.url`) or, without, in the
+/// data dir's journal.
+pub async fn open_store(
+    data_dir: &Path,
+    configured: &BlobBackend,
+    metadata: Option<&str>,
+) -> Result<Store, StoreError> {
     let blobs = blob_backend(data_dir, configured).await?;
-    Store::open_with(data_dir, blobs).await
+    Store::open_with_metadata(data_dir, blobs, metadata).await
 }
 
 /// [`open_store`] read-only ([`Store::open_read_only`]), for checks and exports.

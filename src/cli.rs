@@ -9,7 +9,8 @@ use clap::{Parser, Subcommand};
 
 use crate::config::{
     parse_duration, AuthConfig, AuthMode, Config, DurationValue, GcConfig, LimitsConfig, LogConfig,
-    LogFormat, MetricsConfig, S3Keys, StorageConfig, StorageDriver, TlsConfig, UploadsConfig,
+    LogFormat, MetadataConfig, MetricsConfig, S3Keys, StorageConfig, StorageDriver, TlsConfig,
+    UploadsConfig,
 };
 
 #[derive(Parser, Debug)]
@@ -39,6 +40,9 @@ pub enum Command {
     Backup(BackupArgs),
     /// Bring a backup back into an empty data dir, verifying every blob; prints a JSON report.
     Restore(RestoreArgs),
+    /// Move a data dir's metadata (no server using it) into an empty PostgreSQL database,
+    /// so that replicas can serve it (`--metadata-url`); prints a JSON report.
+    MigrateMetadata(MigrateMetadataArgs),
     /// Export a bundle (with everything it references), image or index as an imgpkg
     /// `--to-tar` tarball, from a server or a data dir.
     Export(crate::export_cli::ExportArgs),
@@ -105,6 +109,11 @@ pub struct ServeArgs {
     /// filesystem (default 256). [key: storage.min_free_mib]
     #[arg(long, env = "AIRDOCK_MIN_FREE_MIB")]
     pub min_free_mib: Option<u64>,
+    /// `postgres://user:password@host:port/dbname`: keep repository metadata in PostgreSQL,
+    /// shared by every airdock given the same URL (replicas behind a load balancer, each with
+    /// its own --data-dir). Unset: the journal in the data dir. [key: metadata.url]
+    #[arg(long, env = "AIRDOCK_METADATA_URL")]
+    pub metadata_url: Option<String>,
     /// Where blobs live: `filesystem` (under --data-dir) or `s3`. [key: storage.driver]
     #[arg(long = "storage", env = "AIRDOCK_STORAGE")]
     pub storage_driver: Option<StorageDriver>,
@@ -274,6 +283,9 @@ impl ServeArgs {
                     secret_access_key: None,
                 },
             },
+            metadata: MetadataConfig {
+                url: self.metadata_url.clone(),
+            },
             retention: Vec::new(),
             trusted_proxies: self.trusted_proxies.clone(),
             log: LogConfig {
@@ -317,6 +329,9 @@ pub struct GcArgs {
     /// Also expire upload sessions idle this long (default 24h; `0` = keep them).
     #[arg(long, env = "AIRDOCK_UPLOAD_TTL", value_parser = parse_duration)]
     pub upload_ttl: Option<Duration>,
+    /// The PostgreSQL database of a replica's data dir (its metadata is there).
+    #[arg(long, env = "AIRDOCK_METADATA_URL")]
+    pub metadata_url: Option<String>,
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -344,6 +359,17 @@ pub struct RestoreArgs {
 }
 
 #[derive(clap::Args, Debug, Clone)]
+pub struct MigrateMetadataArgs {
+    /// The data dir whose journal moves (no server may be using it). It is then bound to
+    /// the database: serve it with `--metadata-url`.
+    #[arg(long)]
+    pub from_data_dir: PathBuf,
+    /// `postgres://user:password@host:port/db` of an empty database (tables are created).
+    #[arg(long, env = "AIRDOCK_METADATA_URL")]
+    pub to: String,
+}
+
+#[derive(clap::Args, Debug, Clone)]
 pub struct FsckArgs {
     /// The data dir to check.
     #[arg(long, env = "AIRDOCK_DATA_DIR")]
@@ -352,6 +378,10 @@ pub struct FsckArgs {
     /// files. Good data is never deleted.
     #[arg(long)]
     pub repair: bool,
+    /// The PostgreSQL database of a replica's data dir (its metadata is there). The data
+    /// dir is then opened for writing (its lock taken), also for a check.
+    #[arg(long, env = "AIRDOCK_METADATA_URL")]
+    pub metadata_url: Option<String>,
 }
 
 impl GcPolicy {

@@ -33,6 +33,7 @@ pub struct Config {
     pub gc: GcConfig,
     pub uploads: UploadsConfig,
     pub storage: StorageConfig,
+    pub metadata: MetadataConfig,
     /// Retention rules, applied by every GC run; see [`RetentionRule`].
     pub retention: Vec<RetentionRule>,
     /// Reverse proxies whose `Forwarded`/`X-Forwarded-*` headers are believed.
@@ -211,6 +212,15 @@ pub struct GcConfig {
 pub struct UploadsConfig {
     /// Upload sessions idle this long expire (default 24h; `0` = never).
     pub ttl: Option<DurationValue>,
+}
+
+/// `metadata.*`: where repository metadata lives.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetadataConfig {
+    /// `postgres://user:password@host:port/dbname`: the metadata in PostgreSQL, shared by
+    /// every airdock (replica) given the same URL. Unset: the journal in the data dir.
+    pub url: Option<String>,
 }
 
 /// Default free-space floor of `/readyz` (`storage.min_free_mib`): room for a few layers.
@@ -746,6 +756,8 @@ pub struct Settings {
     pub log_format: LogFormat,
     pub metrics: MetricsSettings,
     pub blobs: BlobBackend,
+    /// `metadata.url`: PostgreSQL, or `None` for the data dir's own journal.
+    pub metadata_url: Option<String>,
 }
 
 /// Default of `limits.max_open_uploads`.
@@ -849,6 +861,7 @@ impl Config {
         );
         pick(&mut self.storage.min_free_mib, other.storage.min_free_mib);
         pick(&mut self.storage.driver, other.storage.driver);
+        pick(&mut self.metadata.url, other.metadata.url);
         let (s, t) = (&mut self.storage.s3, other.storage.s3);
         pick(&mut s.endpoint, t.endpoint);
         pick(&mut s.bucket, t.bucket);
@@ -923,8 +936,16 @@ file authentication is off and anyone could push; set auth.htpasswd"
             }
         }
         let blobs = self.storage.blob_backend()?;
+        let metadata_url = self.metadata.url.filter(|u| !u.is_empty());
+        if let Some(url) = &metadata_url {
+            airdock_storage::check_metadata_url(url).map_err(|msg| ConfigError {
+                location: None,
+                msg: format!("metadata.url (--metadata-url, AIRDOCK_METADATA_URL): {msg}"),
+            })?;
+        }
         Ok(Settings {
             blobs,
+            metadata_url,
             gc,
             gc_interval: self.gc.interval.map_or(Duration::ZERO, |d| d.0),
             allow_referenced_blob_delete: self
@@ -1187,6 +1208,40 @@ bucket: reg\n    prefix: lab/a\n    access_key_id: k\n    secret_access_key: s\n
         };
         let cfg = Config::parse(rules).expect("parse").overlay(flags);
         assert!(cfg.settings().is_ok());
+    }
+
+    #[test]
+    fn metadata_url_key_flag_and_check() {
+        let cfg =
+            Config::parse("metadata:\n  url: postgres://airdock@db:5432/airdock\n").expect("parse");
+        let s = cfg.clone().settings().expect("settings");
+        assert_eq!(
+            s.metadata_url.as_deref(),
+            Some("postgres://airdock@db:5432/airdock")
+        );
+        let flags = Config {
+            metadata: MetadataConfig {
+                url: Some("postgres://other@db2/x".into()),
+            },
+            ..Config::default()
+        };
+        let s = cfg.overlay(flags).settings().expect("settings");
+        assert_eq!(s.metadata_url.as_deref(), Some("postgres://other@db2/x"));
+        assert_eq!(Config::default().settings().expect("s").metadata_url, None);
+        let bad = Config::parse("metadata:\n  url: \"mysql://x\"\n")
+            .expect("parses")
+            .settings()
+            .expect_err("not PostgreSQL");
+        assert!(bad.msg.contains("metadata.url"), "{bad}");
+        let tls = Config::parse("metadata:\n  url: postgres://a@b/c?sslmode=require\n")
+            .expect("parses")
+            .settings()
+            .expect_err("TLS is refused, not silently dropped");
+        assert!(tls.msg.contains("sslmode"), "{tls}");
+        assert!(
+            Config::parse("metadata:\n  urll: x\n").is_err(),
+            "unknown key"
+        );
     }
 
     #[test]

@@ -77,6 +77,8 @@ pub mod code {
     pub const TAG_INVALID: &str = "TAG_INVALID";
     pub const PAGINATION_NUMBER_INVALID: &str = "PAGINATION_NUMBER_INVALID";
     pub const UNKNOWN: &str = "UNKNOWN";
+    /// Distribution's code for a registry that cannot serve right now (503).
+    pub const UNAVAILABLE: &str = "UNAVAILABLE";
 }
 
 impl RegistryError {
@@ -107,7 +109,8 @@ impl RegistryError {
                 // answers a delete of a blob in use the same way).
                 S::Denied(_) => (StatusCode::METHOD_NOT_ALLOWED, code::DENIED),
                 S::RangeInvalid { .. } => (StatusCode::RANGE_NOT_SATISFIABLE, code::BLOB_UNKNOWN),
-                S::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, code::UNKNOWN),
+                S::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, code::UNAVAILABLE),
+                S::Busy(_) => (StatusCode::CONFLICT, code::UNKNOWN),
                 S::Unsupported(_) => (StatusCode::NOT_IMPLEMENTED, code::UNSUPPORTED),
                 S::Io(e) if e.kind() == std::io::ErrorKind::StorageFull => {
                     (StatusCode::INSUFFICIENT_STORAGE, code::UNKNOWN)
@@ -164,6 +167,18 @@ impl RegistryError {
                 error_body(code, "storage full", &serde_json::Value::Null),
             );
         }
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            // Not the client's fault and not a bug: say it is worth retrying, not what broke.
+            tracing::warn!(error = %self, "storage unavailable");
+            return (
+                status,
+                error_body(
+                    code,
+                    "storage temporarily unavailable; retry later",
+                    &serde_json::Value::Null,
+                ),
+            );
+        }
         if status.is_server_error() {
             // Internal details go to the log, not to the client.
             tracing::error!(error = %self, "internal error");
@@ -206,6 +221,11 @@ impl IntoResponse for RegistryError {
             }
             RegistryError::Busy(_) => {
                 h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            RegistryError::Store(StoreError::Unavailable(_)) => {
+                // The database or bucket is usually back within seconds (a failover, a
+                // restart); clients that honour it retry instead of failing the pull.
+                h.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
             }
             RegistryError::Store(StoreError::TooManyUploads { retry_after, .. }) => {
                 // When the store can next make room: the offender's oldest session idle

@@ -169,6 +169,7 @@ async fn to_data_dir(
         crate::backend::open_store(
             &args.target.data_dir,
             &crate::config::BlobBackend::Filesystem,
+            None,
         )
         .await
     }

@@ -101,6 +101,7 @@ pub fn app(state: AppState) -> Router {
     };
     let limiter = state.limiter.clone();
     let forwarding = state.forwarding.clone();
+    let store = state.store.clone();
     let console = ui::router(state.clone());
     let router = Router::new()
         .route("/v2", get(http::base).head(http::base))
@@ -132,6 +133,8 @@ pub fn app(state: AppState) -> Router {
         // The web console: its own pages, rights checks and sessions, all under `/ui/`.
         .merge(console);
     router
+        // Innermost: after the auth layer refused what it refuses, before any handler reads.
+        .layer(axum::middleware::from_fn_with_state(store, catch_up))
         .layer(axum::middleware::from_fn_with_state(limiter, limits::layer))
         .layer(axum::middleware::from_fn_with_state(gate, auth::layer))
         .layer(axum::middleware::map_response(add_api_version))
@@ -145,6 +148,28 @@ pub fn app(state: AppState) -> Router {
             forwarding,
             forwarded::layer,
         ))
+}
+
+/// With the metadata in PostgreSQL (replicas), apply what other replicas committed before
+/// a request that reads metadata is handled, so that no replica answers from a state older
+/// than a write already acknowledged by another. Without a database (or for the probes and
+/// `/metrics`, which read none) this costs nothing. A lost database answers 503 with
+/// `Retry-After` here, before anything is read.
+async fn catch_up(
+    axum::extract::State(store): axum::extract::State<Store>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let path = req.uri().path();
+    let reads = ["/v2", "/admin/", "/ui"]
+        .iter()
+        .any(|p| path.starts_with(p));
+    if reads && store.metadata_is_shared() {
+        if let Err(e) = store.sync().await {
+            return axum::response::IntoResponse::into_response(error::RegistryError::Store(e));
+        }
+    }
+    next.run(req).await
 }
 
 /// The request span names the client (behind a trusted proxy: the proxy's client).

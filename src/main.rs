@@ -45,6 +45,16 @@ fn main() -> anyhow::Result<()> {
                 .build()?;
             rt.block_on(run_gc(args))
         }
+        Command::MigrateMetadata(args) => {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            let migrate = airdock::storage::migrate_metadata(&args.from_data_dir, &args.to);
+            let report = rt.block_on(migrate).with_context(|| {
+                format!("moving the metadata of {}", args.from_data_dir.display())
+            })?;
+            print_json(&report)
+        }
         Command::Backup(args) => {
             refuse_s3(&args.data_dir, "backup")?;
             let report = airdock::storage::backup::backup(&args.data_dir, &args.to)
@@ -155,15 +165,25 @@ fn check_config(file: &std::path::Path) -> Vec<String> {
 }
 
 /// The store of an offline command: blobs where the data dir was bound (see
-/// `airdock::backend`).
-async fn open_store(dir: &std::path::Path) -> anyhow::Result<airdock::storage::Store> {
-    airdock::backend::open_store(dir, &airdock::config::BlobBackend::Filesystem)
+/// `airdock::backend`), metadata in its journal or in the database at `metadata`.
+async fn open_store(
+    dir: &std::path::Path,
+    metadata: Option<&str>,
+) -> anyhow::Result<airdock::storage::Store> {
+    airdock::backend::open_store(dir, &airdock::config::BlobBackend::Filesystem, metadata)
         .await
         .with_context(|| format!("opening data dir {}", dir.display()))
 }
 
-/// `backup` and `restore` copy blob files: refused for a data dir whose blobs are on S3.
+/// `backup` and `restore` copy blob files and the journal: refused for a data dir whose blobs
+/// are on S3 or whose metadata is in PostgreSQL.
 fn refuse_s3(data_dir: &std::path::Path, what: &str) -> anyhow::Result<()> {
+    if let Some(db) = airdock::storage::metadata_database(data_dir)? {
+        anyhow::bail!(
+            "{what} of a data dir whose metadata is in PostgreSQL ({db}) is not supported yet: \
+             back up the database (pg_dump) and the bucket"
+        );
+    }
     if airdock_storage_s3::binding::bound(data_dir)?.is_some() {
         anyhow::bail!(
             "{what} of a data dir whose blobs are on S3 is not supported yet ({} is bound to a bucket)",
@@ -186,7 +206,7 @@ async fn run_gc(args: GcArgs) -> anyhow::Result<()> {
         Some(path) => Config::load(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?,
         None => Config::default(),
     };
-    let store = open_store(&args.data_dir).await?;
+    let store = open_store(&args.data_dir, args.metadata_url.as_deref()).await?;
     let mut opts = file.overlay(args.to_config()).gc_options();
     opts.dry_run = args.dry_run;
     let report = store.gc(&opts).await.context("gc")?;
@@ -195,8 +215,8 @@ async fn run_gc(args: GcArgs) -> anyhow::Result<()> {
 
 async fn run_fsck(args: FsckArgs) -> anyhow::Result<bool> {
     // A check writes nothing, so it works on a read-only copy or mount of a data dir.
-    let store = if args.repair {
-        open_store(&args.data_dir).await?
+    let store = if args.repair || args.metadata_url.is_some() {
+        open_store(&args.data_dir, args.metadata_url.as_deref()).await?
     } else {
         airdock::backend::open_store_read_only(&args.data_dir)
             .await
@@ -215,21 +235,35 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
     let settings = file.overlay(args.to_config()).settings()?;
     airdock::observe::logging::init(settings.log_format);
     let open_files = raise_open_files_limit();
-    let store = airdock::backend::open_store(&settings.data_dir, &settings.blobs)
+    let store = airdock::backend::open_store(
+        &settings.data_dir,
+        &settings.blobs,
+        settings.metadata_url.as_deref(),
+    )
+    .await
+    .with_context(|| format!("opening data dir {}", settings.data_dir.display()))?;
+    let configured = args.admin_token.is_some() || args.admin_token_file.is_some();
+    let shared = airdock::auth::SharedSecrets::of(&store, configured)
         .await
-        .with_context(|| format!("opening data dir {}", settings.data_dir.display()))?;
+        .context("reading the secrets replicas share from the metadata database")?;
     let tls = match &settings.tls {
         Some((cert, key)) => Some(airdock::tls::server_config(cert, key)?),
         None => None,
     };
     let (admin_token, _) = airdock::auth::admin_token::AdminToken::resolve(
-        args.admin_token.as_deref(),
+        args.admin_token
+            .as_deref()
+            .or(shared.admin_token.as_deref()),
         args.admin_token_file.as_deref(),
         &settings.data_dir,
     )
     .context("setting up the admin token")?;
-    let auth =
-        airdock::auth::Auth::new(&settings.auth, settings.access.clone(), &settings.data_dir)?;
+    let auth = airdock::auth::Auth::new_with_key(
+        &settings.auth,
+        settings.access.clone(),
+        &settings.data_dir,
+        shared.token_key,
+    )?;
     let mut state = AppState::new(store, settings.sparse);
     state.auth = auth;
     state.admin_token = Some(admin_token);

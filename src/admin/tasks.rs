@@ -18,6 +18,11 @@ pub fn spawn_background(store: Store, gc: GcOptions, gc_interval: Duration) {
             loop {
                 tokio::time::sleep(gc_interval).await;
                 let report = store.gc(&opts).await;
+                if let Err(airdock_storage::StoreError::Busy(why)) = &report {
+                    // Another replica is collecting: this round is theirs.
+                    tracing::info!(%why, "scheduled gc skipped");
+                    continue;
+                }
                 crate::metrics::get().gc(&report);
                 if let Err(e) = report {
                     tracing::error!(error = %e, "scheduled gc failed");

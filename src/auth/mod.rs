@@ -242,6 +242,52 @@ fn admit_admin(policy: Option<&Policy>, caller: &Caller) -> Result<(), AuthError
     }
 }
 
+/// The secrets every replica on one metadata database must agree on, kept in that database
+/// (`Store::shared_secret`): the token signing key, so that a token one replica issued is
+/// accepted by all, and (unless one is configured) the admin token. Both `None` with a local
+/// journal: then they live in the data dir as before.
+pub struct SharedSecrets {
+    pub token_key: Option<TokenKey>,
+    pub admin_token: Option<String>,
+}
+
+impl SharedSecrets {
+    /// Read them, the first replica to ask making them. `admin_token_configured`: the admin
+    /// token comes from a flag or file, so none is kept in the database.
+    pub async fn of(
+        store: &airdock_storage::Store,
+        admin_token_configured: bool,
+    ) -> anyhow::Result<SharedSecrets> {
+        if !store.metadata_is_shared() {
+            return Ok(SharedSecrets {
+                token_key: None,
+                admin_token: None,
+            });
+        }
+        let key = store
+            .shared_secret("token_key", &crate::sys::random_hex(32)?)
+            .await?
+            .map(|hex| TokenKey::from_hex(&hex))
+            .transpose()?;
+        let admin_token = if admin_token_configured {
+            None
+        } else {
+            let t = store
+                .shared_secret("admin_token", &crate::sys::random_hex(32)?)
+                .await?;
+            tracing::info!(
+                "admin token kept in the metadata database, the same on every replica \
+                 (SELECT value FROM airdock_secrets WHERE name = 'admin_token')"
+            );
+            t
+        };
+        Ok(SharedSecrets {
+            token_key: key,
+            admin_token,
+        })
+    }
+}
+
 impl Auth {
     /// Build from configuration; `data_dir` holds the token signing key.
     pub fn new(
@@ -249,12 +295,26 @@ impl Auth {
         rules: Vec<AccessRule>,
         data_dir: &Path,
     ) -> anyhow::Result<Option<Arc<Auth>>> {
+        Auth::new_with_key(cfg, rules, data_dir, None)
+    }
+
+    /// [`Auth::new`] signing with `key` when given (replicas share it), else the one in
+    /// `data_dir`.
+    pub fn new_with_key(
+        cfg: &AuthConfig,
+        rules: Vec<AccessRule>,
+        data_dir: &Path,
+        key: Option<TokenKey>,
+    ) -> anyhow::Result<Option<Arc<Auth>>> {
         let Some(path) = &cfg.htpasswd else {
             return Ok(None);
         };
         let users = Htpasswd::load(path)
             .map_err(|e| anyhow::anyhow!("htpasswd file {}: {e}", path.display()))?;
-        let key = TokenKey::load_or_create(&data_dir.join("token.key"))?;
+        let key = match key {
+            Some(key) => key,
+            None => TokenKey::load_or_create(&data_dir.join("token.key"))?,
+        };
         Ok(Some(Arc::new(Auth {
             users,
             policy: Policy::new(rules, cfg.admins.clone()),

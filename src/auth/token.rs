@@ -132,6 +132,26 @@ impl TokenKey {
         Ok(TokenKey(k))
     }
 
+    /// A key written as 64 hex digits (as replicas share it through the metadata database).
+    pub fn from_hex(hex: &str) -> std::io::Result<TokenKey> {
+        let bad = || {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "the shared token key is not 64 hex digits",
+            )
+        };
+        let hex = hex.trim().as_bytes();
+        if hex.len() != 64 {
+            return Err(bad());
+        }
+        let mut k = [0u8; 32];
+        for (byte, pair) in k.iter_mut().zip(hex.chunks(2)) {
+            let pair = std::str::from_utf8(pair).map_err(|_| bad())?;
+            *byte = u8::from_str_radix(pair, 16).map_err(|_| bad())?;
+        }
+        Ok(TokenKey(k))
+    }
+
     /// The key in `path`, or a new one written there (0600): tokens survive a restart.
     pub fn load_or_create(path: &Path) -> std::io::Result<TokenKey> {
         match std::fs::read(path) {

@@ -68,10 +68,14 @@ pub enum StoreError {
         len: Option<u64>,
         size: u64,
     },
-    /// The blob backend is unreachable or throttling and retries ran out (S3 `SlowDown`,
-    /// 503, a timeout): worth retrying later, not a fault of the request.
-    #[error("blob storage unavailable: {0}")]
+    /// The blob backend or the metadata database is unreachable or throttling and retries
+    /// ran out (S3 `SlowDown`, 503, a timeout, a lost connection): worth retrying later,
+    /// not a fault of the request. The message names which.
+    #[error("storage unavailable: {0}")]
     Unavailable(String),
+    /// Something only one may do at a time is being done elsewhere (GC on another replica).
+    #[error("busy: {0}")]
+    Busy(String),
     /// What this store's blob backend cannot do (yet): named, never done half.
     #[error("not supported: {0}")]
     Unsupported(String),

@@ -92,6 +92,7 @@ impl Store {
                 Err(e) if e.kind() == io::ErrorKind::NotFound => File::open(&root2)?,
                 Err(e) => return Err(e.into()),
             };
+            crate::store::refuse_if_bound(&root2)?;
             Ok((lock, Meta::open(&root2, true)?))
         })
         .await
@@ -205,7 +206,7 @@ impl Store {
 
         let corrupt: HashSet<Digest> = report.corrupt_blobs.iter().cloned().collect();
         let root = &self.inner.root;
-        let mut locked = self.inner.meta.lock().await;
+        let mut locked = self.inner.meta.lock().await?;
         if !on_fs {
             // Stored since the listing and linked before the lock: asked once, under it.
             let named: Vec<Digest> = {

@@ -145,10 +145,23 @@ impl HeldBack {
 impl Store {
     /// Run one garbage collection. Safe while the store serves; see the module docs.
     pub async fn gc(&self, opts: &GcOptions) -> Result<GcReport, StoreError> {
+        let _one_at_a_time = self.inner.gc.lock().await;
+        // With replicas on one database: one GC over all of them (the race argument for the
+        // others' pushes is the same as for this process's; see ARCHITECTURE.md).
+        let Some(one_replica) = self.inner.meta.gc_lock().await? else {
+            return Err(StoreError::Busy(
+                "a GC is running on another replica; try again when it has finished".into(),
+            ));
+        };
+        let report = self.gc_run(opts).await;
+        one_replica.release().await;
+        report
+    }
+
+    async fn gc_run(&self, opts: &GcOptions) -> Result<GcReport, StoreError> {
         // The filesystem lists and sweeps files on blocking threads (as before the contract);
         // another backend through the contract, with the store's `BlobClock` as its clock.
         let on_fs = self.inner.blobs.kind() == "filesystem";
-        let _one_at_a_time = self.inner.gc.lock().await;
         let started = Instant::now();
         let mut report = GcReport {
             dry_run: opts.dry_run,
@@ -217,7 +230,7 @@ impl Store {
         };
 
         // 2. Metadata: untagged manifests (if asked) and links nothing references.
-        let mut locked = self.inner.meta.lock().await;
+        let mut locked = self.inner.meta.lock().await?;
         let now = SystemTime::now();
         let (txn, dropped_links, dropped_manifests, dropped_tags) = {
             // A snapshot suffices here: a writer pinning later also links or commits under
@@ -261,7 +274,7 @@ impl Store {
         let mut live: Option<(u64, Arc<HashSet<Digest>>)> = None;
         let mut held: Vec<Written> = Vec::new();
         for batch in candidates.chunks(SWEEP_BATCH) {
-            let locked = self.inner.meta.lock().await;
+            let locked = self.inner.meta.lock().await?;
             let generation = locked.generation();
             let current = match &live {
                 Some((g, set)) if *g == generation => Arc::clone(set),

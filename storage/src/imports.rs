@@ -112,7 +112,7 @@ impl Store {
     /// manifests it put that nothing kept reaches any more, and the record itself, in one
     /// transaction. Blob links and bytes are left to GC. `None` if there is no such record.
     pub async fn remove_import(&self, id: &str) -> Result<Option<ImportRemoval>, StoreError> {
-        let mut locked = self.inner.meta.lock().await;
+        let mut locked = self.inner.meta.lock().await?;
         let (txn, removal) = {
             let state = locked.state();
             let Some((_, record)) = state.imports.get(id) else {

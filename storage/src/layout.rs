@@ -6,8 +6,11 @@
 //! │   ├── sha256/<hex[0..2]>/<hex>    layers, configs and manifests alike; all 256 fan-out
 //! │   └── sha512/<hex[0..2]>/<hex>    directories are made (durably) at start
 //! ├── meta/
-//! │   └── journal                 append-only log of metadata transactions (one line each:
+//! │   ├── journal                 append-only log of metadata transactions (one line each:
 //! │                               `<checksum> <json>`); replayed into memory at start
+//! │   ├── database                with `metadata.url` instead of the journal: the database
+//! │                               (URL without password) this data dir's metadata is in
+//! │   └── journal.migrated        the journal `airdock migrate-metadata` moved into it, kept
 //! ├── uploads/<upload-id>/        one directory per open upload session
 //! │   ├── info.json               repository and digest algorithm of the session
 //! │   └── data                    the bytes received so far
@@ -34,6 +37,8 @@ use crate::{Algorithm, Digest, UploadId};
 pub(crate) const BLOBS: &str = "blobs";
 pub(crate) const META: &str = "meta";
 pub(crate) const JOURNAL: &str = "journal";
+pub(crate) const DATABASE: &str = "database";
+pub(crate) const MIGRATED: &str = "journal.migrated";
 pub(crate) const UPLOADS: &str = "uploads";
 pub(crate) const TMP: &str = "tmp";
 pub(crate) const QUARANTINE: &str = "quarantine";
@@ -103,6 +108,16 @@ pub(crate) fn blob_path(root: &Path, d: &Digest) -> PathBuf {
         .join(d.algorithm().as_str())
         .join(&hex[..2])
         .join(hex)
+}
+
+/// Names the PostgreSQL database a data dir's metadata is in (see `Store::open_with_metadata`).
+pub(crate) fn database_path(root: &Path) -> PathBuf {
+    root.join(META).join(DATABASE)
+}
+
+/// Where `migrate-metadata` keeps the journal it moved into a database.
+pub(crate) fn migrated_journal_path(root: &Path) -> PathBuf {
+    root.join(META).join(MIGRATED)
 }
 
 pub fn journal_path(root: &Path) -> PathBuf {

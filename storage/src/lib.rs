@@ -14,7 +14,10 @@ pub mod layout;
 mod listing;
 mod manifest;
 mod meta;
+mod migrate;
 mod names;
+#[cfg(any(test, feature = "testsuite"))]
+pub mod pgtest;
 mod pins;
 pub mod random;
 mod retention;
@@ -40,6 +43,17 @@ pub use manifest::{
     OCI_INDEX, OCI_MANIFEST,
 };
 pub use meta::Txn;
+pub use migrate::{migrate_metadata, MigrateReport};
+pub use store::metadata_database;
+
+/// Whether `url` is a `metadata.url` the store can use (a PostgreSQL URL it can speak to);
+/// the reason for a person if not. Nothing is connected to.
+pub fn check_metadata_url(url: &str) -> Result<(), String> {
+    meta::Db::parse(url).map(|_| ()).map_err(|e| match e {
+        StoreError::Unsupported(m) => m,
+        other => other.to_string(),
+    })
+}
 pub use names::{Reference, RepoName, Tag};
 pub use pins::Pin;
 pub use retention::{Matcher, Retention};

@@ -1,6 +1,12 @@
 //! Repository metadata: which blobs and manifests each repository holds, its tags and the
 //! referrers index. Kept in memory for speed, made durable by an append-only journal in
-//! which each line is one atomic transaction.
+//! which each line is one atomic transaction: a file in the data dir, or (`metadata.url`)
+//! a table in PostgreSQL that several airdock processes share (`pg`).
+
+mod pg;
+pub(crate) use pg::Db;
+#[cfg(test)]
+mod tests;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
@@ -153,6 +159,10 @@ pub(crate) struct State {
     /// `time`, which has a resolution of one second.
     pub imports: BTreeMap<String, (u64, ImportRecord)>,
     next_import: u64,
+    /// PostgreSQL: the position of the last journal row applied (0 with a file journal).
+    /// Rows are applied in order and only past it, so a row read twice (by a commit and a
+    /// catch-up at once) is applied once.
+    applied: i64,
 }
 
 impl Repo {
@@ -274,6 +284,52 @@ impl State {
         }
     }
 
+    /// The shortest list of transactions that rebuilds this state: one per repository (its
+    /// links, manifests and tags), then one with every import record in its original order.
+    /// What compaction writes and what `migrate-metadata` inserts.
+    fn records(&self) -> Vec<Record> {
+        let mut out = Vec::new();
+        for (name, repo) in &self.repos {
+            let mut ops = Vec::new();
+            for d in &repo.blobs {
+                ops.push(Op::Link {
+                    repo: name.clone(),
+                    digest: d.clone(),
+                });
+            }
+            for rec in repo.manifests.values() {
+                ops.push(Op::Manifest {
+                    repo: name.clone(),
+                    record: (**rec).clone(),
+                });
+            }
+            for (t, e) in &repo.tags {
+                ops.push(Op::Tag {
+                    repo: name.clone(),
+                    tag: t.clone(),
+                    digest: e.digest.clone(),
+                    at: (e.at != 0).then_some(e.at),
+                });
+            }
+            out.push(Record { ops });
+        }
+        if !self.imports.is_empty() {
+            let mut records: Vec<&(u64, ImportRecord)> = self.imports.values().collect();
+            records.sort_by_key(|(seq, _)| *seq);
+            let ops = records
+                .into_iter()
+                .map(|(_, r)| Op::Import { record: r.clone() })
+                .collect();
+            out.push(Record { ops });
+        }
+        out
+    }
+
+    /// [`State::records`] as the JSON of their journal lines (and table rows).
+    pub(crate) fn record_bodies(&self) -> serde_json::Result<Vec<String>> {
+        self.records().iter().map(serde_json::to_string).collect()
+    }
+
     /// Check that `txn` leaves no dangling reference, given what `blob_exists` says is stored.
     fn check(&self, txn: &Txn, blob_exists: impl Fn(&Digest) -> bool) -> Result<(), StoreError> {
         // What earlier ops of this transaction add, per repository.
@@ -346,13 +402,42 @@ struct Record {
     ops: Vec<Op>,
 }
 
+/// Where commits go.
+enum Journal {
+    /// `meta/journal` in the data dir, opened for appending.
+    File(Arc<File>),
+    /// PostgreSQL: the connection commits run on (one transaction per commit). Boxed: one
+    /// per store, and the file variant stays small.
+    Pg(Box<pg::Link>),
+}
+
+/// With PostgreSQL: the connection reads catch up on, and the rounds of catching up.
+struct Remote {
+    /// tokio Mutex: held across the query, which is the point: one catch-up in flight, and
+    /// every request that arrived while it ran is served by the next (see `Meta::sync`).
+    link: tokio::sync::Mutex<pg::Link>,
+    /// Catch-up rounds started, and finished (`done` is the number of the last finished).
+    started: AtomicU64,
+    done: AtomicU64,
+    /// The last round's failure, if it failed (std Mutex: a string copied in or out).
+    failed: std::sync::Mutex<Option<String>>,
+    /// The connection GC's lock is taken on (tokio Mutex, in an `Arc` so that the lock's
+    /// guard owns it: one GC per process at a time anyway).
+    gc: Arc<tokio::sync::Mutex<pg::Link>>,
+}
+
 pub(crate) struct Meta {
     /// std RwLock: held only for in-memory lookups and updates, never across an `.await`.
     state: RwLock<State>,
     /// tokio Mutex: serialises commits so the journal order is the order of in-memory
     /// application; held across the journal write, which is the point. GC also holds it
     /// while it decides and deletes, so no commit can reference a blob it is removing.
-    journal: tokio::sync::Mutex<Arc<File>>,
+    /// With PostgreSQL, whoever holds it also holds the database's journal lock, which does
+    /// the same for the commits of every other replica. In an `Arc` so that a guard can be
+    /// moved into the task that rolls back a transaction left open (see `Locked`'s drop).
+    journal: Arc<tokio::sync::Mutex<Journal>>,
+    /// Set with PostgreSQL (`metadata.url`).
+    remote: Option<Remote>,
     /// Bumped by every applied commit (under `journal`), so a holder of the lock can tell
     /// whether anything it derived from the state earlier is still current.
     generation: AtomicU64,
@@ -362,10 +447,39 @@ pub(crate) struct Meta {
 }
 
 /// The journal lock, held: commits made through it and reads of the state in between
-/// see no other commit interleave.
+/// see no other commit interleave (with PostgreSQL: until its commit, on any replica).
 pub(crate) struct Locked<'a> {
     meta: &'a Meta,
-    journal: tokio::sync::MutexGuard<'a, Arc<File>>,
+    /// `None` only while dropping.
+    journal: Option<tokio::sync::OwnedMutexGuard<Journal>>,
+}
+
+impl Drop for Locked<'_> {
+    /// A PostgreSQL transaction opened by `Meta::lock` and not committed holds the journal
+    /// lock of every replica: it is rolled back at once, by a task that keeps the local lock
+    /// until then, so the next holder never sends its `BEGIN` before that `ROLLBACK`.
+    fn drop(&mut self) {
+        let Some(mut guard) = self.journal.take() else {
+            return;
+        };
+        let Journal::Pg(link) = &mut *guard else {
+            return;
+        };
+        if !link.in_txn() {
+            return;
+        }
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(async move {
+                    if let Journal::Pg(link) = &mut *guard {
+                        link.rollback().await;
+                    }
+                });
+            }
+            // Closing the connection rolls back as surely.
+            Err(_) => link.disconnect(),
+        }
+    }
 }
 
 impl Locked<'_> {
@@ -392,6 +506,28 @@ impl Locked<'_> {
                 "journal could not be repaired after a failed write; restart the server",
             )));
         }
+        let Some(journal) = self.journal.as_mut() else {
+            return Err(StoreError::Io(io::Error::other(
+                "the journal lock was released",
+            )));
+        };
+        let file = match &mut **journal {
+            Journal::File(file) => Arc::clone(file),
+            Journal::Pg(link) => {
+                // A second commit under one hold: the first ended the transaction, and with
+                // it the database lock; take it again and catch up before checking.
+                if !link.in_txn() {
+                    let rows = link.begin_locked(self.meta.applied()).await?;
+                    self.meta.apply_rows(rows);
+                }
+                self.meta.read().check(&txn, blob_exists)?;
+                let record = Record { ops: txn.ops };
+                let json = serde_json::to_string(&record).map_err(io::Error::other)?;
+                let seq = link.append(json).await?;
+                self.meta.apply_rows(vec![(seq, record)]);
+                return Ok(());
+            }
+        };
         self.meta.read().check(&txn, blob_exists)?;
         let record = Record { ops: txn.ops };
         let json = serde_json::to_vec(&record).map_err(io::Error::other)?;
@@ -400,7 +536,6 @@ impl Locked<'_> {
         line.push(b' ');
         line.extend_from_slice(&json);
         line.push(b'\n');
-        let file = Arc::clone(&self.journal);
         let written = tokio::task::spawn_blocking(move || -> io::Result<Result<(), io::Error>> {
             let before = file.metadata()?.len();
             let result = (&*file).write_all(&line).and_then(|()| file.sync_data());
@@ -464,10 +599,139 @@ impl Meta {
         file.seek(SeekFrom::End(0))?;
         Ok(Meta {
             state: RwLock::new(state),
-            journal: tokio::sync::Mutex::new(Arc::new(file)),
+            journal: Arc::new(tokio::sync::Mutex::new(Journal::File(Arc::new(file)))),
+            remote: None,
             generation: AtomicU64::new(0),
             poisoned: AtomicBool::new(false),
         })
+    }
+
+    /// The metadata in the PostgreSQL database at `url`: the schema created or migrated,
+    /// then every journal row replayed into memory.
+    pub(crate) async fn open_pg(db: Db) -> Result<Meta, StoreError> {
+        let mut link = pg::Link::new(db.clone());
+        link.migrate().await?;
+        let mut state = State::default();
+        for (seq, record) in link.after(0).await? {
+            for op in record.ops {
+                state.apply(op);
+            }
+            state.applied = seq;
+        }
+        tracing::info!(database = %db.shown(), position = state.applied, "metadata loaded from PostgreSQL");
+        Ok(Meta {
+            state: RwLock::new(state),
+            journal: Arc::new(tokio::sync::Mutex::new(Journal::Pg(Box::new(link)))),
+            remote: Some(Remote {
+                link: tokio::sync::Mutex::new(pg::Link::new(db.clone())),
+                started: AtomicU64::new(0),
+                done: AtomicU64::new(0),
+                failed: std::sync::Mutex::new(None),
+                gc: Arc::new(tokio::sync::Mutex::new(pg::Link::new(db))),
+            }),
+            generation: AtomicU64::new(0),
+            poisoned: AtomicBool::new(false),
+        })
+    }
+
+    /// Whether the metadata is in PostgreSQL (shared with other replicas).
+    pub(crate) fn is_shared(&self) -> bool {
+        self.remote.is_some()
+    }
+
+    /// The position of the last PostgreSQL journal row applied.
+    fn applied(&self) -> i64 {
+        self.read().applied
+    }
+
+    /// Apply the rows (in order) that are past what is applied already.
+    fn apply_rows(&self, rows: Vec<(i64, Record)>) {
+        if rows.is_empty() {
+            return;
+        }
+        let mut state = self.write();
+        let mut n = 0;
+        for (seq, record) in rows {
+            if seq <= state.applied {
+                continue;
+            }
+            for op in record.ops {
+                state.apply(op);
+            }
+            state.applied = seq;
+            n += 1;
+        }
+        drop(state);
+        self.generation.fetch_add(n, Ordering::AcqRel);
+    }
+
+    /// With PostgreSQL: apply every commit any replica made before this call, so that what
+    /// is read next is not older than a write acknowledged anywhere before the request came
+    /// in. One query per round: a caller waits for a round that starts after it arrived
+    /// (the one in flight may have read too early), so concurrent callers share rounds and
+    /// the database sees at most one query in flight per replica, whatever the load.
+    /// Nothing to do with a file journal (this process is its only writer).
+    pub(crate) async fn sync(&self) -> Result<(), StoreError> {
+        let Some(remote) = &self.remote else {
+            return Ok(());
+        };
+        let ticket = remote.started.load(Ordering::SeqCst);
+        let mut link = remote.link.lock().await;
+        if remote.done.load(Ordering::SeqCst) > ticket {
+            // A round that started after we arrived has finished: its answer is ours.
+            let failed = remote
+                .failed
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
+            return failed.map_or(Ok(()), |e| Err(StoreError::Unavailable(e)));
+        }
+        let round = remote.started.fetch_add(1, Ordering::SeqCst) + 1;
+        let result = link.after(self.applied()).await;
+        let outcome = match result {
+            Ok(rows) => {
+                self.apply_rows(rows);
+                Ok(())
+            }
+            Err(e) => Err(e),
+        };
+        *remote.failed.lock().unwrap_or_else(|e| e.into_inner()) =
+            outcome.as_ref().err().map(|e| match e {
+                StoreError::Unavailable(m) => m.clone(),
+                other => other.to_string(),
+            });
+        remote.done.store(round, Ordering::SeqCst);
+        outcome
+    }
+
+    /// The value of the secret `name` every replica shares (the first to ask sets it to
+    /// `fresh`); `None` with a file journal.
+    pub(crate) async fn shared_secret(
+        &self,
+        name: &str,
+        fresh: &str,
+    ) -> Result<Option<String>, StoreError> {
+        let Some(remote) = &self.remote else {
+            return Ok(None);
+        };
+        let mut link = remote.link.lock().await;
+        link.secret(name, fresh).await.map(Some)
+    }
+
+    /// With PostgreSQL: take the lock that lets one replica at a time run GC, on a
+    /// connection of its own (a session lock: if this process dies, its connection closes and
+    /// the lock goes with it). `None`: another replica is running GC. With a file journal
+    /// there is no one else: always granted. Give it back with [`GcLock::release`].
+    pub(crate) async fn gc_lock(&self) -> Result<Option<GcLock>, StoreError> {
+        let Some(remote) = &self.remote else {
+            return Ok(Some(GcLock { link: None }));
+        };
+        let mut link = Arc::clone(&remote.gc).lock_owned().await;
+        if link.try_lock(pg::GC_LOCK).await? {
+            Ok(Some(GcLock { link: Some(link) }))
+        } else {
+            Ok(None)
+        }
     }
 
     /// The number of commits applied so far (see `Locked::generation`).
@@ -490,62 +754,34 @@ impl Meta {
         self.poisoned.load(Ordering::Acquire)
     }
 
-    /// Take the journal lock: no commit happens until the returned guard is dropped.
-    pub(crate) async fn lock(&self) -> Locked<'_> {
-        Locked {
-            meta: self,
-            journal: self.journal.lock().await,
+    /// Take the journal lock: no commit happens until the returned guard is dropped (with
+    /// PostgreSQL, on no replica until its commit or drop; the state is caught up first).
+    pub(crate) async fn lock(&self) -> Result<Locked<'_>, StoreError> {
+        let mut guard = Arc::clone(&self.journal).lock_owned().await;
+        if let Journal::Pg(link) = &mut *guard {
+            let rows = link.begin_locked(self.applied()).await?;
+            self.apply_rows(rows);
         }
+        Ok(Locked {
+            meta: self,
+            journal: Some(guard),
+        })
     }
 
     /// Rewrite the journal as the shortest list of ops that rebuilds the current state,
     /// atomically (temp file, fsync, rename, fsync dir).
     pub(crate) async fn compact(&self, root: &Path) -> Result<(), StoreError> {
         let mut journal = self.journal.lock().await;
+        if !matches!(&*journal, Journal::File(_)) {
+            return Ok(());
+        }
         let mut out = Vec::new();
-        {
-            let state = self.read();
-            for (name, repo) in &state.repos {
-                let mut ops = Vec::new();
-                for d in &repo.blobs {
-                    ops.push(Op::Link {
-                        repo: name.clone(),
-                        digest: d.clone(),
-                    });
-                }
-                for rec in repo.manifests.values() {
-                    ops.push(Op::Manifest {
-                        repo: name.clone(),
-                        record: (**rec).clone(),
-                    });
-                }
-                for (t, e) in &repo.tags {
-                    ops.push(Op::Tag {
-                        repo: name.clone(),
-                        tag: t.clone(),
-                        digest: e.digest.clone(),
-                        at: (e.at != 0).then_some(e.at),
-                    });
-                }
-                let json = serde_json::to_vec(&Record { ops }).map_err(io::Error::other)?;
-                out.extend_from_slice(checksum(&json).as_bytes());
-                out.push(b' ');
-                out.extend_from_slice(&json);
-                out.push(b'\n');
-            }
-            if !state.imports.is_empty() {
-                let mut records: Vec<&(u64, ImportRecord)> = state.imports.values().collect();
-                records.sort_by_key(|(seq, _)| *seq);
-                let ops = records
-                    .into_iter()
-                    .map(|(_, r)| Op::Import { record: r.clone() })
-                    .collect();
-                let json = serde_json::to_vec(&Record { ops }).map_err(io::Error::other)?;
-                out.extend_from_slice(checksum(&json).as_bytes());
-                out.push(b' ');
-                out.extend_from_slice(&json);
-                out.push(b'\n');
-            }
+        for record in self.read().records() {
+            let json = serde_json::to_vec(&record).map_err(io::Error::other)?;
+            out.extend_from_slice(checksum(&json).as_bytes());
+            out.push(b' ');
+            out.extend_from_slice(&json);
+            out.push(b'\n');
         }
         let root: PathBuf = root.to_owned();
         let file = tokio::task::spawn_blocking(move || -> io::Result<File> {
@@ -561,8 +797,42 @@ impl Meta {
         })
         .await
         .map_err(io::Error::other)??;
-        *journal = Arc::new(file);
+        *journal = Journal::File(Arc::new(file));
         Ok(())
+    }
+}
+
+/// Write `bodies` (transactions' JSON) into the empty journal table of `db` in one database
+/// transaction (see `migrate_metadata`).
+pub(crate) async fn import_into(db: Db, bodies: Vec<String>) -> Result<(), StoreError> {
+    let mut link = pg::Link::new(db);
+    link.migrate().await?;
+    link.import(bodies).await
+}
+
+/// The lock of one GC run over all replicas (see `Meta::gc_lock`).
+pub(crate) struct GcLock {
+    link: Option<tokio::sync::OwnedMutexGuard<pg::Link>>,
+}
+
+impl GcLock {
+    /// Unlock now: a closed connection also releases it, but only once the server has noticed,
+    /// and the next run (here or on another replica) would find it still taken.
+    pub(crate) async fn release(mut self) {
+        if let Some(link) = self.link.as_mut() {
+            link.unlock(pg::GC_LOCK).await;
+        }
+    }
+}
+
+impl Drop for GcLock {
+    /// Dropped without `release` (a panicking run): closing the connection releases it.
+    fn drop(&mut self) {
+        if let Some(link) = self.link.as_mut() {
+            if link.holds(pg::GC_LOCK) {
+                link.disconnect();
+            }
+        }
     }
 }
 

@@ -2,7 +2,7 @@
 use super::*;
 use crate::store::page;
 
-fn name(s: &str) -> RepoName {
+pub(crate) fn name(s: &str) -> RepoName {
     RepoName::parse(s).expect("name")
 }
 
@@ -204,7 +204,7 @@ async fn sha512_upload() {
     assert!(s.repo_has_blob(&repo, &d));
 }
 
-fn manifest_json(config: &Digest, layer: &Digest) -> Vec<u8> {
+pub(crate) fn manifest_json(config: &Digest, layer: &Digest) -> Vec<u8> {
     format!(
         r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config}","size":2}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"{layer}","size":5}}]}}"#
     )

@@ -24,7 +24,9 @@ pub struct Vitals {
 static PROBES: AtomicU64 = AtomicU64::new(0);
 
 /// Blocking: write, sync and remove a probe file; stat the journal; statvfs the data dir.
-pub(crate) fn check(root: &Path, journal_poisoned: bool) -> Vitals {
+/// `shared`: the metadata is in PostgreSQL, there is no journal file to look at (the caller
+/// asks the database).
+pub(crate) fn check(root: &Path, journal_poisoned: bool, shared: bool) -> Vitals {
     let n = PROBES.fetch_add(1, Ordering::Relaxed);
     let probe = layout::ready_probe_path(root, n);
     let write_error = (|| -> std::io::Result<()> {
@@ -40,7 +42,9 @@ pub(crate) fn check(root: &Path, journal_poisoned: bool) -> Vitals {
         format!("cannot write in {}: {e}", root.join(layout::TMP).display())
     });
     let journal = layout::journal_path(root);
-    let journal_error = if journal_poisoned {
+    let journal_error = if shared {
+        None
+    } else if journal_poisoned {
         Some("the journal could not be repaired after a failed write; restart the server".into())
     } else {
         match fs::metadata(&journal) {
@@ -69,7 +73,7 @@ mod tests {
         fs::create_dir_all(dir.path().join(layout::TMP)).expect("tmp");
         fs::create_dir_all(dir.path().join(layout::META)).expect("meta");
         fs::write(layout::journal_path(dir.path()), b"").expect("journal");
-        let v = check(dir.path(), false);
+        let v = check(dir.path(), false, false);
         assert_eq!((v.write_error, v.journal_error), (None, None));
         assert!(v.free_bytes.is_some_and(|b| b > 0));
         let left = fs::read_dir(dir.path().join(layout::TMP))
@@ -81,7 +85,7 @@ mod tests {
     #[test]
     fn a_missing_tmp_dir_and_a_poisoned_journal_are_reported() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let v = check(dir.path(), true);
+        let v = check(dir.path(), true, false);
         assert!(v.write_error.is_some_and(|e| e.contains("cannot write")));
         assert!(v.journal_error.is_some_and(|e| e.contains("restart")));
     }

@@ -28,6 +28,7 @@ mod observe;
 mod operate;
 mod powerloss;
 mod proxy;
+mod replicas;
 mod s3;
 mod security;
 mod skopeo;

@@ -67,7 +67,7 @@ pub(crate) fn serve_on_s3(prefix: &str, extra: &[&str]) -> OnS3 {
 }
 
 /// The storage flags of a server whose blobs are in `gw`'s bucket under `prefix`.
-fn s3_flags(gw: &Versitygw, prefix: &str) -> Vec<String> {
+pub(crate) fn s3_flags(gw: &Versitygw, prefix: &str) -> Vec<String> {
     let bucket = testing::BUCKET;
     let flags = ["--storage", "s3", "--s3-endpoint", &gw.endpoint()];
     let flags = flags
@@ -77,7 +77,7 @@ fn s3_flags(gw: &Versitygw, prefix: &str) -> Vec<String> {
 }
 
 /// `airdock` with the S3 credentials in its environment.
-fn airdock_s3(args: &[&str]) -> (bool, String, String) {
+pub(crate) fn airdock_s3(args: &[&str]) -> (bool, String, String) {
     let out = Command::new(AIRDOCK_BIN)
         .args(args)
         .envs(S3_ENV)

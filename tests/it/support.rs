@@ -208,6 +208,14 @@ impl Server {
         false
     }
 
+    /// Stop the server (SIGTERM) and keep its data directory, to start another server (or
+    /// command) on it.
+    pub fn into_data_dir(mut self) -> TempDir {
+        self.terminate();
+        let placeholder = scratch_dir("airdock-it-stopped-");
+        std::mem::replace(&mut self.data_dir, placeholder)
+    }
+
     /// Kill the server (SIGKILL) and start it again on the same data
     /// directory with the same arguments. The same port is reused when it
     /// can be bound again; otherwise a new free port is picked, so always

@@ -165,7 +165,7 @@ impl Store {
     /// the journal lock: checked outside it, a GC could drop the link right after the check
     /// and the push would be acknowledged without it.
     pub(crate) async fn link(&self, repo: &RepoName, d: &Digest) -> Result<(), StoreError> {
-        let mut locked = self.inner.meta.lock().await;
+        let mut locked = self.inner.meta.lock().await?;
         self.link_locked(&mut locked, repo, d).await
     }
 
@@ -363,7 +363,7 @@ impl Store {
         d: &Digest,
         refuse_referenced: bool,
     ) -> Result<(), StoreError> {
-        let mut locked = self.inner.meta.lock().await;
+        let mut locked = self.inner.meta.lock().await?;
         {
             let state = locked.state();
             let Some(r) = state.repos.get(repo).filter(|r| r.blobs.contains(d)) else {

@@ -168,7 +168,7 @@ impl Store {
         orphans: bool,
         refuse_listed: bool,
     ) -> Result<(), StoreError> {
-        let mut locked = self.inner.meta.lock().await;
+        let mut locked = self.inner.meta.lock().await?;
         let mut txn = Txn::new();
         {
             let state = locked.state();
@@ -220,7 +220,7 @@ impl Store {
     /// Remove a whole repository: its tags, manifests and blob links, in one transaction,
     /// and its upload sessions. The bytes stay until GC finds nothing else uses them.
     pub async fn delete_repo(&self, repo: &RepoName) -> Result<(), StoreError> {
-        let mut locked = self.inner.meta.lock().await;
+        let mut locked = self.inner.meta.lock().await?;
         let mut txn = Txn::new();
         {
             let state = locked.state();
@@ -336,7 +336,7 @@ impl Store {
         if txn.ops.is_empty() {
             return Ok(());
         }
-        let mut locked = self.inner.meta.lock().await;
+        let mut locked = self.inner.meta.lock().await?;
         self.commit_locked(&mut locked, txn).await
     }
 }

@@ -85,10 +85,29 @@ impl Store {
         root: impl AsRef<Path>,
         blobs: Option<Box<dyn BlobStore>>,
     ) -> Result<Store, StoreError> {
+        Store::open_with_metadata(root, blobs, None).await
+    }
+
+    /// [`Store::open_with`], with the metadata in the PostgreSQL database at `metadata`
+    /// (`metadata.url`) instead of the journal under `root`: shared with every other store
+    /// (replica) opened on it, each on a data dir of its own. A data dir keeps to one kind:
+    /// one with a journal of its own is refused here (its metadata would be set aside
+    /// silently; `airdock migrate-metadata` moves it), and one opened here is marked
+    /// (`meta/database`) so that opening it without the database is refused too.
+    pub async fn open_with_metadata(
+        root: impl AsRef<Path>,
+        blobs: Option<Box<dyn BlobStore>>,
+        metadata: Option<&str>,
+    ) -> Result<Store, StoreError> {
         let root = root.as_ref().to_owned();
         let root2 = root.clone();
-        let (lock, meta) =
-            tokio::task::spawn_blocking(move || -> Result<(File, Meta), StoreError> {
+        let shared = match metadata {
+            Some(url) => Some(crate::meta::Db::parse(url)?),
+            None => None,
+        };
+        let shown = shared.as_ref().map(|db| db.shown().to_owned());
+        let (lock, local) =
+            tokio::task::spawn_blocking(move || -> Result<(File, Option<Meta>), StoreError> {
                 if crate::blobs::skip_dir_fsync() {
                     tracing::warn!("AIRDOCK_TEST_SKIP_DIR_FSYNC=1: directory entries are not made durable; a power loss can lose acknowledged writes (test-only setting)");
                 }
@@ -109,10 +128,24 @@ impl Store {
                 for entry in fs::read_dir(root2.join(layout::TMP))? {
                     let _ = fs::remove_file(entry?.path());
                 }
-                Ok((lock, Meta::open(&root2, false)?))
+                match shown {
+                    Some(shown) => {
+                        bind_to_database(&root2, &shown)?;
+                        Ok((lock, None))
+                    }
+                    None => {
+                        refuse_if_bound(&root2)?;
+                        Ok((lock, Some(Meta::open(&root2, false)?)))
+                    }
+                }
             })
             .await
             .map_err(io::Error::other)??;
+        let meta = match (local, shared) {
+            (Some(meta), _) => meta,
+            (None, Some(db)) => Meta::open_pg(db).await?,
+            (None, None) => return Err(StoreError::Io(io::Error::other("no metadata opened"))),
+        };
         let (blobs, clock): (Box<dyn BlobStore>, Box<dyn BlobClock>) = match blobs {
             None => (
                 Box::new(FsBlobStore::new(root.clone())),
@@ -139,7 +172,11 @@ impl Store {
                 sizes: usage::SizeCache::default(),
             }),
         };
-        let len = fs::metadata(layout::journal_path(&store.inner.root))?.len();
+        let len = match fs::metadata(layout::journal_path(&store.inner.root)) {
+            Ok(m) => m.len(),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => 0,
+            Err(e) => return Err(e.into()),
+        };
         if len > COMPACT_AT {
             store.inner.meta.compact(&store.inner.root).await?;
         }
@@ -173,15 +210,101 @@ impl Store {
     }
 
     /// What a readiness probe needs: can the store write, can its journal commit, how much
-    /// disk is free. Runs on a blocking thread (a sync and a statvfs).
+    /// disk is free. Runs on a blocking thread (a sync and a statvfs); with PostgreSQL also
+    /// one catch-up, whose failure is the journal's.
     pub async fn vitals(&self) -> Vitals {
         let root = self.inner.root.clone();
         let poisoned = self.inner.meta.is_poisoned();
-        tokio::task::spawn_blocking(move || vitals::check(&root, poisoned))
+        let shared = self.inner.meta.is_shared();
+        let mut v = tokio::task::spawn_blocking(move || vitals::check(&root, poisoned, shared))
             .await
             .unwrap_or_else(|e| Vitals {
                 write_error: Some(format!("the probe thread failed: {e}")),
                 ..Vitals::default()
-            })
+            });
+        if let Err(e) = self.inner.meta.sync().await {
+            v.journal_error = Some(e.to_string());
+        }
+        v
+    }
+
+    /// Apply the metadata commits other replicas made (PostgreSQL, `metadata.url`), so that
+    /// what is read next is at least as new as any write acknowledged before this call.
+    /// The HTTP layer calls it before every request that reads metadata. One database round
+    /// trip, shared by the requests that arrive meanwhile; nothing with a local journal.
+    pub async fn sync(&self) -> Result<(), StoreError> {
+        self.inner.meta.sync().await
+    }
+
+    /// Whether the metadata is shared with other replicas (PostgreSQL).
+    pub fn metadata_is_shared(&self) -> bool {
+        self.inner.meta.is_shared()
+    }
+
+    /// The secret `name` every replica on the same database shares: whichever asks first
+    /// sets it to `fresh`. `None` with a local journal (nothing to share it with).
+    pub async fn shared_secret(
+        &self,
+        name: &str,
+        fresh: &str,
+    ) -> Result<Option<String>, StoreError> {
+        self.inner.meta.shared_secret(name, fresh).await
+    }
+}
+
+/// Refuse a data dir whose own journal holds metadata (opening it on a database would set
+/// that aside silently), else record which database it is bound to.
+pub(crate) fn bind_to_database(root: &Path, shown: &str) -> Result<(), StoreError> {
+    let journal = layout::journal_path(root);
+    let holds = match fs::metadata(&journal) {
+        Ok(m) => m.len() > 0,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => false,
+        Err(e) => return Err(e.into()),
+    };
+    if holds {
+        return Err(StoreError::Unsupported(format!(
+            "{} holds metadata of its own; with metadata.url it would be set aside: move it into \
+             the database first with `airdock migrate-metadata --from-data-dir {} --to URL`",
+            journal.display(),
+            root.display()
+        )));
+    }
+    let marker = layout::database_path(root);
+    if fs::read_to_string(&marker).ok().as_deref() == Some(shown) {
+        return Ok(());
+    }
+    // Written whole or not at all (temp file, fsync, rename, fsync `meta/`).
+    let (guard, mut f) = crate::blobs::TempFile::create(&root.join(layout::TMP))?;
+    std::io::Write::write_all(&mut f, shown.as_bytes())?;
+    f.sync_all()?;
+    drop(f);
+    fs::rename(guard.path(), &marker)?;
+    guard.disarm();
+    crate::blobs::fsync_dir(&root.join(layout::META))?;
+    Ok(())
+}
+
+/// The PostgreSQL database (URL without password) the data dir `root` is bound to, if any:
+/// its metadata is there, not in its journal (commands that read the journal refuse it).
+pub fn metadata_database(root: &Path) -> io::Result<Option<String>> {
+    match fs::read_to_string(layout::database_path(root)) {
+        Ok(db) => Ok(Some(db.trim().to_owned())),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Refuse to open a data dir bound to a database with a local journal: its metadata is not
+/// here, and an empty state would answer as if nothing had been pushed.
+pub(crate) fn refuse_if_bound(root: &Path) -> Result<(), StoreError> {
+    match fs::read_to_string(layout::database_path(root)) {
+        Ok(db) => Err(StoreError::Unsupported(format!(
+            "the metadata of {} is in the PostgreSQL database {}: give its URL with \
+             metadata.url (--metadata-url, AIRDOCK_METADATA_URL)",
+            root.display(),
+            db.trim()
+        ))),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e.into()),
     }
 }

@@ -170,7 +170,7 @@ impl Store {
         // Released and linked under the journal lock, against which a repository delete
         // cancels its sessions: a session cancelled first links nothing (the stored bytes
         // are left to GC), so finishing it cannot bring a deleted repository back.
-        let mut locked = self.inner.meta.lock().await;
+        let mut locked = self.inner.meta.lock().await?;
         if !self.inner.open_uploads.release(id) {
             return Err(StoreError::UploadUnknown);
         }

@@ -1,0 +1,528 @@
+//! The metadata journal's tests that run against both journals (the file and PostgreSQL),
+//! and the tests of replicas sharing one PostgreSQL database.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::blobstore::fs::FsBlobStore;
+use crate::pgtest::Postgres;
+use crate::tests::{manifest_json, name};
+use crate::*;
+
+/// Stores opened on one journal kind, with their blobs in one shared directory (as replicas
+/// share a bucket), each on its own data dir.
+struct Rig {
+    pg: Option<Postgres>,
+    url: Option<String>,
+    blobs: tempfile::TempDir,
+}
+
+impl Rig {
+    fn file() -> Rig {
+        Rig::with(None)
+    }
+
+    fn postgres() -> Rig {
+        Rig::with(Some(Postgres::start()))
+    }
+
+    fn with(pg: Option<Postgres>) -> Rig {
+        let blobs = tempfile::tempdir().expect("tempdir");
+        layout::prepare(blobs.path()).expect("blob dir");
+        let url = pg.as_ref().map(Postgres::database);
+        Rig { pg, url, blobs }
+    }
+
+    async fn try_open(&self, dir: &Path) -> Result<Store, StoreError> {
+        let blobs = Box::new(FsBlobStore::new(self.blobs.path()));
+        Store::open_with_metadata(dir, Some(blobs), self.url.as_deref()).await
+    }
+
+    async fn open(&self, dir: &Path) -> Store {
+        self.try_open(dir).await.expect("open")
+    }
+}
+
+fn tag(s: &str) -> Tag {
+    Tag::parse(s).expect("tag")
+}
+
+/// Push a config and a layer into `repo` of `s`; the manifest naming them.
+async fn push_image_blobs(s: &Store, repo: &RepoName) -> Vec<u8> {
+    let cfg = Digest::of(Algorithm::Sha256, b"{}");
+    let layer = Digest::of(Algorithm::Sha256, b"layer");
+    s.push_blob(repo, &cfg, &b"{}"[..]).await.expect("cfg");
+    s.push_blob(repo, &layer, &b"layer"[..])
+        .await
+        .expect("layer");
+    manifest_json(&cfg, &layer)
+}
+
+/// Put manifest `body` into `repo` of `s` under tag `t`.
+async fn put_tagged(
+    s: &Store,
+    repo: &RepoName,
+    t: &str,
+    body: &[u8],
+) -> Result<Arc<ManifestRecord>, StoreError> {
+    let reference = Reference::parse(t).expect("ref");
+    s.put_manifest(repo, &reference, OCI_MANIFEST, body, &[], true)
+        .await
+}
+
+/// A commit is checked before it is journalled, a refused one changes nothing, and what
+/// was committed is what a reopened store replays.
+async fn commit_check_replay(rig: &Rig) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = rig.open(dir.path()).await;
+    let repo = name("r");
+    let cfg = Digest::of(Algorithm::Sha256, b"{}");
+    let layer = Digest::of(Algorithm::Sha256, b"layer");
+    let body = manifest_json(&cfg, &layer);
+    let v1 = Reference::parse("v1").expect("ref");
+    s.push_blob(&repo, &cfg, &b"{}"[..]).await.expect("cfg");
+    let missing = s
+        .put_manifest(&repo, &v1, OCI_MANIFEST, &body, &[], true)
+        .await;
+    assert!(matches!(missing, Err(StoreError::ManifestBlobUnknown(d)) if d == layer));
+    assert!(s.resolve_tag(&repo, &tag("v1")).is_none());
+    // A tag of a manifest the repository does not hold is refused by the check too.
+    let mut dangling = Txn::new();
+    dangling.tag(repo.clone(), tag("v2"), layer.clone());
+    assert!(matches!(
+        s.commit(dangling).await,
+        Err(StoreError::ManifestUnknown(_))
+    ));
+    s.push_blob(&repo, &layer, &b"layer"[..])
+        .await
+        .expect("layer");
+    let m = s
+        .put_manifest(&repo, &v1, OCI_MANIFEST, &body, &[tag("v3")], true)
+        .await
+        .expect("manifest");
+    s.delete_manifest(&repo, &Reference::Tag(tag("v3")), ManifestDelete::default())
+        .await
+        .expect("untag");
+    drop(s);
+    let s = rig.open(dir.path()).await;
+    assert_eq!(s.resolve_tag(&repo, &tag("v1")), Some(m.digest.clone()));
+    assert!(s.resolve_tag(&repo, &tag("v2")).is_none());
+    assert!(s.resolve_tag(&repo, &tag("v3")).is_none());
+    assert!(s.repo_has_blob(&repo, &layer));
+    s.delete_manifest(
+        &repo,
+        &Reference::Digest(m.digest.clone()),
+        ManifestDelete::default(),
+    )
+    .await
+    .expect("delete");
+    drop(s);
+    let s = rig.open(dir.path()).await;
+    assert!(
+        s.resolve_tag(&repo, &tag("v1")).is_none(),
+        "no dangling tag"
+    );
+    assert!(!s.repo_has_manifest(&repo, &m.digest));
+}
+
+#[tokio::test]
+async fn commit_check_replay_on_the_file_journal() {
+    commit_check_replay(&Rig::file()).await;
+}
+
+#[tokio::test]
+async fn commit_check_replay_on_postgres() {
+    commit_check_replay(&Rig::postgres()).await;
+}
+
+/// Everything in memory, as (repository, tag, digest) and (repository, manifest) rows.
+type Snapshot = (Vec<(String, String, String)>, Vec<(String, String)>);
+
+fn snapshot(s: &Store) -> Snapshot {
+    let state = s.inner.meta.read();
+    let mut tags = Vec::new();
+    let mut manifests = Vec::new();
+    for (r, repo) in &state.repos {
+        for (t, e) in &repo.tags {
+            tags.push((r.to_string(), t.to_string(), e.digest.to_string()));
+        }
+        for d in repo.manifests.keys() {
+            manifests.push((r.to_string(), d.to_string()));
+        }
+    }
+    manifests.sort();
+    (tags, manifests)
+}
+
+#[tokio::test]
+async fn a_commit_on_one_replica_is_read_by_another_after_its_sync() {
+    let rig = Rig::postgres();
+    let (da, db) = (
+        tempfile::tempdir().expect("a"),
+        tempfile::tempdir().expect("b"),
+    );
+    let a = rig.open(da.path()).await;
+    let b = rig.open(db.path()).await;
+    let repo = name("r");
+    let body = push_image_blobs(&a, &repo).await;
+    let m = put_tagged(&a, &repo, "v1", &body).await.expect("manifest");
+    b.sync().await.expect("sync");
+    assert_eq!(b.resolve_tag(&repo, &tag("v1")), Some(m.digest.clone()));
+    // And the other way round: B's commit is checked against A's links, which it caught up.
+    put_tagged(&b, &repo, "v2", &body)
+        .await
+        .expect("B tags A's manifest");
+    a.sync().await.expect("sync");
+    assert_eq!(a.resolve_tag(&repo, &tag("v2")), Some(m.digest.clone()));
+    assert_eq!(snapshot(&a), snapshot(&b));
+}
+
+/// Replicas racing: one keeps pushing a manifest with tags, the other keeps deleting it.
+/// Every commit was checked against all those before it, whatever replica made them: no
+/// replica, nor a fresh one replaying the database, ever holds a tag without its manifest,
+/// and all agree.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn racing_replicas_serialize_into_one_history() {
+    let rig = Rig::postgres();
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().expect("dir")).collect();
+    let a = rig.open(dirs[0].path()).await;
+    let b = rig.open(dirs[1].path()).await;
+    let repo = name("r");
+    let body = push_image_blobs(&a, &repo).await;
+    let digest = Digest::of(Algorithm::Sha256, &body);
+    let pushes = {
+        let (a, repo, body) = (a.clone(), repo.clone(), body.clone());
+        tokio::spawn(async move {
+            for i in 0..40 {
+                a.put_manifest(
+                    &repo,
+                    &Reference::parse("latest").expect("ref"),
+                    OCI_MANIFEST,
+                    &body,
+                    &[tag(&format!("a{i}"))],
+                    true,
+                )
+                .await
+                .expect("push");
+            }
+        })
+    };
+    let deletes = {
+        let (b, repo, digest) = (b.clone(), repo.clone(), digest.clone());
+        tokio::spawn(async move {
+            let mut deleted = 0;
+            for _ in 0..40 {
+                b.sync().await.expect("sync");
+                match b
+                    .delete_manifest(
+                        &repo,
+                        &Reference::Digest(digest.clone()),
+                        ManifestDelete::default(),
+                    )
+                    .await
+                {
+                    Ok(()) => deleted += 1,
+                    Err(StoreError::ManifestUnknown(_)) => {}
+                    Err(e) => panic!("delete: {e}"),
+                }
+                tokio::task::yield_now().await;
+            }
+            deleted
+        })
+    };
+    pushes.await.expect("pushes");
+    let deleted = deletes.await.expect("deletes");
+    assert!(deleted > 0, "the race happened");
+    a.sync().await.expect("sync a");
+    b.sync().await.expect("sync b");
+    let c = rig.open(dirs[2].path()).await;
+    let (sa, sb, sc) = (snapshot(&a), snapshot(&b), snapshot(&c));
+    assert_eq!(sa, sb);
+    assert_eq!(sa, sc);
+    for (r, t, d) in &sa.0 {
+        assert!(
+            sa.1.contains(&(r.clone(), d.clone())),
+            "tag {r}:{t} names {d}, which is not held"
+        );
+    }
+    let pg = rig.pg.as_ref().expect("pg");
+    let url = rig.url.as_deref().expect("url");
+    let seqs = pg.psql(
+        url,
+        "SELECT count(*) = count(DISTINCT seq) FROM airdock_txns",
+    );
+    assert_eq!(seqs, "t");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_starting_at_once_migrate_once() {
+    let rig = Rig::postgres();
+    let (da, db) = (
+        tempfile::tempdir().expect("a"),
+        tempfile::tempdir().expect("b"),
+    );
+    let (a, b) = tokio::join!(rig.try_open(da.path()), rig.try_open(db.path()));
+    a.expect("a starts");
+    b.expect("b starts");
+    let pg = rig.pg.as_ref().expect("pg");
+    let url = rig.url.as_deref().expect("url");
+    assert_eq!(
+        pg.psql(
+            url,
+            "SELECT string_agg(version::text, ',') FROM airdock_schema"
+        ),
+        "1"
+    );
+    // A database migrated by a newer airdock is refused, not misread.
+    pg.psql(url, "INSERT INTO airdock_schema (version) VALUES (99)");
+    let dc = tempfile::tempdir().expect("c");
+    match rig.try_open(dc.path()).await {
+        Err(StoreError::Unsupported(m)) => assert!(m.contains("schema version 99"), "{m}"),
+        Err(e) => panic!("wrong error: {e}"),
+        Ok(_) => panic!("a newer schema was accepted"),
+    }
+}
+
+#[tokio::test]
+async fn losing_the_database_is_unavailable_until_it_returns() {
+    let mut rig = Rig::postgres();
+    let dir = tempfile::tempdir().expect("dir");
+    let s = rig.open(dir.path()).await;
+    let repo = name("r");
+    let one = Digest::of(Algorithm::Sha256, b"one");
+    s.push_blob(&repo, &one, &b"one"[..]).await.expect("push");
+    rig.pg.as_mut().expect("pg").stop();
+    assert!(matches!(s.sync().await, Err(StoreError::Unavailable(_))));
+    let two = Digest::of(Algorithm::Sha256, b"two");
+    assert!(matches!(
+        s.push_blob(&repo, &two, &b"two"[..]).await,
+        Err(StoreError::Unavailable(_))
+    ));
+    assert!(!s.repo_has_blob(&repo, &two), "nothing half-applied");
+    assert!(s.vitals().await.journal_error.is_some());
+    rig.pg.as_mut().expect("pg").resume();
+    s.sync().await.expect("sync after the database returned");
+    s.push_blob(&repo, &two, &b"two"[..])
+        .await
+        .expect("push again");
+    assert!(s.vitals().await.journal_error.is_none());
+    drop(s);
+    let s = rig.open(dir.path()).await;
+    assert!(s.repo_has_blob(&repo, &one) && s.repo_has_blob(&repo, &two));
+}
+
+#[tokio::test]
+async fn a_data_dir_keeps_to_one_kind_of_journal() {
+    let rig = Rig::postgres();
+    let dir = tempfile::tempdir().expect("dir");
+    let d = Digest::of(Algorithm::Sha256, b"x");
+    {
+        let s = Store::open(dir.path()).await.expect("local");
+        s.push_blob(&name("a"), &d, &b"x"[..]).await.expect("push");
+    }
+    // Its own metadata would be silently set aside: refused.
+    match rig.try_open(dir.path()).await {
+        Err(StoreError::Unsupported(m)) => assert!(m.contains("migrate-metadata"), "{m}"),
+        Err(e) => panic!("wrong error: {e}"),
+        Ok(_) => panic!("a data dir with a local journal opened on PostgreSQL"),
+    }
+    // And a data dir served on PostgreSQL is not opened without it (empty metadata).
+    let other = tempfile::tempdir().expect("other");
+    drop(rig.open(other.path()).await);
+    match Store::open(other.path()).await {
+        Err(StoreError::Unsupported(m)) => assert!(m.contains("metadata.url"), "{m}"),
+        Err(e) => panic!("wrong error: {e}"),
+        Ok(_) => panic!("a PostgreSQL data dir opened with a local journal"),
+    }
+}
+
+/// `migrate-metadata`: a single node's journal goes into an empty database whole, the data
+/// dir then serves from the database; a bound data dir or a database holding metadata is
+/// refused and nothing changes.
+#[tokio::test]
+async fn a_single_nodes_journal_moves_into_postgres_whole() {
+    let rig = Rig::postgres();
+    let url = rig.url.as_deref().expect("url");
+    let dir = tempfile::tempdir().expect("dir");
+    let local = |dir: &Path| {
+        let blobs = Box::new(FsBlobStore::new(rig.blobs.path()));
+        Store::open_with_metadata(dir.to_owned(), Some(blobs), None)
+    };
+    let s = local(dir.path()).await.expect("local");
+    let cfg = Digest::of(Algorithm::Sha256, b"{}");
+    let layer = Digest::of(Algorithm::Sha256, b"layer");
+    let body = manifest_json(&cfg, &layer);
+    for repo in ["a", "b/c"] {
+        let repo = name(repo);
+        s.push_blob(&repo, &cfg, &b"{}"[..]).await.expect("cfg");
+        s.push_blob(&repo, &layer, &b"layer"[..])
+            .await
+            .expect("layer");
+        let v1 = Reference::parse("v1").expect("ref");
+        s.put_manifest(&repo, &v1, OCI_MANIFEST, &body, &[tag("v2")], true)
+            .await
+            .expect("manifest");
+    }
+    let before = snapshot(&s);
+    drop(s);
+    let report = migrate_metadata(dir.path(), url).await.expect("migrate");
+    assert_eq!(
+        (report.repositories, report.manifests, report.tags),
+        (2, 2, 4)
+    );
+    assert!(!layout::journal_path(dir.path()).exists());
+    assert!(layout::migrated_journal_path(dir.path()).exists());
+    let s = rig.open(dir.path()).await;
+    assert_eq!(snapshot(&s), before);
+    let other = tempfile::tempdir().expect("other");
+    assert_eq!(
+        snapshot(&rig.open(other.path()).await),
+        before,
+        "any replica"
+    );
+    drop(s);
+    match migrate_metadata(dir.path(), url).await {
+        Err(StoreError::Unsupported(m)) => assert!(m.contains("PostgreSQL database"), "{m}"),
+        other => panic!("a bound data dir migrated again: {other:?}"),
+    }
+    let second = tempfile::tempdir().expect("second");
+    let s = local(second.path()).await.expect("local");
+    s.push_blob(&name("z"), &cfg, &b"{}"[..])
+        .await
+        .expect("push");
+    drop(s);
+    match migrate_metadata(second.path(), url).await {
+        Err(StoreError::Unsupported(m)) => assert!(m.contains("already holds metadata"), "{m}"),
+        other => panic!("merged into a database with metadata: {other:?}"),
+    }
+    let s = local(second.path()).await.expect("still a single node");
+    assert!(s.repo_exists(&name("z")));
+    assert_eq!(
+        snapshot(&rig.open(tempfile::tempdir().expect("t").path()).await),
+        before,
+        "the database is unchanged"
+    );
+}
+
+/// GC over replicas: one run at a time, and a run on A while B pushes never leaves a tag,
+/// manifest or link naming a missing blob on any replica. B's push may be refused cleanly
+/// (its fresh blob is not pinned on A, and the grace window here is zero) but never
+/// acknowledged with something missing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn gc_on_one_replica_while_another_pushes_loses_nothing_reachable() {
+    let pg = Postgres::start();
+    let url = pg.database();
+    let blobs = crate::blobstore::memory::MemBlobStore::new();
+    let (da, db) = (
+        tempfile::tempdir().expect("a"),
+        tempfile::tempdir().expect("b"),
+    );
+    let open = |dir: &Path| {
+        let blobs: Box<dyn BlobStore> = Box::new(blobs.clone());
+        Store::open_with_metadata(dir.to_owned(), Some(blobs), Some(&url))
+    };
+    let a = open(da.path()).await.expect("a");
+    let b = open(db.path()).await.expect("b");
+    let opts = GcOptions {
+        grace: std::time::Duration::ZERO,
+        ..GcOptions::default()
+    };
+    // Garbage: stored, never linked.
+    let mut junk = Vec::new();
+    for i in 0..20u32 {
+        let bytes = format!("junk {i}").into_bytes();
+        let d = Digest::of(Algorithm::Sha256, &bytes);
+        a.ingest_blob(Some(&d), Algorithm::Sha256, &bytes[..], Ingest::default())
+            .await
+            .expect("junk");
+        junk.push(d);
+    }
+    // One GC over all replicas at a time.
+    let held = a.inner.meta.gc_lock().await.expect("lock").expect("free");
+    assert!(matches!(b.gc(&opts).await, Err(StoreError::Busy(_))));
+    drop(held);
+    let repo = name("r");
+    let pushes = {
+        let b = b.clone();
+        let repo = repo.clone();
+        tokio::spawn(async move {
+            let (mut ok, mut refused) = (0, 0);
+            for i in 0..30u32 {
+                let cfg_bytes = format!("{{\"i\":{i}}}").into_bytes();
+                let cfg = Digest::of(Algorithm::Sha256, &cfg_bytes);
+                let layer_bytes = format!("layer {i}").into_bytes();
+                let layer = Digest::of(Algorithm::Sha256, &layer_bytes);
+                let pushed = async {
+                    b.push_blob(&repo, &cfg, &cfg_bytes[..]).await?;
+                    b.push_blob(&repo, &layer, &layer_bytes[..]).await?;
+                    let body = manifest_json(&cfg, &layer);
+                    let t = Reference::parse(&format!("t{i}")).expect("ref");
+                    b.put_manifest(&repo, &t, OCI_MANIFEST, &body, &[], true)
+                        .await
+                };
+                match pushed.await {
+                    Ok(_) => ok += 1,
+                    // Refused cleanly: a blob or the manifest's own bytes, fresh on B but not
+                    // pinned on A, went with A's GC (grace zero) before B's commit checked it.
+                    Err(
+                        StoreError::ManifestBlobUnknown(_)
+                        | StoreError::BlobUnknown(_)
+                        | StoreError::ManifestUnknown(_),
+                    ) => refused += 1,
+                    Err(e) => panic!("push {i}: {e}"),
+                }
+            }
+            (ok, refused)
+        })
+    };
+    let mut runs = 0;
+    while !pushes.is_finished() {
+        a.gc(&opts).await.expect("gc");
+        runs += 1;
+    }
+    let (ok, refused) = pushes.await.expect("pushes");
+    assert!(
+        runs > 1 && ok > 0,
+        "runs {runs}, pushed {ok}, refused {refused}"
+    );
+    for d in &junk {
+        assert!(!a.blob_exists(d).await.expect("stat"), "garbage collected");
+    }
+    a.sync().await.expect("sync");
+    b.sync().await.expect("sync");
+    for s in [&a, &b] {
+        let named = named_blobs(s);
+        for d in named {
+            assert!(
+                s.blob_exists(&d).await.expect("stat"),
+                "{d} is named but gone"
+            );
+        }
+    }
+    assert_eq!(snapshot(&a), snapshot(&b));
+}
+
+/// Every blob `s`'s metadata names (links, manifests' own bytes, their layers and configs),
+/// after checking that every tag names a manifest held.
+fn named_blobs(s: &Store) -> Vec<Digest> {
+    let state = s.inner.meta.read();
+    for (r, repo) in &state.repos {
+        for (t, e) in &repo.tags {
+            let m = repo.manifests.get(&e.digest);
+            assert!(m.is_some(), "{r}:{t} names a manifest it does not hold");
+        }
+    }
+    state
+        .repos
+        .values()
+        .flat_map(|repo| {
+            let links = repo.blobs.iter().cloned();
+            let own = repo.manifests.keys().cloned();
+            let refs = repo
+                .manifests
+                .values()
+                .flat_map(|m| m.blobs.iter().map(|b| b.digest.clone()));
+            links.chain(own).chain(refs).collect::<Vec<_>>()
+        })
+        .collect()
+}
