@@ -25,13 +25,17 @@
 pub mod binding;
 mod hash;
 mod index;
+mod leftovers;
 mod sessions;
 pub mod testing;
 
+pub use leftovers::Swept;
+
+use std::collections::HashSet;
 use std::io;
 use std::path::{Path as FsPath, PathBuf};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
 
 use airdock_storage::blobstore::{
     BlobRead, BlobStore, Body, ByteRange, DigestStream, SessionRecord, Written,
@@ -89,6 +93,47 @@ struct Inner {
     redirect: bool,
     index: index::Index,
     sessions: sessions::Sessions,
+    /// The bucket's URL and region, and a client, for the one request `object_store` does
+    /// not make: `ListMultipartUploads` (see `leftovers.rs`).
+    bucket_url: url::Url,
+    region: String,
+    http: reqwest::Client,
+    /// Held by creators of multipart uploads until they are recorded (see `leftovers.rs`).
+    creating: leftovers::Creating,
+    /// Multipart uploads of `put`s in flight in this process: not recorded anywhere else.
+    /// std Mutex: set insert/remove only.
+    in_flight: Mutex<HashSet<MultipartId>>,
+}
+
+impl Inner {
+    fn in_flight(&self) -> MutexGuard<'_, HashSet<MultipartId>> {
+        self.in_flight.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The bucket's own URL (`ListMultipartUploads` is a request on the bucket, not a key):
+/// path-style `ENDPOINT/BUCKET`, else `BUCKET.` in front of the endpoint's host; AWS's
+/// regional endpoint without one.
+fn bucket_url(cfg: &S3Config) -> Result<url::Url, StoreError> {
+    let bad = |e: &dyn std::fmt::Display| {
+        StoreError::Io(io::Error::other(format!("storage.s3.endpoint: {e}")))
+    };
+    let endpoint = cfg
+        .endpoint
+        .clone()
+        .unwrap_or_else(|| format!("https://s3.{}.amazonaws.com", cfg.region));
+    let mut url = url::Url::parse(&endpoint).map_err(|e| bad(&e))?;
+    if cfg.path_style {
+        url.path_segments_mut()
+            .map_err(|()| bad(&"not a base URL"))?
+            .pop_if_empty()
+            .push(&cfg.bucket);
+    } else {
+        let host = url.host_str().ok_or_else(|| bad(&"no host"))?.to_owned();
+        url.set_host(Some(&format!("{}.{host}", cfg.bucket)))
+            .map_err(|e| bad(&e))?;
+    }
+    Ok(url)
 }
 
 /// An `object_store` error in the store's terms. Throttling (`SlowDown`, 503, 429) and
@@ -166,6 +211,11 @@ impl S3Blobs {
             .then(|| Path::parse(prefix))
             .transpose()
             .map_err(|e| StoreError::Io(io::Error::other(format!("storage.s3.prefix: {e}"))))?;
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .timeout(Duration::from_secs(60))
+            .build()
+            .map_err(|e| StoreError::Io(io::Error::other(format!("S3 client: {e}"))))?;
         tokio::fs::create_dir_all(state_dir).await?;
         let index = index::Index::open(&state_dir.join("objects")).await?;
         let sessions = sessions::Sessions::new(state_dir.join("sessions")).await?;
@@ -176,6 +226,11 @@ impl S3Blobs {
                 redirect: cfg.redirect,
                 index,
                 sessions,
+                bucket_url: bucket_url(cfg)?,
+                region: cfg.region.clone(),
+                http,
+                creating: leftovers::Creating::default(),
+                in_flight: Mutex::default(),
             }),
         })
     }
@@ -300,12 +355,15 @@ impl S3Blobs {
                 buf.clear();
             } else if buf.len() == PART_SIZE {
                 if multipart.is_none() {
+                    // Registered before the creation is over, for the leftover sweep.
+                    let _creating = self.inner.creating.read().await;
                     let id = self
                         .inner
                         .s3
                         .create_multipart(&key)
                         .await
                         .map_err(s3_error)?;
+                    self.inner.in_flight().insert(id.clone());
                     *multipart = Some((id, Vec::new()));
                 }
                 if let Some((id, parts)) = multipart.as_mut() {
@@ -339,6 +397,7 @@ impl S3Blobs {
                 if done.is_err() {
                     self.abort_multipart(&key, &id).await;
                 }
+                self.inner.in_flight().remove(&id);
                 done?;
                 false
             }
@@ -369,6 +428,7 @@ impl BlobStore for S3Blobs {
             .await;
         if let Some((id, _)) = multipart {
             self.abort_multipart(&self.blob_key(expected), &id).await;
+            self.inner.in_flight().remove(&id);
         }
         r
     }
@@ -532,6 +592,12 @@ impl BlobStore for S3Blobs {
 
     async fn sessions(&self) -> Result<Vec<SessionRecord>, StoreError> {
         self.session_records().await
+    }
+
+    /// Incomplete multipart uploads and session objects nothing records (`leftovers.rs`).
+    async fn sweep_leftovers(&self, cutoff: SystemTime, dry_run: bool) -> Result<u64, StoreError> {
+        let swept = self.leftovers(cutoff, dry_run).await?;
+        Ok(swept.uploads_aborted + swept.objects_deleted)
     }
 }
 

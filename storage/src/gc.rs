@@ -107,6 +107,10 @@ pub struct GcReport {
     /// Unreferenced blobs the grace window kept this run, and when they become collectable.
     pub held_back: HeldBack,
     pub uploads_expired: u64,
+    /// What interrupted writes left in the blob backend that nothing names (S3: incomplete
+    /// multipart uploads, session objects never indexed), older than the grace window,
+    /// removed (or, dry, found). See `BlobStore::sweep_leftovers`.
+    pub leftovers_removed: u64,
     pub elapsed_ms: u64,
     /// With `dry_run`: what each repository uses now, beside what the run would free.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -315,6 +319,13 @@ impl Store {
                 report.uploads_expired = self.expire_uploads(ttl).await?;
             }
         }
+        // 5. Leftovers of writes a crash interrupted. After the expiry, which aborts what
+        //    expired sessions recorded; the backend spares whatever is still recorded.
+        report.leftovers_removed = self
+            .inner
+            .blobs
+            .sweep_leftovers(cutoff, opts.dry_run)
+            .await?;
         report.elapsed_ms = started.elapsed().as_millis() as u64;
         tracing::info!(
             dry_run = report.dry_run,
@@ -324,6 +335,7 @@ impl Store {
             blobs = report.blobs_deleted,
             bytes = report.bytes_freed,
             uploads = report.uploads_expired,
+            leftovers = report.leftovers_removed,
             ms = report.elapsed_ms,
             "gc finished"
         );

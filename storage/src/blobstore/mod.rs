@@ -282,6 +282,18 @@ pub trait BlobStore: Send + Sync + 'static {
     /// answers `UploadUnknown`; a `finish` in flight either completes first or fails.
     async fn abort(&self, id: &UploadId) -> Result<bool, StoreError>;
 
+    /// Remove what interrupted writes left in the backend that no blob and no open session
+    /// names (an S3 multipart upload a crash left incomplete, a session's object completed
+    /// but never indexed), if it was started or last written at or before `cutoff`; with
+    /// `dry_run`, only count. Returns how many. For GC only (it may list). Never removes a
+    /// stored blob, an open session's data, or anything a write in flight will complete or
+    /// record. By default there is nothing to sweep: the filesystem store empties its
+    /// `tmp/` at start, and memory keeps nothing across a crash.
+    async fn sweep_leftovers(&self, cutoff: SystemTime, dry_run: bool) -> Result<u64, StoreError> {
+        let _ = (cutoff, dry_run);
+        Ok(0)
+    }
+
     /// Every open session, for the store's caps at start and expiry (the store aborts
     /// those whose `last_write` is older than its limit; backends expire nothing on their
     /// own). `last_write` must move while a chunk is being written, not only when it ends,

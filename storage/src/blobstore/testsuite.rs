@@ -601,6 +601,38 @@ pub async fn read_session_leaves_it_open(s: &dyn BlobStore) {
     ));
 }
 
+// ---- leftovers -------------------------------------------------------------------------
+
+/// [`BlobStore::sweep_leftovers`] with a cutoff in the future (everything counts as old)
+/// spares everything live: stored blobs (monolithic, and finished sessions past a part),
+/// and an open session past a part, which still takes chunks and finishes afterwards.
+pub async fn sweep_leftovers_spares_live_data<H: Harness>(h: H) {
+    let s = h.store();
+    let blob = pattern(40, 3000);
+    let blob_d = sha(&blob);
+    put(s, &blob).await;
+    let finished = pattern(41, (9 << 20) + 7);
+    let id = begin(s, "finished").await;
+    append(s, &id, 0, &finished).await;
+    s.finish(&id, &sha(&finished)).await.expect("finish");
+    let open = pattern(42, (9 << 20) + 3);
+    let id = begin(s, "open").await;
+    let at = append(s, &id, 0, &open).await;
+    let later = SystemTime::now() + Duration::from_secs(60);
+    s.sweep_leftovers(later, true).await.expect("dry sweep");
+    s.sweep_leftovers(later, false).await.expect("sweep");
+    assert_eq!(s.sweep_leftovers(later, true).await.expect("again"), 0);
+    assert_eq!(
+        read(s, &blob_d, ByteRange::ALL).await.expect("blob").1,
+        blob
+    );
+    let got = read(s, &sha(&finished), ByteRange::ALL).await;
+    assert!(got.expect("finished").1 == finished);
+    let tail = pattern(43, 10);
+    append(s, &id, at, &tail).await;
+    finish_and_check(s, &id, &[open, tail].concat()).await;
+}
+
 // ---- the clock -----------------------------------------------------------------------
 
 /// [`BlobClock`]'s own rules, for any implementation.
@@ -644,7 +676,8 @@ macro_rules! blobstore_contract_tests {
             session_finish_with_wrong_digest_leaves_nothing,
             session_finish_edge_cases,
             session_ids_and_listing,
-            session_has_one_writer_at_a_time
+            session_has_one_writer_at_a_time,
+            sweep_leftovers_spares_live_data
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {
