@@ -71,7 +71,7 @@ impl Store {
     /// [`Store::open_read_only`] with blobs in `blobs` (`None`: the filesystem under `root`).
     pub async fn open_read_only_with(
         root: impl AsRef<Path>,
-        blobs: Option<Box<dyn BlobStore>>,
+        blobs: Option<crate::OpenBlobs>,
     ) -> Result<Store, StoreError> {
         let root = root.as_ref().to_owned();
         let root2 = root.clone();
@@ -101,9 +101,10 @@ impl Store {
                 Box::new(FsBlobStore::new(root.clone())),
                 Box::new(crate::blobstore::fs::MtimeClock::new(root.clone())),
             ),
-            Some(b) => (
-                b,
-                Box::new(crate::blobstore::memory::MemClock::since(SystemTime::now())),
+            // Read, never written: a check records no use.
+            Some(open) => (
+                open().await?,
+                Box::new(crate::FileClock::open(layout::clock_path(&root), false)?),
             ),
         };
         let on_disk = match blobs.sessions().await {

@@ -764,7 +764,7 @@ mod tests {
     async fn sweeps_through_the_contract_on_the_clock() {
         let dir = tempfile::tempdir().expect("tempdir");
         let mem = crate::blobstore::memory::MemBlobStore::new();
-        let s = Store::open_with(dir.path(), Some(Box::new(mem)))
+        let s = Store::open_with(dir.path(), Some(crate::blobstore::opened(Box::new(mem))))
             .await
             .expect("open");
         let repo = name("app");

@@ -6,8 +6,10 @@
 //! │   ├── sha256/<hex[0..2]>/<hex>    layers, configs and manifests alike; all 256 fan-out
 //! │   └── sha512/<hex[0..2]>/<hex>    directories are made (durably) at start
 //! ├── meta/
-//! │   └── journal                 append-only log of metadata transactions (one line each:
+//! │   ├── journal                 append-only log of metadata transactions (one line each:
 //! │                               `<checksum> <json>`); replayed into memory at start
+//! │   └── clock                   GC's clock when blobs are not files (S3): when each blob
+//! │                               was last used (`blobstore/fileclock.rs`)
 //! ├── uploads/<upload-id>/        one directory per open upload session
 //! │   ├── info.json               repository and digest algorithm of the session
 //! │   └── data                    the bytes received so far
@@ -107,6 +109,11 @@ pub(crate) fn blob_path(root: &Path, d: &Digest) -> PathBuf {
 
 pub fn journal_path(root: &Path) -> PathBuf {
     root.join(META).join(JOURNAL)
+}
+
+/// GC's clock for backends without a writable time per blob (see `FileClock`).
+pub(crate) fn clock_path(root: &Path) -> PathBuf {
+    root.join(META).join("clock")
 }
 
 /// A readiness probe's scratch file (`tmp/` is emptied at start, so a crash leaves no trace).

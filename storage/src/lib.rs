@@ -28,7 +28,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 pub use blobs::{read_range, Ingested};
-pub use blobstore::{BlobClock, BlobStore};
+pub use blobstore::{BlobClock, BlobStore, OpenBlobs};
 pub use digest::{Algorithm, Digest, Hasher, Hex};
 pub use error::StoreError;
 pub use fsck::{FsckProblem, FsckReport};
@@ -48,8 +48,8 @@ pub use uploads::{UploadId, UploadSession};
 pub use usage::{RepoUsage, Usage};
 pub use vitals::Vitals;
 
+use blobstore::fileclock::FileClock;
 use blobstore::fs::{FsBlobStore, MtimeClock};
-use blobstore::memory::MemClock;
 pub use blobstore::BlobRead;
 use blobstore::{BlobReader, ByteRange};
 use meta::{Meta, Op, Repo};

@@ -203,8 +203,9 @@ async fn serve_on_s3_keeps_every_blob_in_the_bucket() {
     let data = s3.server.data_dir().to_owned();
     let data_arg = data.to_str().expect("utf-8").to_owned();
     s3.server.kill();
-    // Offline GC finds the bucket in the data dir; a fresh process counts every blob as
-    // used at its start, so within the default window it deletes nothing.
+    // Offline GC finds the bucket in the data dir; after a kill -9 (GC's clock may have lost
+    // touches) every blob counts as used at the next open, so within the default window it
+    // deletes nothing.
     let (ok, out, err) = airdock_s3(&["gc", "--data-dir", &data_arg]);
     assert!(ok, "{out}{err}");
     let report: serde_json::Value = serde_json::from_str(&out).expect("gc report");
@@ -506,4 +507,53 @@ async fn expired_sessions_abort_their_multipart_uploads() {
     );
     let r = c.get(s.url(&at)).send().await.expect("status");
     assert_eq!(r.status(), StatusCode::NOT_FOUND, "the session is gone");
+}
+
+/// Issue 11: on S3, GC's clock is kept beside the journal (`meta/clock`), not in memory: an
+/// unreferenced blob's grace window runs on across a clean restart (SIGTERM), so a GC right
+/// after it collects a blob last used before the window; after a kill -9 the touches since
+/// the last clean stop may be lost, and every blob counts as used at the restart.
+#[tokio::test]
+async fn gc_clock_survives_a_clean_restart_on_s3() {
+    let mut s3 = serve_on_s3("clock", &["--admin-token", crate::imgpkg::TOKEN]);
+    let gc = |s: &Server| {
+        let url = s.url("/admin/v1/gc?grace=3s");
+        async move {
+            let r = support::client(Duration::from_secs(30))
+                .post(url)
+                .bearer_auth(crate::imgpkg::TOKEN)
+                .send()
+                .await
+                .expect("gc");
+            assert_eq!(r.status(), StatusCode::OK);
+            r.json::<serde_json::Value>().await.expect("report")
+        }
+    };
+    for (clean, seed) in [(true, 1u64), (false, 2)] {
+        // A blob no manifest references: GC drops its link and the object once it is old.
+        let c = support::client(Duration::from_secs(30));
+        let d =
+            support::push_blob(&c, &s3.server, "app", &support::xorshift_bytes(1000, seed)).await;
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        if clean {
+            s3.server.restart_graceful();
+        } else {
+            s3.server.restart();
+        }
+        let report = gc(&s3.server).await;
+        let head = support::head(
+            &support::client(Duration::from_secs(30)),
+            &s3.server,
+            &format!("/v2/app/blobs/{d}"),
+        )
+        .await;
+        if clean {
+            assert_eq!(report["blobs_deleted"], 1, "{report}");
+            assert_eq!(head.status(), StatusCode::NOT_FOUND);
+        } else {
+            assert_eq!(report["blobs_deleted"], 0, "{report}");
+            assert_eq!(report["held_back"]["blobs"], 1, "{report}");
+            assert_eq!(head.status(), StatusCode::OK);
+        }
+    }
 }

@@ -33,6 +33,7 @@ use tokio::io::AsyncRead;
 
 use crate::{Algorithm, Digest, StoreError, UploadId};
 
+pub mod fileclock;
 pub mod fs;
 pub mod memory;
 #[cfg(any(test, feature = "testsuite"))]
@@ -329,4 +330,24 @@ pub trait BlobClock: Send + Sync + 'static {
 
     /// Drop `d`'s record (its blob was deleted).
     fn forget(&self, d: &Digest);
+
+    /// Make every touch so far durable, for a clean stop: a clock that keeps its records in
+    /// a file (`FileClock`) trusts them again at the next open, rather than counting every
+    /// blob as used then. Touches after it are kept in memory only. By default nothing to do.
+    fn close(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+/// Opens a blob backend. The store calls it once it holds the data dir's lock: a backend
+/// may keep state under the data dir (the S3 object index and sessions), which only the
+/// lock's holder may read or change.
+pub type OpenBlobs = Box<
+    dyn FnOnce() -> futures_util::future::BoxFuture<'static, Result<Box<dyn BlobStore>, StoreError>>
+        + Send,
+>;
+
+/// An [`OpenBlobs`] for a backend already open, with no state under the data dir (memory).
+pub fn opened(blobs: Box<dyn BlobStore>) -> OpenBlobs {
+    Box::new(move || Box::pin(async move { Ok(blobs) }))
 }
