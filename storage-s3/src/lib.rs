@@ -258,6 +258,16 @@ impl S3Blobs {
         self.key(&format!("blobs/{}/{}/{}", d.algorithm(), &hex[..2], &*hex))
     }
 
+    /// The digest whose key `key` is, if it is one.
+    fn digest_of_key(&self, key: &Path) -> Option<Digest> {
+        let parts: Vec<_> = key.parts().collect();
+        let d = match parts.as_slice() {
+            [.., alg, _, hex] => Digest::parse(&format!("{}:{}", alg.as_ref(), hex.as_ref())).ok(),
+            _ => None,
+        };
+        d.filter(|d| &self.blob_key(d) == key)
+    }
+
     /// `PREFIX/objects/<upload-id>`: the object a chunked session completes into.
     fn object_key(&self, id: &UploadId) -> Path {
         self.key(&format!("objects/{id}"))
@@ -523,6 +533,41 @@ impl BlobStore for S3Blobs {
         Ok(existed)
     }
 
+    /// Keys under `blobs/` that are not digest keys (one paginated listing).
+    async fn strays(&self) -> Result<Vec<String>, StoreError> {
+        let prefix = self.key("blobs");
+        let listed: Vec<_> = self
+            .inner
+            .s3
+            .list(Some(&prefix))
+            .try_collect()
+            .await
+            .map_err(s3_error)?;
+        Ok(listed
+            .into_iter()
+            .filter(|meta| self.digest_of_key(&meta.location).is_none())
+            .map(|meta| meta.location.to_string())
+            .collect())
+    }
+
+    /// A server-side copy to `PREFIX/quarantine/<alg>-<hex>.<unix-time>`, then the blob's
+    /// delete (its object and index line): S3 cannot rename. A crash in between leaves the
+    /// blob in place and a copy beside it; the next repair copies it again.
+    async fn quarantine(&self, d: &Digest, unix_time: u64) -> Result<Option<String>, StoreError> {
+        let to = self.key(&format!(
+            "quarantine/{}-{}.{unix_time}",
+            d.algorithm(),
+            &*d.hex()
+        ));
+        match self.inner.s3.copy(&self.locate(d), &to).await {
+            Ok(()) => {}
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(s3_error(e)),
+        }
+        self.delete(d).await?;
+        Ok(Some(to.to_string()))
+    }
+
     /// A paginated listing of `blobs/` (keys that are not digest keys are skipped), then the
     /// index's session objects.
     fn list(&self) -> DigestStream<'_> {
@@ -530,16 +575,7 @@ impl BlobStore for S3Blobs {
         let listed = self.inner.s3.list(Some(&prefix)).filter_map(move |meta| {
             let r = match meta {
                 Err(e) => Some(Err(s3_error(e))),
-                Ok(meta) => {
-                    let parts: Vec<_> = meta.location.parts().collect();
-                    let d = match parts.as_slice() {
-                        [.., alg, _, hex] => {
-                            Digest::parse(&format!("{}:{}", alg.as_ref(), hex.as_ref())).ok()
-                        }
-                        _ => None,
-                    };
-                    d.filter(|d| self.blob_key(d) == meta.location).map(Ok)
-                }
+                Ok(meta) => self.digest_of_key(&meta.location).map(Ok),
             };
             std::future::ready(r)
         });

@@ -94,8 +94,8 @@ fn airdock_s3(args: &[&str]) -> (bool, String, String) {
 /// Everything a pull and a push touch goes to the bucket and comes back from it: monolithic
 /// and chunked blob pushes, manifests, `HEAD`, `GET` with `Range`, a mount, a restart; the
 /// data dir holds no blob file. The data dir is bound to its bucket: served again without
-/// storage flags it finds it, with another bucket it is refused, and the maintenance commands
-/// that still work on files (gc, fsck, backup) refuse it rather than act on missing files.
+/// storage flags it finds it, with another bucket it is refused; offline gc and fsck (and its
+/// repair) work through the bucket, and backup, which still copies files, refuses it.
 #[tokio::test]
 async fn serve_on_s3_keeps_every_blob_in_the_bucket() {
     let mut s3 = serve_on_s3("lab/one", &[]);
@@ -225,8 +225,23 @@ async fn serve_on_s3_keeps_every_blob_in_the_bucket() {
         !ok && out.contains(&cfg),
         "the rotten config is named: {out}"
     );
+    // The repair moves it aside in the bucket (a copy under quarantine/, then the delete)
+    // and drops its link; a second check is clean.
     let (ok, out, err) = airdock_s3(&["fsck", "--repair", "--data-dir", &data_arg]);
-    assert!(!ok && err.contains("not supported"), "{out}{err}");
+    assert!(ok, "{out}{err}");
+    let report: serde_json::Value = serde_json::from_str(&out).expect("repair report");
+    let moved = report["quarantined"][0]
+        .as_str()
+        .expect("quarantined")
+        .to_owned();
+    assert!(moved.starts_with("lab/one/quarantine/sha256-"), "{report}");
+    assert_eq!(
+        std::fs::read(s3.gw.object_path(&moved)).expect("kept"),
+        b"{\"rotten\":1}"
+    );
+    assert!(!s3.gw.object_path(&key).exists(), "gone from blobs/");
+    let (ok, out, err) = airdock_s3(&["fsck", "--data-dir", &data_arg]);
+    assert!(ok, "a repaired store checks clean: {out}{err}");
     let to = data.join("backup.tar");
     let (ok, _, err) = airdock_s3(&[
         "backup",

@@ -305,6 +305,14 @@ mod tests {
         testsuite::clock_keeps_the_latest_touch(&clock);
     }
 
+    #[tokio::test]
+    async fn clock_and_writes() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let clock = FileClock::open(dir.path().join("clock"), true).expect("open");
+        let blobs = crate::blobstore::memory::MemBlobStore::new();
+        testsuite::clock_and_writes(&blobs, &clock).await;
+    }
+
     /// Issue 11: GC's grace window survives a restart. Closed cleanly, every touch and forget
     /// comes back exactly; killed (no close), every blob counts as used at the reopen.
     #[test]

@@ -213,6 +213,19 @@ pub trait BlobStore: Send + Sync + 'static {
     /// A blob put or deleted during the listing may or may not appear.
     fn list(&self) -> DigestStream<'_>;
 
+    /// Names in the backend's blob namespace that are not blobs (a stray file under
+    /// `blobs/`): fsck reports them, nothing removes them. For fsck only (it may list). By
+    /// default none.
+    async fn strays(&self) -> Result<Vec<String>, StoreError> {
+        Ok(Vec::new())
+    }
+
+    /// Move blob `d` aside, out of the blob namespace, because its bytes do not hash to `d`
+    /// (fsck's repair): afterwards `d` is absent, and its bytes are kept where an operator
+    /// can look at them (named by `unix_time`), never deleted. Returns where they went, or
+    /// `None` if `d` was not stored.
+    async fn quarantine(&self, d: &Digest, unix_time: u64) -> Result<Option<String>, StoreError>;
+
     /// A URL a client may `GET` blob `d` from directly for `ttl`, if this backend can sign
     /// one (S3 presigning) and is configured to. `Ok(None)`: serve the bytes through airdock
     /// (the default for every backend; a lab's kubelets often reach only the registry).
@@ -330,6 +343,13 @@ pub trait BlobClock: Send + Sync + 'static {
 
     /// Drop `d`'s record (its blob was deleted).
     fn forget(&self, d: &Digest);
+
+    /// Whether a `put` or `finish` of `d` by the backend this clock goes with sets
+    /// `last_used(d)` to the time of the write by itself (the filesystem's mtime clock: the
+    /// write is the touch), so the store need not touch after it. By default it does not.
+    fn set_by_writes(&self) -> bool {
+        false
+    }
 
     /// Make every touch so far durable, for a clean stop: a clock that keeps its records in
     /// a file (`FileClock`) trusts them again at the next open, rather than counting every

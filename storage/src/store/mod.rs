@@ -159,17 +159,6 @@ impl Store {
         self.inner.blobs.kind()
     }
 
-    /// `Unsupported` unless blobs are on the local filesystem: for the maintenance
-    /// commands that still work on blob files directly.
-    pub(crate) fn require_filesystem(&self, what: &str) -> Result<(), StoreError> {
-        match self.inner.blobs.kind() {
-            "filesystem" => Ok(()),
-            other => Err(StoreError::Unsupported(format!(
-                "{what} of blobs on {other} storage is not supported yet"
-            ))),
-        }
-    }
-
     /// How many metadata commits this store has applied since it was opened: anything
     /// derived from the metadata (a usage report, say) is current while this is unchanged.
     pub fn generation(&self) -> u64 {
