@@ -572,3 +572,48 @@ async fn gc_clock_survives_a_clean_restart_on_s3() {
         }
     }
 }
+
+/// On S3 an import upload session cannot be read back before it is finished, so resumable
+/// import uploads are refused at their start (501 UNSUPPORTED, saying what to do instead),
+/// not after the last byte; `airdock import --server` then sends the file in one request.
+#[tokio::test]
+async fn import_uploads_are_refused_at_start_on_s3_and_the_cli_falls_back() {
+    let s3 = serve_on_s3("imports", &["--admin-token", crate::imgpkg::TOKEN]);
+    let s = &s3.server;
+    let r = support::client(Duration::from_secs(30))
+        .post(s.url("/admin/v1/imports/uploads/?repository=lab/app"))
+        .bearer_auth(crate::imgpkg::TOKEN)
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status(), StatusCode::NOT_IMPLEMENTED);
+    let body = r.text().await.expect("body");
+    assert!(
+        body.contains("UNSUPPORTED") && body.contains("one request"),
+        "{body}"
+    );
+    let dir = scratch_dir("airdock-s3-import-");
+    let token = dir.path().join("token");
+    std::fs::write(&token, crate::imgpkg::TOKEN).expect("token file");
+    let out = Command::new(AIRDOCK_BIN)
+        .arg("import")
+        .arg(crate::fixture::fixtures().join("tars/guestbook-bundle.tar"))
+        .args([
+            "-r",
+            "lab/guestbook",
+            "--server",
+            &s.base_url(),
+            "--token-file",
+        ])
+        .arg(&token)
+        .env_remove("AIRDOCK_CA_CERT")
+        .output()
+        .expect("run airdock import");
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    crate::imgpkg::assert_fixture_state(s, "lab/guestbook", "guestbook-bundle").await;
+}

@@ -356,6 +356,10 @@ impl BlobStore for FsBlobStore {
         }
     }
 
+    fn reads_sessions(&self) -> bool {
+        true
+    }
+
     async fn read_session(&self, id: &UploadId) -> Result<BlobRead, StoreError> {
         let dir = layout::upload_dir(&self.root, id);
         let file = match File::open(uploads::data_path(&dir)) {

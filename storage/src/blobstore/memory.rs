@@ -226,6 +226,10 @@ impl BlobStore for MemBlobStore {
         Ok(s.data.len() as u64)
     }
 
+    fn reads_sessions(&self) -> bool {
+        true
+    }
+
     async fn read_session(&self, id: &UploadId) -> Result<BlobRead, StoreError> {
         let data = {
             let st = self.state();

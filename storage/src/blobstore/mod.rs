@@ -275,11 +275,22 @@ pub trait BlobStore: Send + Sync + 'static {
     /// unfinished upload says so with `UploadInvalid` (the default): S3 has no read of the
     /// parts of a multipart upload before it is completed.
     async fn read_session(&self, id: &UploadId) -> Result<BlobRead, StoreError> {
+        debug_assert!(
+            !self.reads_sessions(),
+            "reads_sessions without read_session"
+        );
         let _ = id;
         Err(StoreError::UploadInvalid(format!(
             "the {} storage backend cannot read back an unfinished upload",
             self.kind()
         )))
+    }
+
+    /// Whether [`BlobStore::read_session`] works here, so that a store can refuse an upload
+    /// it would consume itself before any byte is sent rather than after the last. Every
+    /// implementation of `read_session` says `true`.
+    fn reads_sessions(&self) -> bool {
+        false
     }
 
     /// Bytes session `id` holds, or `UploadUnknown`.
