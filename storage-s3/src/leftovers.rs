@@ -1,5 +1,5 @@
 //! What interrupted writes leave in the bucket that no digest names, found and removed by
-//! GC ([`BlobStore::sweep_leftovers`]) once older than its grace window:
+//! GC (`BlobStore::sweep_leftovers`) once older than its grace window:
 //!
 //! - **incomplete multipart uploads** nothing records: a `put` of a large blob or a
 //!   session's first part whose process died between `CreateMultipartUpload` and the
