@@ -179,6 +179,13 @@ impl RegistryError {
                 ),
             );
         }
+        if status == StatusCode::NOT_IMPLEMENTED {
+            // Not an internal detail either: what this server cannot do, and what to do instead.
+            return (
+                status,
+                error_body(code, &self.to_string(), &serde_json::Value::Null),
+            );
+        }
         if status.is_server_error() {
             // Internal details go to the log, not to the client.
             tracing::error!(error = %self, "internal error");

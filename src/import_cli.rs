@@ -75,8 +75,16 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<()> {
         // from an offset, in one request.
         Some(url) if args.file != Path::new("-") && total.is_some() => {
             drop(input);
-            let total = total.unwrap_or(0);
-            resumable::upload(&args, url, &repo, &args.file, total, progress.counter()).await
+            let size = total.unwrap_or(0);
+            match resumable::upload(&args, url, &repo, &args.file, size, progress.counter()).await {
+                // A server whose blobs cannot be read back unfinished (on S3) keeps no
+                // import upload sessions: the file goes in one request instead.
+                Ok(Outcome::Failed { status: 501, .. }) => {
+                    let (input, total) = open_input(&args.file).await?;
+                    to_server(&args, url, &repo, input, total, progress.counter()).await
+                }
+                other => other,
+            }
         }
         Some(url) => to_server(&args, url, &repo, input, total, progress.counter()).await,
         None => to_data_dir(&args, &repo, input, progress.counter()).await,

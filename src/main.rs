@@ -329,9 +329,14 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
         tls,
         limits: settings.limits,
     };
+    let store = state.store.clone();
     serve_with(listener, app(state), stopped(stop_rx), opts).await?;
     if let Some(task) = metrics_server {
         let _ = task.await;
+    }
+    // The background tasks still hold the store: its clock is made durable here.
+    if let Err(e) = store.close() {
+        tracing::warn!(error = %e, "cannot save GC's clock; the next start counts every blob as used then");
     }
     tracing::info!("stopped");
     Ok(())

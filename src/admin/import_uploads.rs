@@ -75,6 +75,8 @@ fn reader(req: Request) -> impl tokio::io::AsyncRead + Unpin + Send + 'static {
 /// POST `?repository=` → 202 with the new session's location.
 pub async fn start(State(st): State<AppState>, req: Request) -> Result<Response, RegistryError> {
     let repo = super::import::repository_param(req.uri().query())?;
+    st.store
+        .require_readable_uploads("resumable import uploads")?;
     let id = st.store.start_upload(&repo, None, OWNER).await?;
     Ok(session_response(StatusCode::ACCEPTED, &id, 0))
 }

@@ -9,6 +9,7 @@
 use std::collections::HashMap;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use airdock_storage::{Digest, StoreError, UploadId};
@@ -18,18 +19,22 @@ pub(crate) struct Index {
     /// std Mutex: held for map lookups and one small append + fsync (in a blocking task),
     /// never across an `.await`.
     map: Arc<Mutex<HashMap<Digest, UploadId>>>,
+    /// Where a torn last line starts (`u64::MAX`: none): cut off before the first append,
+    /// or the next line would be glued to it and the index unreadable at the next start.
+    torn: Arc<AtomicU64>,
 }
 
 impl Index {
     pub(crate) async fn open(path: &Path) -> Result<Index, StoreError> {
         let path = path.to_path_buf();
         let p = path.clone();
-        let map = tokio::task::spawn_blocking(move || load(&p))
+        let (map, torn) = tokio::task::spawn_blocking(move || load(&p))
             .await
             .map_err(io::Error::other)??;
         Ok(Index {
             path,
             map: Arc::new(Mutex::new(map)),
+            torn: Arc::new(AtomicU64::new(torn.unwrap_or(u64::MAX))),
         })
     }
 
@@ -69,12 +74,20 @@ impl Index {
     ) -> Result<(), StoreError> {
         let path = self.path.clone();
         let map = self.map.clone();
+        let torn = self.torn.clone();
         tokio::task::spawn_blocking(move || -> io::Result<()> {
             let mut map = map.lock().unwrap_or_else(|p| p.into_inner());
             let mut f = std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
                 .open(&path)?;
+            let cut = torn.swap(u64::MAX, Ordering::SeqCst);
+            if cut != u64::MAX {
+                if let Err(e) = f.set_len(cut) {
+                    torn.store(cut, Ordering::SeqCst);
+                    return Err(e);
+                }
+            }
             f.write_all(line.as_bytes())?;
             f.sync_data()?;
             match object {
@@ -89,14 +102,15 @@ impl Index {
     }
 }
 
-fn load(path: &Path) -> Result<HashMap<Digest, UploadId>, StoreError> {
+/// The entries, and where a torn last line starts if there is one.
+fn load(path: &Path) -> Result<(HashMap<Digest, UploadId>, Option<u64>), StoreError> {
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             if let Some(dir) = path.parent() {
                 std::fs::create_dir_all(dir)?;
             }
-            return Ok(HashMap::new());
+            return Ok((HashMap::new(), None));
         }
         Err(e) => return Err(e.into()),
     };
@@ -113,7 +127,8 @@ fn load(path: &Path) -> Result<HashMap<Digest, UploadId>, StoreError> {
         }
     }
     // A torn last line (power loss mid-append) was never acknowledged: ignore it.
-    Ok(map)
+    let torn = (complete < text.len()).then_some(complete as u64);
+    Ok((map, torn))
 }
 
 #[cfg(test)]
@@ -139,9 +154,13 @@ mod tests {
             .expect("open");
         f.write_all(b"sha256:torn").expect("write");
         let ix = Index::open(&path).await.expect("reopen");
-        assert_eq!(ix.get(&a), Some(id));
+        assert_eq!(ix.get(&a), Some(id.clone()));
         assert_eq!(ix.get(&b), None);
         assert_eq!(ix.entries().len(), 1);
+        // The torn tail is cut off before the next line, which stays readable.
+        ix.insert(&b, &id).await.expect("insert after a torn tail");
+        let ix = Index::open(&path).await.expect("reopen again");
+        assert_eq!(ix.entries().len(), 2);
     }
 
     #[tokio::test]

@@ -25,13 +25,17 @@
 pub mod binding;
 mod hash;
 mod index;
+mod leftovers;
 mod sessions;
 pub mod testing;
 
+pub use leftovers::Swept;
+
+use std::collections::HashSet;
 use std::io;
 use std::path::{Path as FsPath, PathBuf};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
 
 use airdock_storage::blobstore::{
     BlobRead, BlobStore, Body, ByteRange, DigestStream, SessionRecord, Written,
@@ -89,6 +93,47 @@ struct Inner {
     redirect: bool,
     index: index::Index,
     sessions: sessions::Sessions,
+    /// The bucket's URL and region, and a client, for the one request `object_store` does
+    /// not make: `ListMultipartUploads` (see `leftovers.rs`).
+    bucket_url: url::Url,
+    region: String,
+    http: reqwest::Client,
+    /// Held by creators of multipart uploads until they are recorded (see `leftovers.rs`).
+    creating: leftovers::Creating,
+    /// Multipart uploads of `put`s in flight in this process: not recorded anywhere else.
+    /// std Mutex: set insert/remove only.
+    in_flight: Mutex<HashSet<MultipartId>>,
+}
+
+impl Inner {
+    fn in_flight(&self) -> MutexGuard<'_, HashSet<MultipartId>> {
+        self.in_flight.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The bucket's own URL (`ListMultipartUploads` is a request on the bucket, not a key):
+/// path-style `ENDPOINT/BUCKET`, else `BUCKET.` in front of the endpoint's host; AWS's
+/// regional endpoint without one.
+fn bucket_url(cfg: &S3Config) -> Result<url::Url, StoreError> {
+    let bad = |e: &dyn std::fmt::Display| {
+        StoreError::Io(io::Error::other(format!("storage.s3.endpoint: {e}")))
+    };
+    let endpoint = cfg
+        .endpoint
+        .clone()
+        .unwrap_or_else(|| format!("https://s3.{}.amazonaws.com", cfg.region));
+    let mut url = url::Url::parse(&endpoint).map_err(|e| bad(&e))?;
+    if cfg.path_style {
+        url.path_segments_mut()
+            .map_err(|()| bad(&"not a base URL"))?
+            .pop_if_empty()
+            .push(&cfg.bucket);
+    } else {
+        let host = url.host_str().ok_or_else(|| bad(&"no host"))?.to_owned();
+        url.set_host(Some(&format!("{}.{host}", cfg.bucket)))
+            .map_err(|e| bad(&e))?;
+    }
+    Ok(url)
 }
 
 /// An `object_store` error in the store's terms. Throttling (`SlowDown`, 503, 429) and
@@ -166,6 +211,11 @@ impl S3Blobs {
             .then(|| Path::parse(prefix))
             .transpose()
             .map_err(|e| StoreError::Io(io::Error::other(format!("storage.s3.prefix: {e}"))))?;
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .timeout(Duration::from_secs(60))
+            .build()
+            .map_err(|e| StoreError::Io(io::Error::other(format!("S3 client: {e}"))))?;
         tokio::fs::create_dir_all(state_dir).await?;
         let index = index::Index::open(&state_dir.join("objects")).await?;
         let sessions = sessions::Sessions::new(state_dir.join("sessions")).await?;
@@ -176,6 +226,11 @@ impl S3Blobs {
                 redirect: cfg.redirect,
                 index,
                 sessions,
+                bucket_url: bucket_url(cfg)?,
+                region: cfg.region.clone(),
+                http,
+                creating: leftovers::Creating::default(),
+                in_flight: Mutex::default(),
             }),
         })
     }
@@ -201,6 +256,16 @@ impl S3Blobs {
     fn blob_key(&self, d: &Digest) -> Path {
         let hex = d.hex();
         self.key(&format!("blobs/{}/{}/{}", d.algorithm(), &hex[..2], &*hex))
+    }
+
+    /// The digest whose key `key` is, if it is one.
+    fn digest_of_key(&self, key: &Path) -> Option<Digest> {
+        let parts: Vec<_> = key.parts().collect();
+        let d = match parts.as_slice() {
+            [.., alg, _, hex] => Digest::parse(&format!("{}:{}", alg.as_ref(), hex.as_ref())).ok(),
+            _ => None,
+        };
+        d.filter(|d| &self.blob_key(d) == key)
     }
 
     /// `PREFIX/objects/<upload-id>`: the object a chunked session completes into.
@@ -300,12 +365,15 @@ impl S3Blobs {
                 buf.clear();
             } else if buf.len() == PART_SIZE {
                 if multipart.is_none() {
+                    // Registered before the creation is over, for the leftover sweep.
+                    let _creating = self.inner.creating.read().await;
                     let id = self
                         .inner
                         .s3
                         .create_multipart(&key)
                         .await
                         .map_err(s3_error)?;
+                    self.inner.in_flight().insert(id.clone());
                     *multipart = Some((id, Vec::new()));
                 }
                 if let Some((id, parts)) = multipart.as_mut() {
@@ -339,6 +407,7 @@ impl S3Blobs {
                 if done.is_err() {
                     self.abort_multipart(&key, &id).await;
                 }
+                self.inner.in_flight().remove(&id);
                 done?;
                 false
             }
@@ -369,6 +438,7 @@ impl BlobStore for S3Blobs {
             .await;
         if let Some((id, _)) = multipart {
             self.abort_multipart(&self.blob_key(expected), &id).await;
+            self.inner.in_flight().remove(&id);
         }
         r
     }
@@ -463,6 +533,41 @@ impl BlobStore for S3Blobs {
         Ok(existed)
     }
 
+    /// Keys under `blobs/` that are not digest keys (one paginated listing).
+    async fn strays(&self) -> Result<Vec<String>, StoreError> {
+        let prefix = self.key("blobs");
+        let listed: Vec<_> = self
+            .inner
+            .s3
+            .list(Some(&prefix))
+            .try_collect()
+            .await
+            .map_err(s3_error)?;
+        Ok(listed
+            .into_iter()
+            .filter(|meta| self.digest_of_key(&meta.location).is_none())
+            .map(|meta| meta.location.to_string())
+            .collect())
+    }
+
+    /// A server-side copy to `PREFIX/quarantine/<alg>-<hex>.<unix-time>`, then the blob's
+    /// delete (its object and index line): S3 cannot rename. A crash in between leaves the
+    /// blob in place and a copy beside it; the next repair copies it again.
+    async fn quarantine(&self, d: &Digest, unix_time: u64) -> Result<Option<String>, StoreError> {
+        let to = self.key(&format!(
+            "quarantine/{}-{}.{unix_time}",
+            d.algorithm(),
+            &*d.hex()
+        ));
+        match self.inner.s3.copy(&self.locate(d), &to).await {
+            Ok(()) => {}
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(s3_error(e)),
+        }
+        self.delete(d).await?;
+        Ok(Some(to.to_string()))
+    }
+
     /// A paginated listing of `blobs/` (keys that are not digest keys are skipped), then the
     /// index's session objects.
     fn list(&self) -> DigestStream<'_> {
@@ -470,16 +575,7 @@ impl BlobStore for S3Blobs {
         let listed = self.inner.s3.list(Some(&prefix)).filter_map(move |meta| {
             let r = match meta {
                 Err(e) => Some(Err(s3_error(e))),
-                Ok(meta) => {
-                    let parts: Vec<_> = meta.location.parts().collect();
-                    let d = match parts.as_slice() {
-                        [.., alg, _, hex] => {
-                            Digest::parse(&format!("{}:{}", alg.as_ref(), hex.as_ref())).ok()
-                        }
-                        _ => None,
-                    };
-                    d.filter(|d| self.blob_key(d) == meta.location).map(Ok)
-                }
+                Ok(meta) => self.digest_of_key(&meta.location).map(Ok),
             };
             std::future::ready(r)
         });
@@ -532,6 +628,12 @@ impl BlobStore for S3Blobs {
 
     async fn sessions(&self) -> Result<Vec<SessionRecord>, StoreError> {
         self.session_records().await
+    }
+
+    /// Incomplete multipart uploads and session objects nothing records (`leftovers.rs`).
+    async fn sweep_leftovers(&self, cutoff: SystemTime, dry_run: bool) -> Result<u64, StoreError> {
+        let swept = self.leftovers(cutoff, dry_run).await?;
+        Ok(swept.uploads_aborted + swept.objects_deleted)
     }
 }
 

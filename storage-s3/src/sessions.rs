@@ -316,6 +316,8 @@ impl S3Blobs {
         let upload = match &open.state.multipart {
             Some(u) => u.clone(),
             None => {
+                // Held until the upload is recorded, for the leftover sweep.
+                let _creating = self.inner.creating.read().await;
                 let u = self
                     .inner
                     .s3
@@ -469,6 +471,28 @@ impl S3Blobs {
         }
         self.forget(id).await?;
         Ok(true)
+    }
+
+    /// Every session directory (half-made ones too) and every multipart upload a session's
+    /// state records: what the leftover sweep must not touch.
+    pub(crate) async fn session_uploads(
+        &self,
+    ) -> Result<(HashSet<UploadId>, HashSet<MultipartId>), StoreError> {
+        let (mut dirs, mut uploads) = (HashSet::new(), HashSet::new());
+        let mut rd = tokio::fs::read_dir(&self.sessions_dir().dir).await?;
+        while let Some(e) = rd.next_entry().await? {
+            let Some(id) = e.file_name().to_str().and_then(|s| UploadId::parse(s).ok()) else {
+                continue;
+            };
+            match self.load_state(&id).await {
+                Ok(state) => uploads.extend(state.multipart),
+                // Half-made (no state yet) or unreadable: it records no upload we could spare.
+                Err(StoreError::UploadUnknown | StoreError::Corrupt(_)) => {}
+                Err(e) => return Err(e),
+            }
+            dirs.insert(id);
+        }
+        Ok((dirs, uploads))
     }
 
     pub(crate) async fn session_records(&self) -> Result<Vec<SessionRecord>, StoreError> {

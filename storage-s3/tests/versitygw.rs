@@ -280,3 +280,96 @@ async fn redirects_are_presigned_and_opt_in() {
     let bad = url.replace(&d.hex()[..8], "00000000");
     assert_ne!(reqwest::get(&bad).await.expect("get").status(), 200);
 }
+
+/// An `object_store` client of `gw`'s bucket, to leave behind what a crash would.
+fn raw(gw: &Versitygw) -> object_store::aws::AmazonS3 {
+    use airdock_storage_s3::testing::{ACCESS_KEY, BUCKET, SECRET_KEY};
+    object_store::aws::AmazonS3Builder::new()
+        .with_endpoint(gw.endpoint())
+        .with_bucket_name(BUCKET)
+        .with_region("us-east-1")
+        .with_access_key_id(ACCESS_KEY)
+        .with_secret_access_key(SECRET_KEY)
+        .with_allow_http(true)
+        .build()
+        .expect("client")
+}
+
+/// Issue 11: what a kill leaves in the bucket that nothing records (a multipart upload
+/// created by a session or a large put that never recorded it, a session object completed
+/// but never indexed) is aborted or deleted by the leftover sweep once older than the
+/// cutoff, and only then; open sessions (with their recorded multipart upload), finished
+/// session objects and blobs are spared, and still work afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leftovers_of_crashed_writes_are_swept_once_old() {
+    use object_store::multipart::MultipartStore;
+    use object_store::path::Path;
+    use object_store::ObjectStoreExt;
+    let gw = Versitygw::start();
+    let (s3, _state) = setup(&gw, "left").await;
+    // Live: an open session past one part, a finished one (its object indexed), a blob.
+    let open_bytes = data(PART_SIZE + 10, 1);
+    let open = session_holding(&s3, &open_bytes).await;
+    let done_bytes = data(PART_SIZE + 20, 2);
+    let done = session_holding(&s3, &done_bytes).await;
+    let done_d = Digest::of(Algorithm::Sha256, &done_bytes);
+    s3.finish(&done, &done_d).await.expect("finish");
+    let blob = data(3000, 3);
+    let blob_d = Digest::of(Algorithm::Sha256, &blob);
+    s3.put(&blob_d, &mut &blob[..], None).await.expect("put");
+    let live_parts = pending_parts(&gw).len();
+    assert!(live_parts > 0, "the open session has a part staged");
+    // Left by crashes.
+    let raw = raw(&gw);
+    let hex = "ab".repeat(32);
+    for key in [
+        format!("left/objects/{}", new_id()),
+        format!("left/blobs/sha256/ab/{hex}"),
+    ] {
+        let key = Path::from(key);
+        let up = raw.create_multipart(&key).await.expect("create");
+        raw.put_part(&key, &up, 0, Bytes::from(data(1000, 4)).into())
+            .await
+            .expect("part");
+    }
+    let orphan = Path::from(format!("left/objects/{}", new_id()));
+    raw.put(&orphan, Bytes::from(data(100, 5)).into())
+        .await
+        .expect("orphan object");
+    assert!(pending_parts(&gw).len() > live_parts);
+
+    // Younger than the window: kept.
+    let hour_ago = std::time::SystemTime::now() - Duration::from_secs(3600);
+    let none = airdock_storage_s3::Swept::default();
+    assert_eq!(s3.leftovers(hour_ago, false).await.expect("sweep"), none);
+    // Old enough (a cutoff in the future): found, and on a dry run only counted.
+    let later = std::time::SystemTime::now() + Duration::from_secs(5);
+    let found = airdock_storage_s3::Swept {
+        uploads_aborted: 2,
+        objects_deleted: 1,
+    };
+    assert_eq!(s3.leftovers(later, true).await.expect("dry"), found);
+    assert!(raw.head(&orphan).await.is_ok(), "a dry run removes nothing");
+    assert_eq!(s3.leftovers(later, false).await.expect("sweep"), found);
+    assert!(matches!(
+        raw.head(&orphan).await,
+        Err(object_store::Error::NotFound { .. })
+    ));
+    assert_eq!(
+        pending_parts(&gw).len(),
+        live_parts,
+        "only the open session's parts"
+    );
+    assert_eq!(s3.leftovers(later, false).await.expect("again"), none);
+    // Everything live still works.
+    assert!(read(&s3, &done_d, ByteRange::ALL).await == done_bytes);
+    assert!(read(&s3, &blob_d, ByteRange::ALL).await == blob);
+    let tail = data(5, 6);
+    s3.append(&open, open_bytes.len() as u64, None, &mut &tail[..])
+        .await
+        .expect("append after the sweep");
+    let whole = [open_bytes, tail].concat();
+    let d = Digest::of(Algorithm::Sha256, &whole);
+    s3.finish(&open, &d).await.expect("finish after the sweep");
+    assert!(read(&s3, &d, ByteRange::ALL).await == whole);
+}

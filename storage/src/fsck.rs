@@ -16,7 +16,7 @@ use crate::blobstore::{fs::FsBlobStore, BlobStore};
 use crate::meta::Op;
 use crate::store::{Inner, ManifestCache};
 use crate::uploads::{self, Open};
-use crate::{blobs, layout, pins, Digest, Meta, RepoName, Store, StoreError, Txn};
+use crate::{layout, pins, Digest, Meta, RepoName, Store, StoreError, Txn};
 
 /// One broken reference.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -71,7 +71,7 @@ impl Store {
     /// [`Store::open_read_only`] with blobs in `blobs` (`None`: the filesystem under `root`).
     pub async fn open_read_only_with(
         root: impl AsRef<Path>,
-        blobs: Option<Box<dyn BlobStore>>,
+        blobs: Option<crate::OpenBlobs>,
     ) -> Result<Store, StoreError> {
         let root = root.as_ref().to_owned();
         let root2 = root.clone();
@@ -102,9 +102,10 @@ impl Store {
                 Box::new(FsBlobStore::new(root.clone())),
                 Box::new(crate::blobstore::fs::MtimeClock::new(root.clone())),
             ),
-            Some(b) => (
-                b,
-                Box::new(crate::blobstore::memory::MemClock::since(SystemTime::now())),
+            // Read, never written: a check records no use.
+            Some(open) => (
+                open().await?,
+                Box::new(crate::FileClock::open(layout::clock_path(&root), false)?),
             ),
         };
         let on_disk = match blobs.sessions().await {
@@ -166,48 +167,14 @@ impl Store {
     /// Check the whole store. With `repair`, fix what can be fixed without losing data.
     /// Safe on a serving store: the metadata checks and repairs hold the journal lock.
     pub async fn fsck(&self, repair: bool) -> Result<FsckReport, StoreError> {
-        // On another backend than the filesystem, the check re-hashes through the contract;
-        // a repair (which quarantines by renaming files) is not supported there yet.
-        let on_fs = self.inner.blobs.kind() == "filesystem";
-        if !on_fs && repair {
-            self.require_filesystem("fsck --repair")?;
-        }
         let mut remote: HashSet<Digest> = HashSet::new();
-        let root = self.inner.root.clone();
-        // Hashing is the slow part and needs no lock: blob files never change in place.
-        let mut report = if !on_fs {
-            self.rehash_blobs(&mut remote).await?
-        } else {
-            tokio::task::spawn_blocking(move || -> io::Result<FsckReport> {
-                let (found, strays) = layout::walk_blobs(&root)?;
-                let mut report = FsckReport {
-                    stray_files: strays.iter().map(|p| p.display().to_string()).collect(),
-                    ..FsckReport::default()
-                };
-                for d in found {
-                    match blobs::hash_file(&layout::blob_path(&root, &d), d.algorithm()) {
-                        Ok((actual, size)) => {
-                            report.blobs_checked += 1;
-                            report.bytes_checked += size;
-                            if actual != d {
-                                report.corrupt_blobs.push(d);
-                            }
-                        }
-                        // Deleted by a concurrent GC since the listing: nothing to check.
-                        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                        Err(e) => return Err(e),
-                    }
-                }
-                Ok(report)
-            })
-            .await
-            .map_err(io::Error::other)??
-        };
+        // Hashing is the slow part and needs no lock: stored blobs never change in place.
+        let mut report = self.rehash_blobs(&mut remote).await?;
+        report.stray_files = self.inner.blobs.strays().await?;
 
         let corrupt: HashSet<Digest> = report.corrupt_blobs.iter().cloned().collect();
-        let root = &self.inner.root;
         let mut locked = self.inner.meta.lock().await?;
-        if !on_fs {
+        {
             // Stored since the listing and linked before the lock: asked once, under it.
             let named: Vec<Digest> = {
                 let state = locked.state();
@@ -231,14 +198,8 @@ impl Store {
                 }
             }
         }
-        let usable = |d: &Digest| {
-            !corrupt.contains(d)
-                && if on_fs {
-                    layout::blob_path(root, d).is_file()
-                } else {
-                    remote.contains(d)
-                }
-        };
+        // GC deletes only under the journal lock, which is held from here on.
+        let usable = |d: &Digest| !corrupt.contains(d) && remote.contains(d);
         let state_of = |d: &Digest| {
             if corrupt.contains(d) {
                 "corrupt"
@@ -312,25 +273,13 @@ impl Store {
                 .duration_since(UNIX_EPOCH)
                 .map(|d| d.as_secs())
                 .unwrap_or_default();
-            let to_move = report.corrupt_blobs.clone();
-            let root2 = root.clone();
             // Still under the journal lock: no commit can link a corrupt blob meanwhile.
-            let moved = tokio::task::spawn_blocking(move || -> io::Result<Vec<String>> {
-                layout::create_dirs_durable(&root2.join(layout::QUARANTINE))?;
-                let mut moved = Vec::new();
-                for d in to_move {
-                    let to = layout::quarantine_path(&root2, &d, now);
-                    match fs::rename(layout::blob_path(&root2, &d), &to) {
-                        Ok(()) => moved.push(to.display().to_string()),
-                        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                        Err(e) => return Err(e),
-                    }
+            let mut moved = Vec::new();
+            for d in &report.corrupt_blobs {
+                if let Some(to) = self.inner.blobs.quarantine(d, now).await? {
+                    moved.push(to);
                 }
-                blobs::fsync_dir(&root2.join(layout::QUARANTINE))?;
-                Ok(moved)
-            })
-            .await
-            .map_err(io::Error::other)??;
+            }
             report.quarantined = moved;
             self.inner.sizes.forget(&report.corrupt_blobs);
             locked.commit(txn, |_| true).await?;

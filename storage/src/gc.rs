@@ -33,18 +33,15 @@
 //!    candidates; everything is checked again under the lock before it is acted upon.
 
 use std::collections::{HashMap, HashSet};
-use std::fs;
 use std::io;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
 
 use crate::meta::{Op, Repo, State};
-use crate::pins::Pins;
 use crate::retention::{self, Retention};
-use crate::{layout, Digest, RepoName, Store, StoreError, Tag, Txn};
+use crate::{Digest, RepoName, Store, StoreError, Tag, Txn};
 
 /// A blob file's last write and size.
 type Written = (SystemTime, u64);
@@ -107,6 +104,10 @@ pub struct GcReport {
     /// Unreferenced blobs the grace window kept this run, and when they become collectable.
     pub held_back: HeldBack,
     pub uploads_expired: u64,
+    /// What interrupted writes left in the blob backend that nothing names (S3: incomplete
+    /// multipart uploads, session objects never indexed), older than the grace window,
+    /// removed (or, dry, found). See `BlobStore::sweep_leftovers`.
+    pub leftovers_removed: u64,
     pub elapsed_ms: u64,
     /// With `dry_run`: what each repository uses now, beside what the run would free.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -159,9 +160,6 @@ impl Store {
     }
 
     async fn gc_run(&self, opts: &GcOptions) -> Result<GcReport, StoreError> {
-        // The filesystem lists and sweeps files on blocking threads (as before the contract);
-        // another backend through the contract, with the store's `BlobClock` as its clock.
-        let on_fs = self.inner.blobs.kind() == "filesystem";
         let started = Instant::now();
         let mut report = GcReport {
             dry_run: opts.dry_run,
@@ -170,61 +168,14 @@ impl Store {
         let cutoff = SystemTime::now()
             .checked_sub(opts.grace)
             .unwrap_or(SystemTime::UNIX_EPOCH);
-        let root = self.inner.root.clone();
 
-        // 1. Candidates: blob files already older than the grace window. A file written
-        //    after this listing is not one, and an mtime only moves forward. Listed one
-        //    fan-out directory per blocking task and gathered here, so the large lists live
-        //    in the runtime's few allocator arenas, not in those of the many blocking
-        //    threads, which would each keep the memory of a run for themselves.
-        let shards = if on_fs {
-            let root = root.clone();
-            tokio::task::spawn_blocking(move || layout::blob_shards(&root))
-                .await
-                .map_err(io::Error::other)??
-                .0
-        } else {
-            Vec::new()
-        };
-        let mut old: Vec<Digest> = Vec::new();
-        // Files inside the window (last write, size): the report says which of them only
-        // the window kept.
-        let mut young: Vec<(Digest, SystemTime, u64)> = Vec::new();
-        let mut total = 0u64;
-        if !on_fs {
-            let (n, older, younger) = self.candidates(cutoff).await?;
-            total = n;
-            old = older;
-            young = younger;
-        }
-        for shard in shards {
-            let root = root.clone();
-            let (n, older, younger) = tokio::task::spawn_blocking(move || -> io::Result<_> {
-                let (found, _strays) = layout::walk_shard(&root, &shard)?;
-                let n = found.len() as u64;
-                let (mut older, mut younger) = (Vec::new(), Vec::new());
-                for d in found {
-                    let Ok(m) = fs::metadata(layout::blob_path(&root, &d)) else {
-                        continue;
-                    };
-                    match m.modified() {
-                        Ok(t) if t <= cutoff => older.push(d),
-                        Ok(t) => younger.push((d, t, m.len())),
-                        Err(_) => {}
-                    }
-                }
-                Ok((n, older, younger))
-            })
-            .await
-            .map_err(io::Error::other)??;
-            total += n;
-            old.extend(older);
-            young.extend(younger);
-        }
-        old.sort_unstable();
+        // 1. Candidates: blobs already older than the grace window, by the store's clock. A
+        //    blob written after this listing is not one, and a clock only moves forward.
+        //    Blobs inside the window come with their time and size: the report says which
+        //    of them only the window kept.
+        let (total, old, young) = self.candidates(cutoff).await?;
         // Re-read under the lock: a write may have touched it since the listing.
         let clock = &self.inner.clock;
-        // The clock is the file's mtime on the filesystem (`MtimeClock`).
         let still_old = |d: &Digest| {
             old.binary_search(d).is_ok() && clock.last_used(d).is_some_and(|t| t <= cutoff)
         };
@@ -285,18 +236,12 @@ impl Store {
                 }
             };
             let batch = batch.to_vec();
-            let root = self.inner.root.clone();
-            let pins = self.inner.pins.clone();
             let dry = opts.dry_run;
             let store = self.clone();
             let handle = tokio::runtime::Handle::current();
             // The journal lock stays held across this: that is what keeps commits out.
             let (n, bytes, touched) = tokio::task::spawn_blocking(move || {
-                if on_fs {
-                    sweep(&root, batch, &current, &pins, cutoff, dry).map_err(StoreError::from)
-                } else {
-                    store.sweep_blobs(&handle, batch, &current, cutoff, dry)
-                }
+                store.sweep_blobs(&handle, batch, &current, cutoff, dry)
             })
             .await
             .map_err(io::Error::other)??;
@@ -328,6 +273,13 @@ impl Store {
                 report.uploads_expired = self.expire_uploads(ttl).await?;
             }
         }
+        // 5. Leftovers of writes a crash interrupted. After the expiry, which aborts what
+        //    expired sessions recorded; the backend spares whatever is still recorded.
+        report.leftovers_removed = self
+            .inner
+            .blobs
+            .sweep_leftovers(cutoff, opts.dry_run)
+            .await?;
         report.elapsed_ms = started.elapsed().as_millis() as u64;
         tracing::info!(
             dry_run = report.dry_run,
@@ -337,6 +289,7 @@ impl Store {
             blobs = report.blobs_deleted,
             bytes = report.bytes_freed,
             uploads = report.uploads_expired,
+            leftovers = report.leftovers_removed,
             ms = report.elapsed_ms,
             "gc finished"
         );
@@ -373,10 +326,12 @@ impl Store {
         Ok((total, old, sized))
     }
 
-    /// [`sweep`] through the contract, on a blocking thread that waits for each backend
-    /// call: the pin lock is held across a blob's delete as the filesystem sweep holds it
-    /// across the unlink, so a writer pinning `d` meanwhile waits and then finds it absent.
-    /// One `DELETE` at a time under that (std) lock, never on a runtime thread.
+    /// Delete (or count, when `dry`) the blobs of `batch` that are not live, not pinned and
+    /// still older than `cutoff` by the clock; also returns the (time, size) of those used
+    /// since the listing: the grace window keeps them. Runs with the journal lock held by
+    /// the caller, on a blocking thread that waits for each backend call: the pin lock is
+    /// held across a blob's delete (an unlink, an S3 `DELETE`), so a writer pinning `d`
+    /// meanwhile waits and then finds it absent. Never on a runtime thread.
     fn sweep_blobs(
         &self,
         handle: &tokio::runtime::Handle,
@@ -633,63 +588,15 @@ fn manifest_referenced(state: &State, skip: &HashSet<RepoDigest>) -> HashSet<Dig
     live
 }
 
-/// Delete (or count, when `dry`) the files of `batch` that are not live, not pinned and
-/// still older than `cutoff`. Runs with the journal lock held by the caller. Also returns
-/// the (mtime, size) of those touched since the listing: the grace window keeps them.
-fn sweep(
-    root: &Path,
-    batch: Vec<Digest>,
-    live: &HashSet<Digest>,
-    pins: &Pins,
-    cutoff: SystemTime,
-    dry: bool,
-) -> io::Result<(u64, u64, Vec<Written>)> {
-    let (mut n, mut bytes, mut touched) = (0, 0, Vec::new());
-    for d in batch {
-        if live.contains(&d) {
-            continue;
-        }
-        let path = layout::blob_path(root, &d);
-        // Held across the unlink: a writer pinning `d` waits until the file is gone and
-        // then finds it absent, or pinned first and the file is kept.
-        let pinned = pins.lock();
-        if pinned.contains_key(&d) {
-            continue;
-        }
-        let meta = match fs::metadata(&path) {
-            Ok(m) => m,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(e),
-        };
-        match meta.modified() {
-            Ok(t) if t > cutoff => {
-                touched.push((t, meta.len()));
-                continue;
-            }
-            Ok(_) => {}
-            Err(_) => continue,
-        }
-        if !dry {
-            match fs::remove_file(&path) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(e),
-            }
-        }
-        drop(pinned);
-        n += 1;
-        bytes += meta.len();
-    }
-    Ok((n, bytes, touched))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::layout;
     use crate::{uploads, UploadId};
     use crate::{
         Algorithm, BlobDelete, Ingest, ManifestDelete, Reference, Tag, OCI_INDEX, OCI_MANIFEST,
     };
+    use std::fs;
 
     fn name(s: &str) -> RepoName {
         RepoName::parse(s).expect("name")
@@ -765,7 +672,7 @@ mod tests {
     async fn sweeps_through_the_contract_on_the_clock() {
         let dir = tempfile::tempdir().expect("tempdir");
         let mem = crate::blobstore::memory::MemBlobStore::new();
-        let s = Store::open_with(dir.path(), Some(Box::new(mem)))
+        let s = Store::open_with(dir.path(), Some(crate::blobstore::opened(Box::new(mem))))
             .await
             .expect("open");
         let repo = name("app");
@@ -827,13 +734,11 @@ mod tests {
         );
         let r = s.gc(&now).await.expect("gc");
         assert_eq!(r.blobs_deleted, 0, "{r:?}");
-        // fsck re-hashes through the contract too; a repair is not offered there.
+        // fsck re-hashes through the contract too, and repairs through it.
         let f = s.fsck(false).await.expect("fsck");
         assert!(f.clean && f.blobs_checked == 3, "{f:?}");
-        assert!(matches!(
-            s.fsck(true).await,
-            Err(StoreError::Unsupported(_))
-        ));
+        let f = s.fsck(true).await.expect("repair");
+        assert!(f.clean && f.quarantined.is_empty(), "{f:?}");
     }
 
     #[tokio::test]

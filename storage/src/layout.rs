@@ -10,7 +10,9 @@
 //! │                               `<checksum> <json>`); replayed into memory at start
 //! │   ├── database                with `metadata.url` instead of the journal: the database
 //! │                               (URL without password) this data dir's metadata is in
-//! │   └── journal.migrated        the journal `airdock migrate-metadata` moved into it, kept
+//! │   ├── journal.migrated        the journal `airdock migrate-metadata` moved into it, kept
+//! │   └── clock                   GC's clock when blobs are not files (S3): when each blob
+//! │                               was last used (`blobstore/fileclock.rs`)
 //! ├── uploads/<upload-id>/        one directory per open upload session
 //! │   ├── info.json               repository and digest algorithm of the session
 //! │   └── data                    the bytes received so far
@@ -122,6 +124,11 @@ pub(crate) fn migrated_journal_path(root: &Path) -> PathBuf {
 
 pub fn journal_path(root: &Path) -> PathBuf {
     root.join(META).join(JOURNAL)
+}
+
+/// GC's clock for backends without a writable time per blob (see `FileClock`).
+pub(crate) fn clock_path(root: &Path) -> PathBuf {
+    root.join(META).join("clock")
 }
 
 /// A readiness probe's scratch file (`tmp/` is emptied at start, so a crash leaves no trace).

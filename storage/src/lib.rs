@@ -31,7 +31,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 pub use blobs::{read_range, Ingested};
-pub use blobstore::{BlobClock, BlobStore};
+pub use blobstore::{BlobClock, BlobStore, OpenBlobs};
 pub use digest::{Algorithm, Digest, Hasher, Hex};
 pub use error::StoreError;
 pub use fsck::{FsckProblem, FsckReport};
@@ -62,8 +62,8 @@ pub use uploads::{UploadId, UploadSession};
 pub use usage::{RepoUsage, Usage};
 pub use vitals::Vitals;
 
+use blobstore::fileclock::FileClock;
 use blobstore::fs::{FsBlobStore, MtimeClock};
-use blobstore::memory::MemClock;
 pub use blobstore::BlobRead;
 use blobstore::{BlobReader, ByteRange};
 use meta::{Meta, Op, Repo};

@@ -187,6 +187,11 @@ pub async fn verify_image(c: &Client, base: &str, img: &Image) -> Result<(), Str
 /// Run `airdock fsck` (optionally `--repair`) on a data dir no server is using; returns
 /// whether it exited 0 (clean) and its report.
 pub fn fsck(data_dir: &Path, repair: bool) -> (bool, String) {
+    fsck_in_env(data_dir, repair, &[])
+}
+
+/// [`fsck`] with `env` set for the process (the S3 credentials of a data dir on S3).
+pub fn fsck_in_env(data_dir: &Path, repair: bool, env: &[(&str, &str)]) -> (bool, String) {
     let mut cmd = Command::new(AIRDOCK_BIN);
     cmd.arg("fsck").arg("--data-dir").arg(data_dir);
     if repair {
@@ -194,6 +199,7 @@ pub fn fsck(data_dir: &Path, repair: bool) -> (bool, String) {
     }
     let out = cmd
         .env_remove("AIRDOCK_DATA_DIR")
+        .envs(env.iter().copied())
         .output()
         .expect("run airdock fsck");
     let text = format!(

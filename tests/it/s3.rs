@@ -94,8 +94,8 @@ pub(crate) fn airdock_s3(args: &[&str]) -> (bool, String, String) {
 /// Everything a pull and a push touch goes to the bucket and comes back from it: monolithic
 /// and chunked blob pushes, manifests, `HEAD`, `GET` with `Range`, a mount, a restart; the
 /// data dir holds no blob file. The data dir is bound to its bucket: served again without
-/// storage flags it finds it, with another bucket it is refused, and the maintenance commands
-/// that still work on files (gc, fsck, backup) refuse it rather than act on missing files.
+/// storage flags it finds it, with another bucket it is refused; offline gc and fsck (and its
+/// repair) work through the bucket, and backup, which still copies files, refuses it.
 #[tokio::test]
 async fn serve_on_s3_keeps_every_blob_in_the_bucket() {
     let mut s3 = serve_on_s3("lab/one", &[]);
@@ -203,8 +203,9 @@ async fn serve_on_s3_keeps_every_blob_in_the_bucket() {
     let data = s3.server.data_dir().to_owned();
     let data_arg = data.to_str().expect("utf-8").to_owned();
     s3.server.kill();
-    // Offline GC finds the bucket in the data dir; a fresh process counts every blob as
-    // used at its start, so within the default window it deletes nothing.
+    // Offline GC finds the bucket in the data dir; after a kill -9 (GC's clock may have lost
+    // touches) every blob counts as used at the next open, so within the default window it
+    // deletes nothing.
     let (ok, out, err) = airdock_s3(&["gc", "--data-dir", &data_arg]);
     assert!(ok, "{out}{err}");
     let report: serde_json::Value = serde_json::from_str(&out).expect("gc report");
@@ -224,8 +225,23 @@ async fn serve_on_s3_keeps_every_blob_in_the_bucket() {
         !ok && out.contains(&cfg),
         "the rotten config is named: {out}"
     );
+    // The repair moves it aside in the bucket (a copy under quarantine/, then the delete)
+    // and drops its link; a second check is clean.
     let (ok, out, err) = airdock_s3(&["fsck", "--repair", "--data-dir", &data_arg]);
-    assert!(!ok && err.contains("not supported"), "{out}{err}");
+    assert!(ok, "{out}{err}");
+    let report: serde_json::Value = serde_json::from_str(&out).expect("repair report");
+    let moved = report["quarantined"][0]
+        .as_str()
+        .expect("quarantined")
+        .to_owned();
+    assert!(moved.starts_with("lab/one/quarantine/sha256-"), "{report}");
+    assert_eq!(
+        std::fs::read(s3.gw.object_path(&moved)).expect("kept"),
+        b"{\"rotten\":1}"
+    );
+    assert!(!s3.gw.object_path(&key).exists(), "gone from blobs/");
+    let (ok, out, err) = airdock_s3(&["fsck", "--data-dir", &data_arg]);
+    assert!(ok, "a repaired store checks clean: {out}{err}");
     let to = data.join("backup.tar");
     let (ok, _, err) = airdock_s3(&[
         "backup",
@@ -506,4 +522,98 @@ async fn expired_sessions_abort_their_multipart_uploads() {
     );
     let r = c.get(s.url(&at)).send().await.expect("status");
     assert_eq!(r.status(), StatusCode::NOT_FOUND, "the session is gone");
+}
+
+/// Issue 11: on S3, GC's clock is kept beside the journal (`meta/clock`), not in memory: an
+/// unreferenced blob's grace window runs on across a clean restart (SIGTERM), so a GC right
+/// after it collects a blob last used before the window; after a kill -9 the touches since
+/// the last clean stop may be lost, and every blob counts as used at the restart.
+#[tokio::test]
+async fn gc_clock_survives_a_clean_restart_on_s3() {
+    let mut s3 = serve_on_s3("clock", &["--admin-token", crate::imgpkg::TOKEN]);
+    let gc = |s: &Server| {
+        let url = s.url("/admin/v1/gc?grace=3s");
+        async move {
+            let r = support::client(Duration::from_secs(30))
+                .post(url)
+                .bearer_auth(crate::imgpkg::TOKEN)
+                .send()
+                .await
+                .expect("gc");
+            assert_eq!(r.status(), StatusCode::OK);
+            r.json::<serde_json::Value>().await.expect("report")
+        }
+    };
+    for (clean, seed) in [(true, 1u64), (false, 2)] {
+        // A blob no manifest references: GC drops its link and the object once it is old.
+        let c = support::client(Duration::from_secs(30));
+        let d =
+            support::push_blob(&c, &s3.server, "app", &support::xorshift_bytes(1000, seed)).await;
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        if clean {
+            s3.server.restart_graceful();
+        } else {
+            s3.server.restart();
+        }
+        let report = gc(&s3.server).await;
+        let head = support::head(
+            &support::client(Duration::from_secs(30)),
+            &s3.server,
+            &format!("/v2/app/blobs/{d}"),
+        )
+        .await;
+        if clean {
+            assert_eq!(report["blobs_deleted"], 1, "{report}");
+            assert_eq!(head.status(), StatusCode::NOT_FOUND);
+        } else {
+            assert_eq!(report["blobs_deleted"], 0, "{report}");
+            assert_eq!(report["held_back"]["blobs"], 1, "{report}");
+            assert_eq!(head.status(), StatusCode::OK);
+        }
+    }
+}
+
+/// On S3 an import upload session cannot be read back before it is finished, so resumable
+/// import uploads are refused at their start (501 UNSUPPORTED, saying what to do instead),
+/// not after the last byte; `airdock import --server` then sends the file in one request.
+#[tokio::test]
+async fn import_uploads_are_refused_at_start_on_s3_and_the_cli_falls_back() {
+    let s3 = serve_on_s3("imports", &["--admin-token", crate::imgpkg::TOKEN]);
+    let s = &s3.server;
+    let r = support::client(Duration::from_secs(30))
+        .post(s.url("/admin/v1/imports/uploads/?repository=lab/app"))
+        .bearer_auth(crate::imgpkg::TOKEN)
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status(), StatusCode::NOT_IMPLEMENTED);
+    let body = r.text().await.expect("body");
+    assert!(
+        body.contains("UNSUPPORTED") && body.contains("one request"),
+        "{body}"
+    );
+    let dir = scratch_dir("airdock-s3-import-");
+    let token = dir.path().join("token");
+    std::fs::write(&token, crate::imgpkg::TOKEN).expect("token file");
+    let out = Command::new(AIRDOCK_BIN)
+        .arg("import")
+        .arg(crate::fixture::fixtures().join("tars/guestbook-bundle.tar"))
+        .args([
+            "-r",
+            "lab/guestbook",
+            "--server",
+            &s.base_url(),
+            "--token-file",
+        ])
+        .arg(&token)
+        .env_remove("AIRDOCK_CA_CERT")
+        .output()
+        .expect("run airdock import");
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    crate::imgpkg::assert_fixture_state(s, "lab/guestbook", "guestbook-bundle").await;
 }

@@ -239,6 +239,29 @@ impl BlobStore for FsBlobStore {
         }
     }
 
+    async fn strays(&self) -> Result<Vec<String>, StoreError> {
+        let root = self.root.clone();
+        let (_, strays) = blocking(move || layout::walk_blobs(&root)).await?;
+        Ok(strays.iter().map(|p| p.display().to_string()).collect())
+    }
+
+    /// A rename into `quarantine/`, made durable there.
+    async fn quarantine(&self, d: &Digest, unix_time: u64) -> Result<Option<String>, StoreError> {
+        let (root, d) = (self.root.clone(), d.clone());
+        Ok(blocking(move || {
+            layout::create_dirs_durable(&root.join(layout::QUARANTINE))?;
+            let to = layout::quarantine_path(&root, &d, unix_time);
+            match fs::rename(layout::blob_path(&root, &d), &to) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(e),
+            }
+            blobs::fsync_dir(&root.join(layout::QUARANTINE))?;
+            Ok(Some(to.display().to_string()))
+        })
+        .await?)
+    }
+
     fn list(&self) -> DigestStream<'_> {
         // One fan-out directory per blocking task, so no step holds more than a few hundred
         // names and the listing streams however many blobs there are.
@@ -331,6 +354,10 @@ impl BlobStore for FsBlobStore {
                 Err(e)
             }
         }
+    }
+
+    fn reads_sessions(&self) -> bool {
+        true
     }
 
     async fn read_session(&self, id: &UploadId) -> Result<BlobRead, StoreError> {
@@ -474,6 +501,10 @@ impl BlobClock for MtimeClock {
     fn forget(&self, _d: &Digest) {
         // The time went with the file.
     }
+
+    fn set_by_writes(&self) -> bool {
+        true
+    }
 }
 
 /// Session directories under `uploads/` whose names are valid ids, with their `info.json`
@@ -564,6 +595,12 @@ mod tests {
         clock.touch(&d, later);
         clock.touch(&d, written);
         assert_eq!(clock.last_used(&d), Some(later));
+    }
+
+    #[tokio::test]
+    async fn clock_and_writes() {
+        let h = FsHarness::new().await;
+        testsuite::clock_and_writes(&h.store, &MtimeClock::new(h.dir.path())).await;
     }
 
     fn entries(dir: &Path) -> usize {

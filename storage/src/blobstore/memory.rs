@@ -27,6 +27,8 @@ struct Session {
 #[derive(Default)]
 struct State {
     blobs: HashMap<Digest, Bytes>,
+    /// Blobs moved aside by `quarantine`, by the name it returned.
+    quarantined: HashMap<String, Bytes>,
     sessions: HashMap<UploadId, Session>,
 }
 
@@ -150,6 +152,16 @@ impl BlobStore for MemBlobStore {
         Ok(self.state().blobs.remove(d).is_some())
     }
 
+    async fn quarantine(&self, d: &Digest, unix_time: u64) -> Result<Option<String>, StoreError> {
+        let mut state = self.state();
+        let Some(bytes) = state.blobs.remove(d) else {
+            return Ok(None);
+        };
+        let name = format!("quarantine/{}-{}.{unix_time}", d.algorithm(), d.hex());
+        state.quarantined.insert(name.clone(), bytes);
+        Ok(Some(name))
+    }
+
     fn list(&self) -> DigestStream<'_> {
         let all: Vec<_> = self.state().blobs.keys().cloned().map(Ok).collect();
         Box::pin(futures_util::stream::iter(all))
@@ -212,6 +224,10 @@ impl BlobStore for MemBlobStore {
         s.data.extend_from_slice(&chunk);
         s.last_write = SystemTime::now();
         Ok(s.data.len() as u64)
+    }
+
+    fn reads_sessions(&self) -> bool {
+        true
     }
 
     async fn read_session(&self, id: &UploadId) -> Result<BlobRead, StoreError> {
@@ -325,6 +341,11 @@ mod tests {
     }
 
     crate::blobstore_contract_tests!(MemHarness(MemBlobStore::new()));
+
+    #[tokio::test]
+    async fn clock_and_writes() {
+        testsuite::clock_and_writes(&MemBlobStore::new(), &MemClock::default()).await;
+    }
 
     #[test]
     fn clock_keeps_the_latest_touch() {

@@ -33,6 +33,7 @@ use tokio::io::AsyncRead;
 
 use crate::{Algorithm, Digest, StoreError, UploadId};
 
+pub mod fileclock;
 pub mod fs;
 pub mod memory;
 #[cfg(any(test, feature = "testsuite"))]
@@ -212,6 +213,19 @@ pub trait BlobStore: Send + Sync + 'static {
     /// A blob put or deleted during the listing may or may not appear.
     fn list(&self) -> DigestStream<'_>;
 
+    /// Names in the backend's blob namespace that are not blobs (a stray file under
+    /// `blobs/`): fsck reports them, nothing removes them. For fsck only (it may list). By
+    /// default none.
+    async fn strays(&self) -> Result<Vec<String>, StoreError> {
+        Ok(Vec::new())
+    }
+
+    /// Move blob `d` aside, out of the blob namespace, because its bytes do not hash to `d`
+    /// (fsck's repair): afterwards `d` is absent, and its bytes are kept where an operator
+    /// can look at them (named by `unix_time`), never deleted. Returns where they went, or
+    /// `None` if `d` was not stored.
+    async fn quarantine(&self, d: &Digest, unix_time: u64) -> Result<Option<String>, StoreError>;
+
     /// A URL a client may `GET` blob `d` from directly for `ttl`, if this backend can sign
     /// one (S3 presigning) and is configured to. `Ok(None)`: serve the bytes through airdock
     /// (the default for every backend; a lab's kubelets often reach only the registry).
@@ -261,11 +275,22 @@ pub trait BlobStore: Send + Sync + 'static {
     /// unfinished upload says so with `UploadInvalid` (the default): S3 has no read of the
     /// parts of a multipart upload before it is completed.
     async fn read_session(&self, id: &UploadId) -> Result<BlobRead, StoreError> {
+        debug_assert!(
+            !self.reads_sessions(),
+            "reads_sessions without read_session"
+        );
         let _ = id;
         Err(StoreError::UploadInvalid(format!(
             "the {} storage backend cannot read back an unfinished upload",
             self.kind()
         )))
+    }
+
+    /// Whether [`BlobStore::read_session`] works here, so that a store can refuse an upload
+    /// it would consume itself before any byte is sent rather than after the last. Every
+    /// implementation of `read_session` says `true`.
+    fn reads_sessions(&self) -> bool {
+        false
     }
 
     /// Bytes session `id` holds, or `UploadUnknown`.
@@ -281,6 +306,18 @@ pub trait BlobStore: Send + Sync + 'static {
     /// in flight on it may still report success, but every later call on the session
     /// answers `UploadUnknown`; a `finish` in flight either completes first or fails.
     async fn abort(&self, id: &UploadId) -> Result<bool, StoreError>;
+
+    /// Remove what interrupted writes left in the backend that no blob and no open session
+    /// names (an S3 multipart upload a crash left incomplete, a session's object completed
+    /// but never indexed), if it was started or last written at or before `cutoff`; with
+    /// `dry_run`, only count. Returns how many. For GC only (it may list). Never removes a
+    /// stored blob, an open session's data, or anything a write in flight will complete or
+    /// record. By default there is nothing to sweep: the filesystem store empties its
+    /// `tmp/` at start, and memory keeps nothing across a crash.
+    async fn sweep_leftovers(&self, cutoff: SystemTime, dry_run: bool) -> Result<u64, StoreError> {
+        let _ = (cutoff, dry_run);
+        Ok(0)
+    }
 
     /// Every open session, for the store's caps at start and expiry (the store aborts
     /// those whose `last_write` is older than its limit; backends expire nothing on their
@@ -317,4 +354,31 @@ pub trait BlobClock: Send + Sync + 'static {
 
     /// Drop `d`'s record (its blob was deleted).
     fn forget(&self, d: &Digest);
+
+    /// Whether a `put` or `finish` of `d` by the backend this clock goes with sets
+    /// `last_used(d)` to the time of the write by itself (the filesystem's mtime clock: the
+    /// write is the touch), so the store need not touch after it. By default it does not.
+    fn set_by_writes(&self) -> bool {
+        false
+    }
+
+    /// Make every touch so far durable, for a clean stop: a clock that keeps its records in
+    /// a file (`FileClock`) trusts them again at the next open, rather than counting every
+    /// blob as used then. Touches after it are kept in memory only. By default nothing to do.
+    fn close(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+/// Opens a blob backend. The store calls it once it holds the data dir's lock: a backend
+/// may keep state under the data dir (the S3 object index and sessions), which only the
+/// lock's holder may read or change.
+pub type OpenBlobs = Box<
+    dyn FnOnce() -> futures_util::future::BoxFuture<'static, Result<Box<dyn BlobStore>, StoreError>>
+        + Send,
+>;
+
+/// An [`OpenBlobs`] for a backend already open, with no state under the data dir (memory).
+pub fn opened(blobs: Box<dyn BlobStore>) -> OpenBlobs {
+    Box::new(move || Box::pin(async move { Ok(blobs) }))
 }

@@ -601,6 +601,57 @@ pub async fn read_session_leaves_it_open(s: &dyn BlobStore) {
     ));
 }
 
+/// fsck's two: a fresh store has no strays; a quarantined blob is gone from the blob
+/// namespace (and its bytes kept elsewhere), and quarantining an absent one is `None`.
+pub async fn strays_and_quarantine<H: Harness>(h: H) {
+    let s = h.store();
+    let data = pattern(44, 2000);
+    let d = sha(&data);
+    put(s, &data).await;
+    assert!(s.strays().await.expect("strays").is_empty());
+    let to = s.quarantine(&d, 1_700_000_000).await.expect("quarantine");
+    let to = to.expect("it was stored");
+    assert!(to.contains(&*d.hex()), "{to}");
+    absent(s, &d).await;
+    assert!(s.strays().await.expect("strays").is_empty(), "not a stray");
+    assert_eq!(s.quarantine(&d, 1_700_000_001).await.expect("again"), None);
+    // The digest is free again: a good copy can be stored.
+    put(s, &data).await;
+    assert_eq!(read(s, &d, ByteRange::ALL).await.expect("read").1, data);
+}
+
+// ---- leftovers -------------------------------------------------------------------------
+
+/// [`BlobStore::sweep_leftovers`] with a cutoff in the future (everything counts as old)
+/// spares everything live: stored blobs (monolithic, and finished sessions past a part),
+/// and an open session past a part, which still takes chunks and finishes afterwards.
+pub async fn sweep_leftovers_spares_live_data<H: Harness>(h: H) {
+    let s = h.store();
+    let blob = pattern(40, 3000);
+    let blob_d = sha(&blob);
+    put(s, &blob).await;
+    let finished = pattern(41, (9 << 20) + 7);
+    let id = begin(s, "finished").await;
+    append(s, &id, 0, &finished).await;
+    s.finish(&id, &sha(&finished)).await.expect("finish");
+    let open = pattern(42, (9 << 20) + 3);
+    let id = begin(s, "open").await;
+    let at = append(s, &id, 0, &open).await;
+    let later = SystemTime::now() + Duration::from_secs(60);
+    s.sweep_leftovers(later, true).await.expect("dry sweep");
+    s.sweep_leftovers(later, false).await.expect("sweep");
+    assert_eq!(s.sweep_leftovers(later, true).await.expect("again"), 0);
+    assert_eq!(
+        read(s, &blob_d, ByteRange::ALL).await.expect("blob").1,
+        blob
+    );
+    let got = read(s, &sha(&finished), ByteRange::ALL).await;
+    assert!(got.expect("finished").1 == finished);
+    let tail = pattern(43, 10);
+    append(s, &id, at, &tail).await;
+    finish_and_check(s, &id, &[open, tail].concat()).await;
+}
+
 // ---- the clock -----------------------------------------------------------------------
 
 /// [`BlobClock`]'s own rules, for any implementation.
@@ -616,6 +667,24 @@ pub fn clock_keeps_the_latest_touch(clock: &dyn BlobClock) {
     assert_eq!(clock.last_used(&d), Some(t0 + Duration::from_secs(5)));
     clock.forget(&d);
     assert_eq!(clock.last_used(&d), None);
+}
+
+/// [`BlobClock::set_by_writes`], for a clock and the backend it goes with: a clock that
+/// claims it is set by writes answers about the time of a `put` right after it, with no
+/// touch; one that does not is left alone by writes (the store touches it itself).
+pub async fn clock_and_writes(s: &dyn BlobStore, clock: &dyn BlobClock) {
+    let data = pattern(50, 100);
+    let d = sha(&data);
+    // File times may be coarser than the wall clock's.
+    let before = SystemTime::now() - Duration::from_secs(2);
+    let untouched = clock.last_used(&d);
+    put(s, &data).await;
+    if clock.set_by_writes() {
+        let t = clock.last_used(&d).expect("set by the write");
+        assert!(t >= before, "{t:?} is before the write");
+    } else {
+        assert_eq!(clock.last_used(&d), untouched, "a write moved the clock");
+    }
 }
 
 /// One `#[tokio::test]` per contract case, each on a harness built by `$make` (an
@@ -644,7 +713,9 @@ macro_rules! blobstore_contract_tests {
             session_finish_with_wrong_digest_leaves_nothing,
             session_finish_edge_cases,
             session_ids_and_listing,
-            session_has_one_writer_at_a_time
+            session_has_one_writer_at_a_time,
+            sweep_leftovers_spares_live_data,
+            strays_and_quarantine
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {

@@ -5,6 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::blobstore::fs::FsBlobStore;
+use crate::blobstore::opened;
 use crate::pgtest::Postgres;
 use crate::tests::{manifest_json, name};
 use crate::*;
@@ -35,7 +36,7 @@ impl Rig {
 
     async fn try_open(&self, dir: &Path) -> Result<Store, StoreError> {
         let blobs = Box::new(FsBlobStore::new(self.blobs.path()));
-        Store::open_with_metadata(dir, Some(blobs), self.url.as_deref()).await
+        Store::open_with_metadata(dir, Some(opened(blobs)), self.url.as_deref()).await
     }
 
     async fn open(&self, dir: &Path) -> Store {
@@ -346,7 +347,7 @@ async fn a_single_nodes_journal_moves_into_postgres_whole() {
     let dir = tempfile::tempdir().expect("dir");
     let local = |dir: &Path| {
         let blobs = Box::new(FsBlobStore::new(rig.blobs.path()));
-        Store::open_with_metadata(dir.to_owned(), Some(blobs), None)
+        Store::open_with_metadata(dir.to_owned(), Some(opened(blobs)), None)
     };
     let s = local(dir.path()).await.expect("local");
     let cfg = Digest::of(Algorithm::Sha256, b"{}");
@@ -419,7 +420,7 @@ async fn gc_on_one_replica_while_another_pushes_loses_nothing_reachable() {
     );
     let open = |dir: &Path| {
         let blobs: Box<dyn BlobStore> = Box::new(blobs.clone());
-        Store::open_with_metadata(dir.to_owned(), Some(blobs), Some(&url))
+        Store::open_with_metadata(dir.to_owned(), Some(opened(blobs)), Some(&url))
     };
     let a = open(da.path()).await.expect("a");
     let b = open(db.path()).await.expect("b");

@@ -133,11 +133,11 @@ impl Store {
         self.inner.clock.touch(d, SystemTime::now());
     }
 
-    /// [`Store::touch`] after the backend wrote or finished `d`. On the filesystem that write
-    /// set the clock itself (a new file's mtime, or `persist` touching the file it found),
-    /// so the extra syscalls are skipped on the hot path.
+    /// [`Store::touch`] after the backend wrote or finished `d`, unless that write set the
+    /// clock itself ([`BlobClock::set_by_writes`]: a new file's mtime, or `persist` touching
+    /// the file it found), so the extra syscalls are skipped on the hot path.
     pub(crate) fn touch_written(&self, d: &Digest) {
-        if self.inner.blobs.kind() != "filesystem" {
+        if !self.inner.clock.set_by_writes() {
             self.touch(d);
         }
     }

@@ -16,7 +16,6 @@ pub(crate) use manifests::ManifestCache;
 const COMPACT_AT: u64 = 64 << 20;
 
 use std::sync::Arc;
-use std::time::SystemTime;
 
 use crate::*;
 
@@ -83,7 +82,7 @@ impl Store {
     /// the lock either way.
     pub async fn open_with(
         root: impl AsRef<Path>,
-        blobs: Option<Box<dyn BlobStore>>,
+        blobs: Option<OpenBlobs>,
     ) -> Result<Store, StoreError> {
         Store::open_with_metadata(root, blobs, None).await
     }
@@ -96,7 +95,7 @@ impl Store {
     /// (`meta/database`) so that opening it without the database is refused too.
     pub async fn open_with_metadata(
         root: impl AsRef<Path>,
-        blobs: Option<Box<dyn BlobStore>>,
+        blobs: Option<OpenBlobs>,
         metadata: Option<&str>,
     ) -> Result<Store, StoreError> {
         let root = root.as_ref().to_owned();
@@ -151,9 +150,12 @@ impl Store {
                 Box::new(FsBlobStore::new(root.clone())),
                 Box::new(MtimeClock::new(root.clone())),
             ),
-            // A backend without a writable time per blob: the clock is kept in memory, and
-            // after a restart every blob counts as used at the open (see `MemClock`).
-            Some(b) => (b, Box::new(MemClock::since(SystemTime::now()))),
+            // Opened under the lock (see `OpenBlobs`). A backend without a writable time per
+            // blob: the clock is kept beside the journal (see `FileClock`).
+            Some(open) => {
+                let clock = FileClock::open(layout::clock_path(&root), true)?;
+                (open().await?, Box::new(clock))
+            }
         };
         let open_uploads = crate::uploads::entries(blobs.sessions().await?);
         let store = Store {
@@ -183,20 +185,15 @@ impl Store {
         Ok(store)
     }
 
+    /// For a clean stop: make GC's clock durable ([`BlobClock::close`]), so that the next
+    /// open trusts each blob's last use instead of counting every blob as used then.
+    pub fn close(&self) -> Result<(), StoreError> {
+        self.inner.clock.close()
+    }
+
     /// `kind()` of the blob backend: `"filesystem"`, `"s3"`, …
     pub fn blob_backend(&self) -> &'static str {
         self.inner.blobs.kind()
-    }
-
-    /// `Unsupported` unless blobs are on the local filesystem: for the maintenance
-    /// commands that still work on blob files directly.
-    pub(crate) fn require_filesystem(&self, what: &str) -> Result<(), StoreError> {
-        match self.inner.blobs.kind() {
-            "filesystem" => Ok(()),
-            other => Err(StoreError::Unsupported(format!(
-                "{what} of blobs on {other} storage is not supported yet"
-            ))),
-        }
     }
 
     /// How many metadata commits this store has applied since it was opened: anything

@@ -84,6 +84,20 @@ impl Store {
         Ok((repo, Some(entry.owner.to_string())))
     }
 
+    /// `Unsupported` unless the blob backend can read an unfinished upload back (see
+    /// [`Store::open_upload_data`]): for callers to refuse such an upload at its start.
+    pub fn require_readable_uploads(&self, what: &str) -> Result<(), StoreError> {
+        if self.inner.blobs.reads_sessions() {
+            return Ok(());
+        }
+        Err(StoreError::Unsupported(format!(
+            "{what} need blobs that can be read back before they are finished, which the {} \
+storage backend cannot; send the archive in one request instead (POST /admin/v1/import, \
+which `airdock import --server` falls back to by itself)",
+            self.inner.blobs.kind()
+        )))
+    }
+
     /// The bytes a session holds, opened for reading (an import reads the archive uploaded
     /// into it). Reading does not touch the session; it stays open until cancelled.
     pub async fn open_upload_data(
