@@ -414,6 +414,54 @@ fn containerd_pulls_an_image_from_s3() {
     );
 }
 
+/// docker (its own dockerd) pushes an image from a `docker save` archive to airdock on S3
+/// and pulls it back by tag and by digest from nothing local: every blob went into the bucket
+/// and came out of it.
+#[test]
+fn docker_pushes_and_pulls_an_image_on_s3() {
+    use crate::clients::docker::{pushed_digest, Docker};
+    use crate::clients::harness::{state_dir, Http};
+    use crate::clients::image::{host_arch, resolve, Flavor, Image};
+    let docker = Docker::start();
+    let s3 = serve_on_s3("docker", &[]);
+    let http = Http::new();
+    let work = state_dir("airdock-docker-s3-");
+    let image = Image::build(Flavor::Docker, host_arch(), "docker-s3");
+    let archive = work.path().join("image.tar");
+    image.write_docker_archive(&archive, "airdock-test/docker-s3:local");
+    docker.run(&["load", "-i", &archive.display().to_string()]);
+    let remote = format!("{}/clients/docker-s3:v1", s3.server.host());
+    docker.run(&["tag", "airdock-test/docker-s3:local", &remote]);
+    let digest = pushed_digest(&docker.run(&["push", &remote]));
+    assert_eq!(
+        resolve(&http, &s3.server, "clients/docker-s3", "v1").as_deref(),
+        Some(digest.as_str())
+    );
+    assert_eq!(
+        walk(&s3.server.data_dir().join("blobs")),
+        0,
+        "no blob file on local disk"
+    );
+    docker.run(&["rmi", "airdock-test/docker-s3:local", &remote]);
+    let pulled = docker.run(&["pull", &remote]).stdout_text();
+    assert!(pulled.contains(&digest), "docker pull by tag:\n{pulled}");
+    assert_eq!(docker.image_id(&remote), image.config.digest);
+    let data = docker.read_file(&remote, "airdock/data.bin", &work.path().join("by-tag"));
+    assert!(
+        data == image.file("airdock/data.bin"),
+        "airdock/data.bin differs after a pull by tag"
+    );
+    docker.run(&["rmi", &remote]);
+    let by_digest = format!("{}/clients/docker-s3@{digest}", s3.server.host());
+    docker.run(&["pull", &by_digest]);
+    let hello = docker.read_file(
+        &by_digest,
+        "airdock/hello.txt",
+        &work.path().join("by-digest"),
+    );
+    assert_eq!(hello, image.file("airdock/hello.txt"));
+}
+
 /// GC on S3 (`POST /admin/v1/gc`): the blobs of a deleted image leave the bucket, the kept
 /// image still pulls whole, and a second run deletes nothing.
 #[tokio::test]

@@ -128,7 +128,7 @@ impl Docker {
 }
 
 /// The manifest digest in `docker push` output (`v1: digest: sha256:… size: N`).
-fn pushed_digest(out: &Out) -> String {
+pub fn pushed_digest(out: &Out) -> String {
     let text = out.stdout_text();
     text.split_whitespace()
         .skip_while(|w| *w != "digest:")
