@@ -41,8 +41,6 @@ pub struct Console {
     pub sessions: Arc<Sessions>,
     /// Which image configs carry imgpkg's bundle label, by config digest.
     pub bundles: Arc<Known>,
-    /// The last usage report, for the Storage page.
-    pub usage: Arc<storage::UsageCache>,
 }
 
 /// A bounded memo of a yes/no fact about a digest (content never changes).
@@ -80,7 +78,6 @@ pub fn router(app: AppState) -> Router {
         app,
         sessions: Arc::new(Sessions::new()),
         bundles: Arc::default(),
-        usage: Arc::default(),
     };
     Router::new()
         .route("/", get(|| async { Redirect::to("/ui/") }))

@@ -124,7 +124,7 @@ impl Store {
                 pins: pins::Pins::default(),
                 gc: tokio::sync::Mutex::new(()),
                 manifests: ManifestCache::default(),
-                sizes: crate::usage::SizeCache::default(),
+                sizes_filled: tokio::sync::OnceCell::new(),
             }),
         })
     }
@@ -281,7 +281,6 @@ impl Store {
                 }
             }
             report.quarantined = moved;
-            self.inner.sizes.forget(&report.corrupt_blobs);
             locked.commit(txn, |_| true).await?;
             // Every problem was acted on; missing index children are kept (see the field).
             report.clean = true;

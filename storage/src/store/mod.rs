@@ -46,8 +46,8 @@ pub(crate) struct Inner {
     /// Manifest bytes by digest. They never change, are small and are read on every pull,
     /// so a pull is answered without a file read or a blocking thread.
     pub(crate) manifests: ManifestCache,
-    /// Blob sizes the usage report has seen (content-addressed, so they never change).
-    pub(crate) sizes: usage::SizeCache,
+    /// Set once the sizes of blobs linked without one (an older journal) were asked for.
+    pub(crate) sizes_filled: tokio::sync::OnceCell<()>,
 }
 
 /// One page of a sorted listing.
@@ -171,7 +171,7 @@ impl Store {
                 pins: pins::Pins::default(),
                 gc: tokio::sync::Mutex::new(()),
                 manifests: ManifestCache::default(),
-                sizes: usage::SizeCache::default(),
+                sizes_filled: tokio::sync::OnceCell::new(),
             }),
         };
         let len = match fs::metadata(layout::journal_path(&store.inner.root)) {
