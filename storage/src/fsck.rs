@@ -125,6 +125,9 @@ impl Store {
                 gc: tokio::sync::Mutex::new(()),
                 manifests: ManifestCache::default(),
                 sizes_filled: tokio::sync::OnceCell::new(),
+                label: std::sync::OnceLock::new(),
+                label_verdicts: crate::labelled::ConfigVerdicts::default(),
+                labels_filled: tokio::sync::OnceCell::new(),
             }),
         })
     }

@@ -10,6 +10,7 @@ mod error;
 mod fsck;
 mod gc;
 mod imports;
+mod labelled;
 pub mod layout;
 mod listing;
 mod manifest;

@@ -184,6 +184,8 @@ pub(crate) struct State {
     applied: i64,
     /// Usage sums per repository and in all, kept current op by op.
     pub usage: crate::usage::Tally,
+    /// Manifests whose config carries the indexed label, per repository.
+    pub labelled: crate::labelled::LabelIndex,
 }
 
 impl Repo {
@@ -232,6 +234,7 @@ impl State {
         // What is derived from the metadata follows each op here, the one place every
         // change (a commit, a replayed journal line) passes through.
         self.usage.note(&self.repos, &op);
+        self.labelled.note(&op);
         self.apply_op(op);
         if let Some(repo) = emptied {
             if self.repos.get(&repo).is_some_and(Repo::is_empty) {
@@ -780,6 +783,15 @@ impl Meta {
         for (d, n) in found {
             state.usage.learn(d, *n);
         }
+    }
+
+    /// Labelled manifests the late classification found (`labelled`).
+    pub(crate) fn add_labelled(&self, found: Vec<(RepoName, Digest)>) {
+        let mut state = self.write();
+        let State {
+            repos, labelled, ..
+        } = &mut *state;
+        labelled.add_found(repos, found);
     }
 
     /// Commits stopped after a journal write that could not be undone.

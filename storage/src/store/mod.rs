@@ -48,6 +48,12 @@ pub(crate) struct Inner {
     pub(crate) manifests: ManifestCache,
     /// Set once the sizes of blobs linked without one (an older journal) were asked for.
     pub(crate) sizes_filled: tokio::sync::OnceCell<()>,
+    /// The config label whose manifests are indexed (`labelled`), once the server names it.
+    pub(crate) label: std::sync::OnceLock<&'static str>,
+    /// Which configs carry it, read once each.
+    pub(crate) label_verdicts: labelled::ConfigVerdicts,
+    /// Set once the manifests committed without the answer were classified.
+    pub(crate) labels_filled: tokio::sync::OnceCell<()>,
 }
 
 /// One page of a sorted listing.
@@ -172,6 +178,9 @@ impl Store {
                 gc: tokio::sync::Mutex::new(()),
                 manifests: ManifestCache::default(),
                 sizes_filled: tokio::sync::OnceCell::new(),
+                label: std::sync::OnceLock::new(),
+                label_verdicts: labelled::ConfigVerdicts::default(),
+                labels_filled: tokio::sync::OnceCell::new(),
             }),
         };
         let len = match fs::metadata(layout::journal_path(&store.inner.root)) {
