@@ -8,7 +8,7 @@ use axum::extract::{Request, State};
 use axum::response::Response;
 use maud::{html, Markup};
 
-use airdock_storage::{GcReport, RepoUsage, Usage};
+use airdock_storage::{GcReport, Usage, UsageOrder};
 
 use super::repos::{repo_href, url_part};
 use super::view::{self, Nav};
@@ -94,58 +94,32 @@ async fn render(
         Some("size") => Sort::Size,
         _ => Sort::Name,
     };
-    // The store keeps the sums current as commits apply: this copies them, no walk.
-    let usage = c.app.store.usage().await?;
-    let totals = Totals::of(&usage);
-    let mut repos: Vec<&RepoUsage> = usage
-        .repos
-        .iter()
-        .filter(|r| r.name.contains(filter))
-        .collect();
-    let matching = repos.len();
-    let (rows, next) = match sort {
-        Sort::Name => {
-            // `usage.repos` is in name order.
-            let after = q.get("after").filter(|a| !a.is_empty());
-            if let Some(a) = after {
-                repos.retain(|r| r.name.as_str() > a);
-            }
-            let more = repos.len() > n;
-            repos.truncate(n);
-            let next = repos.last().filter(|_| more).map(|l| {
-                format!(
-                    "/ui/storage?q={}&sort=name&n={n}&after={}",
-                    url_part(filter),
-                    url_part(&l.name)
-                )
-            });
-            (repos, next)
-        }
-        Sort::Size => {
-            let from = q
-                .get("from")
-                .and_then(|v| v.parse::<usize>().ok())
-                .unwrap_or(0);
-            let end = from.saturating_add(n).min(repos.len());
-            // Largest first, ties by name, as `Usage::top`; only the first `end` are ordered.
-            let order = |a: &&RepoUsage, b: &&RepoUsage| {
-                b.bytes.cmp(&a.bytes).then_with(|| a.name.cmp(&b.name))
-            };
-            if end > 0 && end < repos.len() {
-                repos.select_nth_unstable_by(end - 1, order);
-                repos.truncate(end);
-            }
-            repos.sort_unstable_by(order);
-            let rows: Vec<&RepoUsage> = repos.into_iter().skip(from).collect();
-            let next = (matching > end).then(|| {
-                format!(
-                    "/ui/storage?q={}&sort=size&n={n}&from={end}",
-                    url_part(filter)
-                )
-            });
-            (rows, next)
-        }
+    // The store keeps the sums current as commits apply: a page copies only its rows.
+    let after = q.get("after").filter(|a| !a.is_empty());
+    let from = q
+        .get("from")
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(0);
+    let order = match sort {
+        Sort::Name => UsageOrder::Name { after },
+        Sort::Size => UsageOrder::Size { from },
     };
+    let page = c.app.store.usage_page(filter, order, n).await?;
+    let totals = Totals::of(&page.totals);
+    let matching = page.matching;
+    let rows = &page.rows;
+    let next = page.more.then(|| match sort {
+        Sort::Name => format!(
+            "/ui/storage?q={}&sort=name&n={n}&after={}",
+            url_part(filter),
+            url_part(rows.last().map_or("", |l| l.name.as_str()))
+        ),
+        Sort::Size => format!(
+            "/ui/storage?q={}&sort=size&n={n}&from={}",
+            url_part(filter),
+            from.saturating_add(rows.len())
+        ),
+    });
     let sort_link = |s: Sort, label: &str| {
         let key = if s == Sort::Size { "size" } else { "name" };
         html! {
@@ -206,7 +180,7 @@ async fn render(
                     th.num { "Blobs" } th.num { "Manifests" } th.num { "Tags" }
                 } }
                 tbody {
-                    @for r in &rows {
+                    @for r in rows {
                         tr data-repo=(r.name) {
                             td.wrap { a href=(repo_href(&r.name)) { (r.name) } }
                             td.num.bytes data-bytes=(r.bytes) { (view::bytes(r.bytes)) }

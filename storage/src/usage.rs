@@ -71,6 +71,25 @@ impl Usage {
     }
 }
 
+/// How [`Store::usage_page`] orders and pages repositories.
+#[derive(Clone, Copy, Debug)]
+pub enum UsageOrder<'a> {
+    /// By name, after this one.
+    Name { after: Option<&'a str> },
+    /// Largest first (ties by name), from this position: sizes are not unique.
+    Size { from: usize },
+}
+
+/// One page of [`Store::usage_page`]: the store's totals (`totals.repos` empty), how many
+/// repositories match the filter, the page's rows, whether more follow.
+#[derive(Clone, Debug, Default)]
+pub struct UsagePage {
+    pub totals: Usage,
+    pub matching: usize,
+    pub rows: Vec<RepoUsage>,
+    pub more: bool,
+}
+
 /// One digest some repository references.
 struct Entry {
     /// Known while `sources > 0` and one of them said it (see the module doc).
@@ -158,7 +177,10 @@ impl Tally {
             Op::Manifest { repo, record } => {
                 let id = self.id(repo);
                 // Replaying a manifest already held replaces its record: take the old one out.
-                if let Some(old) = repos.get(repo).and_then(|r| r.manifests.get(&record.digest)) {
+                if let Some(old) = repos
+                    .get(repo)
+                    .and_then(|r| r.manifests.get(&record.digest))
+                {
                     self.remove_manifest(repo, id, old);
                     // Its last reference may have freed the id.
                     let id = self.id(repo);
@@ -217,25 +239,37 @@ impl Tally {
             repositories: repos.len() as u64,
             repos: Vec::with_capacity(repos.len()),
         };
-        for (name, r) in repos {
-            let c = self
-                .ids
-                .get(name)
-                .map(|&id| self.counts[id as usize])
-                .unwrap_or_default();
-            usage.repos.push(RepoUsage {
-                name: name.to_string(),
-                bytes: c.unique_bytes + c.shared_bytes,
-                blobs: c.unique_blobs + c.shared_blobs,
-                unique_bytes: c.unique_bytes,
-                unique_blobs: c.unique_blobs,
-                shared_bytes: c.shared_bytes,
-                shared_blobs: c.shared_blobs,
-                manifests: r.manifests.len() as u64,
-                tags: r.tags.len() as u64,
-            });
-        }
         usage
+            .repos
+            .extend(repos.iter().map(|(name, r)| self.row(name, r)));
+        usage
+    }
+
+    /// The bytes repository `name` references.
+    fn bytes_of(&self, name: &RepoName) -> u64 {
+        self.ids.get(name).map_or(0, |&id| {
+            let c = &self.counts[id as usize];
+            c.unique_bytes + c.shared_bytes
+        })
+    }
+
+    fn row(&self, name: &RepoName, r: &Repo) -> RepoUsage {
+        let c = self
+            .ids
+            .get(name)
+            .map(|&id| self.counts[id as usize])
+            .unwrap_or_default();
+        RepoUsage {
+            name: name.to_string(),
+            bytes: c.unique_bytes + c.shared_bytes,
+            blobs: c.unique_blobs + c.shared_blobs,
+            unique_bytes: c.unique_bytes,
+            unique_blobs: c.unique_blobs,
+            shared_bytes: c.shared_bytes,
+            shared_blobs: c.shared_blobs,
+            manifests: r.manifests.len() as u64,
+            tags: r.tags.len() as u64,
+        }
     }
 
     fn id(&mut self, repo: &RepoName) -> u32 {
@@ -428,6 +462,75 @@ impl Store {
             .await?;
         let state = self.inner.meta.read();
         Ok(state.usage.report(&state.repos))
+    }
+
+    /// One page of the repositories whose name contains `filter`, in `order`, at most `n`,
+    /// with the totals: only the page's rows are copied out, so a page costs about the same
+    /// at ten or ten thousand repositories (a name filter is a pass over the names).
+    pub async fn usage_page(
+        &self,
+        filter: &str,
+        order: UsageOrder<'_>,
+        n: usize,
+    ) -> Result<UsagePage, StoreError> {
+        self.inner
+            .sizes_filled
+            .get_or_try_init(|| self.fill_sizes())
+            .await?;
+        let state = self.inner.meta.read();
+        let t = &state.usage;
+        let mut page = UsagePage {
+            totals: Usage {
+                blobs: t.blobs,
+                bytes: t.bytes,
+                manifests: t.manifests,
+                repositories: state.repos.len() as u64,
+                repos: Vec::new(),
+            },
+            ..UsagePage::default()
+        };
+        let matches = state
+            .repos
+            .iter()
+            .filter(|(name, _)| name.as_str().contains(filter));
+        match order {
+            UsageOrder::Name { after } => {
+                for (name, r) in matches {
+                    page.matching += 1;
+                    if after.is_some_and(|a| name.as_str() <= a) {
+                        continue;
+                    }
+                    if page.rows.len() < n {
+                        page.rows.push(t.row(name, r));
+                    } else {
+                        page.more = true;
+                    }
+                }
+            }
+            UsageOrder::Size { from } => {
+                let mut all: Vec<(u64, &RepoName, &Repo)> = matches
+                    .map(|(name, r)| (t.bytes_of(name), name, r))
+                    .collect();
+                page.matching = all.len();
+                let end = from.saturating_add(n).min(all.len());
+                // Largest first, ties by name, as `Usage::top`; only the first `end` sorted.
+                let order = |a: &(u64, &RepoName, &Repo), b: &(u64, &RepoName, &Repo)| {
+                    b.0.cmp(&a.0).then_with(|| a.1.cmp(b.1))
+                };
+                if end > 0 && end < all.len() {
+                    all.select_nth_unstable_by(end - 1, order);
+                    all.truncate(end);
+                }
+                all.sort_unstable_by(order);
+                page.rows = all
+                    .iter()
+                    .skip(from)
+                    .map(|(_, name, r)| t.row(name, r))
+                    .collect();
+                page.more = page.matching > end;
+            }
+        }
+        Ok(page)
     }
 
     async fn fill_sizes(&self) -> Result<(), StoreError> {
@@ -702,6 +805,28 @@ mod tests {
         top.top(1);
         assert_eq!(top.repos.len(), 1);
         assert_eq!(top.repos[0].name, "a");
+        let by_size = s
+            .usage_page("", UsageOrder::Size { from: 0 }, 1)
+            .await
+            .expect("page");
+        assert_eq!(
+            (by_size.rows, by_size.more, by_size.matching),
+            (top.repos.clone(), true, 2)
+        );
+        let by_name = s
+            .usage_page("/", UsageOrder::Name { after: None }, 5)
+            .await
+            .expect("page");
+        assert_eq!(
+            (by_name.rows.as_slice(), by_name.matching),
+            (&u.repos[1..], 1)
+        );
+        assert_eq!(by_name.totals.bytes, u.bytes);
+        let second = s
+            .usage_page("", UsageOrder::Size { from: 1 }, 1)
+            .await
+            .expect("page");
+        assert_eq!((second.rows[0].name.as_str(), second.more), ("b/c", false));
         let mut page = u.clone();
         assert!(page.page(None, Some(1)));
         assert_eq!(page.repos[0].name, "a");
