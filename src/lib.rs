@@ -68,6 +68,8 @@ pub struct AppState {
 impl AppState {
     /// A state with no authentication and default limits.
     pub fn new(store: Store, sparse: bool) -> AppState {
+        // The console lists imgpkg bundles: the store keeps an index of them as they commit.
+        store.index_config_label(imgpkg::manifest::BUNDLE_CONFIG_LABEL);
         AppState {
             readiness: health::Readiness::new(store.clone(), health::DEFAULT_MIN_FREE_MIB),
             store,

@@ -25,15 +25,14 @@ use crate::imgpkg::names::is_imgpkg_tag;
 /// Bundles per page of the list, and how deep nested bundles are followed.
 const PAGE: usize = 50;
 const MAX_DEPTH: usize = 8;
-/// How long one page of the list may spend looking for bundles.
-const SCAN_BUDGET: std::time::Duration = std::time::Duration::from_millis(25);
 
 pub fn bundle_href(repo: &str, digest: &Digest) -> String {
     format!("/ui/repositories/{repo}/-/bundles/{digest}")
 }
 
 /// `GET /ui/bundles[?after=<repo>]`: bundles of whole repositories, in name order, until a
-/// page has at least [`PAGE`] of them or has spent [`SCAN_BUDGET`].
+/// page has at least [`PAGE`] of them. The store indexes bundles as their manifests commit,
+/// so a page reads no config and sees every repository.
 pub async fn list(State(c): State<Console>, req: Request) -> Result<Response, UiError> {
     let (parts, _) = req.into_parts();
     let viewer = c.viewer(&parts).await?;
@@ -42,52 +41,15 @@ pub async fn list(State(c): State<Console>, req: Request) -> Result<Response, Ui
     }
     let q = Query::parse(parts.uri.query());
     let after = q.get("after").filter(|a| !a.is_empty());
-    let mut found = Vec::new();
-    let mut last_repo = None;
-    let mut more = false;
-    // Telling a bundle from an image reads its config the first time (remembered after):
-    // at 100,000 tags a first visit would read them all. A page stops scanning at a
-    // repository boundary once it has a page of bundles or has spent its budget, and links
-    // on from there; later visits find the configs remembered.
-    let started = std::time::Instant::now();
-    let names = c.app.store.catalog(after, None).items;
-    let mut scanned = 0usize;
-    for name in names {
-        if found.len() >= PAGE || started.elapsed() > SCAN_BUDGET {
-            more = true;
-            break;
-        }
-        if !viewer.rights(&name).pull {
-            last_repo = Some(name);
-            continue;
-        }
-        let Ok(repo) = RepoName::parse(&name) else {
-            continue;
-        };
-        let (rows, _) = c
-            .app
-            .store
-            .tag_rows(&repo, "", None, usize::MAX, &is_imgpkg_tag)
-            .unwrap_or_default();
-        for row in rows {
-            if is_bundle(&c, &repo, &row.record).await {
-                found.push((repo.clone(), row));
-            }
-        }
-        scanned += 1;
-        last_repo = Some(name);
-    }
-    let partial = more && found.len() < PAGE;
+    let (found, more) = c
+        .app
+        .store
+        .labelled_rows(after, PAGE, &|r| viewer.rights(r).pull, &is_imgpkg_tag)
+        .await;
+    let last_repo = found.last().map(|(r, _)| r.to_string());
     let body = html! {
         h1 { "Bundles" }
         p.muted { "imgpkg bundles (images whose config carries the " code { "dev.carvel.imgpkg.bundle" } " label), by tag." }
-        @if partial {
-            p.muted role="status" {
-                "Looked through " (scanned) " repositor" (if scanned == 1 { "y" } else { "ies" })
-                @if let Some(l) = &last_repo { " (up to " (l) ")" }
-                " in this page's time; the next page continues from there."
-            }
-        }
         @if found.is_empty() && !more {
             p.empty { "No bundles here yet. Import one with " code { "imgpkg copy --to-tar" } " and the Upload page, or push one with " code { "imgpkg push -b" } "." }
         } @else {

@@ -13,7 +13,6 @@ use airdock_storage::{Digest, ManifestRecord, Reference, RepoName};
 use super::repos::{manifest_href, platforms, pull_commands, pull_size, repo_href, type_cell};
 use super::view::{self, Nav};
 use super::{Console, UiError, Viewer};
-use crate::imgpkg::manifest::BUNDLE_CONFIG_LABEL;
 
 /// Configs larger than this are not shown (nor read for labels): real ones are a few KiB.
 const MAX_CONFIG: u64 = 1 << 20;
@@ -57,47 +56,10 @@ pub async fn small_blob(c: &Console, repo: &RepoName, d: &Digest, max: u64) -> O
     file.take(max).read_to_end(&mut out).await.ok().map(|_| out)
 }
 
-/// Whether the config of image `record` carries imgpkg's bundle label. The config is the
-/// record's first blob (the store lists an image manifest's config before its layers), so
-/// the manifest is not read; the answer is remembered per config digest (content never
-/// changes), so each config is read once, whichever manifests share it.
+/// Whether `record` of `repo` is an imgpkg bundle (its config carries imgpkg's label): the
+/// store found out when the manifest was committed (`Store::index_config_label`).
 pub async fn is_bundle(c: &Console, repo: &RepoName, record: &ManifestRecord) -> bool {
-    if !matches!(
-        record.media_type.as_str(),
-        airdock_storage::OCI_MANIFEST | airdock_storage::DOCKER_MANIFEST
-    ) {
-        return false;
-    }
-    let Some(config) = record.blobs.first() else {
-        return false;
-    };
-    if let Some(known) = c.bundles.get(&config.digest) {
-        return known;
-    }
-    let Some(bytes) = small_blob(c, repo, &config.digest, MAX_CONFIG).await else {
-        // Absent config (a sparse mirror): not remembered, it may come later.
-        return false;
-    };
-    let yes = has_bundle_label(&bytes);
-    c.bundles.put(&config.digest, yes);
-    yes
-}
-
-fn has_bundle_label(config: &[u8]) -> bool {
-    #[derive(Deserialize)]
-    struct Cfg {
-        config: Option<Inner>,
-    }
-    #[derive(Deserialize)]
-    struct Inner {
-        #[serde(rename = "Labels", default)]
-        labels: Option<std::collections::BTreeMap<String, String>>,
-    }
-    serde_json::from_slice::<Cfg>(config)
-        .ok()
-        .and_then(|c| c.config)
-        .and_then(|i| i.labels)
-        .is_some_and(|l| l.contains_key(BUNDLE_CONFIG_LABEL))
+    c.app.store.is_labelled(repo, &record.digest).await
 }
 
 /// The refusal for a manifest digest `repo` does not hold.
@@ -249,20 +211,5 @@ fn referrer_type(r: &ManifestRecord) -> Markup {
             Some(a) => (a.as_str()),
             None => span.muted { (view::kind(r.media_type.as_str())) },
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn the_bundle_label_is_found_in_the_config() {
-        assert!(super::has_bundle_label(
-            br#"{"config":{"Labels":{"dev.carvel.imgpkg.bundle":"true"}}}"#
-        ));
-        assert!(!super::has_bundle_label(
-            br#"{"config":{"Labels":{"x":"y"}}}"#
-        ));
-        assert!(!super::has_bundle_label(br#"{"config":{}}"#));
-        assert!(!super::has_bundle_label(b"[]"));
     }
 }

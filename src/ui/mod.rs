@@ -39,34 +39,6 @@ use view::Nav;
 pub struct Console {
     pub app: AppState,
     pub sessions: Arc<Sessions>,
-    /// Which image configs carry imgpkg's bundle label, by config digest.
-    pub bundles: Arc<Known>,
-    /// The last usage report, for the Storage page.
-    pub usage: Arc<storage::UsageCache>,
-}
-
-/// A bounded memo of a yes/no fact about a digest (content never changes).
-#[derive(Default)]
-pub struct Known {
-    /// std Mutex: map operations only, never held across an `.await`.
-    map: std::sync::Mutex<std::collections::HashMap<airdock_storage::Digest, bool>>,
-}
-
-impl Known {
-    const CAP: usize = 100_000;
-
-    pub fn get(&self, d: &airdock_storage::Digest) -> Option<bool> {
-        let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        map.get(d).copied()
-    }
-
-    pub fn put(&self, d: &airdock_storage::Digest, v: bool) {
-        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        if map.len() >= Self::CAP {
-            map.clear();
-        }
-        map.insert(d.clone(), v);
-    }
 }
 
 /// The page policy: only our own scripts, styles and requests; no framing; no inline code.
@@ -79,8 +51,6 @@ pub fn router(app: AppState) -> Router {
     let console = Console {
         app,
         sessions: Arc::new(Sessions::new()),
-        bundles: Arc::default(),
-        usage: Arc::default(),
     };
     Router::new()
         .route("/", get(|| async { Redirect::to("/ui/") }))

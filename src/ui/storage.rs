@@ -8,11 +8,7 @@ use axum::extract::{Request, State};
 use axum::response::Response;
 use maud::{html, Markup};
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
-
-use airdock_storage::{GcReport, RepoUsage, Store, StoreError, Usage};
+use airdock_storage::{GcReport, Usage, UsageOrder};
 
 use super::repos::{repo_href, url_part};
 use super::view::{self, Nav};
@@ -23,71 +19,6 @@ const PAGE: usize = 50;
 const PAGE_MAX: usize = 500;
 /// Deleted manifests listed by name in a report (the count is always whole).
 const LISTED: usize = 100;
-
-/// A usage report younger than this is shown (marked) while a newer one is computed in the
-/// background; an older one is recomputed before the page renders. Computing one takes about
-/// a second at 10,000 repositories and 100,000 manifests (BENCHMARKS.md), so on a store that
-/// keeps changing at most one page view a minute waits for it.
-const STALE_OK: Duration = Duration::from_secs(60);
-
-/// The last usage report and the store generation it was computed at. Computing one walks
-/// every repository and `stat`s every blob, so the page reuses it while the metadata has not
-/// changed and, when it changed, shows it (saying how old it is) while a fresh one is
-/// computed in the background, unless it is older than [`STALE_OK`].
-#[derive(Default)]
-pub struct UsageCache {
-    /// std Mutex: read or swapped under it, never held across an `.await`.
-    last: Mutex<Option<Cached>>,
-    refreshing: AtomicBool,
-}
-
-#[derive(Clone)]
-struct Cached {
-    usage: Arc<Usage>,
-    generation: u64,
-    at: Instant,
-}
-
-impl UsageCache {
-    fn current(&self) -> Option<Cached> {
-        self.last.lock().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-
-    /// Compute a report now and keep it.
-    async fn refresh(&self, store: &Store) -> Result<Cached, StoreError> {
-        // Read before computing: a commit during the computation leaves the report marked
-        // older than it may be, never newer.
-        let generation = store.generation();
-        let usage = Arc::new(store.usage().await?);
-        let fresh = Cached {
-            usage,
-            generation,
-            at: Instant::now(),
-        };
-        *self.last.lock().unwrap_or_else(|e| e.into_inner()) = Some(fresh.clone());
-        Ok(fresh)
-    }
-
-    /// A report for the page, and whether it may be behind the store.
-    async fn get(self: &Arc<Self>, store: &Store) -> Result<(Cached, bool), StoreError> {
-        match self.current() {
-            Some(c) if c.generation == store.generation() => Ok((c, false)),
-            Some(c) if c.at.elapsed() < STALE_OK => {
-                if !self.refreshing.swap(true, Ordering::AcqRel) {
-                    let (me, store) = (Arc::clone(self), store.clone());
-                    tokio::spawn(async move {
-                        if let Err(e) = me.refresh(&store).await {
-                            tracing::warn!(error = %e, "usage refresh failed");
-                        }
-                        me.refreshing.store(false, Ordering::Release);
-                    });
-                }
-                Ok((c, true))
-            }
-            _ => Ok((self.refresh(store).await?, false)),
-        }
-    }
-}
 
 /// How the per-repository table is ordered.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -140,9 +71,6 @@ async fn run_gc(
     // An unticked box sends nothing: absent means no, not the server's default.
     opts.delete_untagged = fields.get("delete_untagged").is_some();
     let report = crate::admin::gc::run(&c.app, &opts).await?;
-    if !report.dry_run {
-        c.usage.refresh(&c.app.store).await?;
-    }
     tracing::info!(
         user = ?viewer.user, dry_run = report.dry_run, blobs = report.blobs_deleted,
         bytes = report.bytes_freed, manifests = report.manifests_deleted.len(),
@@ -166,58 +94,32 @@ async fn render(
         Some("size") => Sort::Size,
         _ => Sort::Name,
     };
-    let (cached, behind) = c.usage.get(&c.app.store).await?;
-    let usage = &cached.usage;
-    let totals = Totals::of(usage);
-    let mut repos: Vec<&RepoUsage> = usage
-        .repos
-        .iter()
-        .filter(|r| r.name.contains(filter))
-        .collect();
-    let matching = repos.len();
-    let (rows, next) = match sort {
-        Sort::Name => {
-            // `usage.repos` is in name order.
-            let after = q.get("after").filter(|a| !a.is_empty());
-            if let Some(a) = after {
-                repos.retain(|r| r.name.as_str() > a);
-            }
-            let more = repos.len() > n;
-            repos.truncate(n);
-            let next = repos.last().filter(|_| more).map(|l| {
-                format!(
-                    "/ui/storage?q={}&sort=name&n={n}&after={}",
-                    url_part(filter),
-                    url_part(&l.name)
-                )
-            });
-            (repos, next)
-        }
-        Sort::Size => {
-            let from = q
-                .get("from")
-                .and_then(|v| v.parse::<usize>().ok())
-                .unwrap_or(0);
-            let end = from.saturating_add(n).min(repos.len());
-            // Largest first, ties by name, as `Usage::top`; only the first `end` are ordered.
-            let order = |a: &&RepoUsage, b: &&RepoUsage| {
-                b.bytes.cmp(&a.bytes).then_with(|| a.name.cmp(&b.name))
-            };
-            if end > 0 && end < repos.len() {
-                repos.select_nth_unstable_by(end - 1, order);
-                repos.truncate(end);
-            }
-            repos.sort_unstable_by(order);
-            let rows: Vec<&RepoUsage> = repos.into_iter().skip(from).collect();
-            let next = (matching > end).then(|| {
-                format!(
-                    "/ui/storage?q={}&sort=size&n={n}&from={end}",
-                    url_part(filter)
-                )
-            });
-            (rows, next)
-        }
+    // The store keeps the sums current as commits apply: a page copies only its rows.
+    let after = q.get("after").filter(|a| !a.is_empty());
+    let from = q
+        .get("from")
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(0);
+    let order = match sort {
+        Sort::Name => UsageOrder::Name { after },
+        Sort::Size => UsageOrder::Size { from },
     };
+    let page = c.app.store.usage_page(filter, order, n).await?;
+    let totals = Totals::of(&page.totals);
+    let matching = page.matching;
+    let rows = &page.rows;
+    let next = page.more.then(|| match sort {
+        Sort::Name => format!(
+            "/ui/storage?q={}&sort=name&n={n}&after={}",
+            url_part(filter),
+            url_part(rows.last().map_or("", |l| l.name.as_str()))
+        ),
+        Sort::Size => format!(
+            "/ui/storage?q={}&sort=size&n={n}&from={}",
+            url_part(filter),
+            from.saturating_add(rows.len())
+        ),
+    });
     let sort_link = |s: Sort, label: &str| {
         let key = if s == Sort::Size { "size" } else { "name" };
         html! {
@@ -233,10 +135,6 @@ async fn render(
                 @if sort == Sort::Size { input type="hidden" name="sort" value="size"; }
                 input type="search" name="q" value=(filter) placeholder="Filter repositories" aria-label="Filter repositories by name" accesskey="f";
             }
-        }
-        p.muted.asof {
-            "As of " (view::when(cached_unix(&cached)))
-            @if behind { " · the store changed since; new figures are being computed, reload in a moment" }
         }
         dl.facts.totals {
             dt { "Stored" } dd.total-bytes { strong { (view::bytes(totals.bytes)) } " (" (totals.bytes) " bytes)" }
@@ -282,7 +180,7 @@ async fn render(
                     th.num { "Blobs" } th.num { "Manifests" } th.num { "Tags" }
                 } }
                 tbody {
-                    @for r in &rows {
+                    @for r in rows {
                         tr data-repo=(r.name) {
                             td.wrap { a href=(repo_href(&r.name)) { (r.name) } }
                             td.num.bytes data-bytes=(r.bytes) { (view::bytes(r.bytes)) }
@@ -299,11 +197,6 @@ async fn render(
         @if let Some(next) = next { p.pager { a href=(next) rel="next" { "Next page →" } } }
     };
     Ok(viewer.render("Storage", Nav::Storage, body))
-}
-
-/// When `c` was computed, in seconds since the epoch.
-fn cached_unix(c: &Cached) -> u64 {
-    crate::sys::now().saturating_sub(c.at.elapsed().as_secs())
 }
 
 /// The store's totals, taken before the page is filtered.
@@ -355,43 +248,5 @@ fn report_view(r: &GcReport) -> Markup {
                 }
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use airdock_storage::{Algorithm, Digest, RepoName};
-
-    /// The report is reused while the store is unchanged, shown (marked) for a moment after
-    /// a change while a new one is computed, and recomputed once it is older than that.
-    #[tokio::test]
-    async fn usage_is_reused_until_the_store_changes() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = Store::open(dir.path()).await.expect("store");
-        let cache = Arc::new(UsageCache::default());
-        let (first, behind) = cache.get(&store).await.expect("usage");
-        assert!(!behind);
-        assert_eq!(first.usage.repositories, 0);
-        let (again, _) = cache.get(&store).await.expect("usage");
-        assert!(Arc::ptr_eq(&first.usage, &again.usage), "reused");
-
-        let bytes = b"layer";
-        let repo = RepoName::parse("a").expect("name");
-        let d = Digest::of(Algorithm::Sha256, bytes);
-        store.push_blob(&repo, &d, &bytes[..]).await.expect("push");
-        let (shown, behind) = cache.get(&store).await.expect("usage");
-        assert!(
-            behind && Arc::ptr_eq(&first.usage, &shown.usage),
-            "marked stale"
-        );
-        // Older than STALE_OK: recomputed before the page renders.
-        if let Some(c) = cache.last.lock().expect("lock").as_mut() {
-            c.at = Instant::now() - STALE_OK - Duration::from_millis(1);
-        }
-        let (fresh, behind) = cache.get(&store).await.expect("usage");
-        assert!(!behind);
-        assert_eq!(fresh.usage.repositories, 1);
-        assert_eq!(fresh.generation, store.generation());
     }
 }

@@ -124,7 +124,10 @@ impl Store {
                 pins: pins::Pins::default(),
                 gc: tokio::sync::Mutex::new(()),
                 manifests: ManifestCache::default(),
-                sizes: crate::usage::SizeCache::default(),
+                sizes_filled: tokio::sync::OnceCell::new(),
+                label: std::sync::OnceLock::new(),
+                label_verdicts: crate::labelled::ConfigVerdicts::default(),
+                labels_filled: tokio::sync::OnceCell::new(),
             }),
         })
     }
@@ -281,7 +284,6 @@ impl Store {
                 }
             }
             report.quarantined = moved;
-            self.inner.sizes.forget(&report.corrupt_blobs);
             locked.commit(txn, |_| true).await?;
             // Every problem was acted on; missing index children are kept (see the field).
             report.clean = true;

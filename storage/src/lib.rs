@@ -10,6 +10,7 @@ mod error;
 mod fsck;
 mod gc;
 mod imports;
+mod labelled;
 pub mod layout;
 mod listing;
 mod manifest;
@@ -59,7 +60,7 @@ pub use pins::Pin;
 pub use retention::{Matcher, Retention};
 pub use store::{BlobDelete, Ingest, Manifest, ManifestDelete, Page, Referrer, Store};
 pub use uploads::{UploadId, UploadSession};
-pub use usage::{RepoUsage, Usage};
+pub use usage::{RepoUsage, Usage, UsageOrder, UsagePage};
 pub use vitals::Vitals;
 
 use blobstore::fileclock::FileClock;

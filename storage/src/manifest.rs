@@ -141,6 +141,10 @@ pub struct ManifestRecord {
     pub blobs: Vec<Descriptor>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub manifests: Vec<Descriptor>,
+    /// Whether an image's config carries the label the store indexes (`labelled`), as found
+    /// at commit; `None` where nobody looked (not an image, config absent, older journals).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub labelled: Option<bool>,
 }
 
 impl ManifestRecord {
@@ -258,6 +262,7 @@ impl ManifestRecord {
             subject,
             blobs,
             manifests,
+            labelled: None,
         })
     }
 

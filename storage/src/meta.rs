@@ -28,6 +28,10 @@ pub(crate) enum Op {
     Link {
         repo: RepoName,
         digest: Digest,
+        /// The blob's size as the backend reported it at commit, for the usage sums
+        /// (`usage::Tally`). Journals written before it have none.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        size: Option<u64>,
     },
     Unlink {
         repo: RepoName,
@@ -102,8 +106,23 @@ impl Txn {
     }
 
     pub fn link_blob(&mut self, repo: RepoName, digest: Digest) -> &mut Txn {
-        self.ops.push(Op::Link { repo, digest });
+        self.ops.push(Op::Link {
+            repo,
+            digest,
+            size: None,
+        });
         self
+    }
+
+    /// Give each link the size the backend reported for it (`sizes`, asked at commit).
+    pub(crate) fn set_link_sizes(&mut self, sizes: &HashMap<Digest, u64>) {
+        for op in &mut self.ops {
+            if let Op::Link { digest, size, .. } = op {
+                if size.is_none() {
+                    *size = sizes.get(digest).copied();
+                }
+            }
+        }
     }
 
     pub fn put_manifest(&mut self, repo: RepoName, record: ManifestRecord) -> &mut Txn {
@@ -163,6 +182,10 @@ pub(crate) struct State {
     /// Rows are applied in order and only past it, so a row read twice (by a commit and a
     /// catch-up at once) is applied once.
     applied: i64,
+    /// Usage sums per repository and in all, kept current op by op.
+    pub usage: crate::usage::Tally,
+    /// Manifests whose config carries the indexed label, per repository.
+    pub labelled: crate::labelled::LabelIndex,
 }
 
 impl Repo {
@@ -200,7 +223,7 @@ impl Repo {
 }
 
 impl State {
-    fn apply(&mut self, op: Op) {
+    pub(crate) fn apply(&mut self, op: Op) {
         // Only removals can empty a repository; an empty one leaves `_catalog` at once.
         let emptied = match &op {
             Op::Unlink { repo, .. } | Op::Unmanifest { repo, .. } | Op::Untag { repo, .. } => {
@@ -208,6 +231,10 @@ impl State {
             }
             _ => None,
         };
+        // What is derived from the metadata follows each op here, the one place every
+        // change (a commit, a replayed journal line) passes through.
+        self.usage.note(&self.repos, &op);
+        self.labelled.note(&op);
         self.apply_op(op);
         if let Some(repo) = emptied {
             if self.repos.get(&repo).is_some_and(Repo::is_empty) {
@@ -218,7 +245,7 @@ impl State {
 
     fn apply_op(&mut self, op: Op) {
         match op {
-            Op::Link { repo, digest } => {
+            Op::Link { repo, digest, .. } => {
                 self.repos.entry(repo).or_default().blobs.insert(digest);
             }
             Op::Unlink { repo, digest } => {
@@ -295,6 +322,7 @@ impl State {
                 ops.push(Op::Link {
                     repo: name.clone(),
                     digest: d.clone(),
+                    size: self.usage.size_of(d),
                 });
             }
             for rec in repo.manifests.values() {
@@ -348,7 +376,7 @@ impl State {
             };
         for op in &txn.ops {
             match op {
-                Op::Link { repo, digest } => {
+                Op::Link { repo, digest, .. } => {
                     if !blob_exists(digest) {
                         return Err(StoreError::BlobUnknown(digest.clone()));
                     }
@@ -749,6 +777,23 @@ impl Meta {
         self.state.write().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Sizes the backend reported for blobs linked without one (`usage`).
+    pub(crate) fn learn_sizes(&self, found: &[(Digest, u64)]) {
+        let mut state = self.write();
+        for (d, n) in found {
+            state.usage.learn(d, *n);
+        }
+    }
+
+    /// Labelled manifests the late classification found (`labelled`).
+    pub(crate) fn add_labelled(&self, found: Vec<(RepoName, Digest)>) {
+        let mut state = self.write();
+        let State {
+            repos, labelled, ..
+        } = &mut *state;
+        labelled.add_found(repos, found);
+    }
+
     /// Commits stopped after a journal write that could not be undone.
     pub(crate) fn is_poisoned(&self) -> bool {
         self.poisoned.load(Ordering::Acquire)
@@ -899,4 +944,26 @@ fn parse_line(line: &[u8]) -> Option<Record> {
         return None;
     }
     serde_json::from_slice(json).ok()
+}
+
+/// Rewrite the journal under `root` as a version before links carried their size wrote it.
+#[cfg(test)]
+pub(crate) fn strip_link_sizes(root: &Path) {
+    let path = layout::journal_path(root);
+    let text = fs::read(&path).expect("journal");
+    let mut out = Vec::new();
+    for line in text.split_inclusive(|b| *b == b'\n') {
+        let mut rec = parse_line(line).expect("intact line");
+        for op in &mut rec.ops {
+            if let Op::Link { size, .. } = op {
+                *size = None;
+            }
+        }
+        let json = serde_json::to_vec(&rec).expect("json");
+        out.extend_from_slice(checksum(&json).as_bytes());
+        out.push(b' ');
+        out.extend_from_slice(&json);
+        out.push(b'\n');
+    }
+    fs::write(&path, out).expect("write journal");
 }

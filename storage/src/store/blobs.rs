@@ -202,13 +202,16 @@ impl Store {
         let blobs = &self.inner.blobs;
         // Concurrent, bounded: an import's one transaction may link hundreds of blobs, and
         // on S3 each look is a round trip.
-        let stored: std::collections::HashSet<Digest> = futures_util::stream::iter(needed)
-            .map(|d| async move { Ok::<_, StoreError>(blobs.stat(&d).await?.map(|_| d)) })
+        let stored: std::collections::HashMap<Digest, u64> = futures_util::stream::iter(needed)
+            .map(|d| async move { Ok::<_, StoreError>(blobs.stat(&d).await?.map(|n| (d, n))) })
             .buffer_unordered(16)
             .try_filter_map(|d| async move { Ok(d) })
             .try_collect()
             .await?;
-        locked.commit(txn, |d| stored.contains(d)).await
+        // The sizes go into the journal with the links: the usage sums never ask again.
+        let mut txn = txn;
+        txn.set_link_sizes(&stored);
+        locked.commit(txn, |d| stored.contains_key(d)).await
     }
 
     pub fn repo_has_blob(&self, repo: &RepoName, d: &Digest) -> bool {

@@ -332,10 +332,11 @@ impl Store {
     }
 
     /// Apply a metadata transaction atomically and durably.
-    pub async fn commit(&self, txn: Txn) -> Result<(), StoreError> {
+    pub async fn commit(&self, mut txn: Txn) -> Result<(), StoreError> {
         if txn.ops.is_empty() {
             return Ok(());
         }
+        self.classify_labelled(&mut txn).await;
         let mut locked = self.inner.meta.lock().await?;
         self.commit_locked(&mut locked, txn).await
     }

@@ -46,8 +46,14 @@ pub(crate) struct Inner {
     /// Manifest bytes by digest. They never change, are small and are read on every pull,
     /// so a pull is answered without a file read or a blocking thread.
     pub(crate) manifests: ManifestCache,
-    /// Blob sizes the usage report has seen (content-addressed, so they never change).
-    pub(crate) sizes: usage::SizeCache,
+    /// Set once the sizes of blobs linked without one (an older journal) were asked for.
+    pub(crate) sizes_filled: tokio::sync::OnceCell<()>,
+    /// The config label whose manifests are indexed (`labelled`), once the server names it.
+    pub(crate) label: std::sync::OnceLock<&'static str>,
+    /// Which configs carry it, read once each.
+    pub(crate) label_verdicts: labelled::ConfigVerdicts,
+    /// Set once the manifests committed without the answer were classified.
+    pub(crate) labels_filled: tokio::sync::OnceCell<()>,
 }
 
 /// One page of a sorted listing.
@@ -171,7 +177,10 @@ impl Store {
                 pins: pins::Pins::default(),
                 gc: tokio::sync::Mutex::new(()),
                 manifests: ManifestCache::default(),
-                sizes: usage::SizeCache::default(),
+                sizes_filled: tokio::sync::OnceCell::new(),
+                label: std::sync::OnceLock::new(),
+                label_verdicts: labelled::ConfigVerdicts::default(),
+                labels_filled: tokio::sync::OnceCell::new(),
             }),
         };
         let len = match fs::metadata(layout::journal_path(&store.inner.root)) {
