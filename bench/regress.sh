@@ -50,30 +50,13 @@ else
         --populate-seconds 150 --list-reps 4 --list-iters 5)
 fi
 [ -n "$OUT" ] || OUT=$ROOT/target/bench/regress.md
-mkdir -p "$ROOT/target/bench" "$(dirname "$OUT")" "$DATA_ROOT"
+mkdir -p "$ROOT/target/bench" "$(dirname "$OUT")"
 JSON=$ROOT/target/bench/regress-$(date +%Y%m%d-%H%M%S).json
 
 [ "$WAITQ" -gt 0 ] && wait_quiet "$WAITQ"
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 T0=$SECONDS
-RUN=$(mktemp -d "${DATA_ROOT%/}/airdock-regress.XXXXXX") || exit 1
-PIDS=()
-cleanup() {
-  stop_pids "${PIDS[@]:-}"
-  python3 "$HERE/lib/rmtree.py" "$RUN" 2>/dev/null
-  rm -rf "$RUN"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-ready() {  # port pid log
-  for _ in $(seq 150); do
-    kill -0 "$2" 2>/dev/null || { echo "server exited:" >&2; tail -20 "$3" >&2; return 1; }
-    [ "$(curl -s -o /dev/null -m 2 -w '%{http_code}' "http://127.0.0.1:$1/v2/")" = 200 ] && return 0
-    sleep 0.2
-  done
-  echo "no answer on port $1 after 30 s:" >&2; tail -20 "$3" >&2; return 1
-}
+bench_rundir airdock-regress
 
 start() {  # name binary → sets PORT_<name>, PID_<name>
   local port
@@ -83,7 +66,7 @@ start() {  # name binary → sets PORT_<name>, PID_<name>
   setsid env -u RUST_LOG $(compgen -e | grep "^AIRDOCK_" | sed "s/^/-u /") "$2" serve \
     --addr "127.0.0.1:$port" --data-dir "$RUN/$1" > "$RUN/$1.log" 2>&1 &
   PIDS+=($!)
-  ready "$port" "$!" "$RUN/$1.log" || exit 1
+  wait_answer "http://127.0.0.1:$port/v2/" "$!" "$RUN/$1.log" || exit 1
   printf -v "PORT_$1" %s "$port"
   printf -v "PID_$1" %s "$!"
 }

@@ -87,14 +87,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-ready() {  # port pid log
-  for _ in $(seq 150); do
-    kill -0 "$2" 2>/dev/null || { echo "server exited:" >&2; tail -20 "$3" >&2; return 1; }
-    [ "$(curl -s -o /dev/null -m 2 -w '%{http_code}' "http://127.0.0.1:$1/v2/")" = 200 ] && return 0
-    sleep 0.2
-  done
-  echo "no answer on port $1 after 30 s:" >&2; tail -20 "$3" >&2; return 1
-}
 
 # --- machine description (data dir filesystem and its device)
 FS=$(findmnt -n -T "$RUN" -o SOURCE,FSTYPE,OPTIONS 2>/dev/null | head -1)
@@ -131,8 +123,8 @@ setsid docker-registry serve "$RUN/distribution.yml" > "$RUN/distribution.log" 2
 PIDS+=($!); DPID=$!
 setsid env -u RUST_LOG $(compgen -e | grep "^AIRDOCK_" | sed "s/^/-u /") "$BIN" serve --addr "127.0.0.1:$APORT" --data-dir "$RUN/airdock" > "$RUN/airdock.log" 2>&1 &
 PIDS+=($!); APID=$!
-ready "$DPORT" "$DPID" "$RUN/distribution.log" || exit 1
-ready "$APORT" "$APID" "$RUN/airdock.log" || exit 1
+wait_answer "http://127.0.0.1:$DPORT/v2/" "$DPID" "$RUN/distribution.log" || exit 1
+wait_answer "http://127.0.0.1:$APORT/v2/" "$APID" "$RUN/airdock.log" || exit 1
 sleep 2   # let both settle before the idle RSS is read
 echo "== airdock $BIN (pid $APID, port $APORT) vs $DIST_VERSION (pid $DPID, port $DPORT); data in $RUN"
 

@@ -69,24 +69,7 @@ JSON=$ROOT/target/bench/s3-$(date +%Y%m%d-%H%M%S).json
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 T0=$(date +%s)
 
-RUN=$(mktemp -d "${DATA_ROOT%/}/airdock-s3bench.XXXXXX") || exit 1
-PIDS=()
-cleanup() {
-  stop_pids "${PIDS[@]:-}"
-  python3 "$HERE/lib/rmtree.py" "$RUN" 2>/dev/null
-  rm -rf "$RUN"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-ready() {  # url pid log
-  for _ in $(seq 150); do
-    kill -0 "$2" 2>/dev/null || { echo "server exited:" >&2; tail -20 "$3" >&2; return 1; }
-    curl -s -o /dev/null -m 2 "$1" && return 0
-    sleep 0.2
-  done
-  echo "no answer on $1 after 30 s:" >&2; tail -20 "$3" >&2; return 1
-}
+bench_rundir airdock-s3bench
 
 # --- the S3 server: one versitygw, a bucket (directory) per registry
 KEY=s3bench SECRET=s3bench-$(od -An -tx8 -N8 /dev/urandom | tr -d ' ')
@@ -94,7 +77,7 @@ mkdir -p "$RUN/s3/airdock" "$RUN/s3/distribution" "$RUN/airdock"
 SPORT=$(freeport)
 setsid "$S3BIN" --port "127.0.0.1:$SPORT" --access "$KEY" --secret "$SECRET" posix "$RUN/s3" > "$RUN/versitygw.log" 2>&1 &
 PIDS+=($!); SPID=$!
-ready "http://127.0.0.1:$SPORT/" "$SPID" "$RUN/versitygw.log" || exit 1
+wait_answer "http://127.0.0.1:$SPORT/" "$SPID" "$RUN/versitygw.log" || exit 1
 
 # --- the two registries
 DPORT=$(freeport); APORT=$(freeport)
@@ -126,8 +109,8 @@ setsid env -u RUST_LOG $(compgen -e | grep "^AIRDOCK_" | sed "s/^/-u /") \
   "$BIN" serve --addr "127.0.0.1:$APORT" --data-dir "$RUN/airdock" \
   --storage s3 --s3-endpoint "http://127.0.0.1:$SPORT" --s3-bucket airdock > "$RUN/airdock.log" 2>&1 &
 PIDS+=($!); APID=$!
-ready "http://127.0.0.1:$DPORT/v2/" "$DPID" "$RUN/distribution.log" || exit 1
-ready "http://127.0.0.1:$APORT/v2/" "$APID" "$RUN/airdock.log" || exit 1
+wait_answer "http://127.0.0.1:$DPORT/v2/" "$DPID" "$RUN/distribution.log" || exit 1
+wait_answer "http://127.0.0.1:$APORT/v2/" "$APID" "$RUN/airdock.log" || exit 1
 sleep 1
 # The binary's --version says "git"; the module version is in its Go build info.
 S3VER=$(go version -m "$S3BIN" 2>/dev/null | awk '$1 == "mod" {print $3; exit}')

@@ -35,22 +35,7 @@ done
 
 [ "$WAITQ" -gt 0 ] && wait_quiet "$WAITQ"
 
-RUN=$(mktemp -d /var/tmp/airdock-secure.XXXXXX) || exit 1
-PIDS=()
-cleanup() {
-  stop_pids "${PIDS[@]:-}"
-  rm -rf "$RUN"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-ready() {  # url pid log: any HTTP answer (401 included) means it listens
-  for _ in $(seq 150); do
-    kill -0 "$2" 2>/dev/null || { echo "server exited:" >&2; tail -20 "$3" >&2; return 1; }
-    [ "$(curl -s -o /dev/null -m 2 --cacert "$RUN/tls/ca.crt" -w '%{http_code}' "$1/v2/")" != 000 ] && return 0
-    sleep 0.2
-  done
-  echo "no answer at $1" >&2; return 1
-}
+DATA_ROOT=/var/tmp bench_rundir airdock-secure
 
 PASS=bench-$(od -An -tx4 -N4 /dev/urandom | tr -d ' ')
 "$BIN" cert init --dir "$RUN/tls" --host 127.0.0.1 >/dev/null || exit 1
@@ -89,11 +74,11 @@ P3=$(freeport); start_airdock a-token "$P3" --tls-cert "$RUN/tls/tls.crt" --tls-
   --htpasswd "$RUN/htpasswd" --auth-mode token; A3=$LASTPID
 P4=$(freeport); start_distribution d-plain "$P4" 0; D1=$LASTPID
 P5=$(freeport); start_distribution d-tls "$P5" 1; D2=$LASTPID
-ready "http://127.0.0.1:$P1" "$A1" "$RUN/a-plain.log" || exit 1
-ready "https://127.0.0.1:$P2" "$A2" "$RUN/a-basic.log" || exit 1
-ready "https://127.0.0.1:$P3" "$A3" "$RUN/a-token.log" || exit 1
-ready "http://127.0.0.1:$P4" "$D1" "$RUN/d-plain.log" || exit 1
-ready "https://127.0.0.1:$P5" "$D2" "$RUN/d-tls.log" || exit 1
+wait_answer "http://127.0.0.1:$P1/v2/" "$A1" "$RUN/a-plain.log" --cacert "$RUN/tls/ca.crt" || exit 1
+wait_answer "https://127.0.0.1:$P2/v2/" "$A2" "$RUN/a-basic.log" --cacert "$RUN/tls/ca.crt" || exit 1
+wait_answer "https://127.0.0.1:$P3/v2/" "$A3" "$RUN/a-token.log" --cacert "$RUN/tls/ca.crt" || exit 1
+wait_answer "http://127.0.0.1:$P4/v2/" "$D1" "$RUN/d-plain.log" --cacert "$RUN/tls/ca.crt" || exit 1
+wait_answer "https://127.0.0.1:$P5/v2/" "$D2" "$RUN/d-tls.log" --cacert "$RUN/tls/ca.crt" || exit 1
 sleep 1
 
 HEADER="# TLS and authentication on the manifest GET path

@@ -21,6 +21,35 @@ stop_pids() {
   return 0
 }
 
+# Wait up to 30 s for URL $1 to give any HTTP answer (401 included) while PID $2 runs; on
+# failure show the tail of its log $3. Further arguments go to curl (e.g. --cacert FILE).
+wait_answer() {
+  local url=$1 pid=$2 log=$3
+  shift 3
+  for _ in $(seq 150); do
+    kill -0 "$pid" 2>/dev/null || { echo "server exited:" >&2; tail -20 "$log" >&2; return 1; }
+    [ "$(curl -s -o /dev/null -m 2 -w '%{http_code}' "$@" "$url")" != 000 ] && return 0
+    sleep 0.2
+  done
+  echo "no answer at $url after 30 s:" >&2; tail -20 "$log" >&2; return 1
+}
+
+# $RUN: a new temp dir under $DATA_ROOT named after $1; at exit every server in $PIDS is stopped
+# by PID and $RUN removed (parallel unlinks first: rm -rf of a big data dir takes minutes here).
+bench_rundir() {
+  mkdir -p "$DATA_ROOT"
+  RUN=$(mktemp -d "${DATA_ROOT%/}/$1.XXXXXX") || exit 1
+  PIDS=()
+  trap bench_rundir_cleanup EXIT
+  trap 'exit 130' INT TERM
+}
+
+bench_rundir_cleanup() {
+  stop_pids "${PIDS[@]:-}"
+  python3 "$HERE/lib/rmtree.py" "$RUN" 2>/dev/null
+  rm -rf "$RUN"
+}
+
 # Distribution's config on stdout: log level warn and access log off (its cheapest logging, as
 # airdock logs nothing per request by default), the storage driver block $2 (YAML indented by
 # two spaces), in-memory blob descriptor cache, delete enabled, no upload purging, 127.0.0.1:$1.
