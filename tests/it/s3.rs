@@ -462,6 +462,18 @@ fn docker_pushes_and_pulls_an_image_on_s3() {
     assert_eq!(hello, image.file("airdock/hello.txt"));
 }
 
+/// `POST /admin/v1/gc?grace=GRACE` as the admin: 200 and its report.
+async fn run_gc(c: &reqwest::Client, s: &Server, grace: &str) -> serde_json::Value {
+    let r = c
+        .post(s.url(&format!("/admin/v1/gc?grace={grace}")))
+        .bearer_auth(crate::imgpkg::TOKEN)
+        .send()
+        .await
+        .expect("gc");
+    assert_eq!(r.status(), StatusCode::OK);
+    r.json::<serde_json::Value>().await.expect("report")
+}
+
 /// GC on S3 (`POST /admin/v1/gc`): the blobs of a deleted image leave the bucket, the kept
 /// image still pulls whole, and a second run deletes nothing.
 #[tokio::test]
@@ -484,20 +496,7 @@ async fn gc_on_s3_deletes_only_unreferenced_objects() {
     let before = walk(&bucket);
     let r = support::delete(&c, s, &format!("/v2/app/manifests/{}", images[1].0)).await;
     assert_eq!(r.status(), StatusCode::ACCEPTED);
-    let gc = |c: reqwest::Client| {
-        let url = s.url("/admin/v1/gc?grace=0s");
-        async move {
-            let r = c
-                .post(url)
-                .bearer_auth(crate::imgpkg::TOKEN)
-                .send()
-                .await
-                .expect("gc");
-            assert_eq!(r.status(), StatusCode::OK);
-            r.json::<serde_json::Value>().await.expect("report")
-        }
-    };
-    let report = gc(c.clone()).await;
+    let report = run_gc(&c, s, "0s").await;
     assert_eq!(report["blobs_deleted"], 3, "{report}");
     assert_eq!(
         walk(&bucket),
@@ -518,7 +517,7 @@ async fn gc_on_s3_deletes_only_unreferenced_objects() {
     let dropped = &images[1].1;
     let r = support::head(&c, s, &format!("/v2/app/blobs/{dropped}")).await;
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
-    let again = gc(c.clone()).await;
+    let again = run_gc(&c, s, "0s").await;
     assert_eq!(again["blobs_deleted"], 0, "{again}");
 }
 
@@ -579,19 +578,6 @@ async fn expired_sessions_abort_their_multipart_uploads() {
 #[tokio::test]
 async fn gc_clock_survives_a_clean_restart_on_s3() {
     let mut s3 = serve_on_s3("clock", &["--admin-token", crate::imgpkg::TOKEN]);
-    let gc = |s: &Server| {
-        let url = s.url("/admin/v1/gc?grace=3s");
-        async move {
-            let r = support::client(Duration::from_secs(30))
-                .post(url)
-                .bearer_auth(crate::imgpkg::TOKEN)
-                .send()
-                .await
-                .expect("gc");
-            assert_eq!(r.status(), StatusCode::OK);
-            r.json::<serde_json::Value>().await.expect("report")
-        }
-    };
     for (clean, seed) in [(true, 1u64), (false, 2)] {
         // A blob no manifest references: GC drops its link and the object once it is old.
         let c = support::client(Duration::from_secs(30));
@@ -603,7 +589,7 @@ async fn gc_clock_survives_a_clean_restart_on_s3() {
         } else {
             s3.server.restart();
         }
-        let report = gc(&s3.server).await;
+        let report = run_gc(&support::client(Duration::from_secs(30)), &s3.server, "3s").await;
         let head = support::head(
             &support::client(Duration::from_secs(30)),
             &s3.server,
