@@ -1125,8 +1125,8 @@ mod tests {
                 .expect("expire"),
             1
         );
-        assert!(s.upload_status(&repo, &old).is_err());
-        assert_eq!(s.upload_status(&repo, &fresh).expect("fresh"), 0);
+        assert!(s.upload_status(&repo, &old).await.is_err());
+        assert_eq!(s.upload_status(&repo, &fresh).await.expect("fresh"), 0);
         // The expired session's slot under `max_open_uploads` is free again.
         assert_eq!(s.open_uploads(), 1);
         s.start_upload(&repo, None, "t")

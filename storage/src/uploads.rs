@@ -324,6 +324,15 @@ impl Open {
         Ok(())
     }
 
+    /// Count a session another process opened (sessions shared between replicas), unless
+    /// it is counted already. Not against the caps: it is open whatever this process says.
+    pub(crate) fn adopt(&self, id: UploadId, entry: Entry) {
+        let mut st = self.state();
+        if !st.sessions.contains_key(&id) {
+            st.insert(id, entry);
+        }
+    }
+
     /// One session directory is gone. `false` if the session was not counted (already
     /// released): a double removal must not free two slots.
     pub(crate) fn release(&self, id: &UploadId) -> bool {
@@ -683,7 +692,7 @@ mod tests {
         // A repository with nothing but sessions can be deleted too.
         s.delete_repo(&only_sessions).await.expect("sessions only");
         assert_eq!(s.open_uploads(), 1);
-        assert_eq!(s.upload_status(&other, &kept).expect("other repo"), 0);
+        assert_eq!(s.upload_status(&other, &kept).await.expect("other repo"), 0);
         assert!(matches!(
             s.delete_repo(&only_sessions).await,
             Err(StoreError::NameUnknown(_))
@@ -714,7 +723,7 @@ mod tests {
             s.cancel_upload_by_id(&id).await,
             Err(StoreError::UploadUnknown)
         ));
-        assert!(s.upload_status(&repo, &id).is_err());
+        assert!(s.upload_status(&repo, &id).await.is_err());
         assert_eq!(s.open_uploads(), 0);
     }
 }

@@ -4,6 +4,7 @@
 mod admin;
 mod api;
 mod backup;
+mod balancer;
 mod clients;
 mod connections;
 mod console;
@@ -24,6 +25,7 @@ mod import_uploads;
 mod imports;
 mod inproc;
 mod logins;
+mod nginx;
 mod observe;
 mod operate;
 mod powerloss;
