@@ -81,12 +81,15 @@ impl S3Blobs {
                 r => return r.map(|t| Some((key, t))),
             }
         }
+        // Both at once: one round trip for a blob under its digest key and for an absent
+        // one (a push's `HEAD` before each layer), two for a session's blob not yet seen.
         let key = self.blob_key(d);
-        match op(key.clone()).await {
+        let (direct, indexed) = tokio::join!(op(key.clone()), self.index_lookup(d));
+        match direct {
             Err(e) if is_not_found(&e) => {}
             r => return r.map(|t| Some((key, t))),
         }
-        let Some(id) = self.index_lookup(d).await? else {
+        let Some(id) = indexed? else {
             return Ok(None);
         };
         let key = self.object_key(&id);

@@ -366,44 +366,64 @@ resume from there"
         }
     }
 
-    /// The stored tail's bytes, in order.
+    /// The stored tail's bytes, in order (segments fetched a few at a time).
     async fn read_tail(&self, id: &UploadId, tail: &[Segment]) -> Result<BytesMut, StoreError> {
-        let mut out = BytesMut::new();
-        for seg in tail {
+        let fetch = |seg: &Segment| {
             let key = self.segment_key(id, &seg.name);
-            let bytes = match self.inner.s3.get(&key).await {
-                Ok(g) => g.bytes().await.map_err(s3_error)?,
-                Err(object_store::Error::NotFound { .. }) => {
+            let (name, len) = (seg.name.clone(), seg.len);
+            async move {
+                let bytes = match self.inner.s3.get(&key).await {
+                    Ok(g) => g.bytes().await.map_err(s3_error)?,
+                    Err(object_store::Error::NotFound { .. }) => {
+                        return Err(StoreError::Corrupt(format!(
+                            "upload session {id}: tail segment {name} is missing"
+                        )))
+                    }
+                    Err(e) => return Err(s3_error(e)),
+                };
+                if u64::try_from(bytes.len()).ok() != Some(len) {
                     return Err(StoreError::Corrupt(format!(
-                        "upload session {id}: tail segment {} is missing",
-                        seg.name
-                    )))
+                        "upload session {id}: tail segment {name} is {} bytes, not {len}",
+                        bytes.len()
+                    )));
                 }
-                Err(e) => return Err(s3_error(e)),
-            };
-            if u64::try_from(bytes.len()).ok() != Some(seg.len) {
-                return Err(StoreError::Corrupt(format!(
-                    "upload session {id}: tail segment {} is {} bytes, not {}",
-                    seg.name,
-                    bytes.len(),
-                    seg.len
-                )));
+                Ok(bytes)
             }
+        };
+        let mut out = BytesMut::new();
+        let mut segments = futures_util::stream::iter(tail).map(fetch).buffered(8);
+        while let Some(bytes) = segments.try_next().await? {
             out.extend_from_slice(&bytes);
-        }
-        if out.len() >= PART_SIZE {
-            return Err(StoreError::Corrupt(format!("upload session {id} tail")));
+            if out.len() >= PART_SIZE {
+                return Err(StoreError::Corrupt(format!("upload session {id} tail")));
+            }
         }
         Ok(out)
     }
 
+    /// Best effort: a segment left behind is unreferenced and goes with its session.
     async fn delete_segments(&self, id: &UploadId, segs: &[Segment]) {
-        for seg in segs {
-            let key = self.segment_key(id, &seg.name);
-            if let Err(e) = self.inner.s3.delete(&key).await {
-                tracing::debug!(%key, error = %e, "cannot delete an upload tail segment");
+        let keys = segs.iter().map(|s| self.segment_key(id, &s.name)).collect();
+        if let Err(e) = self.delete_keys(keys).await {
+            tracing::debug!(upload = %id, error = %e, "cannot delete upload tail segments");
+        }
+    }
+
+    /// Delete `keys` in bulk (`DeleteObjects`, up to 1000 a request); keys already gone
+    /// are no error.
+    async fn delete_keys(&self, keys: Vec<Path>) -> Result<(), StoreError> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let keys = futures_util::stream::iter(keys.into_iter().map(Ok)).boxed();
+        let mut deleted = self.inner.s3.delete_stream(keys);
+        while let Some(r) = deleted.next().await {
+            match r {
+                Ok(_) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(s3_error(e)),
             }
         }
+        Ok(())
     }
 
     async fn open_work(&self, id: &UploadId) -> Result<Work, StoreError> {
@@ -675,13 +695,7 @@ resume from there"
             .try_collect()
             .await
             .map_err(s3_error)?;
-        for key in keys {
-            match self.inner.s3.delete(&key).await {
-                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-                Err(e) => return Err(s3_error(e)),
-            }
-        }
-        Ok(())
+        self.delete_keys(keys).await
     }
 
     /// Abort the multipart upload (its parts stop costing storage), then remove the state.
