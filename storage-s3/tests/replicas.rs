@@ -5,6 +5,7 @@
 
 use std::time::{Duration, Instant};
 
+use airdock_storage::blobstore::testsuite::pattern;
 use airdock_storage::blobstore::{BlobStore, ByteRange};
 use airdock_storage::{Algorithm, Digest, StoreError, UploadId};
 use airdock_storage_s3::testing::Versitygw;
@@ -14,15 +15,11 @@ use futures_util::stream::TryStreamExt;
 use tokio::io::AsyncWriteExt;
 
 fn data(len: usize, seed: u8) -> Vec<u8> {
-    (0..len)
-        .map(|i| (i as u64 * 31 + u64::from(seed)) as u8)
-        .collect()
+    pattern(seed, len)
 }
 
 fn new_id() -> UploadId {
-    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
-    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    UploadId::parse(&format!("{:016x}{n:016x}", std::process::id())).expect("id")
+    UploadId::parse(&airdock_storage::random::hex(16).expect("random")).expect("id")
 }
 
 async fn read(s3: &S3Blobs, d: &Digest) -> Vec<u8> {

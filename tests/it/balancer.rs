@@ -99,14 +99,7 @@ async fn a_chunked_upload_alternates_replicas_and_either_serves_the_blob() {
     let cuts = [0, 3 << 20, 10 << 20, 19 << 20, layer.len()];
     for w in cuts.windows(2) {
         let (start, end) = (w[0], w[1]);
-        let resp = c
-            .patch(r.location(&at))
-            .header("Content-Type", "application/octet-stream")
-            .header("Content-Range", format!("{start}-{}", end - 1))
-            .body(layer[start..end].to_vec())
-            .send()
-            .await
-            .expect("patch");
+        let resp = support::patch_chunk(&c, &r.location(&at), start, &layer[start..end]).await;
         assert_eq!(resp.status(), StatusCode::ACCEPTED, "chunk {start}-{end}");
         assert_eq!(resp.headers()["range"], format!("0-{}", end - 1).as_str());
         at = location(&resp);
