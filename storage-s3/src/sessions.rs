@@ -741,40 +741,9 @@ resume from there"
         }
     }
 
-    /// Every open session: a listing of `_state/uploads/` (expiry and the store's open only).
-    pub(crate) async fn session_records(&self) -> Result<Vec<SessionRecord>, StoreError> {
-        let prefix = self.key("_state/uploads");
-        let ids: Vec<UploadId> = self
-            .inner
-            .s3
-            .list(Some(&prefix))
-            .try_filter_map(|m| {
-                let parts: Vec<_> = m.location.parts().collect();
-                let id = match parts.as_slice() {
-                    [.., id, file] if file.as_ref() == "state.json" => {
-                        UploadId::parse(id.as_ref()).ok()
-                    }
-                    _ => None,
-                };
-                std::future::ready(Ok(id))
-            })
-            .try_collect()
-            .await
-            .map_err(s3_error)?;
-        let records: Vec<Option<SessionRecord>> = futures_util::stream::iter(ids)
-            .map(|id| async move { self.session_record(&id).await })
-            .buffer_unordered(16)
-            .try_collect()
-            .await?;
-        Ok(records.into_iter().flatten().collect())
-    }
-
-    /// Every session in the bucket (its prefix listed, with or without `state.json`) and
-    /// every multipart upload a session's state records: what the leftover sweep must not
-    /// touch. One delimited listing, then each `state.json`.
-    pub(crate) async fn session_uploads(
-        &self,
-    ) -> Result<(HashSet<UploadId>, HashSet<MultipartId>), StoreError> {
+    /// The id of every session prefix under `_state/uploads/`: one delimited listing (an
+    /// entry a session, not a segment).
+    async fn session_ids(&self) -> Result<Vec<UploadId>, StoreError> {
         let prefix = self.key("_state/uploads");
         let listed = self
             .inner
@@ -782,11 +751,48 @@ resume from there"
             .list_with_delimiter(Some(&prefix))
             .await
             .map_err(s3_error)?;
-        let ids: HashSet<UploadId> = listed
+        Ok(listed
             .common_prefixes
             .iter()
             .filter_map(|p| p.filename().and_then(|n| UploadId::parse(n).ok()))
-            .collect();
+            .collect())
+    }
+
+    /// Every open session (expiry and the store's open only): one delimited listing of
+    /// `_state/uploads/` (an entry a session, not a segment), then each `state.json`. A
+    /// session's prefix without one holds only leftovers (segments of appends that failed, a
+    /// removal cut short), since `begin` writes `state.json` before anything else: removed.
+    pub(crate) async fn session_records(&self) -> Result<Vec<SessionRecord>, StoreError> {
+        let ids = self.session_ids().await?;
+        let found: Vec<(UploadId, Option<SessionRecord>)> = futures_util::stream::iter(ids)
+            .map(|id| async move {
+                let record = self.session_record(&id).await?;
+                Ok::<_, StoreError>((id, record))
+            })
+            .buffer_unordered(16)
+            .try_collect()
+            .await?;
+        let mut out = Vec::new();
+        for (id, record) in found {
+            match record {
+                Some(r) => out.push(r),
+                None => {
+                    if let Err(e) = self.forget(&id).await {
+                        tracing::debug!(upload = %id, error = %e, "cannot remove upload leftovers");
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every session in the bucket (its prefix listed, with or without `state.json`) and
+    /// every multipart upload a session's state records: what the leftover sweep must not
+    /// touch.
+    pub(crate) async fn session_uploads(
+        &self,
+    ) -> Result<(HashSet<UploadId>, HashSet<MultipartId>), StoreError> {
+        let ids = self.session_ids().await?;
         let uploads: Vec<Option<MultipartId>> = futures_util::stream::iter(ids.clone())
             .map(|id| async move {
                 match self.load(&id).await {
@@ -799,10 +805,13 @@ resume from there"
             .buffer_unordered(16)
             .try_collect()
             .await?;
-        Ok((ids, uploads.into_iter().flatten().collect()))
+        Ok((
+            ids.into_iter().collect(),
+            uploads.into_iter().flatten().collect(),
+        ))
     }
 
-    /// Sessions a version before 0.x kept on local disk (`<state-dir>/sessions/`), moved into
+    /// Sessions an earlier version kept on local disk (`<state-dir>/sessions/`), moved into
     /// the bucket once so that an upgrade loses none.
     pub(crate) async fn migrate_local_sessions(&self, dir: &FsPath) -> Result<(), StoreError> {
         #[derive(Deserialize)]

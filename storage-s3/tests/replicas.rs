@@ -101,12 +101,17 @@ async fn a_session_moves_between_instances_and_its_blob_is_found_by_both() {
         a.read(&d, ByteRange::ALL).await,
         Err(StoreError::BlobUnknown(_))
     ));
-    // A fresh instance over the bucket (a new replica, an empty state dir) sees no leftovers.
+    // A fresh instance over the bucket (a new replica, an empty state dir) sees no leftovers;
+    // a segment whose session is gone (an append that failed late) is swept by the listing.
+    let orphan = gw.object_path(&format!("shared/_state/uploads/{}/seg/left", new_id()));
+    std::fs::create_dir_all(orphan.parent().expect("dir")).expect("mkdir");
+    std::fs::write(&orphan, b"left over").expect("orphan segment");
     let fresh = tempfile::tempdir().expect("tmp");
     let c = S3Blobs::open(&gw.config("shared"), fresh.path())
         .await
         .expect("c");
     assert!(c.sessions().await.expect("sessions").is_empty());
+    assert!(!orphan.exists(), "leftover segment removed");
     let left: Vec<Digest> = c.list().try_collect().await.expect("list");
     assert!(left.is_empty(), "{left:?}");
 }
