@@ -1,7 +1,7 @@
 //! Upload sessions: bytes received so far live on disk under `uploads/<id>/`, so a session
 //! survives a restart; the running hash lives in memory and is rebuilt from disk if lost.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io;
@@ -333,6 +333,33 @@ impl Open {
         }
     }
 
+    /// Agree with the backend's listing of sessions other processes open and close too:
+    /// every listed session counted, with its size and last write as listed; one counted
+    /// here but not listed released, unless it began after `since` (the listing may have
+    /// missed it; a released one still open is adopted again at its next request).
+    pub(crate) fn sync(&self, listed: Vec<(UploadId, Entry)>, since: SystemTime) {
+        let mut st = self.state();
+        let ids: HashSet<&UploadId> = listed.iter().map(|(id, _)| id).collect();
+        let gone: Vec<UploadId> = st
+            .sessions
+            .iter()
+            .filter(|(id, e)| !ids.contains(id) && e.started < since)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in &gone {
+            st.remove(id);
+        }
+        for (id, entry) in listed {
+            match st.sessions.get_mut(&id) {
+                Some(e) => {
+                    e.size = entry.size;
+                    e.last = e.last.max(entry.last);
+                }
+                None => st.insert(id, entry),
+            }
+        }
+    }
+
     /// One session directory is gone. `false` if the session was not counted (already
     /// released): a double removal must not free two slots.
     pub(crate) fn release(&self, id: &UploadId) -> bool {
@@ -484,8 +511,19 @@ impl Store {
         Ok(true)
     }
 
-    /// Every open session (of `repo` only, if given), oldest first.
+    /// Every open session (of `repo` only, if given), oldest first. With sessions shared
+    /// between replicas, those the others opened too (the backend's listing).
     pub async fn list_uploads(&self, repo: Option<&RepoName>) -> Vec<UploadSession> {
+        if self.inner.blobs.shared_sessions() {
+            let since = SystemTime::now();
+            match self.inner.blobs.sessions().await {
+                Ok(records) => self.inner.open_uploads.sync(entries(records), since),
+                Err(e) => tracing::warn!(
+                    error = %e,
+                    "cannot list the shared upload sessions; listing this replica's"
+                ),
+            }
+        }
         let mut entries = self.inner.open_uploads.list();
         if let Some(repo) = repo {
             entries.retain(|(_, e)| e.repo.as_ref() == Some(repo));

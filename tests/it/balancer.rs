@@ -10,6 +10,7 @@ use std::time::Duration;
 use airdock_storage_s3::testing::Versitygw;
 use reqwest::{Client, StatusCode};
 
+use crate::imgpkg::TOKEN;
 use crate::nginx::Nginx;
 use crate::s3::{s3_flags, S3_ENV};
 use crate::support::{self, scratch_dir, Server};
@@ -83,7 +84,7 @@ fn upload_id(location: &str) -> String {
 /// stores nothing again), and served whole, and by range, through either.
 #[tokio::test]
 async fn a_chunked_upload_alternates_replicas_and_either_serves_the_blob() {
-    let r = Replicas::start(2, &[]);
+    let r = Replicas::start(2, &["--admin-token", TOKEN]);
     let c = support::client(Duration::from_secs(60));
     let layer = support::xorshift_bytes((20 << 20) + 12_345, 11);
     let digest = support::sha256(&layer);
@@ -95,6 +96,18 @@ async fn a_chunked_upload_alternates_replicas_and_either_serves_the_blob() {
     assert_eq!(started.status(), StatusCode::ACCEPTED);
     let mut at = location(&started);
     let id = upload_id(&at);
+    // Both replicas' admins list it, whichever opened it.
+    for s in &r.servers {
+        let listed = c
+            .get(s.url("/admin/v1/uploads?repository=app"))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .expect("list");
+        assert_eq!(listed.status(), StatusCode::OK);
+        let v: serde_json::Value = listed.json().await.expect("json");
+        assert_eq!(v["uploads"][0]["id"], id.as_str(), "{v}");
+    }
     // Under a part, across the first part boundary, across the second, the rest.
     let cuts = [0, 3 << 20, 10 << 20, 19 << 20, layer.len()];
     for w in cuts.windows(2) {
