@@ -341,7 +341,7 @@ resume from there"
         };
         state.writer = Some(Claim {
             nonce: nonce.clone(),
-            until: t + LEASE,
+            until: t.saturating_add(LEASE),
         });
         state.last_write = t;
         let written = self.replace(id, w, state).await;
@@ -494,7 +494,11 @@ resume from there"
             }
             if w.buf.len() == part_full(w)? {
                 self.send_part(id, w).await?;
-            } else if w.claim.as_ref().is_some_and(|(_, at)| now() >= at + RENEW) {
+            } else if w
+                .claim
+                .as_ref()
+                .is_some_and(|(_, at)| now() >= at.saturating_add(RENEW))
+            {
                 self.claim(id, w).await?;
             }
         }
@@ -560,7 +564,10 @@ resume from there"
             w.buf = tail;
             w.tail_loaded = true;
         }
-        let renew = w.claim.as_ref().is_none_or(|(_, at)| now() >= at + RENEW);
+        let renew = w
+            .claim
+            .as_ref()
+            .is_none_or(|(_, at)| now() >= at.saturating_add(RENEW));
         if renew {
             self.claim(id, w).await?;
         }
