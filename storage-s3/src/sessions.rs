@@ -705,8 +705,10 @@ resume from there"
         self.delete_keys(keys).await
     }
 
-    /// Abort the multipart upload (its parts stop costing storage), then remove the state.
-    /// A write in flight then fails when it commits (its `state.json` is gone).
+    /// End the session: `state.json` first (from then on it is unknown everywhere, and a
+    /// write in flight fails when it commits), then its multipart upload (its parts stop
+    /// costing storage) and its segments. A crash in between leaves a multipart upload no
+    /// session names, for the bucket's `AbortIncompleteMultipartUpload` rule.
     pub(crate) async fn session_abort(&self, id: &UploadId) -> Result<bool, StoreError> {
         let state = match self.load(id).await {
             Ok(l) => l.state,
@@ -716,6 +718,10 @@ resume from there"
             }
             Err(e) => return Err(e),
         };
+        match self.inner.s3.delete(&self.state_key(id)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => return Err(s3_error(e)),
+        }
         if let Some(upload) = &state.multipart {
             let upload: MultipartId = upload.clone();
             self.abort_multipart(&self.object_key(id), &upload).await;

@@ -386,7 +386,8 @@ impl Store {
         // restarts expires on time and one being written does not.
         for session in self.inner.blobs.sessions().await? {
             let id = &session.id;
-            if session.last_write > cutoff {
+            // A chunk in flight here is not idle, whatever the backend recorded last.
+            if session.last_write > cutoff || self.inner.open_uploads.is_writing(id) {
                 continue;
             }
             if self.inner.blobs.abort(id).await? {

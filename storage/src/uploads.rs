@@ -158,6 +158,9 @@ pub(crate) struct Entry {
     pub size: u64,
     /// The `digest-algorithm` the session was opened for, if any.
     pub algorithm: Option<Algorithm>,
+    /// Requests of this process writing to it now: expiry leaves it alone meanwhile, however
+    /// long the chunk (a backend may record a write only when it commits).
+    pub writers: u32,
 }
 
 /// A new session would pass a cap; what may be expired to make room, else how long to wait.
@@ -319,6 +322,7 @@ impl Open {
                 last: now,
                 size: 0,
                 algorithm,
+                writers: 0,
             },
         );
         Ok(())
@@ -364,6 +368,23 @@ impl Open {
     /// released): a double removal must not free two slots.
     pub(crate) fn release(&self, id: &UploadId) -> bool {
         self.state().remove(id)
+    }
+
+    /// Count a request writing to `id` until the returned guard drops (also when the
+    /// request is cancelled midway).
+    pub(crate) fn writing<'a>(&'a self, id: &UploadId) -> Writing<'a> {
+        if let Some(e) = self.state().sessions.get_mut(id) {
+            e.writers = e.writers.saturating_add(1);
+        }
+        Writing {
+            open: self,
+            id: id.clone(),
+        }
+    }
+
+    /// Whether a request of this process is writing to `id` now.
+    pub(crate) fn is_writing(&self, id: &UploadId) -> bool {
+        self.state().sessions.get(id).is_some_and(|e| e.writers > 0)
     }
 
     pub(crate) fn touch(&self, id: &UploadId, now: SystemTime) {
@@ -431,6 +452,20 @@ impl Open {
             st.remove(id);
         }
         ids
+    }
+}
+
+/// A request writing to a session, counted by [`Open::writing`].
+pub(crate) struct Writing<'a> {
+    open: &'a Open,
+    id: UploadId,
+}
+
+impl Drop for Writing<'_> {
+    fn drop(&mut self) {
+        if let Some(e) = self.open.state().sessions.get_mut(&self.id) {
+            e.writers = e.writers.saturating_sub(1);
+        }
     }
 }
 
@@ -582,6 +617,7 @@ pub(crate) fn entries(records: Vec<SessionRecord>) -> Vec<(UploadId, Entry)> {
                 started: r.started,
                 last: r.last_write,
                 size: r.size,
+                writers: 0,
             };
             (r.id, entry)
         })

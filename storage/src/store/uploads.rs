@@ -179,7 +179,9 @@ which `airdock import --server` falls back to by itself)",
             Some(start) => start,
             None => self.held(id, &session).await?,
         };
+        let writing = open.writing(id);
         let result = self.inner.blobs.append(id, offset, len, &mut reader).await;
+        drop(writing);
         // Idle is measured from the end of the last write, not its start.
         open.touch(id, SystemTime::now());
         let size = match result {
