@@ -1,8 +1,8 @@
-//! Issue 12, the blob side: airdock replicas behind a round-robin load balancer (nginx), each its own
-//! process, port and data dir, blobs in one S3 bucket (versitygw). Repository metadata is
-//! still each replica's own (until it moves to a shared database); what they share is the
-//! bucket: the blobs, the object index and the upload sessions, so a chunked upload may land
-//! on a different replica with every request.
+//! Issue 12, the blob side: airdock replicas behind a round-robin load balancer (nginx), each
+//! its own process, port and data dir, blobs in one S3 bucket (versitygw), and no shared
+//! metadata (`--metadata-url`, see `replicas.rs`): what the bucket alone shares (the blobs,
+//! the object index and the upload sessions) lets a chunked upload land on a different
+//! replica with every request.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -132,7 +132,7 @@ async fn a_chunked_upload_alternates_replicas_and_either_serves_the_blob() {
     assert_eq!(done.status(), StatusCode::CREATED);
 
     // Every request of the upload went to the other replica than the one before.
-    let served = r.nginx.requests();
+    let served = r.nginx.requests(7);
     assert_eq!(served.len(), 7, "{served:?}");
     for pair in served.windows(2) {
         assert_ne!(pair[0].0, pair[1].0, "round-robin: {served:?}");

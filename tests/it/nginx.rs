@@ -126,15 +126,26 @@ proxy_set_header X-Forwarded-Host $http_host;\n    }}\n  }}\n}}\n",
         std::fs::read_to_string(self.dir.path().join("error.log")).unwrap_or_default()
     }
 
-    /// Every request served so far, in order: (upstream address, method, URI, status).
-    pub(crate) fn requests(&self) -> Vec<(String, String, String, String)> {
-        let log = std::fs::read_to_string(self.dir.path().join("access.log")).unwrap_or_default();
-        log.lines()
-            .filter_map(|l| {
-                let mut f = l.split(' ').map(str::to_owned);
-                Some((f.next()?, f.next()?, f.next()?, f.next()?))
-            })
-            .collect()
+    /// The requests served so far, in order: (upstream address, method, URI, status), once
+    /// there are `at_least` (nginx logs a request just after its response went out; 10 s at
+    /// most).
+    pub(crate) fn requests(&self, at_least: usize) -> Vec<(String, String, String, String)> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let log =
+                std::fs::read_to_string(self.dir.path().join("access.log")).unwrap_or_default();
+            let served: Vec<_> = log
+                .lines()
+                .filter_map(|l| {
+                    let mut f = l.split(' ').map(str::to_owned);
+                    Some((f.next()?, f.next()?, f.next()?, f.next()?))
+                })
+                .collect();
+            if served.len() >= at_least || Instant::now() > deadline {
+                return served;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 }
 
