@@ -186,3 +186,60 @@ async fn a_writer_sending_parts_holds_off_the_other_instance() {
     b.finish(&id, &d).await.expect("finish on b after a let go");
     assert!(read(&b, &d).await == bytes);
 }
+
+/// The leftover sweep on one instance spares what the other is in the middle of, though it
+/// shares no lock with it: an open session whose state records its multipart upload (it
+/// continues and finishes afterwards), and an upload created for a session whose state does
+/// not name it yet (the other between `CreateMultipartUpload` and its state write), until
+/// that session is gone. An upload no session has is aborted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_leftover_sweep_spares_the_other_instances_sessions() {
+    use object_store::multipart::MultipartStore;
+    use object_store::path::Path;
+    let gw = Versitygw::start();
+    let ([a, b], _dirs) = two(&gw, "left").await;
+    let open_bytes = data(PART_SIZE + 10, 1);
+    let open = new_id();
+    b.begin(&open, Algorithm::Sha256, Bytes::new())
+        .await
+        .expect("begin");
+    b.append(&open, 0, None, &mut &open_bytes[..])
+        .await
+        .expect("append");
+    let claiming = new_id();
+    b.begin(&claiming, Algorithm::Sha256, Bytes::new())
+        .await
+        .expect("begin");
+    let raw = gw.client();
+    for id in [&claiming, &new_id()] {
+        let key = Path::from(format!("left/objects/{id}"));
+        let up = raw.create_multipart(&key).await.expect("create");
+        raw.put_part(&key, &up, 0, Bytes::from(data(1000, 2)).into())
+            .await
+            .expect("part");
+    }
+    let later = std::time::SystemTime::now() + Duration::from_secs(5);
+    let swept = a.leftovers(later, false).await.expect("sweep");
+    assert_eq!((swept.uploads_aborted, swept.objects_deleted), (1, 0));
+    // The open session goes on, on either instance.
+    let tail = data(7, 3);
+    let at = open_bytes.len() as u64;
+    a.append(&open, at, None, &mut &tail[..])
+        .await
+        .expect("append after the sweep");
+    let whole = [open_bytes, tail].concat();
+    let d = Digest::of(Algorithm::Sha256, &whole);
+    b.finish(&open, &d).await.expect("finish after the sweep");
+    assert!(read(&a, &d).await == whole);
+    // Once its session is gone, the upload it never recorded is a leftover.
+    assert!(b.abort(&claiming).await.expect("abort"));
+    let swept = a.leftovers(later, false).await.expect("sweep");
+    assert_eq!((swept.uploads_aborted, swept.objects_deleted), (1, 0));
+    assert_eq!(
+        a.leftovers(later, true)
+            .await
+            .expect("again")
+            .uploads_aborted,
+        0
+    );
+}
