@@ -14,8 +14,10 @@
 //! - Every writer of this process holds [`Creating`] (a shared guard) from before it creates
 //!   a multipart upload until the upload is recorded (a session's `state.json`) or
 //!   registered in memory (a `put` in flight). The sweep lists the uploads first, then takes
-//!   the guard exclusively before it reads what is recorded: every upload its listing saw was
-//!   created before the listing, so its creator has recorded it by then.
+//!   the guard exclusively (and lets it go at once) before it reads what is recorded: every
+//!   upload its listing saw was created before the listing, so its creator has recorded it by
+//!   then. A `put` that finished meanwhile has left `in_flight`, but its upload is completed
+//!   or aborted already: aborting it again is a no-op.
 //! - A session's multipart upload is created under `objects/<session id>` after the
 //!   session's `state.json` (at its first part), and the session's prefix in the bucket goes
 //!   only when it is finished or aborted. So an upload under the key of a session whose
@@ -170,12 +172,12 @@ impl S3Blobs {
             .try_collect()
             .await?;
         // 2. What is recorded: sessions before the index.
-        let (sessions, recorded) = {
-            let _no_creator_in_between = self.inner.creating.write().await;
-            let (sessions, mut recorded) = self.session_uploads().await?;
-            recorded.extend(self.inner.in_flight().iter().cloned());
-            (sessions, recorded)
-        };
+        // Taken and let go at once: every creator that got its guard before has recorded
+        // its upload by then, and later ones created theirs after the listing. Not held
+        // across the bucket reads, which would stall every upload of this process meanwhile.
+        drop(self.inner.creating.write().await);
+        let (sessions, mut recorded) = self.session_uploads().await?;
+        recorded.extend(self.inner.in_flight().iter().cloned());
         let indexed = self.indexed_uploads().await?;
         // 3. The rest, if old enough.
         for (key, upload, at) in uploads {
