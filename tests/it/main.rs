@@ -6,6 +6,7 @@ mod api;
 mod backup;
 mod balancer;
 mod clients;
+mod cluster;
 mod connections;
 mod console;
 mod crash;
