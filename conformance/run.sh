@@ -13,7 +13,7 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/.." && pwd)
 
 # Knobs (all optional).
-suites=${CONFORMANCE_SUITES:-main sparse legacy auth-tls s3-main s3-sparse}  # subset/order of: main sparse legacy auth-tls s3-main s3-sparse
+suites=${CONFORMANCE_SUITES:-main sparse legacy auth-tls s3-main s3-sparse replicas}  # subset/order of: main sparse legacy auth-tls s3-main s3-sparse replicas
 results_root=${CONFORMANCE_RESULTS_DIR:-$here/results}
 bin_dir=${CONFORMANCE_BIN_DIR:-$here/bin}
 suite_timeout=${CONFORMANCE_TIMEOUT:-900}          # seconds per suite run
@@ -92,6 +92,7 @@ s3_pid=
 s3_root=
 s3_port=
 use_s3=0  # set for the s3-* runs only
+s3_prefix=  # when set, every server's key prefix (replicas share one); else one per server
 s3_bin=${VERSITYGW:-$root/target/tools/bin/versitygw}
 [[ -x $s3_bin ]] || s3_bin=versitygw
 stop_s3() {
@@ -120,6 +121,186 @@ start_s3() { # LOGFILE: starts versitygw once; sets s3_port
   return 1
 }
 
+# --- the replica run: the main suite through nginx round-robin over two airdocks ---
+# Two `airdock serve` processes (own ports and data dirs) on one versitygw bucket (one key
+# prefix for both) and one PostgreSQL (CONFORMANCE_METADATA_URL, else a throw-away cluster
+# started here), behind nginx (Debian nginx-light): every other request lands on the other
+# replica. Enabled once `airdock serve --help` offers --metadata-url (shared metadata, issue 12);
+# until then the run says so and is not counted.
+replica_pids=()
+replica_dirs=()
+nginx_pid=
+nginx_dir=
+pg_pid=
+pg_dir=
+metadata_url=
+use_replicas=0  # set for the replicas run only
+
+replicas_supported() {
+  [[ -z $registry_cmd ]] && "$airdock" serve --help 2>/dev/null | grep -q -- '--metadata-url'
+}
+
+stop_postgres() {
+  if [[ -n $pg_pid ]]; then
+    kill -INT "$pg_pid" 2>/dev/null  # fast shutdown
+    wait "$pg_pid" 2>/dev/null
+    pg_pid=
+  fi
+  [[ -n $pg_dir ]] && rm -rf "$pg_dir"
+  pg_dir=
+}
+start_postgres() { # LOGFILE: sets metadata_url
+  [[ -n $metadata_url ]] && return 0
+  if [[ -n ${CONFORMANCE_METADATA_URL:-} ]]; then
+    metadata_url=$CONFORMANCE_METADATA_URL
+    return 0
+  fi
+  local bindir port as=()
+  bindir=$(find /usr/lib/postgresql -maxdepth 2 -name bin -type d 2>/dev/null | sort -V | tail -n 1)
+  [[ -x $bindir/initdb ]] || { echo "   PostgreSQL not found (scripts/install-deps.sh installs it)"; return 1; }
+  pg_dir=$(mktemp -d "${TMPDIR:-/tmp}/airdock-conformance-pg.XXXXXX") || return 1
+  if [[ $(id -u) == 0 ]]; then
+    # initdb refuses to run as root; setpriv execs, so $! is the server's own PID.
+    chown postgres: "$pg_dir" || return 1
+    as=(setpriv --reuid=postgres --regid=postgres --init-groups)
+  fi
+  "${as[@]}" "$bindir/initdb" -D "$pg_dir/data" -U airdock --auth=trust >>"$1" 2>&1 || return 1
+  port=$(free_port) || return 1
+  "${as[@]}" "$bindir/postgres" -D "$pg_dir/data" -p "$port" -k "$pg_dir" \
+    -c listen_addresses=127.0.0.1 >>"$1" 2>&1 &
+  pg_pid=$!
+  for _ in $(seq 1 200); do  # up to 20s
+    kill -0 "$pg_pid" 2>/dev/null || { pg_pid=; echo "   postgres exited at start"; return 1; }
+    if "$bindir/pg_isready" -q -h 127.0.0.1 -p "$port"; then
+      metadata_url="postgres://airdock@127.0.0.1:$port/postgres"
+      return 0
+    fi
+    sleep 0.1
+  done
+  echo "   postgres did not answer in 20s"
+  return 1
+}
+
+stop_replicas() {
+  if [[ -n $nginx_pid ]]; then
+    kill -QUIT "$nginx_pid" 2>/dev/null
+    wait "$nginx_pid" 2>/dev/null
+    nginx_pid=
+  fi
+  [[ -n $nginx_dir && ${CONFORMANCE_KEEP_DATA:-0} != 1 ]] && rm -rf "$nginx_dir"
+  nginx_dir=
+  local i
+  for i in "${!replica_pids[@]}"; do
+    server_pid=${replica_pids[$i]} server_data=${replica_dirs[$i]}
+    stop_server
+  done
+  replica_pids=() replica_dirs=()
+}
+
+# start_replicas LOGFILE SPARSE: two replicas and nginx; sets server_port to nginx's.
+start_replicas() {
+  local log=$1 sparse=$2 i port upstreams=
+  s3_prefix=replicas-$$-$RANDOM
+  for i in 1 2; do
+    start_server "$log" "$sparse" --metadata-url "$metadata_url" || { stop_replicas; return 1; }
+    replica_pids+=("$server_pid") replica_dirs+=("$server_data")
+    upstreams+="    server 127.0.0.1:$server_port max_fails=0;"$'\n'
+    server_pid= server_data=
+  done
+  s3_prefix=
+  command -v nginx >/dev/null 2>&1 || [[ -x /usr/sbin/nginx ]] ||
+    { echo "   nginx not found (scripts/install-deps.sh installs nginx-light)"; stop_replicas; return 1; }
+  nginx_dir=$(mktemp -d "${TMPDIR:-/tmp}/airdock-conformance-nginx.XXXXXX") || return 1
+  port=$(free_port) || return 1
+  cat >"$nginx_dir/nginx.conf" <<CONF
+daemon off;
+master_process off;
+pid $nginx_dir/nginx.pid;
+error_log $nginx_dir/error.log info;
+events { worker_connections 512; }
+http {
+  log_format lb '\$upstream_addr \$request_method \$request_uri \$status';
+  access_log $nginx_dir/access.log lb;
+  client_body_temp_path $nginx_dir/body;
+  proxy_temp_path $nginx_dir/proxy;
+  fastcgi_temp_path $nginx_dir/fastcgi;
+  uwsgi_temp_path $nginx_dir/uwsgi;
+  scgi_temp_path $nginx_dir/scgi;
+  client_max_body_size 0;
+  upstream airdock {
+$upstreams    keepalive 16;
+  }
+  server {
+    listen 127.0.0.1:$port;
+    location / {
+      proxy_pass http://airdock;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host \$http_host;
+      proxy_request_buffering off;
+      proxy_buffering off;
+      proxy_read_timeout 300s;
+      proxy_send_timeout 300s;
+    }
+  }
+}
+CONF
+  PATH=$PATH:/usr/sbin nginx -p "$nginx_dir" -c "$nginx_dir/nginx.conf" -e "$nginx_dir/error.log" \
+    >>"$log" 2>&1 </dev/null &
+  nginx_pid=$!
+  for _ in $(seq 1 100); do  # up to 10s
+    kill -0 "$nginx_pid" 2>/dev/null || break
+    if curl -s -o /dev/null --max-time 1 "http://127.0.0.1:$port/v2/"; then
+      server_port=$port
+      echo "   nginx pid $nginx_pid on 127.0.0.1:$port round-robin over ${#replica_pids[@]} replicas (log $nginx_dir/access.log)"
+      return 0
+    fi
+    sleep 0.1
+  done
+  echo "   nginx did not come up:" >&2
+  tail -n 20 "$nginx_dir/error.log" 2>/dev/null | sed 's/^/     | /' >&2
+  stop_replicas
+  return 1
+}
+
+# run_replicas: the main suite (as run_main) through the balancer, or a clear notice.
+run_replicas() {
+  local label=conformance-replicas dir="$results_root/conformance-replicas" rc
+  if ! replicas_supported; then
+    echo "== $label: NOT ENABLED YET: \`airdock serve\` has no --metadata-url, so replicas would"
+    echo "   not share their repositories (issue 12); not run and not counted"
+    return 0
+  fi
+  # run_main starts $dir afresh: the services log beside it.
+  local services="$results_root/$label.services.log"
+  if ! start_s3 "$services" || ! start_postgres "$services"; then
+    echo "$label: 0 passed, 1 failed, 0 skipped"
+    mkdir -p "$dir" && echo "0 1 0" >"$dir/counts"
+    return 1
+  fi
+  use_s3=1 use_replicas=1
+  run_main "$label" 0
+  rc=$?
+  use_s3=0 use_replicas=0
+  return "$rc"
+}
+
+# The registry a suite talks to: one server, or (the replicas run) nginx over two.
+start_registry() { # LOGFILE SPARSE [EXTRA-ARG...]
+  if [[ $use_replicas == 1 ]]; then
+    start_replicas "$1" "$2"
+  else
+    start_server "$@"
+  fi
+}
+stop_registry() {
+  if [[ $use_replicas == 1 ]]; then
+    stop_replicas
+  else
+    stop_server
+  fi
+}
+
 suite_pid=
 cleanup() {
   if [[ -n $suite_pid ]]; then
@@ -128,6 +309,8 @@ cleanup() {
     suite_pid=
   fi
   stop_server
+  stop_replicas
+  stop_postgres
   stop_s3
 }
 trap cleanup EXIT
@@ -173,7 +356,7 @@ start_server() {
       if [[ $use_s3 == 1 ]]; then
         # Blobs on S3: a prefix per server, so every run starts from an empty store.
         args+=(--storage s3 --s3-endpoint "http://127.0.0.1:$s3_port" --s3-bucket airdock
-          --s3-prefix "$(basename "$server_data")")
+          --s3-prefix "${s3_prefix:-$(basename "$server_data")}")
       fi
       echo "+ $airdock ${args[*]}" >>"$log"
       AWS_ACCESS_KEY_ID=conformance AWS_SECRET_ACCESS_KEY=conformance-secret \
@@ -218,7 +401,7 @@ run_main() { # LABEL SPARSE [AUTH_TLS_DIR]
   [[ $sparse == 1 ]] && sparse_bool=true
   rm -rf "$dir" && mkdir -p "$dir"
   echo "== $label: main suite @ $main_commit (OCI_VERSION=dev, every API/data switch on, sparse=$sparse_bool)"
-  if ! start_server "$dir/server.log" "$sparse"; then
+  if ! start_registry "$dir/server.log" "$sparse"; then
     echo "$label: 0 passed, 1 failed, 0 skipped"
     echo "0 1 0" >"$dir/counts"
     return 1
@@ -251,7 +434,7 @@ run_main() { # LABEL SPARSE [AUTH_TLS_DIR]
   run_bg "$dir/suite.log" main_suite
   rc=$?
   [[ $rc == 124 || $rc == 137 ]] && echo "   suite timed out after ${suite_timeout}s" | tee -a "$dir/suite.log"
-  stop_server
+  stop_registry
   python3 "$here/summarize.py" main "$label" "$dir" "$rc" "$here/expected-skips.txt"
 }
 
@@ -329,7 +512,8 @@ for suite in $suites; do
         false
       fi
       ;;
-    *) die "unknown suite '$suite' (expected main, sparse, legacy, auth-tls, s3-main, s3-sparse)" ;;
+    replicas) run_replicas ;;
+    *) die "unknown suite '$suite' (expected main, sparse, legacy, auth-tls, s3-main, s3-sparse, replicas)" ;;
   esac
   rc=$?
   [[ $rc == 0 ]] || overall_rc=1
@@ -339,6 +523,7 @@ for suite in $suites; do
     legacy) record "$results_root/conformance-legacy" ;;
     auth-tls) record "$results_root/conformance-main-auth-tls" ;;
     s3-main | s3-sparse) record "$results_root/conformance-$suite" ;;
+    replicas) replicas_supported && record "$results_root/conformance-replicas" ;;
   esac
 done
 

@@ -55,9 +55,9 @@ fn session_response(status: StatusCode, id: &UploadId, size: u64) -> Response {
 }
 
 /// The session `id`, if it is an import upload.
-fn session(st: &AppState, id: &str) -> Result<(UploadId, RepoName), RegistryError> {
+async fn session(st: &AppState, id: &str) -> Result<(UploadId, RepoName), RegistryError> {
     let id = UploadId::parse(id)?;
-    match st.store.upload_session(&id)? {
+    match st.store.upload_session(&id).await? {
         (repo, Some(owner)) if owner == OWNER => Ok((id, repo)),
         // A `/v2` blob upload is not an import upload.
         _ => Err(StoreError::UploadUnknown.into()),
@@ -86,8 +86,8 @@ pub async fn status(
     State(st): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Response, RegistryError> {
-    let (id, repo) = session(&st, &id)?;
-    let size = st.store.upload_status(&repo, &id)?;
+    let (id, repo) = session(&st, &id).await?;
+    let size = st.store.upload_status(&repo, &id).await?;
     Ok(session_response(StatusCode::NO_CONTENT, &id, size))
 }
 
@@ -122,7 +122,7 @@ async fn append(
     {
         Ok(size) => Ok(size),
         Err(e @ (StoreError::UploadOutOfOrder { .. } | StoreError::ChunkLength { .. })) => {
-            let size = st.store.upload_status(repo, id).unwrap_or(0);
+            let size = st.store.upload_status(repo, id).await.unwrap_or(0);
             let mut resp = axum::response::IntoResponse::into_response(RegistryError::from(e));
             set(&mut resp, header::LOCATION, location(id));
             set(
@@ -144,7 +144,9 @@ pub async fn patch(
     Path(id): Path<String>,
     req: Request,
 ) -> Result<Response, Response> {
-    let (id, repo) = session(&st, &id).map_err(axum::response::IntoResponse::into_response)?;
+    let (id, repo) = session(&st, &id)
+        .await
+        .map_err(axum::response::IntoResponse::into_response)?;
     let size = append(&st, &id, &repo, req).await?;
     Ok(session_response(StatusCode::ACCEPTED, &id, size))
 }
@@ -156,7 +158,7 @@ pub async fn finish(
     req: Request,
 ) -> Result<Response, Response> {
     let into = axum::response::IntoResponse::into_response;
-    let (id, repo) = session(&st, &id).map_err(into)?;
+    let (id, repo) = session(&st, &id).await.map_err(into)?;
     let (parts, body) = req.into_parts();
     let options = super::import::options(&parts).map_err(into)?;
     append(&st, &id, &repo, Request::from_parts(parts, body)).await?;
@@ -189,7 +191,7 @@ pub async fn cancel(
     State(st): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Response, RegistryError> {
-    let (id, repo) = session(&st, &id)?;
+    let (id, repo) = session(&st, &id).await?;
     st.store.cancel_upload(&repo, &id).await?;
     Ok(empty(StatusCode::NO_CONTENT))
 }

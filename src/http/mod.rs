@@ -163,7 +163,7 @@ pub async fn dispatch(State(state): State<AppState>, req: Request) -> Response {
         }
         (&Method::DELETE, Endpoint::Blob(repo, d)) => blobs::delete(&state, &repo, &d).await,
         (&Method::POST, Endpoint::Uploads(repo)) => uploads::start(&state, &repo, req).await,
-        (&Method::GET, Endpoint::Upload(repo, id)) => uploads::status(&state, &repo, &id),
+        (&Method::GET, Endpoint::Upload(repo, id)) => uploads::status(&state, &repo, &id).await,
         (&Method::PATCH, Endpoint::Upload(repo, id)) => {
             uploads::patch(&state, &repo, &id, req).await
         }

@@ -133,8 +133,8 @@ pub async fn start(state: &AppState, repo: &RepoName, req: Req) -> Result<Respon
 }
 
 /// GET → 204 with `Range` of what the session holds, so a client can resume.
-pub fn status(state: &AppState, repo: &RepoName, id: &UploadId) -> Result<Response> {
-    let size = state.store.upload_status(repo, id)?;
+pub async fn status(state: &AppState, repo: &RepoName, id: &UploadId) -> Result<Response> {
+    let size = state.store.upload_status(repo, id).await?;
     Ok(session_response(StatusCode::NO_CONTENT, repo, id, size))
 }
 
@@ -194,7 +194,7 @@ pub async fn patch(state: &AppState, repo: &RepoName, id: &UploadId, req: Req) -
         Ok(size) => Ok(session_response(StatusCode::ACCEPTED, repo, id, size)),
         Err(e @ (StoreError::UploadOutOfOrder { .. } | StoreError::ChunkLength { .. })) => {
             // Tell the client where the upload really stands so it can resume.
-            let size = state.store.upload_status(repo, id)?;
+            let size = state.store.upload_status(repo, id).await?;
             let mut resp = axum::response::IntoResponse::into_response(RegistryError::from(e));
             set(&mut resp, header::LOCATION, upload_location(repo, id));
             set(
@@ -223,7 +223,7 @@ pub async fn finish(
     })?;
     if let Some(v) = req.header(header::CONTENT_RANGE) {
         let start = parse_content_range(v)?.start;
-        let size = state.store.upload_status(repo, id)?;
+        let size = state.store.upload_status(repo, id).await?;
         if start != size {
             return Err(StoreError::UploadOutOfOrder {
                 requested: start,

@@ -11,16 +11,29 @@
 //!   session completed, then the process died before the index line was written.
 //!
 //! Why nothing live is removed (the race argument):
-//! - Every writer holds [`Creating`] (a shared guard) from before it creates a multipart
-//!   upload until the upload is recorded (a session's `state.json`) or registered in
-//!   memory (a `put` in flight). The sweep lists the uploads first, then takes the guard
-//!   exclusively before it reads what is recorded: every upload its listing saw was created
-//!   before the listing, so its creator has recorded it by then.
-//! - A session's object is completed before its index line is written, and the session's
-//!   directory is removed only after it. The sweep reads the session directories first and
-//!   the index second: an object completed before the listing is in one or the other.
+//! - Every writer of this process holds [`Creating`] (a shared guard) from before it creates
+//!   a multipart upload until the upload is recorded (a session's `state.json`) or
+//!   registered in memory (a `put` in flight). The sweep lists the uploads first, then takes
+//!   the guard exclusively (and lets it go at once) before it reads what is recorded: every
+//!   upload its listing saw was created before the listing, so its creator has recorded it by
+//!   then. A `put` that finished meanwhile has left `in_flight`, but its upload is completed
+//!   or aborted already: aborting it again is a no-op.
+//! - A session's multipart upload is created under `objects/<session id>` after the
+//!   session's `state.json` (at its first part), and the session's prefix in the bucket goes
+//!   only when it is finished or aborted. So an upload under the key of a session whose
+//!   prefix the sweep lists is spared whatever its state says: that covers another
+//!   replica's session between `CreateMultipartUpload` and its state write, which this
+//!   process's guard does not.
+//! - A session's object is completed before its index entry is written, and the session's
+//!   `state.json` is removed only after it. The sweep lists the sessions first and the
+//!   index second, both in the bucket: an object completed before the listing is named by
+//!   one or the other, whichever replica completed it.
+//! - What no record in the bucket covers: a `put` in flight on another replica (its
+//!   multipart upload is registered in that process's memory only). Only the cutoff (GC's
+//!   grace window) spares it, so with replicas the grace window must outlast the longest
+//!   monolithic push; a push whose upload is aborted fails (nothing is stored half), and its
+//!   client retries.
 
-use std::collections::HashSet;
 use std::time::SystemTime;
 
 use airdock_storage::{StoreError, UploadId};
@@ -152,38 +165,31 @@ impl S3Blobs {
             .list(Some(&objects_prefix))
             .map_err(s3_error)
             .try_filter_map(|meta| async move {
-                let id = meta
-                    .location
-                    .filename()
-                    .and_then(|name| UploadId::parse(name).ok());
-                Ok(id
-                    .filter(|id| self.object_key(id) == meta.location)
+                Ok(self
+                    .session_of_key(&meta.location)
                     .map(|id| (id, meta.location, SystemTime::from(meta.last_modified))))
             })
             .try_collect()
             .await?;
-        // 2. What is recorded: session directories before the index.
-        let (sessions, recorded) = {
-            let _no_creator_in_between = self.inner.creating.write().await;
-            let (sessions, mut recorded) = self.session_uploads().await?;
-            recorded.extend(self.inner.in_flight().iter().cloned());
-            (sessions, recorded)
-        };
-        let indexed: HashSet<UploadId> = self
-            .inner
-            .index
-            .entries()
-            .into_iter()
-            .map(|(_, id)| id)
-            .collect();
+        // 2. What is recorded: sessions before the index.
+        // Taken and let go at once: every creator that got its guard before has recorded
+        // its upload by then, and later ones created theirs after the listing. Not held
+        // across the bucket reads, which would stall every upload of this process meanwhile.
+        drop(self.inner.creating.write().await);
+        let (sessions, mut recorded) = self.session_uploads().await?;
+        recorded.extend(self.inner.in_flight().iter().cloned());
+        let indexed = self.indexed_uploads().await?;
         // 3. The rest, if old enough.
         for (key, upload, at) in uploads {
-            if at > cutoff || recorded.contains(&upload) {
+            let key = object_store::path::Path::from(key.as_str());
+            let of_a_session = self
+                .session_of_key(&key)
+                .is_some_and(|id| sessions.contains(&id));
+            if at > cutoff || recorded.contains(&upload) || of_a_session {
                 continue;
             }
             if !dry_run {
-                self.abort_multipart(&object_store::path::Path::from(key.as_str()), &upload)
-                    .await;
+                self.abort_multipart(&key, &upload).await;
             }
             tracing::info!(%key, "aborted an incomplete multipart upload no session records");
             swept.uploads_aborted += 1;

@@ -11,16 +11,26 @@
 //! │                                   part): a verified single PUT with `If-None-Match: *`,
 //! │                                   or a multipart upload completed only after the hash
 //! │                                   matched
-//! └── objects/<upload-id>             blobs of chunked upload sessions, completed where
-//!                                     their multipart upload started
+//! ├── objects/<upload-id>             blobs of chunked upload sessions, completed where
+//! │                                   their multipart upload started
+//! └── _state/                         what replicas over the bucket share besides blobs
+//!     ├── index/<alg>/<hex>           the object index: the upload id whose object holds
+//!     │                               the blob (`index.rs`)
+//!     └── uploads/<upload-id>/        an upload session: state.json and tail segments
+//!                                     (`sessions.rs`)
 //! ```
 //!
 //! S3 cannot rename, and a multipart upload completes under the key it was created with,
 //! which a chunked session must pick before it knows its digest. Rather than copy a finished
 //! session to `blobs/…` (Distribution's copy-on-commit, a multi-GB server-side copy inside
-//! the client's PUT), the session's object stays where it landed and the local object index
+//! the client's PUT), the session's object stays where it landed and the object index
 //! (`index.rs`) records "digest → object". No object is listed on a request path: a blob's
 //! object is found from its digest and the index alone.
+//!
+//! Nothing a request needs is on local disk: any number of airdock processes over one
+//! bucket (replicas behind a load balancer) see the same blobs and sessions, and every write
+//! to shared state is conditional (`If-None-Match: *`, or `If-Match` on the ETag read), so
+//! two of them can never tear a record.
 
 pub mod binding;
 mod hash;
@@ -91,6 +101,8 @@ struct Inner {
     s3: AmazonS3,
     prefix: Option<Path>,
     redirect: bool,
+    /// Digest → session object, as far as this process has seen (hints; the bucket's
+    /// index is the truth).
     index: index::Index,
     sessions: sessions::Sessions,
     /// The bucket's URL and region, and a client, for the one request `object_store` does
@@ -169,8 +181,10 @@ fn body_error(e: io::Error) -> StoreError {
 }
 
 impl S3Blobs {
-    /// Connect to the bucket; `state_dir` (on local disk, under the data dir) holds the
-    /// object index and the state of open upload sessions. Nothing is sent to S3 yet.
+    /// Connect to the bucket. Everything is kept in the bucket; `state_dir` (on local disk,
+    /// under the data dir) is only read for what an earlier version kept there (the object
+    /// index, open sessions), which is moved into the bucket once. Otherwise nothing is sent
+    /// to S3 yet.
     pub async fn open(cfg: &S3Config, state_dir: &FsPath) -> Result<S3Blobs, StoreError> {
         // object_store's reqwest is built without a bundled crypto provider: give it the
         // ring provider the server's TLS already uses. Err means one is installed already.
@@ -216,23 +230,27 @@ impl S3Blobs {
             .timeout(Duration::from_secs(60))
             .build()
             .map_err(|e| StoreError::Io(io::Error::other(format!("S3 client: {e}"))))?;
-        tokio::fs::create_dir_all(state_dir).await?;
-        let index = index::Index::open(&state_dir.join("objects")).await?;
-        let sessions = sessions::Sessions::new(state_dir.join("sessions")).await?;
-        Ok(S3Blobs {
+        let blobs = S3Blobs {
             inner: Arc::new(Inner {
                 s3,
                 prefix,
                 redirect: cfg.redirect,
-                index,
-                sessions,
+                index: index::Index::default(),
+                sessions: sessions::Sessions::new(),
                 bucket_url: bucket_url(cfg)?,
                 region: cfg.region.clone(),
                 http,
                 creating: leftovers::Creating::default(),
                 in_flight: Mutex::default(),
             }),
-        })
+        };
+        blobs
+            .migrate_local_index(&state_dir.join("objects"))
+            .await?;
+        blobs
+            .migrate_local_sessions(&state_dir.join("sessions"))
+            .await?;
+        Ok(blobs)
     }
 
     /// Ask the bucket something cheap, to fail at start (bad endpoint, bucket, keys)
@@ -273,13 +291,10 @@ impl S3Blobs {
         self.key(&format!("objects/{id}"))
     }
 
-    /// Where blob `d`'s bytes are: its session object if the index names one, its digest
-    /// key otherwise.
-    fn locate(&self, d: &Digest) -> Path {
-        match self.inner.index.get(d) {
-            Some(id) => self.object_key(&id),
-            None => self.blob_key(d),
-        }
+    /// The session whose object key `key` is, if it is one.
+    fn session_of_key(&self, key: &Path) -> Option<UploadId> {
+        let id = key.filename().and_then(|name| UploadId::parse(name).ok());
+        id.filter(|id| &self.object_key(id) == key)
     }
 
     /// A verified blob's one PUT, refused by S3 if the key exists (`If-None-Match: *`).
@@ -323,15 +338,16 @@ impl S3Blobs {
         }
     }
 
-    /// Read up to `PART_SIZE - buf.len()` more bytes of `body` into `buf`, hashing them.
-    /// Returns the bytes read (0 at the end of the body).
+    /// Read up to `room` more bytes of `body` into `buf`, hashing them. Returns the bytes
+    /// read (0 at the end of the body).
     async fn fill(
         body: &mut Body<'_>,
         buf: &mut BytesMut,
         hasher: &mut StateHasher,
         scratch: &mut [u8],
+        room: usize,
     ) -> Result<usize, StoreError> {
-        let want = (PART_SIZE - buf.len()).min(scratch.len());
+        let want = room.min(scratch.len());
         let n = body.read(&mut scratch[..want]).await.map_err(body_error)?;
         hasher.update(&scratch[..n]);
         buf.extend_from_slice(&scratch[..n]);
@@ -352,7 +368,8 @@ impl S3Blobs {
         let mut scratch = vec![0u8; READ_SIZE];
         let mut size: u64 = 0;
         loop {
-            let n = Self::fill(&mut body, &mut buf, &mut hasher, &mut scratch).await?;
+            let room = PART_SIZE - buf.len();
+            let n = Self::fill(&mut body, &mut buf, &mut hasher, &mut scratch, room).await?;
             if n == 0 {
                 break;
             }
@@ -444,11 +461,9 @@ impl BlobStore for S3Blobs {
     }
 
     async fn stat(&self, d: &Digest) -> Result<Option<u64>, StoreError> {
-        match self.inner.s3.head(&self.locate(d)).await {
-            Ok(meta) => Ok(Some(meta.size)),
-            Err(object_store::Error::NotFound { .. }) => Ok(None),
-            Err(e) => Err(s3_error(e)),
-        }
+        let s3 = &self.inner.s3;
+        let found = self.at_blob(d, |key| async move { s3.head(&key).await });
+        Ok(found.await.map_err(s3_error)?.map(|(_, meta)| meta.size))
     }
 
     /// One ranged GET, streamed as S3 sends it; the blob's size comes from the response.
@@ -485,8 +500,14 @@ impl BlobStore for S3Blobs {
             range: get_range,
             ..GetOptions::default()
         };
-        match self.inner.s3.get_opts(&self.locate(d), opts).await {
-            Ok(r) => {
+        let s3 = &self.inner.s3;
+        let got = self.at_blob(d, |key| {
+            let opts = opts.clone();
+            async move { s3.get_opts(&key, opts).await }
+        });
+        match got.await {
+            Ok(None) => Err(StoreError::BlobUnknown(d.clone())),
+            Ok(Some((_, r))) => {
                 let size = r.meta.size;
                 let (start, len) = range.resolve(size)?;
                 if r.range != (start..start + len) {
@@ -504,7 +525,6 @@ impl BlobStore for S3Blobs {
                     ),
                 })
             }
-            Err(object_store::Error::NotFound { .. }) => Err(StoreError::BlobUnknown(d.clone())),
             // A range S3 refused (416): say why in the contract's terms.
             Err(e) if range != ByteRange::ALL => {
                 let size = self
@@ -523,13 +543,7 @@ impl BlobStore for S3Blobs {
     async fn delete(&self, d: &Digest) -> Result<bool, StoreError> {
         // S3 answers a DELETE the same whether the key existed or not.
         let existed = self.stat(d).await?.is_some();
-        match self.inner.s3.delete(&self.locate(d)).await {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-            Err(e) => return Err(s3_error(e)),
-        }
-        // After the object is gone: a crash in between leaves an index entry whose object
-        // is missing, which `stat` answers as "not stored".
-        self.inner.index.remove(d).await?;
+        self.delete_everywhere(d).await?;
         Ok(existed)
     }
 
@@ -559,10 +573,10 @@ impl BlobStore for S3Blobs {
             d.algorithm(),
             &*d.hex()
         ));
-        match self.inner.s3.copy(&self.locate(d), &to).await {
-            Ok(()) => {}
-            Err(object_store::Error::NotFound { .. }) => return Ok(None),
-            Err(e) => return Err(s3_error(e)),
+        let (s3, to_key) = (&self.inner.s3, &to);
+        let copied = self.at_blob(d, |key| async move { s3.copy(&key, to_key).await });
+        if copied.await.map_err(s3_error)?.is_none() {
+            return Ok(None);
         }
         self.delete(d).await?;
         Ok(Some(to.to_string()))
@@ -579,17 +593,22 @@ impl BlobStore for S3Blobs {
             };
             std::future::ready(r)
         });
-        let indexed = stream::iter(self.inner.index.entries().into_iter().map(|(d, _)| Ok(d)));
-        Box::pin(listed.chain(indexed))
+        Box::pin(listed.chain(self.list_indexed()))
     }
 
     async fn redirect_url(&self, d: &Digest, ttl: Duration) -> Result<Option<String>, StoreError> {
         if !self.inner.redirect {
             return Ok(None);
         }
+        let s3 = &self.inner.s3;
+        let found = self.at_blob(d, |key| async move { s3.head(&key).await });
+        let key = match found.await.map_err(s3_error)? {
+            Some((key, _)) => key,
+            None => self.blob_key(d),
+        };
         self.inner
             .s3
-            .signed_url(http::Method::GET, &self.locate(d), ttl)
+            .signed_url(http::Method::GET, &key, ttl)
             .await
             .map(|u| Some(u.to_string()))
             .map_err(s3_error)
@@ -616,6 +635,15 @@ impl BlobStore for S3Blobs {
 
     async fn session_size(&self, id: &UploadId) -> Result<u64, StoreError> {
         self.session_len(id).await
+    }
+
+    /// Sessions live in the bucket, where every replica over it writes them.
+    fn shared_sessions(&self) -> bool {
+        true
+    }
+
+    async fn session(&self, id: &UploadId) -> Result<Option<SessionRecord>, StoreError> {
+        self.session_record(id).await
     }
 
     async fn finish(&self, id: &UploadId, expected: &Digest) -> Result<Written, StoreError> {
@@ -655,8 +683,8 @@ pub(crate) fn check(expected: &Digest, actual: Digest) -> Result<(), StoreError>
     }
 }
 
-/// Where the S3 backend keeps its local state under a data dir: the object index and the
-/// open sessions (until metadata moves out of the data dir, see issue 11).
+/// The S3 backend's directory under a data dir: the bucket binding (`binding.rs`), and what
+/// versions before the shared state kept there (moved into the bucket at open).
 pub fn state_dir(data_dir: &FsPath) -> PathBuf {
     data_dir.join("s3")
 }

@@ -101,6 +101,20 @@ impl Versitygw {
         }
     }
 
+    /// A plain `object_store` client of the bucket, for tests that leave behind in it what a
+    /// crash or another process would.
+    pub fn client(&self) -> object_store::aws::AmazonS3 {
+        object_store::aws::AmazonS3Builder::new()
+            .with_endpoint(self.endpoint())
+            .with_bucket_name(BUCKET)
+            .with_region("us-east-1")
+            .with_access_key_id(ACCESS_KEY)
+            .with_secret_access_key(SECRET_KEY)
+            .with_allow_http(true)
+            .build()
+            .expect("S3 client")
+    }
+
     /// The file holding the object at `key` (versitygw's posix backend maps keys to paths).
     pub fn object_path(&self, key: &str) -> PathBuf {
         self.root.path().join(BUCKET).join(Path::new(key))

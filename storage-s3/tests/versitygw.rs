@@ -281,20 +281,6 @@ async fn redirects_are_presigned_and_opt_in() {
     assert_ne!(reqwest::get(&bad).await.expect("get").status(), 200);
 }
 
-/// An `object_store` client of `gw`'s bucket, to leave behind what a crash would.
-fn raw(gw: &Versitygw) -> object_store::aws::AmazonS3 {
-    use airdock_storage_s3::testing::{ACCESS_KEY, BUCKET, SECRET_KEY};
-    object_store::aws::AmazonS3Builder::new()
-        .with_endpoint(gw.endpoint())
-        .with_bucket_name(BUCKET)
-        .with_region("us-east-1")
-        .with_access_key_id(ACCESS_KEY)
-        .with_secret_access_key(SECRET_KEY)
-        .with_allow_http(true)
-        .build()
-        .expect("client")
-}
-
 /// Issue 11: what a kill leaves in the bucket that nothing records (a multipart upload
 /// created by a session or a large put that never recorded it, a session object completed
 /// but never indexed) is aborted or deleted by the leftover sweep once older than the
@@ -320,7 +306,7 @@ async fn leftovers_of_crashed_writes_are_swept_once_old() {
     let live_parts = pending_parts(&gw).len();
     assert!(live_parts > 0, "the open session has a part staged");
     // Left by crashes.
-    let raw = raw(&gw);
+    let raw = gw.client();
     let hex = "ab".repeat(32);
     for key in [
         format!("left/objects/{}", new_id()),

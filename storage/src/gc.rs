@@ -386,7 +386,8 @@ impl Store {
         // restarts expires on time and one being written does not.
         for session in self.inner.blobs.sessions().await? {
             let id = &session.id;
-            if session.last_write > cutoff {
+            // A chunk in flight here is not idle, whatever the backend recorded last.
+            if session.last_write > cutoff || self.inner.open_uploads.is_writing(id) {
                 continue;
             }
             if self.inner.blobs.abort(id).await? {
@@ -1125,8 +1126,8 @@ mod tests {
                 .expect("expire"),
             1
         );
-        assert!(s.upload_status(&repo, &old).is_err());
-        assert_eq!(s.upload_status(&repo, &fresh).expect("fresh"), 0);
+        assert!(s.upload_status(&repo, &old).await.is_err());
+        assert_eq!(s.upload_status(&repo, &fresh).await.expect("fresh"), 0);
         // The expired session's slot under `max_open_uploads` is free again.
         assert_eq!(s.open_uploads(), 1);
         s.start_upload(&repo, None, "t")

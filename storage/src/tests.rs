@@ -161,7 +161,7 @@ async fn upload_survives_reopen_and_rehashes() {
     };
     // A new Store is a restarted server: the running hash is gone.
     let s = Store::open(dir.path()).await.expect("reopen");
-    assert_eq!(s.upload_status(&repo, &id).expect("status"), 4000);
+    assert_eq!(s.upload_status(&repo, &id).await.expect("status"), 4000);
     let gap = s
         .append_upload(&repo, &id, Some(5000), None, &body[5000..])
         .await;
@@ -179,7 +179,10 @@ async fn upload_survives_reopen_and_rehashes() {
         .await
         .expect("finish");
     assert_eq!(got.size, 10_000);
-    assert!(s.upload_status(&repo, &id).is_err(), "session is gone");
+    assert!(
+        s.upload_status(&repo, &id).await.is_err(),
+        "session is gone"
+    );
 }
 
 #[tokio::test]

@@ -1,7 +1,7 @@
 //! Upload sessions: bytes received so far live on disk under `uploads/<id>/`, so a session
 //! survives a restart; the running hash lives in memory and is rebuilt from disk if lost.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io;
@@ -158,6 +158,9 @@ pub(crate) struct Entry {
     pub size: u64,
     /// The `digest-algorithm` the session was opened for, if any.
     pub algorithm: Option<Algorithm>,
+    /// Requests of this process writing to it now: expiry leaves it alone meanwhile, however
+    /// long the chunk (a backend may record a write only when it commits).
+    pub writers: u32,
 }
 
 /// A new session would pass a cap; what may be expired to make room, else how long to wait.
@@ -319,15 +322,69 @@ impl Open {
                 last: now,
                 size: 0,
                 algorithm,
+                writers: 0,
             },
         );
         Ok(())
+    }
+
+    /// Count a session another process opened (sessions shared between replicas), unless
+    /// it is counted already. Not against the caps: it is open whatever this process says.
+    pub(crate) fn adopt(&self, id: UploadId, entry: Entry) {
+        let mut st = self.state();
+        if !st.sessions.contains_key(&id) {
+            st.insert(id, entry);
+        }
+    }
+
+    /// Agree with the backend's listing of sessions other processes open and close too:
+    /// every listed session counted, with its size and last write as listed; one counted
+    /// here but not listed released, unless it began after `since` (the listing may have
+    /// missed it; a released one still open is adopted again at its next request).
+    pub(crate) fn sync(&self, listed: Vec<(UploadId, Entry)>, since: SystemTime) {
+        let mut st = self.state();
+        let ids: HashSet<&UploadId> = listed.iter().map(|(id, _)| id).collect();
+        let gone: Vec<UploadId> = st
+            .sessions
+            .iter()
+            .filter(|(id, e)| !ids.contains(id) && e.started < since)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in &gone {
+            st.remove(id);
+        }
+        for (id, entry) in listed {
+            match st.sessions.get_mut(&id) {
+                Some(e) => {
+                    e.size = entry.size;
+                    e.last = e.last.max(entry.last);
+                }
+                None => st.insert(id, entry),
+            }
+        }
     }
 
     /// One session directory is gone. `false` if the session was not counted (already
     /// released): a double removal must not free two slots.
     pub(crate) fn release(&self, id: &UploadId) -> bool {
         self.state().remove(id)
+    }
+
+    /// Count a request writing to `id` until the returned guard drops (also when the
+    /// request is cancelled midway).
+    pub(crate) fn writing<'a>(&'a self, id: &UploadId) -> Writing<'a> {
+        if let Some(e) = self.state().sessions.get_mut(id) {
+            e.writers = e.writers.saturating_add(1);
+        }
+        Writing {
+            open: self,
+            id: id.clone(),
+        }
+    }
+
+    /// Whether a request of this process is writing to `id` now.
+    pub(crate) fn is_writing(&self, id: &UploadId) -> bool {
+        self.state().sessions.get(id).is_some_and(|e| e.writers > 0)
     }
 
     pub(crate) fn touch(&self, id: &UploadId, now: SystemTime) {
@@ -395,6 +452,20 @@ impl Open {
             st.remove(id);
         }
         ids
+    }
+}
+
+/// A request writing to a session, counted by [`Open::writing`].
+pub(crate) struct Writing<'a> {
+    open: &'a Open,
+    id: UploadId,
+}
+
+impl Drop for Writing<'_> {
+    fn drop(&mut self) {
+        if let Some(e) = self.open.state().sessions.get_mut(&self.id) {
+            e.writers = e.writers.saturating_sub(1);
+        }
     }
 }
 
@@ -475,8 +546,19 @@ impl Store {
         Ok(true)
     }
 
-    /// Every open session (of `repo` only, if given), oldest first.
+    /// Every open session (of `repo` only, if given), oldest first. With sessions shared
+    /// between replicas, those the others opened too (the backend's listing).
     pub async fn list_uploads(&self, repo: Option<&RepoName>) -> Vec<UploadSession> {
+        if self.inner.blobs.shared_sessions() {
+            let since = SystemTime::now();
+            match self.inner.blobs.sessions().await {
+                Ok(records) => self.inner.open_uploads.sync(entries(records), since),
+                Err(e) => tracing::warn!(
+                    error = %e,
+                    "cannot list the shared upload sessions; listing this replica's"
+                ),
+            }
+        }
         let mut entries = self.inner.open_uploads.list();
         if let Some(repo) = repo {
             entries.retain(|(_, e)| e.repo.as_ref() == Some(repo));
@@ -535,6 +617,7 @@ pub(crate) fn entries(records: Vec<SessionRecord>) -> Vec<(UploadId, Entry)> {
                 started: r.started,
                 last: r.last_write,
                 size: r.size,
+                writers: 0,
             };
             (r.id, entry)
         })
@@ -683,7 +766,7 @@ mod tests {
         // A repository with nothing but sessions can be deleted too.
         s.delete_repo(&only_sessions).await.expect("sessions only");
         assert_eq!(s.open_uploads(), 1);
-        assert_eq!(s.upload_status(&other, &kept).expect("other repo"), 0);
+        assert_eq!(s.upload_status(&other, &kept).await.expect("other repo"), 0);
         assert!(matches!(
             s.delete_repo(&only_sessions).await,
             Err(StoreError::NameUnknown(_))
@@ -714,7 +797,7 @@ mod tests {
             s.cancel_upload_by_id(&id).await,
             Err(StoreError::UploadUnknown)
         ));
-        assert!(s.upload_status(&repo, &id).is_err());
+        assert!(s.upload_status(&repo, &id).await.is_err());
         assert_eq!(s.open_uploads(), 0);
     }
 }

@@ -4,7 +4,9 @@
 mod admin;
 mod api;
 mod backup;
+mod balancer;
 mod clients;
+mod cluster;
 mod connections;
 mod console;
 mod crash;
@@ -24,6 +26,7 @@ mod import_uploads;
 mod imports;
 mod inproc;
 mod logins;
+mod nginx;
 mod observe;
 mod operate;
 mod powerloss;

@@ -4,131 +4,36 @@
 //! clients from two loopback addresses); a peer that is not trusted gets its `X-Forwarded-*`
 //! and `Forwarded` headers ignored.
 
-use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use reqwest::{Client, StatusCode};
-use tempfile::TempDir;
 
+use crate::nginx::{Nginx, Tls};
 use crate::security::{airdock, basic, client, htpasswd};
-use crate::support::{require_tool, scratch_dir, sha256, Server};
+use crate::support::{scratch_dir, sha256, Server};
 
 /// The name clients use for the proxy (in its certificate; resolved to loopback by the
 /// clients themselves, so no resolver is touched).
 const PROXY_HOST: &str = "registry.lab";
 
-/// nginx in the foreground as one process (`master_process off`), with its own prefix,
-/// configuration, logs and temp dirs; stopped by its PID on drop.
-struct Nginx {
-    child: Option<Child>,
-    port: u16,
-    dir: TempDir,
+/// The proxy's https base URL.
+fn base(nginx: &Nginx) -> String {
+    format!("https://{PROXY_HOST}:{}", nginx.port)
 }
 
-impl Nginx {
-    /// TLS on a free loopback port, proxying everything to `upstream` the way the README's
-    /// snippet does.
-    fn start(upstream: SocketAddr, cert: &Path, key: &Path) -> Nginx {
-        let bin = require_tool("nginx");
-        let dir = scratch_dir("airdock-nginx-");
-        let p = dir.path().display().to_string();
-        let port = free_port();
-        let conf = format!(
-            "daemon off;\nmaster_process off;\npid {p}/nginx.pid;\nerror_log {p}/error.log info;\n\
-events {{ worker_connections 64; }}\n\
-http {{\n  access_log {p}/access.log;\n  client_body_temp_path {p}/body;\n  \
-proxy_temp_path {p}/proxy;\n  fastcgi_temp_path {p}/fastcgi;\n  uwsgi_temp_path {p}/uwsgi;\n  \
-scgi_temp_path {p}/scgi;\n  client_max_body_size 0;\n  server {{\n    \
-listen 127.0.0.1:{port} ssl;\n    ssl_certificate {cert};\n    ssl_certificate_key {key};\n    \
-location / {{\n      proxy_pass http://{upstream};\n      proxy_http_version 1.1;\n      \
-proxy_request_buffering off;\n      proxy_buffering off;\n      \
-proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;\n      \
-proxy_set_header X-Forwarded-Proto $scheme;\n      \
-proxy_set_header X-Forwarded-Host $http_host;\n    }}\n  }}\n}}\n",
-            cert = cert.display(),
-            key = key.display(),
-        );
-        let conf_path = dir.path().join("nginx.conf");
-        std::fs::write(&conf_path, conf).expect("write nginx.conf");
-        let child = Command::new(bin)
-            .arg("-p")
-            .arg(dir.path())
-            .arg("-c")
-            .arg(&conf_path)
-            .arg("-e")
-            .arg(dir.path().join("error.log"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn nginx");
-        let mut nginx = Nginx {
-            child: Some(child),
-            port,
-            dir,
-        };
-        nginx.wait_ready();
-        nginx
-    }
-
-    fn wait_ready(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return;
-            }
-            let exited = self
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten());
-            if exited.is_some() || Instant::now() > deadline {
-                let log =
-                    std::fs::read_to_string(self.dir.path().join("error.log")).unwrap_or_default();
-                panic!("nginx did not start ({exited:?}):\n{log}");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn base(&self) -> String {
-        format!("https://{PROXY_HOST}:{}", self.port)
-    }
-
-    /// A client trusting the lab CA, reaching the proxy from loopback address `from`.
-    fn client(&self, ca: &Path, from: &str) -> Client {
-        let pem = std::fs::read(ca).expect("ca");
-        let from: IpAddr = from.parse().expect("ip");
-        Client::builder()
-            .add_root_certificate(reqwest::Certificate::from_pem(&pem).expect("pem"))
-            .resolve(PROXY_HOST, SocketAddr::from(([127, 0, 0, 1], self.port)))
-            .local_address(from)
-            .timeout(Duration::from_secs(30))
-            .build()
-            .expect("client")
-    }
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        let Some(mut child) = self.child.take() else {
-            return;
-        };
-        // SIGQUIT is nginx's graceful stop; SIGKILL if it does not go.
-        let _ = Command::new("kill")
-            .args(["-QUIT", &child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-    }
+/// A client trusting the lab CA, reaching the proxy from loopback address `from`.
+fn proxy_client(nginx: &Nginx, ca: &Path, from: &str) -> Client {
+    let pem = std::fs::read(ca).expect("ca");
+    let from: IpAddr = from.parse().expect("ip");
+    Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&pem).expect("pem"))
+        .resolve(PROXY_HOST, SocketAddr::from(([127, 0, 0, 1], nginx.port)))
+        .local_address(from)
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("client")
 }
 
 /// Send `rb` with `auth`; only a missing answer panics.
@@ -137,13 +42,6 @@ async fn send(rb: reqwest::RequestBuilder, auth: &str) -> reqwest::Response {
         .send()
         .await
         .expect("request through nginx")
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
 }
 
 /// `ca.crt`, `tls.crt`, `tls.key` for [`PROXY_HOST`] in `dir`.
@@ -170,17 +68,18 @@ admins: [alice]\n",
     )
     .expect("write config");
     let s = Server::start_with_args(&["--config", cfg.to_str().expect("utf-8")]);
-    let nginx = Nginx::start(
-        s.addr(),
-        &certs.path().join("tls.crt"),
-        &certs.path().join("tls.key"),
-    );
+    let (cert, key) = (certs.path().join("tls.crt"), certs.path().join("tls.key"));
+    let tls = Tls {
+        cert: &cert,
+        key: &key,
+    };
+    let nginx = Nginx::start(&[s.addr()], Some(tls));
     let ca = certs.path().join("ca.crt");
     let (a, b) = (
-        nginx.client(&ca, "127.0.0.2"),
-        nginx.client(&ca, "127.0.0.3"),
+        proxy_client(&nginx, &ca, "127.0.0.2"),
+        proxy_client(&nginx, &ca, "127.0.0.3"),
     );
-    let base = nginx.base();
+    let base = base(&nginx);
     let alice = basic("alice", "alice-pw");
 
     // The challenge sends clients to the proxy's https token endpoint.

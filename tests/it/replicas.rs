@@ -11,6 +11,7 @@ use airdock_storage_s3::testing::Versitygw;
 use reqwest::StatusCode;
 use serde_json::Value;
 
+use crate::cluster::Cluster;
 use crate::s3::{airdock_s3, s3_flags, S3_ENV};
 use crate::security::{basic, htpasswd};
 use crate::support::{
@@ -18,46 +19,6 @@ use crate::support::{
 };
 
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-
-/// A database, a bucket, and the replicas serving from them.
-struct Cluster {
-    pg: Postgres,
-    url: String,
-    _gw: Versitygw,
-    /// The flags every replica runs with (a later one joins with them).
-    args: Vec<String>,
-    replicas: Vec<Server>,
-}
-
-impl Cluster {
-    /// `n` replicas on a fresh database and bucket, each started with `extra` flags.
-    fn start(n: usize, extra: &[&str]) -> Cluster {
-        let pg = Postgres::start();
-        let url = pg.database();
-        let gw = Versitygw::start();
-        let mut args = s3_flags(&gw, "replicas");
-        args.extend(["--metadata-url".to_owned(), url.clone()]);
-        args.extend(extra.iter().map(|s| s.to_string()));
-        let mut cl = Cluster {
-            pg,
-            url,
-            _gw: gw,
-            args,
-            replicas: Vec::new(),
-        };
-        for _ in 0..n {
-            let replica = cl.join();
-            cl.replicas.push(replica);
-        }
-        cl
-    }
-
-    /// One more replica, on a data dir of its own.
-    fn join(&self) -> Server {
-        let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
-        Server::start_in_env(scratch_dir("airdock-replica-"), &args, &S3_ENV)
-    }
-}
 
 /// Push a one-layer image to `repo:tag` through `s`; its manifest digest.
 async fn push_image(c: &reqwest::Client, s: &Server, repo: &str, tag: &str, seed: u64) -> String {
@@ -353,4 +314,66 @@ async fn imports_racing_through_two_replicas_stay_whole_and_agree() {
         seen.push((resolved, ids));
     }
     assert_eq!(seen[0], seen[1], "both replicas hold the same history");
+}
+
+/// Through nginx round-robin over two replicas on one database and bucket: an upload begun on
+/// one replica is finished by the other, the manifest is committed by whichever comes next,
+/// and both replicas serve the tag at once, directly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_through_the_balancer_spans_both_replicas() {
+    let cl = Cluster::balanced(2, &[]);
+    let c = client(Duration::from_secs(30));
+    let layer = crate::support::xorshift_bytes(64 * 1024, 11);
+    let ld = sha256(&layer);
+    let r = c
+        .post(cl.lb_url("/v2/lab/lb/blobs/uploads/"))
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let at = r.headers()["location"].to_str().expect("ascii").to_owned();
+    let at = if at.starts_with('/') {
+        cl.lb_url(&at)
+    } else {
+        at
+    };
+    let sep = if at.contains('?') { '&' } else { '?' };
+    let r = c
+        .put(format!("{at}{sep}digest={ld}"))
+        .body(layer.clone())
+        .send()
+        .await
+        .expect("PUT");
+    assert_eq!(r.status(), StatusCode::CREATED, "{:?}", r.text().await);
+    let config = b"{}";
+    let cd = sha256(config);
+    let r = c
+        .post(cl.lb_url(&format!("/v2/lab/lb/blobs/uploads/?digest={cd}")))
+        .body(config.to_vec())
+        .send()
+        .await
+        .expect("POST config");
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let m = image_manifest(&cd, config.len(), &ld, layer.len());
+    let r = c
+        .put(cl.lb_url("/v2/lab/lb/manifests/v1"))
+        .header("content-type", OCI_MANIFEST)
+        .body(m.clone())
+        .send()
+        .await
+        .expect("PUT manifest");
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let served = cl.nginx.as_ref().expect("balanced").requests(4);
+    let upstreams: std::collections::HashSet<&str> =
+        served.iter().map(|(up, ..)| up.as_str()).collect();
+    assert_eq!(upstreams.len(), 2, "both replicas took part: {served:?}");
+    for s in &cl.replicas {
+        assert_eq!(
+            resolve(&c, s, "lab/lb", "v1").await,
+            Some(sha256(m.as_bytes()))
+        );
+        let got = get(&c, s, &format!("/v2/lab/lb/blobs/{ld}")).await;
+        assert_eq!(got.status(), StatusCode::OK);
+        assert_eq!(got.bytes().await.expect("body").as_ref(), layer.as_slice());
+    }
 }

@@ -112,14 +112,7 @@ async fn serve_on_s3_keeps_every_blob_in_the_bucket() {
         .expect("location")
         .to_owned();
     for (start, end) in [(0usize, 3 << 20), (3 << 20, layer.len())] {
-        let r = c
-            .patch(s.url(&at))
-            .header("Content-Type", "application/octet-stream")
-            .header("Content-Range", format!("{start}-{}", end - 1))
-            .body(layer[start..end].to_vec())
-            .send()
-            .await
-            .expect("patch");
+        let r = support::patch_chunk(&c, &s.url(&at), start, &layer[start..end]).await;
         assert_eq!(r.status(), StatusCode::ACCEPTED);
         at = r.headers()["location"]
             .to_str()

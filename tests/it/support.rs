@@ -522,6 +522,21 @@ pub async fn push_blob(c: &Client, s: &Server, repo: &str, bytes: &[u8]) -> Stri
     d
 }
 
+/// PATCH `chunk` (not empty) to the upload session at `url` as its bytes from `start` on
+/// (`Content-Range`).
+pub async fn patch_chunk(c: &Client, url: &str, start: usize, chunk: &[u8]) -> Response {
+    c.patch(url)
+        .header("Content-Type", "application/octet-stream")
+        .header(
+            "Content-Range",
+            format!("{start}-{}", start + chunk.len() - 1),
+        )
+        .body(chunk.to_vec())
+        .send()
+        .await
+        .expect("patch")
+}
+
 /// The manifest of one config and one layer (not gzipped), for blobs of these sizes.
 /// The digests of the layers and config an image manifest (JSON) names.
 pub fn manifest_blobs(m: &Value) -> Vec<&str> {

@@ -296,6 +296,20 @@ pub trait BlobStore: Send + Sync + 'static {
     /// Bytes session `id` holds, or `UploadUnknown`.
     async fn session_size(&self, id: &UploadId) -> Result<u64, StoreError>;
 
+    /// Whether other processes may write this backend's sessions too (replicas over one S3
+    /// bucket). The store then asks the backend, not its own memory, for a session it has
+    /// not seen and for a session's size. `false` by default: this process alone writes them.
+    fn shared_sessions(&self) -> bool {
+        false
+    }
+
+    /// Session `id` as [`BlobStore::sessions`] lists it, or `None` if it is not open. By
+    /// default a search of that listing; a backend whose sessions other processes open
+    /// answers directly, since the store asks on requests for sessions it has not seen.
+    async fn session(&self, id: &UploadId) -> Result<Option<SessionRecord>, StoreError> {
+        Ok(self.sessions().await?.into_iter().find(|r| &r.id == id))
+    }
+
     /// Close session `id` as blob `expected`: verify the bytes appended against it and make
     /// them that blob, without copying them where the backend can avoid it (a rename, an S3
     /// multipart completion). On `DigestMismatch` the session is removed and nothing is

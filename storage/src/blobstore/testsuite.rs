@@ -552,6 +552,21 @@ pub async fn session_ids_and_listing<H: Harness>(h: H) {
     ));
 }
 
+/// A session found by its id, also by a new instance (as a replica that did not open it
+/// finds it); unknown and aborted ones are not found.
+pub async fn session_found_by_id<H: Harness>(mut h: H) {
+    let id = begin(h.store(), "found").await;
+    append(h.store(), &id, 0, b"12345").await;
+    h.restart().await;
+    let s = h.store();
+    let r = s.session(&id).await.expect("session").expect("open");
+    assert_eq!((&r.id, r.size, &r.info[..]), (&id, 5, &b"found"[..]));
+    assert!(r.last_write >= r.started, "{r:?}");
+    assert_eq!(s.session(&UploadId::new()).await.expect("unknown"), None);
+    assert!(s.abort(&id).await.expect("abort"));
+    assert_eq!(s.session(&id).await.expect("aborted"), None);
+}
+
 /// A second writer while a chunk is still arriving is refused, not interleaved.
 pub async fn session_has_one_writer_at_a_time<H: Harness>(h: H) {
     let s = h.store();
@@ -713,6 +728,7 @@ macro_rules! blobstore_contract_tests {
             session_finish_with_wrong_digest_leaves_nothing,
             session_finish_edge_cases,
             session_ids_and_listing,
+            session_found_by_id,
             session_has_one_writer_at_a_time,
             sweep_leftovers_spares_live_data,
             strays_and_quarantine

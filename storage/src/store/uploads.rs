@@ -61,20 +61,66 @@ impl Store {
     }
 
     /// The session `id` of `repo`, or `UploadUnknown` (also for another repository's).
-    pub(crate) fn session(
+    pub(crate) async fn session(
         &self,
         repo: &RepoName,
         id: &UploadId,
     ) -> Result<uploads::Entry, StoreError> {
+        self.adopt_session(id).await?;
         self.inner
             .open_uploads
             .get(repo, id)
             .ok_or(StoreError::UploadUnknown)
     }
 
+    /// With sessions shared between replicas ([`BlobStore::shared_sessions`]), one this
+    /// process has not seen may have been opened by another: found in the backend, it is
+    /// counted here from now on (not against the caps: it is open already).
+    async fn adopt_session(&self, id: &UploadId) -> Result<(), StoreError> {
+        let blobs = &self.inner.blobs;
+        if !blobs.shared_sessions() || self.inner.open_uploads.contains(id) {
+            return Ok(());
+        }
+        if let Some(record) = blobs.session(id).await? {
+            for (id, entry) in uploads::entries(vec![record]) {
+                self.inner.open_uploads.adopt(id, entry);
+            }
+        }
+        Ok(())
+    }
+
+    /// What session `id` holds: the size this store last saw, or, with sessions shared
+    /// between replicas, the backend's (another replica may have appended since). A session
+    /// the backend no longer has (finished or cancelled elsewhere) stops counting here.
+    async fn held(&self, id: &UploadId, entry: &uploads::Entry) -> Result<u64, StoreError> {
+        if !self.inner.blobs.shared_sessions() {
+            return Ok(entry.size);
+        }
+        match self.inner.blobs.session_size(id).await {
+            Ok(size) => {
+                self.inner.open_uploads.set_size(id, size);
+                Ok(size)
+            }
+            Err(e) => Err(self.gone(id, e)),
+        }
+    }
+
+    /// `e` from the backend about session `id`; `UploadUnknown` means it went elsewhere
+    /// (another replica finished or cancelled it), so it stops counting here too.
+    fn gone(&self, id: &UploadId, e: StoreError) -> StoreError {
+        if matches!(e, StoreError::UploadUnknown) {
+            self.inner.open_uploads.release(id);
+        }
+        e
+    }
+
     /// The repository and owner of session `id`, for callers that address sessions by id
     /// alone (the admin API's import uploads).
-    pub fn upload_session(&self, id: &UploadId) -> Result<(RepoName, Option<String>), StoreError> {
+    pub async fn upload_session(
+        &self,
+        id: &UploadId,
+    ) -> Result<(RepoName, Option<String>), StoreError> {
+        self.adopt_session(id).await?;
         let entry = self
             .inner
             .open_uploads
@@ -105,14 +151,15 @@ which `airdock import --server` falls back to by itself)",
         repo: &RepoName,
         id: &UploadId,
     ) -> Result<BlobReader, StoreError> {
-        self.session(repo, id)?;
+        self.session(repo, id).await?;
         let read = self.inner.blobs.read_session(id).await?;
         Ok(BlobReader::new(read.stream))
     }
 
     /// Bytes received so far.
-    pub fn upload_status(&self, repo: &RepoName, id: &UploadId) -> Result<u64, StoreError> {
-        Ok(self.session(repo, id)?.size)
+    pub async fn upload_status(&self, repo: &RepoName, id: &UploadId) -> Result<u64, StoreError> {
+        let session = self.session(repo, id).await?;
+        self.held(id, &session).await
     }
 
     /// Append a chunk. `start` (from `Content-Range`) must equal the bytes held so far;
@@ -125,11 +172,16 @@ which `airdock import --server` falls back to by itself)",
         len: Option<u64>,
         mut reader: R,
     ) -> Result<u64, StoreError> {
-        let session = self.session(repo, id)?;
+        let session = self.session(repo, id).await?;
         let open = &self.inner.open_uploads;
         open.touch(id, SystemTime::now());
-        let offset = start.unwrap_or(session.size);
+        let offset = match start {
+            Some(start) => start,
+            None => self.held(id, &session).await?,
+        };
+        let writing = open.writing(id);
         let result = self.inner.blobs.append(id, offset, len, &mut reader).await;
+        drop(writing);
         // Idle is measured from the end of the last write, not its start.
         open.touch(id, SystemTime::now());
         let size = match result {
@@ -140,7 +192,7 @@ which `airdock import --server` falls back to by itself)",
                 open.set_size(id, current);
                 return Err(e);
             }
-            Err(e) => return Err(e),
+            Err(e) => return Err(self.gone(id, e)),
         };
         open.set_size(id, size);
         Ok(size)
@@ -155,7 +207,7 @@ which `airdock import --server` falls back to by itself)",
         expected: &Digest,
         reader: R,
     ) -> Result<Ingested, StoreError> {
-        let session = self.session(repo, id)?;
+        let session = self.session(repo, id).await?;
         if let Some(alg) = session.algorithm {
             if alg != expected.algorithm() {
                 return Err(StoreError::DigestInvalid(format!(
@@ -177,7 +229,7 @@ which `airdock import --server` falls back to by itself)",
             Err(_) if !self.inner.open_uploads.contains(id) => {
                 return Err(StoreError::UploadUnknown)
             }
-            Err(e) => return Err(e),
+            Err(e) => return Err(self.gone(id, e)),
         };
         // Its grace window starts now: the client's manifest referencing it comes next.
         self.touch_written(expected);
@@ -198,7 +250,7 @@ which `airdock import --server` falls back to by itself)",
     }
 
     pub async fn cancel_upload(&self, repo: &RepoName, id: &UploadId) -> Result<(), StoreError> {
-        self.session(repo, id)?;
+        self.session(repo, id).await?;
         self.inner.blobs.abort(id).await?;
         self.inner.open_uploads.release(id);
         Ok(())
