@@ -117,3 +117,124 @@ async fn imgpkg_pulls_through_another_replica_and_the_balancer_what_one_imported
         assert_ne!(pair[0].0, pair[1].0, "round-robin: {served:?}");
     }
 }
+
+/// docker (its own dockerd) pushes an image with a 24 MiB layer through nginx round-robin over
+/// two replicas: every request of the push goes to the next replica, so each upload session is
+/// begun on one, written on the other and finished on the first, and the big layer's body
+/// streams through nginx into the session's S3 multipart upload. Both replicas then serve the
+/// tag. docker pulls it back through the balancer by tag and by digest from nothing local;
+/// containerd pulls it through the balancer with `ctr` (unpacked, files read back) and with
+/// crictl through the CRI plugin (by digest, the balancer named in a `hosts.toml`).
+#[test]
+fn docker_and_containerd_push_and_pull_through_the_balancer() {
+    use crate::clients::containerd::Containerd;
+    use crate::clients::docker::{pushed_digest, Docker};
+    use crate::clients::harness::{state_dir, Http};
+    use crate::clients::image::{host_arch, resolve, Flavor, Image};
+
+    let cl = Cluster::balanced(2, &[]);
+    let nginx = cl.nginx.as_ref().expect("balancer");
+    let lb = cl.lb_base().trim_start_matches("http://").to_owned();
+    let docker = Docker::start();
+    let ctrd = Containerd::start();
+    let http = Http::new();
+    let work = state_dir("airdock-lb-docker-");
+
+    let image = Image::with_bulk(Flavor::Docker, host_arch(), "lb", 24 << 20);
+    let archive = work.path().join("image.tar");
+    image.write_docker_archive(&archive, "airdock-test/lb:local");
+    docker.run(&["load", "-i", &archive.display().to_string()]);
+    let remote = format!("{lb}/clients/lb:v1");
+    docker.run(&["tag", "airdock-test/lb:local", &remote]);
+    let digest = pushed_digest(&docker.run(&["push", &remote]));
+    for s in &cl.replicas {
+        assert_eq!(
+            resolve(&http, s, "clients/lb", "v1").as_deref(),
+            Some(digest.as_str()),
+            "the tag through {}",
+            s.addr()
+        );
+    }
+    // docker sends the push's requests one at a time (the layer, then the config, then the
+    // manifest), so each went to the other replica than the one before: both upload sessions
+    // were begun (POST) on one replica, written (PATCH) on the other and finished (PUT) on the
+    // first. (A `-` upstream is the TLS probe docker sends first, refused by nginx.)
+    let pushed: Vec<_> = nginx
+        .requests(12)
+        .into_iter()
+        .filter(|r| r.0 != "-")
+        .collect();
+    let uploads = pushed.iter().filter(|r| r.1 == "PATCH").count();
+    assert_eq!(uploads, 2, "the layer and the config: {pushed:?}");
+    for pair in pushed.windows(2) {
+        assert_ne!(pair[0].0, pair[1].0, "round-robin: {pushed:?}");
+    }
+    for r in &pushed {
+        assert!(r.3.starts_with('2') || r.3 == "404", "{r:?}");
+    }
+
+    // Pull by tag and by digest through the balancer, from nothing local.
+    docker.run(&["rmi", "airdock-test/lb:local", &remote]);
+    let pulled = docker.run(&["pull", &remote]).stdout_text();
+    assert!(pulled.contains(&digest), "docker pull by tag:\n{pulled}");
+    assert_eq!(docker.image_id(&remote), image.config.digest);
+    let data = docker.read_file(&remote, "airdock/data.bin", &work.path().join("by-tag"));
+    assert!(
+        data == image.file("airdock/data.bin"),
+        "airdock/data.bin differs after a pull by tag"
+    );
+    docker.run(&["rmi", &remote]);
+    let by_digest = format!("{lb}/clients/lb@{digest}");
+    docker.run(&["pull", &by_digest]);
+    let hello = docker.read_file(
+        &by_digest,
+        "airdock/hello.txt",
+        &work.path().join("by-digest"),
+    );
+    assert_eq!(hello, image.file("airdock/hello.txt"));
+
+    // containerd: ctr by tag (unpacked by the native snapshotter), crictl by digest.
+    let pull = [
+        "images",
+        "pull",
+        "--plain-http",
+        "--snapshotter",
+        "native",
+        remote.as_str(),
+    ];
+    ctrd.ctr("airdock", &pull);
+    let files = ctrd.read_files(
+        "airdock",
+        &remote,
+        &["airdock/hello.txt", "airdock/data.bin"],
+    );
+    assert_eq!(files[0], image.file("airdock/hello.txt"));
+    assert!(
+        files[1] == image.file("airdock/data.bin"),
+        "airdock/data.bin differs after ctr's unpack"
+    );
+    ctrd.hosts_toml(
+        &lb,
+        &format!(
+            "server = \"http://{lb}\"\n\n[host.\"http://{lb}\"]\n  capabilities = [\"pull\", \"resolve\"]\n"
+        ),
+    );
+    ctrd.crictl(&["pull", &by_digest]);
+    let inspected = ctrd.crictl(&["inspecti", "-o", "json", &by_digest]).json();
+    assert_eq!(
+        inspected["status"]["id"], image.config.digest,
+        "crictl inspecti: {inspected}"
+    );
+
+    // Every pull went through both replicas.
+    let served = nginx.requests(pushed.len() + 10);
+    let gets = |up: &str| {
+        served
+            .iter()
+            .filter(|r| r.0 == up && r.1 == "GET" && r.2.contains("/blobs/sha256:"))
+            .count()
+    };
+    for s in &cl.replicas {
+        assert!(gets(&s.addr().to_string()) >= 2, "{}: {served:?}", s.addr());
+    }
+}
