@@ -75,7 +75,8 @@ fn assert_balanced(served: &[Served], replicas: &[Server]) {
 /// balancer. Each time imgpkg finds every image hosted next to the bundle, so the
 /// `images.yml` it writes (the bundle's and each nested bundle's) names that address, and
 /// every image named there pulls through it with `imgpkg pull -i` (a bundle named there with
-/// `-b`).
+/// `-b`). Then `airdock import --server` through the balancer leaves the same fixture state
+/// on both replicas.
 #[tokio::test]
 async fn imgpkg_pulls_through_another_replica_and_the_balancer_what_one_imported() {
     let cl = Cluster::balanced(2, &["--admin-token", TOKEN]);
@@ -146,6 +147,30 @@ async fn imgpkg_pulls_through_another_replica_and_the_balancer_what_one_imported
     let served = settled(cl.nginx.as_ref().expect("balancer"), 10);
     assert!(served.len() >= 10, "{served:?}");
     assert_balanced(&served, &cl.replicas);
+
+    // `airdock import --server` through the balancer (the tar streamed through nginx to
+    // whichever replica's turn it is): both replicas then hold exactly what imgpkg's own
+    // registry held for that fixture, and A serves its bundle to imgpkg.
+    let out = std::process::Command::new(crate::support::AIRDOCK_BIN)
+        .arg("import")
+        .arg(crate::fixture::fixtures().join("tars/guestbook-bundle.tar"))
+        .args(["-r", "lab/guestbook", "--json", "--server", &cl.lb_base()])
+        .env("AIRDOCK_ADMIN_TOKEN", TOKEN)
+        .output()
+        .expect("run airdock import");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON report");
+    let tag = report["root_bundle"]["tag"].as_str().expect("a bundle");
+    for s in &cl.replicas {
+        crate::imgpkg::assert_fixture_state(s, "lab/guestbook", "guestbook-bundle").await;
+    }
+    let out = imgpkg.dir().join("guestbook-a");
+    let stdout = imgpkg.pull(&format!("{}/lab/guestbook:{tag}", a.host()), &out);
+    assert!(stdout.contains("is hosting every image"), "{stdout}");
 }
 
 /// docker (its own dockerd) pushes an image with a 24 MiB layer through nginx round-robin over
