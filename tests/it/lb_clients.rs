@@ -183,7 +183,7 @@ async fn imgpkg_pulls_through_another_replica_and_the_balancer_what_one_imported
 #[test]
 fn docker_and_containerd_push_and_pull_through_the_balancer() {
     use crate::clients::containerd::Containerd;
-    use crate::clients::docker::{pushed_digest, Docker};
+    use crate::clients::docker::Docker;
     use crate::clients::harness::{state_dir, Http};
     use crate::clients::image::{host_arch, resolve, Flavor, Image};
 
@@ -196,12 +196,8 @@ fn docker_and_containerd_push_and_pull_through_the_balancer() {
     let work = state_dir("airdock-lb-docker-");
 
     let image = Image::with_bulk(Flavor::Docker, host_arch(), "lb", 24 << 20);
-    let archive = work.path().join("image.tar");
-    image.write_docker_archive(&archive, "airdock-test/lb:local");
-    docker.run(&["load", "-i", &archive.display().to_string()]);
     let remote = format!("{lb}/clients/lb:v1");
-    docker.run(&["tag", "airdock-test/lb:local", &remote]);
-    let digest = pushed_digest(&docker.run(&["push", &remote]));
+    let digest = docker.load_and_push(&image, &remote, work.path());
     for s in &cl.replicas {
         assert_eq!(
             resolve(&http, s, "clients/lb", "v1").as_deref(),
@@ -225,45 +221,12 @@ fn docker_and_containerd_push_and_pull_through_the_balancer() {
     }
 
     // Pull by tag and by digest through the balancer, from nothing local.
-    docker.run(&["rmi", "airdock-test/lb:local", &remote]);
-    let pulled = docker.run(&["pull", &remote]).stdout_text();
-    assert!(pulled.contains(&digest), "docker pull by tag:\n{pulled}");
-    assert_eq!(docker.image_id(&remote), image.config.digest);
-    let data = docker.read_file(&remote, "airdock/data.bin", &work.path().join("by-tag"));
-    assert!(
-        data == image.file("airdock/data.bin"),
-        "airdock/data.bin differs after a pull by tag"
-    );
-    docker.run(&["rmi", &remote]);
+    docker.assert_pulls_back(&image, &remote, &digest, work.path());
     let by_digest = format!("{lb}/clients/lb@{digest}");
-    docker.run(&["pull", &by_digest]);
-    let hello = docker.read_file(
-        &by_digest,
-        "airdock/hello.txt",
-        &work.path().join("by-digest"),
-    );
-    assert_eq!(hello, image.file("airdock/hello.txt"));
 
     // containerd: ctr by tag (unpacked by the native snapshotter), crictl by digest.
-    let pull = [
-        "images",
-        "pull",
-        "--plain-http",
-        "--snapshotter",
-        "native",
-        remote.as_str(),
-    ];
-    ctrd.ctr("airdock", &pull);
-    let files = ctrd.read_files(
-        "airdock",
-        &remote,
-        &["airdock/hello.txt", "airdock/data.bin"],
-    );
-    assert_eq!(files[0], image.file("airdock/hello.txt"));
-    assert!(
-        files[1] == image.file("airdock/data.bin"),
-        "airdock/data.bin differs after ctr's unpack"
-    );
+    ctrd.pull_plain_http("airdock", &remote);
+    ctrd.assert_unpacked("airdock", &remote, &image);
     ctrd.hosts_toml(
         &lb,
         &format!(
