@@ -125,8 +125,7 @@ start_s3() { # LOGFILE: starts versitygw once; sets s3_port
 # Two `airdock serve` processes (own ports and data dirs) on one versitygw bucket (one key
 # prefix for both) and one PostgreSQL (CONFORMANCE_METADATA_URL, else a throw-away cluster
 # started here), behind nginx (Debian nginx-light): every other request lands on the other
-# replica. Enabled once `airdock serve --help` offers --metadata-url (shared metadata, issue 12);
-# until then the run says so and is not counted.
+# replica. Not run (and not counted) with REGISTRY_CMD, which starts one registry of its own.
 replica_pids=()
 replica_dirs=()
 nginx_pid=
@@ -137,7 +136,7 @@ metadata_url=
 use_replicas=0  # set for the replicas run only
 
 replicas_supported() {
-  [[ -z $registry_cmd ]] && "$airdock" serve --help 2>/dev/null | grep -q -- '--metadata-url'
+  [[ -z $registry_cmd ]]
 }
 
 stop_postgres() {
@@ -267,8 +266,7 @@ CONF
 run_replicas() {
   local label=conformance-replicas dir="$results_root/conformance-replicas" rc
   if ! replicas_supported; then
-    echo "== $label: NOT ENABLED YET: \`airdock serve\` has no --metadata-url, so replicas would"
-    echo "   not share their repositories (issue 12); not run and not counted"
+    echo "== $label: not run: REGISTRY_CMD starts one registry, not replicas of airdock"
     return 0
   fi
   # run_main starts $dir afresh: the services log beside it.
@@ -434,8 +432,52 @@ run_main() { # LABEL SPARSE [AUTH_TLS_DIR]
   run_bg "$dir/suite.log" main_suite
   rc=$?
   [[ $rc == 124 || $rc == 137 ]] && echo "   suite timed out after ${suite_timeout}s" | tee -a "$dir/suite.log"
+  local spread=ok
+  if [[ $use_replicas == 1 ]]; then
+    cp "$nginx_dir/access.log" "$dir/nginx-access.log" 2>/dev/null
+    round_robin_problem "$dir/nginx-access.log" >"$dir/round-robin.txt" || spread=bad
+  fi
   stop_registry
   python3 "$here/summarize.py" main "$label" "$dir" "$rc" "$here/expected-skips.txt"
+  rc=$?
+  if [[ $use_replicas == 1 ]]; then
+    sed 's/^/   /' "$dir/round-robin.txt"
+    if [[ $spread != ok ]]; then
+      # Counted as one more failed check: the run did not prove what it is for.
+      local p f s
+      read -r p f s <"$dir/counts" && echo "$p $((f + 1)) $s" >"$dir/counts"
+      rc=1
+    fi
+  fi
+  return "$rc"
+}
+
+# round_robin_problem ACCESS_LOG: the replicas run's proof that it spread over both replicas.
+# The suite sends one request at a time, so nginx's strict round-robin (one worker) must send
+# every request to the other replica than the one before: each line's upstream (the
+# `$upstream_addr` field of the `lb` format) differs from the previous line's. A line whose
+# upstream lists two addresses ("A, B") is a retry on the other replica after an error, which
+# would hide a failure: refused too. A `-` upstream is a request nginx answered itself (none
+# expected). Prints a one-line summary, or the problem; non-zero on a problem.
+round_robin_problem() {
+  awk -v want="${#replica_pids[@]}" '
+    { n++ }
+    $1 == "-" { local_ = local_ + 1; next }
+    $1 ~ /,$/ { retried = retried + 1; if (!ex) ex = "retried: " $0; next }
+    {
+      seen[$1]++
+      if (prev != "" && $1 == prev) { same++; if (!ex) ex = "line " n " went to the replica of the line before: " $0 }
+      prev = $1
+    }
+    END {
+      ups = 0; for (u in seen) { ups++; per = per (per == "" ? "" : ", ") u ": " seen[u] }
+      if (n == 0) { print "round-robin: FAILED: nginx logged no request"; exit 1 }
+      bad = (ups != want || same > 0 || retried > 0 || local_ > 0)
+      printf "round-robin: %s: %d requests over %d replicas (%s), %d to the same replica as the one before, %d retried, %d answered by nginx\n",
+        (bad ? "FAILED" : "ok"), n, ups, per, same, retried, local_
+      if (ex) print "  first: " ex
+      exit bad
+    }' "$1"
 }
 
 run_legacy() { # LABEL

@@ -25,6 +25,7 @@ mod import_cli;
 mod import_uploads;
 mod imports;
 mod inproc;
+mod lb_clients;
 mod logins;
 mod nginx;
 mod observe;

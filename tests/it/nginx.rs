@@ -1,5 +1,5 @@
 //! nginx (Debian `nginx-light`) in front of airdock for the tests: TLS termination for one
-//! upstream (`proxy.rs`), round-robin over several replicas (`replicas.rs`). One process in
+//! upstream (`proxy.rs`), round-robin over several replicas (`cluster.rs`). One process in
 //! the foreground (`master_process off`: one worker, so the round-robin is strict), its own
 //! prefix, configuration, logs and temp dirs, on a free loopback port, stopped by its PID.
 

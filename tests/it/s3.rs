@@ -381,25 +381,8 @@ fn containerd_pulls_an_image_from_s3() {
     let image = Image::build(Flavor::Docker, host_arch(), "s3");
     image.push_http(&http, &s3.server, "clients/s3", "v1");
     let reference = format!("{}/clients/s3:v1", s3.server.host());
-    let pull = [
-        "images",
-        "pull",
-        "--plain-http",
-        "--snapshotter",
-        "native",
-        reference.as_str(),
-    ];
-    c.ctr("airdock", &pull);
-    let files = c.read_files(
-        "airdock",
-        &reference,
-        &["airdock/hello.txt", "airdock/data.bin"],
-    );
-    assert_eq!(files[0], image.file("airdock/hello.txt"));
-    assert!(
-        files[1] == image.file("airdock/data.bin"),
-        "airdock/data.bin differs after unpack"
-    );
+    c.pull_plain_http("airdock", &reference);
+    c.assert_unpacked("airdock", &reference, &image);
     assert_eq!(
         walk(&s3.server.data_dir().join("blobs")),
         0,
@@ -412,7 +395,7 @@ fn containerd_pulls_an_image_from_s3() {
 /// and came out of it.
 #[test]
 fn docker_pushes_and_pulls_an_image_on_s3() {
-    use crate::clients::docker::{pushed_digest, Docker};
+    use crate::clients::docker::Docker;
     use crate::clients::harness::{state_dir, Http};
     use crate::clients::image::{host_arch, resolve, Flavor, Image};
     let docker = Docker::start();
@@ -420,12 +403,8 @@ fn docker_pushes_and_pulls_an_image_on_s3() {
     let http = Http::new();
     let work = state_dir("airdock-docker-s3-");
     let image = Image::build(Flavor::Docker, host_arch(), "docker-s3");
-    let archive = work.path().join("image.tar");
-    image.write_docker_archive(&archive, "airdock-test/docker-s3:local");
-    docker.run(&["load", "-i", &archive.display().to_string()]);
     let remote = format!("{}/clients/docker-s3:v1", s3.server.host());
-    docker.run(&["tag", "airdock-test/docker-s3:local", &remote]);
-    let digest = pushed_digest(&docker.run(&["push", &remote]));
+    let digest = docker.load_and_push(&image, &remote, work.path());
     assert_eq!(
         resolve(&http, &s3.server, "clients/docker-s3", "v1").as_deref(),
         Some(digest.as_str())
@@ -435,24 +414,7 @@ fn docker_pushes_and_pulls_an_image_on_s3() {
         0,
         "no blob file on local disk"
     );
-    docker.run(&["rmi", "airdock-test/docker-s3:local", &remote]);
-    let pulled = docker.run(&["pull", &remote]).stdout_text();
-    assert!(pulled.contains(&digest), "docker pull by tag:\n{pulled}");
-    assert_eq!(docker.image_id(&remote), image.config.digest);
-    let data = docker.read_file(&remote, "airdock/data.bin", &work.path().join("by-tag"));
-    assert!(
-        data == image.file("airdock/data.bin"),
-        "airdock/data.bin differs after a pull by tag"
-    );
-    docker.run(&["rmi", &remote]);
-    let by_digest = format!("{}/clients/docker-s3@{digest}", s3.server.host());
-    docker.run(&["pull", &by_digest]);
-    let hello = docker.read_file(
-        &by_digest,
-        "airdock/hello.txt",
-        &work.path().join("by-digest"),
-    );
-    assert_eq!(hello, image.file("airdock/hello.txt"));
+    docker.assert_pulls_back(&image, &remote, &digest, work.path());
 }
 
 /// `POST /admin/v1/gc?grace=GRACE` as the admin: 200 and its report.

@@ -161,6 +161,31 @@ disabled_plugins = [
         fs::write(dir.join("hosts.toml"), content).expect("write hosts.toml");
     }
 
+    /// `ctr images pull --plain-http` of `reference` into namespace `ns`, unpacked by the
+    /// native snapshotter.
+    pub fn pull_plain_http(&self, ns: &str, reference: &str) {
+        self.ctr(
+            ns,
+            &[
+                "images",
+                "pull",
+                "--plain-http",
+                "--snapshotter",
+                "native",
+                reference,
+            ],
+        );
+    }
+
+    /// The unpacked `reference` (namespace `ns`) holds every file of `image`, byte for byte.
+    pub fn assert_unpacked(&self, ns: &str, reference: &str, image: &Image) {
+        let names: Vec<&str> = image.files.iter().map(|(p, _)| p.as_str()).collect();
+        let got = self.read_files(ns, reference, &names);
+        for ((name, want), got) in image.files.iter().zip(got) {
+            assert!(got == *want, "{name} differs in the unpacked {reference}");
+        }
+    }
+
     /// Mount the unpacked image `reference` (namespace `ns`, native
     /// snapshotter), read `files` and unmount. Proves the pull unpacked.
     pub fn read_files(&self, ns: &str, reference: &str, files: &[&str]) -> Vec<Vec<u8>> {
@@ -216,21 +241,6 @@ fn ctr_image_digest(c: &Containerd, ns: &str, reference: &str) -> String {
         .to_string()
 }
 
-/// `ctr images pull --plain-http` into [`NS`], unpacked with the native snapshotter.
-fn pull_plain_http(c: &Containerd, reference: &str) {
-    c.ctr(
-        NS,
-        &[
-            "images",
-            "pull",
-            "--plain-http",
-            "--snapshotter",
-            "native",
-            reference,
-        ],
-    );
-}
-
 #[test]
 fn ctr_pull_plain_http_unpacks_and_push() {
     let c = Containerd::start();
@@ -242,21 +252,16 @@ fn ctr_pull_plain_http_unpacks_and_push() {
     let image = Image::build(Flavor::Docker, host_arch(), "ctr");
     image.push_http(&http, &server, "clients/ctr", "v1");
     let reference = format!("{host}/clients/ctr:v1");
-    pull_plain_http(&c, &reference);
+    c.pull_plain_http(NS, &reference);
     assert_eq!(ctr_image_digest(&c, NS, &reference), image.manifest.digest);
-    let files = c.read_files(NS, &reference, &["airdock/hello.txt", "airdock/data.bin"]);
-    assert_eq!(files[0], image.file("airdock/hello.txt"));
-    assert!(
-        files[1] == image.file("airdock/data.bin"),
-        "airdock/data.bin differs after unpack"
-    );
+    c.assert_unpacked(NS, &reference, &image);
 
     // A multi-platform OCI index: ctr fetches and unpacks this machine's
     // platform only.
     let index = Index::build(Flavor::Oci, "ctr-index");
     index.push_http(&http, &server, "clients/ctr-index", "v1");
     let reference = format!("{host}/clients/ctr-index:v1");
-    pull_plain_http(&c, &reference);
+    c.pull_plain_http(NS, &reference);
     assert_eq!(ctr_image_digest(&c, NS, &reference), index.index.digest);
     let mine = index.host_image();
     let files = c.read_files(NS, &reference, &["airdock/hello.txt"]);

@@ -127,6 +127,42 @@ impl Docker {
     }
 }
 
+impl Docker {
+    /// `docker load` of `image` (a `docker save` archive written into `work`), tagged and
+    /// pushed as `remote`; returns the digest `docker push` reported. Only `remote` is left
+    /// naming the image.
+    pub fn load_and_push(&self, image: &Image, remote: &str, work: &Path) -> String {
+        let archive = work.join("image.tar");
+        let local = "airdock-test/loaded:local";
+        image.write_docker_archive(&archive, local);
+        self.run(&["load", "-i", &archive.display().to_string()]);
+        self.run(&["tag", local, remote]);
+        self.run(&["rmi", local]);
+        pushed_digest(&self.run(&["push", remote]))
+    }
+
+    /// `remote` (`HOST/REPO:TAG`, pushed as `digest`) pulled back by tag and then by digest,
+    /// each from nothing local, is `image` each time (its ID, and a file read back).
+    pub fn assert_pulls_back(&self, image: &Image, remote: &str, digest: &str, work: &Path) {
+        self.run(&["rmi", remote]);
+        let pulled = self.run(&["pull", remote]).stdout_text();
+        assert!(pulled.contains(digest), "docker pull by tag:\n{pulled}");
+        assert_eq!(self.image_id(remote), image.config.digest);
+        let data = self.read_file(remote, "airdock/data.bin", &work.join("by-tag"));
+        assert!(
+            data == image.file("airdock/data.bin"),
+            "airdock/data.bin differs after a pull by tag"
+        );
+        self.run(&["rmi", remote]);
+        let (repo, _tag) = remote.rsplit_once(':').expect("HOST/REPO:TAG");
+        let by_digest = format!("{repo}@{digest}");
+        self.run(&["pull", &by_digest]);
+        assert_eq!(self.image_id(&by_digest), image.config.digest);
+        let hello = self.read_file(&by_digest, "airdock/hello.txt", &work.join("by-digest"));
+        assert_eq!(hello, image.file("airdock/hello.txt"));
+    }
+}
+
 /// The manifest digest in `docker push` output (`v1: digest: sha256:… size: N`).
 pub fn pushed_digest(out: &Out) -> String {
     let text = out.stdout_text();

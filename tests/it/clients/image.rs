@@ -98,6 +98,12 @@ impl Image {
     /// An image for `arch` whose files say `label` (different labels give
     /// different digests).
     pub fn build(flavor: Flavor, arch: &str, label: &str) -> Image {
+        Image::with_bulk(flavor, arch, label, 96 * 1024)
+    }
+
+    /// [`Image::build`] with `bulk` bytes of noise in `airdock/data.bin` (a big layer: one
+    /// that gzip cannot shrink below S3's multipart threshold or a proxy's default body cap).
+    pub fn with_bulk(flavor: Flavor, arch: &str, label: &str, bulk: usize) -> Image {
         let (manifest_type, config_type, layer_type) = match flavor {
             Flavor::Oci => (OCI_MANIFEST, OCI_CONFIG, OCI_LAYER_GZIP),
             Flavor::Docker => (DOCKER_MANIFEST, DOCKER_CONFIG, DOCKER_LAYER_GZIP),
@@ -110,7 +116,7 @@ impl Image {
             ),
             ("airdock/label".to_string(), label.as_bytes().to_vec()),
             // Some bulk, so a layer is more than one small write.
-            ("airdock/data.bin".to_string(), noise(96 * 1024, label)),
+            ("airdock/data.bin".to_string(), noise(bulk, label)),
         ];
         let layer_tar = tree_tar(&files);
         let diff_id = sha256_digest(&layer_tar);
