@@ -211,7 +211,7 @@ pub(super) async fn take<R: AsyncRead + Unpin>(
         }
     }
     // Pinned in memory only, as the imgpkg dry run does: a claim would touch the file.
-    let pin = store.pin_blob(&digest);
+    let pin = store.pin_blob(&digest).await;
     let existed = store.blob_exists(&digest).await;
     let existed = existed.map_err(|e| storage_err(&format!("looking up {at}"), e))?;
     Ok((

@@ -491,6 +491,10 @@ impl Planner<'_> {
     /// Every planned layer is stored with the size its manifest gives, so the tar's length
     /// and every header are right before the first byte is sent.
     async fn check_sizes(&self) -> Result<(), ExportError> {
+        // Pins taken during a GC delete of their blob count from its end.
+        for pin in &self.pins {
+            pin.settled().await;
+        }
         for b in self.blobs.values() {
             let (repo, d, size) = (&b.repo, &b.digest, b.size);
             let len = self
@@ -844,7 +848,7 @@ impl Planner<'_> {
         }
         // Pinned now; its stored size is checked against `size` once the walk is done
         // (`check_sizes`), before the first byte of the tar.
-        self.pins.push(self.store.pin_blob(d));
+        self.pins.push(self.store.pin_blob_now(d));
         self.blobs.insert(
             d.clone(),
             PlannedBlob {

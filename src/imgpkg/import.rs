@@ -352,7 +352,7 @@ async fn start_blob<R: AsyncRead + Unpin>(
     let looked = format!("looking up {entry}");
     let present = match &kept {
         Some(_) => {
-            let pin = store.pin_blob(&digest);
+            let pin = store.pin_blob(&digest).await;
             let exists = store.blob_exists(&digest).await;
             Some((pin, exists.map_err(|e| storage_err(&looked, e))?))
         }

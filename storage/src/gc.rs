@@ -24,16 +24,16 @@
 //!    there is never a link or manifest naming a missing file.
 //! 2. A writer that finds a blob present and relies on it (push of an existing blob,
 //!    mount, manifest put) pins the digest *before* looking, and holds the pin until it has
-//!    committed its link. GC checks the pin and deletes the file under the pin lock, so a
-//!    file is either deleted before the writer looks (the writer then stores its own copy)
-//!    or seen pinned and kept.
+//!    committed its link. GC claims an unpinned digest from the pins for the length of its
+//!    delete, and a pin taken meanwhile waits for the delete to end (`pins.rs`), so a file
+//!    is either deleted before the writer looks (the writer then stores its own copy) or
+//!    seen pinned and kept.
 //! 3. "Already linked, nothing to commit" is decided under the journal lock too, so a GC
 //!    that drops a link cannot slip between that check and the writer's acknowledgement.
 //! 4. The file listing and the first mtime look happen without the lock and only narrow the
 //!    candidates; everything is checked again under the lock before it is acted upon.
 
 use std::collections::{HashMap, HashSet};
-use std::io;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -186,7 +186,7 @@ impl Store {
         let (txn, dropped_links, dropped_manifests, dropped_tags) = {
             // A snapshot suffices here: a writer pinning later also links or commits under
             // the journal lock, after this plan is applied, and so sees its effect.
-            let pinned: HashSet<Digest> = self.inner.pins.lock().keys().cloned().collect();
+            let pinned: HashSet<Digest> = self.inner.pins.pinned();
             let state = locked.state();
             let younger_than = |d: &Digest, age: Duration| {
                 let cut = now.checked_sub(age).unwrap_or(SystemTime::UNIX_EPOCH);
@@ -235,16 +235,10 @@ impl Store {
                     set
                 }
             };
-            let batch = batch.to_vec();
-            let dry = opts.dry_run;
-            let store = self.clone();
-            let handle = tokio::runtime::Handle::current();
             // The journal lock stays held across this: that is what keeps commits out.
-            let (n, bytes, touched) = tokio::task::spawn_blocking(move || {
-                store.sweep_blobs(&handle, batch, &current, cutoff, dry)
-            })
-            .await
-            .map_err(io::Error::other)??;
+            let (n, bytes, touched) = self
+                .sweep_blobs(batch, &current, cutoff, opts.dry_run)
+                .await?;
             drop(locked);
             report.blobs_deleted += n;
             report.bytes_freed += bytes;
@@ -329,13 +323,11 @@ impl Store {
     /// Delete (or count, when `dry`) the blobs of `batch` that are not live, not pinned and
     /// still older than `cutoff` by the clock; also returns the (time, size) of those used
     /// since the listing: the grace window keeps them. Runs with the journal lock held by
-    /// the caller, on a blocking thread that waits for each backend call: the pin lock is
-    /// held across a blob's delete (an unlink, an S3 `DELETE`), so a writer pinning `d`
-    /// meanwhile waits and then finds it absent. Never on a runtime thread.
-    fn sweep_blobs(
+    /// the caller. Each blob is claimed from the pins before it is looked at and until its
+    /// delete is over, so a writer pinning it meanwhile waits and then finds it absent.
+    async fn sweep_blobs(
         &self,
-        handle: &tokio::runtime::Handle,
-        batch: Vec<Digest>,
+        batch: &[Digest],
         live: &HashSet<Digest>,
         cutoff: SystemTime,
         dry: bool,
@@ -343,17 +335,16 @@ impl Store {
         let (blobs, clock) = (&self.inner.blobs, &self.inner.clock);
         let (mut n, mut bytes, mut touched) = (0, 0, Vec::new());
         for d in batch {
-            if live.contains(&d) {
+            if live.contains(d) {
                 continue;
             }
-            let pinned = self.inner.pins.lock();
-            if pinned.contains_key(&d) {
-                continue;
-            }
-            let Some(size) = handle.block_on(blobs.stat(&d))? else {
+            let Some(deleting) = self.inner.pins.begin_delete(d) else {
                 continue;
             };
-            match clock.last_used(&d) {
+            let Some(size) = blobs.stat(d).await? else {
+                continue;
+            };
+            match clock.last_used(d) {
                 Some(t) if t > cutoff => {
                     touched.push((t, size));
                     continue;
@@ -362,12 +353,12 @@ impl Store {
                 None => continue,
             }
             if !dry {
-                if !handle.block_on(blobs.delete(&d))? {
+                if !blobs.delete(d).await? {
                     continue;
                 }
-                clock.forget(&d);
+                clock.forget(d);
             }
-            drop(pinned);
+            drop(deleting);
             n += 1;
             bytes += size;
         }
@@ -603,6 +594,71 @@ mod tests {
         RepoName::parse(s).expect("name")
     }
 
+    /// GC's deletes await I/O (on S3, network requests) while writers pin digests on every
+    /// runtime thread: GC must still finish. A std lock held across each delete once blocked
+    /// both worker threads in `pin`, and with them the driver the delete was waiting for:
+    /// a deadlock that stopped every push (the S3 kill -9 loop found it). The runtime is
+    /// built here so that a deadlock fails the test on a deadline instead of hanging it.
+    #[test]
+    fn gc_with_slow_deletes_finishes_while_writers_pin_on_every_thread() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::time::Duration;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("runtime");
+            let deleted = rt.block_on(async {
+                let dir = tempfile::tempdir().expect("dir");
+                let blobs = crate::blobstore::memory::MemBlobStore::new()
+                    .with_latency(Duration::from_millis(1));
+                let s =
+                    Store::open_with(dir.path(), Some(crate::blobstore::opened(Box::new(blobs))))
+                        .await
+                        .expect("open");
+                let mut junk = Vec::new();
+                for i in 0..150u32 {
+                    let bytes = format!("junk {i}").into_bytes();
+                    let d = Digest::of(Algorithm::Sha256, &bytes);
+                    s.ingest_blob(Some(&d), Algorithm::Sha256, &bytes[..], Ingest::default())
+                        .await
+                        .expect("junk");
+                    junk.push(d);
+                }
+                let stop = Arc::new(AtomicBool::new(false));
+                let mut writers = Vec::new();
+                for w in 0..6usize {
+                    let (s, junk, stop) = (s.clone(), junk.clone(), Arc::clone(&stop));
+                    writers.push(tokio::spawn(async move {
+                        let mut i = w;
+                        while !stop.load(Ordering::Relaxed) {
+                            let _pin = s.pin_blob(&junk[i % junk.len()]).await;
+                            tokio::task::yield_now().await;
+                            i += 7;
+                        }
+                    }));
+                }
+                let opts = GcOptions {
+                    grace: Duration::ZERO,
+                    ..GcOptions::default()
+                };
+                let report = s.gc(&opts).await.expect("gc");
+                stop.store(true, Ordering::Relaxed);
+                for w in writers {
+                    w.await.expect("writer");
+                }
+                report.blobs_deleted
+            });
+            let _ = tx.send(deleted);
+        });
+        let deleted = rx
+            .recv_timeout(Duration::from_secs(120))
+            .expect("GC finished while writers pinned (no deadlock)");
+        assert!(deleted > 0, "GC deleted none of the unlinked blobs");
+    }
+
     fn sha(b: &[u8]) -> Digest {
         Digest::of(Algorithm::Sha256, b)
     }
@@ -767,7 +823,7 @@ mod tests {
         let r = s.gc(&opts(true)).await.expect("gc");
         assert_eq!((r.blobs_deleted, r.links_dropped), (0, 0), "{r:?}");
         age_everything(dir.path());
-        let pin = s.pin_blob(&unlinked);
+        let pin = s.pin_blob(&unlinked).await;
         let dry = s
             .gc(&GcOptions {
                 dry_run: true,

@@ -36,11 +36,27 @@ struct State {
 #[derive(Clone, Default)]
 pub struct MemBlobStore {
     state: Arc<Mutex<State>>,
+    /// How long `stat` and `delete` wait on the runtime's timer first, as a network
+    /// backend's requests wait on its I/O driver (tests of what runs meanwhile).
+    latency: Option<std::time::Duration>,
 }
 
 impl MemBlobStore {
     pub fn new() -> MemBlobStore {
         MemBlobStore::default()
+    }
+
+    /// This store with `stat` and `delete` taking `latency` each, spent awaiting the
+    /// runtime's timer (as an S3 request awaits its I/O driver).
+    pub fn with_latency(mut self, latency: std::time::Duration) -> MemBlobStore {
+        self.latency = Some(latency);
+        self
+    }
+
+    async fn wait(&self) {
+        if let Some(t) = self.latency {
+            tokio::time::sleep(t).await;
+        }
     }
 
     /// A new instance over the same data, as after a restart.
@@ -127,6 +143,7 @@ impl BlobStore for MemBlobStore {
     }
 
     async fn stat(&self, d: &Digest) -> Result<Option<u64>, StoreError> {
+        self.wait().await;
         Ok(self.state().blobs.get(d).map(|b| b.len() as u64))
     }
 
@@ -149,6 +166,7 @@ impl BlobStore for MemBlobStore {
     }
 
     async fn delete(&self, d: &Digest) -> Result<bool, StoreError> {
+        self.wait().await;
         Ok(self.state().blobs.remove(d).is_some())
     }
 

@@ -50,7 +50,7 @@ impl Store {
         cold: bool,
     ) -> Result<(Ingested, Pin), StoreError> {
         // Pinned before it is visible: GC cannot take it between the write and the link.
-        let pin = self.inner.pins.pin(expected);
+        let pin = self.inner.pins.pin(expected).await;
         let written = if cold {
             self.inner.blobs.put_cold(expected, reader, None).await?
         } else {
@@ -85,7 +85,7 @@ impl Store {
         let result = async {
             blobs.append(&id, 0, None, &mut hashing).await?;
             let digest = hashing.hasher.finish();
-            let pin = self.inner.pins.pin(&digest);
+            let pin = self.inner.pins.pin(&digest).await;
             let written = blobs.finish(&id, &digest).await?;
             self.touch_written(&digest);
             let ingested = Ingested {
@@ -104,15 +104,22 @@ impl Store {
 
     /// Keep GC away from `d` (file and links) until the returned pin is dropped, whatever
     /// the grace window. For writers that link blobs long after storing them.
-    pub fn pin_blob(&self, d: &Digest) -> Pin {
-        self.inner.pins.pin(d)
+    pub async fn pin_blob(&self, d: &Digest) -> Pin {
+        self.inner.pins.pin(d).await
+    }
+
+    /// [`Store::pin_blob`] for code that cannot wait here (a synchronous planner): the
+    /// blob may be in the middle of a GC delete until [`Pin::settled`] returns, so await
+    /// that before relying on its presence.
+    pub fn pin_blob_now(&self, d: &Digest) -> Pin {
+        self.inner.pins.pin_now(d)
     }
 
     /// If `d` is stored, pin it (and restart its grace window) and return the pin; else
     /// `None`. The race-free form of "`blob_exists`, so skip writing it": pinned before
     /// looking, the blob cannot be collected between the look and the writer's commit.
     pub async fn claim_blob(&self, d: &Digest) -> Result<Option<Pin>, StoreError> {
-        let pin = self.inner.pins.pin(d);
+        let pin = self.inner.pins.pin(d).await;
         // The caller will acknowledge something that needs this blob, which a concurrent
         // writer may have made visible but not yet durable: `stat_durable` makes it so.
         // Without that, it counts as absent and the caller writes it again.
@@ -269,7 +276,7 @@ impl Store {
         }
         // Pinned before looking at the blob: from here GC cannot delete it, and the touch
         // gives the new link a fresh grace window before GC may drop it as unreferenced.
-        let _pin = self.inner.pins.pin(d);
+        let _pin = self.inner.pins.pin(d).await;
         if self.inner.blobs.stat(d).await?.is_none() {
             return Ok(false);
         }
