@@ -4,6 +4,7 @@
 //! a table in PostgreSQL that several airdock processes share (`pg`).
 
 mod pg;
+mod pgtls;
 use pg::Tail;
 pub(crate) use pg::{Compacted, Db};
 #[cfg(test)]
@@ -850,8 +851,18 @@ impl Meta {
             c.running.store(false, Ordering::Release);
             return;
         };
-        let (c, state) = (Arc::clone(c), Arc::clone(&self.state));
+        let (c, state, applied) = (Arc::clone(c), Arc::clone(&self.state), self.applied());
         runtime.spawn(async move {
+            // Another replica may have written one since this process last looked: one
+            // query, before serialising the whole state for nothing.
+            let newest = c.link.lock().await.newest_snapshot().await;
+            if let Ok(newest) = newest {
+                c.snapshot_at.fetch_max(newest, Ordering::AcqRel);
+                if applied.saturating_sub(newest) < c.every.load(Ordering::Relaxed) {
+                    c.running.store(false, Ordering::Release);
+                    return;
+                }
+            }
             let keep = Duration::from_secs(c.keep.load(Ordering::Relaxed));
             if let Err(e) = c.run(&state, keep).await {
                 // The journal only grows meanwhile; the next commit past the mark retries.

@@ -78,22 +78,26 @@ const INSERT: &str = "INSERT INTO airdock_txns (body) VALUES ($1::text::jsonb) R
 #[derive(Clone)]
 pub(crate) struct Db {
     config: Config,
+    /// `None`: plaintext (see `pgtls::Mode`).
+    tls: Option<tokio_postgres_rustls::MakeRustlsConnect>,
     /// The URL without its password, for messages.
     shown: String,
 }
 
 impl Db {
     pub(crate) fn parse(url: &str) -> Result<Db, StoreError> {
-        let mut config = Config::from_str(url).map_err(|e| {
+        let (rest, mode, root) = super::pgtls::take_params(url)
+            .map_err(|e| StoreError::Unsupported(format!("metadata.url: {e}")))?;
+        let mut config = Config::from_str(&rest).map_err(|e| {
             StoreError::Unsupported(format!("metadata.url is not a PostgreSQL URL: {e}"))
         })?;
-        if config.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
-            return Err(StoreError::Unsupported(
-                "metadata.url asks for TLS (sslmode=require), which airdock does not speak to \
-                 PostgreSQL yet; use a trusted network or a local TLS tunnel"
-                    .into(),
-            ));
-        }
+        let tls = super::pgtls::connector(mode, root.as_deref())
+            .map_err(|e| StoreError::Unsupported(format!("metadata.url: {e}")))?;
+        config.ssl_mode(if tls.is_some() {
+            tokio_postgres::config::SslMode::Require
+        } else {
+            tokio_postgres::config::SslMode::Disable
+        });
         config
             .connect_timeout(Duration::from_secs(5))
             .keepalives_idle(Duration::from_secs(30));
@@ -101,7 +105,7 @@ impl Db {
             config.application_name("airdock");
         }
         let shown = shown(&config);
-        Ok(Db { config, shown })
+        Ok(Db { config, tls, shown })
     }
 
     pub(crate) fn shown(&self) -> &str {
@@ -109,20 +113,41 @@ impl Db {
     }
 
     async fn connect(&self) -> Result<Conn, StoreError> {
-        let (client, connection) =
-            timed(&self.shown, QUERY_TIMEOUT, self.config.connect(NoTls)).await?;
-        let shown = self.shown.clone();
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::warn!(database = %shown, error = %e, "metadata database connection lost");
+        let client = match &self.tls {
+            None => {
+                let (client, connection) =
+                    timed(&self.shown, QUERY_TIMEOUT, self.config.connect(NoTls)).await?;
+                self.drive(connection);
+                client
             }
-        });
+            Some(tls) => {
+                let (client, connection) =
+                    timed(&self.shown, QUERY_TIMEOUT, self.config.connect(tls.clone())).await?;
+                self.drive(connection);
+                client
+            }
+        };
         let insert = timed(&self.shown, QUERY_TIMEOUT, client.prepare(INSERT)).await;
         // The table may not exist yet (before the first migration): prepared on first use.
         Ok(Conn {
             client,
             insert: insert.ok(),
         })
+    }
+}
+
+impl Db {
+    /// Run a connection's I/O (a task per connection; it ends when the client is dropped).
+    fn drive(
+        &self,
+        connection: impl Future<Output = Result<(), tokio_postgres::Error>> + Send + 'static,
+    ) {
+        let shown = self.shown.clone();
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::warn!(database = %shown, error = %e, "metadata database connection lost");
+            }
+        });
     }
 }
 
@@ -146,14 +171,23 @@ fn unavailable(db: &str, e: impl Display) -> StoreError {
 }
 
 /// `fut` within `limit`, its error or its lateness as `Unavailable`.
-async fn timed<T, E: Display>(
+async fn timed<T, E: std::error::Error>(
     db: &str,
     limit: Duration,
     fut: impl Future<Output = Result<T, E>>,
 ) -> Result<T, StoreError> {
     match tokio::time::timeout(limit, fut).await {
         Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(unavailable(db, e)),
+        // With its causes: "error performing TLS handshake" alone does not say what to fix.
+        Ok(Err(e)) => {
+            let mut msg = e.to_string();
+            let mut cause = e.source();
+            while let Some(c) = cause {
+                msg = format!("{msg}: {c}");
+                cause = c.source();
+            }
+            Err(unavailable(db, msg))
+        }
         Err(_) => Err(unavailable(
             db,
             format!("no answer within {} s", limit.as_secs()),
@@ -273,6 +307,21 @@ impl Link {
         let db = self.db.shown.clone();
         let c = self.conn().await?;
         let r = load(&c.client, &db, part).await;
+        self.kept(r)
+    }
+
+    /// The position of the newest snapshot (0: none).
+    pub(crate) async fn newest_snapshot(&mut self) -> Result<i64, StoreError> {
+        let db = self.db.shown.clone();
+        let c = self.conn().await?;
+        let r = timed(
+            &db,
+            QUERY_TIMEOUT,
+            c.client
+                .query_one("SELECT coalesce(max(seq), 0) FROM airdock_snapshots", &[]),
+        )
+        .await
+        .map(|row| row.get::<_, i64>(0));
         self.kept(r)
     }
 

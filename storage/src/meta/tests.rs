@@ -829,3 +829,105 @@ fn compacted_records_are_chunked_per_repository_and_rebuild_the_state() {
     };
     assert_eq!(tags(&rebuilt), tags(&state));
 }
+
+/// A test CA, and a server certificate it signed for `names` (PEM: CA, certificate, key).
+fn test_ca_and_server(names: &[&str]) -> (String, String, String) {
+    let ca_key = rcgen::KeyPair::generate().expect("ca key");
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).expect("ca params");
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    // Names and serials of their own: the leaf is told from its issuer without relying on
+    // rcgen's defaults (the same default name for both).
+    ca.distinguished_name
+        .push(rcgen::DnType::CommonName, "airdock test CA");
+    ca.serial_number = Some(rcgen::SerialNumber::from(1u64));
+    let ca_cert = ca.self_signed(&ca_key).expect("ca cert");
+    let issuer = rcgen::Issuer::new(ca, ca_key);
+    let key = rcgen::KeyPair::generate().expect("key");
+    let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+    let mut params = rcgen::CertificateParams::new(names).expect("params");
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "airdock test database");
+    params.serial_number = Some(rcgen::SerialNumber::from(2u64));
+    let cert = params.signed_by(&key, &issuer).expect("cert");
+    (ca_cert.pem(), cert.pem(), key.serialize_pem())
+}
+
+/// TLS to PostgreSQL, with libpq's modes: `verify-full` with the database's CA works and the
+/// connections are encrypted (the server says so); a foreign CA or a certificate for another
+/// host is refused with a message naming the certificate; `verify-ca` does not compare the
+/// name; `require` encrypts without checking; a server without TLS refuses `require`.
+#[tokio::test]
+async fn metadata_over_tls_checks_the_database_certificate() {
+    let mut pg = Postgres::start();
+    let plain = pg.database();
+    let secured = |url: &str, q: &str| format!("{url}?{q}");
+    // Before TLS is on: asked for, it is not silently dropped.
+    let dir = tempfile::tempdir().expect("dir");
+    let refused =
+        Store::open_with_metadata(dir.path(), None, Some(&secured(&plain, "sslmode=require")))
+            .await;
+    assert!(
+        matches!(refused, Err(StoreError::Unavailable(_))),
+        "{:?}",
+        refused.err()
+    );
+
+    let (ca, cert, key) = test_ca_and_server(&["localhost", "127.0.0.1"]);
+    let (other_ca, _, _) = test_ca_and_server(&["localhost"]);
+    pg.enable_tls(&cert, &key);
+    let files = tempfile::tempdir().expect("files");
+    let ca_file = files.path().join("ca.pem");
+    let other_file = files.path().join("other.pem");
+    std::fs::write(&ca_file, &ca).expect("ca");
+    std::fs::write(&other_file, &other_ca).expect("other");
+    let full = |file: &Path| {
+        secured(
+            &plain,
+            &format!("sslmode=verify-full&sslrootcert={}", file.display()),
+        )
+    };
+    let open = |url: String| async move {
+        let dir = tempfile::tempdir().expect("dir");
+        let r = Store::open_with_metadata(dir.path(), None, Some(&url)).await;
+        (dir, r)
+    };
+    let (_d1, s) = open(full(&ca_file)).await;
+    let s = s.expect("verify-full with the database's CA");
+    let d = Digest::of(Algorithm::Sha256, b"x");
+    s.push_blob(&name("r"), &d, &b"x"[..])
+        .await
+        .expect("commit over TLS");
+    let encrypted = pg.psql(
+        &plain,
+        "SELECT count(*) FROM pg_stat_ssl JOIN pg_stat_activity USING (pid) \
+         WHERE application_name = 'airdock' AND ssl",
+    );
+    assert_ne!(encrypted, "0", "airdock's connections use TLS");
+    let (_d2, r) = open(full(&other_file)).await;
+    match r {
+        Err(StoreError::Unavailable(m)) => assert!(m.contains("certificate"), "{m}"),
+        other => panic!("a foreign CA was accepted: {:?}", other.err()),
+    }
+    // A certificate for another host: refused by verify-full, taken by verify-ca.
+    let (ca2, cert2, key2) = test_ca_and_server(&["db.elsewhere"]);
+    pg.enable_tls(&cert2, &key2);
+    std::fs::write(&ca_file, &ca2).expect("ca2");
+    let (_d3, r) = open(full(&ca_file)).await;
+    match r {
+        Err(StoreError::Unavailable(m)) => assert!(m.contains("certificate"), "{m}"),
+        other => panic!(
+            "a certificate for another host was accepted: {:?}",
+            other.err()
+        ),
+    }
+    let ca_only = secured(
+        &plain,
+        &format!("sslmode=verify-ca&sslrootcert={}", ca_file.display()),
+    );
+    let (_d4, r) = open(ca_only).await;
+    let s = r.expect("verify-ca does not compare the name");
+    assert!(s.repo_has_blob(&name("r"), &d));
+    let (_d5, r) = open(secured(&plain, "sslmode=require")).await;
+    r.expect("require: encrypted, unchecked");
+}
