@@ -72,6 +72,9 @@ const MIGRATIONS: &[&str] = &[
      INSERT INTO airdock_floor (pruned) VALUES (0);",
 ];
 
+/// The position of the newest snapshot (0: none).
+const NEWEST_SNAPSHOT: &str = "SELECT coalesce(max(seq), 0) FROM airdock_snapshots";
+
 const INSERT: &str = "INSERT INTO airdock_txns (body) VALUES ($1::text::jsonb) RETURNING seq";
 
 /// Where the database is: a parsed `metadata.url`.
@@ -314,14 +317,9 @@ impl Link {
     pub(crate) async fn newest_snapshot(&mut self) -> Result<i64, StoreError> {
         let db = self.db.shown.clone();
         let c = self.conn().await?;
-        let r = timed(
-            &db,
-            QUERY_TIMEOUT,
-            c.client
-                .query_one("SELECT coalesce(max(seq), 0) FROM airdock_snapshots", &[]),
-        )
-        .await
-        .map(|row| row.get::<_, i64>(0));
+        let r = timed(&db, QUERY_TIMEOUT, c.client.query_one(NEWEST_SNAPSHOT, &[]))
+            .await
+            .map(|row| row.get::<_, i64>(0));
         self.kept(r)
     }
 
@@ -636,12 +634,7 @@ async fn load(
         client.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"),
     )
     .await?;
-    let row = timed(
-        db,
-        QUERY_TIMEOUT,
-        client.query_one("SELECT coalesce(max(seq), 0) FROM airdock_snapshots", &[]),
-    )
-    .await?;
+    let row = timed(db, QUERY_TIMEOUT, client.query_one(NEWEST_SNAPSHOT, &[])).await?;
     let seq: i64 = row.get(0);
     if seq > 0 {
         // Streamed: the parts are applied as they arrive, never all held at once.

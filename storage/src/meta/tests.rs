@@ -45,6 +45,17 @@ impl Rig {
     async fn open(&self, dir: &Path) -> Store {
         self.try_open(dir).await.expect("open")
     }
+
+    /// Two replicas, each on a data dir of its own (the dirs live as long as the first field).
+    async fn pair(&self) -> ([tempfile::TempDir; 2], Store, Store) {
+        let dirs = [
+            tempfile::tempdir().expect("a"),
+            tempfile::tempdir().expect("b"),
+        ];
+        let a = self.open(dirs[0].path()).await;
+        let b = self.open(dirs[1].path()).await;
+        (dirs, a, b)
+    }
 }
 
 fn tag(s: &str) -> Tag {
@@ -616,12 +627,7 @@ async fn a_replica_starts_from_the_snapshot_and_the_rows_after_it() {
 #[tokio::test]
 async fn a_replica_behind_the_pruned_journal_reloads_instead_of_missing_rows() {
     let rig = Rig::postgres();
-    let (da, db) = (
-        tempfile::tempdir().expect("a"),
-        tempfile::tempdir().expect("b"),
-    );
-    let a = rig.open(da.path()).await;
-    let b = rig.open(db.path()).await;
+    let (_dirs, a, b) = rig.pair().await;
     let repo = name("r");
     let body = push_image_blobs(&a, &repo).await;
     tag_many(&a, &repo, &body, "t", 4).await;
@@ -673,12 +679,7 @@ async fn a_replica_behind_the_pruned_journal_reloads_instead_of_missing_rows() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn compaction_racing_commits_and_catch_ups_loses_nothing() {
     let rig = Rig::postgres();
-    let (da, db) = (
-        tempfile::tempdir().expect("a"),
-        tempfile::tempdir().expect("b"),
-    );
-    let a = rig.open(da.path()).await;
-    let b = rig.open(db.path()).await;
+    let (_dirs, a, b) = rig.pair().await;
     let repo = name("r");
     let body = push_image_blobs(&a, &repo).await;
     put_tagged(&a, &repo, "base", &body).await.expect("base");
