@@ -1236,8 +1236,20 @@ bucket: reg\n    prefix: lab/a\n    access_key_id: k\n    secret_access_key: s\n
         let tls = Config::parse("metadata:\n  url: postgres://a@b/c?sslmode=require\n")
             .expect("parses")
             .settings()
-            .expect_err("TLS is refused, not silently dropped");
-        assert!(tls.msg.contains("sslmode"), "{tls}");
+            .expect("TLS to the database");
+        assert!(tls.metadata_url.is_some());
+        let bad = Config::parse("metadata:\n  url: postgres://a@b/c?sslmode=verify\n")
+            .expect("parses")
+            .settings()
+            .expect_err("an unknown sslmode is refused, not silently dropped");
+        assert!(bad.msg.contains("sslmode=verify"), "{bad}");
+        let ca = Config::parse(
+            "metadata:\n  url: postgres://a@b/c?sslmode=verify-full&sslrootcert=/nonexistent.pem\n",
+        )
+        .expect("parses")
+        .settings()
+        .expect_err("a CA file that cannot be read");
+        assert!(ca.msg.contains("/nonexistent.pem"), "{ca}");
         assert!(
             Config::parse("metadata:\n  urll: x\n").is_err(),
             "unknown key"

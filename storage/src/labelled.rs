@@ -89,6 +89,15 @@ impl LabelIndex {
         self.repos.get(repo).is_some_and(|s| s.contains(d))
     }
 
+    /// Every labelled manifest, as (repository, digest): for a reloaded state to keep what
+    /// the late classification found (see `State::keep_learnt`).
+    pub(crate) fn pairs(&self) -> Vec<(RepoName, Digest)> {
+        self.repos
+            .iter()
+            .flat_map(|(r, set)| set.iter().map(move |d| (r.clone(), d.clone())))
+            .collect()
+    }
+
     /// Add what the late classification found, each only if `repos` still holds it.
     pub(crate) fn add_found(
         &mut self,

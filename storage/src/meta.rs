@@ -4,7 +4,9 @@
 //! a table in PostgreSQL that several airdock processes share (`pg`).
 
 mod pg;
-pub(crate) use pg::Db;
+mod pgtls;
+use pg::Tail;
+pub(crate) use pg::{Compacted, Db};
 #[cfg(test)]
 mod tests;
 
@@ -12,8 +14,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
@@ -311,51 +314,96 @@ impl State {
         }
     }
 
-    /// The shortest list of transactions that rebuilds this state: one per repository (its
-    /// links, manifests and tags), then one with every import record in its original order.
-    /// What compaction writes and what `migrate-metadata` inserts.
-    fn records(&self) -> Vec<Record> {
-        let mut out = Vec::new();
+    /// The shortest list of transactions that rebuilds this state: per repository its links,
+    /// manifests and tags, then every import record in its original order; each list cut
+    /// into records of at most [`SNAPSHOT_CHUNK`] ops, so that no line or row grows with the
+    /// registry (a repository of 100,000 tags is a hundred records, not one). What compaction
+    /// writes (a file journal's lines, a PostgreSQL snapshot's parts) and what
+    /// `migrate-metadata` inserts. `emit` gets each record as it is made.
+    fn for_each_record<E>(&self, mut emit: impl FnMut(Record) -> Result<(), E>) -> Result<(), E> {
+        fn push<E>(
+            op: Op,
+            ops: &mut Vec<Op>,
+            emit: &mut impl FnMut(Record) -> Result<(), E>,
+        ) -> Result<(), E> {
+            ops.push(op);
+            if ops.len() < SNAPSHOT_CHUNK {
+                return Ok(());
+            }
+            emit(Record {
+                ops: std::mem::take(ops),
+            })
+        }
+        let mut ops = Vec::new();
         for (name, repo) in &self.repos {
-            let mut ops = Vec::new();
             for d in &repo.blobs {
-                ops.push(Op::Link {
+                let op = Op::Link {
                     repo: name.clone(),
                     digest: d.clone(),
                     size: self.usage.size_of(d),
-                });
+                };
+                push(op, &mut ops, &mut emit)?;
             }
             for rec in repo.manifests.values() {
-                ops.push(Op::Manifest {
+                let op = Op::Manifest {
                     repo: name.clone(),
                     record: (**rec).clone(),
-                });
+                };
+                push(op, &mut ops, &mut emit)?;
             }
             for (t, e) in &repo.tags {
-                ops.push(Op::Tag {
+                let op = Op::Tag {
                     repo: name.clone(),
                     tag: t.clone(),
                     digest: e.digest.clone(),
                     at: (e.at != 0).then_some(e.at),
-                });
+                };
+                push(op, &mut ops, &mut emit)?;
             }
-            out.push(Record { ops });
+            // A repository's last record ends with it (records of two repositories are
+            // never mixed, as before chunking).
+            if !ops.is_empty() {
+                emit(Record {
+                    ops: std::mem::take(&mut ops),
+                })?;
+            }
         }
-        if !self.imports.is_empty() {
-            let mut records: Vec<&(u64, ImportRecord)> = self.imports.values().collect();
-            records.sort_by_key(|(seq, _)| *seq);
-            let ops = records
-                .into_iter()
+        let mut records: Vec<&(u64, ImportRecord)> = self.imports.values().collect();
+        records.sort_by_key(|(seq, _)| *seq);
+        for chunk in records.chunks(SNAPSHOT_CHUNK) {
+            let ops = chunk
+                .iter()
                 .map(|(_, r)| Op::Import { record: r.clone() })
                 .collect();
-            out.push(Record { ops });
+            emit(Record { ops })?;
         }
-        out
+        Ok(())
     }
 
-    /// [`State::records`] as the JSON of their journal lines (and table rows).
+    /// [`State::for_each_record`] as the JSON of their journal lines (and table rows).
     pub(crate) fn record_bodies(&self) -> serde_json::Result<Vec<String>> {
-        self.records().iter().map(serde_json::to_string).collect()
+        let mut out = Vec::new();
+        self.for_each_record(|r| {
+            out.push(serde_json::to_string(&r)?);
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// What a reload must not lose of `old`: facts learnt from blobs rather than from the
+    /// journal (sizes asked of the backend, labels read from configs), which a snapshot
+    /// written by another replica may lack. Both are properties of a digest's content, so
+    /// they hold in any state that has the digest.
+    fn keep_learnt(&mut self, old: &State) {
+        for d in self.usage.unsized_digests() {
+            if let Some(n) = old.usage.size_of(&d) {
+                self.usage.learn(&d, n);
+            }
+        }
+        let State {
+            repos, labelled, ..
+        } = self;
+        labelled.add_found(repos, old.labelled.pairs());
     }
 
     /// Check that `txn` leaves no dangling reference, given what `blob_exists` says is stored.
@@ -417,6 +465,9 @@ impl State {
     }
 }
 
+/// Ops per record in a compacted journal or a snapshot (see `State::for_each_record`).
+pub(crate) const SNAPSHOT_CHUNK: usize = 1000;
+
 /// Start of every journal line: the first 16 hex digits of the sha256 of the JSON after it.
 const SUM_LEN: usize = 16;
 
@@ -452,11 +503,78 @@ struct Remote {
     /// The connection GC's lock is taken on (tokio Mutex, in an `Arc` so that the lock's
     /// guard owns it: one GC per process at a time anyway).
     gc: Arc<tokio::sync::Mutex<pg::Link>>,
+    /// Snapshots and pruning (in an `Arc`: a run is a task of its own).
+    compactor: Arc<Compactor>,
+}
+
+/// Journal rows past the newest snapshot at which a replica that commits writes a new one.
+/// A replica starts by loading the snapshot and replaying at most about this many rows.
+const SNAPSHOT_EVERY: i64 = 10_000;
+/// Journal rows a snapshot covers are kept this long, so a replica that is behind by less
+/// (an idle one, or one between two requests) still catches up row by row; one that is
+/// further behind finds the floor above its position and reloads from the snapshot.
+const KEEP_ROWS: Duration = Duration::from_secs(600);
+
+/// With PostgreSQL: writing snapshots of the state and pruning the journal rows they cover
+/// (see `pg::Link::compact`), one run at a time per process (and over all replicas, by the
+/// database's compaction lock).
+struct Compactor {
+    /// Its own connection, so a run never waits for, or holds up, commits and catch-ups
+    /// (tokio Mutex: held across the run's queries, which is the point).
+    link: tokio::sync::Mutex<pg::Link>,
+    /// The newest snapshot's position this process knows of.
+    snapshot_at: AtomicI64,
+    /// A run is in flight in this process.
+    running: AtomicBool,
+    /// `SNAPSHOT_EVERY` and `KEEP_ROWS` (seconds) for runs started by commits; settable
+    /// for tests.
+    every: AtomicI64,
+    keep: AtomicU64,
+}
+
+impl Compactor {
+    /// Write a snapshot of `state` as it is now, unless one at or past its position exists.
+    async fn run(&self, state: &RwLock<State>, keep: Duration) -> Result<Compacted, StoreError> {
+        let started = Instant::now();
+        // Serialised under the read lock, so the parts are exactly the state after the
+        // rows up to `seq`; commits wait for the serialisation only, not for the database.
+        let (seq, parts) = {
+            let state = state.read().unwrap_or_else(|e| e.into_inner());
+            (
+                state.applied,
+                state.record_bodies().map_err(io::Error::other)?,
+            )
+        };
+        let known = self.snapshot_at.load(Ordering::Acquire);
+        if seq <= known {
+            return Ok(Compacted::Newer(known));
+        }
+        let n = parts.len();
+        let done = self.link.lock().await.compact(seq, parts, keep).await?;
+        match &done {
+            Compacted::Done { pruned } => {
+                self.snapshot_at.fetch_max(seq, Ordering::AcqRel);
+                tracing::info!(
+                    position = seq,
+                    parts = n,
+                    pruned = *pruned,
+                    ms = started.elapsed().as_millis() as u64,
+                    "metadata snapshot written"
+                );
+            }
+            Compacted::Newer(at) => {
+                self.snapshot_at.fetch_max(*at, Ordering::AcqRel);
+            }
+            Compacted::Busy => {}
+        }
+        Ok(done)
+    }
 }
 
 pub(crate) struct Meta {
     /// std RwLock: held only for in-memory lookups and updates, never across an `.await`.
-    state: RwLock<State>,
+    /// In an `Arc`: a compaction run (a task of its own) serialises it.
+    state: Arc<RwLock<State>>,
     /// tokio Mutex: serialises commits so the journal order is the order of in-memory
     /// application; held across the journal write, which is the point. GC also holds it
     /// while it decides and deletes, so no commit can reference a blob it is removing.
@@ -545,14 +663,14 @@ impl Locked<'_> {
                 // A second commit under one hold: the first ended the transaction, and with
                 // it the database lock; take it again and catch up before checking.
                 if !link.in_txn() {
-                    let rows = link.begin_locked(self.meta.applied()).await?;
-                    self.meta.apply_rows(rows);
+                    self.meta.begin(link).await?;
                 }
                 self.meta.read().check(&txn, blob_exists)?;
                 let record = Record { ops: txn.ops };
                 let json = serde_json::to_string(&record).map_err(io::Error::other)?;
                 let seq = link.append(json).await?;
                 self.meta.apply_rows(vec![(seq, record)]);
+                self.meta.compact_if_due();
                 return Ok(());
             }
         };
@@ -626,7 +744,7 @@ impl Meta {
         crate::blobs::fsync_dir(&root.join(layout::META))?;
         file.seek(SeekFrom::End(0))?;
         Ok(Meta {
-            state: RwLock::new(state),
+            state: Arc::new(RwLock::new(state)),
             journal: Arc::new(tokio::sync::Mutex::new(Journal::File(Arc::new(file)))),
             remote: None,
             generation: AtomicU64::new(0),
@@ -637,29 +755,147 @@ impl Meta {
     /// The metadata in the PostgreSQL database at `url`: the schema created or migrated,
     /// then every journal row replayed into memory.
     pub(crate) async fn open_pg(db: Db) -> Result<Meta, StoreError> {
+        let started = Instant::now();
         let mut link = pg::Link::new(db.clone());
         link.migrate().await?;
-        let mut state = State::default();
-        for (seq, record) in link.after(0).await? {
-            for op in record.ops {
-                state.apply(op);
-            }
-            state.applied = seq;
-        }
-        tracing::info!(database = %db.shown(), position = state.applied, "metadata loaded from PostgreSQL");
-        Ok(Meta {
-            state: RwLock::new(state),
+        let (state, snapshot) = load(&mut link).await?;
+        tracing::info!(
+            database = %db.shown(),
+            snapshot,
+            position = state.applied,
+            ms = started.elapsed().as_millis() as u64,
+            "metadata loaded from PostgreSQL"
+        );
+        let meta = Meta {
+            state: Arc::new(RwLock::new(state)),
             journal: Arc::new(tokio::sync::Mutex::new(Journal::Pg(Box::new(link)))),
             remote: Some(Remote {
                 link: tokio::sync::Mutex::new(pg::Link::new(db.clone())),
                 started: AtomicU64::new(0),
                 done: AtomicU64::new(0),
                 failed: std::sync::Mutex::new(None),
-                gc: Arc::new(tokio::sync::Mutex::new(pg::Link::new(db))),
+                gc: Arc::new(tokio::sync::Mutex::new(pg::Link::new(db.clone()))),
+                compactor: Arc::new(Compactor {
+                    link: tokio::sync::Mutex::new(pg::Link::new(db)),
+                    snapshot_at: AtomicI64::new(snapshot),
+                    running: AtomicBool::new(false),
+                    every: AtomicI64::new(SNAPSHOT_EVERY),
+                    keep: AtomicU64::new(KEEP_ROWS.as_secs()),
+                }),
             }),
             generation: AtomicU64::new(0),
             poisoned: AtomicBool::new(false),
-        })
+        };
+        meta.compact_if_due();
+        Ok(meta)
+    }
+
+    /// `BEGIN` and the journal lock on `link`, with the state caught up to the database's
+    /// latest; a replica found behind the journal's floor reloads and tries again.
+    async fn begin(&self, link: &mut pg::Link) -> Result<(), StoreError> {
+        for _ in 0..3 {
+            match link.begin_locked(self.applied()).await? {
+                Tail::Rows(rows) => {
+                    self.apply_rows(rows);
+                    return Ok(());
+                }
+                Tail::Behind => self.reload(link).await?,
+            }
+        }
+        Err(StoreError::Unavailable(
+            "the metadata journal was pruned past this replica three times while it reloaded"
+                .into(),
+        ))
+    }
+
+    /// Replace the state by the database's (snapshot and tail): for a replica whose
+    /// position is below the journal's floor, which row-by-row catch-up cannot mend.
+    async fn reload(&self, link: &mut pg::Link) -> Result<(), StoreError> {
+        let (mut fresh, snapshot) = load(link).await?;
+        let mut state = self.write();
+        if fresh.applied > state.applied {
+            tracing::warn!(
+                from = state.applied,
+                to = fresh.applied,
+                snapshot,
+                "this replica was behind the pruned metadata journal: reloaded from the snapshot"
+            );
+            fresh.keep_learnt(&state);
+            *state = fresh;
+            drop(state);
+            self.generation.fetch_add(1, Ordering::AcqRel);
+        }
+        if let Some(remote) = &self.remote {
+            remote
+                .compactor
+                .snapshot_at
+                .fetch_max(snapshot, Ordering::AcqRel);
+        }
+        Ok(())
+    }
+
+    /// With PostgreSQL: start a compaction run (a task of its own) if the journal has grown
+    /// `SNAPSHOT_EVERY` rows past the newest snapshot this process knows of and none runs.
+    fn compact_if_due(&self) {
+        let Some(remote) = &self.remote else {
+            return;
+        };
+        let c = &remote.compactor;
+        let tail = self
+            .applied()
+            .saturating_sub(c.snapshot_at.load(Ordering::Acquire));
+        if tail < c.every.load(Ordering::Relaxed) || c.running.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            c.running.store(false, Ordering::Release);
+            return;
+        };
+        let (c, state, applied) = (Arc::clone(c), Arc::clone(&self.state), self.applied());
+        runtime.spawn(async move {
+            // Another replica may have written one since this process last looked: one
+            // query, before serialising the whole state for nothing.
+            let newest = c.link.lock().await.newest_snapshot().await;
+            if let Ok(newest) = newest {
+                c.snapshot_at.fetch_max(newest, Ordering::AcqRel);
+                if applied.saturating_sub(newest) < c.every.load(Ordering::Relaxed) {
+                    c.running.store(false, Ordering::Release);
+                    return;
+                }
+            }
+            let keep = Duration::from_secs(c.keep.load(Ordering::Relaxed));
+            if let Err(e) = c.run(&state, keep).await {
+                // The journal only grows meanwhile; the next commit past the mark retries.
+                tracing::warn!(error = %e, "metadata snapshot failed");
+            }
+            c.running.store(false, Ordering::Release);
+        });
+    }
+
+    /// With PostgreSQL: write a snapshot now and prune what it covers and is older than
+    /// `keep` (what a run started by a commit does with `KEEP_ROWS`). `None` with a file
+    /// journal.
+    #[cfg(test)]
+    pub(crate) async fn snapshot_now(
+        &self,
+        keep: Duration,
+    ) -> Result<Option<Compacted>, StoreError> {
+        let Some(remote) = &self.remote else {
+            return Ok(None);
+        };
+        remote.compactor.run(&self.state, keep).await.map(Some)
+    }
+
+    /// Tests: snapshot every `every` rows, keeping covered rows `keep`.
+    #[cfg(test)]
+    pub(crate) fn set_compaction(&self, every: i64, keep: Duration) {
+        if let Some(remote) = &self.remote {
+            remote.compactor.every.store(every, Ordering::Relaxed);
+            remote
+                .compactor
+                .keep
+                .store(keep.as_secs(), Ordering::Relaxed);
+        }
     }
 
     /// Whether the metadata is in PostgreSQL (shared with other replicas).
@@ -717,10 +953,11 @@ impl Meta {
         let round = remote.started.fetch_add(1, Ordering::SeqCst) + 1;
         let result = link.after(self.applied()).await;
         let outcome = match result {
-            Ok(rows) => {
+            Ok(Tail::Rows(rows)) => {
                 self.apply_rows(rows);
                 Ok(())
             }
+            Ok(Tail::Behind) => self.reload(&mut link).await,
             Err(e) => Err(e),
         };
         *remote.failed.lock().unwrap_or_else(|e| e.into_inner()) =
@@ -804,8 +1041,7 @@ impl Meta {
     pub(crate) async fn lock(&self) -> Result<Locked<'_>, StoreError> {
         let mut guard = Arc::clone(&self.journal).lock_owned().await;
         if let Journal::Pg(link) = &mut *guard {
-            let rows = link.begin_locked(self.applied()).await?;
-            self.apply_rows(rows);
+            self.begin(link).await?;
         }
         Ok(Locked {
             meta: self,
@@ -821,13 +1057,16 @@ impl Meta {
             return Ok(());
         }
         let mut out = Vec::new();
-        for record in self.read().records() {
-            let json = serde_json::to_vec(&record).map_err(io::Error::other)?;
-            out.extend_from_slice(checksum(&json).as_bytes());
-            out.push(b' ');
-            out.extend_from_slice(&json);
-            out.push(b'\n');
-        }
+        self.read()
+            .for_each_record(|record| {
+                let json = serde_json::to_vec(&record)?;
+                out.extend_from_slice(checksum(&json).as_bytes());
+                out.push(b' ');
+                out.extend_from_slice(&json);
+                out.push(b'\n');
+                Ok::<(), serde_json::Error>(())
+            })
+            .map_err(io::Error::other)?;
         let root: PathBuf = root.to_owned();
         let file = tokio::task::spawn_blocking(move || -> io::Result<File> {
             let (guard, mut f) = crate::blobs::TempFile::create(&root.join(layout::TMP))?;
@@ -845,6 +1084,27 @@ impl Meta {
         *journal = Journal::File(Arc::new(file));
         Ok(())
     }
+}
+
+/// The database's state (the newest snapshot, then the rows after it) and the snapshot's
+/// position (0: none).
+async fn load(link: &mut pg::Link) -> Result<(State, i64), StoreError> {
+    let mut state = State::default();
+    let (snapshot, tail) = link
+        .load(|record| {
+            for op in record.ops {
+                state.apply(op);
+            }
+        })
+        .await?;
+    state.applied = snapshot;
+    for (seq, record) in tail {
+        for op in record.ops {
+            state.apply(op);
+        }
+        state.applied = seq;
+    }
+    Ok((state, snapshot))
 }
 
 /// Write `bodies` (transactions' JSON) into the empty journal table of `db` in one database

@@ -21,6 +21,8 @@ pub struct Postgres {
     bin: PathBuf,
     /// uid/gid to run as (`None`: as ourselves).
     user: Option<(u32, u32)>,
+    /// `ssl=on` with this certificate and key file (see [`Postgres::enable_tls`]).
+    tls: Option<(PathBuf, PathBuf)>,
 }
 
 /// Where the server binaries are: `$AIRDOCK_PG_BIN`, else the directory of `initdb` on the
@@ -113,6 +115,7 @@ impl Postgres {
             dir,
             bin,
             user,
+            tls: None,
         };
         pg.resume();
         pg
@@ -140,6 +143,16 @@ impl Postgres {
             // Test clusters: durability of the database itself is not what is tested.
             .args(["-c", "fsync=off", "-c", "full_page_writes=off"])
             .args(["-c", "max_connections=200"])
+            .args(self.tls.iter().flat_map(|(cert, key)| {
+                [
+                    "-c".to_owned(),
+                    "ssl=on".to_owned(),
+                    "-c".to_owned(),
+                    format!("ssl_cert_file={}", cert.display()),
+                    "-c".to_owned(),
+                    format!("ssl_key_file={}", key.display()),
+                ]
+            }))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -180,6 +193,26 @@ impl Postgres {
 
     fn psql_bin(&self) -> PathBuf {
         self.bin.join("psql")
+    }
+
+    /// Restart the server with TLS on (plaintext connections are still taken): `cert_pem` is
+    /// its certificate chain, `key_pem` its key.
+    pub fn enable_tls(&mut self, cert_pem: &str, key_pem: &str) {
+        use std::os::unix::fs::PermissionsExt;
+        self.stop();
+        let cert = self.dir.path().join("server.crt");
+        let key = self.dir.path().join("server.key");
+        std::fs::write(&cert, cert_pem).expect("write server.crt");
+        std::fs::write(&key, key_pem).expect("write server.key");
+        // PostgreSQL refuses a key file others may read.
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod key");
+        if let Some((uid, gid)) = self.user {
+            for f in [&cert, &key] {
+                std::os::unix::fs::chown(f, Some(uid), Some(gid)).expect("chown tls file");
+            }
+        }
+        self.tls = Some((cert, key));
+        self.resume();
     }
 
     /// Stop the server (fast shutdown: SIGINT to its PID) and wait for it.

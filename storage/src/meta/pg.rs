@@ -13,6 +13,7 @@ use std::future::Future;
 use std::str::FromStr;
 use std::time::Duration;
 
+use futures_util::TryStreamExt;
 use tokio_postgres::{Client, Config, NoTls, SimpleQueryMessage, Statement};
 
 use super::Record;
@@ -26,14 +27,19 @@ const JOURNAL_LOCK: i32 = 1;
 const MIGRATE_LOCK: i32 = 2;
 /// One GC at a time over all replicas; taken per session for a GC run.
 pub(crate) const GC_LOCK: i32 = 3;
+/// One snapshot writer at a time over all replicas; tried per transaction (a replica that
+/// finds it taken leaves the work to the holder).
+const COMPACT_LOCK: i32 = 4;
 
 /// A query that takes longer is treated as a lost database: the connection is dropped (the
 /// server then rolls back whatever it held) and the caller gets `Unavailable`.
 const QUERY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Waiting for the journal lock: another replica's GC holds it across one sweep batch.
 const LOCK_TIMEOUT: Duration = Duration::from_secs(60);
-/// Rows read per query when catching up (a replica that starts reads the whole history).
+/// Rows read per query when catching up (a replica that starts reads the whole tail).
 const PAGE: usize = 10_000;
+/// Snapshot parts inserted per statement (each part is at most `meta::SNAPSHOT_CHUNK` ops).
+const PARTS_PER_INSERT: usize = 32;
 
 /// The schema, one entry per version (entry `i` makes version `i + 1`). Released entries are
 /// never edited: a change is a new entry, applied by every airdock that starts on an older
@@ -49,7 +55,25 @@ const MIGRATIONS: &[&str] = &[
          name text PRIMARY KEY,
          value text NOT NULL
      );",
+    // 2: compaction. A snapshot is the state after every journal row up to `seq`, in the
+    // local journal's compacted form split into parts (`State::records`); `pruned` is the
+    // journal's floor: rows at or below it may be gone, every row above it is there.
+    "CREATE TABLE airdock_snapshots (
+         seq bigint NOT NULL,
+         part integer NOT NULL,
+         body jsonb NOT NULL,
+         at timestamptz NOT NULL DEFAULT now(),
+         PRIMARY KEY (seq, part)
+     );
+     CREATE TABLE airdock_floor (
+         only_row boolean PRIMARY KEY DEFAULT true CHECK (only_row),
+         pruned bigint NOT NULL
+     );
+     INSERT INTO airdock_floor (pruned) VALUES (0);",
 ];
+
+/// The position of the newest snapshot (0: none).
+const NEWEST_SNAPSHOT: &str = "SELECT coalesce(max(seq), 0) FROM airdock_snapshots";
 
 const INSERT: &str = "INSERT INTO airdock_txns (body) VALUES ($1::text::jsonb) RETURNING seq";
 
@@ -57,22 +81,26 @@ const INSERT: &str = "INSERT INTO airdock_txns (body) VALUES ($1::text::jsonb) R
 #[derive(Clone)]
 pub(crate) struct Db {
     config: Config,
+    /// `None`: plaintext (see `pgtls::Mode`).
+    tls: Option<tokio_postgres_rustls::MakeRustlsConnect>,
     /// The URL without its password, for messages.
     shown: String,
 }
 
 impl Db {
     pub(crate) fn parse(url: &str) -> Result<Db, StoreError> {
-        let mut config = Config::from_str(url).map_err(|e| {
+        let (rest, mode, root) = super::pgtls::take_params(url)
+            .map_err(|e| StoreError::Unsupported(format!("metadata.url: {e}")))?;
+        let mut config = Config::from_str(&rest).map_err(|e| {
             StoreError::Unsupported(format!("metadata.url is not a PostgreSQL URL: {e}"))
         })?;
-        if config.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
-            return Err(StoreError::Unsupported(
-                "metadata.url asks for TLS (sslmode=require), which airdock does not speak to \
-                 PostgreSQL yet; use a trusted network or a local TLS tunnel"
-                    .into(),
-            ));
-        }
+        let tls = super::pgtls::connector(mode, root.as_deref())
+            .map_err(|e| StoreError::Unsupported(format!("metadata.url: {e}")))?;
+        config.ssl_mode(if tls.is_some() {
+            tokio_postgres::config::SslMode::Require
+        } else {
+            tokio_postgres::config::SslMode::Disable
+        });
         config
             .connect_timeout(Duration::from_secs(5))
             .keepalives_idle(Duration::from_secs(30));
@@ -80,7 +108,7 @@ impl Db {
             config.application_name("airdock");
         }
         let shown = shown(&config);
-        Ok(Db { config, shown })
+        Ok(Db { config, tls, shown })
     }
 
     pub(crate) fn shown(&self) -> &str {
@@ -88,20 +116,41 @@ impl Db {
     }
 
     async fn connect(&self) -> Result<Conn, StoreError> {
-        let (client, connection) =
-            timed(&self.shown, QUERY_TIMEOUT, self.config.connect(NoTls)).await?;
-        let shown = self.shown.clone();
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::warn!(database = %shown, error = %e, "metadata database connection lost");
+        let client = match &self.tls {
+            None => {
+                let (client, connection) =
+                    timed(&self.shown, QUERY_TIMEOUT, self.config.connect(NoTls)).await?;
+                self.drive(connection);
+                client
             }
-        });
+            Some(tls) => {
+                let (client, connection) =
+                    timed(&self.shown, QUERY_TIMEOUT, self.config.connect(tls.clone())).await?;
+                self.drive(connection);
+                client
+            }
+        };
         let insert = timed(&self.shown, QUERY_TIMEOUT, client.prepare(INSERT)).await;
         // The table may not exist yet (before the first migration): prepared on first use.
         Ok(Conn {
             client,
             insert: insert.ok(),
         })
+    }
+}
+
+impl Db {
+    /// Run a connection's I/O (a task per connection; it ends when the client is dropped).
+    fn drive(
+        &self,
+        connection: impl Future<Output = Result<(), tokio_postgres::Error>> + Send + 'static,
+    ) {
+        let shown = self.shown.clone();
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::warn!(database = %shown, error = %e, "metadata database connection lost");
+            }
+        });
     }
 }
 
@@ -125,14 +174,23 @@ fn unavailable(db: &str, e: impl Display) -> StoreError {
 }
 
 /// `fut` within `limit`, its error or its lateness as `Unavailable`.
-async fn timed<T, E: Display>(
+async fn timed<T, E: std::error::Error>(
     db: &str,
     limit: Duration,
     fut: impl Future<Output = Result<T, E>>,
 ) -> Result<T, StoreError> {
     match tokio::time::timeout(limit, fut).await {
         Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(unavailable(db, e)),
+        // With its causes: "error performing TLS handshake" alone does not say what to fix.
+        Ok(Err(e)) => {
+            let mut msg = e.to_string();
+            let mut cause = e.source();
+            while let Some(c) = cause {
+                msg = format!("{msg}: {c}");
+                cause = c.source();
+            }
+            Err(unavailable(db, msg))
+        }
         Err(_) => Err(unavailable(
             db,
             format!("no answer within {} s", limit.as_secs()),
@@ -214,8 +272,9 @@ impl Link {
         self.kept(r)
     }
 
-    /// Every transaction after `after`, in order (one round trip when there are none).
-    pub(crate) async fn after(&mut self, after: i64) -> Result<Vec<(i64, Record)>, StoreError> {
+    /// Every transaction after `after`, in order (one round trip when there are none), or
+    /// `Behind` if some of them were pruned: then only [`Link::load`] catches up.
+    pub(crate) async fn after(&mut self, after: i64) -> Result<Tail, StoreError> {
         let db = self.db.shown.clone();
         let c = self.conn().await?;
         let r = fetch_after(&c.client, &db, after, "").await;
@@ -223,11 +282,9 @@ impl Link {
     }
 
     /// `BEGIN`, the journal lock, and every transaction after `after`: from here until
-    /// [`Link::append`] or [`Link::rollback`] no other replica commits.
-    pub(crate) async fn begin_locked(
-        &mut self,
-        after: i64,
-    ) -> Result<Vec<(i64, Record)>, StoreError> {
+    /// [`Link::append`] or [`Link::rollback`] no other replica commits. `Behind` (rows after
+    /// `after` were pruned) ends the transaction again: reload, then begin anew.
+    pub(crate) async fn begin_locked(&mut self, after: i64) -> Result<Tail, StoreError> {
         let db = self.db.shown.clone();
         let c = self.conn().await?;
         // One round trip: the lock, then what committed before it was granted (each
@@ -235,7 +292,56 @@ impl Link {
         let lock = format!("BEGIN; SELECT pg_advisory_xact_lock({LOCK_CLASS}, {JOURNAL_LOCK});");
         let r = fetch_after(&c.client, &db, after, &lock).await;
         self.in_txn = r.is_ok();
+        let r = self.kept(r);
+        if matches!(r, Ok(Tail::Behind)) {
+            self.rollback().await;
+        }
+        r
+    }
+
+    /// The whole state: the newest snapshot, each of its parts handed to `part` as it
+    /// arrives (never all at once), and the journal rows after it. Returns the snapshot's
+    /// position (0: none yet) and those rows. One repeatable-read transaction, so snapshot,
+    /// floor and rows are of one instant whatever compaction runs meanwhile.
+    pub(crate) async fn load(
+        &mut self,
+        part: impl FnMut(Record),
+    ) -> Result<(i64, Vec<(i64, Record)>), StoreError> {
+        let db = self.db.shown.clone();
+        let c = self.conn().await?;
+        let r = load(&c.client, &db, part).await;
         self.kept(r)
+    }
+
+    /// The position of the newest snapshot (0: none).
+    pub(crate) async fn newest_snapshot(&mut self) -> Result<i64, StoreError> {
+        let db = self.db.shown.clone();
+        let c = self.conn().await?;
+        let r = timed(&db, QUERY_TIMEOUT, c.client.query_one(NEWEST_SNAPSHOT, &[]))
+            .await
+            .map(|row| row.get::<_, i64>(0));
+        self.kept(r)
+    }
+
+    /// Store `parts` (the state after every row up to `seq`, `State::records`) as the newest
+    /// snapshot, drop older snapshots, and prune the journal rows it covers that are older
+    /// than `keep` (a replica behind by less than that still catches up row by row; one
+    /// further behind reloads). One transaction: a reader sees the old snapshot and floor or
+    /// the new ones, never a mix. `Busy` if another replica is compacting.
+    pub(crate) async fn compact(
+        &mut self,
+        seq: i64,
+        parts: Vec<String>,
+        keep: Duration,
+    ) -> Result<Compacted, StoreError> {
+        let db = self.db.shown.clone();
+        let c = self.conn().await?;
+        let r = compact(&c.client, &db, seq, parts, keep).await;
+        let r = self.kept(r);
+        if matches!(r, Ok(Compacted::Busy | Compacted::Newer(_))) {
+            self.rollback().await;
+        }
+        r
     }
 
     /// Insert `body` (a transaction's JSON) and commit: the transaction is durable when
@@ -262,14 +368,17 @@ impl Link {
     /// Insert `bodies` in order into the empty journal table and commit, all in one
     /// transaction under the journal lock; refused if the table holds anything.
     pub(crate) async fn import(&mut self, bodies: Vec<String>) -> Result<(), StoreError> {
-        let rows = self.begin_locked(0).await?;
-        if !rows.is_empty() {
+        let held = match self.begin_locked(0).await? {
+            Tail::Rows(rows) => rows.len(),
+            // Rows were pruned: compacted into a snapshot, so not empty either.
+            Tail::Behind => 1,
+        };
+        if held > 0 {
             self.rollback().await;
             return Err(StoreError::Unsupported(format!(
-                "the metadata database {} already holds metadata ({} transactions or more); \
+                "the metadata database {} already holds metadata ({held} transactions or more); \
                  migrate into an empty database",
                 self.db.shown,
-                rows.len()
             )));
         }
         let db = self.db.shown.clone();
@@ -422,20 +531,47 @@ async fn migrate(c: &mut Conn, db: &str) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// What a catch-up read found.
+pub(crate) enum Tail {
+    /// Every row after the position asked for, in order.
+    Rows(Vec<(i64, Record)>),
+    /// Rows after the position asked for were pruned (the floor is above it): applying the
+    /// rows that are left would skip some, so the reader must reload from the snapshot.
+    Behind,
+}
+
+/// What [`Link::compact`] did.
+pub(crate) enum Compacted {
+    /// The snapshot is written; the journal's floor is now the position given.
+    Done { pruned: i64 },
+    /// A snapshot at or past the position exists already (at the position given).
+    Newer(i64),
+    /// Another replica holds the compaction lock.
+    Busy,
+}
+
 /// `prefix` (statements to run first, in the same round trip), then up to [`PAGE`] rows
 /// after `after` at a time until there are no more. Simple-query protocol: one round trip
 /// per page and no statement to prepare; `after` is a number, so formatting it in is safe.
+///
+/// Each page is one statement that also reads the floor (`airdock_floor.pruned`), so rows
+/// and floor are of one instant: if the floor is above `after`, rows may be missing right
+/// after it and `Behind` is returned instead of rows with a hole. Rows above the floor are
+/// never deleted, so a page read with `floor <= after` has every row there is.
 async fn fetch_after(
     client: &Client,
     db: &str,
     mut after: i64,
     prefix: &str,
-) -> Result<Vec<(i64, Record)>, StoreError> {
+) -> Result<Tail, StoreError> {
     let mut out = Vec::new();
     let mut prefix = prefix;
     loop {
         let sql = format!(
-            "{prefix} SELECT seq, body::text FROM airdock_txns WHERE seq > {after} ORDER BY seq LIMIT {PAGE}"
+            "{prefix} SELECT 0::bigint, pruned, NULL::text FROM airdock_floor \
+             UNION ALL \
+             (SELECT 1, seq, body::text FROM airdock_txns WHERE seq > {after} ORDER BY seq LIMIT {PAGE}) \
+             ORDER BY 1, 2"
         );
         let timeout = if prefix.is_empty() {
             QUERY_TIMEOUT
@@ -445,29 +581,176 @@ async fn fetch_after(
         let messages = timed(db, timeout, client.simple_query(&sql)).await?;
         prefix = "";
         let mut n = 0;
+        let mut floor = None;
         for m in messages {
             let SimpleQueryMessage::Row(row) = m else {
                 continue;
             };
-            // Rows of the lock's SELECT have one column; the journal's have two.
-            if row.len() != 2 {
+            // Rows of the lock's SELECT have one column; floor and journal rows three.
+            if row.len() != 3 {
                 continue;
             }
-            n += 1;
-            let seq: i64 = row.get(0).and_then(|s| s.parse().ok()).ok_or_else(|| {
+            let pos: i64 = row.get(1).and_then(|s| s.parse().ok()).ok_or_else(|| {
                 StoreError::Corrupt(format!("{db}: a journal row without a position"))
             })?;
-            let body = row.get(1).unwrap_or_default();
-            let record: Record = serde_json::from_str(body).map_err(|e| {
-                StoreError::Corrupt(format!(
-                    "{db}: journal row {seq} is not an airdock transaction: {e}"
-                ))
-            })?;
-            out.push((seq, record));
-            after = seq;
+            if row.get(0) == Some("0") {
+                floor = Some(pos);
+                continue;
+            }
+            if floor.is_none_or(|f| f > after) {
+                return Ok(Tail::Behind);
+            }
+            n += 1;
+            let body = row.get(2).unwrap_or_default();
+            out.push((pos, parse_row(db, pos, body)?));
+            after = pos;
+        }
+        if floor.is_none_or(|f| f > after) {
+            return Ok(Tail::Behind);
         }
         if n < PAGE {
-            return Ok(out);
+            return Ok(Tail::Rows(out));
         }
     }
+}
+
+fn parse_row(db: &str, seq: i64, body: &str) -> Result<Record, StoreError> {
+    serde_json::from_str(body).map_err(|e| {
+        StoreError::Corrupt(format!(
+            "{db}: journal row {seq} is not an airdock transaction: {e}"
+        ))
+    })
+}
+
+/// See [`Link::load`].
+async fn load(
+    client: &Client,
+    db: &str,
+    mut part: impl FnMut(Record),
+) -> Result<(i64, Vec<(i64, Record)>), StoreError> {
+    timed(
+        db,
+        QUERY_TIMEOUT,
+        client.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"),
+    )
+    .await?;
+    let row = timed(db, QUERY_TIMEOUT, client.query_one(NEWEST_SNAPSHOT, &[])).await?;
+    let seq: i64 = row.get(0);
+    if seq > 0 {
+        // Streamed: the parts are applied as they arrive, never all held at once.
+        let rows = timed(
+            db,
+            QUERY_TIMEOUT,
+            client.query_raw(
+                "SELECT part, body::text FROM airdock_snapshots WHERE seq = $1 ORDER BY part",
+                [seq],
+            ),
+        )
+        .await?;
+        let mut rows = std::pin::pin!(rows);
+        while let Some(row) =
+            timed(db, QUERY_TIMEOUT, async { rows.as_mut().try_next().await }).await?
+        {
+            let n: i32 = row.get(0);
+            let body: &str = row.get(1);
+            part(serde_json::from_str(body).map_err(|e| {
+                StoreError::Corrupt(format!(
+                    "{db}: snapshot {seq} part {n} is not airdock's: {e}"
+                ))
+            })?);
+        }
+    }
+    let tail = match fetch_after(client, db, seq, "").await? {
+        Tail::Rows(rows) => rows,
+        Tail::Behind => {
+            return Err(StoreError::Corrupt(format!(
+                "{db}: the journal is pruned past its newest snapshot ({seq}); rows are missing"
+            )))
+        }
+    };
+    timed(db, QUERY_TIMEOUT, client.batch_execute("COMMIT")).await?;
+    Ok((seq, tail))
+}
+
+/// See [`Link::compact`].
+async fn compact(
+    client: &Client,
+    db: &str,
+    seq: i64,
+    parts: Vec<String>,
+    keep: Duration,
+) -> Result<Compacted, StoreError> {
+    let row = timed(db, QUERY_TIMEOUT, async {
+        client.batch_execute("BEGIN").await?;
+        client
+            .query_one(
+                "SELECT pg_try_advisory_xact_lock($1, $2), \
+                 (SELECT coalesce(max(seq), 0) FROM airdock_snapshots)",
+                &[&LOCK_CLASS, &COMPACT_LOCK],
+            )
+            .await
+    })
+    .await?;
+    if !row.get::<_, bool>(0) {
+        return Ok(Compacted::Busy);
+    }
+    let newest: i64 = row.get(1);
+    if newest >= seq {
+        return Ok(Compacted::Newer(newest));
+    }
+    let insert = timed(
+        db,
+        QUERY_TIMEOUT,
+        client.prepare(
+            "INSERT INTO airdock_snapshots (seq, part, body) \
+             SELECT $1, p, b::jsonb FROM unnest($2::int4[], $3::text[]) AS u(p, b)",
+        ),
+    )
+    .await?;
+    let mut next = 0i32;
+    for batch in parts.chunks(PARTS_PER_INSERT) {
+        let numbers: Vec<i32> = (next..).take(batch.len()).collect();
+        next = next.saturating_add(i32::try_from(batch.len()).unwrap_or(i32::MAX));
+        timed(
+            db,
+            QUERY_TIMEOUT,
+            client.execute(&insert, &[&seq, &numbers, &batch]),
+        )
+        .await?;
+    }
+    // Prune under the journal lock: no commit is in flight, so every row up to the newest
+    // is visible and the rows deleted are exactly those at or below the new floor.
+    let keep_secs = keep.as_secs_f64();
+    let pruned = timed(db, LOCK_TIMEOUT, async {
+        client
+            .execute("DELETE FROM airdock_snapshots WHERE seq < $1", &[&seq])
+            .await?;
+        client
+            .execute(
+                "SELECT pg_advisory_xact_lock($1, $2)",
+                &[&LOCK_CLASS, &JOURNAL_LOCK],
+            )
+            .await?;
+        let row = client
+            .query_one(
+                "SELECT coalesce(max(seq), 0) FROM airdock_txns \
+                 WHERE seq <= $1 AND at < now() - make_interval(secs => $2)",
+                &[&seq, &keep_secs],
+            )
+            .await?;
+        let to: i64 = row.get(0);
+        client
+            .execute("DELETE FROM airdock_txns WHERE seq <= $1", &[&to])
+            .await?;
+        let row = client
+            .query_one(
+                "UPDATE airdock_floor SET pruned = greatest(pruned, $1) RETURNING pruned",
+                &[&to],
+            )
+            .await?;
+        client.batch_execute("COMMIT").await?;
+        Ok::<i64, tokio_postgres::Error>(row.get(0))
+    })
+    .await?;
+    Ok(Compacted::Done { pruned })
 }

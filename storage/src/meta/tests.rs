@@ -3,6 +3,9 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
+
+use crate::meta::Compacted;
 
 use crate::blobstore::fs::FsBlobStore;
 use crate::blobstore::opened;
@@ -41,6 +44,17 @@ impl Rig {
 
     async fn open(&self, dir: &Path) -> Store {
         self.try_open(dir).await.expect("open")
+    }
+
+    /// Two replicas, each on a data dir of its own (the dirs live as long as the first field).
+    async fn pair(&self) -> ([tempfile::TempDir; 2], Store, Store) {
+        let dirs = [
+            tempfile::tempdir().expect("a"),
+            tempfile::tempdir().expect("b"),
+        ];
+        let a = self.open(dirs[0].path()).await;
+        let b = self.open(dirs[1].path()).await;
+        (dirs, a, b)
     }
 }
 
@@ -270,9 +284,9 @@ async fn replicas_starting_at_once_migrate_once() {
     assert_eq!(
         pg.psql(
             url,
-            "SELECT string_agg(version::text, ',') FROM airdock_schema"
+            "SELECT string_agg(version::text, ',' ORDER BY version) FROM airdock_schema"
         ),
-        "1"
+        "1,2"
     );
     // A database migrated by a newer airdock is refused, not misread.
     pg.psql(url, "INSERT INTO airdock_schema (version) VALUES (99)");
@@ -526,4 +540,395 @@ fn named_blobs(s: &Store) -> Vec<Digest> {
             links.chain(own).chain(refs).collect::<Vec<_>>()
         })
         .collect()
+}
+
+/// Tag `n` names (`prefix0`…) on the manifest `body` in `repo` of `s`, one commit each.
+async fn tag_many(s: &Store, repo: &RepoName, body: &[u8], prefix: &str, n: usize) {
+    for i in 0..n {
+        put_tagged(s, repo, &format!("{prefix}{i}"), body)
+            .await
+            .expect("tag");
+    }
+}
+
+async fn untag(s: &Store, repo: &RepoName, t: &Tag) -> Result<(), StoreError> {
+    s.delete_manifest(repo, &Reference::Tag(t.clone()), ManifestDelete::default())
+        .await
+}
+
+fn count(rig: &Rig, sql: &str) -> i64 {
+    let pg = rig.pg.as_ref().expect("pg");
+    let url = rig.url.as_deref().expect("url");
+    pg.psql(url, sql).parse().expect("a number")
+}
+
+/// A snapshot replaces the journal rows it covers: a replica started afterwards loads it
+/// and replays only the rows after it, and holds what the writer holds (tags removed before
+/// the snapshot stay removed, tags set after it are there).
+#[tokio::test]
+async fn a_replica_starts_from_the_snapshot_and_the_rows_after_it() {
+    let rig = Rig::postgres();
+    let (da, db) = (
+        tempfile::tempdir().expect("a"),
+        tempfile::tempdir().expect("b"),
+    );
+    let a = rig.open(da.path()).await;
+    let repo = name("r");
+    let body = push_image_blobs(&a, &repo).await;
+    tag_many(&a, &repo, &body, "old", 5).await;
+    untag(&a, &repo, &tag("old0")).await.expect("untag");
+    let done = a
+        .inner
+        .meta
+        .snapshot_now(Duration::ZERO)
+        .await
+        .expect("snapshot");
+    let Some(Compacted::Done { pruned }) = done else {
+        panic!("no snapshot written");
+    };
+    assert!(pruned > 0);
+    assert_eq!(
+        count(&rig, "SELECT count(*) FROM airdock_txns"),
+        0,
+        "every row pruned"
+    );
+    assert_eq!(
+        count(&rig, "SELECT count(DISTINCT seq) FROM airdock_snapshots"),
+        1
+    );
+    tag_many(&a, &repo, &body, "new", 3).await;
+    assert_eq!(count(&rig, "SELECT count(*) FROM airdock_txns"), 3);
+    let b = rig.open(db.path()).await;
+    assert_eq!(snapshot(&b), snapshot(&a));
+    assert_eq!(b.resolve_tag(&repo, &tag("old0")), None);
+    assert!(b.resolve_tag(&repo, &tag("new2")).is_some());
+    // A second snapshot replaces the first; one at the same position is not written again.
+    a.inner
+        .meta
+        .snapshot_now(Duration::ZERO)
+        .await
+        .expect("second");
+    assert!(matches!(
+        a.inner.meta.snapshot_now(Duration::ZERO).await,
+        Ok(Some(Compacted::Newer(_)))
+    ));
+    assert_eq!(
+        count(&rig, "SELECT count(DISTINCT seq) FROM airdock_snapshots"),
+        1
+    );
+    let c = rig.open(tempfile::tempdir().expect("c").path()).await;
+    assert_eq!(snapshot(&c), snapshot(&a));
+}
+
+/// A replica whose position is below the journal's floor (rows it has not applied were
+/// pruned) must not apply the rows that are left as if nothing were missing: its catch-up,
+/// and its commit (which checks against the database's latest state), reload it from the
+/// snapshot instead. Rows still in their keep window are not pruned at all.
+#[tokio::test]
+async fn a_replica_behind_the_pruned_journal_reloads_instead_of_missing_rows() {
+    let rig = Rig::postgres();
+    let (_dirs, a, b) = rig.pair().await;
+    let repo = name("r");
+    let body = push_image_blobs(&a, &repo).await;
+    tag_many(&a, &repo, &body, "t", 4).await;
+    b.sync().await.expect("b caught up");
+    // Rows B has not read: a removal (B must not keep the tag) and new tags.
+    untag(&a, &repo, &tag("t1")).await.expect("untag");
+    tag_many(&a, &repo, &body, "u", 3).await;
+    // Inside the keep window nothing is pruned, and B catches up row by row.
+    let kept = a.inner.meta.snapshot_now(Duration::from_secs(3600)).await;
+    assert!(matches!(kept, Ok(Some(Compacted::Done { pruned: 0 }))));
+    let generation = b.generation();
+    b.sync().await.expect("sync");
+    assert_eq!(snapshot(&b), snapshot(&a));
+    assert_eq!(
+        b.generation() - generation,
+        4,
+        "four rows applied, no reload"
+    );
+    // Now behind a pruned stretch: catch-up reloads.
+    untag(&a, &repo, &tag("t2")).await.expect("untag");
+    tag_many(&a, &repo, &body, "v", 2).await;
+    a.inner
+        .meta
+        .snapshot_now(Duration::ZERO)
+        .await
+        .expect("prune");
+    tag_many(&a, &repo, &body, "w", 2).await;
+    b.sync().await.expect("sync reloads");
+    assert_eq!(snapshot(&b), snapshot(&a));
+    assert_eq!(b.resolve_tag(&repo, &tag("t2")), None);
+    // Behind again, and this time B commits first: its commit reloads under the lock.
+    untag(&a, &repo, &tag("t3")).await.expect("untag");
+    a.inner
+        .meta
+        .snapshot_now(Duration::ZERO)
+        .await
+        .expect("prune");
+    put_tagged(&b, &repo, "from-b", &body)
+        .await
+        .expect("B commits");
+    assert_eq!(b.resolve_tag(&repo, &tag("t3")), None);
+    a.sync().await.expect("sync");
+    assert_eq!(snapshot(&b), snapshot(&a));
+}
+
+/// Replicas racing while one of them keeps compacting (no keep window): tags set through
+/// A, catch-ups and commits on B; every replica, and one started afterwards, ends with the
+/// same state, and nothing acknowledged is missing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn compaction_racing_commits_and_catch_ups_loses_nothing() {
+    let rig = Rig::postgres();
+    let (_dirs, a, b) = rig.pair().await;
+    let repo = name("r");
+    let body = push_image_blobs(&a, &repo).await;
+    put_tagged(&a, &repo, "base", &body).await.expect("base");
+    let writer = {
+        let (a, repo, body) = (a.clone(), repo.clone(), body.clone());
+        tokio::spawn(async move { tag_many(&a, &repo, &body, "a", 60).await })
+    };
+    let compactor = {
+        let a = a.clone();
+        tokio::spawn(async move {
+            for _ in 0..30 {
+                a.inner
+                    .meta
+                    .snapshot_now(Duration::ZERO)
+                    .await
+                    .expect("snapshot");
+                tokio::task::yield_now().await;
+            }
+        })
+    };
+    for i in 0..30 {
+        b.sync().await.expect("sync");
+        put_tagged(&b, &repo, &format!("b{i}"), &body)
+            .await
+            .expect("B tags");
+    }
+    writer.await.expect("writer");
+    compactor.await.expect("compactor");
+    a.sync().await.expect("a");
+    b.sync().await.expect("b");
+    let c = rig.open(tempfile::tempdir().expect("c").path()).await;
+    let (sa, sb, sc) = (snapshot(&a), snapshot(&b), snapshot(&c));
+    assert_eq!(sa, sb);
+    assert_eq!(sa, sc);
+    assert_eq!(sa.0.len(), 1 + 60 + 30, "every acknowledged tag");
+}
+
+/// A commit that takes the journal past the threshold starts a snapshot by itself.
+#[tokio::test]
+async fn commits_past_the_threshold_write_a_snapshot() {
+    let rig = Rig::postgres();
+    let dir = tempfile::tempdir().expect("a");
+    let a = rig.open(dir.path()).await;
+    a.inner.meta.set_compaction(5, Duration::ZERO);
+    let repo = name("r");
+    let body = push_image_blobs(&a, &repo).await;
+    tag_many(&a, &repo, &body, "t", 8).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while count(&rig, "SELECT count(*) FROM airdock_snapshots") == 0 {
+        assert!(std::time::Instant::now() < deadline, "no snapshot written");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(count(&rig, "SELECT count(*) FROM airdock_txns") < 11);
+    let b = rig.open(tempfile::tempdir().expect("b").path()).await;
+    assert_eq!(snapshot(&b), snapshot(&a));
+}
+
+/// Start time of a replica over a journal of `AIRDOCK_PG_START_TAGS` tag rows (2,000 by
+/// default; 100,000 to measure), before and after a snapshot; both loads give one state.
+/// The rows are inserted by SQL (a commit each would take minutes at 100,000).
+#[tokio::test]
+async fn start_time_before_and_after_a_snapshot() {
+    let n: u64 = std::env::var("AIRDOCK_PG_START_TAGS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2000);
+    let rig = Rig::postgres();
+    let a = rig.open(tempfile::tempdir().expect("a").path()).await;
+    let repo = name("r");
+    let body = push_image_blobs(&a, &repo).await;
+    let m = put_tagged(&a, &repo, "first", &body)
+        .await
+        .expect("manifest");
+    let pg = rig.pg.as_ref().expect("pg");
+    let url = rig.url.as_deref().expect("url");
+    pg.psql(
+        url,
+        &format!(
+            "INSERT INTO airdock_txns (body) SELECT jsonb_build_object('ops', jsonb_build_array(\
+             jsonb_build_object('op', 'tag', 'repo', 'r', 'tag', 't' || i, 'digest', '{}', 'at', 1700000000 + i))) \
+             FROM generate_series(1, {n}) AS i",
+            m.digest
+        ),
+    );
+    let timed_open = || async {
+        let started = std::time::Instant::now();
+        let s = rig.open(tempfile::tempdir().expect("s").path()).await;
+        (started.elapsed(), s)
+    };
+    let (before, s1) = timed_open().await;
+    let (tags, _) = snapshot(&s1);
+    assert_eq!(tags.len() as u64, n + 1);
+    s1.inner
+        .meta
+        .snapshot_now(Duration::ZERO)
+        .await
+        .expect("snapshot");
+    let parts = count(&rig, "SELECT count(*) FROM airdock_snapshots");
+    let (after, s2) = timed_open().await;
+    assert_eq!(snapshot(&s2), snapshot(&s1));
+    eprintln!(
+        "start at {n} tags: {} ms replaying {} rows, {} ms from a snapshot of {parts} parts",
+        before.as_millis(),
+        n + 4,
+        after.as_millis()
+    );
+}
+
+/// The compacted form is cut into records of at most `SNAPSHOT_CHUNK` ops, never mixing
+/// repositories, and replaying the records rebuilds the same state.
+#[test]
+fn compacted_records_are_chunked_per_repository_and_rebuild_the_state() {
+    use crate::meta::{Op, Record, State, SNAPSHOT_CHUNK};
+    let digest = Digest::of(Algorithm::Sha256, b"m");
+    let mut state = State::default();
+    for (repo, n) in [("r", 2 * SNAPSHOT_CHUNK + 500), ("s", 5)] {
+        for i in 0..n {
+            state.apply(Op::Tag {
+                repo: name(repo),
+                tag: tag(&format!("t{i}")),
+                digest: digest.clone(),
+                at: Some(1),
+            });
+        }
+    }
+    let bodies = state.record_bodies().expect("bodies");
+    let records: Vec<Record> = bodies
+        .iter()
+        .map(|b| serde_json::from_str(b).expect("json"))
+        .collect();
+    let sizes: Vec<usize> = records.iter().map(|r| r.ops.len()).collect();
+    assert_eq!(sizes, [SNAPSHOT_CHUNK, SNAPSHOT_CHUNK, 500, 5]);
+    let mut rebuilt = State::default();
+    for r in records {
+        for op in r.ops {
+            rebuilt.apply(op);
+        }
+    }
+    let tags = |s: &State| -> Vec<(String, String)> {
+        s.repos
+            .iter()
+            .flat_map(|(r, repo)| {
+                repo.tags
+                    .keys()
+                    .map(move |t| (r.to_string(), t.to_string()))
+            })
+            .collect()
+    };
+    assert_eq!(tags(&rebuilt), tags(&state));
+}
+
+/// A test CA, and a server certificate it signed for `names` (PEM: CA, certificate, key).
+fn test_ca_and_server(names: &[&str]) -> (String, String, String) {
+    let ca_key = rcgen::KeyPair::generate().expect("ca key");
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).expect("ca params");
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    // Names and serials of their own: the leaf is told from its issuer without relying on
+    // rcgen's defaults (the same default name for both).
+    ca.distinguished_name
+        .push(rcgen::DnType::CommonName, "airdock test CA");
+    ca.serial_number = Some(rcgen::SerialNumber::from(1u64));
+    let ca_cert = ca.self_signed(&ca_key).expect("ca cert");
+    let issuer = rcgen::Issuer::new(ca, ca_key);
+    let key = rcgen::KeyPair::generate().expect("key");
+    let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+    let mut params = rcgen::CertificateParams::new(names).expect("params");
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "airdock test database");
+    params.serial_number = Some(rcgen::SerialNumber::from(2u64));
+    let cert = params.signed_by(&key, &issuer).expect("cert");
+    (ca_cert.pem(), cert.pem(), key.serialize_pem())
+}
+
+/// TLS to PostgreSQL, with libpq's modes: `verify-full` with the database's CA works and the
+/// connections are encrypted (the server says so); a foreign CA or a certificate for another
+/// host is refused with a message naming the certificate; `verify-ca` does not compare the
+/// name; `require` encrypts without checking; a server without TLS refuses `require`.
+#[tokio::test]
+async fn metadata_over_tls_checks_the_database_certificate() {
+    let mut pg = Postgres::start();
+    let plain = pg.database();
+    let secured = |url: &str, q: &str| format!("{url}?{q}");
+    // Before TLS is on: asked for, it is not silently dropped.
+    let dir = tempfile::tempdir().expect("dir");
+    let refused =
+        Store::open_with_metadata(dir.path(), None, Some(&secured(&plain, "sslmode=require")))
+            .await;
+    assert!(
+        matches!(refused, Err(StoreError::Unavailable(_))),
+        "{:?}",
+        refused.err()
+    );
+
+    let (ca, cert, key) = test_ca_and_server(&["localhost", "127.0.0.1"]);
+    let (other_ca, _, _) = test_ca_and_server(&["localhost"]);
+    pg.enable_tls(&cert, &key);
+    let files = tempfile::tempdir().expect("files");
+    let ca_file = files.path().join("ca.pem");
+    let other_file = files.path().join("other.pem");
+    std::fs::write(&ca_file, &ca).expect("ca");
+    std::fs::write(&other_file, &other_ca).expect("other");
+    let full = |file: &Path| {
+        secured(
+            &plain,
+            &format!("sslmode=verify-full&sslrootcert={}", file.display()),
+        )
+    };
+    let open = |url: String| async move {
+        let dir = tempfile::tempdir().expect("dir");
+        let r = Store::open_with_metadata(dir.path(), None, Some(&url)).await;
+        (dir, r)
+    };
+    let (_d1, s) = open(full(&ca_file)).await;
+    let s = s.expect("verify-full with the database's CA");
+    let d = Digest::of(Algorithm::Sha256, b"x");
+    s.push_blob(&name("r"), &d, &b"x"[..])
+        .await
+        .expect("commit over TLS");
+    let encrypted = pg.psql(
+        &plain,
+        "SELECT count(*) FROM pg_stat_ssl JOIN pg_stat_activity USING (pid) \
+         WHERE application_name = 'airdock' AND ssl",
+    );
+    assert_ne!(encrypted, "0", "airdock's connections use TLS");
+    let (_d2, r) = open(full(&other_file)).await;
+    match r {
+        Err(StoreError::Unavailable(m)) => assert!(m.contains("certificate"), "{m}"),
+        other => panic!("a foreign CA was accepted: {:?}", other.err()),
+    }
+    // A certificate for another host: refused by verify-full, taken by verify-ca.
+    let (ca2, cert2, key2) = test_ca_and_server(&["db.elsewhere"]);
+    pg.enable_tls(&cert2, &key2);
+    std::fs::write(&ca_file, &ca2).expect("ca2");
+    let (_d3, r) = open(full(&ca_file)).await;
+    match r {
+        Err(StoreError::Unavailable(m)) => assert!(m.contains("certificate"), "{m}"),
+        other => panic!(
+            "a certificate for another host was accepted: {:?}",
+            other.err()
+        ),
+    }
+    let ca_only = secured(
+        &plain,
+        &format!("sslmode=verify-ca&sslrootcert={}", ca_file.display()),
+    );
+    let (_d4, r) = open(ca_only).await;
+    let s = r.expect("verify-ca does not compare the name");
+    assert!(s.repo_has_blob(&name("r"), &d));
+    let (_d5, r) = open(secured(&plain, "sslmode=require")).await;
+    r.expect("require: encrypted, unchecked");
 }
