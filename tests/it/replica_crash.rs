@@ -12,18 +12,16 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use reqwest::{Client, StatusCode};
-use serde_json::Value;
 
 use crate::cluster::Cluster;
-use crate::crash::{forget_deleted, iterations, post_import, spawn_counted, Counted};
+use crate::crash::{
+    check_import, forget_deleted, import_at, iterations, post_import, spawn_counted, Counted, TOKEN,
+};
 use crate::fixture::fixture_tar;
 use crate::images::{
     client, fsck_in_env, make_image, push_image, verify_image, Failed, Image, Rng,
 };
 use crate::s3::S3_ENV;
-use crate::support::manifest_blobs;
-
-const TOKEN: &str = "replica-crash-token";
 
 /// Replicas behind the balancer (`AIRDOCK_CRASH_REPLICAS`, default 2): one killed at a
 /// time, the others serve meanwhile.
@@ -38,109 +36,6 @@ fn replicas() -> usize {
 /// Every this many iterations (and at the last): fsck, and every image still expected is
 /// pulled through every way in.
 const CHECKPOINT: usize = 5;
-
-/// What `base` holds of import `repo`: its tags (every tagged manifest checked servable
-/// with the blobs it names) and its import records.
-async fn import_at(c: &Client, base: &str, repo: &str) -> Result<(usize, usize), String> {
-    let r = c
-        .get(format!("{base}/v2/{repo}/tags/list"))
-        .send()
-        .await
-        .map_err(|e| format!("{base}: tags of {repo}: {e}"))?;
-    let tags: Vec<String> = match r.status() {
-        StatusCode::NOT_FOUND => Vec::new(),
-        StatusCode::OK => {
-            let v: Value = r.json().await.map_err(|e| format!("{base}: {e}"))?;
-            v["tags"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|t| t.as_str().map(str::to_owned))
-                .collect()
-        }
-        other => return Err(format!("{base}: tags of {repo}: {other}")),
-    };
-    for t in &tags {
-        let m = c
-            .get(format!("{base}/v2/{repo}/manifests/{t}"))
-            .header("Accept", "*/*")
-            .send()
-            .await
-            .map_err(|e| format!("{base}: {repo}:{t}: {e}"))?;
-        if m.status() != StatusCode::OK {
-            return Err(format!("{base}: {repo}:{t}: {}", m.status()));
-        }
-        let bytes = m.bytes().await.map_err(|e| format!("{base}: {e}"))?;
-        let v: Value = serde_json::from_slice(&bytes).map_err(|e| format!("{repo}:{t}: {e}"))?;
-        for d in manifest_blobs(&v) {
-            let b = c
-                .get(format!("{base}/v2/{repo}/blobs/{d}"))
-                .send()
-                .await
-                .map_err(|e| format!("{base}: blob {d}: {e}"))?;
-            if b.status() != StatusCode::OK {
-                return Err(format!("{base}: blob {d} of {repo}:{t}: {}", b.status()));
-            }
-        }
-    }
-    let v: Value = c
-        .get(format!("{base}/admin/v1/imports?repository={repo}"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .map_err(|e| format!("{base}: records of {repo}: {e}"))?
-        .json()
-        .await
-        .map_err(|e| format!("{base}: records of {repo}: {e}"))?;
-    Ok((tags.len(), v["imports"].as_array().map_or(0, Vec::len)))
-}
-
-/// All or nothing, and the same through every way in: no tag and no record, or all `whole`
-/// tags and one record. An acknowledged import must be there. Whether it is.
-async fn check_import(
-    c: &Client,
-    bases: &[String],
-    repo: &str,
-    acked: bool,
-    whole: usize,
-    it: usize,
-) -> bool {
-    let mut seen = None;
-    for base in bases {
-        let got = import_at(c, base, repo)
-            .await
-            .unwrap_or_else(|e| panic!("iteration {it}: import into {repo}: {e}"));
-        match got {
-            (0, records) => {
-                assert!(
-                    !acked,
-                    "iteration {it}: acknowledged import into {repo} lost ({base})"
-                );
-                assert_eq!(
-                    records, 0,
-                    "iteration {it}: a record without its import ({base})"
-                );
-            }
-            (tags, records) => {
-                assert_eq!(
-                    tags, whole,
-                    "iteration {it}: a partial import into {repo} ({base})"
-                );
-                assert_eq!(
-                    records, 1,
-                    "iteration {it}: {repo} without its record ({base})"
-                );
-            }
-        }
-        if let Some(prev) = seen.replace(got) {
-            assert_eq!(
-                prev, got,
-                "iteration {it}: replicas disagree on {repo} ({base})"
-            );
-        }
-    }
-    seen.is_some_and(|(tags, _)| tags > 0)
-}
 
 /// Every image pulls back byte for byte through every base.
 async fn verify_everywhere(c: &Client, bases: &[String], images: &[Image], when: &str) {
@@ -261,6 +156,14 @@ async fn kill_9_a_random_replica_behind_the_balancer_loses_nothing_acknowledged(
             killed_mid_push += 1;
         }
         cl.replicas[victim].kill();
+        // Reads go on while it is down: nginx moves a GET it cannot connect with (or whose
+        // cached connection died) to a live replica.
+        if !acked.is_empty() {
+            let img = &acked[rng.below(acked.len() as u64) as usize];
+            if let Err(e) = verify_image(&c, &lb, img).await {
+                panic!("iteration {it}: a pull with replica {victim} down: {e}");
+            }
+        }
         let checkpoint = it % CHECKPOINT == CHECKPOINT - 1 || it + 1 == n;
         if checkpoint {
             // fsck on the dead replica's data dir (its lock is free) while the others take
