@@ -5,7 +5,7 @@
 //! filesystem and on S3 (a real versitygw on loopback).
 
 use std::future::Future;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -28,25 +28,11 @@ pub(crate) fn iterations(default: usize) -> usize {
         .unwrap_or(default)
 }
 
-/// Spawn `fut` into `tasks`, counted in `pending` until it completes.
-pub(crate) fn spawn_counted(
-    tasks: &mut tokio::task::JoinSet<()>,
-    pending: &Arc<AtomicUsize>,
-    fut: impl Future<Output = ()> + Send + 'static,
-) {
-    pending.fetch_add(1, Ordering::SeqCst);
-    let pending = Arc::clone(pending);
-    tasks.spawn(async move {
-        fut.await;
-        pending.fetch_sub(1, Ordering::SeqCst);
-    });
-}
-
 /// Counts a task in `n` while alive (also if it is cancelled).
-pub(crate) struct Counted(Arc<AtomicUsize>);
+struct Counted(Arc<AtomicUsize>);
 
 impl Counted {
-    pub(crate) fn new(n: &Arc<AtomicUsize>) -> Counted {
+    fn new(n: &Arc<AtomicUsize>) -> Counted {
         n.fetch_add(1, Ordering::SeqCst);
         Counted(Arc::clone(n))
     }
@@ -55,6 +41,104 @@ impl Counted {
 impl Drop for Counted {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// The requests of one iteration of a crash loop, sent concurrently: each counted in
+/// `pending` until it ends; pushes and imports also in `pushing`, which the kill may wait for.
+pub(crate) struct Round {
+    tasks: tokio::task::JoinSet<()>,
+    pending: Arc<AtomicUsize>,
+    pushing: Arc<AtomicUsize>,
+}
+
+impl Round {
+    pub(crate) fn new() -> Round {
+        Round {
+            tasks: tokio::task::JoinSet::new(),
+            pending: Arc::default(),
+            pushing: Arc::default(),
+        }
+    }
+
+    /// Send `fut`; a `push` (or import) is counted from before the task starts, so
+    /// [`Round::until_kill`] cannot miss it.
+    pub(crate) fn spawn(&mut self, push: bool, fut: impl Future<Output = ()> + Send + 'static) {
+        let counted = (
+            Counted::new(&self.pending),
+            push.then(|| Counted::new(&self.pushing)),
+        );
+        self.tasks.spawn(async move {
+            let _counted = counted;
+            fut.await;
+        });
+    }
+
+    /// Import `tar` into `repo`; the flag tells whether it was acknowledged.
+    pub(crate) fn import(
+        &mut self,
+        c: &Client,
+        base: &str,
+        repo: &str,
+        tar: Vec<u8>,
+    ) -> Arc<AtomicBool> {
+        let done = Arc::new(AtomicBool::new(false));
+        let (c, base, repo, flag) = (c.clone(), base.to_owned(), repo.to_owned(), done.clone());
+        self.spawn(true, async move {
+            if post_import(&c, &base, TOKEN, &repo, tar).await {
+                flag.store(true, Ordering::SeqCst);
+            }
+        });
+        done
+    }
+
+    /// One time in three, delete one of `acked` at random by digest. Whatever the outcome it
+    /// is no longer expected to pull, nor are its twins ([`forget_deleted`], counted in
+    /// `forgotten`). The repository and digest deleted, to forget pushes landing meanwhile.
+    pub(crate) fn maybe_delete(
+        &mut self,
+        c: &Client,
+        base: &str,
+        acked: &mut Vec<Image>,
+        rng: &mut Rng,
+        forgotten: &mut usize,
+    ) -> Option<(String, String)> {
+        if acked.is_empty() || rng.below(3) != 0 {
+            return None;
+        }
+        let img = acked.swap_remove(rng.below(acked.len() as u64) as usize);
+        *forgotten += forget_deleted(acked, &img.repo, &img.digest);
+        let url = format!("{base}/v2/{}/manifests/{}", img.repo, img.digest);
+        let c = c.clone();
+        self.spawn(false, async move {
+            let _ = c.delete(url).send().await;
+        });
+        Some((img.repo, img.digest))
+    }
+
+    /// Wait for the instant to kill at: half the time once the pushes are through (however
+    /// slow the machine, 10 s at most) and up to 15 ms more, so that acknowledged pushes
+    /// exist to check; else up to `max_ms` into the round.
+    pub(crate) async fn until_kill(&self, rng: &mut Rng, max_ms: u64) {
+        if rng.below(2) == 0 {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while self.pushing.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            tokio::time::sleep(Duration::from_millis(rng.below(15))).await;
+        } else {
+            tokio::time::sleep(Duration::from_millis(rng.below(max_ms))).await;
+        }
+    }
+
+    /// Whether a request is still in flight.
+    pub(crate) fn in_flight(&self) -> bool {
+        self.pending.load(Ordering::SeqCst) > 0
+    }
+
+    /// Wait for every request to end.
+    pub(crate) async fn join(&mut self) {
+        while self.tasks.join_next().await.is_some() {}
     }
 }
 
@@ -199,6 +283,15 @@ async fn kill_9_on_s3_loses_no_acknowledged_push() {
     crash_loop(server, iterations(60), &S3_ENV).await;
 }
 
+/// Worker `w`'s image of iteration `it`, `crash/w<w>:i<it>`. Seeds repeat across iterations
+/// (never across workers), so blobs are often already present, or were just deleted: the
+/// paths that race GC, and on replicas the blob found in the bucket through the index.
+pub(crate) fn worker_image(rng: &mut Rng, it: usize, w: u64) -> Image {
+    let seed = rng.below(40) * 3 + w;
+    let len = 256 + rng.below(4096) as usize;
+    make_image(&format!("crash/w{w}"), &format!("i{it}"), seed, len)
+}
+
 /// Drop from `images` every image of `repo` whose manifest is `digest`; how many.
 ///
 /// `make_image` gives two images of one repository the same manifest when their seed and
@@ -247,24 +340,11 @@ async fn crash_loop(mut s: Server, n: usize, env: &[(&str, &str)]) {
         let c = client(Duration::from_secs(10));
         let base = s.base_url();
         let landed: Arc<Mutex<Vec<Image>>> = Arc::default();
-        let mut tasks = tokio::task::JoinSet::new();
-        let pending = Arc::new(AtomicUsize::new(0));
-        let pushing = Arc::new(AtomicUsize::new(0));
+        let mut round = Round::new();
         for w in 0..3u64 {
-            // Seeds repeat across iterations, so blobs are often already present (or were
-            // just deleted): the paths that race GC.
-            let seed = rng.below(40) * 3 + w;
-            let img = make_image(
-                &format!("crash/w{w}"),
-                &format!("i{it}"),
-                seed,
-                256 + rng.below(4096) as usize,
-            );
+            let img = worker_image(&mut rng, it, w);
             let (c, base, landed) = (c.clone(), base.clone(), Arc::clone(&landed));
-            // Counted from before the task starts, so the wait below cannot miss it.
-            let counted = Counted::new(&pushing);
-            spawn_counted(&mut tasks, &pending, async move {
-                let _counted = counted;
+            round.spawn(true, async move {
                 if push_image(&c, &base, &img, w % 2 == 1).await.is_ok() {
                     landed.lock().expect("lock").push(img);
                 }
@@ -272,37 +352,12 @@ async fn crash_loop(mut s: Server, n: usize, env: &[(&str, &str)]) {
         }
         // Every other iteration, an import into a repository of its own.
         let import_repo = format!("crash/imp{it}");
-        let import_acked = Arc::new(AtomicUsize::new(0));
         let importing = rng.below(2) == 0;
-        if importing {
-            let (c, base, repo, tar) = (c.clone(), base.clone(), import_repo.clone(), tar.clone());
-            let done = Arc::clone(&import_acked);
-            let counted = Counted::new(&pushing);
-            spawn_counted(&mut tasks, &pending, async move {
-                let _counted = counted;
-                if post_import(&c, &base, TOKEN, &repo, tar).await {
-                    done.store(1, Ordering::SeqCst);
-                }
-            });
-        }
-        // The manifest deleted this iteration, if any: see `forget_deleted`.
-        let mut deleted: Option<(String, String)> = None;
-        if !acked.is_empty() && rng.below(3) == 0 {
-            // Whatever the outcome, a deleted image is no longer expected to pull.
-            let img = acked.swap_remove(rng.below(acked.len() as u64) as usize);
-            deleted = Some((img.repo.clone(), img.digest.clone()));
-            forgotten += forget_deleted(&mut acked, &img.repo, &img.digest);
-            let (c, base) = (c.clone(), base.clone());
-            spawn_counted(&mut tasks, &pending, async move {
-                let _ = c
-                    .delete(format!("{base}/v2/{}/manifests/{}", img.repo, img.digest))
-                    .send()
-                    .await;
-            });
-        }
+        let import_acked = importing.then(|| round.import(&c, &base, &import_repo, tar.clone()));
+        let deleted = round.maybe_delete(&c, &base, &mut acked, &mut rng, &mut forgotten);
         {
             let (c, base) = (c.clone(), base.clone());
-            spawn_counted(&mut tasks, &pending, async move {
+            round.spawn(false, async move {
                 let _ = c
                     .post(format!("{base}/admin/v1/gc?grace=0s&delete_untagged=true"))
                     .bearer_auth(TOKEN)
@@ -310,21 +365,12 @@ async fn crash_loop(mut s: Server, n: usize, env: &[(&str, &str)]) {
                     .await;
             });
         }
-        if rng.below(2) == 0 {
-            // Let the pushes land first (however slow the machine), then kill somewhere in
-            // the delete, the GC or the quiet after: acknowledged pushes must exist to check.
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while pushing.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
-                tokio::time::sleep(Duration::from_millis(2)).await;
-            }
-            tokio::time::sleep(Duration::from_millis(rng.below(15))).await;
-        } else {
-            tokio::time::sleep(Duration::from_millis(rng.below(60))).await;
-        }
-        let in_flight = pending.load(Ordering::SeqCst);
+        // Somewhere in the delete, the GC or the quiet after.
+        round.until_kill(&mut rng, 60).await;
+        let in_flight = round.in_flight();
         s.kill();
-        while tasks.join_next().await.is_some() {}
-        if in_flight > 0 {
+        round.join().await;
+        if in_flight {
             killed_mid_push += 1;
         }
         let (clean, report) = fsck_in_env(s.data_dir(), false, env);
@@ -333,8 +379,8 @@ async fn crash_loop(mut s: Server, n: usize, env: &[(&str, &str)]) {
             "iteration {it}: fsck after kill -9 is not clean:\n{report}"
         );
         s.restart();
-        if importing {
-            let acked = import_acked.load(Ordering::SeqCst) == 1;
+        if let Some(import_acked) = import_acked {
+            let acked = import_acked.load(Ordering::SeqCst);
             let c = client(Duration::from_secs(10));
             if check_import(&c, &[s.base_url()], &import_repo, acked, whole, it).await {
                 imports_seen += 1;

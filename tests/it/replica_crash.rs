@@ -15,7 +15,7 @@ use reqwest::{Client, StatusCode};
 
 use crate::cluster::Cluster;
 use crate::crash::{
-    check_import, forget_deleted, import_at, iterations, post_import, spawn_counted, Counted, TOKEN,
+    check_import, forget_deleted, import_at, iterations, post_import, worker_image, Round, TOKEN,
 };
 use crate::fixture::fixture_tar;
 use crate::images::{
@@ -79,25 +79,13 @@ async fn kill_9_a_random_replica_behind_the_balancer_loses_nothing_acknowledged(
     for it in 0..n {
         let victim = rng.below(replicas as u64) as usize;
         let landed: Arc<Mutex<Vec<Image>>> = Arc::default();
-        let mut tasks = tokio::task::JoinSet::new();
-        let pending = Arc::new(AtomicUsize::new(0));
-        let pushing = Arc::new(AtomicUsize::new(0));
         let failed: Arc<Mutex<Vec<String>>> = Arc::default();
+        let mut round = Round::new();
         for w in 0..3u64 {
-            // Seeds repeat across iterations: the same blobs pushed again through another
-            // replica, found in the bucket by the object index.
-            let seed = rng.below(40) * 3 + w;
-            let img = make_image(
-                &format!("crash/w{w}"),
-                &format!("i{it}"),
-                seed,
-                256 + rng.below(4096) as usize,
-            );
+            let img = worker_image(&mut rng, it, w);
             let (c, lb, landed) = (c.clone(), lb.clone(), landed.clone());
             let (cut, failed) = (cut.clone(), failed.clone());
-            let counted = Counted::new(&pushing);
-            spawn_counted(&mut tasks, &pending, async move {
-                let _counted = counted;
+            round.spawn(true, async move {
                 // w1 chunked: its POST, PATCHes and PUT land on different replicas.
                 match push_image(&c, &lb, &img, w == 1).await {
                     Ok(()) => landed.lock().expect("lock").push(img),
@@ -116,43 +104,12 @@ async fn kill_9_a_random_replica_behind_the_balancer_loses_nothing_acknowledged(
             });
         }
         let import_repo = format!("crash/imp{it}");
-        let import_acked = Arc::new(AtomicUsize::new(0));
         let importing = rng.below(2) == 0;
-        if importing {
-            let (c, lb, repo, tar) = (c.clone(), lb.clone(), import_repo.clone(), tar.clone());
-            let done = Arc::clone(&import_acked);
-            let counted = Counted::new(&pushing);
-            spawn_counted(&mut tasks, &pending, async move {
-                let _counted = counted;
-                if post_import(&c, &lb, TOKEN, &repo, tar).await {
-                    done.store(1, Ordering::SeqCst);
-                }
-            });
-        }
-        let mut deleted: Option<(String, String)> = None;
-        if !acked.is_empty() && rng.below(3) == 0 {
-            let img = acked.swap_remove(rng.below(acked.len() as u64) as usize);
-            forgotten += forget_deleted(&mut acked, &img.repo, &img.digest);
-            deleted = Some((img.repo.clone(), img.digest.clone()));
-            let (c, lb) = (c.clone(), lb.clone());
-            spawn_counted(&mut tasks, &pending, async move {
-                let _ = c
-                    .delete(format!("{lb}/v2/{}/manifests/{}", img.repo, img.digest))
-                    .send()
-                    .await;
-            });
-        }
-        if rng.below(2) == 0 {
-            // Kill when the pushes are through (the import or delete may still run).
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while pushing.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
-                tokio::time::sleep(Duration::from_millis(2)).await;
-            }
-            tokio::time::sleep(Duration::from_millis(rng.below(15))).await;
-        } else {
-            tokio::time::sleep(Duration::from_millis(rng.below(80))).await;
-        }
-        if pending.load(Ordering::SeqCst) > 0 {
+        let import_acked = importing.then(|| round.import(&c, &lb, &import_repo, tar.clone()));
+        let deleted = round.maybe_delete(&c, &lb, &mut acked, &mut rng, &mut forgotten);
+        // Somewhere in the pushes, the import, the delete or the quiet after.
+        round.until_kill(&mut rng, 80).await;
+        if round.in_flight() {
             killed_mid_push += 1;
         }
         cl.replicas[victim].kill();
@@ -197,7 +154,7 @@ async fn kill_9_a_random_replica_behind_the_balancer_loses_nothing_acknowledged(
                 "iteration {it}: fsck beside the serving replicas:\n{report}"
             );
         }
-        while tasks.join_next().await.is_some() {}
+        round.join().await;
         let failed = std::mem::take(&mut *failed.lock().expect("lock"));
         assert!(
             failed.is_empty(),
@@ -212,8 +169,8 @@ async fn kill_9_a_random_replica_behind_the_balancer_loses_nothing_acknowledged(
         );
         let mut bases = vec![lb.clone()];
         bases.extend(cl.replicas.iter().map(|s| s.base_url()));
-        if importing {
-            let acked = import_acked.load(Ordering::SeqCst) == 1;
+        if let Some(import_acked) = import_acked {
+            let acked = import_acked.load(Ordering::SeqCst);
             if check_import(&c, &bases, &import_repo, acked, whole, it).await {
                 imports_seen += 1;
             }
