@@ -32,6 +32,7 @@ mod observe;
 mod operate;
 mod powerloss;
 mod proxy;
+mod replica_crash;
 mod replicas;
 mod s3;
 mod security;
