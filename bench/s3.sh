@@ -51,9 +51,6 @@ while [ $# -gt 0 ]; do
 done
 need_tools python3:python3 wrk:wrk curl:curl docker-registry:docker-registry
 need_bin
-S3BIN=${VERSITYGW:-$ROOT/target/tools/bin/versitygw}
-[ -x "$S3BIN" ] || S3BIN=$(command -v versitygw || true)
-[ -n "$S3BIN" ] && [ -x "$S3BIN" ] || { echo "versitygw not found; install it with:  scripts/install-deps.sh" >&2; exit 127; }
 if [ "$QUICK" = 1 ]; then
   : "${MIB:=16}" "${REPS:=1}" "${TAGS:=2000}" "${POPS:=20}" "${DPOPS:=5}" "${DUR:=2}"
   [ -n "$OUT" ] || OUT=$ROOT/target/bench/s3-results-quick.md
@@ -71,49 +68,11 @@ T0=$(date +%s)
 
 bench_rundir airdock-s3bench
 
-# --- the S3 server: one versitygw, a bucket (directory) per registry
-KEY=s3bench SECRET=s3bench-$(od -An -tx8 -N8 /dev/urandom | tr -d ' ')
-mkdir -p "$RUN/s3/airdock" "$RUN/s3/distribution" "$RUN/airdock"
-SPORT=$(freeport)
-setsid "$S3BIN" --port "127.0.0.1:$SPORT" --access "$KEY" --secret "$SECRET" posix "$RUN/s3" > "$RUN/versitygw.log" 2>&1 &
-PIDS+=($!); SPID=$!
-wait_answer "http://127.0.0.1:$SPORT/" "$SPID" "$RUN/versitygw.log" || exit 1
-
-# --- the two registries
-DPORT=$(freeport); APORT=$(freeport)
-while [ "$APORT" = "$DPORT" ] || [ "$APORT" = "$SPORT" ] || [ "$DPORT" = "$SPORT" ]; do
-  DPORT=$(freeport); APORT=$(freeport)
-done
-{
-  echo "# written by bench/s3.sh: s3 driver on the run's versitygw, blob GETs served through the"
-  echo "# registry (as airdock does by default), delete enabled, loopback only"
-  distribution_yml "$DPORT" "  s3:
-    regionendpoint: http://127.0.0.1:$SPORT
-    region: us-east-1
-    bucket: distribution
-    accesskey: $KEY
-    secretkey: $SECRET
-    secure: false
-    v4auth: true
-    forcepathstyle: true
-  redirect:
-    disable: true"
-} > "$RUN/distribution.yml"
-# setsid: each server in its own session (a Ctrl-C reaches only this script, whose cleanup
-# stops them); in a non-interactive shell setsid execs, so $! is the server's PID.
-# Distribution's AWS SDK panics when AWS_CA_BUNDLE is set.
-setsid env -u AWS_CA_BUNDLE -u AWS_PROFILE docker-registry serve "$RUN/distribution.yml" > "$RUN/distribution.log" 2>&1 &
-PIDS+=($!); DPID=$!
-setsid env -u RUST_LOG $(compgen -e | grep "^AIRDOCK_" | sed "s/^/-u /") \
-  AWS_ACCESS_KEY_ID="$KEY" AWS_SECRET_ACCESS_KEY="$SECRET" \
-  "$BIN" serve --addr "127.0.0.1:$APORT" --data-dir "$RUN/airdock" \
-  --storage s3 --s3-endpoint "http://127.0.0.1:$SPORT" --s3-bucket airdock > "$RUN/airdock.log" 2>&1 &
-PIDS+=($!); APID=$!
-wait_answer "http://127.0.0.1:$DPORT/v2/" "$DPID" "$RUN/distribution.log" || exit 1
-wait_answer "http://127.0.0.1:$APORT/v2/" "$APID" "$RUN/airdock.log" || exit 1
+# --- the S3 server (a bucket per registry) and the two registries
+start_versitygw airdock distribution
+start_distribution_s3 distribution
+start_airdock airdock --storage s3 --s3-endpoint "http://127.0.0.1:$SPORT" --s3-bucket airdock
 sleep 1
-# The binary's --version says "git"; the module version is in its Go build info.
-S3VER=$(go version -m "$S3BIN" 2>/dev/null | awk '$1 == "mod" {print $3; exit}')
 echo "== airdock (pid $APID, port $APORT) vs Distribution (pid $DPID, port $DPORT) on versitygw (pid $SPID, port $SPORT); data in $RUN"
 
 cpu_of() { python3 -c "import sys; sys.path.insert(0, '$HERE/lib'); import airbench; print(airbench.proc_cpu_s($1))"; }

@@ -296,6 +296,30 @@ def proc_cpu_s(pid):
         return None
 
 
+def proc_tree_cpu_s(pid):
+    """CPU seconds of pid, of its children that still run and of those it reaped (a
+    helper that forks a process per client, such as PostgreSQL's backends)."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            s = f.read()
+        fields = s[s.rindex(")") + 2:].split()
+        total = sum(int(x) for x in fields[11:15])
+    except (OSError, ValueError):
+        return None
+    for d in os.listdir("/proc"):
+        if not d.isdigit() or int(d) == pid:
+            continue
+        try:
+            with open("/proc/%s/stat" % d) as f:
+                s = f.read()
+            fields = s[s.rindex(")") + 2:].split()
+            if int(fields[1]) == pid:
+                total += int(fields[11]) + int(fields[12])
+        except (OSError, ValueError):
+            continue   # gone meanwhile
+    return total / CLK_TCK
+
+
 def proc_status_kib(pid, key):
     try:
         with open("/proc/%d/status" % pid) as f:
@@ -606,6 +630,14 @@ def fig_manifest_get(t, rep, a, big, state):
     record_load(t, "manifest_get", d, "manifest GET")
 
 
+def fig_manifest_get_1(t, rep, a, big, state):
+    """One connection, one request at a time: the latency a lone client sees (not in the
+    default figures; bench/replica.sh uses it to show what a database round trip adds)."""
+    url = "%s/v2/bench/small/manifests/latest" % t.url
+    d = run_wrk(t, a, url, 1, 1, extra=["-H", "Accept: " + OCI_MANIFEST])
+    record_load(t, "manifest_get_1", d, "manifest GET, one connection")
+
+
 def fig_manifest_head(t, rep, a, big, state):
     d = run_ab_head(t, a, "%s/v2/bench/small/manifests/latest" % t.url)
     record_load(t, "manifest_head", d, "manifest HEAD")
@@ -813,6 +845,8 @@ def list_figures(t, a, state, which):
 FIGS_REPEATED = [("push_mono", fig_push_mono), ("push_chunked", fig_push_chunked), ("pull", fig_pull),
                  ("manifest_get", fig_manifest_get), ("manifest_head", fig_manifest_head),
                  ("manifest_put", fig_manifest_put), ("layers", fig_layers)]
+# Run only when --figures names them.
+FIGS_OPTIONAL = [("manifest_get_1", fig_manifest_get_1)]
 
 
 def setup_small(t, state):
@@ -900,7 +934,7 @@ def main():
     def run_one(t, fname, fn, rep):
         say("rep %d %-13s %s" % (rep + 1, fname, t.name))
         snap0 = others_snapshot(targets)
-        h0 = {n: proc_cpu_s(p) for n, p in HELPERS.items()}
+        h0 = {n: proc_tree_cpu_s(p) for n, p in HELPERS.items()}
         try:
             fn(t, rep, a, big, state)
         except (Fail, OSError, subprocess.SubprocessError, ValueError, KeyError) as e:
@@ -908,7 +942,7 @@ def main():
             say("ERROR %s %s: %s" % (t.name, fname, e))
         t.info.setdefault("rss_trace_kib", []).append((rep + 1, fname, proc_status_kib(t.pid, "VmRSS")))
         for n, p in HELPERS.items():
-            c1 = proc_cpu_s(p)
+            c1 = proc_tree_cpu_s(p)
             if c1 is not None and h0[n] is not None:
                 t.info.setdefault("helper_cpu_s", {}).setdefault(n, {}).setdefault(fname, []).append(c1 - h0[n])
         o = others_pct(snap0, others_snapshot(targets))
@@ -917,7 +951,7 @@ def main():
 
     for rep in range(a.reps):
         order = targets if rep % 2 == 0 else targets[::-1]
-        for fname, fn in FIGS_REPEATED:
+        for fname, fn in FIGS_REPEATED + FIGS_OPTIONAL:
             if fname not in want:
                 continue
             for t in order:

@@ -159,6 +159,16 @@ def ntags(tags):
     return "{:,}".format(c[0]) if c[0] == c[1] else "{:,} (airdock) / {:,} (Distribution)".format(*c)
 
 
+def write_errors(w, errs):
+    """The report's list of errors (nothing when there are none), through the line writer w."""
+    if errs:
+        w("Errors:")
+        w("")
+        for e in errs:
+            w("- %s" % e)
+        w("")
+
+
 def report(a, blob, tags, meta):
     samples = {}
     for name in (A, D):
@@ -278,12 +288,7 @@ def report(a, blob, tags, meta):
         for src in (blob, tags):
             if src:
                 errs += ["%s: %s" % (name, e) for e in src["targets"][name]["errors"]]
-    if errs:
-        w("Errors:")
-        w("")
-        for e in errs:
-            w("- %s" % e)
-        w("")
+    write_errors(w, errs)
     return "\n".join(L)
 
 
