@@ -933,6 +933,8 @@ async fn metadata_over_tls_checks_the_database_certificate() {
     assert!(s.repo_has_blob(&name("r"), &d));
     let (_d5, r) = open(secured(&plain, "sslmode=require")).await;
     r.expect("require: encrypted, unchecked");
+}
+
 /// Two replicas on one database and one blob directory, and a GC that takes everything
 /// nothing references or pins within `grace`.
 async fn two_replicas(rig: &Rig) -> (Store, Store, [tempfile::TempDir; 2]) {
@@ -1057,4 +1059,3 @@ async fn a_pin_waits_for_the_gc_batch_in_progress_on_another_replica() {
     let found = claim.await.expect("join").expect("claim");
     assert!(!found, "B relied on a blob A deleted");
     gc.release().await;
-}
