@@ -195,8 +195,17 @@ impl Store {
         // 2. Metadata: untagged manifests (if asked) and links nothing references.
         let mut locked = self.inner.meta.lock().await?;
         // With replicas: what the others pin or used within the window, as published
-        // before this plan; a writer publishing later commits after it (as below).
-        let marked = replicas.marked(opts.grace, None).await?;
+        // before this plan; a writer publishing later commits after it (as below). The mark
+        // gate stays closed until the plan is committed: a `HEAD` elsewhere publishes its use
+        // and then catches up, so it either is seen here or sees the plan's effect.
+        replicas.close_gate().await?;
+        let marked = match replicas.marked(opts.grace, None).await {
+            Ok(m) => m,
+            Err(e) => {
+                replicas.open_gate().await;
+                return Err(e);
+            }
+        };
         let now = SystemTime::now();
         let (txn, dropped_links, dropped_manifests, dropped_tags) = {
             // A snapshot suffices here: a writer pinning later also links or commits under
@@ -224,9 +233,12 @@ impl Store {
             (a.repo.as_str(), a.digest.to_string()).cmp(&(b.repo.as_str(), b.digest.to_string()))
         });
         let (skip_links, skip_manifests) = if opts.dry_run {
+            replicas.open_gate().await;
             (dropped_links, dropped_manifests)
         } else {
-            locked.commit(txn, |_| true).await?;
+            let committed = locked.commit(txn, |_| true).await;
+            replicas.open_gate().await;
+            committed?;
             (HashSet::new(), HashSet::new())
         };
         drop(locked);

@@ -233,7 +233,9 @@ async fn gc_loop(
     let (mut runs, mut deleted, mut errors) = (0, 0, Vec::new());
     while !*stop.borrow() {
         let r = c
-            .post(format!("{base}/admin/v1/gc?grace={GRACE}&delete_untagged=true"))
+            .post(format!(
+                "{base}/admin/v1/gc?grace={GRACE}&delete_untagged=true"
+            ))
             .bearer_auth(TOKEN)
             .send()
             .await;

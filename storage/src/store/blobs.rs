@@ -290,10 +290,16 @@ impl Store {
     /// Size of a blob `repo` may serve. Restarts its grace window: a client that `HEAD`s a
     /// blob and skips its upload will reference it in a manifest soon.
     pub async fn stat_blob(&self, repo: &RepoName, d: &Digest) -> Result<u64, StoreError> {
+        if self.inner.meta.is_shared() && self.repo_has_blob(repo, d) {
+            // With replicas the client may next name it in a manifest put on another, after
+            // a GC on a third: the use is published first, then the state caught up, then
+            // looked at. GC reads the uses and commits its plan with the mark gate closed,
+            // so either it saw this use (and kept the link) or this sees the link gone.
+            self.inner.pins.touch_published(d).await?;
+            self.inner.meta.sync().await?;
+        }
         let size = self.blob_size(repo, d).await?;
         self.touch(d);
-        // With replicas: the client may next reference it in a manifest put on another.
-        self.inner.pins.touch_published(d).await?;
         Ok(size)
     }
 
