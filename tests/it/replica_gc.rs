@@ -12,8 +12,8 @@ use reqwest::{Client, StatusCode};
 
 use crate::cluster::Cluster;
 use crate::images::{
-    fsck_in_env, make_image, push_blob_chunked, push_blob_monolithic, verify_image, Failed, Image,
-    Rng, OCI_MANIFEST,
+    expect, fsck_in_env, make_image, push_blob_chunked, push_blob_monolithic, verify_image, Failed,
+    Image, Rng, OCI_MANIFEST,
 };
 use crate::imgpkg::TOKEN;
 use crate::s3::S3_ENV;
@@ -101,16 +101,12 @@ async fn push_mounting(c: &Client, base: &str, img: &Image, from: &str) -> Resul
                     .unwrap_or_default()
                     .to_owned();
                 let sep = if loc.contains('?') { '&' } else { '?' };
-                let r = c
+                let put = c
                     .put(format!("{base}{loc}{sep}digest={d}"))
                     .body(bytes.clone())
                     .send()
-                    .await
-                    .map_err(|e| Failed::Transport(e.to_string()))?;
-                if r.status() != StatusCode::CREATED {
-                    let s = r.status();
-                    return Err(Failed::Status(s, r.text().await.unwrap_or_default()));
-                }
+                    .await;
+                expect(put, StatusCode::CREATED).await?;
             }
             s => return Err(Failed::Status(s, r.text().await.unwrap_or_default())),
         }
@@ -133,17 +129,13 @@ async fn push_new(c: &Client, base: &str, img: &Image, chunked: bool) -> Result<
 }
 
 async fn put_manifest(c: &Client, base: &str, img: &Image) -> Result<(), Failed> {
-    let r = c
+    let put = c
         .put(format!("{base}/v2/{}/manifests/{}", img.repo, img.tag))
         .header("Content-Type", OCI_MANIFEST)
         .body(img.manifest.clone())
         .send()
-        .await
-        .map_err(|e| Failed::Transport(e.to_string()))?;
-    if r.status() != StatusCode::CREATED {
-        let s = r.status();
-        return Err(Failed::Status(s, r.text().await.unwrap_or_default()));
-    }
+        .await;
+    expect(put, StatusCode::CREATED).await?;
     Ok(())
 }
 
