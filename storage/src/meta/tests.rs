@@ -1059,3 +1059,4 @@ async fn a_pin_waits_for_the_gc_batch_in_progress_on_another_replica() {
     let found = claim.await.expect("join").expect("claim");
     assert!(!found, "B relied on a blob A deleted");
     gc.release().await;
+}
