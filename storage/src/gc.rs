@@ -50,6 +50,14 @@ type Written = (SystemTime, u64);
 /// at most one batch for GC.
 const SWEEP_BATCH: usize = 256;
 
+/// Shared marks (replicas) older than this are dropped by GC: a last use that old is past
+/// any grace window in use, a pin that old lapsed with its process.
+const STALE_MARKS: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// How far the database's clock (pins' publication times) and the S3 server's (upload
+/// creation times) may disagree for the leftover sweep's "begun after the oldest pin".
+const CLOCK_SKEW: Duration = Duration::from_secs(5);
+
 /// What a GC run may remove.
 #[derive(Clone, Debug)]
 pub struct GcOptions {
@@ -149,17 +157,21 @@ impl Store {
         let _one_at_a_time = self.inner.gc.lock().await;
         // With replicas on one database: one GC over all of them (the race argument for the
         // others' pushes is the same as for this process's; see ARCHITECTURE.md).
-        let Some(one_replica) = self.inner.meta.gc_lock().await? else {
+        let Some(mut one_replica) = self.inner.meta.gc_lock().await? else {
             return Err(StoreError::Busy(
                 "a GC is running on another replica; try again when it has finished".into(),
             ));
         };
-        let report = self.gc_run(opts).await;
+        let report = self.gc_run(opts, &mut one_replica).await;
         one_replica.release().await;
         report
     }
 
-    async fn gc_run(&self, opts: &GcOptions) -> Result<GcReport, StoreError> {
+    async fn gc_run(
+        &self,
+        opts: &GcOptions,
+        replicas: &mut crate::meta::GcLock,
+    ) -> Result<GcReport, StoreError> {
         let started = Instant::now();
         let mut report = GcReport {
             dry_run: opts.dry_run,
@@ -182,6 +194,18 @@ impl Store {
 
         // 2. Metadata: untagged manifests (if asked) and links nothing references.
         let mut locked = self.inner.meta.lock().await?;
+        // With replicas: what the others pin or used within the window, as published
+        // before this plan; a writer publishing later commits after it (as below). The mark
+        // gate stays closed until the plan is committed: a `HEAD` elsewhere publishes its use
+        // and then catches up, so it either is seen here or sees the plan's effect.
+        replicas.close_gate().await?;
+        let marked = match replicas.marked(opts.grace, None).await {
+            Ok(m) => m,
+            Err(e) => {
+                replicas.open_gate().await;
+                return Err(e);
+            }
+        };
         let now = SystemTime::now();
         let (txn, dropped_links, dropped_manifests, dropped_tags) = {
             // A snapshot suffices here: a writer pinning later also links or commits under
@@ -195,7 +219,7 @@ impl Store {
             plan(
                 &state,
                 opts,
-                |d| pinned.contains(d) || !still_old(d),
+                |d| pinned.contains(d) || marked.contains(d) || !still_old(d),
                 younger_than,
             )
         };
@@ -209,9 +233,12 @@ impl Store {
             (a.repo.as_str(), a.digest.to_string()).cmp(&(b.repo.as_str(), b.digest.to_string()))
         });
         let (skip_links, skip_manifests) = if opts.dry_run {
+            replicas.open_gate().await;
             (dropped_links, dropped_manifests)
         } else {
-            locked.commit(txn, |_| true).await?;
+            let committed = locked.commit(txn, |_| true).await;
+            replicas.open_gate().await;
+            committed?;
             (HashSet::new(), HashSet::new())
         };
         drop(locked);
@@ -235,10 +262,24 @@ impl Store {
                     set
                 }
             };
-            // The journal lock stays held across this: that is what keeps commits out.
-            let (n, bytes, touched) = self
-                .sweep_blobs(batch, &current, cutoff, opts.dry_run)
-                .await?;
+            // With replicas, the mark gate is closed from the read of the batch's marks to
+            // its last delete: a pin another replica publishes meanwhile waits, and its
+            // writer then finds the blob gone (see `pins.rs`).
+            replicas.close_gate().await?;
+            let swept = async {
+                let marked = replicas.marked(opts.grace, Some(batch)).await?;
+                // The journal lock stays held across this: that is what keeps commits out.
+                let swept = self
+                    .sweep_blobs(batch, &current, &marked, cutoff, opts.dry_run)
+                    .await?;
+                replicas
+                    .forget_marks(&swept.3, STALE_MARKS.max(opts.grace))
+                    .await?;
+                Ok::<_, StoreError>(swept)
+            }
+            .await;
+            replicas.open_gate().await;
+            let (n, bytes, touched, _) = swept?;
             drop(locked);
             report.blobs_deleted += n;
             report.bytes_freed += bytes;
@@ -269,10 +310,17 @@ impl Store {
         }
         // 5. Leftovers of writes a crash interrupted. After the expiry, which aborts what
         //    expired sessions recorded; the backend spares whatever is still recorded.
+        //    With replicas, nothing begun after the oldest pin any replica holds: a write
+        //    in flight on another replica (a monolithic push's multipart upload, which only
+        //    that process's memory records) published its pin before it began.
+        let leftover_cutoff = match replicas.oldest_pin().await? {
+            Some(t) => cutoff.min(t.checked_sub(CLOCK_SKEW).unwrap_or(SystemTime::UNIX_EPOCH)),
+            None => cutoff,
+        };
         report.leftovers_removed = self
             .inner
             .blobs
-            .sweep_leftovers(cutoff, opts.dry_run)
+            .sweep_leftovers(leftover_cutoff, opts.dry_run)
             .await?;
         report.elapsed_ms = started.elapsed().as_millis() as u64;
         tracing::info!(
@@ -325,17 +373,23 @@ impl Store {
     /// since the listing: the grace window keeps them. Runs with the journal lock held by
     /// the caller. Each blob is claimed from the pins before it is looked at and until its
     /// delete is over, so a writer pinning it meanwhile waits and then finds it absent.
+    #[allow(
+        clippy::type_complexity,
+        reason = "one internal caller destructures it"
+    )]
     async fn sweep_blobs(
         &self,
         batch: &[Digest],
         live: &HashSet<Digest>,
+        marked: &HashSet<Digest>,
         cutoff: SystemTime,
         dry: bool,
-    ) -> Result<(u64, u64, Vec<Written>), StoreError> {
+    ) -> Result<(u64, u64, Vec<Written>, Vec<Digest>), StoreError> {
         let (blobs, clock) = (&self.inner.blobs, &self.inner.clock);
-        let (mut n, mut bytes, mut touched) = (0, 0, Vec::new());
+        let (mut n, mut bytes, mut touched, mut deleted) = (0, 0, Vec::new(), Vec::new());
         for d in batch {
-            if live.contains(d) {
+            // `marked`: pinned or used within the window on another replica.
+            if live.contains(d) || marked.contains(d) {
                 continue;
             }
             let Some(deleting) = self.inner.pins.begin_delete(d) else {
@@ -357,12 +411,13 @@ impl Store {
                     continue;
                 }
                 clock.forget(d);
+                deleted.push(d.clone());
             }
             drop(deleting);
             n += 1;
             bytes += size;
         }
-        Ok((n, bytes, touched))
+        Ok((n, bytes, touched, deleted))
     }
 
     /// Remove upload sessions not written to for `ttl`. A session being written is busy

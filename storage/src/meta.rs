@@ -6,7 +6,7 @@
 mod pg;
 mod pgtls;
 use pg::Tail;
-pub(crate) use pg::{Compacted, Db};
+pub(crate) use pg::{Compacted, Db, MarkBatch, PIN_LEASE};
 #[cfg(test)]
 mod tests;
 
@@ -505,6 +505,8 @@ struct Remote {
     gc: Arc<tokio::sync::Mutex<pg::Link>>,
     /// Snapshots and pruning (in an `Arc`: a run is a task of its own).
     compactor: Arc<Compactor>,
+    /// For the connection shared pins are published on (`Meta::marks_link`).
+    db: Db,
 }
 
 /// Journal rows past the newest snapshot at which a replica that commits writes a new one.
@@ -776,12 +778,13 @@ impl Meta {
                 failed: std::sync::Mutex::new(None),
                 gc: Arc::new(tokio::sync::Mutex::new(pg::Link::new(db.clone()))),
                 compactor: Arc::new(Compactor {
-                    link: tokio::sync::Mutex::new(pg::Link::new(db)),
+                    link: tokio::sync::Mutex::new(pg::Link::new(db.clone())),
                     snapshot_at: AtomicI64::new(snapshot),
                     running: AtomicBool::new(false),
                     every: AtomicI64::new(SNAPSHOT_EVERY),
                     keep: AtomicU64::new(KEEP_ROWS.as_secs()),
                 }),
+                db,
             }),
             generation: AtomicU64::new(0),
             poisoned: AtomicBool::new(false),
@@ -901,6 +904,14 @@ impl Meta {
     /// Whether the metadata is in PostgreSQL (shared with other replicas).
     pub(crate) fn is_shared(&self) -> bool {
         self.remote.is_some()
+    }
+
+    /// With PostgreSQL: a connection of its own for publishing this process's pins and
+    /// blob uses to the GC of every replica (`pins.rs`).
+    pub(crate) fn marks_link(&self) -> Option<MarksLink> {
+        self.remote
+            .as_ref()
+            .map(|r| MarksLink(pg::Link::new(r.db.clone())))
     }
 
     /// The position of the last PostgreSQL journal row applied.
@@ -1115,6 +1126,19 @@ pub(crate) async fn import_into(db: Db, bodies: Vec<String>) -> Result<(), Store
     link.import(bodies).await
 }
 
+/// The connection a process publishes its pins and blob uses on (`pins.rs`).
+pub(crate) struct MarksLink(pg::Link);
+
+impl MarksLink {
+    pub(crate) async fn publish(
+        &mut self,
+        holder: &str,
+        batch: &MarkBatch,
+    ) -> Result<(), StoreError> {
+        self.0.publish_marks(holder, batch).await
+    }
+}
+
 /// The lock of one GC run over all replicas (see `Meta::gc_lock`).
 pub(crate) struct GcLock {
     link: Option<tokio::sync::OwnedMutexGuard<pg::Link>>,
@@ -1126,6 +1150,58 @@ impl GcLock {
     pub(crate) async fn release(mut self) {
         if let Some(link) = self.link.as_mut() {
             link.unlock(pg::GC_LOCK).await;
+        }
+    }
+}
+
+/// With PostgreSQL, what GC reads of the marks every replica publishes (`pins.rs`), on its
+/// lock's connection; with a file journal there are none (this process's pins and clock
+/// say all).
+impl GcLock {
+    /// Keep publications of marks out until [`GcLock::open_gate`]: GC reads the marks of a
+    /// batch and deletes it in between.
+    pub(crate) async fn close_gate(&mut self) -> Result<(), StoreError> {
+        match self.link.as_mut() {
+            Some(link) => link.close_gate().await,
+            None => Ok(()),
+        }
+    }
+
+    pub(crate) async fn open_gate(&mut self) {
+        if let Some(link) = self.link.as_mut() {
+            link.open_gate().await;
+        }
+    }
+
+    /// The digests (of `among`, or all) pinned by any replica or used within `grace`.
+    pub(crate) async fn marked(
+        &mut self,
+        grace: std::time::Duration,
+        among: Option<&[Digest]>,
+    ) -> Result<HashSet<Digest>, StoreError> {
+        match self.link.as_mut() {
+            Some(link) => link.marked(grace, among).await,
+            None => Ok(HashSet::new()),
+        }
+    }
+
+    /// Drop the marks of `deleted` blobs, and marks older than `stale`.
+    pub(crate) async fn forget_marks(
+        &mut self,
+        deleted: &[Digest],
+        stale: std::time::Duration,
+    ) -> Result<(), StoreError> {
+        match self.link.as_mut() {
+            Some(link) => link.forget_marks(deleted, stale).await,
+            None => Ok(()),
+        }
+    }
+
+    /// When the oldest pin held by any replica was published (`None`: none, or no database).
+    pub(crate) async fn oldest_pin(&mut self) -> Result<Option<std::time::SystemTime>, StoreError> {
+        match self.link.as_mut() {
+            Some(link) => link.oldest_pin().await,
+            None => Ok(None),
         }
     }
 }

@@ -9,13 +9,37 @@
 //! itself: on S3 it is network I/O, and a std mutex held across it would block every
 //! runtime thread that pins (all of them, under a push load), and with them the I/O driver
 //! the delete needs: a deadlock.
+//!
+//! With PostgreSQL (replicas) a pin must also hold against the GC of another process, so
+//! pins and uses of blobs are published as marks (`airdock_marks`, see `meta/pg.rs`) that
+//! every replica's GC reads:
+//! - a pin is published (one row per process and digest, with a lease its holder renews)
+//!   before the writer looks at or writes the blob ([`Pins::pin_published`]), and a use that
+//!   no pin covers (`HEAD`) before it is answered ([`Pins::touch_published`]);
+//! - a release is published lazily (within a second): the pin row goes and a last-use row
+//!   at that moment stays, in one transaction, so the grace window runs on from the release
+//!   as on a single node; until then the pin still protects, which is only more cautious;
+//! - every publication holds the mark gate shared, and GC holds it exclusively while it
+//!   reads a batch's marks and deletes that batch. So a pin lands either before GC reads
+//!   (and keeps the blob) or after the deletes (and the writer, which looks only once its
+//!   pin is published, finds the blob gone and stores its own copy): the claim above,
+//!   across processes.
+//!
+//! Concurrent publications of one process share one round trip (group commit): a caller
+//! waits for a write that started after its mark was queued.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Duration;
 
 use tokio::sync::Notify;
 
-use crate::Digest;
+use crate::meta::{MarkBatch, MarksLink, PIN_LEASE};
+use crate::{Digest, StoreError};
+
+/// Lazy releases are published at least this often.
+const FLUSH_EVERY: Duration = Duration::from_secs(1);
 
 #[derive(Default)]
 struct Table {
@@ -37,22 +61,152 @@ struct Shared {
 #[derive(Default, Clone)]
 pub(crate) struct Pins {
     shared: Arc<Shared>,
+    /// With PostgreSQL: where pins and uses are published for other replicas' GC.
+    published: Option<Arc<Published>>,
+}
+
+struct Published {
+    /// This process's name in the marks table (random per open).
+    holder: String,
+    /// tokio Mutex: held across the publishing query, which is the point (one in flight;
+    /// whoever holds it publishes everything queued so far).
+    link: tokio::sync::Mutex<MarksLink>,
+    /// std Mutex: set updates only, never across an `.await`. Taken after the table's lock,
+    /// never before it.
+    pending: Mutex<Pending>,
+    /// The `queued` number up to which everything is published.
+    upto: AtomicU64,
+}
+
+#[derive(Default)]
+struct Pending {
+    /// Bumped at each queued mark.
+    queued: u64,
+    touched: HashSet<Digest>,
+    /// Digests whose pin count went from or to zero: published as held or released by
+    /// the count at publication time.
+    pins: HashSet<Digest>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every critical section is a single insert, remove or take: still consistent.
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Pins {
+    /// Pins published through `link` (PostgreSQL), renewed and released by a task that
+    /// lives as long as they do.
+    pub(crate) fn published(link: MarksLink) -> Result<Pins, StoreError> {
+        let pins = Pins {
+            shared: Arc::default(),
+            published: Some(Arc::new(Published {
+                holder: crate::random::hex(16)?,
+                link: tokio::sync::Mutex::new(link),
+                pending: Mutex::default(),
+                upto: AtomicU64::new(0),
+            })),
+        };
+        let (shared, published) = (
+            Arc::downgrade(&pins.shared),
+            pins.published
+                .as_ref()
+                .map_or_else(Weak::new, Arc::downgrade),
+        );
+        tokio::spawn(keep_published(shared, published));
+        Ok(pins)
+    }
+
     fn table(&self) -> MutexGuard<'_, Table> {
         // Updates are single inserts/removes: a poisoned table is still consistent.
-        self.shared.table.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.shared.table)
     }
 
     /// Pin `d` without waiting for a delete of it in flight: await [`Pin::settled`] before
-    /// relying on the blob being there or not ([`Pins::pin`] does both).
+    /// relying on the blob being there or not ([`Pins::pin`] does both). Other replicas
+    /// learn of it within a second.
     pub(crate) fn pin_now(&self, d: &Digest) -> Pin {
-        *self.table().pinned.entry(d.clone()).or_default() += 1;
+        let mut t = self.table();
+        let n = t.pinned.entry(d.clone()).or_default();
+        *n += 1;
+        if *n == 1 {
+            self.queue_pin(d);
+        }
+        drop(t);
         Pin {
             pins: self.clone(),
             digest: d.clone(),
         }
+    }
+
+    /// [`Pins::pin`], returned once every replica's GC sees it: the caller may then look
+    /// at, write or link the blob.
+    pub(crate) async fn pin_published(&self, d: &Digest) -> Result<Pin, StoreError> {
+        let pin = self.pin(d).await;
+        self.publish().await?;
+        Ok(pin)
+    }
+
+    /// Record a use of `d` that no pin covers (a `HEAD`) where every replica's GC sees it,
+    /// before returning. Nothing to do on a single node: the store's clock is GC's.
+    pub(crate) async fn touch_published(&self, d: &Digest) -> Result<(), StoreError> {
+        let Some(p) = &self.published else {
+            return Ok(());
+        };
+        {
+            let mut pending = lock(&p.pending);
+            pending.touched.insert(d.clone());
+            pending.queued += 1;
+        }
+        self.publish().await
+    }
+
+    fn queue_pin(&self, d: &Digest) {
+        if let Some(p) = &self.published {
+            let mut pending = lock(&p.pending);
+            pending.pins.insert(d.clone());
+            pending.queued += 1;
+        }
+    }
+
+    /// Publish everything queued up to now, or wait for a publication that started after it.
+    async fn publish(&self) -> Result<(), StoreError> {
+        let Some(p) = &self.published else {
+            return Ok(());
+        };
+        let mine = lock(&p.pending).queued;
+        let mut link = p.link.lock().await;
+        if p.upto.load(Ordering::Acquire) >= mine {
+            return Ok(());
+        }
+        let (upto, touched, pins) = {
+            let mut pending = lock(&p.pending);
+            (
+                pending.queued,
+                std::mem::take(&mut pending.touched),
+                std::mem::take(&mut pending.pins),
+            )
+        };
+        let batch = {
+            let t = self.table();
+            let (held, released) = pins.iter().cloned().partition(|d| t.pinned.contains_key(d));
+            MarkBatch {
+                touched: touched.iter().cloned().collect(),
+                held,
+                released,
+            }
+        };
+        if !batch.is_empty() {
+            if let Err(e) = link.publish(&p.holder, &batch).await {
+                // Queued again: the next publication (this caller's retry, another's, or
+                // the task's) writes them.
+                let mut pending = lock(&p.pending);
+                pending.touched.extend(touched);
+                pending.pins.extend(pins);
+                return Err(e);
+            }
+        }
+        p.upto.fetch_max(upto, Ordering::AcqRel);
+        Ok(())
     }
 
     /// Pin `d`, once no delete of it is in flight.
@@ -82,6 +236,38 @@ impl Pins {
 
     fn deleting(&self, d: &Digest) -> bool {
         self.table().deleting.contains(d)
+    }
+}
+
+/// While the pins live: publish lazy releases every [`FLUSH_EVERY`], and renew the lease of
+/// every pin still held well within [`PIN_LEASE`].
+async fn keep_published(shared: Weak<Shared>, published: Weak<Published>) {
+    let renew_every = (PIN_LEASE.as_secs() / 3 / FLUSH_EVERY.as_secs()).max(1);
+    let mut ticks = 0u64;
+    loop {
+        tokio::time::sleep(FLUSH_EVERY).await;
+        let (Some(shared), Some(published)) = (shared.upgrade(), published.upgrade()) else {
+            return;
+        };
+        ticks += 1;
+        let pins = Pins {
+            shared,
+            published: Some(published),
+        };
+        if ticks.is_multiple_of(renew_every) {
+            for d in &pins.pinned() {
+                pins.queue_pin(d);
+            }
+        }
+        let idle = pins.published.as_ref().is_some_and(|p| {
+            let pending = lock(&p.pending);
+            pending.pins.is_empty() && pending.touched.is_empty()
+        });
+        if !idle {
+            if let Err(e) = pins.publish().await {
+                tracing::warn!(error = %e, "publishing pins for other replicas failed; retrying");
+            }
+        }
     }
 }
 
@@ -132,6 +318,7 @@ impl Drop for Pin {
             *n -= 1;
             if *n == 0 {
                 t.pinned.remove(&self.digest);
+                self.pins.queue_pin(&self.digest);
             }
         }
     }

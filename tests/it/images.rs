@@ -49,7 +49,8 @@ pub enum Failed {
     Transport(String),
 }
 
-async fn expect(
+/// `r` if it arrived with status `want`; else why not.
+pub async fn expect(
     r: reqwest::Result<reqwest::Response>,
     want: StatusCode,
 ) -> Result<reqwest::Response, Failed> {

@@ -33,6 +33,7 @@ mod operate;
 mod powerloss;
 mod proxy;
 mod replica_crash;
+mod replica_gc;
 mod replicas;
 mod s3;
 mod security;

@@ -8,16 +8,17 @@
 //! state they give, `INSERT`, `COMMIT`; so the table's order is an order in which every
 //! transaction was checked against all those before it, as the file journal's is.
 
+use std::collections::HashSet;
 use std::fmt::Display;
 use std::future::Future;
 use std::str::FromStr;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::TryStreamExt;
 use tokio_postgres::{Client, Config, NoTls, SimpleQueryMessage, Statement};
 
 use super::Record;
-use crate::StoreError;
+use crate::{Digest, StoreError};
 
 /// Advisory-lock class of every lock airdock takes (`pg_advisory_*lock(class, key)`): "aird".
 const LOCK_CLASS: i32 = 0x6169_7264;
@@ -30,6 +31,14 @@ pub(crate) const GC_LOCK: i32 = 3;
 /// One snapshot writer at a time over all replicas; tried per transaction (a replica that
 /// finds it taken leaves the work to the holder).
 const COMPACT_LOCK: i32 = 4;
+/// The gate between shared marks and GC's sweep: a replica publishing pins or touches holds
+/// it shared for that one statement; GC holds it exclusively while it reads the marks of a
+/// batch and deletes that batch (see `pins.rs`).
+const MARK_GATE: i32 = 5;
+
+/// How long a published pin protects a blob without being renewed: its holder renews every
+/// pin it still holds well within this, so only the pins of a process that died lapse.
+pub(crate) const PIN_LEASE: Duration = Duration::from_secs(60);
 
 /// A query that takes longer is treated as a lost database: the connection is dropped (the
 /// server then rolls back whatever it held) and the caller gets `Unavailable`.
@@ -70,6 +79,16 @@ const MIGRATIONS: &[&str] = &[
          pruned bigint NOT NULL
      );
      INSERT INTO airdock_floor (pruned) VALUES (0);",
+    // 3: what each replica's writers rely on, for the GC of any replica: a pin (`holder`
+    // the pinning process, `until` its lease end) or the last use (`holder` empty).
+    "CREATE TABLE airdock_marks (
+         digest text NOT NULL,
+         holder text NOT NULL,
+         since timestamptz NOT NULL,
+         until timestamptz NOT NULL,
+         PRIMARY KEY (digest, holder)
+     );
+     CREATE INDEX airdock_marks_until ON airdock_marks (until);",
 ];
 
 /// The position of the newest snapshot (0: none).
@@ -478,6 +497,186 @@ impl Link {
             }
         }
         self.locked = None;
+    }
+}
+
+/// `digests` as a SQL array literal. Safe to format in: a `Digest` is only ever made by
+/// validating it (`algorithm:hex`, no quote can occur).
+fn text_array<'a>(digests: impl IntoIterator<Item = &'a Digest>) -> String {
+    let items: Vec<String> = digests.into_iter().map(|d| format!("'{d}'")).collect();
+    format!("ARRAY[{}]::text[]", items.join(","))
+}
+
+/// The marks one publication writes: see [`Link::publish_marks`].
+#[derive(Default)]
+pub(crate) struct MarkBatch {
+    /// Used now.
+    pub touched: Vec<Digest>,
+    /// Pinned by this process: lease (re)started.
+    pub held: Vec<Digest>,
+    /// No longer pinned by this process: its pin goes, a use at this moment stays.
+    pub released: Vec<Digest>,
+}
+
+impl MarkBatch {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.touched.is_empty() && self.held.is_empty() && self.released.is_empty()
+    }
+}
+
+impl Link {
+    /// Write `batch` for `holder` (this process's random id) in one transaction, one round
+    /// trip, holding the mark gate shared: so it lands either before a GC batch reads the
+    /// marks or after that batch's deletes (see `pins.rs` for why that matters).
+    pub(crate) async fn publish_marks(
+        &mut self,
+        holder: &str,
+        batch: &MarkBatch,
+    ) -> Result<(), StoreError> {
+        let lease = PIN_LEASE.as_secs();
+        let mut sql = format!("SELECT pg_advisory_xact_lock_shared({LOCK_CLASS}, {MARK_GATE});");
+        let used: Vec<&Digest> = batch.touched.iter().chain(&batch.released).collect();
+        if !used.is_empty() {
+            sql.push_str(&format!(
+                "INSERT INTO airdock_marks (digest, holder, since, until) \
+                 SELECT DISTINCT d, '', clock_timestamp(), clock_timestamp() FROM unnest({}) d \
+                 ON CONFLICT (digest, holder) DO UPDATE \
+                 SET until = greatest(airdock_marks.until, excluded.until);",
+                text_array(used)
+            ));
+        }
+        if !batch.released.is_empty() {
+            sql.push_str(&format!(
+                "DELETE FROM airdock_marks WHERE holder = '{holder}' AND digest = ANY({});",
+                text_array(&batch.released)
+            ));
+        }
+        if !batch.held.is_empty() {
+            // `since` stays that of the first publication: the leftover sweep spares what
+            // was begun after it.
+            sql.push_str(&format!(
+                "INSERT INTO airdock_marks (digest, holder, since, until) \
+                 SELECT DISTINCT d, '{holder}', clock_timestamp(), \
+                 clock_timestamp() + interval '{lease} seconds' FROM unnest({}) d \
+                 ON CONFLICT (digest, holder) DO UPDATE SET until = excluded.until;",
+                text_array(&batch.held)
+            ));
+        }
+        let db = self.db.shown.clone();
+        let c = self.conn().await?;
+        // One simple query of several statements is one implicit transaction.
+        let r = timed(&db, LOCK_TIMEOUT, c.client.simple_query(&sql))
+            .await
+            .map(|_| ());
+        self.kept(r)
+    }
+
+    /// Close the mark gate (wait for publications in flight, keep new ones waiting) until
+    /// [`Link::open_gate`]. A session lock on this connection: if it breaks, the server
+    /// releases it.
+    pub(crate) async fn close_gate(&mut self) -> Result<(), StoreError> {
+        let db = self.db.shown.clone();
+        let c = self.conn().await?;
+        let r = timed(
+            &db,
+            LOCK_TIMEOUT,
+            c.client.simple_query(&format!(
+                "SELECT pg_advisory_lock({LOCK_CLASS}, {MARK_GATE})"
+            )),
+        )
+        .await
+        .map(|_| ());
+        self.kept(r)
+    }
+
+    pub(crate) async fn open_gate(&mut self) {
+        if let Some(c) = &self.conn {
+            let done = timed(
+                &self.db.shown,
+                QUERY_TIMEOUT,
+                c.client.simple_query(&format!(
+                    "SELECT pg_advisory_unlock({LOCK_CLASS}, {MARK_GATE})"
+                )),
+            )
+            .await;
+            if done.is_err() {
+                self.disconnect();
+            }
+        }
+    }
+
+    /// The digests (of `among`, or all) some replica pins, or used less than `grace` ago by
+    /// the database's clock.
+    pub(crate) async fn marked(
+        &mut self,
+        grace: Duration,
+        among: Option<&[Digest]>,
+    ) -> Result<HashSet<Digest>, StoreError> {
+        let ms = grace.as_millis().min(i64::MAX as u128);
+        let filter = among.map_or(String::new(), |ds| {
+            format!(" AND digest = ANY({})", text_array(ds))
+        });
+        let sql = format!(
+            "SELECT DISTINCT digest FROM airdock_marks \
+             WHERE until > clock_timestamp() - interval '{ms} milliseconds'{filter}"
+        );
+        let db = self.db.shown.clone();
+        let c = self.conn().await?;
+        let r = timed(&db, QUERY_TIMEOUT, c.client.simple_query(&sql))
+            .await
+            .map(|messages| {
+                messages
+                    .iter()
+                    .filter_map(|m| match m {
+                        SimpleQueryMessage::Row(row) => row.get(0),
+                        _ => None,
+                    })
+                    .filter_map(|s| Digest::parse(s).ok())
+                    .collect()
+            });
+        self.kept(r)
+    }
+
+    /// Drop the last-use marks of deleted blobs (no pin can be among them: GC deletes
+    /// nothing pinned), and lapsed pins and uses older than `stale`.
+    pub(crate) async fn forget_marks(
+        &mut self,
+        deleted: &[Digest],
+        stale: Duration,
+    ) -> Result<(), StoreError> {
+        let secs = stale.as_secs();
+        let mut sql = format!(
+            "DELETE FROM airdock_marks WHERE until < clock_timestamp() - interval '{secs} seconds';"
+        );
+        if !deleted.is_empty() {
+            sql.push_str(&format!(
+                "DELETE FROM airdock_marks WHERE holder = '' AND digest = ANY({});",
+                text_array(deleted)
+            ));
+        }
+        let db = self.db.shown.clone();
+        let c = self.conn().await?;
+        let r = timed(&db, QUERY_TIMEOUT, c.client.simple_query(&sql))
+            .await
+            .map(|_| ());
+        self.kept(r)
+    }
+
+    /// When the oldest pin any replica holds now was first published: whatever a writer
+    /// began while holding it is younger.
+    pub(crate) async fn oldest_pin(&mut self) -> Result<Option<SystemTime>, StoreError> {
+        let sql = "SELECT extract(epoch FROM min(since))::float8 FROM airdock_marks \
+                   WHERE holder <> '' AND until > clock_timestamp()";
+        let db = self.db.shown.clone();
+        let c = self.conn().await?;
+        let r = timed(&db, QUERY_TIMEOUT, c.client.query_one(sql, &[]))
+            .await
+            .map(|row| {
+                row.get::<_, Option<f64>>(0)
+                    .filter(|s| s.is_finite() && *s >= 0.0)
+                    .map(|s| UNIX_EPOCH + Duration::from_secs_f64(s))
+            });
+        self.kept(r)
     }
 }
 

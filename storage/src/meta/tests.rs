@@ -286,7 +286,7 @@ async fn replicas_starting_at_once_migrate_once() {
             url,
             "SELECT string_agg(version::text, ',' ORDER BY version) FROM airdock_schema"
         ),
-        "1,2"
+        "1,2,3"
     );
     // A database migrated by a newer airdock is refused, not misread.
     pg.psql(url, "INSERT INTO airdock_schema (version) VALUES (99)");
@@ -421,8 +421,8 @@ async fn a_single_nodes_journal_moves_into_postgres_whole() {
 
 /// GC over replicas: one run at a time, and a run on A while B pushes never leaves a tag,
 /// manifest or link naming a missing blob on any replica. B's push may be refused cleanly
-/// (its fresh blob is not pinned on A, and the grace window here is zero) but never
-/// acknowledged with something missing.
+/// (the grace window here is zero, so a blob pushed and linked but not yet named by a
+/// manifest is garbage, as on a single node) but never acknowledged with something missing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn gc_on_one_replica_while_another_pushes_loses_nothing_reachable() {
     let pg = Postgres::start();
@@ -452,6 +452,8 @@ async fn gc_on_one_replica_while_another_pushes_loses_nothing_reachable() {
             .expect("junk");
         junk.push(d);
     }
+    // Released pins reach the shared marks lazily (within a second).
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
     // One GC over all replicas at a time.
     let held = a.inner.meta.gc_lock().await.expect("lock").expect("free");
     assert!(matches!(b.gc(&opts).await, Err(StoreError::Busy(_))));
@@ -477,8 +479,8 @@ async fn gc_on_one_replica_while_another_pushes_loses_nothing_reachable() {
                 };
                 match pushed.await {
                     Ok(_) => ok += 1,
-                    // Refused cleanly: a blob or the manifest's own bytes, fresh on B but not
-                    // pinned on A, went with A's GC (grace zero) before B's commit checked it.
+                    // Refused cleanly: a blob linked but not yet referenced went with A's GC
+                    // (grace zero) before B's manifest commit checked it.
                     Err(
                         StoreError::ManifestBlobUnknown(_)
                         | StoreError::BlobUnknown(_)
@@ -931,4 +933,130 @@ async fn metadata_over_tls_checks_the_database_certificate() {
     assert!(s.repo_has_blob(&name("r"), &d));
     let (_d5, r) = open(secured(&plain, "sslmode=require")).await;
     r.expect("require: encrypted, unchecked");
+}
+
+/// Two replicas on one database and one blob directory, and a GC that takes everything
+/// nothing references or pins within `grace`.
+async fn two_replicas(rig: &Rig) -> (Store, Store, [tempfile::TempDir; 2]) {
+    let dirs = [
+        tempfile::tempdir().expect("a"),
+        tempfile::tempdir().expect("b"),
+    ];
+    let a = rig.open(dirs[0].path()).await;
+    let b = rig.open(dirs[1].path()).await;
+    (a, b, dirs)
+}
+
+fn gc_with(grace: std::time::Duration) -> GcOptions {
+    GcOptions {
+        grace,
+        delete_untagged: true,
+        ..GcOptions::default()
+    }
+}
+
+/// An unlinked blob stored on B, which B then claims for a commit (a push that found it
+/// present): GC on A, with no grace window, keeps it while B's pin holds, so B's commit
+/// succeeds; once B lets go (published within a second), the next GC on A takes it.
+/// Before pins were shared, A saw no pin and deleted it, and B's link was refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_pin_on_one_replica_keeps_gc_on_another_away() {
+    let rig = Rig::postgres();
+    let (a, b, _dirs) = two_replicas(&rig).await;
+    let zero = gc_with(std::time::Duration::ZERO);
+    let bytes = b"unreferenced for now".to_vec();
+    let d = Digest::of(Algorithm::Sha256, &bytes);
+    b.ingest_blob(Some(&d), Algorithm::Sha256, &bytes[..], Ingest::default())
+        .await
+        .expect("ingest");
+    let pin = b.claim_blob(&d).await.expect("claim").expect("stored");
+    let r = a.gc(&zero).await.expect("gc");
+    assert_eq!(r.blobs_deleted, 0, "{r:?}");
+    assert!(
+        a.blob_exists(&d).await.expect("stat"),
+        "pinned on B, deleted by A"
+    );
+    let repo = name("claimed");
+    b.link(&repo, &d)
+        .await
+        .expect("B's commit of what it claimed");
+    drop(pin);
+    // Unlinked on B's side too, so that only the released pin could still keep it.
+    b.delete_blob(&repo, &d, BlobDelete::default())
+        .await
+        .expect("unlink");
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    let r = a.gc(&zero).await.expect("gc");
+    assert_eq!(r.blobs_deleted, 1, "a released pin still protects: {r:?}");
+    assert!(!a.blob_exists(&d).await.expect("stat"));
+}
+
+/// A `HEAD` on B restarts the blob's grace window for GC on A too: a client that found a
+/// blob present and skipped its upload can reference it in a manifest put right after.
+/// Before uses were shared, A's clock only knew its own start, and A dropped the link.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_head_on_one_replica_restarts_the_window_for_gc_on_another() {
+    let rig = Rig::postgres();
+    let (a, b, _dirs) = two_replicas(&rig).await;
+    let grace = std::time::Duration::from_secs(2);
+    let repo = name("headed");
+    let body = push_image_blobs(&b, &repo).await;
+    // Past the window of the pushes' own uses (their pins' releases are published up to a
+    // second late), so that only the HEADs below keep the blobs.
+    tokio::time::sleep(grace + std::time::Duration::from_secs(2)).await;
+    let layer = Digest::of(Algorithm::Sha256, b"layer");
+    let cfg = Digest::of(Algorithm::Sha256, b"{}");
+    b.stat_blob(&repo, &layer).await.expect("HEAD layer");
+    b.stat_blob(&repo, &cfg).await.expect("HEAD config");
+    let r = a.gc(&gc_with(grace)).await.expect("gc");
+    assert_eq!(r.links_dropped, 0, "{r:?}");
+    put_tagged(&b, &repo, "v1", &body)
+        .await
+        .expect("manifest put after the HEADs");
+    // And what the window alone kept goes once it has passed: a second repository's link,
+    // unreferenced and not used since.
+    let other = name("stale");
+    let bytes = b"stale".to_vec();
+    let stale = Digest::of(Algorithm::Sha256, &bytes);
+    b.push_blob(&other, &stale, &bytes[..]).await.expect("push");
+    tokio::time::sleep(grace + std::time::Duration::from_secs(2)).await;
+    let r = a.gc(&gc_with(grace)).await.expect("gc");
+    assert_eq!((r.links_dropped, r.blobs_deleted), (1, 1), "{r:?}");
+    assert!(!a.blob_exists(&stale).await.expect("stat"));
+    assert!(a.blob_exists(&layer).await.expect("stat"));
+}
+
+/// A pin published while A's GC is deleting a batch waits for that batch (the mark gate):
+/// so B looks at the blob only after A's deletes, and finds it gone rather than relying on
+/// a blob about to vanish. Before, nothing on B waited for A.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_pin_waits_for_the_gc_batch_in_progress_on_another_replica() {
+    let rig = Rig::postgres();
+    let (a, b, _dirs) = two_replicas(&rig).await;
+    let bytes = b"contended".to_vec();
+    let d = Digest::of(Algorithm::Sha256, &bytes);
+    b.ingest_blob(Some(&d), Algorithm::Sha256, &bytes[..], Ingest::default())
+        .await
+        .expect("ingest");
+    // The ingest's own pin is released lazily (within a second): let it go first.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let mut gc = a.inner.meta.gc_lock().await.expect("lock").expect("free");
+    gc.close_gate().await.expect("close");
+    let claim = {
+        let (b, d) = (b.clone(), d.clone());
+        tokio::spawn(async move { b.claim_blob(&d).await.map(|p| p.is_some()) })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert!(!claim.is_finished(), "the pin did not wait for the batch");
+    // What the batch does meanwhile: it does not see the pin, and deletes.
+    assert!(gc
+        .marked(std::time::Duration::ZERO, Some(std::slice::from_ref(&d)))
+        .await
+        .expect("marks")
+        .is_empty());
+    a.inner.blobs.delete(&d).await.expect("delete");
+    gc.open_gate().await;
+    let found = claim.await.expect("join").expect("claim");
+    assert!(!found, "B relied on a blob A deleted");
+    gc.release().await;
 }

@@ -50,7 +50,9 @@ impl Store {
         cold: bool,
     ) -> Result<(Ingested, Pin), StoreError> {
         // Pinned before it is visible: GC cannot take it between the write and the link.
-        let pin = self.inner.pins.pin(expected).await;
+        // With replicas, published first: another replica's GC (and its leftover sweep, for
+        // an upload this write begins) sees it before anything is written.
+        let pin = self.inner.pins.pin_published(expected).await?;
         let written = if cold {
             self.inner.blobs.put_cold(expected, reader, None).await?
         } else {
@@ -85,7 +87,7 @@ impl Store {
         let result = async {
             blobs.append(&id, 0, None, &mut hashing).await?;
             let digest = hashing.hasher.finish();
-            let pin = self.inner.pins.pin(&digest).await;
+            let pin = self.inner.pins.pin_published(&digest).await?;
             let written = blobs.finish(&id, &digest).await?;
             self.touch_written(&digest);
             let ingested = Ingested {
@@ -119,7 +121,7 @@ impl Store {
     /// `None`. The race-free form of "`blob_exists`, so skip writing it": pinned before
     /// looking, the blob cannot be collected between the look and the writer's commit.
     pub async fn claim_blob(&self, d: &Digest) -> Result<Option<Pin>, StoreError> {
-        let pin = self.inner.pins.pin(d).await;
+        let pin = self.inner.pins.pin_published(d).await?;
         // The caller will acknowledge something that needs this blob, which a concurrent
         // writer may have made visible but not yet durable: `stat_durable` makes it so.
         // Without that, it counts as absent and the caller writes it again.
@@ -276,7 +278,7 @@ impl Store {
         }
         // Pinned before looking at the blob: from here GC cannot delete it, and the touch
         // gives the new link a fresh grace window before GC may drop it as unreferenced.
-        let _pin = self.inner.pins.pin(d).await;
+        let _pin = self.inner.pins.pin_published(d).await?;
         if self.inner.blobs.stat(d).await?.is_none() {
             return Ok(false);
         }
@@ -288,6 +290,14 @@ impl Store {
     /// Size of a blob `repo` may serve. Restarts its grace window: a client that `HEAD`s a
     /// blob and skips its upload will reference it in a manifest soon.
     pub async fn stat_blob(&self, repo: &RepoName, d: &Digest) -> Result<u64, StoreError> {
+        if self.inner.meta.is_shared() && self.repo_has_blob(repo, d) {
+            // With replicas the client may next name it in a manifest put on another, after
+            // a GC on a third: the use is published first, then the state caught up, then
+            // looked at. GC reads the uses and commits its plan with the mark gate closed,
+            // so either it saw this use (and kept the link) or this sees the link gone.
+            self.inner.pins.touch_published(d).await?;
+            self.inner.meta.sync().await?;
+        }
         let size = self.blob_size(repo, d).await?;
         self.touch(d);
         Ok(size)

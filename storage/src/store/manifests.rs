@@ -49,7 +49,7 @@ impl Store {
         }
         let record = ManifestRecord::parse(digest.clone(), media_type, bytes)?;
         // Pinned until committed: GC must not delete the manifest's bytes in between.
-        let _pin = self.inner.pins.pin(&digest).await;
+        let _pin = self.inner.pins.pin_published(&digest).await?;
         // Found already stored: a concurrent push of the same manifest may have made it
         // visible but not yet durable, and this push acknowledges it (`stat_durable`).
         if self.inner.blobs.stat_durable(&digest).await?.is_none() {

@@ -151,6 +151,7 @@ impl Store {
             (None, Some(db)) => Meta::open_pg(db).await?,
             (None, None) => return Err(StoreError::Io(io::Error::other("no metadata opened"))),
         };
+        let meta_pins = meta.marks_link();
         let (blobs, clock): (Box<dyn BlobStore>, Box<dyn BlobClock>) = match blobs {
             None => (
                 Box::new(FsBlobStore::new(root.clone())),
@@ -174,7 +175,11 @@ impl Store {
                 // Sessions left by an earlier run count against the cap until they finish,
                 // are cancelled or expire.
                 open_uploads: Open::with(open_uploads),
-                pins: pins::Pins::default(),
+                // With replicas, pins and uses are published to every replica's GC.
+                pins: match meta_pins {
+                    Some(link) => pins::Pins::published(link)?,
+                    None => pins::Pins::default(),
+                },
                 gc: tokio::sync::Mutex::new(()),
                 manifests: ManifestCache::default(),
                 sizes_filled: tokio::sync::OnceCell::new(),

@@ -217,7 +217,7 @@ which `airdock import --server` falls back to by itself)",
             }
         }
         self.append_upload(repo, id, None, None, reader).await?;
-        let _pin = self.inner.pins.pin(expected).await;
+        let _pin = self.inner.pins.pin_published(expected).await?;
         let written = match self.inner.blobs.finish(id, expected).await {
             Ok(w) => w,
             Err(e @ StoreError::DigestMismatch { .. }) => {
