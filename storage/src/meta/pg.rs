@@ -500,10 +500,15 @@ impl Link {
     }
 }
 
-/// `digests` as a SQL array literal. Safe to format in: a `Digest` is only ever made by
-/// validating it (`algorithm:hex`, no quote can occur).
+/// `digests` as a SQL array literal, each once. Safe to format in: a `Digest` is only ever
+/// made by validating it (`algorithm:hex`, no quote can occur). Once: an upsert naming one
+/// row twice fails whole ("ON CONFLICT DO UPDATE command cannot affect row a second time"),
+/// and `SELECT DISTINCT` over rows with `clock_timestamp()` does not merge them (the
+/// timestamps differ); a digest both used and released in one batch did exactly that.
 fn text_array<'a>(digests: impl IntoIterator<Item = &'a Digest>) -> String {
-    let items: Vec<String> = digests.into_iter().map(|d| format!("'{d}'")).collect();
+    let items: std::collections::BTreeSet<String> =
+        digests.into_iter().map(|d| format!("'{d}'")).collect();
+    let items: Vec<String> = items.into_iter().collect();
     format!("ARRAY[{}]::text[]", items.join(","))
 }
 

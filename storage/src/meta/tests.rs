@@ -1060,3 +1060,29 @@ async fn a_pin_waits_for_the_gc_batch_in_progress_on_another_replica() {
     assert!(!found, "B relied on a blob A deleted");
     gc.release().await;
 }
+
+/// One publication may name a digest twice (used now and released, in one batch): every
+/// upsert must name each row once, or PostgreSQL refuses the whole statement and every
+/// request that waits for it is a 503 (the conformance run over replicas found it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mark_batch_naming_a_digest_twice_is_published() {
+    let pg = Postgres::start();
+    let url = pg.database();
+    // Opening a store migrates the schema.
+    let dir = tempfile::tempdir().expect("dir");
+    let blobs: Box<dyn BlobStore> = Box::new(crate::blobstore::memory::MemBlobStore::new());
+    let s = Store::open_with_metadata(dir.path().to_owned(), Some(opened(blobs)), Some(&url))
+        .await
+        .expect("open");
+    let d = Digest::of(Algorithm::Sha256, b"twice");
+    let mut link = super::pg::Link::new(super::Db::parse(&url).expect("url"));
+    let batch = super::MarkBatch {
+        touched: vec![d.clone(), d.clone()],
+        held: vec![d.clone(), d.clone()],
+        released: vec![d.clone()],
+    };
+    link.publish_marks("holder-a", &batch)
+        .await
+        .expect("a batch naming a digest twice is written");
+    drop(s);
+}
